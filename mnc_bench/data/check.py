@@ -16,6 +16,7 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
+from mnc_bench.data.rle import check_rle_counts
 from mnc_bench.errors import UserError
 
 REQUIRED_TOP_LEVEL = ("images", "annotations", "categories")
@@ -139,23 +140,17 @@ def _segmentation_rle(segmentation: Any, height: int, width: int, name: str, out
             out.add(f"{name}: RLE size {size} disagrees with its image's [height, width] = [{height}, {width}]")
             return None
         counts = segmentation["counts"]
+        if not isinstance(counts, (str, list)):
+            out.add(f"{name}: RLE counts must be a string or a list of integers")
+            return None
         try:
-            if isinstance(counts, list):  # uncompressed RLE
-                if sum(counts) != height * width or any(c < 0 for c in counts):
-                    raise ValueError("run lengths do not add up to height*width")
-                return mask_utils.frPyObjects(segmentation, height, width)
-            if isinstance(counts, str):
-                rle = {"size": size, "counts": counts.encode("ascii")}
-                # Decoding validates the compressed string; pycocotools does not check it on its own.
-                decoded = mask_utils.decode(rle)
-                if decoded.shape != (height, width):
-                    raise ValueError("decoded mask has the wrong shape")
-                return rle
-        except (ValueError, UnicodeEncodeError) as exc:
+            check_rle_counts(counts, height, width)
+        except ValueError as exc:
             out.add(f"{name}: malformed RLE counts ({exc})")
             return None
-        out.add(f"{name}: RLE counts must be a string or a list of integers")
-        return None
+        if isinstance(counts, list):  # uncompressed RLE
+            return mask_utils.frPyObjects(segmentation, height, width)
+        return {"size": size, "counts": counts.encode("ascii")}
     out.add(f"{name}: segmentation must be a polygon list or an RLE object")
     return None
 
