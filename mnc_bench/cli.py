@@ -40,6 +40,20 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mnc_bench.demo import run_demo
+
+    for line in run_demo(args.out):
+        print(line)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the default demo on the embedded synthetic dataset (what `make demo` runs)")
+    p.add_argument("--out", default="results/demo", help="output directory (default results/demo)")
+    p.set_defaults(handler=_cmd_demo)
+
+
 def _add_env(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("env", help="versions of the stack, whether mmcv ops load, threads, device")
     p.set_defaults(handler=_cmd_env)
@@ -85,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "on one training and evaluation path.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_env, _add_data):
+    for add in (_add_env, _add_data, _add_demo):
         add(sub)
     return parser
 
