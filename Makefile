@@ -19,11 +19,12 @@ install: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# torch/torchvision pinned: pip takes them from this machine's disk; unpinned would pull a multi-GB build.
+# setuptools 80.x: still ships pkg_resources (mmcv 2.1.0's setup.py imports it) and meets torch's >=77.0.3.
+# mmcv 2.1.0 with C++ ops is built once from the sdist with the C++20 flag fix (see the script's comments).
+# --no-build-isolation: the editable install must see the venv's setuptools 80.x, not a fresh one.
 $(STAMP): | $(PY)
-	# torch/torchvision pinned: pip takes them from this machine's disk; unpinned would pull a multi-GB build.
-	# setuptools 80.x: still ships pkg_resources (mmcv 2.1.0's setup.py imports it) and meets torch's >=77.0.3.
 	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" "setuptools==80.9.0" wheel
-	# mmcv 2.1.0 with C++ ops, built once from the sdist with the C++20 flag fix (see the script's comments).
 	bash tools/build_mmcv_wheel.sh $(PY) $(WHEEL_CACHE)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[test,fast-eval]"
 	rm -f $(VENV)/.mnc-bench-installed-*

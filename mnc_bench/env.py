@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import platform
 import sys
 
 
 def _version(module: str) -> str:
     try:
-        return getattr(importlib.import_module(module), "__version__", "unknown")
+        imported = importlib.import_module(module)
     except Exception as exc:  # any import failure is information for the report, not a crash
         return f"not importable ({type(exc).__name__}: {exc})"
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return getattr(imported, "__version__", "unknown")
 
 
 def collect_env() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""Baselines built on mmdetection (installed as mnc_bench.baselines)."""
