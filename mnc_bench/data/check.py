@@ -7,16 +7,17 @@ crash deep inside pycocotools or a training run.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pycocotools import mask as mask_utils
 
-from mnc_bench.data.rle import check_rle_counts
+from mnc_bench.data.predicates import is_finite_number
+from mnc_bench.data.segmentation import SegmentationError, compressed_counts_valid, to_rle
 from mnc_bench.errors import UserError
 
 REQUIRED_TOP_LEVEL = ("images", "annotations", "categories")
@@ -85,10 +86,6 @@ def load_coco_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_ids(records: list, kind: str, required: tuple[str, ...], out: _Collector) -> dict[Any, dict]:
     """Check required keys and unique ids; return the valid records by id."""
     by_id: dict[Any, dict] = {}
@@ -112,53 +109,22 @@ def _check_ids(records: list, kind: str, required: tuple[str, ...], out: _Collec
 
 
 def _segmentation_rle(segmentation: Any, height: int, width: int, name: str, out: _Collector) -> dict | None:
-    """Validate a polygon list or RLE and return it as one RLE, or None after reporting the problem."""
-    if isinstance(segmentation, list):
-        if not segmentation:
-            out.add(f"{name}: empty polygon list")
-            return None
-        for k, polygon in enumerate(segmentation):
-            if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
-                out.add(f"{name}: polygon {k} is not a list of numbers")
-                return None
-            if len(polygon) % 2:
-                out.add(f"{name}: polygon {k} has an odd number of coordinates ({len(polygon)})")
-                return None
-            if len(polygon) < 6:
-                out.add(f"{name}: polygon {k} has {len(polygon) // 2} point(s); a polygon needs at least 3")
-                return None
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation, dict):
-        if "size" not in segmentation or "counts" not in segmentation:
-            out.add(f"{name}: RLE segmentation needs 'size' and 'counts'")
-            return None
-        size = segmentation["size"]
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
-            out.add(f"{name}: RLE size must be [height, width], got {size!r}")
-            return None
-        if size != [height, width]:
-            out.add(f"{name}: RLE size {size} disagrees with its image's [height, width] = [{height}, {width}]")
-            return None
-        counts = segmentation["counts"]
-        if not isinstance(counts, (str, list)):
-            out.add(f"{name}: RLE counts must be a string or a list of integers")
-            return None
-        try:
-            check_rle_counts(counts, height, width)
-        except ValueError as exc:
-            out.add(f"{name}: malformed RLE counts ({exc})")
-            return None
-        if isinstance(counts, list):  # uncompressed RLE
-            return mask_utils.frPyObjects(segmentation, height, width)
-        return {"size": size, "counts": counts.encode("ascii")}
-    out.add(f"{name}: segmentation must be a polygon list or an RLE object")
-    return None
+    """Validate a polygon list or RLE and return it as one compressed RLE, or None after reporting why not."""
+    try:
+        rle = to_rle(segmentation, height, width)
+    except SegmentationError as exc:
+        out.add(f"{name}: segmentation: {exc}")
+        return None
+    if not compressed_counts_valid([rle["counts"]], np.array([height * width]))[0]:
+        out.add(f"{name}: segmentation: malformed RLE counts (runs do not cover the {width}x{height} image)")
+        return None
+    return rle
 
 
 def _check_annotation(ann: dict, image: dict, name: str, out: _Collector) -> None:
     height, width = image["height"], image["width"]
     bbox = ann["bbox"]
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
         out.add(f"{name}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
     else:
         x, y, w, h = bbox
@@ -170,7 +136,7 @@ def _check_annotation(ann: dict, image: dict, name: str, out: _Collector) -> Non
             out.add(f"{name}: bbox {bbox} lies outside image id={image['id']} ({width}x{height})")
     if ann["iscrowd"] not in (0, 1) or isinstance(ann["iscrowd"], bool):
         out.add(f"{name}: iscrowd must be 0 or 1, got {ann['iscrowd']!r}")
-    if not _is_number(ann["area"]) or ann["area"] <= 0:
+    if not is_finite_number(ann["area"]) or ann["area"] <= 0:
         out.add(f"{name}: area must be a positive number, got {ann['area']!r}")
         return
     rle = _segmentation_rle(ann["segmentation"], height, width, name, out)

@@ -19,9 +19,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from mnc_bench.errors import UserError
-from mnc_bench.evaluation.checks import is_finite_number, is_int
+from mnc_bench.data.predicates import is_finite_number, is_int
 from mnc_bench.evaluation.ground_truth import GroundTruth
-from mnc_bench.evaluation.masks import SegmentationError, compressed_counts_valid, to_rle
+from mnc_bench.data.segmentation import SegmentationError, compressed_counts_valid, to_rle
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from mnc_bench.evaluation.checks import is_int, is_number
+from mnc_bench.data.predicates import is_int, is_number
 
 # A polygon vertex may sit this far outside the image (pixel-edge coordinates such as -0.5 or w + 0.5).
 POLYGON_SLACK = 1.0
