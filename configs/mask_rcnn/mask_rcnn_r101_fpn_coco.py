@@ -1,0 +1,6 @@
+# Mask R-CNN R101-FPN, COCO 2017, 1x (mmdet zoo: box 40.0 / mask 36.1).
+# Needs torchvision's ImageNet ResNet-101 locally (resnet101-63fe2227.pth); override with
+# `--cfg-options backbone_checkpoint=/path/to/resnet101.pth`.
+_base_ = './mask_rcnn_r50_fpn_coco.py'
+backbone_checkpoint = '~/.cache/torch/hub/checkpoints/resnet101-63fe2227.pth'
+model = dict(backbone=dict(depth=101, init_cfg=dict(type='Pretrained', checkpoint=backbone_checkpoint)))

@@ -1,0 +1,53 @@
+"""Stage 2 of MNC: a class-agnostic m x m mask for every RoI, from its warped features."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class MaskStage(nn.Module):
+    """Warped S x S features -> 2x2 max-pool -> fc(hidden) -> ReLU -> fc(m * m) per-pixel mask logits.
+
+    The paper uses S = 28 (pooled to 14 x 14), hidden = 256 and m = 28; MNC-code uses m = 21.
+    """
+
+    def __init__(self, *, in_channels: int, warp_size: int = 28, mask_size: int = 28, hidden_dim: int = 256):
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
+        if warp_size < 2 or warp_size % 2:
+            raise ValueError(f"warp_size: must be even and >= 2 (it is max-pooled by 2), got {warp_size}")
+        if mask_size < 4:
+            raise ValueError(f"mask_size: must be >= 4, got {mask_size}")
+        if hidden_dim < 1:
+            raise ValueError(f"mask_hidden_dim: must be >= 1, got {hidden_dim}")
+        self.warp_size = warp_size
+        self.mask_size = mask_size
+        pooled = warp_size // 2
+        self.hidden = nn.Linear(in_channels * pooled * pooled, hidden_dim)
+        self.predictor = nn.Linear(hidden_dim, mask_size * mask_size)
+        nn.init.xavier_uniform_(self.hidden.weight)
+        nn.init.zeros_(self.hidden.bias)
+        # Small output weights start every mask near probability 0.5 (MNC-code: Gaussian std 0.001).
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.zeros_(self.predictor.bias)
+
+    def forward(self, roi_features: Tensor) -> Tensor:
+        """[R, C, S, S] warped features -> [R, m, m] mask logits over each RoI."""
+        pooled = F.max_pool2d(roi_features, kernel_size=2, stride=2)
+        hidden = F.relu(self.hidden(pooled.flatten(1)))
+        return self.predictor(hidden).view(-1, self.mask_size, self.mask_size)
+
+
+def mask_loss(mask_logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean per-pixel binary cross-entropy over the P foreground RoIs ([P, m, m] each); 0 when P = 0."""
+    if mask_logits.shape[0] == 0:
+        return mask_logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(mask_logits, targets.to(mask_logits.dtype))
+
+
+def mask_probabilities(mask_logits: Tensor) -> Tensor:
+    """[R, m, m] logits -> [R, m, m] foreground probabilities."""
+    return torch.sigmoid(mask_logits)

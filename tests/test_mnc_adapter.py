@@ -1,0 +1,197 @@
+"""The mmdet adapter: configs build, training steps through mmdet data structures, predictions, validation."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("mmcv.ops")
+from mmdet.registry import DATASETS, MODELS  # noqa: E402
+from mmdet.utils import register_all_modules  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.dataset import pseudo_collate  # noqa: E402
+from mmengine.optim import OptimWrapper  # noqa: E402
+
+import mnc_bench.models.mmdet_adapter  # noqa: E402,F401  (registers MNC)
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "mnc"
+SHAPES_3 = CONFIG_DIR / "mnc_3stage_shapes.py"
+SHAPES_5 = CONFIG_DIR / "mnc_5stage_shapes.py"
+
+register_all_modules()
+
+
+# Narrower MNC stages than the shapes configs keep these tests fast; the configs themselves are built above.
+SMALL_HEADS = dict(warp_size=14, mask_size=14, mask_hidden_dim=32, cls_fc_dim=32)
+
+
+def _build(config: Path = SHAPES_3, small: bool = True, **model_overrides):
+    cfg = Config.fromfile(str(config))
+    cfg.model.update(model_overrides)
+    if small:
+        cfg.model.cascade.update(SMALL_HEADS)
+    return MODELS.build(cfg.model), cfg
+
+
+def _dataset(cfg: Config, root: Path, split: str, pipeline=None):
+    loader = cfg.train_dataloader if split == "train" else cfg.val_dataloader
+    dataset_cfg = copy.deepcopy(loader.dataset)
+    dataset_cfg.data_root = str(root) + "/"
+    if pipeline is not None:
+        dataset_cfg.pipeline = pipeline
+    return DATASETS.build(dataset_cfg)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIG_DIR.glob("*.py")), ids=lambda p: p.stem)
+def test_every_mnc_config_builds(config):
+    model, cfg = _build(config, small=False)
+    assert type(model).__name__ == "MNC"
+    assert model.cascade.num_stages == cfg.model.cascade.num_stages
+    assert model.cascade.mask_stages[0].mask_size == cfg.model.cascade.mask_size
+
+
+def test_shapes_configs_share_stage_one_with_mask_rcnn():
+    mnc = Config.fromfile(str(SHAPES_5)).model
+    mask_rcnn = Config.fromfile(str(CONFIG_DIR.parent / "mask_rcnn" / "mask_rcnn_shapes.py")).model
+    for key in ("backbone", "neck", "rpn_head", "data_preprocessor"):
+        assert mnc[key] == mask_rcnn[key], key
+    assert mnc.train_cfg.rpn == mask_rcnn.train_cfg.rpn
+    assert mnc.train_cfg.rpn_proposal == mask_rcnn.train_cfg.rpn_proposal
+    assert mnc.test_cfg.rpn == mask_rcnn.test_cfg.rpn
+
+
+@pytest.mark.parametrize("config", [SHAPES_3, SHAPES_5], ids=["3stage", "5stage"])
+def test_two_training_iterations_through_mmdet_data_structures(config, shapes_dataset):
+    torch.manual_seed(0)
+    model, cfg = _build(config)
+    dataset = _dataset(cfg, shapes_dataset, "train")
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9), clip_grad=dict(max_norm=35))
+    model.train()
+    before = model.rpn_head.rpn_reg.weight.detach().clone()
+    for iteration in range(2):
+        batch = pseudo_collate([dataset[i] for i in range(2 * iteration, 2 * iteration + 2)])
+        log = model.train_step(batch, optim_wrapper)
+        assert torch.isfinite(log["loss"])
+        stages = 3 if config == SHAPES_3 else 5
+        expected = {"loss_rpn_cls", "loss_rpn_bbox"} | {f"loss_mask_s{s}" for s in range(2, stages, 2)}
+        expected |= {f"loss_{kind}_s{s}" for s in range(3, stages + 1, 2) for kind in ("cls", "box")}
+        assert expected <= set(log)
+    assert not torch.equal(before, model.rpn_head.rpn_reg.weight)
+
+
+@pytest.mark.parametrize("box_grad", [True, False])
+def test_cascade_losses_reach_the_rpn_box_deltas_only_with_box_grad(box_grad, shapes_dataset):
+    torch.manual_seed(0)
+    model, cfg = _build(SHAPES_5)
+    model.cascade.box_grad = box_grad
+    dataset = _dataset(cfg, shapes_dataset, "train")
+    data = model.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), True)
+    model.train()
+    losses = model(**data, mode="loss")
+    cascade_loss = sum(value for name, value in losses.items() if not name.startswith("loss_rpn"))
+    cascade_loss.backward()
+    regression_grad = model.rpn_head.rpn_reg.weight.grad
+    if box_grad:
+        assert regression_grad is not None and regression_grad.abs().sum() > 0
+    else:
+        assert regression_grad is None or torch.count_nonzero(regression_grad) == 0
+    assert model.rpn_head.rpn_cls.weight.grad is None  # objectness only ranks proposals
+
+
+def test_predict_returns_masks_at_the_original_image_size(shapes_dataset):
+    torch.manual_seed(0)
+    model, cfg = _build(SHAPES_5)
+    pipeline = copy.deepcopy(cfg.val_dataloader.dataset.pipeline)
+    resize = next(step for step in pipeline if step["type"] == "Resize")
+    resize["scale"] = (96, 96)  # network input 96 x 96, originals 128 x 128
+    dataset = _dataset(cfg, shapes_dataset, "val", pipeline)
+    model.eval()
+    # An untrained classifier scores every class ~0.2; a zero threshold keeps detections to look at.
+    model.postprocessor.score_thr = 0.0
+    with torch.no_grad():
+        samples = model.test_step(pseudo_collate([dataset[0], dataset[1]]))
+    for sample in samples:
+        assert tuple(sample.img_shape) == (96, 96) and tuple(sample.ori_shape) == (128, 128)
+        predictions = sample.pred_instances
+        count = len(predictions.scores)
+        assert 0 < count <= 100
+        assert predictions.masks.shape == (count, 128, 128) and predictions.masks.dtype == torch.bool
+        assert predictions.bboxes.shape == (count, 4) and predictions.labels.max() < 4
+        assert predictions.bboxes[:, 2:].max() <= 128 and predictions.bboxes.min() >= 0
+        assert predictions.bboxes[:, 2:].max() > 96  # boxes were rescaled to the original size
+        assert torch.all(predictions.scores[:-1] >= predictions.scores[1:])
+
+
+def test_proposal_control_is_applied_between_stage_one_and_the_cascade(shapes_dataset):
+    model, cfg = _build(SHAPES_3, proposal_control=dict(mode="oracle", oracle_iou=0.8, oracle_per_gt=3))
+    dataset = _dataset(cfg, shapes_dataset, "val")
+    data = model.data_preprocessor(pseudo_collate([dataset[0]]), False)
+    features = model.extract_feat(data["inputs"])
+    _, proposals = model._proposals(features, data["data_samples"], training=False)
+    gt_boxes = data["data_samples"][0].gt_instances.bboxes
+    assert proposals[0].shape == (3 * len(gt_boxes), 4)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(cascade=dict(num_classes=4, num_stages=4)), "model.cascade.num_stages"),
+    (dict(cascade=dict(num_classes=4, num_stages=1)), "model.cascade.num_stages"),
+    (dict(cascade=dict(num_classes=4, mask_size=3)), "model.cascade.mask_size"),
+    (dict(cascade=dict(num_classes=4, warp_size=27)), "model.cascade.warp_size"),
+    (dict(cascade=dict(num_classes=4, cls_fc_dim=0)), "model.cascade.cls_fc_dim"),
+    (dict(cascade=dict(num_classes=4, colour="red")), "model.cascade"),
+    (dict(cascade=dict(num_stages=3)), "model.cascade.num_classes"),
+    (dict(cascade=dict(num_classes=4, in_channels=32)), "model.cascade.in_channels"),
+    (dict(loss_weights=dict(mask=-1.0)), "model.loss_weights.mask"),
+    (dict(loss_weights=dict(rpn_cls=-0.5)), "model.loss_weights.rpn_cls"),
+    (dict(loss_weights=dict(cls=[1.0, 1.0])), "model.loss_weights.cls"),
+    (dict(backbone=dict(type="NoSuchNet")), "model.backbone.type"),
+    (dict(proposal_control=dict(mode="mcg")), "model.proposal_control.mode"),
+    (dict(proposal_control=dict(strength=3)), "model.proposal_control"),
+])
+def test_invalid_config_raises_value_error_naming_the_field(overrides, field):
+    cfg = Config.fromfile(str(SHAPES_3))
+    model_cfg = cfg.model.to_dict()
+    for key, value in overrides.items():
+        if key == "cascade":
+            model_cfg[key] = value
+        elif key == "backbone":
+            model_cfg[key] = value
+        else:
+            model_cfg[key] = {**(model_cfg.get(key) or {}), **value}
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        MODELS.build(model_cfg)
+
+
+@pytest.mark.parametrize("section, value, field", [
+    ("train_cfg", dict(rcnn=dict(fg_fraction=0.0)), "model.train_cfg.rcnn.fg_fraction"),
+    ("train_cfg", dict(rcnn=dict(batch=3)), "model.train_cfg.rcnn"),
+    ("test_cfg", dict(rcnn=dict(nms_iou=0.0)), "model.test_cfg.rcnn.nms_iou"),
+    ("test_cfg", dict(rpn=dict(nms=dict(type="soft_nms", iou_threshold=0.7))), "model.test_cfg.rpn.nms"),
+])
+def test_invalid_train_and_test_settings_name_the_field(section, value, field):
+    cfg = Config.fromfile(str(SHAPES_3))
+    cfg.model[section].update(value)
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        MODELS.build(cfg.model)
+
+
+def test_single_level_c4_model_without_neck_trains(shapes_dataset):
+    """The faithful variant's structure (one stride-16 level, no neck) on a tiny ResNet-18 C4."""
+    cfg = Config.fromfile(str(SHAPES_3))
+    model_cfg = cfg.model.to_dict()
+    model_cfg.pop("neck")
+    model_cfg["backbone"].update(num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1), out_indices=(2,))
+    model_cfg["rpn_head"].update(
+        in_channels=256, feat_channels=64,
+        anchor_generator=dict(type="AnchorGenerator", scales=[2, 4, 8], ratios=[0.5, 1.0, 2.0], strides=[16]),
+    )
+    model_cfg["cascade"].update(SMALL_HEADS, featmap_strides=[16], in_channels=256, mask_size=21)
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    dataset = _dataset(cfg, shapes_dataset, "train")
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.002))
+    log = model.train_step(pseudo_collate([dataset[0], dataset[1]]), optim_wrapper)
+    assert torch.isfinite(log["loss"]) and "loss_mask_s2" in log

@@ -1,0 +1,132 @@
+"""Bad configs, datasets and arguments are one-line UserErrors, raised before any model is built."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mmcv.ops")
+
+from mnc_bench.cli import main  # noqa: E402
+from mnc_bench.errors import UserError  # noqa: E402
+from mnc_bench.training import check_pretrained_weights, load_config, prepare_datasets, train  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MASK_RCNN = CONFIGS / "mask_rcnn" / "mask_rcnn_shapes.py"
+COCO_R50 = CONFIGS / "mask_rcnn" / "mask_rcnn_r50_fpn_coco.py"
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+def test_missing_config(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.py")]) == 2
+    assert _one_line_error(capsys) == f"error: config {tmp_path / 'nope.py'} not found"
+
+
+def test_config_with_a_syntax_error(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("model = dict(type='MaskRCNN'\n")
+    assert main(["train", str(bad)]) == 2
+    assert "SyntaxError" in _one_line_error(capsys)
+
+
+def test_unknown_model_type_is_named(tmp_path, shapes_dataset, capsys):
+    bad = tmp_path / "bad_type.py"
+    bad.write_text(f"_base_ = '{MASK_RCNN}'\nmodel = dict(type='MaskRCNNN')\n")
+    assert main(["train", str(bad), "--cfg-options", f"data_root={shapes_dataset}"]) == 2
+    assert "MaskRCNNN" in _one_line_error(capsys)
+
+
+def test_malformed_cfg_option(capsys):
+    assert main(["train", str(MASK_RCNN), "--cfg-options", "train_cfg.max_iters"]) == 2
+    assert "expected KEY=VALUE" in _one_line_error(capsys)
+
+
+def test_bad_launcher_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(MASK_RCNN), "--launcher", "mpi"])
+    assert info.value.code == 2 and "--launcher" in capsys.readouterr().err
+
+
+def test_missing_dataset_names_the_expected_layout(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()  # exists, so it is not generated: it must hold a dataset
+    assert main(["train", str(MASK_RCNN), "--cfg-options", f"data_root={empty}"]) == 2
+    message = _one_line_error(capsys)
+    assert f"{empty}/annotations/instances_train.json not found" in message
+    assert "expected data_root/annotations/instances_{train,val}.json" in message
+
+
+def test_malformed_annotations_are_refused_before_the_model_is_built(tmp_path, shapes_dataset, capsys):
+    root = tmp_path / "damaged"
+    shutil.copytree(shapes_dataset, root)
+    ann = root / "annotations" / "instances_train.json"
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["bbox"] = [0, 0, -5, 3]
+    ann.write_text(json.dumps(data))
+    assert main(["train", str(MASK_RCNN), "--cfg-options", f"data_root={root}"]) == 2
+    message = _one_line_error(capsys)
+    assert "instances_train.json" in message and "non-positive width or height" in message
+
+
+def test_invalid_json_annotations(tmp_path, shapes_dataset):
+    root = tmp_path / "broken"
+    shutil.copytree(shapes_dataset, root)
+    (root / "annotations" / "instances_val.json").write_text("{ not json")
+    with pytest.raises(UserError, match="invalid JSON"):
+        train(MASK_RCNN, cfg_options={"data_root": str(root)}, work_dir=tmp_path / "w")
+
+
+def test_cli_error_is_one_line_in_a_fresh_process(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "train", str(MASK_RCNN), "--cfg-options",
+                             f"data_root={tmp_path}"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: train_dataloader: annotation file")
+
+
+def test_data_root_override_reaches_every_derived_path(tmp_path):
+    cfg = load_config(MASK_RCNN, {"data_root": str(tmp_path / "elsewhere")})
+    root = str(tmp_path / "elsewhere")
+    assert cfg.train_dataloader.dataset.data_root == root
+    assert cfg.val_dataloader.dataset.data_root == cfg.test_dataloader.dataset.data_root == root
+    assert cfg.val_evaluator.ann_file == f"{root}/annotations/instances_val.json"
+    assert cfg.test_evaluator.ann_file == f"{root}/annotations/instances_val.json"
+
+
+def test_model_normalisation_must_match_the_dataset(capsys):
+    assert main(["train", str(MASK_RCNN), "--cfg-options", "model.data_preprocessor.pad_size_divisor=64"]) == 2
+    assert "model.data_preprocessor differs from the dataset's" in _one_line_error(capsys)
+
+
+def test_shapes_are_generated_when_their_root_is_missing(tmp_path):
+    root = tmp_path / "made" / "shapes"
+    cfg = load_config(MASK_RCNN, {"data_root": str(root), "synthetic_shapes.num_train": 3,
+                                  "synthetic_shapes.num_val": 2})
+    prepare_datasets(cfg, ["train_dataloader", "val_dataloader"])
+    train_ann = json.loads((root / "annotations" / "instances_train.json").read_text())
+    assert len(train_ann["images"]) == 3 and len(list((root / "val").glob("*.png"))) == 2
+
+
+def test_pretrained_weights_are_local_files_only(tmp_path):
+    with pytest.raises(UserError, match=r"pretrained weights .*missing\.pth not found .*backbone_checkpoint"):
+        check_pretrained_weights(load_config(COCO_R50, {"backbone_checkpoint": str(tmp_path / "missing.pth")}))
+    with pytest.raises(UserError, match="would be downloaded"):
+        check_pretrained_weights(load_config(COCO_R50, {"backbone_checkpoint": "torchvision://resnet50"}))
+    weights = tmp_path / "r50.pth"
+    weights.write_bytes(b"not read here")
+    cfg = load_config(COCO_R50, {"backbone_checkpoint": str(weights)})
+    check_pretrained_weights(cfg)
+    assert cfg.model.backbone.init_cfg.checkpoint == str(weights)
+    scratch = load_config(COCO_R50, {"backbone_checkpoint": None})
+    check_pretrained_weights(scratch)
+    assert scratch.model.backbone.init_cfg is None

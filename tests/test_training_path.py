@@ -1,0 +1,177 @@
+"""The shared train/test path: every model trains 2 iterations and writes a COCO results file; resume; load_from."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mmcv.ops")
+
+import torch  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+from pycocotools.cocoeval import COCOeval  # noqa: E402
+
+from mnc_bench.cli import main  # noqa: E402
+from mnc_bench.errors import UserError  # noqa: E402
+from mnc_bench.training import allow_mmengine_checkpoint_globals, train  # noqa: E402
+from mnc_bench.training import test as run_test  # noqa: E402  (not collected by pytest)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MASK_RCNN = CONFIGS / "mask_rcnn" / "mask_rcnn_shapes.py"
+PANET = CONFIGS / "panet" / "panet_shapes.py"
+MNC = CONFIGS / "mnc" / "mnc_3stage_shapes.py"
+
+
+def _mnc_ready() -> bool:
+    try:
+        import mnc_bench.models.mmdet_adapter  # noqa: F401
+    except ImportError:
+        return False
+    return MNC.is_file()
+
+
+def fast_options(root: Path, iters: int = 2, val: bool = True) -> list[str]:
+    """Tiny runs on the 16/8-image fixture: small batches, few detections to paste, checkpoint every iter."""
+    return [
+        f"data_root={root}",
+        f"train_cfg.max_iters={iters}",
+        f"train_cfg.val_interval={iters}",
+        f"train_cfg.val_begin={1 if val else 10_000}",  # mmengine validates after the last iteration otherwise
+        "train_dataloader.batch_size=2",
+        "default_hooks.logger.interval=1",
+        "default_hooks.checkpoint.interval=1",
+        "default_hooks.checkpoint.max_keep_ckpts=5",
+        "model.test_cfg.rcnn.score_thr=0.0",
+        "model.test_cfg.rcnn.max_per_img=10",
+    ]
+
+
+def _check_results_file(path: Path, ann_file: Path) -> list[dict]:
+    records = json.loads(path.read_text())
+    assert isinstance(records, list) and records
+    gt = COCO(str(ann_file))
+    for record in records[:50]:
+        assert set(record) >= {"image_id", "category_id", "score", "bbox", "segmentation"}
+        assert isinstance(record["segmentation"]["counts"], str)
+        assert len(record["bbox"]) == 4 and record["bbox"][2] >= 0 and record["bbox"][3] >= 0
+        assert record["category_id"] in gt.getCatIds()
+    detections = gt.loadRes(str(path))  # pycocotools accepts the file as it is
+    evaluator = COCOeval(gt, detections, "segm")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    assert evaluator.eval is not None
+    return records
+
+
+def test_mask_rcnn_through_the_cli(shapes_dataset, tmp_path, capsys):
+    work = tmp_path / "work"
+    code = main(["train", str(MASK_RCNN), "--work-dir", str(work), "--seed", "3",
+                 "--cfg-options", *fast_options(shapes_dataset)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "coco/segm/AP " in printed and "iter_2.pth" in printed
+    out = tmp_path / "pred.json"
+    code = main(["test", str(MASK_RCNN), str(work / "iter_2.pth"), "--out", str(out), "--work-dir", str(work),
+                 "--cfg-options", *fast_options(shapes_dataset)])
+    assert code == 0 and f"predictions {out}" in capsys.readouterr().out
+    _check_results_file(out, shapes_dataset / "annotations" / "instances_val.json")
+    # --seed reached mmengine's randomness settings.
+    checkpoint = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["meta"]["seed"] == 3
+
+
+@pytest.mark.parametrize("config", [
+    PANET,
+    pytest.param(MNC, marks=pytest.mark.skipif(not _mnc_ready(), reason="MNC adapter/config not in this checkout")),
+], ids=lambda p: p.stem)
+def test_two_iterations_and_a_test_pass(config, shapes_dataset, tmp_path):
+    result = train(config, work_dir=tmp_path / "work", cfg_options=fast_options(shapes_dataset))
+    assert result.checkpoint is not None and result.checkpoint.name == "iter_2.pth"
+    assert "coco/segm/AP" in result.metrics and "coco/bbox/AP" in result.metrics
+    out = tmp_path / "pred.json"
+    tested = run_test(config, result.checkpoint, out=out, work_dir=tmp_path / "work",
+                  cfg_options=fast_options(shapes_dataset))
+    assert tested.predictions == out and 0.0 <= tested.metrics["coco/segm/AP"] <= 1.0
+    records = _check_results_file(out, shapes_dataset / "annotations" / "instances_val.json")
+    assert {r["image_id"] for r in records} <= set(COCO(str(shapes_dataset / "annotations" /
+                                                           "instances_val.json")).getImgIds())
+
+
+def _train_log(work: Path) -> str:
+    logs = sorted(work.glob("*/*.log"))
+    return logs[-1].read_text()
+
+
+def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path):
+    work = tmp_path / "work"
+    train(MASK_RCNN, work_dir=work, cfg_options=fast_options(shapes_dataset, iters=2, val=False))
+    assert (work / "iter_2.pth").is_file()
+    saved = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=False)
+    result = train(MASK_RCNN, work_dir=work, resume=True, cfg_options=fast_options(shapes_dataset, iters=3, val=False))
+    log = _train_log(work)
+    assert "resumed" in log.lower()
+    assert "Iter(train) [3/3]" in log and "Iter(train) [1/3]" not in log and "Iter(train) [2/3]" not in log
+    assert result.checkpoint == work / "iter_3.pth"
+    allow_mmengine_checkpoint_globals()
+    resumed = torch.load(result.checkpoint, map_location="cpu")  # weights_only=True, torch's default
+    assert resumed["meta"]["iter"] == 3
+    # The optimizer state came along: SGD momentum buffers exist and moved on from the saved ones.
+    assert resumed["optimizer"]["state"] and saved["optimizer"]["state"]
+    # An explicit checkpoint path resumes too.
+    other = tmp_path / "other"
+    train(MASK_RCNN, work_dir=other, resume=work / "iter_2.pth",
+          cfg_options=fast_options(shapes_dataset, iters=3, val=False))
+    assert (other / "iter_3.pth").is_file() and not (other / "iter_1.pth").exists()
+
+
+def test_load_from_initialises_weights_and_restarts_the_count(shapes_dataset, tmp_path):
+    work = tmp_path / "work"
+    first = train(MASK_RCNN, work_dir=work, cfg_options=fast_options(shapes_dataset, iters=1, val=False))
+    again = tmp_path / "again"
+    train(MASK_RCNN, work_dir=again, load_from=first.checkpoint,
+          cfg_options=[*fast_options(shapes_dataset, iters=1, val=False), "optim_wrapper.optimizer.lr=0.0"])
+    assert "Load checkpoint from" in _train_log(again)
+    before = torch.load(first.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    after = torch.load(again / "iter_1.pth", map_location="cpu", weights_only=False)["state_dict"]
+    # lr 0: the conv weights are exactly the loaded ones (BN running statistics still update).
+    name = "backbone.layer1.0.conv1.weight"
+    assert torch.equal(before[name], after[name])
+
+
+class _Sneaky:
+    def __reduce__(self):
+        from mmengine.logging.history_buffer import HistoryBuffer
+
+        return getattr, (HistoryBuffer, "__init__")
+
+
+def test_checkpoint_allowlist_does_not_open_getattr(tmp_path):
+    allow_mmengine_checkpoint_globals()
+    path = tmp_path / "sneaky.pth"
+    torch.save({"x": _Sneaky()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="only HistoryBuffer's statistics methods"):
+        torch.load(path)
+
+
+def test_resume_without_a_checkpoint_is_a_user_error(shapes_dataset, tmp_path):
+    with pytest.raises(UserError, match="no checkpoint to resume"):
+        train(MASK_RCNN, work_dir=tmp_path / "empty", resume=True, cfg_options=fast_options(shapes_dataset))
+
+
+def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, tmp_path):
+    first = train(MASK_RCNN, work_dir=tmp_path / "work", cfg_options=fast_options(shapes_dataset, iters=1, val=False))
+    with pytest.raises(UserError, match="does not fit the model"):
+        run_test(PANET, first.checkpoint, cfg_options=fast_options(shapes_dataset))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [MASK_RCNN, PANET], ids=lambda p: p.stem)
+def test_default_shapes_schedule_reaches_mask_ap_above_half(config, tmp_path_factory):
+    """The default schedule on the default synthetic data (generated on the fly) — minutes on CPU."""
+    root = tmp_path_factory.mktemp("shapes_default") / "shapes"
+    result = train(config, work_dir=tmp_path_factory.mktemp("work"), cfg_options=[f"data_root={root}"])
+    assert result.metrics["coco/segm/AP"] > 0.5
+    shutil.rmtree(root, ignore_errors=True)
