@@ -193,6 +193,25 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_test)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mnc_bench.bench import run_bench
+    from mnc_bench.io import write_json
+
+    figures = run_bench(args.sections, iters=args.iters)
+    if args.json:
+        write_json(args.json, figures, indent=2)
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="print benchmark figures (dataset generation, evaluation, training speed)")
+    p.add_argument("sections", nargs="*", default=["data", "eval", "models"], metavar="SECTION",
+                   help="any of data, eval, models (default: all)")
+    p.add_argument("--iters", type=_positive_int, default=30, help="timed training iterations per model (default 30)")
+    p.add_argument("--json", metavar="OUT.json", help="also write the figures to this file")
+    p.set_defaults(handler=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnc-bench",
@@ -200,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "on one training and evaluation path.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_train, _add_test):
+    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_train, _add_test, _add_bench):
         add(sub)
     return parser
 

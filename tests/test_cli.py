@@ -43,3 +43,9 @@ def test_env_reports_versions_and_ops():
     assert result.returncode == 0
     for key in ("python", "torch", "torchvision", "mmcv", "mmdet", "mmengine", "mmcv ops", "device"):
         assert any(line.startswith(key + " ") for line in result.stdout.splitlines()), key
+
+
+def test_bench_unknown_section_is_a_one_line_error():
+    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "bench", "bogus"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: unknown bench section(s) bogus; choose from data, eval, models"]
