@@ -177,7 +177,7 @@ def load_config(config: str | os.PathLike[str], cfg_options: Mapping[str, Any] |
     try:
         # format_python_code=False: yapf-formatting the config text costs seconds at every checkpoint save.
         cfg = Config.fromfile(str(path), format_python_code=False)
-    except (SyntaxError, NameError, KeyError, ImportError, FileNotFoundError, TypeError, ValueError) as exc:
+    except Exception as exc:  # a config is Python: whatever reading it raises is a problem with the config
         raise UserError(f"config {path}: {type(exc).__name__}: {_one_line(exc)}") from exc
     options = parse_cfg_options(cfg_options)
     renamed = {key: (cfg[key], value) for key, value in options.items()
@@ -222,7 +222,9 @@ def _replace_variable(node: Any, old: str, new: Any, skip: str) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().strip("'\"") or type(exc).__name__
+    # KeyError's str() quotes its message; show the message itself.
+    text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
+    text = str(text).strip() or type(exc).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " ".join(lines)[:500]
 

@@ -68,7 +68,8 @@ def test_two_training_iterations_through_mmdet_data_structures(config, shapes_da
     torch.manual_seed(0)
     model, cfg = _build(config)
     dataset = _dataset(cfg, shapes_dataset, "train")
-    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9), clip_grad=dict(max_norm=35))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
+    optim_wrapper = OptimWrapper(optimizer, clip_grad=dict(max_norm=35))
     model.train()
     before = model.rpn_head.rpn_reg.weight.detach().clone()
     for iteration in range(2):
@@ -141,6 +142,7 @@ def test_proposal_control_is_applied_between_stage_one_and_the_cascade(shapes_da
     (dict(cascade=dict(num_classes=4, mask_size=3)), "model.cascade.mask_size"),
     (dict(cascade=dict(num_classes=4, warp_size=27)), "model.cascade.warp_size"),
     (dict(cascade=dict(num_classes=4, cls_fc_dim=0)), "model.cascade.cls_fc_dim"),
+    (dict(cascade=dict(num_classes=4, box_grad_clip=-1.0)), "model.cascade.box_grad_clip"),
     (dict(cascade=dict(num_classes=4, colour="red")), "model.cascade"),
     (dict(cascade=dict(num_stages=3)), "model.cascade.num_classes"),
     (dict(cascade=dict(num_classes=4, in_channels=32)), "model.cascade.in_channels"),
@@ -155,12 +157,8 @@ def test_invalid_config_raises_value_error_naming_the_field(overrides, field):
     cfg = Config.fromfile(str(SHAPES_3))
     model_cfg = cfg.model.to_dict()
     for key, value in overrides.items():
-        if key == "cascade":
-            model_cfg[key] = value
-        elif key == "backbone":
-            model_cfg[key] = value
-        else:
-            model_cfg[key] = {**(model_cfg.get(key) or {}), **value}
+        replaces = key in ("cascade", "backbone")
+        model_cfg[key] = value if replaces else {**(model_cfg.get(key) or {}), **value}
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         MODELS.build(model_cfg)
 

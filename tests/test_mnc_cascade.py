@@ -16,6 +16,7 @@ from mnc_bench.models.mnc import (
     RoIWarp,
     StageLossWeights,
 )
+from mnc_bench.models.mnc.boxes import clip_gradient
 from mnc_bench.models.mnc.targets import RoIAssignment, assign_rois, mask_targets, sample_rois
 
 IMAGE = 64
@@ -40,7 +41,9 @@ def make_cascade(num_stages: int = 3, **kwargs) -> MNCCascade:
     return MNCCascade(
         roi_warp=RoIWarp(featmap_strides=[4, 8], output_size=8, finest_scale=16.0),
         mask_stage=MaskStage(in_channels=CHANNELS, warp_size=8, mask_size=6, hidden_dim=16),
-        class_stage=ClassStage(in_channels=CHANNELS, num_classes=NUM_CLASSES, pooled_size=2, fc_dim=16, num_fcs=2),
+        class_stage=ClassStage(
+            in_channels=CHANNELS, num_classes=NUM_CLASSES, pooled_size=2, fc_dim=16, num_fcs=2
+        ),
         num_stages=num_stages,
         sampling=RoISampling(num_rois=16, fg_fraction=0.25),
         **kwargs,
@@ -123,6 +126,27 @@ def test_box_grad_false_gives_exactly_zero_gradient_into_the_proposals(num_stage
         assert cascade.class_stages[0].box_regressor.weight.grad is None
 
 
+def test_box_grad_clip_bounds_the_gradient_into_the_first_round_box_deltas():
+    def regressor_gradient(clip):
+        torch.manual_seed(0)
+        cascade = make_cascade(5, share_weights=False, box_grad_clip=clip)
+        losses, _ = run_losses(cascade, TinyBackbone())
+        (1000 * losses["loss_mask_s4"]).backward()
+        return cascade.class_stages[0].box_regressor.weight.grad
+
+    unclipped, clipped = regressor_gradient(None), regressor_gradient(1e-6)
+    assert unclipped.abs().sum() > 100 * clipped.abs().sum() > 0
+
+
+def test_clip_gradient_is_identity_forward_and_clamps_backward():
+    values = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    clipped = clip_gradient(values, 0.5)
+    assert torch.equal(clipped, values)
+    (clipped * torch.tensor([10.0, -10.0, 0.1])).sum().backward()
+    assert values.grad.tolist() == pytest.approx([0.5, -0.5, 0.1])
+    assert clip_gradient(values, None) is values
+
+
 def test_share_weights_uses_one_module_per_stage_kind():
     assert len(make_cascade(7, share_weights=True).mask_stages) == 1
     unshared = make_cascade(7, share_weights=False)
@@ -134,7 +158,8 @@ def test_same_seed_gives_identical_losses_over_iterations():
     def train(seed: int) -> list[list[float]]:
         torch.manual_seed(seed)
         backbone, cascade = TinyBackbone(), make_cascade(5)
-        optimizer = torch.optim.SGD(list(backbone.parameters()) + list(cascade.parameters()), lr=0.01, momentum=0.9)
+        parameters = list(backbone.parameters()) + list(cascade.parameters())
+        optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9)
         history = []
         for iteration in range(3):
             losses, _ = run_losses(cascade, backbone, seed=iteration)
@@ -171,7 +196,8 @@ def test_predict_pools_all_rounds():
     for output, image_proposals in zip(outputs, proposals):
         n = 2 * len(image_proposals)
         assert output.mask_boxes.shape == (n, 4) and output.mask_logits.shape == (n, 6, 6)
-        assert output.class_probs.shape == (n, NUM_CLASSES + 1) and output.class_boxes.shape == (n, NUM_CLASSES, 4)
+        assert output.class_probs.shape == (n, NUM_CLASSES + 1)
+        assert output.class_boxes.shape == (n, NUM_CLASSES, 4)
         torch.testing.assert_close(output.mask_boxes[: len(image_proposals)], image_proposals.detach())
         torch.testing.assert_close(output.class_probs.sum(dim=1), torch.ones(n))
 
@@ -179,7 +205,8 @@ def test_predict_pools_all_rounds():
 def test_sampling_respects_the_foreground_fraction_and_the_budget():
     torch.manual_seed(0)
     gt = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
-    boxes = torch.cat((gt.repeat(40, 1) + torch.rand(40, 4), torch.tensor([[40.0, 40.0, 60.0, 60.0]]).repeat(100, 1)))
+    background = torch.tensor([[40.0, 40.0, 60.0, 60.0]]).repeat(100, 1)
+    boxes = torch.cat((gt.repeat(40, 1) + torch.rand(40, 4), background))
     chosen = sample_rois(boxes, gt, RoISampling(num_rois=64, fg_fraction=0.25))
     assert len(chosen) == 64 and (chosen < 40).sum() == 16
     only_background = sample_rois(boxes[40:], torch.zeros(0, 4), RoISampling(num_rois=64))
@@ -189,14 +216,16 @@ def test_sampling_respects_the_foreground_fraction_and_the_budget():
 def test_mask_targets_crop_the_ground_truth_to_the_roi():
     masks = torch.zeros(1, 32, 32, dtype=torch.bool)
     masks[0, 8:24, 8:16] = True  # left half of the box [8, 8, 24, 24]
-    target = InstanceTargets(boxes=torch.tensor([[8.0, 8.0, 24.0, 24.0]]), labels=torch.tensor([1]), masks=masks)
+    box = torch.tensor([[8.0, 8.0, 24.0, 24.0]])
+    target = InstanceTargets(boxes=box, labels=torch.tensor([1]), masks=masks)
     rois = torch.tensor([[8.0, 8.0, 24.0, 24.0], [0.0, 0.0, 2.0, 2.0]])
     assignment = assign_rois(rois, target, fg_iou=0.5)
     assert assignment.labels.tolist() == [1, 0]
     crop = mask_targets(rois, assignment, target, mask_size=4)
     assert crop.shape == (1, 4, 4)
     assert crop[0, :, :2].all() and not crop[0, :, 2:].any()
-    empty = mask_targets(rois, RoIAssignment(torch.zeros(2, dtype=torch.long), torch.full((2,), -1)), target, 4)
+    no_foreground = RoIAssignment(torch.zeros(2, dtype=torch.long), torch.full((2,), -1))
+    empty = mask_targets(rois, no_foreground, target, 4)
     assert empty.shape == (0, 4, 4)
 
 
@@ -218,6 +247,7 @@ def test_box_coder_round_trip_and_class_stage_uses_the_mask():
 @pytest.mark.parametrize("build, field", [
     (lambda: make_cascade(4), "num_stages"),
     (lambda: make_cascade(1), "num_stages"),
+    (lambda: make_cascade(3, box_grad_clip=0.0), "box_grad_clip"),
     (lambda: make_cascade(5, loss_weights=[StageLossWeights()] * 3), "loss_weights"),
     (lambda: StageLossWeights(mask=-1.0), "loss_weights.mask"),
     (lambda: MaskStage(in_channels=4, mask_size=3), "mask_size"),

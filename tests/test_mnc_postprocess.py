@@ -41,7 +41,8 @@ def test_paste_fills_exactly_the_box_at_threshold_one_half():
 
 
 def test_paste_handles_boxes_outside_and_no_masks():
-    pasted = paste_masks(torch.ones(1, 4, 4), torch.tensor([[-20.0, -20.0, 8.0, 8.0]]), (16, 16), threshold=0.5)
+    box = torch.tensor([[-20.0, -20.0, 8.0, 8.0]])
+    pasted = paste_masks(torch.ones(1, 4, 4), box, (16, 16), threshold=0.5)
     assert pasted[0, :8, :8].all() and not pasted[0, 8:].any() and not pasted[0, :, 8:].any()
     assert paste_masks(torch.zeros(0, 4, 4), torch.zeros(0, 4), (5, 7), threshold=0.5).shape == (0, 5, 7)
 

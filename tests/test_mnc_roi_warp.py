@@ -39,7 +39,8 @@ def test_gradcheck_two_images_and_fpn_levels():
     coarse = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)  # stride 8
     # finest_scale=8: the 6-px box reads level 0, the 17-px boxes level 1.
     small = torch.tensor([[2.3, 3.1, 8.1, 9.3]], dtype=torch.float64, requires_grad=True)
-    large = torch.tensor([[1.3, -2.9, 18.1, 14.3], [5.1, 6.7, 22.3, 23.9]], dtype=torch.float64, requires_grad=True)
+    large = torch.tensor([[1.3, -2.9, 18.1, 14.3], [5.1, 6.7, 22.3, 23.9]], dtype=torch.float64)
+    large.requires_grad_()
     warp = RoIWarp(featmap_strides=[4, 8], output_size=2, finest_scale=8.0)
 
     def run(f0, f1, b0, b1):
@@ -62,7 +63,10 @@ def test_box_gradient_is_nonzero_and_feature_gradient_reaches_only_sampled_cells
 def test_matches_roi_align_aligned_with_one_sample_per_bin_inside_the_image():
     torch.manual_seed(2)
     features = torch.randn(2, 3, 16, 20)
-    boxes = [torch.tensor([[8.3, 9.1, 40.2, 50.7], [20.0, 12.0, 70.0, 44.0]]), torch.tensor([[4.0, 6.0, 30.0, 60.0]])]
+    boxes = [
+        torch.tensor([[8.3, 9.1, 40.2, 50.7], [20.0, 12.0, 70.0, 44.0]]),
+        torch.tensor([[4.0, 6.0, 30.0, 60.0]]),
+    ]
     ours = warp_rois(features, boxes, stride=4.0, output_size=7)
     rois = torch.cat([torch.cat((torch.full((len(b), 1), float(i)), b), dim=1) for i, b in enumerate(boxes)])
     reference = roi_align(features, rois, output_size=7, spatial_scale=0.25, sampling_ratio=1, aligned=True)
@@ -71,21 +75,25 @@ def test_matches_roi_align_aligned_with_one_sample_per_bin_inside_the_image():
 
 def test_box_entirely_outside_reads_zeros_and_empty_image_is_fine():
     features = torch.randn(2, 4, 8, 8)
-    warped = warp_rois(features, [torch.tensor([[100.0, 100.0, 140.0, 130.0]]), torch.zeros(0, 4)], stride=4.0,
-                       output_size=5)
+    outside = torch.tensor([[100.0, 100.0, 140.0, 130.0]])
+    warped = warp_rois(features, [outside, torch.zeros(0, 4)], stride=4.0, output_size=5)
     assert warped.shape == (1, 4, 5, 5)
     assert torch.count_nonzero(warped) == 0
 
 
 def test_level_mapping_follows_mmdet_single_roi_extractor():
-    boxes = torch.tensor([[0, 0, 50, 50], [0, 0, 112, 112], [0, 0, 300, 300], [0, 0, 1000, 1000]], dtype=torch.float)
+    sides = torch.tensor([50.0, 112.0, 300.0, 1000.0])
+    boxes = torch.stack((torch.zeros(4), torch.zeros(4), sides, sides), dim=1)
     assert map_boxes_to_levels(boxes, num_levels=4, finest_scale=56).tolist() == [0, 1, 2, 3]
 
 
 def test_multi_level_output_equals_per_level_warp():
     torch.manual_seed(3)
     features = [torch.randn(2, 3, 32 // s, 32 // s) for s in (1, 2, 4)]
-    boxes = [torch.tensor([[1.0, 2.0, 5.0, 6.0], [0.0, 0.0, 30.0, 30.0]]), torch.tensor([[3.0, 3.0, 15.0, 14.0]])]
+    boxes = [
+        torch.tensor([[1.0, 2.0, 5.0, 6.0], [0.0, 0.0, 30.0, 30.0]]),
+        torch.tensor([[3.0, 3.0, 15.0, 14.0]]),
+    ]
     warp = RoIWarp(featmap_strides=[1, 2, 4], output_size=4, finest_scale=4.0)
     out = warp(features, boxes)
     levels = map_boxes_to_levels(torch.cat(boxes), num_levels=3, finest_scale=4.0).tolist()

@@ -1,4 +1,5 @@
-# MNC, 3 stages, R50-FPN, COCO 2017, 1x: the "controlled" comparison with configs/mask_rcnn/mask_rcnn_r50_fpn_coco.py.
+# MNC, 3 stages, R50-FPN, COCO 2017, 1x: the "controlled" comparison with
+# configs/mask_rcnn/mask_rcnn_r50_fpn_coco.py.
 # Stage 1 (ResNet-50, FPN, RPN and its proposal counts) is _base_/models/r50_fpn.py, shared with Mask R-CNN;
 # data, schedule and evaluator are the shared COCO ones. Stages 2-3 follow the paper (28x28 RoI warping ->
 # 14x14 -> fc 256 -> 28x28 class-agnostic masks; mask-guided classification) except the fc width of stage 3,
@@ -32,5 +33,5 @@ model = dict(
     proposal_control=None,
     train_cfg=dict(rcnn=dict(num_rois=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0)),
     test_cfg=dict(
-        rcnn=dict(score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4, mask_voting=True, voting_iou=0.5,
-                  voting_resolution=56)))
+        rcnn=dict(score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4,
+                  mask_voting=True, voting_iou=0.5, voting_resolution=56)))

@@ -31,5 +31,5 @@ model = dict(
     proposal_control=None,
     train_cfg=dict(rcnn=dict(num_rois=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0)),
     test_cfg=dict(
-        rcnn=dict(score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4, mask_voting=True, voting_iou=0.5,
-                  voting_resolution=56)))
+        rcnn=dict(score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4,
+                  mask_voting=True, voting_iou=0.5, voting_resolution=56)))

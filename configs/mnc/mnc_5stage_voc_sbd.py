@@ -1,6 +1,7 @@
 # MNC, 5 stages, R50-FPN, VOC 2012 + SBD masks (20 classes, MNC's split): the controlled comparison with
-# configs/mask_rcnn/mask_rcnn_voc_sbd.py (same backbone, FPN, RPN, data, schedule and evaluator). The MNC stages
-# are those of mnc_5stage_coco_r50.py. For the paper-like single-level network see mnc_5stage_c4_voc_sbd.py.
+# configs/mask_rcnn/mask_rcnn_voc_sbd.py (same backbone, FPN, RPN, data, schedule and evaluator).
+# The MNC stages are those of mnc_5stage_coco_r50.py. For the paper-like single-level network see
+# mnc_5stage_c4_voc_sbd.py.
 # Needs local ImageNet weights: see configs/_base_/models/r50_fpn.py (backbone_checkpoint).
 _base_ = [
     '../_base_/models/r50_fpn.py',
@@ -30,5 +31,5 @@ model = dict(
     proposal_control=None,
     train_cfg=dict(rcnn=dict(num_rois=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0)),
     test_cfg=dict(
-        rcnn=dict(score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4, mask_voting=True, voting_iou=0.5,
-                  voting_resolution=56)))
+        rcnn=dict(score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4,
+                  mask_voting=True, voting_iou=0.5, voting_resolution=56)))

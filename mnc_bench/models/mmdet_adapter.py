@@ -110,11 +110,15 @@ def _check_registered(config: Mapping | None, where: str) -> None:
 def _per_round(value: float | Sequence[float], num_rounds: int, where: str) -> list[float]:
     values = [value] * num_rounds if isinstance(value, (int, float)) else list(value)
     if len(values) != num_rounds:
-        raise ValueError(f"{where}: need a number or {num_rounds} numbers (one per mask/class round), got {value}")
+        raise ValueError(
+            f"{where}: need a number or {num_rounds} numbers (one per mask/class round), got {value}"
+        )
     return [float(v) for v in values]
 
 
-def build_cascade(cascade: Mapping, loss_weights: Mapping, rcnn_train: Mapping | None, *, neck_channels: int | None):
+def build_cascade(
+    cascade: Mapping, loss_weights: Mapping, rcnn_train: Mapping | None, *, neck_channels: int | None
+) -> MNCCascade:
     """Translate `model.cascade`, `model.loss_weights` and `train_cfg.rcnn` into an `MNCCascade`."""
     cfg = _with_defaults(cascade, _CASCADE_DEFAULTS, "model.cascade")
     weights = _with_defaults(loss_weights, _LOSS_WEIGHT_DEFAULTS, "model.loss_weights")
@@ -178,7 +182,7 @@ def build_cascade(cascade: Mapping, loss_weights: Mapping, rcnn_train: Mapping |
 
 
 def _proposal_settings(config: Mapping | None, where: str) -> dict[str, Any]:
-    """mmdet's RPN proposal config (nms_pre, max_per_img, nms=dict(iou_threshold), min_bbox_size) as kwargs."""
+    """mmdet's RPN proposal config (nms_pre, max_per_img, nms, min_bbox_size) as `rpn_proposals` kwargs."""
     cfg = _with_defaults(config, _RPN_PROPOSAL_DEFAULTS, where)
     nms = dict(cfg["nms"])
     if nms.get("type", "nms") != "nms" or "iou_threshold" not in nms:
@@ -239,7 +243,9 @@ class MNC(BaseDetector):
         for name in ("rpn_cls", "rpn_box"):
             if weights[name] < 0:
                 raise ValueError(f"model.loss_weights.{name}: must be >= 0, got {weights[name]}")
-        self.rpn_loss_weights = dict(loss_rpn_cls=float(weights["rpn_cls"]), loss_rpn_bbox=float(weights["rpn_box"]))
+        self.rpn_loss_weights = dict(
+            loss_rpn_cls=float(weights["rpn_cls"]), loss_rpn_bbox=float(weights["rpn_box"])
+        )
 
         self.backbone = MODELS.build(backbone)
         if neck is not None:
@@ -253,7 +259,9 @@ class MNC(BaseDetector):
         self.cascade = build_cascade(
             cascade, weights, train_cfg.get("rcnn"), neck_channels=neck.get("out_channels") if neck else None
         )
-        self.train_proposals = _proposal_settings(train_cfg.get("rpn_proposal"), "model.train_cfg.rpn_proposal")
+        self.train_proposals = _proposal_settings(
+            train_cfg.get("rpn_proposal"), "model.train_cfg.rpn_proposal"
+        )
         self.test_proposals = _proposal_settings(test_cfg.get("rpn"), "model.test_cfg.rpn")
         self.postprocessor = _build_postprocessor(test_cfg.get("rcnn"))
         self.proposal_control = _build_proposal_control(proposal_control)
@@ -277,11 +285,18 @@ class MNC(BaseDetector):
         image_sizes = [tuple(s.metainfo["img_shape"][:2]) for s in batch_data_samples]
         settings = self.train_proposals if training else self.test_proposals
         proposals = rpn_proposals(
-            self.rpn_head, cls_scores, bbox_preds, image_sizes, **settings, delta_grad_clip=self.cascade.box_grad_clip
+            self.rpn_head,
+            cls_scores,
+            bbox_preds,
+            image_sizes,
+            **settings,
+            delta_grad_clip=self.cascade.box_grad_clip,
         )
         has_gt = all("gt_instances" in s and "bboxes" in s.gt_instances for s in batch_data_samples)
         gt_boxes = [get_box_tensor(s.gt_instances.bboxes) for s in batch_data_samples] if has_gt else None
-        proposals = self.proposal_control(proposals, image_sizes=image_sizes, gt_boxes=gt_boxes, training=training)
+        proposals = self.proposal_control(
+            proposals, image_sizes=image_sizes, gt_boxes=gt_boxes, training=training
+        )
         return (cls_scores, bbox_preds), proposals
 
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> dict[str, Tensor | list[Tensor]]:
@@ -307,18 +322,22 @@ class MNC(BaseDetector):
 
     @staticmethod
     def _targets(data_sample, device: torch.device) -> InstanceTargets:
-        """mmdet ground truth (0-based labels, Bitmap/PolygonMasks) -> InstanceTargets (1-based, mask tensor)."""
+        """mmdet GT (0-based labels, Bitmap/PolygonMasks) -> InstanceTargets (1-based, mask tensor)."""
         gt = data_sample.gt_instances
         boxes = get_box_tensor(gt.bboxes).to(device=device, dtype=torch.float32)
         if "masks" not in gt:
-            raise ValueError("MNC needs instance masks: add LoadAnnotations(with_mask=True) to the train pipeline")
+            raise ValueError(
+                "MNC needs instance masks: add LoadAnnotations(with_mask=True) to the train pipeline"
+            )
         masks = gt.masks.to_tensor(dtype=torch.uint8, device=device)
         if masks.shape[0] == 0:
             height, width = data_sample.metainfo.get("pad_shape", data_sample.metainfo["img_shape"])[:2]
             masks = masks.new_zeros(0, height, width)
         return InstanceTargets(boxes=boxes, labels=gt.labels.to(device) + 1, masks=masks)
 
-    def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList, rescale: bool = True) -> SampleList:
+    def predict(
+        self, batch_inputs: Tensor, batch_data_samples: SampleList, rescale: bool = True
+    ) -> SampleList:
         """Adds `pred_instances` (bboxes [N, 4], scores [N], labels [N] 0-based, masks [N, H, W] bool) to each
         data sample, at the original image size when `rescale` (using metainfo's scale_factor)."""
         features = self.extract_feat(batch_inputs)

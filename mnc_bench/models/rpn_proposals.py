@@ -1,9 +1,10 @@
 """Stage-1 proposals from mmdet's RPNHead that keep their autograd graph to the RPN's box deltas.
 
-mmdet's own `RPNHead.predict_by_feat` detaches the head outputs (`select_single_mlvl(..., detach=True)`), which
-would cut MNC's end-to-end path (stage-2/3 losses -> RoI warping -> proposal boxes -> RPN deltas). This decoder
-follows the same steps as mmdet's (per-level top-k, decode with the head's own bbox coder, size filter,
-NMS with a separate pass per level, top N) but only the discrete choices (ranking, NMS) see detached copies.
+mmdet's own `RPNHead.predict_by_feat` detaches the head outputs (`select_single_mlvl(..., detach=True)`),
+which would cut MNC's end-to-end path (stage-2/3 losses -> RoI warping -> proposal boxes -> RPN deltas).
+This decoder follows the same steps as mmdet's (per-level top-k, decode with the head's own bbox coder, size
+filter, NMS with a separate pass per level, top N) but only the discrete choices (ranking, NMS) see detached
+copies.
 """
 
 from __future__ import annotations

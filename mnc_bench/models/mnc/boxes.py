@@ -18,7 +18,9 @@ class BoxCoder:
     Deltas are divided by `stds` (Fast R-CNN's target normalisation, (0.1, 0.1, 0.2, 0.2) in MNC-code).
     """
 
-    def __init__(self, *, stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), max_log_scale: float = math.log(1000 / 16)):
+    def __init__(
+        self, *, stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), max_log_scale: float = math.log(1000 / 16)
+    ):
         if len(stds) != 4 or any(s <= 0 for s in stds):
             raise ValueError(f"box_target_stds: need 4 positive numbers, got {list(stds)}")
         self.stds = tuple(float(s) for s in stds)
@@ -54,7 +56,9 @@ class BoxCoder:
         new_y = centre_y + deltas[..., 1] * heights
         new_w = widths * deltas[..., 2].clamp(min=-self.max_log_scale, max=self.max_log_scale).exp()
         new_h = heights * deltas[..., 3].clamp(min=-self.max_log_scale, max=self.max_log_scale).exp()
-        return torch.stack((new_x - 0.5 * new_w, new_y - 0.5 * new_h, new_x + 0.5 * new_w, new_y + 0.5 * new_h), -1)
+        return torch.stack(
+            (new_x - 0.5 * new_w, new_y - 0.5 * new_h, new_x + 0.5 * new_w, new_y + 0.5 * new_h), dim=-1
+        )
 
 
 def clip_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -67,7 +71,7 @@ def clip_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
 
 
 def clip_gradient(tensor: Tensor, bound: float | None) -> Tensor:
-    """Identity in the forward pass; clamps the incoming gradient element-wise to [-bound, bound] (None: no-op).
+    """Identity forward; clamps the incoming gradient element-wise to [-bound, bound] (None: no-op).
 
     MNC-code clips the gradient that later stages send into box deltas (RPN and stage 3) at 1/512: warping
     gradients w.r.t. coordinates are otherwise large enough to destabilise the regressors they reach.

@@ -9,7 +9,8 @@ deltas and earlier stage-3 regressors; `box_grad=False` detaches every box (the 
 Re-entering boxes (training and inference alike): each RoI is regressed with the deltas of its highest-scoring
 foreground class, as MNC-code's stage bridge does; the class choice carries no gradient, the deltas and the
 input box do. In training, round r > 0 keeps all RoIs of round r - 1 (no resampling, as MNC-code) plus the
-ground-truth boxes, with labels and targets re-assigned by IoU.
+ground-truth boxes, with labels and targets re-assigned by IoU. As in MNC-code, the classification loss reaches
+a RoI's stage-2 mask only when the RoI is foreground.
 """
 
 from __future__ import annotations
@@ -96,16 +97,17 @@ class MNCCascade(nn.Module):
         box_coder: BoxCoder | None = None,
     ):
         """`share_weights=False` gives every round its own copy of the stage modules (starting from the same
-        initial weights); `box_grad_clip` bounds element-wise the gradient that later rounds send into a round's
-        box deltas (MNC-code: 1/512; None: unbounded); `loss_weights` is one StageLossWeights for all rounds or
-        one per round."""
+        initial weights); `box_grad_clip` bounds element-wise the gradient that later rounds send into a
+        round's box deltas (MNC-code: 1/512; None: unbounded); `loss_weights` is one StageLossWeights for all
+        rounds or one per round."""
         super().__init__()
         self.num_rounds = _num_rounds(num_stages)
         if isinstance(loss_weights, StageLossWeights):
             loss_weights = [loss_weights] * self.num_rounds
         if len(loss_weights) != self.num_rounds:
             raise ValueError(
-                f"loss_weights: need 1 or {self.num_rounds} entries (one per mask/class round), got {len(loss_weights)}"
+                f"loss_weights: need 1 or {self.num_rounds} entries (one per mask/class round), "
+                f"got {len(loss_weights)}"
             )
         self.num_stages = num_stages
         self.share_weights = share_weights
@@ -118,16 +120,29 @@ class MNCCascade(nn.Module):
         self.box_coder = box_coder if box_coder is not None else BoxCoder()
         self.roi_warp = roi_warp
         num_copies = 1 if share_weights else self.num_rounds
-        self.mask_stages = nn.ModuleList([mask_stage] + [copy.deepcopy(mask_stage) for _ in range(num_copies - 1)])
+        self.mask_stages = nn.ModuleList(
+            [mask_stage] + [copy.deepcopy(mask_stage) for _ in range(num_copies - 1)]
+        )
         self.class_stages = nn.ModuleList(
             [class_stage] + [copy.deepcopy(class_stage) for _ in range(num_copies - 1)]
         )
 
-    def _run_round(self, round_index: int, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> _RoundOutput:
+    def _run_round(
+        self,
+        round_index: int,
+        features: Sequence[Tensor],
+        boxes: Sequence[Tensor],
+        foreground: Tensor | None = None,
+    ) -> _RoundOutput:
+        """`foreground` [R] bool (training): only these RoIs pass the classification gradient to their masks."""
         stage_index = 0 if self.share_weights else round_index
         roi_features = self.roi_warp(features, boxes)
         mask_logits = self.mask_stages[stage_index](roi_features)
-        class_logits, box_deltas = self.class_stages[stage_index](roi_features, mask_logits)
+        guiding_masks = mask_logits
+        if foreground is not None:
+            # As MNC-code's mask layer: a background RoI has no object mask for classification to refine.
+            guiding_masks = torch.where(foreground[:, None, None], mask_logits, mask_logits.detach())
+        class_logits, box_deltas = self.class_stages[stage_index](roi_features, guiding_masks)
         return _RoundOutput(mask_logits=mask_logits, class_logits=class_logits, box_deltas=box_deltas)
 
     def _regress(
@@ -174,9 +189,9 @@ class MNCCascade(nn.Module):
             if round_index > 0:
                 boxes = [torch.cat((b, t.boxes.to(b.dtype))) for b, t in zip(boxes, targets)]
             assignments = [assign_rois(b, t, fg_iou=self.sampling.fg_iou) for b, t in zip(boxes, targets)]
-            output = self._run_round(round_index, features, boxes)
-
             labels = torch.cat([a.labels for a in assignments])
+            output = self._run_round(round_index, features, boxes, foreground=labels > 0)
+
             regression_targets = torch.cat(
                 [box_targets(b, a, t, self.box_coder) for b, a, t in zip(boxes, assignments, targets)]
             )

@@ -23,7 +23,8 @@ class ClassStage(nn.Module):
     masked = warped features x stage-2 mask probabilities (resized to the warp grid). The box features and the
     masked features each go through their own path of `num_fcs` fc layers (2 x 4096 in the paper); the two
     outputs are concatenated and feed an (N + 1)-way classifier and a class-wise box regressor.
-    The mask probabilities are not detached: the classification loss also trains stage 2.
+    The mask probabilities are not detached: the classification loss also trains stage 2 (in training only
+    through foreground RoIs, which `MNCCascade` arranges).
     """
 
     def __init__(

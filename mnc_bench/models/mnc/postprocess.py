@@ -53,7 +53,8 @@ def _tent_weights(positions: Tensor, start: Tensor, end: Tensor, cells: int) -> 
 def _iou_upper_bound(boxes: Tensor, mask_areas: Tensor, reference: int) -> Tensor:
     """Upper bound [N] on the mask IoU of every instance with instance `reference`, from boxes and mask areas.
 
-    Masks lie inside their boxes, so intersection <= min(box intersection, both areas) and union >= both areas.
+    Masks lie inside their boxes, so intersection <= min(box intersection, both areas) and
+    union >= both areas.
     """
     top_left = torch.maximum(boxes[reference, :2], boxes[:, :2])
     bottom_right = torch.minimum(boxes[reference, 2:], boxes[:, 2:])
@@ -64,14 +65,14 @@ def _iou_upper_bound(boxes: Tensor, mask_areas: Tensor, reference: int) -> Tenso
 
 
 def resample_masks(masks: Tensor, boxes: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
-    """Sample soft masks [N, h, w] lying over boxes [N, 4] at rows ys [N, P] and columns xs [N, Q] -> [N, P, Q]."""
+    """Sample soft masks [N, h, w] over boxes [N, 4] at rows ys [N, P] and columns xs [N, Q] -> [N, P, Q]."""
     row_weights = _tent_weights(ys, boxes[:, 1], boxes[:, 3], masks.shape[1])  # [N, P, h]
     column_weights = _tent_weights(xs, boxes[:, 0], boxes[:, 2], masks.shape[2])  # [N, Q, w]
     return row_weights @ masks @ column_weights.transpose(1, 2)
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, threshold: float) -> Tensor:
-    """Paste soft masks [N, h, w] into their boxes [N, 4] on an image of (H, W); -> [N, H, W] bool (>= threshold)."""
+    """Paste soft masks [N, h, w] into boxes [N, 4] on an (H, W) image -> [N, H, W] bool (>= threshold)."""
     height, width = image_size
     pasted = torch.zeros(masks.shape[0], height, width, dtype=torch.bool, device=masks.device)
     masks, boxes = masks.float(), boxes.float()
@@ -133,8 +134,8 @@ class MNCPostProcessor:
         """Args:
             instances: N instances in network-input pixels.
             image_size: (H, W) of the output image (the original image for evaluation).
-            scale: (x, y) factors from output to network-input pixels (mmdet's `scale_factor`); boxes are divided
-                by them.
+            scale: (x, y) factors from output to network-input pixels (mmdet's `scale_factor`); boxes are
+                divided by them.
         """
         divisor = instances.mask_boxes.new_tensor([scale[0], scale[1], scale[0], scale[1]])
         mask_boxes = instances.mask_boxes / divisor
@@ -148,7 +149,9 @@ class MNCPostProcessor:
         instance_ids, class_ids, scores = instance_ids[keep], class_ids[keep], scores[keep]
 
         if self.mask_voting:
-            paste_boxes, paste_probs = self.vote(mask_boxes, mask_probs, class_scores, instance_ids, class_ids)
+            paste_boxes, paste_probs = self.vote(
+                mask_boxes, mask_probs, class_scores, instance_ids, class_ids
+            )
         else:
             paste_boxes, paste_probs = mask_boxes[instance_ids], mask_probs[instance_ids]
         return Detections(
@@ -168,9 +171,10 @@ class MNCPostProcessor:
     ) -> tuple[Tensor, Tensor]:
         """Voted masks of the kept detections, each as a (frame box [4], soft mask [V, V]) pair.
 
-        Candidate voters are the instances whose score for the class passes `score_thr` and whose mask IoU with
-        the kept mask can still exceed `voting_iou` given their boxes and mask areas (see `_iou_upper_bound`);
-        the frame is the union of their boxes, so all their masks are compared and averaged on one V x V grid.
+        Candidate voters are the instances whose score for the class passes `score_thr` and whose mask IoU
+        with the kept mask can still exceed `voting_iou` given their boxes and mask areas
+        (`_iou_upper_bound`); the frame is the union of their boxes, so all their masks are compared and
+        averaged on one V x V grid.
         Returns frame boxes [D, 4] and voted masks [D, V, V] with values in [0, 1].
         """
         resolution = self.voting_resolution
@@ -188,7 +192,8 @@ class MNCPostProcessor:
             frame = torch.cat((boxes[:, :2].min(dim=0).values, boxes[:, 2:].max(dim=0).values))
             ys = (frame[1] + grid * (frame[3] - frame[1])).expand(len(candidates), resolution)
             xs = (frame[0] + grid * (frame[2] - frame[0])).expand(len(candidates), resolution)
-            binary = (resample_masks(mask_probs[candidates], boxes, ys, xs) >= self.mask_thr).to(mask_probs.dtype)
+            resampled = resample_masks(mask_probs[candidates], boxes, ys, xs)
+            binary = (resampled >= self.mask_thr).to(mask_probs.dtype)
             intersection = (binary * binary[:1]).flatten(1).sum(dim=1)
             union = (binary + binary[:1]).clamp(max=1).flatten(1).sum(dim=1)
             voters = intersection > self.voting_iou * union

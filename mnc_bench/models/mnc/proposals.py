@@ -40,7 +40,9 @@ class ProposalControl:
         if mode not in ("rpn", "oracle", "random"):
             raise ValueError(f"proposal_control.mode: must be 'rpn', 'oracle' or 'random', got {mode!r}")
         if apply_at not in ("train", "test", "both"):
-            raise ValueError(f"proposal_control.apply_at: must be 'train', 'test' or 'both', got {apply_at!r}")
+            raise ValueError(
+                f"proposal_control.apply_at: must be 'train', 'test' or 'both', got {apply_at!r}"
+            )
         if max_proposals is not None and max_proposals < 1:
             raise ValueError(f"proposal_control.max_proposals: must be >= 1 or None, got {max_proposals}")
         if jitter < 0:
@@ -83,7 +85,10 @@ class ProposalControl:
         if self.is_identity or not self.applies(training):
             return list(proposals)
         if self.mode == "oracle" and gt_boxes is None:
-            raise ValueError("proposal_control.mode='oracle' needs ground-truth boxes (keep annotations in the test pipeline)")
+            raise ValueError(
+                "proposal_control.mode='oracle' needs ground-truth boxes "
+                "(keep LoadAnnotations in the test pipeline)"
+            )
         result = []
         for index, (boxes, size) in enumerate(zip(proposals, image_sizes)):
             if self.mode == "oracle":
@@ -115,7 +120,7 @@ class ProposalControl:
         return torch.stack((x_low, y_low, x_high, y_high), dim=1)
 
     def random_boxes(self, image_size: tuple[int, int]) -> Tensor:
-        """`num_random` boxes with corners uniform in the image, at least `min_random_size` pixels per side."""
+        """`num_random` boxes uniformly placed in the image, at least `min_random_size` pixels per side."""
         height, width = image_size
         sizes = torch.tensor([width, height], dtype=torch.float64)
         min_size = torch.minimum(sizes, torch.full_like(sizes, self.min_random_size))
@@ -136,7 +141,7 @@ class ProposalControl:
         direction = self._normal((gt.shape[0], 4))
         direction = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-12)
         low = torch.zeros(gt.shape[0], dtype=torch.float64)
-        # At distance 16 some coordinate moved >= 8 widths or scaled by e^8: the IoU is below any valid target.
+        # At distance 16 some coordinate moved >= 8 widths or scaled by e^8: IoU below any valid target.
         high = torch.full((gt.shape[0],), 16.0, dtype=torch.float64)
         for _ in range(60):
             middle = (low + high) / 2
@@ -164,7 +169,7 @@ class ProposalControl:
 def paired_iou(boxes: Tensor, others: Tensor) -> Tensor:
     """IoU of boxes[i] with others[i]: [M, 4], [M, 4] -> [M]."""
     width = (torch.minimum(boxes[:, 2], others[:, 2]) - torch.maximum(boxes[:, 0], others[:, 0])).clamp(min=0)
-    height = (torch.minimum(boxes[:, 3], others[:, 3]) - torch.maximum(boxes[:, 1], others[:, 1])).clamp(min=0)
+    height = (torch.minimum(boxes[:, 3], others[:, 3]) - torch.maximum(boxes[:, 1], others[:, 1])).clamp(0)
     intersection = width * height
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     other_area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])

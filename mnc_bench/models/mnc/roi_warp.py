@@ -10,7 +10,8 @@ Coordinate conventions (the same as RoIAlign with `aligned=True` and one sample 
 - output bin (u, v) of an S x S grid samples the box at its bin centre,
   x = x1 + (u + 0.5) * (x2 - x1) / S, likewise y.
 Samples outside the feature map read zeros (`padding_mode="zeros"`), so boxes partly outside the image work.
-The output is piecewise linear in the box coordinates; its derivative jumps where a sample crosses a cell centre.
+The output is piecewise linear in the box coordinates; its derivative jumps where a sample crosses a cell
+centre.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def warp_rois(features: Tensor, boxes: Sequence[Tensor], *, stride: float, outpu
     if len(boxes) != features.shape[0]:
         raise ValueError(f"got boxes for {len(boxes)} images but features for {features.shape[0]}")
     channels, height, width = features.shape[1:]
-    bin_centres = (torch.arange(output_size, dtype=features.dtype, device=features.device) + 0.5) / output_size
+    bins = torch.arange(output_size, dtype=features.dtype, device=features.device)
+    bin_centres = (bins + 0.5) / output_size
     warped = []
     for image_index, image_boxes in enumerate(boxes):
         num_boxes = image_boxes.shape[0]
@@ -88,11 +90,13 @@ def map_boxes_to_levels(boxes: Tensor, *, num_levels: int, finest_scale: float) 
 class RoIWarp(nn.Module):
     """Warp boxes to S x S from one level (stride-16 C4 features) or from a feature pyramid.
 
-    With several levels each box reads the level chosen by its size (see `map_boxes_to_levels`); that choice is
-    discrete and carries no gradient, the sampling within the level does.
+    With several levels each box reads the level chosen by its size (see `map_boxes_to_levels`); that choice
+    is discrete and carries no gradient, the sampling within the level does.
     """
 
-    def __init__(self, *, featmap_strides: Sequence[float], output_size: int = 28, finest_scale: float = 56.0):
+    def __init__(
+        self, *, featmap_strides: Sequence[float], output_size: int = 28, finest_scale: float = 56.0
+    ):
         super().__init__()
         if len(featmap_strides) == 0:
             raise ValueError("featmap_strides: need at least one level")
@@ -119,7 +123,9 @@ class RoIWarp(nn.Module):
         image_ids = torch.cat(
             [torch.full((len(b),), i, dtype=torch.long, device=all_boxes.device) for i, b in enumerate(boxes)]
         )
-        levels = map_boxes_to_levels(all_boxes.detach(), num_levels=num_levels, finest_scale=self.finest_scale)
+        levels = map_boxes_to_levels(
+            all_boxes.detach(), num_levels=num_levels, finest_scale=self.finest_scale
+        )
         channels = features[0].shape[1]
         warped = features[0].new_zeros(all_boxes.shape[0], channels, self.output_size, self.output_size)
         for level, (level_features, stride) in enumerate(zip(features, self.featmap_strides)):

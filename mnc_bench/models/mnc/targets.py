@@ -60,7 +60,7 @@ def max_iou_with_gt(boxes: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def assign_rois(boxes: Tensor, targets: InstanceTargets, *, fg_iou: float) -> RoIAssignment:
-    """Foreground when the best box IoU with a ground truth box is >= fg_iou; boxes are read, not differentiated."""
+    """Foreground when the best box IoU with a ground-truth box is >= fg_iou (boxes not differentiated)."""
     best_iou, matched = max_iou_with_gt(boxes.detach(), targets.boxes)
     foreground = best_iou >= fg_iou
     labels = torch.zeros_like(matched)
@@ -84,7 +84,9 @@ def sample_rois(boxes: Tensor, gt_boxes: Tensor, sampling: RoISampling) -> Tenso
     return torch.cat((foreground, background))
 
 
-def box_targets(boxes: Tensor, assignment: RoIAssignment, targets: InstanceTargets, coder: BoxCoder) -> Tensor:
+def box_targets(
+    boxes: Tensor, assignment: RoIAssignment, targets: InstanceTargets, coder: BoxCoder
+) -> Tensor:
     """[R, 4] normalised deltas from each RoI to its matched ground truth box (zeros for background)."""
     deltas = boxes.new_zeros(boxes.shape[0], 4)
     foreground = assignment.labels > 0
@@ -95,11 +97,13 @@ def box_targets(boxes: Tensor, assignment: RoIAssignment, targets: InstanceTarge
     return deltas
 
 
-def mask_targets(boxes: Tensor, assignment: RoIAssignment, targets: InstanceTargets, mask_size: int) -> Tensor:
+def mask_targets(
+    boxes: Tensor, assignment: RoIAssignment, targets: InstanceTargets, mask_size: int
+) -> Tensor:
     """Binary [P, m, m] targets of the P foreground RoIs: the matched ground-truth mask inside the RoI.
 
-    The GT mask is bilinearly resampled over the RoI (RoIAlign, aligned, 2x2 samples per bin) and thresholded at
-    0.5, as mmdet's mask targets; the parts of the RoI outside the object's mask are 0.
+    The GT mask is bilinearly resampled over the RoI (RoIAlign, aligned, 2x2 samples per bin) and thresholded
+    at 0.5, as mmdet's mask targets; the parts of the RoI outside the object's mask are 0.
     """
     foreground = (assignment.labels > 0).nonzero().squeeze(1)
     if foreground.numel() == 0:
@@ -107,5 +111,7 @@ def mask_targets(boxes: Tensor, assignment: RoIAssignment, targets: InstanceTarg
     matched = assignment.matched_gt[foreground]
     rois = torch.cat((matched[:, None].to(boxes.dtype), boxes.detach()[foreground]), dim=1)
     gt_masks = targets.masks[:, None].to(boxes.dtype)
-    resampled = roi_align(gt_masks, rois, output_size=mask_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    resampled = roi_align(
+        gt_masks, rois, output_size=mask_size, spatial_scale=1.0, sampling_ratio=2, aligned=True
+    )
     return (resampled[:, 0] >= 0.5).to(boxes.dtype)
