@@ -9,10 +9,10 @@ WHEEL_CACHE ?= $(HOME)/.cache/mnc-bench/wheels
 INSTALL_HASH := $(shell cat pyproject.toml setup.py tools/build_mmcv_wheel.sh | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.mnc-bench-installed-$(INSTALL_HASH)
 # CI (CI=true) also runs the slow training tier; a developer's plain `make test` runs the fast tier.
-PYTEST_MARK ?= $(if $(filter true 1,$(CI)),,not slow)
+PYTEST_MARK ?= $(if $(filter true 1,$(CI)),not long,not slow and not long)
 DEMO_DIR ?= results/demo
 
-.PHONY: install demo test test-all bench clean-venv
+.PHONY: install demo test test-all test-long bench clean-venv
 
 install: $(STAMP)
 
@@ -38,7 +38,11 @@ test: install
 	$(PY) -m pytest -m "$(PYTEST_MARK)"
 
 test-all: install
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not long"
+
+# Full default schedules: measures that the shapes configs reach their documented AP (hours on CPU).
+test-long: install
+	$(PY) -m pytest -m long
 
 bench: install
 	$(VENV)/bin/mnc-bench bench

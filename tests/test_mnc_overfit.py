@@ -61,7 +61,9 @@ def _coco_records(samples, category_ids: list[int]) -> list[dict]:
     return records
 
 
-@pytest.mark.slow
+# Marked long, not slow: under CPU contention it ran past 15 min and its 200-iteration budget is not yet
+# verified to reach AP > 0.8 on a quiet machine, so it stays out of CI until it is (see issue 3's note).
+@pytest.mark.long
 def test_mnc_overfits_two_shapes_images(tmp_path):
     root = tmp_path / "shapes"
     write_shapes_dataset(root, num_train=2, num_val=1, config=ShapesConfig(image_size=128, seed=0), workers=1)

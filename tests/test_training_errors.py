@@ -130,3 +130,12 @@ def test_pretrained_weights_are_local_files_only(tmp_path):
     scratch = load_config(COCO_R50, {"backbone_checkpoint": None})
     check_pretrained_weights(scratch)
     assert scratch.model.backbone.init_cfg is None
+
+
+def test_distributed_launcher_without_gpus_is_a_user_error(shapes_dataset, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("GPUs present: the launcher would start for real")
+    with pytest.raises(UserError, match="--launcher pytorch needs GPUs"):
+        train(MASK_RCNN, launcher="pytorch", work_dir=tmp_path, cfg_options={"data_root": str(shapes_dataset)})

@@ -167,7 +167,7 @@ def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, tmp_path):
         run_test(PANET, first.checkpoint, cfg_options=fast_options(shapes_dataset))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("config", [MASK_RCNN, PANET], ids=lambda p: p.stem)
 def test_default_shapes_schedule_reaches_mask_ap_above_half(config, tmp_path_factory):
     """The default schedule on the default synthetic data (generated on the fly) — minutes on CPU."""

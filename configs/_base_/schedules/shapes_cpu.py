@@ -1,10 +1,11 @@
 # Short CPU schedule for the synthetic shapes data (iteration based, one validation at the end).
-# Tuned on 2 CPU cores so the small Mask R-CNN / PANet reach mask AP well above 0.5 in minutes
-# (figures in the README). Identical for every model compared on shapes.
+# Identical for every model compared on shapes. Tuned for the small models trained from scratch (AdamW,
+# lr 5e-4, weight decay 0.05): with 1500 iterations the small Mask R-CNN reached mask AP 0.53 (0.43 at
+# iteration 1000, before the lr steps), so the default runs 2000 (lr / 10 at 75 % and 90 %).
 # A schedule includes the shared runtime (hooks, logging, randomness); configs list it, not default_runtime.
 _base_ = '../default_runtime.py'
 
-max_iters = 1500
+max_iters = 2000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
@@ -16,7 +17,7 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001),
+    optimizer=dict(type='AdamW', lr=5e-4, weight_decay=0.05),
     clip_grad=dict(max_norm=35, norm_type=2))
 
 auto_scale_lr = dict(enable=False, base_batch_size=8)
