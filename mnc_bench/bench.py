@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -47,27 +49,31 @@ def bench_models(
 ) -> dict[str, dict[str, float]]:
     """Train each config for ``warmup + iters`` iterations (no validation, no checkpoints) and report the mean
     seconds per training iteration after warm-up, as read from mmengine's iteration timer."""
-    from mnc_bench.training import train
-
     if iters < 1 or warmup < 0:
         raise UserError(f"--iters must be >= 1 and warm-up >= 0, got {iters}, {warmup}")
     figures: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for config in configs:
-            options: dict[str, Any] = {
-                "train_cfg.max_iters": warmup + iters,
+            options = [
+                f"train_cfg.max_iters={warmup + iters}",
                 # No validation: the loop would otherwise validate after the last iteration.
-                "val_cfg": None,
-                "val_dataloader": None,
-                "val_evaluator": None,
-                "param_scheduler": [],
-                "default_hooks.checkpoint": None,
-                "default_hooks.logger.interval": 1,  # one `time` record per iteration in scalars.json
-            }
+                "val_cfg=None", "val_dataloader=None", "val_evaluator=None",
+                "param_scheduler=[]",
+                "default_hooks.checkpoint=None",
+                # One un-smoothed `time` record per iteration in scalars.json.
+                "default_hooks.logger.interval=1", "log_processor.window_size=1",
+            ]
             if data_root is not None:
-                options["data_root"] = data_root
-            result = train(config, work_dir=Path(tmp) / Path(config).stem, cfg_options=options)
-            times = _iteration_seconds(result.work_dir)[warmup:]
+                options.append(f"data_root={data_root}")
+            work_dir = Path(tmp) / Path(config).stem
+            # One process per model: mmengine's visualizer and registries are process-wide singletons.
+            command = [sys.executable, "-m", "mnc_bench.cli", "train", config, "--work-dir", str(work_dir),
+                       "--cfg-options", *options]
+            completed = subprocess.run(command, capture_output=True, text=True)
+            if completed.returncode != 0:
+                last = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
+                raise UserError(f"bench: training {config} failed: {last}")
+            times = _iteration_seconds(work_dir)[warmup:]
             figures[Path(config).stem] = {"train_s_per_iter": statistics.fmean(times),
                                           "train_s_per_iter_stdev": statistics.pstdev(times)}
     reference = next(iter(figures.values()))["train_s_per_iter"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -47,7 +46,3 @@ def mask_loss(mask_logits: Tensor, targets: Tensor) -> Tensor:
         return mask_logits.sum() * 0.0
     return F.binary_cross_entropy_with_logits(mask_logits, targets.to(mask_logits.dtype))
 
-
-def mask_probabilities(mask_logits: Tensor) -> Tensor:
-    """[R, m, m] logits -> [R, m, m] foreground probabilities."""
-    return torch.sigmoid(mask_logits)
