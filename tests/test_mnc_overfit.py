@@ -21,10 +21,13 @@ import mnc_bench.models.mmdet_adapter  # noqa: E402,F401  (registers MNC)
 from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset  # noqa: E402
 from mnc_bench.evaluation.coco import evaluate_coco  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnc" / "mnc_3stage_shapes.py"
-ITERATIONS = 200
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnc" / "mnc_5stage_shapes.py"
+# The shapes schedule's optimizer (SGD 0.02, momentum 0.9, gradient clip 35) compressed to 300 steps; the
+# final lr step matters: at a constant 0.02 the MLP mask head keeps oscillating around AP 0.7.
+ITERATIONS = 300
 WARMUP = 10
-LEARNING_RATE = 2e-3
+LR_STEP = 225
+LEARNING_RATE = 0.02
 
 register_all_modules()
 
@@ -64,7 +67,7 @@ def _coco_records(samples, category_ids: list[int]) -> list[dict]:
 # Marked long, not slow: under CPU contention it ran past 15 min and its 200-iteration budget is not yet
 # verified to reach AP > 0.8 on a quiet machine, so it stays out of CI until it is (see issue 3's note).
 @pytest.mark.long
-def test_mnc_overfits_two_shapes_images(tmp_path):
+def test_five_stage_mnc_overfits_two_shapes_images(tmp_path):
     root = tmp_path / "shapes"
     write_shapes_dataset(root, num_train=2, num_val=1, config=ShapesConfig(image_size=128, seed=0), workers=1)
     cfg = Config.fromfile(str(CONFIG))
@@ -77,13 +80,14 @@ def test_mnc_overfits_two_shapes_images(tmp_path):
 
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9, weight_decay=1e-4)
     optim_wrapper = OptimWrapper(optimizer, clip_grad=dict(max_norm=35))
     model.train()
     losses = []
     for iteration in range(ITERATIONS):
         for group in optimizer.param_groups:
-            group["lr"] = LEARNING_RATE * min(1.0, (iteration + 1) / WARMUP)
+            step = 0.1 if iteration >= LR_STEP else 1.0
+            group["lr"] = LEARNING_RATE * step * min(1.0, (iteration + 1) / WARMUP)
         losses.append(float(model.train_step(batch, optim_wrapper)["loss"]))
     assert np.mean(losses[-10:]) < 0.15 * losses[0], losses[::20]
 
