@@ -5,6 +5,7 @@
 # Not as in the paper: ResNet conv5 is not used as a per-RoI head (the RoIs' fc layers read C4 directly), and
 # the fc layers are 1024 wide (VGG-16's 4096 came with pretrained fc6/fc7 that ResNet does not have).
 _base_ = [
+    '../_base_/models/mnc_heads.py',
     '../_base_/datasets/voc_sbd.py',
     '../_base_/schedules/voc_sbd.py',
 ]
@@ -36,21 +37,9 @@ model = dict(
             type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], target_stds=[1.0, 1.0, 1.0, 1.0]),
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
         loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
-    cascade=dict(
-        num_classes=20,
-        num_stages=5,
-        share_weights=True,
-        box_grad=True,
-        featmap_strides=[16],
-        in_channels=1024,
-        warp_size=28,
-        mask_size=21,
-        mask_hidden_dim=256,
-        cls_pooled_size=7,
-        cls_fc_dim=1024,
-        cls_num_fcs=2,
-        box_target_stds=(0.1, 0.1, 0.2, 0.2)),
-    loss_weights=dict(rpn_cls=1.0, rpn_box=1.0, mask=2.0, cls=1.0, box=1.0),
+    cascade=dict(_base_.mnc_cascade, num_classes=20, num_stages=5, featmap_strides=[16], in_channels=1024,
+                 mask_size=21),
+    loss_weights=dict(_base_.mnc_loss_weights, mask=2.0),
     proposal_control=None,
     train_cfg=dict(
         rpn=dict(
@@ -63,8 +52,7 @@ model = dict(
             debug=False),
         rpn_proposal=dict(
             nms_pre=12000, max_per_img=300, nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0),
-        rcnn=dict(num_rois=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0)),
+        rcnn=_base_.mnc_train_rcnn),
     test_cfg=dict(
         rpn=dict(nms_pre=6000, max_per_img=300, nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0),
-        rcnn=dict(score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4,
-                  mask_voting=True, voting_iou=0.5, voting_resolution=56)))
+        rcnn=_base_.mnc_test_rcnn))

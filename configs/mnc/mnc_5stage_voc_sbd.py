@@ -5,6 +5,7 @@
 # Needs local ImageNet weights: see configs/_base_/models/r50_fpn.py (backbone_checkpoint).
 _base_ = [
     '../_base_/models/r50_fpn.py',
+    '../_base_/models/mnc_heads.py',
     '../_base_/datasets/voc_sbd.py',
     '../_base_/schedules/voc_sbd.py',
 ]
@@ -13,23 +14,8 @@ custom_imports = dict(imports=['mnc_bench.models.mmdet_adapter'], allow_failed_i
 model = dict(
     type='MNC',
     data_preprocessor=_base_.data_preprocessor,
-    cascade=dict(
-        num_classes=20,
-        num_stages=5,
-        share_weights=True,
-        box_grad=True,
-        featmap_strides=[4, 8, 16, 32],
-        finest_scale=56,
-        warp_size=28,
-        mask_size=28,
-        mask_hidden_dim=256,
-        cls_pooled_size=7,
-        cls_fc_dim=1024,
-        cls_num_fcs=2,
-        box_target_stds=(0.1, 0.1, 0.2, 0.2)),
-    loss_weights=dict(rpn_cls=1.0, rpn_box=1.0, mask=1.0, cls=1.0, box=1.0),
+    cascade=dict(_base_.mnc_cascade, num_classes=20, num_stages=5),
+    loss_weights=_base_.mnc_loss_weights,
     proposal_control=None,
-    train_cfg=dict(rcnn=dict(num_rois=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0)),
-    test_cfg=dict(
-        rcnn=dict(score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4,
-                  mask_voting=True, voting_iou=0.5, voting_resolution=56)))
+    train_cfg=dict(rcnn=_base_.mnc_train_rcnn),
+    test_cfg=dict(rcnn=_base_.mnc_test_rcnn))
