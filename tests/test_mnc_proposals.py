@@ -51,10 +51,33 @@ def test_oracle_boxes_have_the_target_iou_with_their_ground_truth(target):
     out = control([_rpn_boxes(), _rpn_boxes()], image_sizes=[SIZE] * 2, gt_boxes=GT, training=True)
     assert out[0].shape == (50, 4) and out[1].shape == (0, 4)
     ious = box_iou(out[0], GT[0])
-    own = torch.cat((ious[:25, 0], ious[25:, 1]))
+    own = torch.cat((ious[0::2, 0], ious[1::2, 1]))  # round-robin: box k belongs to ground truth k mod 2
     assert torch.allclose(own, torch.full_like(own, target), atol=1e-4)
-    spread = out[0][:25] - GT[0][0]
+    spread = out[0][0::2] - GT[0][0]
     assert spread.std(dim=0).min() > 0.5  # the boxes differ from each other
+
+
+@pytest.mark.parametrize("cap", [1, 7, 10])
+def test_a_capped_oracle_covers_every_object_evenly(cap):
+    control = ProposalControl(mode="oracle", oracle_iou=0.8, oracle_per_gt=10, max_proposals=cap)
+    out = control([_rpn_boxes()], image_sizes=[SIZE], gt_boxes=GT[:1], training=True)[0]
+    owner = box_iou(out, GT[0]).argmax(dim=1)
+    per_object = torch.bincount(owner, minlength=2)
+    assert len(out) == cap and per_object.max() - per_object.min() <= 1, per_object
+
+
+def test_a_capped_random_draw_keeps_the_requested_number():
+    control = ProposalControl(mode="random", num_random=50, max_proposals=12)
+    out = control([_rpn_boxes(), _rpn_boxes(seed=1)], image_sizes=[SIZE] * 2, gt_boxes=None, training=True)
+    assert [len(boxes) for boxes in out] == [12, 12]
+
+
+def test_processes_of_a_distributed_run_draw_different_noise():
+    def draw(rank: int) -> torch.Tensor:
+        control = ProposalControl(jitter=0.1, seed=0, rank=rank)
+        return control([_rpn_boxes()], image_sizes=[SIZE], gt_boxes=None, training=True)[0]
+
+    assert torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))
 
 
 def test_random_mode_ignores_the_rpn():

@@ -22,7 +22,7 @@ Config of `type="MNC"` (all numbers are the paper's / MNC-code's defaults unless
                                 #         oracle_per_gt, num_random, min_random_size, apply_at, seed)
         train_cfg=dict(
             rpn=dict(assigner=..., sampler=..., allowed_border=-1, pos_weight=-1, debug=False),  # mmdet's
-            rpn_proposal=dict(nms_pre=2000, max_per_img=300, nms=dict(type="nms", iou_threshold=0.7),
+            rpn_proposal=dict(nms_pre=1000, max_per_img=300, nms=dict(type="nms", iou_threshold=0.7),
                               min_bbox_size=0),
             rcnn=dict(num_rois=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0)),
         test_cfg=dict(
@@ -44,6 +44,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.structures.bbox import get_box_tensor
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
+from mmengine.dist import get_rank
 from mmengine.structures import InstanceData
 from torch import Tensor
 
@@ -209,7 +210,7 @@ def _build_postprocessor(config: Mapping | None) -> MNCPostProcessor:
 
 def _build_proposal_control(config: Mapping | None) -> ProposalControl:
     try:
-        return ProposalControl(**dict(config or {}))
+        return ProposalControl(**dict(config or {}), rank=get_rank())
     except TypeError as error:
         raise ValueError(f"model.proposal_control: {error}") from None
     except ValueError as error:

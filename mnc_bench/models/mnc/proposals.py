@@ -2,10 +2,13 @@
 
 In order: `mode` chooses the source ("rpn" keeps stage 1's proposals, "oracle" replaces them by boxes drawn
 around each ground-truth box at a given IoU, "random" by uniformly random boxes), then `jitter` adds Gaussian
-noise, then `max_proposals` keeps the first (highest-scoring for the RPN) boxes. Each control applies in
-training, at test time or both (`apply_at`). Oracle and random boxes are constants; jitter and the cap keep
-the gradient to stage 1. All randomness comes from a private generator seeded by `seed`, so a run is
-reproducible and the controls do not shift the global RNG stream that the rest of training uses.
+noise, then `max_proposals` keeps the first boxes: the highest-scoring for the RPN; for the oracle, whose boxes
+are ordered round-robin over the ground-truth objects, the same number per object (give or take one). Each
+control applies in training, at test time or both (`apply_at`). Oracle and random boxes are constants; jitter
+and the cap keep the gradient to stage 1. All randomness comes from a private generator seeded by `seed` (plus
+the process rank under a distributed launcher, so GPUs draw different noise), so a run is reproducible and the
+controls do not shift the global RNG stream that the rest of training uses. The generator state is not part
+of checkpoints: a resumed run draws a fresh noise stream from the seed.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ class ProposalControl:
         min_random_size: float = 4.0,
         apply_at: ApplyAt = "both",
         seed: int = 0,
+        rank: int = 0,
     ):
-        """`jitter` is the noise std as a fraction of box width (x coordinates) and height (y coordinates)."""
+        """`jitter` is the noise std as a fraction of box width (x coordinates) and height (y coordinates);
+        `rank` (the process rank) offsets the seed."""
         if mode not in ("rpn", "oracle", "random"):
             raise ValueError(f"proposal_control.mode: must be 'rpn', 'oracle' or 'random', got {mode!r}")
         if apply_at not in ("train", "test", "both"):
@@ -63,7 +68,7 @@ class ProposalControl:
         self.num_random = num_random
         self.min_random_size = min_random_size
         self.apply_at = apply_at
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed + rank)
 
     @property
     def is_identity(self) -> bool:
@@ -129,7 +134,8 @@ class ProposalControl:
         return torch.cat((top_left, top_left + extent), dim=1).float()
 
     def oracle_boxes(self, gt_boxes: Tensor, target_iou: float) -> Tensor:
-        """`oracle_per_gt` boxes around each ground-truth box whose IoU with it equals `target_iou` (to 1e-4).
+        """`oracle_per_gt` boxes around each ground-truth box whose IoU with it equals `target_iou` (to 1e-4),
+        ordered round-robin: box k belongs to ground truth k mod G.
 
         Each box moves its GT box along a random direction in (dx, dy, log dw, log dh) space; the distance
         along the direction is found by bisection on the IoU (IoU is 1 at distance 0 and < target at the far
@@ -137,7 +143,7 @@ class ProposalControl:
         """
         if gt_boxes.shape[0] == 0:
             return gt_boxes.new_zeros(0, 4)
-        gt = gt_boxes.detach().double().repeat_interleave(self.oracle_per_gt, dim=0)  # [M, 4]
+        gt = gt_boxes.detach().double().repeat(self.oracle_per_gt, 1)  # [M, 4]
         direction = self._normal((gt.shape[0], 4))
         direction = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-12)
         low = torch.zeros(gt.shape[0], dtype=torch.float64)

@@ -25,7 +25,11 @@ class InstanceTargets:
 
 @dataclass(frozen=True)
 class RoISampling:
-    """Per-image RoI sampling of the first mask/classification round (MNC: 64 RoIs, 25% foreground)."""
+    """Per-image RoI sampling of the first mask/classification round (MNC: 64 RoIs, 25% foreground).
+
+    A RoI is foreground when its best IoU with a ground-truth box is >= `fg_iou` (the paper says "> 0.5";
+    MNC-code, like py-faster-rcnn, compares with >=), background when it is in [bg_iou_low, fg_iou).
+    """
 
     num_rois: int = 64
     fg_fraction: float = 0.25
