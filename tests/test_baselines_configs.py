@@ -1,4 +1,4 @@
-"""Every config in configs/ loads through mnc_bench.training and builds its model (MNC's once they exist)."""
+"""Every config in configs/ loads through mnc_bench.training and builds its model; the zoo is complete."""
 
 from __future__ import annotations
 
@@ -23,11 +23,18 @@ def _build(cfg):
 
 
 def test_the_zoo_is_complete():
+    """Issue 4: every model x {shapes, coco R50, coco R101, voc_sbd}."""
     names = {str(p.relative_to(CONFIGS_DIR)) for p in CONFIGS}
-    for name in ("mask_rcnn/mask_rcnn_shapes.py", "mask_rcnn/mask_rcnn_r50_fpn_coco.py",
-                 "mask_rcnn/mask_rcnn_r101_fpn_coco.py", "mask_rcnn/mask_rcnn_voc_sbd.py", "panet/panet_shapes.py",
-                 "panet/panet_r50_coco.py", "panet/panet_r101_coco.py", "panet/panet_voc_sbd.py"):
-        assert name in names
+    expected = {
+        "mask_rcnn/mask_rcnn_shapes.py", "mask_rcnn/mask_rcnn_r50_fpn_coco.py",
+        "mask_rcnn/mask_rcnn_r101_fpn_coco.py", "mask_rcnn/mask_rcnn_voc_sbd.py",
+        "panet/panet_shapes.py", "panet/panet_r50_coco.py", "panet/panet_r101_coco.py", "panet/panet_voc_sbd.py",
+        "mnc/mnc_3stage_shapes.py", "mnc/mnc_3stage_coco_r50.py", "mnc/mnc_3stage_coco_r101.py",
+        "mnc/mnc_3stage_voc_sbd.py",
+        "mnc/mnc_5stage_shapes.py", "mnc/mnc_5stage_coco_r50.py", "mnc/mnc_5stage_coco_r101.py",
+        "mnc/mnc_5stage_voc_sbd.py",
+    }
+    assert expected <= names, sorted(expected - names)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS_DIR)))
@@ -60,6 +67,18 @@ def test_shapes_models_share_backbone_neck_rpn_data_and_schedule():
     assert reference["backbone"]["depth"] == 18 and reference["neck"]["out_channels"] == 64
     assert reference["rpn_proposal"]["max_per_img"] == reference["test_rpn"]["max_per_img"] == 300
     for config in configs:
+        assert _shared_stage_one(load_config(config)) == reference, config.name
+
+
+@pytest.mark.parametrize("dataset, depth", [("coco", 50), ("coco", 101), ("voc_sbd", 50)])
+def test_full_size_models_of_a_dataset_share_stage_one_data_and_schedule(dataset, depth):
+    """The controlled comparisons: same backbone, FPN, RPN, input pipeline, schedule and evaluator (the single-level
+    C4 MNC is the faithful variant and deliberately differs)."""
+    configs = [p for p in CONFIGS if dataset in p.stem and "c4" not in p.stem
+               and load_config(p).model.backbone.depth == depth]
+    assert {p.parent.name for p in configs} == {"mask_rcnn", "panet", "mnc"}, configs
+    reference = _shared_stage_one(load_config(configs[0]))
+    for config in configs[1:]:
         assert _shared_stage_one(load_config(config)) == reference, config.name
 
 

@@ -49,8 +49,17 @@ def _dataset(cfg: Config, root: Path, split: str, pipeline=None):
 def test_every_mnc_config_builds(config):
     model, cfg = _build(config, small=False)
     assert type(model).__name__ == "MNC"
-    assert model.cascade.num_stages == cfg.model.cascade.num_stages
-    assert model.cascade.mask_stages[0].mask_size == cfg.model.cascade.mask_size
+    cascade, settings = model.cascade, cfg.model.cascade
+    assert cascade.num_stages == settings.num_stages
+    assert cascade.mask_stages[0].mask_size == settings.mask_size
+    assert cascade.roi_warp.featmap_strides == tuple(float(s) for s in settings.featmap_strides)
+    assert cascade.roi_warp.output_size == settings.warp_size
+    assert cascade.box_grad == settings.box_grad and cascade.share_weights == settings.share_weights
+    weights = cfg.model.loss_weights
+    assert all((w.mask, w.cls, w.box) == (weights.mask, weights.cls, weights.box) for w in cascade.loss_weights)
+    assert model.rpn_loss_weights == dict(loss_rpn_cls=weights.rpn_cls, loss_rpn_bbox=weights.rpn_box)
+    assert model.postprocessor.nms_iou == cfg.model.test_cfg.rcnn.nms_iou
+    assert model.postprocessor.mask_thr == cfg.model.test_cfg.rcnn.mask_thr
 
 
 def test_shapes_configs_share_stage_one_with_mask_rcnn():

@@ -200,6 +200,12 @@ def test_predict_pools_all_rounds():
         assert output.class_boxes.shape == (n, NUM_CLASSES, 4)
         torch.testing.assert_close(output.mask_boxes[: len(image_proposals)], image_proposals.detach())
         torch.testing.assert_close(output.class_probs.sum(dim=1), torch.ones(n))
+        # Round 2 runs on round 1's boxes, each regressed for its best foreground class.
+        first = slice(0, len(image_proposals))
+        best = output.class_probs[first, 1:].argmax(dim=1)
+        regressed = output.class_boxes[first][torch.arange(len(best)), best]
+        torch.testing.assert_close(output.mask_boxes[len(image_proposals):], regressed)
+        assert not torch.allclose(regressed, image_proposals)
 
 
 def test_sampling_respects_the_foreground_fraction_and_the_budget():
