@@ -1,6 +1,6 @@
 # Small CPU Mask R-CNN on the synthetic shapes: the shared ResNet-18 / 64-channel FPN / RPN parts
 # (_base_/models/r18_fpn_small.py) plus a narrow Mask R-CNN second stage. Its RoI sampling stays Mask R-CNN's
-# (128 RoIs/image, 25 % positive, ground truth added) while MNC keeps its paper's 64: each model's own head recipe.
+# (128 RoIs/image, 25 % positive, GT added); MNC keeps its paper's 64: each model's own head recipe.
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
     '../_base_/datasets/shapes.py',

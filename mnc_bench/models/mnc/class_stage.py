@@ -21,10 +21,10 @@ class ClassStage(nn.Module):
     """Classify each RoI from its box features and its mask-weighted ("masked") features.
 
     masked = warped features x stage-2 mask probabilities (resized to the warp grid), max-pooled to
-    `pooled_size` like the box features: the product is taken before pooling, at the finest grid available (MNC-code
-    multiplies its 14 x 14 warped conv5 features by the mask resized to 14 x 14, then pools). The box features and the
-    masked features each go through their own path of `num_fcs` fc layers (2 x 4096 in the paper); the two
-    outputs are concatenated and feed an (N + 1)-way classifier and a class-wise box regressor.
+    `pooled_size` like the box features: the product is taken before pooling, on the finest grid available
+    (MNC-code multiplies its 14 x 14 warped conv5 features by the mask resized to 14 x 14, then pools).
+    The box features and the masked features each go through their own path of `num_fcs` fc layers
+    (2 x 4096 in the paper); the two outputs are concatenated and feed an (N + 1)-way classifier and a class-wise box regressor.
     The mask probabilities are not detached: the classification loss also trains stage 2 (in training only
     through foreground RoIs, which `MNCCascade` arranges).
     """
