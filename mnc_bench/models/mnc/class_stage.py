@@ -24,7 +24,8 @@ class ClassStage(nn.Module):
     `pooled_size` like the box features: the product is taken before pooling, on the finest grid available
     (MNC-code multiplies its 14 x 14 warped conv5 features by the mask resized to 14 x 14, then pools).
     The box features and the masked features each go through their own path of `num_fcs` fc layers
-    (2 x 4096 in the paper); the two outputs are concatenated and feed an (N + 1)-way classifier and a class-wise box regressor.
+    (2 x 4096 in the paper); the two outputs are concatenated and feed an (N + 1)-way classifier and a
+    class-wise box regressor.
     The mask probabilities are not detached: the classification loss also trains stage 2 (in training only
     through foreground RoIs, which `MNCCascade` arranges).
     """
