@@ -24,6 +24,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MASK_RCNN = CONFIGS / "mask_rcnn" / "mask_rcnn_shapes.py"
 PANET = CONFIGS / "panet" / "panet_shapes.py"
 MNC = CONFIGS / "mnc" / "mnc_3stage_shapes.py"
+MNC_5 = CONFIGS / "mnc" / "mnc_5stage_shapes.py"
 
 
 def fast_options(root: Path, iters: int = 2, val: bool = True) -> list[str]:
@@ -145,13 +146,18 @@ def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, tmp_path):
         run_test(PANET, first.checkpoint, cfg_options=fast_options(shapes_dataset))
 
 
+# Floors ~0.1 below the shapes-val mask AP measured after the default schedule (README, Benchmarks), so seed noise
+# passes and a regression that stops a model learning does not.
+DEFAULT_SCHEDULE_MASK_AP_FLOOR = {MASK_RCNN: 0.30, PANET: 0.28, MNC: 0.10, MNC_5: 0.14}
+
+
 @pytest.mark.long
 @pytest.mark.timeout(3 * 3600)
-@pytest.mark.parametrize("config", [MASK_RCNN, PANET], ids=lambda p: p.stem)
-def test_default_shapes_schedule_reaches_mask_ap_above_half(config, tmp_path_factory):
-    """The default schedule on the default synthetic data (generated on the fly): 2000 iterations at about
-    1 s (Mask R-CNN) / 2.7 s (PANet) per iteration on one free CPU core, longer when the cores are shared."""
+@pytest.mark.parametrize("config", list(DEFAULT_SCHEDULE_MASK_AP_FLOOR), ids=lambda p: p.stem)
+def test_default_shapes_schedule_learns(config, tmp_path_factory):
+    """The default schedule (1000 iterations) on the default synthetic data, generated on the fly: 25-60 min per
+    model on one CPU core."""
     root = tmp_path_factory.mktemp("shapes_default") / "shapes"
     result = train(config, work_dir=tmp_path_factory.mktemp("work"), cfg_options=[f"data_root={root}"])
-    assert result.metrics["coco/segm/AP"] > 0.5
+    assert result.metrics["coco/segm/AP"] > DEFAULT_SCHEDULE_MASK_AP_FLOOR[config]
     shutil.rmtree(root, ignore_errors=True)
