@@ -22,10 +22,10 @@ from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset  # noqa:
 from mnc_bench.evaluation.coco import evaluate_coco  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnc" / "mnc_5stage_shapes.py"
-# The shapes schedule's optimizer family (AdamW, weight decay 0.05) at twice its lr, compressed to 250 steps
-# with one lr step (174 s on the quiet 2-core machine). Measured with 300 steps on these 2 images: loss 4.3 -> 0.1,
-# mask AP 0.96 with mask voting (0.84 without); the 3-stage cascade under that budget reaches only 0.73, its masks
-# sitting on the raw proposals.
+# The shapes schedule's optimizer family (AdamW, weight decay 0.05) at twice its lr, compressed
+# to 250 steps with one lr step (174 s on the quiet 2-core machine). Measured with 300 steps on
+# these 2 images: loss 4.3 -> 0.1, mask AP 0.96 with mask voting (0.84 without); the 3-stage
+# cascade under that budget reaches only 0.73, its masks sitting on the raw proposals.
 ITERATIONS = 250
 WARMUP = 10
 LR_STEP = 190
