@@ -111,6 +111,27 @@ def test_cascade_losses_reach_the_rpn_box_deltas_only_with_box_grad(box_grad, sh
     assert model.rpn_head.rpn_cls.weight.grad is None  # objectness only ranks proposals
 
 
+def test_box_gradient_into_the_rpn_deltas_is_bounded_per_image(shapes_dataset):
+    # MNC-code clips each image's gradient at box_grad_clip (one image per batch); our losses are batch
+    # means, so the bound on the batch gradient must shrink with the batch or the box gradient outweighs
+    # the RPN's own regression loss batch-size times more than in MNC-code.
+    torch.manual_seed(0)
+    clip = 1e-4
+    model, cfg = _build(SHAPES_3)
+    model.cascade.box_grad_clip = clip
+    captured = {}
+    model.rpn_head.register_forward_hook(lambda module, args, output: captured.update(deltas=output[1]))
+    dataset = _dataset(cfg, shapes_dataset, "train")
+    data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(4)]), True)
+    model.train()
+    losses = model(**data, mode="loss")
+    for level_deltas in captured["deltas"]:
+        level_deltas.retain_grad()
+    (1e4 * sum(value for name, value in losses.items() if not name.startswith("loss_rpn"))).backward()
+    largest = max(level_deltas.grad.abs().max() for level_deltas in captured["deltas"])
+    assert largest == pytest.approx(clip / 4, rel=1e-4)
+
+
 def test_predict_returns_masks_at_the_original_image_size(shapes_dataset):
     torch.manual_seed(0)
     model, cfg = _build(SHAPES_5)

@@ -11,7 +11,7 @@ Config of `type="MNC"` (all numbers are the paper's / MNC-code's defaults unless
         data_preprocessor=...,  backbone=...,  neck=... (optional),  rpn_head=dict(type="RPNHead", ...),
         cascade=dict(
             num_classes=80, num_stages=5, share_weights=True, box_grad=True,
-            box_grad_clip=1 / 512,            # bound on the gradient into RPN / stage-3 box deltas (MNC-code)
+            box_grad_clip=1 / 512,            # per-image bound on the gradient into RPN / stage-3 box deltas
             featmap_strides=[4, 8, 16, 32],   # [16] for the single-level C4 variant
             in_channels=None,                 # default: neck.out_channels; required without a neck
             finest_scale=56, warp_size=28, mask_size=28, mask_hidden_dim=256,
@@ -291,7 +291,7 @@ class MNC(BaseDetector):
             bbox_preds,
             image_sizes,
             **settings,
-            delta_grad_clip=self.cascade.box_grad_clip,
+            delta_grad_clip=self.cascade.box_grad_bound(len(batch_data_samples)),
         )
         has_gt = all("gt_instances" in s and "bboxes" in s.gt_instances for s in batch_data_samples)
         gt_boxes = [get_box_tensor(s.gt_instances.bboxes) for s in batch_data_samples] if has_gt else None

@@ -44,7 +44,7 @@ def rpn_proposals(
         nms_iou: NMS IoU threshold (0.7 in MNC).
         min_bbox_size: boxes with width or height <= this are dropped (mmdet's convention; < 0 keeps all).
         delta_grad_clip: element-wise bound on the gradient reaching `bbox_preds` through the proposals
-            (MNC-code: 1/512); None leaves it unbounded.
+            (MNC-code: 1/512 per image, see `MNCCascade.box_grad_bound`); None leaves it unbounded.
 
     Returns:
         B tensors [R_b, 4], differentiable w.r.t. `bbox_preds`.

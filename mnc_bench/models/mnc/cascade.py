@@ -97,9 +97,9 @@ class MNCCascade(nn.Module):
         box_coder: BoxCoder | None = None,
     ):
         """`share_weights=False` gives every round its own copy of the stage modules (starting from the same
-        initial weights); `box_grad_clip` bounds element-wise the gradient that later rounds send into a
-        round's box deltas (MNC-code: 1/512; None: unbounded); `loss_weights` is one StageLossWeights for all
-        rounds or one per round."""
+        initial weights); `box_grad_clip` bounds element-wise, per image, the gradient that later rounds send
+        into a round's box deltas (MNC-code: 1/512; None: unbounded; see `box_grad_bound`); `loss_weights` is
+        one StageLossWeights for all rounds or one per round."""
         super().__init__()
         self.num_rounds = _num_rounds(num_stages)
         if isinstance(loss_weights, StageLossWeights):
@@ -127,6 +127,18 @@ class MNCCascade(nn.Module):
             [class_stage] + [copy.deepcopy(class_stage) for _ in range(num_copies - 1)]
         )
 
+    def box_grad_bound(self, num_images: int) -> float | None:
+        """The element-wise bound on the box gradient of a batch of `num_images` images.
+
+        MNC-code trains on one image per batch and clips that image's gradient at `box_grad_clip`. The losses
+        here are means over the batch, which scales each image's gradient by 1 / num_images, so the same
+        per-image bound is `box_grad_clip / num_images`; otherwise the box gradient outweighs the RPN's own
+        regression loss num_images times more than in MNC-code.
+        """
+        if self.box_grad_clip is None:
+            return None
+        return self.box_grad_clip / max(num_images, 1)
+
     def _run_round(
         self,
         round_index: int,
@@ -146,13 +158,18 @@ class MNCCascade(nn.Module):
         return _RoundOutput(mask_logits=mask_logits, class_logits=class_logits, box_deltas=box_deltas)
 
     def _regress(
-        self, boxes: Sequence[Tensor], output: _RoundOutput, image_sizes: Sequence[tuple[int, int]]
+        self,
+        boxes: Sequence[Tensor],
+        output: _RoundOutput,
+        image_sizes: Sequence[tuple[int, int]],
+        grad_bound: float | None = None,
     ) -> list[Tensor]:
-        """Each box moved by the deltas of its highest-scoring foreground class, clipped to its image."""
+        """Each box moved by the deltas of its highest-scoring foreground class, clipped to its image;
+        `grad_bound` clamps the gradient reaching those deltas."""
         all_boxes = torch.cat(list(boxes), dim=0)
         best_class = output.class_logits.detach()[:, 1:].argmax(dim=1)
         deltas = output.box_deltas[torch.arange(all_boxes.shape[0], device=all_boxes.device), best_class]
-        deltas = clip_gradient(deltas, self.box_grad_clip)
+        deltas = clip_gradient(deltas, grad_bound)
         regressed = self.box_coder.decode(all_boxes, deltas)
         if not self.box_grad:
             regressed = regressed.detach()
@@ -211,7 +228,7 @@ class MNCCascade(nn.Module):
             losses[f"loss_box_s{class_stage_number}"] = weights.box * loss_box
 
             if round_index + 1 < self.num_rounds:
-                boxes = self._regress(boxes, output, image_sizes)
+                boxes = self._regress(boxes, output, image_sizes, self.box_grad_bound(len(proposals)))
         return losses
 
     def predict(
