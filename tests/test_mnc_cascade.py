@@ -17,6 +17,7 @@ from mnc_bench.models.mnc import (
     StageLossWeights,
 )
 from mnc_bench.models.mnc.boxes import clip_gradient
+from mnc_bench.models.mnc.cascade import _RoundOutput
 from mnc_bench.models.mnc.targets import RoIAssignment, assign_rois, mask_targets, sample_rois
 
 IMAGE = 64
@@ -136,6 +137,24 @@ def test_box_grad_clip_bounds_the_gradient_into_the_first_round_box_deltas():
 
     unclipped, clipped = regressor_gradient(None), regressor_gradient(1e-6)
     assert unclipped.abs().sum() > 100 * clipped.abs().sum() > 0
+
+
+def test_regressed_boxes_clipped_at_the_border_send_no_gradient_into_their_deltas():
+    cascade = make_cascade(5)
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [40.0, 40.0, 60.0, 60.0]])
+    box_deltas = torch.zeros(2, NUM_CLASSES, 4)
+    box_deltas[1, :, 0] = 5.0  # moves the second box 5 * 0.1 * 20 px right, past the 64 px border
+    box_deltas.requires_grad_(True)
+    output = _RoundOutput(
+        mask_logits=torch.zeros(2, 6, 6),
+        class_logits=torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]),
+        box_deltas=box_deltas,
+    )
+    (regressed,) = cascade._regress([boxes], output, [(IMAGE, IMAGE)])
+    assert regressed[1, 2] == IMAGE
+    regressed.sum().backward()
+    assert box_deltas.grad[0].abs().sum() > 0
+    assert torch.count_nonzero(box_deltas.grad[1]) == 0
 
 
 def test_clip_gradient_is_identity_forward_and_clamps_backward():

@@ -17,7 +17,7 @@ from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from mnc_bench.models.mnc.boxes import clip_gradient
+from mnc_bench.models.mnc.boxes import clip_boxes, clip_gradient, inside_image
 
 
 def rpn_proposals(
@@ -65,7 +65,10 @@ def rpn_proposals(
                 scores, top = scores.topk(nms_pre)
                 deltas, level_anchors = deltas[top], level_anchors[top]
             deltas = clip_gradient(deltas, delta_grad_clip)
-            boxes = get_box_tensor(rpn_head.bbox_coder.decode(level_anchors, deltas, max_shape=image_shape))
+            boxes = get_box_tensor(rpn_head.bbox_coder.decode(level_anchors, deltas))
+            # As MNC-code's proposal layer: no box gradient through anchors or proposals crossing the border.
+            inside = inside_image(level_anchors, image_shape) & inside_image(boxes.detach(), image_shape)
+            boxes = clip_boxes(torch.where(inside[:, None], boxes, boxes.detach()), image_shape)
             level_boxes.append(boxes)
             level_scores.append(scores)
             level_ids.append(torch.full_like(scores, level, dtype=torch.long))

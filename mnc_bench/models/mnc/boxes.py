@@ -70,6 +70,12 @@ def clip_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
     )
 
 
+def inside_image(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """[N, 4] boxes -> [N] bool: the box lies wholly inside an image of (height, width)."""
+    height, width = image_size
+    return (boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & (boxes[:, 2] <= width) & (boxes[:, 3] <= height)
+
+
 def clip_gradient(tensor: Tensor, bound: float | None) -> Tensor:
     """Identity forward; clamps the incoming gradient element-wise to [-bound, bound] (None: no-op).
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mnc_bench.models.mnc.boxes import BoxCoder, clip_boxes, clip_gradient
+from mnc_bench.models.mnc.boxes import BoxCoder, clip_boxes, clip_gradient, inside_image
 from mnc_bench.models.mnc.class_stage import ClassStage, classification_losses
 from mnc_bench.models.mnc.mask_stage import MaskStage, mask_loss
 from mnc_bench.models.mnc.roi_warp import RoIWarp
@@ -164,16 +164,23 @@ class MNCCascade(nn.Module):
         image_sizes: Sequence[tuple[int, int]],
         grad_bound: float | None = None,
     ) -> list[Tensor]:
-        """Each box moved by the deltas of its highest-scoring foreground class, clipped to its image;
-        `grad_bound` clamps the gradient reaching those deltas."""
+        """Each box moved by the deltas of its highest-scoring foreground class, clipped to its image.
+
+        `grad_bound` clamps the gradient reaching those deltas; as in MNC-code's stage bridge, a box that had
+        to be clipped sends no gradient into its deltas.
+        """
         all_boxes = torch.cat(list(boxes), dim=0)
         best_class = output.class_logits.detach()[:, 1:].argmax(dim=1)
         deltas = output.box_deltas[torch.arange(all_boxes.shape[0], device=all_boxes.device), best_class]
-        deltas = clip_gradient(deltas, grad_bound)
+        counts = [b.shape[0] for b in boxes]
+        with torch.no_grad():
+            unclipped = self.box_coder.decode(all_boxes, deltas).split(counts)
+            inside = torch.cat([inside_image(b, size) for b, size in zip(unclipped, image_sizes)])
+        deltas = torch.where(inside[:, None], clip_gradient(deltas, grad_bound), deltas.detach())
         regressed = self.box_coder.decode(all_boxes, deltas)
         if not self.box_grad:
             regressed = regressed.detach()
-        per_image = regressed.split([b.shape[0] for b in boxes])
+        per_image = regressed.split(counts)
         return [clip_boxes(b, size) for b, size in zip(per_image, image_sizes)]
 
     def loss(
