@@ -148,7 +148,7 @@ def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, tmp_path):
 
 # Floors ~0.1 below the shapes-val mask AP measured after the default schedule (README, Benchmarks), so seed noise
 # passes and a regression that stops a model learning does not.
-DEFAULT_SCHEDULE_MASK_AP_FLOOR = {MASK_RCNN: 0.30, PANET: 0.28, MNC: 0.10, MNC_5: 0.14}
+DEFAULT_SCHEDULE_MASK_AP_FLOOR = {MASK_RCNN: 0.30, PANET: 0.28, MNC: 0.28, MNC_5: 0.40}
 
 
 @pytest.mark.long
