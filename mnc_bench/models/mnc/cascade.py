@@ -173,10 +173,11 @@ class MNCCascade(nn.Module):
         best_class = output.class_logits.detach()[:, 1:].argmax(dim=1)
         deltas = output.box_deltas[torch.arange(all_boxes.shape[0], device=all_boxes.device), best_class]
         counts = [b.shape[0] for b in boxes]
-        with torch.no_grad():
-            unclipped = self.box_coder.decode(all_boxes, deltas).split(counts)
-            inside = torch.cat([inside_image(b, size) for b, size in zip(unclipped, image_sizes)])
-        deltas = torch.where(inside[:, None], clip_gradient(deltas, grad_bound), deltas.detach())
+        if self.box_grad and deltas.requires_grad:
+            with torch.no_grad():
+                unclipped = self.box_coder.decode(all_boxes, deltas).split(counts)
+                inside = torch.cat([inside_image(b, size) for b, size in zip(unclipped, image_sizes)])
+            deltas = torch.where(inside[:, None], clip_gradient(deltas, grad_bound), deltas.detach())
         regressed = self.box_coder.decode(all_boxes, deltas)
         if not self.box_grad:
             regressed = regressed.detach()
