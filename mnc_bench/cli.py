@@ -139,7 +139,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.local_rank is not None:  # torch.distributed.launch passes --local-rank; mmengine reads the env
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     result = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, seed=args.seed,
-                   deterministic=args.deterministic, resume=args.resume_from or args.resume,
+                   deterministic=args.deterministic, resume=args.resume, resume_from=args.resume_from,
                    load_from=args.load_from, launcher=args.launcher)
     if result.metrics:
         print(format_metrics(result.metrics))
@@ -150,12 +150,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_test(args: argparse.Namespace) -> int:
     import os
 
-    from mnc_bench.training import format_metrics, test
+    from mnc_bench.training import evaluate_checkpoint, format_metrics
 
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    result = test(args.config, args.checkpoint, out=args.out, work_dir=args.work_dir, cfg_options=args.cfg_options,
-                  launcher=args.launcher)
+    result = evaluate_checkpoint(args.config, args.checkpoint, out=args.out, work_dir=args.work_dir,
+                                 cfg_options=args.cfg_options, launcher=args.launcher)
     print(format_metrics(result.metrics))
     if result.predictions is not None:
         print(f"predictions {result.predictions}")
@@ -177,10 +177,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_run_options(p)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's randomness.seed)")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue training from the latest checkpoint in the work dir (iteration, optimizer, lr)")
-    p.add_argument("--resume-from", metavar="CHECKPOINT", help="continue training from CHECKPOINT")
-    p.add_argument("--load-from", metavar="CHECKPOINT", help="initialise the weights from CHECKPOINT (no resume)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue training from the latest good checkpoint in the work dir (iteration, "
+                       "optimizer, lr)")
+    start.add_argument("--resume-from", metavar="CHECKPOINT", help="continue training from CHECKPOINT")
+    start.add_argument("--load-from", metavar="CHECKPOINT",
+                       help="initialise the weights from CHECKPOINT (no resume)")
     p.set_defaults(handler=_cmd_train)
 
 

@@ -1,7 +1,7 @@
 """The one training and evaluation path: config -> checks -> mmengine Runner -> train / test.
 
-Every model (MNC, Mask R-CNN, PANet) goes through :func:`train` and :func:`test`, so the dataset pipeline,
-schedule, evaluator and checkpointing are the same code for all of them. Before anything is built:
+Every model (MNC, Mask R-CNN, PANet) goes through :func:`train` and :func:`evaluate_checkpoint`, so the dataset
+pipeline, schedule, evaluator and checkpointing are the same code for all of them. Before anything is built:
 
 - the configs' registrations are imported (mmdet, PANet's modules, MNC's adapter, the evaluation metric);
 - ``--cfg-options`` overrides of top-level variables (``data_root=...``, ``backbone_checkpoint=...``) reach
@@ -396,14 +396,16 @@ def train(
     cfg_options: Mapping[str, Any] | Sequence[str] | None = None,
     seed: int | None = None,
     deterministic: bool = False,
-    resume: bool | str | os.PathLike[str] = False,
+    resume: bool = False,
+    resume_from: str | os.PathLike[str] | None = None,
     load_from: str | os.PathLike[str] | None = None,
     launcher: str = "none",
 ) -> RunResult:
     """Train ``config`` with mmengine's Runner; validate as the schedule says; return the last val metrics.
 
     ``resume=True`` continues from the latest checkpoint in ``work_dir`` (model, optimizer, schedulers,
-    iteration); ``resume=PATH`` from that checkpoint. ``load_from=PATH`` only initialises the weights.
+    iteration); ``resume_from=PATH`` from that checkpoint. ``load_from=PATH`` only initialises the weights.
+    At most one of the three may be given.
     """
     cfg = load_config(config, cfg_options)
     _require_sections(cfg, ("train_dataloader", "train_cfg", "optim_wrapper"), "train")
@@ -414,16 +416,18 @@ def train(
             randomness["seed"] = int(seed)
         randomness["deterministic"] = bool(deterministic)
         cfg.randomness = randomness
-    if resume and load_from is not None:
-        raise UserError("give either resume or load_from, not both")
-    cfg.resume = bool(resume)
-    if resume is True:
+    given = [name for name, value in (("resume", resume), ("resume_from", resume_from), ("load_from", load_from))
+             if value not in (False, None)]
+    if len(given) > 1:
+        raise UserError(f"give at most one of resume, resume_from and load_from, got {' and '.join(given)}")
+    cfg.resume = bool(resume) or resume_from is not None
+    if resume:
         latest = Path(cfg.work_dir) / "last_checkpoint"
         if not latest.is_file():
             raise UserError(f"--resume: no checkpoint to resume in {cfg.work_dir} (no last_checkpoint file)")
         cfg.load_from = None
-    elif resume:
-        cfg.load_from = _check_checkpoint_file(resume, "resume checkpoint")
+    elif resume_from is not None:
+        cfg.load_from = _check_checkpoint_file(resume_from, "resume checkpoint")
     elif load_from is not None:
         cfg.load_from = _check_checkpoint_file(load_from, "load_from checkpoint")
     elif cfg.get("load_from"):
@@ -441,7 +445,7 @@ def train(
     return RunResult(work_dir=Path(cfg.work_dir), metrics=metrics, checkpoint=checkpoint)
 
 
-def test(
+def evaluate_checkpoint(
     config: str | os.PathLike[str],
     checkpoint: str | os.PathLike[str],
     *,

@@ -58,6 +58,19 @@ def test_bad_launcher_is_an_argument_error(capsys):
     assert info.value.code == 2 and "--launcher" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags", [["--resume", "--load-from", "a.pth"], ["--resume", "--resume-from", "a.pth"],
+                                   ["--resume-from", "a.pth", "--load-from", "b.pth"]])
+def test_resume_and_load_flags_are_mutually_exclusive(flags, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(MASK_RCNN), *flags])
+    assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_resume_and_load_from_together_are_refused_from_python(tmp_path):
+    with pytest.raises(UserError, match="at most one of resume, resume_from and load_from, got resume and load_from"):
+        train(MASK_RCNN, resume=True, load_from=tmp_path / "a.pth", work_dir=tmp_path)
+
+
 def test_missing_dataset_names_the_expected_layout(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()  # exists, so it is not generated: it must hold a dataset

@@ -17,8 +17,7 @@ from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.errors import UserError  # noqa: E402
-from mnc_bench.training import allow_mmengine_checkpoint_globals, train  # noqa: E402
-from mnc_bench.training import test as run_test  # noqa: E402  (not collected by pytest)
+from mnc_bench.training import allow_mmengine_checkpoint_globals, evaluate_checkpoint, train  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MASK_RCNN = CONFIGS / "mask_rcnn" / "mask_rcnn_shapes.py"
@@ -101,7 +100,7 @@ def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path):
     assert resumed["optimizer"]["state"] and saved["optimizer"]["state"]
     # An explicit checkpoint path resumes too.
     other = tmp_path / "other"
-    train(MASK_RCNN, work_dir=other, resume=work / "iter_2.pth",
+    train(MASK_RCNN, work_dir=other, resume_from=work / "iter_2.pth",
           cfg_options=fast_options(shapes_dataset, iters=3, val=False))
     assert (other / "iter_3.pth").is_file() and not (other / "iter_1.pth").exists()
 
@@ -143,7 +142,7 @@ def test_resume_without_a_checkpoint_is_a_user_error(shapes_dataset, tmp_path):
 def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, tmp_path):
     first = train(MASK_RCNN, work_dir=tmp_path / "work", cfg_options=fast_options(shapes_dataset, iters=1, val=False))
     with pytest.raises(UserError, match="does not fit the model"):
-        run_test(PANET, first.checkpoint, cfg_options=fast_options(shapes_dataset))
+        evaluate_checkpoint(PANET, first.checkpoint, cfg_options=fast_options(shapes_dataset))
 
 
 # Floors ~0.1 below the shapes-val mask AP measured after the default schedule (README, Benchmarks), so seed noise
