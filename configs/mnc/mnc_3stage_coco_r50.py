@@ -11,7 +11,6 @@ _base_ = [
     '../_base_/datasets/coco.py',
     '../_base_/schedules/coco_1x.py',
 ]
-custom_imports = dict(imports=['mnc_bench.models.mmdet_adapter'], allow_failed_imports=False)
 
 model = dict(
     type='MNC',

@@ -8,7 +8,6 @@ _base_ = [
     '../_base_/datasets/shapes.py',
     '../_base_/schedules/shapes_cpu.py',
 ]
-custom_imports = dict(imports=['mnc_bench.models.mmdet_adapter'], allow_failed_imports=False)
 
 model = dict(
     type='MNC',

@@ -9,7 +9,6 @@ _base_ = [
     '../_base_/datasets/voc_sbd.py',
     '../_base_/schedules/voc_sbd.py',
 ]
-custom_imports = dict(imports=['mnc_bench.models.mmdet_adapter'], allow_failed_imports=False)
 backbone_checkpoint = '~/.cache/torch/hub/checkpoints/resnet50-0676ba61.pth'
 
 model = dict(
