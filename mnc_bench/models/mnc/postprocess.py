@@ -28,6 +28,10 @@ from mnc_bench.models.mnc.cascade import CascadeOutput
 # Voting skips instances whose mask-IoU upper bound is below this fraction of voting_iou; the slack covers the
 # bound's mask areas being measured on the m x m grids rather than on the voting grid.
 _PRUNE_SLACK = 0.75
+# Upper bound on the floats of one batch of resampled masks (voting pairs, pasting windows): bounds the memory
+# of an image with many large detections while keeping the batches big enough to amortise the Python calls.
+_BATCH_ELEMENTS = 1 << 22
+_MIN_CROP_AREA = 32 * 32
 
 
 @dataclass
@@ -50,18 +54,18 @@ def _tent_weights(positions: Tensor, start: Tensor, end: Tensor, cells: int) -> 
     return (1 - (coordinate[:, :, None] - centres).abs()).clamp(min=0) * inside[:, :, None]
 
 
-def _iou_upper_bound(boxes: Tensor, mask_areas: Tensor, reference: int) -> Tensor:
-    """Upper bound [N] on the mask IoU of every instance with instance `reference`, from boxes and mask areas.
+def _iou_upper_bounds(boxes: Tensor, mask_areas: Tensor, references: Tensor) -> Tensor:
+    """Upper bounds [D, N] on the mask IoU of every instance with each reference instance [D].
 
     Masks lie inside their boxes, so intersection <= min(box intersection, both areas) and
     union >= both areas.
     """
-    top_left = torch.maximum(boxes[reference, :2], boxes[:, :2])
-    bottom_right = torch.minimum(boxes[reference, 2:], boxes[:, 2:])
-    box_intersection = (bottom_right - top_left).clamp(min=0).prod(dim=1)
-    area = mask_areas[reference]
-    intersection = torch.minimum(box_intersection, torch.minimum(mask_areas, area))
-    return intersection / torch.maximum(mask_areas, area).clamp(min=1e-6)
+    top_left = torch.maximum(boxes[references, None, :2], boxes[None, :, :2])
+    bottom_right = torch.minimum(boxes[references, None, 2:], boxes[None, :, 2:])
+    box_intersection = (bottom_right - top_left).clamp(min=0).prod(dim=2)
+    areas = mask_areas[references, None]
+    intersection = torch.minimum(box_intersection, torch.minimum(mask_areas[None], areas))
+    return intersection / torch.maximum(mask_areas[None], areas).clamp(min=1e-6)
 
 
 def resample_masks(masks: Tensor, boxes: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
@@ -71,22 +75,54 @@ def resample_masks(masks: Tensor, boxes: Tensor, ys: Tensor, xs: Tensor) -> Tens
     return row_weights @ masks @ column_weights.transpose(1, 2)
 
 
+def _size_batches(heights: list[int], widths: list[int]) -> list[list[int]]:
+    """Indices grouped in ascending crop area so that each group's padded window (count x max h x max w)
+    stays within `_BATCH_ELEMENTS` and within twice the crops' own area (counting a crop as at least
+    `_MIN_CROP_AREA` pixels, so that tiny crops are not split into many batches)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    max_height = max_width = area = 0
+    for index in sorted(range(len(heights)), key=lambda i: heights[i] * widths[i]):
+        height, width = max(max_height, heights[index]), max(max_width, widths[index])
+        crop_area = max(heights[index] * widths[index], _MIN_CROP_AREA)
+        padded = (len(current) + 1) * height * width
+        if current and (padded > _BATCH_ELEMENTS or padded > 2 * (area + crop_area)):
+            batches.append(current)
+            current, height, width, area = [], heights[index], widths[index], 0
+        current.append(index)
+        max_height, max_width, area = height, width, area + crop_area
+    if current:
+        batches.append(current)
+    return batches
+
+
 def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, threshold: float) -> Tensor:
     """Paste soft masks [N, h, w] into boxes [N, 4] on an (H, W) image -> [N, H, W] bool (>= threshold)."""
     height, width = image_size
     pasted = torch.zeros(masks.shape[0], height, width, dtype=torch.bool, device=masks.device)
+    if masks.shape[0] == 0:
+        return pasted
     masks, boxes = masks.float(), boxes.float()
-    # A mask is zero outside its box, so only the box's crop of the canvas is computed (a loop over instances,
-    # each crop in one shot): the cost is the boxes' area rather than N full images.
-    columns = torch.stack((boxes[:, 0].floor(), boxes[:, 2].ceil()), dim=1).clamp(0, width).long().tolist()
-    rows = torch.stack((boxes[:, 1].floor(), boxes[:, 3].ceil()), dim=1).clamp(0, height).long().tolist()
-    for index, ((x_begin, x_end), (y_begin, y_end)) in enumerate(zip(columns, rows)):
-        if x_end <= x_begin or y_end <= y_begin:
+    # A mask is zero outside its box, so only the box's pixel crop of the canvas is computed. Crops of similar
+    # size are resampled together in a window padded to the largest (placed inside the image); the padding
+    # is masked out, so the cost stays close to the boxes' area rather than N full images.
+    x_begin, x_end = (boxes[:, 0].floor().clamp(0, width).long(), boxes[:, 2].ceil().clamp(0, width).long())
+    y_begin, y_end = (boxes[:, 1].floor().clamp(0, height).long(), boxes[:, 3].ceil().clamp(0, height).long())
+    heights, widths = (y_end - y_begin).clamp(min=0), (x_end - x_begin).clamp(min=0)
+    for batch in _size_batches(heights.tolist(), widths.tolist()):
+        index = torch.tensor(batch, device=masks.device)
+        window_height, window_width = int(heights[index].max()), int(widths[index].max())
+        if window_height == 0 or window_width == 0:
             continue
-        ys = torch.arange(y_begin, y_end, dtype=torch.float32, device=masks.device) + 0.5
-        xs = torch.arange(x_begin, x_end, dtype=torch.float32, device=masks.device) + 0.5
-        soft = resample_masks(masks[index : index + 1], boxes[index : index + 1], ys[None], xs[None])[0]
-        pasted[index, y_begin:y_end, x_begin:x_end] = soft >= threshold
+        offsets_y = torch.arange(window_height, device=masks.device)
+        offsets_x = torch.arange(window_width, device=masks.device)
+        rows = torch.minimum(y_begin[index], y_begin.new_tensor(height - window_height))[:, None] + offsets_y
+        columns = torch.minimum(x_begin[index], x_begin.new_tensor(width - window_width))[:, None] + offsets_x
+        soft = resample_masks(masks[index], boxes[index], rows.float() + 0.5, columns.float() + 0.5)
+        in_rows = (rows >= y_begin[index, None]) & (rows < y_end[index, None])
+        in_columns = (columns >= x_begin[index, None]) & (columns < x_end[index, None])
+        inside = in_rows[:, :, None] & in_columns[:, None, :]
+        pasted[index[:, None, None], rows[:, :, None], columns[:, None, :]] = (soft >= threshold) & inside
     return pasted
 
 
@@ -173,32 +209,46 @@ class MNCPostProcessor:
 
         Candidate voters are the instances whose score for the class passes `score_thr` and whose mask IoU
         with the kept mask can still exceed `voting_iou` given their boxes and mask areas
-        (`_iou_upper_bound`); the frame is the union of their boxes, so all their masks are compared and
-        averaged on one V x V grid.
+        (`_iou_upper_bounds`); the frame is the union of their boxes, so all their masks are compared and
+        averaged on one V x V grid. All (detection, candidate) pairs are resampled in batches.
         Returns frame boxes [D, 4] and voted masks [D, V, V] with values in [0, 1].
         """
         resolution = self.voting_resolution
-        frames = mask_boxes.new_zeros(len(instance_ids), 4)
-        voted = mask_probs.new_zeros(len(instance_ids), resolution, resolution)
+        num_detections = len(instance_ids)
+        detections = torch.arange(num_detections, device=mask_boxes.device)
         grid = (torch.arange(resolution, dtype=mask_probs.dtype, device=mask_probs.device) + 0.5) / resolution
         box_areas = (mask_boxes[:, 2] - mask_boxes[:, 0]) * (mask_boxes[:, 3] - mask_boxes[:, 1])
         mask_areas = (mask_probs >= self.mask_thr).flatten(1).float().mean(dim=1) * box_areas
-        for index, (kept, class_id) in enumerate(zip(instance_ids.tolist(), class_ids.tolist())):
-            possible = _iou_upper_bound(mask_boxes, mask_areas, kept) > _PRUNE_SLACK * self.voting_iou
-            candidates = ((class_scores[:, class_id] > self.score_thr) & possible).nonzero().squeeze(1)
-            # The kept instance first, so row 0 is the reference mask.
-            candidates = torch.cat((candidates.new_tensor([kept]), candidates[candidates != kept]))
-            boxes = mask_boxes[candidates]
-            frame = torch.cat((boxes[:, :2].min(dim=0).values, boxes[:, 2:].max(dim=0).values))
-            ys = (frame[1] + grid * (frame[3] - frame[1])).expand(len(candidates), resolution)
-            xs = (frame[0] + grid * (frame[2] - frame[0])).expand(len(candidates), resolution)
-            resampled = resample_masks(mask_probs[candidates], boxes, ys, xs)
-            binary = (resampled >= self.mask_thr).to(mask_probs.dtype)
-            intersection = (binary * binary[:1]).flatten(1).sum(dim=1)
-            union = (binary + binary[:1]).clamp(max=1).flatten(1).sum(dim=1)
-            voters = intersection > self.voting_iou * union
-            voters[0] = True
-            weights = class_scores[candidates[voters], class_id]
-            frames[index] = frame
-            voted[index] = (weights[:, None, None] * binary[voters]).sum(dim=0) / weights.sum()
-        return frames, voted
+        possible = _iou_upper_bounds(mask_boxes, mask_areas, instance_ids) > _PRUNE_SLACK * self.voting_iou
+        candidates = (class_scores[:, class_ids].T > self.score_thr) & possible  # [D, N]
+        candidates[detections, instance_ids] = True
+        corners = mask_boxes[None].expand(num_detections, -1, -1)
+        frames = torch.cat((
+            corners[..., :2].masked_fill(~candidates[..., None], float("inf")).amin(dim=1),
+            corners[..., 2:].masked_fill(~candidates[..., None], float("-inf")).amax(dim=1),
+        ), dim=1)
+        ys = frames[:, 1, None] + grid * (frames[:, 3] - frames[:, 1])[:, None]  # [D, V]
+        xs = frames[:, 0, None] + grid * (frames[:, 2] - frames[:, 0])[:, None]
+
+        def binarised(pair_detections: Tensor, pair_instances: Tensor) -> Tensor:
+            resampled = resample_masks(mask_probs[pair_instances], mask_boxes[pair_instances],
+                                       ys[pair_detections], xs[pair_detections])
+            return (resampled >= self.mask_thr).to(mask_probs.dtype)  # [P, V, V]
+
+        # The kept mask of each detection is the reference every other candidate is compared with.
+        references = binarised(detections, instance_ids)
+        reference_areas = references.flatten(1).sum(dim=1)
+        weight_sums = class_scores[instance_ids, class_ids]
+        voted = references * weight_sums[:, None, None]
+        candidates[detections, instance_ids] = False
+        pair_detections, pair_instances = candidates.nonzero(as_tuple=True)
+        batch = max(1, _BATCH_ELEMENTS // (resolution * resolution))
+        for begin in range(0, len(pair_detections), batch):
+            owner, instance = pair_detections[begin : begin + batch], pair_instances[begin : begin + batch]
+            binary = binarised(owner, instance)
+            intersection = (binary * references[owner]).flatten(1).sum(dim=1)
+            union = binary.flatten(1).sum(dim=1) + reference_areas[owner] - intersection
+            weights = class_scores[instance, class_ids[owner]] * (intersection > self.voting_iou * union)
+            voted.index_add_(0, owner, binary * weights[:, None, None])
+            weight_sums.index_add_(0, owner, weights)
+        return frames, voted / weight_sums[:, None, None]
