@@ -3,7 +3,7 @@ instances and 100 scored mask detections per image, 20 classes.
 
 Times (a) VOC region AP (both protocols, from the in-memory results list, validation included) and
 (b) COCO segm evaluation with pycocotools and with faster-coco-eval on the same validated inputs.
-Run: ``python -m mnc_bench.evaluation.bench``.
+Run: ``mnc-bench bench eval``.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def synthetic_workload(
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
-def run_benchmark(
-    num_images: int = 1449, detections_per_image: int = 100, print_fn: Callable[[str], None] = print
+def bench_evaluation(
+    num_images: int = 1449, detections_per_image: int = 100, *, print_fn: Callable[[str], None] = print
 ) -> dict[str, float]:
     """Time the workload; return the figures (seconds, counts, scores, ratio) and print them as a table.
 
@@ -121,7 +121,3 @@ def run_benchmark(
     for key, value in figures.items():
         print_fn(f"{key:<{width}}  " + (f"{value:>10.4g}" if isinstance(value, float) else f"{value:>10}"))
     return figures
-
-
-if __name__ == "__main__":
-    run_benchmark()

@@ -1,0 +1,17 @@
+"""Benchmarks that print figures (``mnc-bench bench models|data|eval``, ``make bench``); no test times anything.
+
+- `models`: the models side by side: inference latency (pre / network / post-processing), training speed,
+  FLOPs, peak memory and the share of the machine's measured matmul peak, as ratios to Mask R-CNN;
+- `data`: generating the shapes dataset;
+- `evaluation`: VOC region AP and COCO segm evaluation on a VOC12-val-sized synthetic workload.
+
+Speed is compared as ratios measured side by side in one run, so a noisy machine shifts every row alike.
+"""
+
+# The small CPU configs compared on shapes by default (kept here, free of heavy imports, for the CLI's help).
+DEFAULT_CONFIGS = (
+    "configs/mask_rcnn/mask_rcnn_shapes.py",
+    "configs/panet/panet_shapes.py",
+    "configs/mnc/mnc_3stage_shapes.py",
+    "configs/mnc/mnc_5stage_shapes.py",
+)
