@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark and ablation harness for instance segmentation: MNC, Mask R-CNN and PANet "
         "on one training and evaluation path.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a user error (bad config, dataset, argument) too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_train, _add_test, _add_bench):
         add(sub)
@@ -232,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UserError as exc:
+        if args.debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

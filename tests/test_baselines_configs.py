@@ -1,4 +1,4 @@
-"""Every config in configs/ loads through mnc_bench.training and builds its model; the zoo is complete."""
+"""Every config in configs/ loads through mnc_bench.config_loading and builds its model; the zoo is complete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("mmcv.ops")
 
-from mnc_bench.training import import_registrations, load_config  # noqa: E402
+from mnc_bench.config_loading import load_config  # noqa: E402
+from mnc_bench.registration import register_all  # noqa: E402
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(p for p in CONFIGS_DIR.rglob("*.py") if "_base_" not in p.parts)
@@ -39,7 +40,7 @@ def test_the_zoo_is_complete():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS_DIR)))
 def test_config_builds_its_model(config):
-    import_registrations()
+    register_all()
     cfg = load_config(config)
     model = _build(cfg)
     assert type(model).__name__ == cfg.model.type

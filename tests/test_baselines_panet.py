@@ -10,7 +10,8 @@ pytest.importorskip("mmcv.ops")
 
 import torch  # noqa: E402
 
-from mnc_bench.training import import_registrations, load_config  # noqa: E402
+from mnc_bench.config_loading import load_config  # noqa: E402
+from mnc_bench.registration import register_all  # noqa: E402
 
 PANET_SHAPES = Path(__file__).resolve().parents[1] / "configs" / "panet" / "panet_shapes.py"
 MASK_RCNN_SHAPES = Path(__file__).resolve().parents[1] / "configs" / "mask_rcnn" / "mask_rcnn_shapes.py"
@@ -21,7 +22,7 @@ def _build(config: Path, **switches):
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
 
-    import_registrations()
+    register_all()
     cfg = load_config(config, {f"model.{key}": value for key, value in switches.items()})
     with DefaultScope.overwrite_default_scope("mmdet"):
         model = MODELS.build(cfg.model)
@@ -125,7 +126,7 @@ def train_batch(shapes_dataset):
 
     from mmdet.registry import DATASETS
 
-    import_registrations()
+    register_all()
     cfg = load_config(PANET_SHAPES, {"data_root": str(shapes_dataset)})
     with DefaultScope.overwrite_default_scope("mmdet"):
         dataset = DATASETS.build(cfg.train_dataloader.dataset)

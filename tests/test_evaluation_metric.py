@@ -123,9 +123,12 @@ def test_mask_at_wrong_size_is_a_user_error(gt_file):
 
 
 def test_registered_in_mmdet_metrics(gt_file):
-    registry = pytest.importorskip("mnc_bench.evaluation.mmdet_registry", reason="mmdet not importable")
+    pytest.importorskip("mmdet.registry", reason="mmdet not importable")
     from mmdet.registry import METRICS
 
-    metric = METRICS.build({"type": registry.METRIC_NAME, "ann_file": str(gt_file), "metric": "voc_sds"})
+    from mnc_bench.registration import METRIC_NAME, register_all
+
+    register_all()
+    metric = METRICS.build({"type": METRIC_NAME, "ann_file": str(gt_file), "metric": "voc_sds"})
     assert isinstance(metric, MNCBenchMetric)
     assert run_metric(metric)["voc_sds/AP@0.5/dog"] == pytest.approx(1.0)

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ pytest.importorskip("mmcv.ops")
 
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.errors import UserError  # noqa: E402
-from mnc_bench.training import check_pretrained_weights, load_config, prepare_datasets, train  # noqa: E402
+from mnc_bench.config_loading import load_config  # noqa: E402
+from mnc_bench.preflight import check_pretrained_weights, ensure_shapes_dataset, prepare_datasets  # noqa: E402
+from mnc_bench.training import train  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MASK_RCNN = CONFIGS / "mask_rcnn" / "mask_rcnn_shapes.py"
@@ -69,6 +72,60 @@ def test_resume_and_load_flags_are_mutually_exclusive(flags, capsys):
 def test_resume_and_load_from_together_are_refused_from_python(tmp_path):
     with pytest.raises(UserError, match="at most one of resume, resume_from and load_from, got resume and load_from"):
         train(MASK_RCNN, resume=True, load_from=tmp_path / "a.pth", work_dir=tmp_path)
+
+
+# Values mmengine or torch would reject only while the Runner builds its loops and loaders (after the model):
+# named in one line before anything is built.
+@pytest.mark.parametrize(("config", "option", "expected"), [
+    (COCO_R50, "train_cfg.max_iters=1", "train_cfg.max_iters: EpochBasedTrainLoop takes no 'max_iters' "
+                                        "(it takes max_epochs, val_begin, val_interval, dynamic_intervals)"),
+    (COCO_R50, "train_dataloader.num_workers=0", "train_dataloader.persistent_workers: needs "
+                                                 "train_dataloader.num_workers > 0 (it is 0)"),
+    (MASK_RCNN, "train_cfg.max_epochs=2", "train_cfg.max_epochs: IterBasedTrainLoop takes no 'max_epochs'"),
+    (MASK_RCNN, "train_cfg.val_interval=0", "train_cfg.val_interval: must be a positive integer, got 0"),
+    (MASK_RCNN, "train_cfg.max_iters=2.5", "train_cfg.max_iters: must be a positive integer, got 2.5"),
+    (MASK_RCNN, "train_cfg.type=EpochLoop", "train_cfg.type: unknown loop type 'EpochLoop'"),
+    (MASK_RCNN, "val_cfg.fp32=True", "val_cfg.fp32: ValLoop takes no 'fp32' (it takes fp16)"),
+    (MASK_RCNN, "val_cfg=None", "val_cfg: needed with val_dataloader and val_evaluator"),
+    (MASK_RCNN, "train_dataloader.batch_size=0", "train_dataloader.batch_size: must be a positive integer, got 0"),
+    (MASK_RCNN, "train_dataloader.num_workers=-1", "train_dataloader.num_workers: must be a non-negative integer"),
+    (MASK_RCNN, "val_dataloader.prefetch_factor=2", "val_dataloader.prefetch_factor: needs "
+                                                    "val_dataloader.num_workers > 0"),
+    (MASK_RCNN, "train_dataloader.shuffle=True", "train_dataloader.shuffle: torch's DataLoader does not take it "
+                                                 "with a batch_sampler"),
+    (MASK_RCNN, "val_dataloader.shuffle=True", "val_dataloader.shuffle: torch's DataLoader does not take it with "
+                                               "a sampler; set val_dataloader.sampler.shuffle instead"),
+    (MASK_RCNN, "train_dataloader.num_worker=2", "train_dataloader.num_worker: not an argument of torch's "
+                                                 "DataLoader"),
+], ids=lambda value: value if isinstance(value, str) and "=" in value else None)
+def test_values_the_runner_would_reject_are_named_before_building(config, option, expected, tmp_path, capsys):
+    # data_root exists and is empty: were the value not caught, the dataset check would fail instead.
+    assert main(["train", str(config), "--work-dir", str(tmp_path / "w"), "--cfg-options", f"data_root={tmp_path}",
+                 option]) == 2
+    assert _one_line_error(capsys).startswith(f"error: {expected}")
+
+
+def test_a_bug_inside_a_model_keeps_its_traceback(monkeypatch, shapes_dataset, tmp_path):
+    from mmdet.models.detectors import MaskRCNN
+
+    def broken_init(self, *args, **kwargs):
+        raise KeyError("deliberate bug")
+
+    monkeypatch.setattr(MaskRCNN, "__init__", broken_init)
+    with pytest.raises(KeyError) as info:
+        main(["train", str(MASK_RCNN), "--work-dir", str(tmp_path), "--cfg-options", f"data_root={shapes_dataset}"])
+    assert not isinstance(info.value, UserError)
+    text = "".join(traceback.format_exception(info.value))
+    assert "in broken_init" in text and "deliberate bug" in text
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        main(["--debug", "train", str(tmp_path / "nope.py")])
+    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "--debug", "train", str(tmp_path / "nope.py")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"mnc_bench.errors.UserError: config {tmp_path / 'nope.py'} not found"
 
 
 def test_missing_dataset_names_the_expected_layout(tmp_path, capsys):
@@ -128,6 +185,30 @@ def test_shapes_are_generated_when_their_root_is_missing(tmp_path):
     prepare_datasets(cfg, ["train_dataloader", "val_dataloader"])
     train_ann = json.loads((root / "annotations" / "instances_train.json").read_text())
     assert len(train_ann["images"]) == 3 and len(list((root / "val").glob("*.png"))) == 2
+
+
+def test_shapes_are_written_once_and_a_partial_folder_again(tmp_path, capsys):
+    root = tmp_path / "shapes"
+    small = dict(num_train=2, num_val=1, image_size=64)
+    assert ensure_shapes_dataset(root, **small)
+    train_ann = root / "annotations" / "instances_train.json"
+    written = train_ann.stat().st_mtime_ns
+    assert not ensure_shapes_dataset(root, **small) and train_ann.stat().st_mtime_ns == written  # complete: reused
+    (root / "annotations" / "instances_val.json").unlink()  # partial: written again
+    assert ensure_shapes_dataset(root, **small) and (root / "annotations" / "instances_val.json").is_file()
+    assert len(json.loads(train_ann.read_text())["images"]) == 2
+    # A folder that is not (part of) a shapes dataset is never written into; the dataset check reports it.
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    assert not ensure_shapes_dataset(foreign, **small)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_unknown_synthetic_shapes_setting_is_named(tmp_path, capsys):
+    assert main(["train", str(MASK_RCNN), "--cfg-options", f"data_root={tmp_path / 'new'}",
+                 "synthetic_shapes.num_test=3"]) == 2
+    assert _one_line_error(capsys).startswith("error: synthetic_shapes.num_test: unknown setting (it takes num_train")
 
 
 def test_pretrained_weights_are_local_files_only(tmp_path):

@@ -1,9 +1,12 @@
-"""The shared train/test path: every model trains 2 iterations and writes a COCO results file; resume; load_from."""
+"""The shared train/test path: every model trains 2 iterations and writes a COCO results file; resume; load_from;
+--deterministic; --out beside another evaluator."""
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -12,12 +15,16 @@ import pytest
 pytest.importorskip("mmcv.ops")
 
 import torch  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.registry import HOOKS  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
+from mnc_bench.checkpoints import allow_mmengine_checkpoint_globals  # noqa: E402
 from mnc_bench.cli import main  # noqa: E402
+from mnc_bench.config_loading import parse_cfg_options  # noqa: E402
 from mnc_bench.errors import UserError  # noqa: E402
-from mnc_bench.training import allow_mmengine_checkpoint_globals, evaluate_checkpoint, train  # noqa: E402
+from mnc_bench.training import evaluate_checkpoint, train  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MASK_RCNN = CONFIGS / "mask_rcnn" / "mask_rcnn_shapes.py"
@@ -42,7 +49,8 @@ def fast_options(root: Path, iters: int = 2, val: bool = True) -> list[str]:
     ]
 
 
-def _check_results_file(path: Path, ann_file: Path) -> list[dict]:
+def _check_results_file(path: Path, ann_file: Path) -> tuple[list[dict], float]:
+    """The records (checked field by field) and the mask AP pycocotools gives the file as it is."""
     records = json.loads(path.read_text())
     assert isinstance(records, list) and records
     gt = COCO(str(ann_file))
@@ -55,8 +63,12 @@ def _check_results_file(path: Path, ann_file: Path) -> list[dict]:
     evaluator = COCOeval(gt, detections, "segm")
     evaluator.evaluate()
     evaluator.accumulate()
-    assert evaluator.eval is not None
-    return records
+    evaluator.summarize()
+    return records, float(evaluator.stats[0])
+
+
+def _printed_metric(printed: str, key: str) -> float:
+    return float(re.search(rf"^{re.escape(key)} (\S+)$", printed, re.MULTILINE)[1])
 
 
 @pytest.mark.parametrize("config", [MASK_RCNN, PANET, MNC], ids=lambda p: p.stem)
@@ -69,10 +81,13 @@ def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, 
     out = tmp_path / "pred.json"
     code = main(["test", str(config), str(work / "iter_2.pth"), "--out", str(out), "--work-dir", str(work),
                  "--cfg-options", *fast_options(shapes_dataset)])
-    assert code == 0 and f"predictions {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and f"predictions {out}" in printed
     val_ann = shapes_dataset / "annotations" / "instances_val.json"
-    records = _check_results_file(out, val_ann)
+    records, file_ap = _check_results_file(out, val_ann)
     assert {r["image_id"] for r in records} <= set(COCO(str(val_ann)).getImgIds())
+    # The file holds what the test scored: pycocotools on it gives the printed mask AP (4 decimals).
+    assert file_ap == pytest.approx(_printed_metric(printed, "coco/segm/AP"), abs=5e-5)
     # --seed reached mmengine's randomness settings.
     checkpoint = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=False)
     assert checkpoint["meta"]["seed"] == 3
@@ -83,12 +98,36 @@ def _train_log(work: Path) -> str:
     return logs[-1].read_text()
 
 
+class _RecordOptimizerState(Hook):
+    """Keeps the optimizer state as training starts, i.e. right after a resume loaded it."""
+
+    states: list[dict] = []
+
+    def before_train(self, runner) -> None:
+        self.states.append(copy.deepcopy(runner.optim_wrapper.optimizer.state_dict()["state"]))
+
+
+HOOKS.register_module(module=_RecordOptimizerState, force=True)
+
+
+def _same_optimizer_state(a: dict, b: dict) -> bool:
+    """Same parameters, and for each the same buffers (AdamW: step, exp_avg, exp_avg_sq), bit for bit."""
+    return a.keys() == b.keys() and all(
+        a[index].keys() == b[index].keys()
+        and all(torch.equal(torch.as_tensor(a[index][name]), torch.as_tensor(b[index][name])) for name in a[index])
+        for index in a)
+
+
 def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path):
     work = tmp_path / "work"
-    train(MASK_RCNN, work_dir=work, cfg_options=fast_options(shapes_dataset, iters=2, val=False))
+    recording = {"custom_hooks": [dict(type="_RecordOptimizerState")]}
+    _RecordOptimizerState.states.clear()
+    train(MASK_RCNN, work_dir=work,
+          cfg_options={**parse_cfg_options(fast_options(shapes_dataset, iters=2, val=False)), **recording})
     assert (work / "iter_2.pth").is_file()
     saved = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=False)
-    result = train(MASK_RCNN, work_dir=work, resume=True, cfg_options=fast_options(shapes_dataset, iters=3, val=False))
+    result = train(MASK_RCNN, work_dir=work, resume=True,
+                   cfg_options={**parse_cfg_options(fast_options(shapes_dataset, iters=3, val=False)), **recording})
     log = _train_log(work)
     assert "resumed" in log.lower()
     assert "Iter(train) [3/3]" in log and "Iter(train) [1/3]" not in log and "Iter(train) [2/3]" not in log
@@ -96,8 +135,14 @@ def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path):
     allow_mmengine_checkpoint_globals()
     resumed = torch.load(result.checkpoint, map_location="cpu")  # weights_only=True, torch's default
     assert resumed["meta"]["iter"] == 3
-    # The optimizer state came along: SGD momentum buffers exist and moved on from the saved ones.
+    # The optimizer state came along: training started from exactly the saved buffers (a fresh start has none),
+    # and they moved on from there.
     assert resumed["optimizer"]["state"] and saved["optimizer"]["state"]
+    fresh, loaded = _RecordOptimizerState.states
+    assert fresh == {} and _same_optimizer_state(loaded, saved["optimizer"]["state"])
+    assert resumed["optimizer"]["state"].keys() == loaded.keys()
+    assert all(not torch.equal(resumed["optimizer"]["state"][index]["exp_avg"], loaded[index]["exp_avg"])
+               for index in loaded if loaded[index]["exp_avg"].any())
     # An explicit checkpoint path resumes too.
     other = tmp_path / "other"
     train(MASK_RCNN, work_dir=other, resume_from=work / "iter_2.pth",
@@ -139,10 +184,57 @@ def test_resume_without_a_checkpoint_is_a_user_error(shapes_dataset, tmp_path):
         train(MASK_RCNN, work_dir=tmp_path / "empty", resume=True, cfg_options=fast_options(shapes_dataset))
 
 
-def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, tmp_path):
-    first = train(MASK_RCNN, work_dir=tmp_path / "work", cfg_options=fast_options(shapes_dataset, iters=1, val=False))
+@pytest.fixture(scope="module")
+def mask_rcnn_checkpoint(shapes_dataset, tmp_path_factory) -> Path:
+    """Mask R-CNN after one iteration on the fixture dataset."""
+    work = tmp_path_factory.mktemp("mask_rcnn_one_iteration")
+    return train(MASK_RCNN, work_dir=work, cfg_options=fast_options(shapes_dataset, iters=1, val=False)).checkpoint
+
+
+def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, mask_rcnn_checkpoint):
     with pytest.raises(UserError, match="does not fit the model"):
-        evaluate_checkpoint(PANET, first.checkpoint, cfg_options=fast_options(shapes_dataset))
+        evaluate_checkpoint(PANET, mask_rcnn_checkpoint, cfg_options=fast_options(shapes_dataset))
+
+
+def test_out_beside_another_evaluator_adds_a_coco_only_metric_of_ours(shapes_dataset, mask_rcnn_checkpoint, tmp_path):
+    val_ann = shapes_dataset / "annotations" / "instances_val.json"
+    mmdet_metric = dict(type="CocoMetric", ann_file=str(val_ann), metric=["segm"])
+    out = tmp_path / "pred.json"
+    result = evaluate_checkpoint(MASK_RCNN, mask_rcnn_checkpoint, out=out, work_dir=tmp_path / "work", cfg_options={
+        **parse_cfg_options(fast_options(shapes_dataset)), "test_evaluator": [mmdet_metric]})
+    assert "coco/segm_mAP" in result.metrics  # mmdet's metric still ran
+    ours = {key for key in result.metrics if not key.startswith("coco/segm_")}
+    assert "coco/segm/AP" in ours and not any(key.startswith(("voc_", "proposals/")) for key in ours)
+    assert result.predictions == out
+    _, file_ap = _check_results_file(out, val_ann)
+    assert file_ap == pytest.approx(result.metrics["coco/segm/AP"], abs=1e-9)
+
+
+def _logged_losses(work: Path) -> list[float]:
+    """The total loss of every logged training step, from mmengine's scalars.json."""
+    lines = next(work.glob("*/vis_data/scalars.json")).read_text().splitlines()
+    return [record["loss"] for record in map(json.loads, lines) if "loss" in record]
+
+
+def test_deterministic_runs_repeat_bit_for_bit(shapes_dataset, tmp_path):
+    enabled_before = torch.are_deterministic_algorithms_enabled()
+    runs = []
+    try:
+        for name in ("first", "second"):
+            torch.use_deterministic_algorithms(False)
+            work = tmp_path / name
+            assert main(["train", str(MASK_RCNN), "--deterministic", "--seed", "7", "--work-dir", str(work),
+                         "--cfg-options", *fast_options(shapes_dataset, iters=2, val=False)]) == 0
+            assert torch.are_deterministic_algorithms_enabled()  # randomness.deterministic reached mmengine
+            checkpoint = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=False)
+            assert "randomness = dict(deterministic=True, seed=7)" in checkpoint["meta"]["cfg"]
+            runs.append((checkpoint["state_dict"], _logged_losses(work)))
+    finally:
+        torch.use_deterministic_algorithms(enabled_before)
+    (weights, losses), (weights_again, losses_again) = runs
+    assert len(losses) == 2 and losses == losses_again
+    assert weights.keys() == weights_again.keys()
+    assert all(torch.equal(weights[name], weights_again[name]) for name in weights)
 
 
 # Floors ~0.1 below the shapes-val mask AP measured after the default schedule (README, Benchmarks), so seed noise

@@ -1,7 +1,7 @@
 """mmengine metric: collect mmdet-style predictions and score them with :func:`mnc_bench.evaluation.evaluate`,
 so ``mnc-bench test``, the runner and ``mnc-bench evaluate`` compute every number through one code path.
 
-Registered in mmdet's METRICS as ``MNCBenchMetric`` by :mod:`mnc_bench.evaluation.mmdet_registry`.
+Registered in mmdet's METRICS as ``MNCBenchMetric`` by :func:`mnc_bench.registration.register_all`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,24 @@
+"""Everything our configs name, registered in mmdet's registries in one call.
+
+Configs therefore need no ``custom_imports``: :func:`mnc_bench.config_loading.load_config` calls
+:func:`register_all` before reading any config.
+"""
+
+from __future__ import annotations
+
+METRIC_NAME = "MNCBenchMetric"
+
+
+def register_all() -> None:
+    """Register mmdet's modules, PANet's (``baselines/``, installed as ``mnc_bench.baselines``), MNC's adapter
+    (model type ``MNC``) and the evaluation metric ``MNCBenchMetric`` (idempotent)."""
+    from mmdet.registry import METRICS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    import mnc_bench.baselines  # noqa: F401  (registers on import)
+    import mnc_bench.models.mmdet_adapter  # noqa: F401  (registers on import)
+    from mnc_bench.evaluation.metric import MNCBenchMetric
+
+    # force=True: a second call (or a reload of the metric module) must not fail on the existing name.
+    METRICS.register_module(name=METRIC_NAME, module=MNCBenchMetric, force=True)
