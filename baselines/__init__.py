@@ -1,8 +1,8 @@
 """Baselines registered for mmdet (installed as ``mnc_bench.baselines``): the full PANet.
 
 Importing this package registers, in mmdet's MODELS registry, ``PANet``, ``AdaptiveRoIExtractor``,
-``AFPBBoxHead`` and ``FusedFCNMaskHead``. Imports inside the package are relative, so it works under the
-installed name ``mnc_bench.baselines`` and when loaded from the source tree (``mnc_bench.training``).
+``AFPBBoxHead`` and ``FusedFCNMaskHead`` (:func:`mnc_bench.registration.register_all` imports it). Imports inside
+the package are relative: setup.py maps this folder to the name ``mnc_bench.baselines`` (editable install).
 """
 
 from .panet import AdaptiveRoIExtractor, AFPBBoxHead, FusedFCNMaskHead, PANet
