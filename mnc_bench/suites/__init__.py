@@ -1,0 +1,10 @@
+"""Ablation suites: YAML suite files -> validated runs (content-hashed ids) -> executors (a local pool of worker
+subprocesses, or submitit / Slurm) -> ``results/<suite>/<run-id>/`` -> one tidy table.
+
+- :mod:`~mnc_bench.suites.spec`: suite files, validation, run ids;
+- :mod:`~mnc_bench.suites.runner`: plan against the results directory, prepare, execute, record;
+- :mod:`~mnc_bench.suites.executors`: local pool, submitit;
+- :mod:`~mnc_bench.suites.worker`: one run in its own process;
+- :mod:`~mnc_bench.suites.rundir`: a run directory's files, status and lock;
+- :mod:`~mnc_bench.suites.status`, :mod:`~mnc_bench.suites.collect`: reading the results back.
+"""

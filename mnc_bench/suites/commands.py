@@ -1,0 +1,103 @@
+"""The library behind ``mnc-bench run | status | collect`` (the CLI only parses arguments and calls these)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mnc_bench.errors import UserError
+
+EXECUTORS = ("local", "slurm")
+
+
+def suite_results_dir(suite: str, results: str | Path = "results") -> Path:
+    """``results/<suite name>`` for a suite name or a suite file path; a suite's results directory as is."""
+    if (Path(suite) / "suite.json").is_file():
+        return Path(suite)
+    return Path(results) / Path(suite).stem
+
+
+def run_command(suite: str, *, results: str | Path = "results", workers: int = 1, executor: str = "local",
+                dry_run: bool = False, rerun_failed: bool = False, seeds: Sequence[int] | None = None,
+                cfg_options: Mapping[str, Any] | None = None, slurm: Mapping[str, Any] | None = None,
+                started_at: float | None = None, echo: Callable[[str], None] = print) -> int:
+    """Validate and run a suite; returns the exit code (1 if a run failed in this invocation)."""
+    from mnc_bench.suites.runner import run_suite
+    from mnc_bench.suites.spec import load_suite
+
+    started_at = started_at or time.time()
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if workers < 1:
+        raise UserError(f"--workers must be a positive integer, got {workers}")
+    spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
+    suite_dir = Path(results) / spec.name
+    runner = _executor(executor, workers, {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}},
+                       suite_dir, len(spec.runs))
+    before = _failed_ids(suite_dir)
+    record = run_suite(spec, suite_dir, executor=runner, rerun_failed=rerun_failed, dry_run=dry_run,
+                       started_at=started_at, echo=echo)
+    if dry_run:
+        return 0
+    echo(format_timing(record))
+    newly_failed = _failed_ids(suite_dir) - before
+    if newly_failed:
+        echo(f"{len(newly_failed)} run(s) failed: see `mnc-bench status {spec.name}`; --rerun-failed runs them again")
+    return 1 if newly_failed else 0
+
+
+def _executor(name: str, workers: int, slurm: dict[str, Any], suite_dir: Path, num_runs: int) -> Any:
+    from mnc_bench.suites.executors import LocalExecutor, SubmititExecutor, submitit_executor
+
+    if name == "local":
+        return LocalExecutor(workers)
+    threads = slurm.get("cpus_per_run")
+    gpus = int(slurm.get("gpus_per_run", 1))
+    executor = submitit_executor("slurm", suite_dir / ".submitit", slurm=slurm, threads=threads or 1)
+    # All runs go out as one job array; Slurm's array parallelism (suite or --array-parallelism) caps them.
+    return SubmititExecutor(executor, max_parallel=num_runs, threads=threads,
+                            launcher="slurm" if gpus > 1 else "none")
+
+
+def _failed_ids(suite_dir: Path) -> set[str]:
+    from mnc_bench.suites.rundir import list_run_dirs
+
+    return {run_dir.run_id for run_dir in list_run_dirs(suite_dir) if run_dir.state == "failed"}
+
+
+def format_timing(record: Mapping[str, Any]) -> str:
+    """Wall time, the runs' own time, the runner's overhead and the time to the first training iteration."""
+    wall, runs = record.get("wall_s"), record.get("runs_time_s") or 0.0
+    parts = [f"wall {wall:.1f} s", f"runs' own time {runs:.1f} s over {record.get('runs', 0)} run(s)"]
+    workers = max(1, int(record.get("workers") or 1))
+    if wall and runs:
+        parts.append(f"runner overhead {max(0.0, wall - runs / workers) / wall:.1%} of the wall time"
+                     + (f" (runs' time / {workers} workers)" if workers > 1 else ""))
+    if record.get("first_iter_at"):
+        parts.append(f"first training iteration {record['first_iter_at'] - record['started_at']:.1f} s after start")
+    return "; ".join(parts)
+
+
+def status_command(suite: str, *, results: str | Path = "results") -> str:
+    from mnc_bench.suites.status import format_status
+
+    suite_dir = suite_results_dir(suite, results)
+    if not suite_dir.is_dir():
+        raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run {suite})")
+    return format_status(suite_dir)
+
+
+def collect_command(suite: str, *, results: str | Path = "results", out: str | Path | None = None,
+                    include_all: bool = False) -> tuple[list[Path], str]:
+    """Write the tidy table (parquet + CSV); return the paths and a printable summary."""
+    from mnc_bench.suites.collect import collect, format_summary, write_table
+    from mnc_bench.suites.runner import read_suite_record
+
+    suite_dir = suite_results_dir(suite, results)
+    table = collect(suite_dir, include_all=include_all)
+    if table.empty:
+        raise UserError(f"no runs in {suite_dir}")
+    paths = write_table(table, out or suite_dir / "collect.parquet")
+    return paths, format_summary(table, read_suite_record(suite_dir).get("metrics"))

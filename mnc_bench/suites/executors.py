@@ -1,0 +1,176 @@
+"""Where runs execute: a local pool of worker subprocesses, or submitit (a Slurm job array; submitit's local
+executor drives the same path in tests). Both start each run as ``mnc_bench.suites.worker`` and report to the
+runner through :class:`Events`; neither schedules anything beyond "at most N at a time".
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from mnc_bench.suites.rundir import RunDir, pause_point
+
+POLL_S = 0.5
+_PR_SET_PDEATHSIG = 1
+
+
+class Events(Protocol):
+    def started(self, run_dir: RunDir) -> None: ...
+    def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float) -> None: ...
+    def tick(self) -> None: ...
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_run(workers: int) -> int:
+    """The cores divided between the runs that execute at once (at least one thread each)."""
+    return max(1, available_cores() // max(1, workers))
+
+
+class LocalExecutor:
+    """Up to ``workers`` worker subprocesses at a time on this machine, ``threads`` torch/OpenMP threads each.
+
+    Workers are started from the main thread and die with the runner (Linux ``PR_SET_PDEATHSIG``): a runner
+    killed with SIGKILL takes its runs down with it, and the next ``mnc-bench run`` resumes them.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int = 1, threads: int | None = None) -> None:
+        self.workers = max(1, workers)
+        self.threads = threads or threads_per_run(self.workers)
+
+    def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
+        pending = collections.deque(run_dirs)
+        active: dict[subprocess.Popen, tuple[RunDir, float]] = {}
+        try:
+            while pending or active:
+                while pending and len(active) < self.workers:
+                    run_dir = pending.popleft()
+                    active[self._spawn(run_dir)] = (run_dir, time.time())
+                    events.started(run_dir)
+                time.sleep(POLL_S)
+                for process in [p for p in active if p.poll() is not None]:
+                    run_dir, start = active.pop(process)
+                    events.finished(run_dir, process.returncode, time.time() - start)
+                    if pending:
+                        pause_point("between", suite_dir)
+                events.tick()
+        except BaseException:
+            # Ctrl-C reached the workers too (same process group): they stop and stay `running`, to resume.
+            for process in active:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            raise
+
+    def _spawn(self, run_dir: RunDir) -> subprocess.Popen:
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        with open(run_dir.file("log.txt"), "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "mnc_bench.suites.worker", str(run_dir.path), "--threads", str(self.threads)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGKILL when the runner dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: orphans finish their run on their own
+        pass
+
+
+class SuiteJob:
+    """What submitit runs per array task: one worker, in the job's process. ``checkpoint`` makes submitit
+    requeue a run that times out or is preempted; the requeued worker resumes from the run's checkpoint."""
+
+    def __init__(self, threads: int | None, launcher: str = "none") -> None:
+        self.threads = threads
+        self.launcher = launcher
+
+    def __call__(self, run_dir: str) -> int:
+        from mnc_bench.suites.worker import run
+
+        return run(RunDir(run_dir), threads=self.threads, launcher=self.launcher)
+
+    def checkpoint(self, run_dir: str) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, run_dir)
+
+
+class SubmititExecutor:
+    """Runs through a submitit executor: on Slurm all runs go out as one job array (``map_array``; Slurm's
+    array parallelism caps them); submitit's local executor has no cap, so runs are handed over at most
+    ``max_parallel`` at a time."""
+
+    def __init__(self, executor: Any, *, max_parallel: int, threads: int | None = None, launcher: str = "none") -> None:
+        self.executor = executor
+        self.max_parallel = max(1, max_parallel)
+        self.threads = threads
+        self.launcher = launcher
+        self.name = f"submitit-{getattr(executor, 'cluster', 'local')}"
+
+    def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
+        pending = collections.deque(run_dirs)
+        active: dict[Any, tuple[RunDir, float]] = {}
+        job = SuiteJob(self.threads, self.launcher)
+        while pending or active:
+            free = self.max_parallel - len(active)
+            if pending and free > 0:
+                batch = [pending.popleft() for _ in range(min(free, len(pending)))]
+                jobs = self.executor.map_array(job, [str(run_dir.path) for run_dir in batch])
+                for run_dir, submitted in zip(batch, jobs):
+                    active[submitted] = (run_dir, time.time())
+                    events.started(run_dir)
+            time.sleep(POLL_S)
+            for submitted in [j for j in active if j.done()]:
+                run_dir, start = active.pop(submitted)
+                events.finished(run_dir, _job_exit_code(submitted), time.time() - start)
+            events.tick()
+
+
+def _job_exit_code(job: Any) -> int | None:
+    try:
+        return int(job.result())
+    except Exception:  # noqa: BLE001 - the job died (killed, node failure); the runner records it from the status
+        return None
+
+
+def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any], threads: int) -> Any:
+    """A submitit executor for ``cluster`` ('slurm' or 'local') with the suite's Slurm settings."""
+    try:
+        import submitit
+    except ImportError as exc:
+        from mnc_bench.errors import UserError
+
+        raise UserError("--executor slurm needs submitit: pip install 'mnc-bench[slurm]'") from exc
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    gpus = int(slurm.get("gpus_per_run", 1 if cluster == "slurm" else 0))
+    params: dict[str, Any] = dict(timeout_min=int(slurm.get("timeout_min", 24 * 60)), name=folder.parent.name)
+    if cluster == "slurm":
+        # One task per GPU: mmengine's slurm launcher reads the task's rank from Slurm.
+        params.update(gpus_per_node=gpus, tasks_per_node=max(1, gpus),
+                      cpus_per_task=int(slurm.get("cpus_per_run", threads)),
+                      slurm_array_parallelism=int(slurm.get("array_parallelism", 256)))
+        if "partition" in slurm:
+            params["slurm_partition"] = slurm["partition"]
+        if "mem_gb" in slurm:
+            params["mem_gb"] = int(slurm["mem_gb"])
+    executor.update_parameters(**params)
+    return executor

@@ -1,0 +1,79 @@
+"""The mmengine hook every suite run trains with: stops on a non-finite loss, records what the table needs.
+
+Added to ``custom_hooks`` by the worker (registered in mmdet's HOOKS as ``SuiteRunHook``). It writes, into the
+run directory (main process only):
+
+- ``run_stats.json``: params, effective batch size, lr (after mmengine's auto-scaling, before warm-up),
+  max_iters, world size, and wall-clock times of the runner being built and of the first iteration;
+- ``status.json``: the current iteration, every few seconds, for the progress display and ``status``.
+
+A NaN/inf loss raises :class:`NonFiniteLoss` naming the iteration and the loss terms (mmdet's
+``CheckInvalidLossHook`` does the same check but raises a bare AssertionError).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from mmdet.registry import HOOKS
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from mnc_bench.suites.rundir import RunDir
+
+PROGRESS_EVERY_S = 5.0
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@HOOKS.register_module()
+class SuiteRunHook(Hook):
+    priority = "VERY_HIGH"  # check the loss before the checkpoint hook saves NaN weights
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = RunDir(run_dir)
+        self._last_progress = 0.0
+        self._first_iter_done = False
+
+    def before_train(self, runner: Any) -> None:
+        if not is_main_process():
+            return
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        group = runner.optim_wrapper.optimizer.param_groups[0]
+        loader = runner.train_dataloader
+        batch = getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", None)
+        stats = self.run_dir.read_json("run_stats.json") or {}
+        stats.update(
+            params=int(sum(p.numel() for p in model.parameters())),
+            batch_size=int(batch) * runner.world_size if batch else None,
+            lr=float(group.get("initial_lr", group["lr"])),
+            max_iters=int(runner.max_iters),
+            world_size=int(runner.world_size),
+            start_iter=int(runner.iter),
+            runner_built_at=time.time(),
+        )
+        self.run_dir.write_json("run_stats.json", stats)
+        self.run_dir.update_status(iter=int(runner.iter), max_iters=int(runner.max_iters))
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        loss = float((outputs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            bad = [name for name, value in outputs.items()
+                   if name != "loss" and not math.isfinite(float(value))]
+            raise NonFiniteLoss(f"loss is {loss} at iteration {runner.iter + 1}"
+                                + (f" ({', '.join(bad)} non-finite)" if bad else ""))
+        if not is_main_process():
+            return
+        now = time.time()
+        if not self._first_iter_done:
+            self._first_iter_done = True
+            stats = self.run_dir.read_json("run_stats.json") or {}
+            stats["first_iter_at"] = now
+            self.run_dir.write_json("run_stats.json", stats)
+        if now - self._last_progress >= PROGRESS_EVERY_S:
+            self._last_progress = now
+            self.run_dir.update_status(iter=int(runner.iter) + 1, max_iters=int(runner.max_iters))

@@ -1,0 +1,174 @@
+"""One run's directory, ``results/<suite>/<run-id>/``: file names, status transitions and the liveness lock.
+
+Files (each written atomically)::
+
+    run.json          what the run is (suite, run_id, config, cfg_options, axes, seed, variant, test files)
+    config.py         the resolved config
+    status.json       {state: pending|running|done|failed, started, ended, exit_reason, log_tail, ...}
+    log.txt           the worker's output (appended across attempts)
+    work/             mmengine's work dir (checkpoints, its own logs)
+    metrics.json      flat metrics of the test split at test batch 1 (NaN as null)
+    predictions.json  COCO results list of the test split
+    scalars.json      training scalars, JSON lines as mmengine's LocalVisBackend writes them
+    run_stats.json    train/eval time, s/iter, peak memory, params, git commit, batch size, lr, timings
+
+A worker holds an exclusive ``flock`` on ``.lock`` while it runs; the kernel drops it when the process dies
+(SIGKILL included), so a ``running`` status without the lock held is an interrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mnc_bench.io import write_json
+
+STATES = ("pending", "running", "done", "failed")
+LOG_TAIL_LINES = 20
+LOCK_TRIES = 10
+# Test seam: `MNC_BENCH_PAUSE_AT=<point>` makes the runner or a worker stop at that point (after writing a
+# `.paused-<point>` marker) until it is killed, so tests can SIGKILL a suite at a chosen moment.
+PAUSE_ENV = "MNC_BENCH_PAUSE_AT"
+
+
+class RunBusy(Exception):
+    """Another live process holds the run."""
+
+
+def now_iso() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+class RunDir:
+    """Paths and state of one run directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def work_dir(self) -> Path:
+        return self.path / "work"
+
+    def read_json(self, name: str) -> Any:
+        """Parsed ``name`` or None when it is missing; a corrupt file (not written by us) also reads as None."""
+        try:
+            return json.loads(self.file(name).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_json(self.file(name), _strict(data), indent=1)
+
+    def read_run(self) -> dict[str, Any]:
+        run = self.read_json("run.json")
+        if not isinstance(run, dict):
+            raise FileNotFoundError(f"{self.file('run.json')} missing or unreadable")
+        return run
+
+    def status(self) -> dict[str, Any]:
+        status = self.read_json("status.json")
+        return status if isinstance(status, dict) and status.get("state") in STATES else {"state": "pending"}
+
+    @property
+    def state(self) -> str:
+        return self.status()["state"]
+
+    def update_status(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into status.json (atomically) and return the new status."""
+        status = {**self.status(), **fields}
+        self.write_json("status.json", status)
+        return status
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            with open(self.file("log.txt"), "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 16384))
+                text = handle.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def is_live(self) -> bool:
+        """True if a process holds the run's lock (it is being worked on right now)."""
+        try:
+            fd = os.open(self.file(".lock"), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        finally:
+            os.close(fd)  # closing drops our probe lock
+        return False
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold the run's exclusive lock for the block; RunBusy if another process holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.file(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # A few tries: another runner's is_live() probe holds a shared lock for a moment.
+            for attempt in range(LOCK_TRIES):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if attempt == LOCK_TRIES - 1:
+                        raise RunBusy(f"run {self.run_id} is held by another process") from exc
+                    time.sleep(0.2)
+            yield
+        finally:
+            os.close(fd)
+
+
+def list_run_dirs(suite_dir: str | os.PathLike[str]) -> list[RunDir]:
+    """Run directories (those with a run.json) under a suite's results directory, by name."""
+    root = Path(suite_dir)
+    if not root.is_dir():
+        return []
+    return [RunDir(p) for p in sorted(root.iterdir()) if (p / "run.json").is_file()]
+
+
+def pause_point(point: str, marker_dir: str | os.PathLike[str]) -> None:
+    """Test seam (see PAUSE_ENV): stop here until killed when the environment asks for this point."""
+    if os.environ.get(PAUSE_ENV) != point:
+        return
+    Path(marker_dir, f".paused-{point}").write_text(str(os.getpid()))
+    while True:
+        time.sleep(60)
+
+
+def _strict(data: Any) -> Any:
+    """NaN/inf -> None so every file is strict JSON."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, Mapping):
+        return {key: _strict(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_strict(value) for value in data]
+    return data

@@ -1,0 +1,219 @@
+"""``mnc-bench run``: plan a validated suite against its results directory, prepare the run directories and the
+data, execute the runs that need it, record how the invocation went.
+
+What happens to each run of the plan:
+
+- ``done``: skipped;
+- ``failed``: skipped, or started again from scratch with ``rerun_failed``;
+- ``running`` with a live worker (another runner is on it): left alone;
+- ``running`` without one (the runner or the machine died): resumed from its last whole checkpoint;
+- ``pending`` or new: started.
+
+``results/<suite>/suite.json`` keeps the plan (run ids in order, axes, metrics) for ``status`` and ``collect``,
+and one record per invocation (wall time, the runs' own time, time to the first training iteration).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnc_bench.errors import UserError
+from mnc_bench.io import atomic_open
+from mnc_bench.suites.rundir import RunDir, now_iso
+from mnc_bench.suites.spec import RunSpec, Suite
+from mnc_bench.suites.worker import EXIT_BUSY, EXIT_INTERRUPTED
+
+# Files of a finished or failed attempt that a rerun from scratch removes (the log is kept and appended to).
+RESULT_FILES = ("metrics.json", "predictions.json", "scalars.json", "run_stats.json")
+RESULT_DIRS = ("work", "eval")
+ACTIONS = ("start", "resume", "rerun", "skip (done)", "skip (failed)", "skip (running elsewhere)")
+
+
+@dataclass
+class PlannedRun:
+    spec: RunSpec
+    run_dir: RunDir
+    action: str
+
+    @property
+    def executes(self) -> bool:
+        return not self.action.startswith("skip")
+
+
+def plan_suite(suite: Suite, suite_dir: str | Path, *, rerun_failed: bool = False) -> list[PlannedRun]:
+    """What this invocation does with each run of the suite (see the module docstring)."""
+    plan = []
+    for spec in suite.runs:
+        run_dir = RunDir(Path(suite_dir) / spec.run_id)
+        state = run_dir.state if run_dir.file("run.json").is_file() else "new"
+        if state == "done":
+            action = "skip (done)"
+        elif state == "failed":
+            action = "rerun" if rerun_failed else "skip (failed)"
+        elif state == "running":
+            action = "skip (running elsewhere)" if run_dir.is_live() else "resume"
+        else:
+            action = "start"
+        plan.append(PlannedRun(spec, run_dir, action))
+    return plan
+
+
+def format_plan(suite: Suite, plan: list[PlannedRun]) -> list[str]:
+    """The plan as text lines: one per run, then the counts."""
+    width = max((len(p.spec.label) for p in plan), default=0)
+    lines = [f"suite {suite.name} ({suite.path}): {len(plan)} runs"]
+    lines += [f"  {p.spec.run_id}  {p.spec.label:<{width}}  {p.action}" for p in plan]
+    counts = {action: sum(p.action == action for p in plan) for action in ACTIONS}
+    lines.append("  " + ", ".join(f"{n} {action}" for action, n in counts.items() if n))
+    return lines
+
+
+def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_failed: bool = False,
+              dry_run: bool = False, started_at: float | None = None,
+              echo: Callable[[str], None] = print, progress_stream: Any = None) -> dict[str, Any]:
+    """Plan, print the plan, and (unless ``dry_run``) execute the runs that need it. Returns the invocation
+    record (also appended to suite.json)."""
+    from mnc_bench.suites.progress import SuiteProgress
+
+    started_at = started_at or time.time()
+    suite_dir = Path(suite_dir)
+    plan = plan_suite(suite, suite_dir, rerun_failed=rerun_failed)
+    for line in format_plan(suite, plan):
+        echo(line)
+    record: dict[str, Any] = dict(started_at=started_at, validated_at=time.time(), executor=executor.name,
+                                  workers=getattr(executor, "workers", getattr(executor, "max_parallel", 1)))
+    if dry_run:
+        return record
+    todo = [p for p in plan if p.executes]
+    _prepare_data(todo)
+    for planned in todo:
+        _prepare_run_dir(planned, suite)
+    _write_suite_record(suite, suite_dir)
+    counts = {state: sum(p.run_dir.state == state for p in plan if not p.executes) for state in ("done", "failed")}
+    run_times: dict[str, float] = {}
+    progress = SuiteProgress(suite.name, {p.spec.run_id: p.spec.label for p in plan}, done=counts["done"],
+                             failed=counts["failed"], to_run=len(todo), workers=record["workers"],
+                             stream=progress_stream)
+
+    class _Events:
+        def started(self, run_dir: RunDir) -> None:
+            record.setdefault("first_launch_at", time.time())
+            progress.started(run_dir)
+
+        def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float) -> None:
+            run_times[run_dir.run_id] = duration_s
+            status = _settle(run_dir, exit_code)
+            progress.finished(run_dir, status["state"], duration_s, status.get("exit_reason") or "")
+
+        def tick(self) -> None:
+            progress.tick()
+
+    if todo:
+        with progress:
+            executor.execute([p.run_dir for p in todo], _Events(), suite_dir)
+    ended = time.time()
+    record.update(ended_at=ended, wall_s=ended - started_at, runs=len(run_times), runs_time_s=sum(run_times.values()),
+                  first_iter_at=_first_iteration(todo))
+    _append_invocation(suite_dir, record)
+    echo(progress.summary().rsplit(", ETA", 1)[0])
+    return record
+
+
+def _prepare_data(todo: list[PlannedRun]) -> None:
+    """Check (and, for the synthetic shapes, generate) every dataset once, before the workers start: parallel
+    workers must not race to write the same dataset."""
+    from mnc_bench.preflight import prepare_datasets
+
+    seen = set()
+    for planned in todo:
+        cfg = planned.spec.cfg
+        key = json.dumps([cfg.get("train_dataloader"), cfg.get("test_dataloader"), cfg.get("synthetic_shapes")],
+                         sort_keys=True, default=repr)
+        if key not in seen:
+            seen.add(key)
+            prepare_datasets(cfg, ["train_dataloader", "test_dataloader"])
+
+
+def _prepare_run_dir(planned: PlannedRun, suite: Suite) -> None:
+    run_dir = planned.run_dir
+    if planned.action == "rerun":
+        for name in RESULT_FILES:
+            run_dir.file(name).unlink(missing_ok=True)
+        for name in RESULT_DIRS:
+            shutil.rmtree(run_dir.path / name, ignore_errors=True)
+        run_dir.write_json("status.json", {"state": "pending"})
+    if planned.action == "resume":
+        return
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    run_dir.write_json("run.json", {**planned.spec.record(), "metrics": suite.metrics})
+    from mmengine.config import Config
+
+    resolved = planned.spec.cfg.to_dict()
+    resolved["randomness"] = dict(resolved.get("randomness") or {}, seed=planned.spec.seed)
+    with atomic_open(run_dir.file("config.py"), "w", encoding="utf-8") as handle:
+        # format_python_code=False: yapf would take ~0.4 s per run for no gain in content
+        handle.write(Config(resolved, format_python_code=False).pretty_text)
+    if not run_dir.file("status.json").is_file():
+        run_dir.write_json("status.json", {"state": "pending"})
+
+
+def _settle(run_dir: RunDir, exit_code: int | None) -> dict[str, Any]:
+    """The run's status once its worker is gone; a worker that died without a verdict is recorded as failed
+    (except when it was interrupted or never got the run: those stay as they are)."""
+    status = run_dir.status()
+    if status["state"] in ("done", "failed") or exit_code in (EXIT_BUSY, EXIT_INTERRUPTED, -signal.SIGINT):
+        return status
+    if run_dir.is_live():  # a requeued Slurm job, or another runner took it over
+        return status
+    if exit_code is not None and exit_code < 0:
+        name = signal.Signals(-exit_code).name
+        reason = f"worker killed by {name}" + (" (out of memory? the kernel's OOM killer sends SIGKILL)"
+                                               if -exit_code == signal.SIGKILL else "")
+    else:
+        reason = f"worker ended (exit code {exit_code}) without recording a result"
+    return run_dir.update_status(state="failed", ended=now_iso(), exit_reason=reason, log_tail=run_dir.log_tail())
+
+
+def _first_iteration(todo: list[PlannedRun]) -> float | None:
+    times = [stats["first_iter_at"] for p in todo
+             if isinstance(stats := p.run_dir.read_json("run_stats.json"), dict) and stats.get("first_iter_at")]
+    return min(times) if times else None
+
+
+def suite_record_path(suite_dir: Path) -> Path:
+    return Path(suite_dir) / "suite.json"
+
+
+def read_suite_record(suite_dir: str | Path) -> dict[str, Any]:
+    path = suite_record_path(Path(suite_dir))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg})") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _write_suite_record(suite: Suite, suite_dir: Path) -> None:
+    record = read_suite_record(suite_dir)
+    record.update(name=suite.name, suite_file=str(suite.path), axes=suite.axes, metrics=suite.metrics,
+                  run_ids=[spec.run_id for spec in suite.runs])
+    _save_suite_record(suite_dir, record)
+
+
+def _append_invocation(suite_dir: Path, invocation: dict[str, Any]) -> None:
+    record = read_suite_record(suite_dir)
+    record.setdefault("invocations", []).append(invocation)
+    _save_suite_record(suite_dir, record)
+
+
+def _save_suite_record(suite_dir: Path, record: dict[str, Any]) -> None:
+    RunDir(suite_dir).write_json("suite.json", record)

@@ -1,0 +1,391 @@
+"""Suite files -> validated runs with content-hashed ids.
+
+A suite is a YAML file (read with a safe loader: a suite file never runs code)::
+
+    base: configs/mnc/mnc_3stage_shapes.py   # model config of every run (unless `config` is an axis)
+    grid:                                    # cartesian product of the listed axes
+      config: [configs/mnc/mnc_3stage_shapes.py, configs/mask_rcnn/mask_rcnn_shapes.py]
+      model.cascade.num_stages: [3, 5, 7]
+    zip:                                     # lists of one length, taken row by row (crossed with the grid)
+      model.loss_weights.mask: [1.0, 2.0]
+      model.loss_weights.cls: [1.0, 1.0]
+    seeds: [0, 1, 2]
+    cfg_options: {train_cfg.max_iters: 200}  # every run, under the axes
+    metrics: [coco/segm/AP, proposals/AR@100]  # optional: the metric columns `collect` keeps
+    slurm: {partition: gpu, gpus_per_run: 1, timeout_min: 720, array_parallelism: 8}
+
+An axis key is any config key in ``--cfg-options`` form and must exist in the run's config; a dict value is
+merged into the dict at that key (the way to set keys a config leaves to the model's defaults).
+
+A run is (resolved config, seed). Its id is a hash of the resolved config (mmengine's, after the options;
+settings that cannot change results, such as logging and checkpoint intervals, left out) and the seed:
+editing an axis adds runs and keeps the finished ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnc_bench.errors import UserError, one_line
+
+SUITE_KEYS = ("base", "grid", "zip", "seeds", "cfg_options", "metrics", "slurm")
+SLURM_KEYS = {"partition": str, "gpus_per_run": int, "cpus_per_run": int, "timeout_min": int,
+              "array_parallelism": int, "mem_gb": int}
+# Config entries that cannot change a run's results: left out of the run id.
+NEUTRAL_KEYS = ("work_dir", "launcher", "resume", "log_level", "log_processor", "visualizer", "vis_backends",
+                "dataset_layout", "default_hooks.logger", "default_hooks.checkpoint", "default_hooks.timer",
+                "default_hooks.visualization", "randomness.seed")
+METRIC_PATTERN = re.compile(r"^(coco/(segm|bbox)/\w+|voc_(sds|mnc)/[\w@.]+(/.+)?|proposals/\w+@\d+)$")
+ID_LENGTH = 12
+
+
+@dataclass
+class RunSpec:
+    """One run of a suite: a model config, the options applied to it, and a seed."""
+
+    suite: str
+    run_id: str
+    config: str
+    cfg_options: dict[str, Any]
+    axes: dict[str, Any]
+    seed: int
+    variant: str
+    test_ann_file: str
+    test_img_dir: str
+    cfg: Any = field(default=None, repr=False, compare=False)  # the resolved mmengine Config
+
+    @property
+    def model(self) -> str:
+        return Path(self.config).stem
+
+    @property
+    def label(self) -> str:
+        return ", ".join(part for part in (self.model, self.variant, f"seed={self.seed}") if part)
+
+    def record(self) -> dict[str, Any]:
+        """The run.json content."""
+        return dict(suite=self.suite, run_id=self.run_id, config=self.config, cfg_options=self.cfg_options,
+                    axes=self.axes, seed=self.seed, variant=self.variant, test_ann_file=self.test_ann_file,
+                    test_img_dir=self.test_img_dir)
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    runs: list[RunSpec]
+    axes: list[str]
+    metrics: list[str] | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+
+def find_suite(name_or_path: str | os.PathLike[str]) -> Path:
+    """A suite file path, or a name looked up in ``configs/ablations/`` (here, then beside the package)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserError(f"suite file {path} not found")
+        return path
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = root / "configs" / "ablations" / f"{path.name}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"suite {name_or_path!r} not found (give a .yaml path or a name in configs/ablations/)")
+
+
+def load_suite(name_or_path: str | os.PathLike[str], *, seeds: Sequence[int] | None = None,
+               extra_options: Mapping[str, Any] | None = None, build_models: bool = True) -> Suite:
+    """Read, expand and validate a suite; every run's config is resolved (and its model built when
+    ``build_models``) before anything runs. ``seeds`` replaces the suite's; ``extra_options`` apply on top of
+    the suite's ``cfg_options`` (e.g. ``data_root``)."""
+    path = find_suite(name_or_path)
+    name = path.stem
+    data = read_suite_file(path)
+    where = f"suite {name}"
+    grid, zipped = _axes(data, "grid", where), _axes(data, "zip", where)
+    lengths = {len(values) for values in zipped.values()}
+    if len(lengths) > 1:
+        raise UserError(f"{where}: zip: lists of different lengths "
+                        f"({', '.join(f'{k}: {len(v)}' for k, v in zipped.items())})")
+    options = _mapping(data.get("cfg_options"), f"{where}: cfg_options")
+    extra = dict(extra_options or {})
+    for key in options:
+        if key == "config":
+            raise UserError(f"{where}: cfg_options.config: the model config is `base` or a `config` axis")
+    for key in (*grid, *zipped):
+        for other, what in ((options, "cfg_options"), (extra, "the command line options")):
+            if key in other:
+                raise UserError(f"{where}: duplicate axis {key}: also set in {what}")
+    if "base" in data and not isinstance(data["base"], str):
+        raise UserError(f"{where}: base: must be a config path, got {data['base']!r}")
+    if "config" not in grid and "config" not in zipped and not data.get("base"):
+        raise UserError(f"{where}: no model config: give `base` or a `config` axis")
+    seed_list = _seeds(data.get("seeds", [0]) if seeds is None else list(seeds), where)
+    metrics = _metrics(data.get("metrics"), where)
+    slurm = _slurm(data.get("slurm"), where)
+
+    resolver = _Resolver(where)
+    combos = [dict(a, **b) for a in _product(grid) for b in _rows(zipped)]
+    axis_keys = list(grid) + list(zipped)
+    runs: list[RunSpec] = []
+    seen: dict[str, RunSpec] = {}
+    for axes in combos:
+        config = str(axes.get("config", data.get("base")))
+        variant = ", ".join(f"{k}={_label(v)}" for k, v in axes.items() if k != "config")
+        cfg, run_options = resolver.resolve(config, {**options, **{k: v for k, v in axes.items() if k != "config"},
+                                                     **extra})
+        if build_models:
+            resolver.build_model(f"{config}{' with ' + variant if variant else ''}", cfg)
+        ann, images = _test_files(cfg)
+        for seed in seed_list:
+            spec = RunSpec(suite=name, run_id=run_id(cfg, seed), config=config, cfg_options=run_options,
+                           axes=dict(axes), seed=seed, variant=variant, test_ann_file=ann, test_img_dir=images,
+                           cfg=cfg)
+            if spec.run_id in seen:
+                raise UserError(f"{where}: runs [{seen[spec.run_id].label}] and [{spec.label}] resolve to the same "
+                                "config and seed")
+            seen[spec.run_id] = spec
+            runs.append(spec)
+    return Suite(name=name, path=path, runs=runs, axes=axis_keys, metrics=metrics, slurm=slurm)
+
+
+def read_suite_file(path: Path) -> dict[str, Any]:
+    """The YAML mapping of a suite file; malformed YAML, duplicate keys and unknown sections are one line."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or one_line(exc)
+        raise UserError(f"suite {path}: malformed YAML{at}: {problem}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"suite {path}: not UTF-8 text") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"suite {path}: expected a mapping of {', '.join(SUITE_KEYS)}")
+    unknown = [key for key in data if key not in SUITE_KEYS]
+    if unknown:
+        raise UserError(f"suite {path.stem}: unknown section {unknown[0]!r} (expected {', '.join(SUITE_KEYS)})")
+    return data
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in keys:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (duplicate axis)", key_node.start_mark)
+            keys.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def run_id(cfg: Any, seed: int) -> str:
+    """12 hex digits of sha256 over the resolved config (neutral keys dropped, sorted JSON) and the seed."""
+    data = cfg.to_dict() if hasattr(cfg, "to_dict") else copy.deepcopy(dict(cfg))
+    for key in NEUTRAL_KEYS:
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    text = json.dumps({"config": data, "seed": int(seed)}, sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_LENGTH]
+
+
+class _Resolver:
+    """Loads each config once, checks the option keys and value types against it, caches resolved configs."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._raw: dict[str, Any] = {}
+        self._built: set[str] = set()
+
+    def raw(self, config: str) -> Any:
+        if config not in self._raw:
+            from mnc_bench.config_loading import load_config
+
+            if not Path(config).is_file():
+                raise UserError(f"{self.where}: config {config} not found")
+            self._raw[config] = load_config(config)
+        return self._raw[config]
+
+    def resolve(self, config: str, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """(resolved config, the options as applied): a mapping given for a key whose config value is not a
+        mapping (e.g. ``proposal_control=None``) replaces it (mmengine's ``_delete_``) instead of failing."""
+        from mnc_bench.config_loading import load_config
+
+        raw = self.raw(config)
+        applied = {}
+        for key, value in options.items():
+            current = _check_option(raw, key, value, f"{self.where}: {key}", config)
+            replace = isinstance(value, Mapping) and not isinstance(current, Mapping)
+            applied[key] = {**value, "_delete_": True} if replace else value
+        try:
+            return load_config(config, applied), applied
+        except UserError as exc:
+            raise UserError(f"{self.where}: {config}: {exc}") from exc
+
+    def build_model(self, what: str, cfg: Any) -> None:
+        """Build the model once per distinct model dict: catches values only the model checks."""
+        key = json.dumps(cfg.to_dict().get("model"), sort_keys=True, default=repr)
+        if key in self._built:
+            return
+        from mmdet.registry import MODELS
+        from mmengine.registry import DefaultScope
+
+        from mnc_bench.preflight import check_buildable
+
+        try:
+            check_buildable(cfg, ("train", "test"))
+            with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "mmdet")):
+                MODELS.build(copy.deepcopy(cfg.model))
+        except UserError as exc:
+            raise UserError(f"{self.where}: {what}: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AssertionError, AttributeError, RuntimeError) as exc:
+            raise UserError(f"{self.where}: {what}: the model does not build: {type(exc).__name__}: "
+                            f"{one_line(exc)}") from exc
+        self._built.add(key)
+
+
+def _check_option(cfg: Any, key: str, value: Any, where: str, config: str) -> Any:
+    """``key`` (dotted; digits index lists) must exist in ``cfg``; ``value`` must fit the type found there.
+    Returns the config's current value."""
+    node: Any = cfg._cfg_dict if hasattr(cfg, "_cfg_dict") else cfg
+    walked = []
+    for part in key.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            inside = f" ({'.'.join(walked)} has no {part!r})" if walked else ""
+            raise UserError(f"{where}: unknown config key in {config}{inside}")
+        walked.append(part)
+    expected = _kind(node)
+    given = _kind(value)
+    if expected is None or given is None or expected == given:
+        return node
+    raise UserError(f"{where}: wrong type: {_label(value)} is {given}, {config} has {expected} ({_label(node)})")
+
+
+def _kind(value: Any) -> str | None:
+    """Type family for the option check; None accepts anything (None in the config means 'unset')."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return None
+
+
+def _axes(data: Mapping[str, Any], section: str, where: str) -> dict[str, list[Any]]:
+    axes = _mapping(data.get(section), f"{where}: {section}")
+    for key, values in axes.items():
+        if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
+            raise UserError(f"{where}: {section}: axis key {key!r} is not a config key")
+        if not isinstance(values, list):
+            raise UserError(f"{where}: {section}.{key}: wrong type: expected a list of values, got {_label(values)}")
+        if not values:
+            raise UserError(f"{where}: {section}.{key}: empty axis")
+        labels = [json.dumps(v, sort_keys=True, default=repr) for v in values]
+        if len(set(labels)) < len(labels):
+            raise UserError(f"{where}: {section}.{key}: a value is listed twice")
+        if key == "config" and not all(isinstance(v, str) for v in values):
+            raise UserError(f"{where}: {section}.config: wrong type: values must be config paths")
+    return axes
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: wrong type: expected a mapping, got {_label(value)}")
+    return dict(value)
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where}: seeds: expected a non-empty list of integers, got {_label(value)}")
+    for seed in value:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise UserError(f"{where}: seeds: {seed!r} is not a non-negative integer")
+    if len(set(value)) < len(value):
+        raise UserError(f"{where}: seeds: a seed is listed twice")
+    return list(value)
+
+
+def _metrics(value: Any, where: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where}: metrics: expected a non-empty list of metric keys, got {_label(value)}")
+    for key in value:
+        if not isinstance(key, str) or not METRIC_PATTERN.match(key):
+            raise UserError(f"{where}: metrics: {key!r} is not a metric key (e.g. coco/segm/AP, voc_mnc/mAP@0.5, "
+                            "proposals/AR@100)")
+    return list(value)
+
+
+def _slurm(value: Any, where: str) -> dict[str, Any]:
+    slurm = _mapping(value, f"{where}: slurm")
+    for key, item in slurm.items():
+        if key not in SLURM_KEYS:
+            raise UserError(f"{where}: slurm.{key}: unknown setting (expected {', '.join(SLURM_KEYS)})")
+        kind = SLURM_KEYS[key]
+        if not isinstance(item, kind) or isinstance(item, bool) or (kind is int and item < 1):
+            expected = "a positive integer" if kind is int else "a string"
+            raise UserError(f"{where}: slurm.{key}: wrong type: expected {expected}, got {_label(item)}")
+    return slurm
+
+
+def _product(axes: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(axes)
+    return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+
+
+def _rows(axes: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    if not axes:
+        return [{}]
+    keys = list(axes)
+    return [dict(zip(keys, values)) for values in zip(*(axes[k] for k in keys))]
+
+
+def _test_files(cfg: Any) -> tuple[str, str]:
+    from mnc_bench.preflight import dataset_files, leaf_datasets
+
+    for dataset in leaf_datasets((cfg.get("test_dataloader") or {}).get("dataset")):
+        ann, images = dataset_files(dataset)
+        return str(ann or ""), str(images or "")
+    return "", ""
+
+
+def _label(value: Any) -> str:
+    """Short readable text of an axis value (used in variant labels and messages)."""
+    if isinstance(value, float) and math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return f"{value:.1f}"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=repr, separators=(", ", ": "))
+    return str(value)

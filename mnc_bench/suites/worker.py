@@ -1,0 +1,222 @@
+"""One suite run in its own process: ``python -m mnc_bench.suites.worker RUN_DIR [--threads N]``.
+
+Reads ``run.json``, trains through :func:`mnc_bench.training.train` (the schedule's validation is skipped: the
+run is scored once, on the test split), evaluates the last checkpoint at test batch 1 with
+:func:`mnc_bench.training.evaluate_checkpoint`, and writes the results into the run directory (see
+:mod:`mnc_bench.suites.rundir`). ``status.json`` goes ``running`` -> ``done`` | ``failed`` (reason and log
+tail). A run found ``running`` by a new worker was interrupted: training resumes from its last whole
+checkpoint, or restarts when there is none.
+
+Exit codes: 0 done, 1 failed, 75 another process holds the run, 130 interrupted (left ``running``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from mnc_bench.errors import UserError, one_line
+from mnc_bench.io import atomic_open
+from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso, pause_point
+
+EXIT_DONE, EXIT_FAILED, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 75, 130
+
+
+def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none") -> int:
+    """Execute one run (main process of a distributed launch: also the bookkeeping); return the exit code."""
+    started = time.time()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if _rank(launcher) != 0:  # other ranks of a multi-GPU run only compute
+        _train_and_evaluate(run_dir, run_dir.read_run(), launcher, main=False)
+        return EXIT_DONE
+    try:
+        with run_dir.hold():
+            return _run_held(run_dir, started, threads, launcher)
+    except RunBusy as exc:
+        print(f"mnc-bench worker: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BUSY
+
+
+def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: str) -> int:
+    _redirect_output(run_dir.file("log.txt"))
+    spec = run_dir.read_run()
+    previous = run_dir.status()
+    attempt = int(previous.get("attempt", 0)) + 1
+    print(f"=== mnc-bench worker: run {spec['run_id']} attempt {attempt} ({now_iso()}, pid {os.getpid()})", flush=True)
+    run_dir.update_status(state="running", started=previous.get("started") or now_iso(), ended=None,
+                          exit_reason=None, log_tail=None, attempt=attempt, pid=os.getpid(), host=os.uname().nodename)
+    try:
+        stats = _train_and_evaluate(run_dir, spec, launcher, main=True)
+    except KeyboardInterrupt:
+        print("=== interrupted: the run stays `running` and resumes next time", flush=True)
+        return EXIT_INTERRUPTED
+    except BaseException as exc:  # noqa: BLE001 - every failure of a run is recorded, the suite goes on
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        run_dir.update_status(state="failed", ended=now_iso(), exit_reason=failure_reason(exc),
+                              log_tail=run_dir.log_tail())
+        return EXIT_FAILED
+    stats.update(worker_time_s=time.time() - started, worker_started_at=started, threads=threads)
+    run_dir.write_json("run_stats.json", {**(run_dir.read_json("run_stats.json") or {}), **stats})
+    run_dir.update_status(state="done", ended=now_iso(), exit_reason="finished", log_tail=None)
+    print(f"=== done ({now_iso()})", flush=True)
+    return EXIT_DONE
+
+
+def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *, main: bool) -> dict[str, Any]:
+    from mnc_bench.checkpoints import latest_good_checkpoint
+    from mnc_bench.config_loading import load_config
+    from mnc_bench.suites import hooks  # noqa: F401 - registers SuiteRunHook
+    from mnc_bench.training import evaluate_checkpoint, train
+
+    config, options = spec["config"], dict(spec["cfg_options"])
+    cfg = load_config(config, options)
+    train_options = {
+        **options,
+        "custom_hooks": [*(cfg.get("custom_hooks") or []), dict(type="SuiteRunHook", run_dir=str(run_dir.path))],
+        # Scored once, on the test split, after training: the schedule's validation would only cost time.
+        "val_cfg": None, "val_dataloader": None, "val_evaluator": None,
+    }
+    resume = latest_good_checkpoint(run_dir.work_dir) is not None
+    if main and not resume:
+        _clear_checkpoints(run_dir.work_dir)
+    print(f"=== {'resuming' if resume else 'training'} {config} seed {spec['seed']}", flush=True)
+    t0 = time.time()
+    result = train(config, work_dir=run_dir.work_dir, cfg_options=train_options, seed=spec["seed"],
+                   resume=resume, launcher=launcher)
+    train_time = time.time() - t0
+    if result.checkpoint is None:
+        raise RuntimeError(f"training saved no checkpoint in {run_dir.work_dir}")
+    t1 = time.time()
+    test_options = {**options, "test_dataloader.batch_size": 1}  # batch > 1 changes AP (padding) in mmdet
+    evaluation = evaluate_checkpoint(config, result.checkpoint, out=run_dir.file("predictions.json"),
+                                     work_dir=run_dir.path / "eval", cfg_options=test_options, launcher=launcher)
+    metrics = dict(evaluation.metrics)
+    wanted = spec.get("metrics") or []
+    if main and any(key.startswith("proposals/") for key in wanted):
+        from mnc_bench.suites.proposals import proposal_recall
+
+        metrics.update(proposal_recall(load_config(config, test_options), str(result.checkpoint),
+                                       spec["test_ann_file"]))
+    eval_time = time.time() - t1
+    if not main:
+        return {}
+    run_dir.write_json("metrics.json", metrics)
+    pause_point("results", run_dir.path)
+    scalars = merge_scalars(run_dir.work_dir)
+    with atomic_open(run_dir.file("scalars.json"), "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in scalars)
+    return dict(train_time_s=train_time, eval_time_s=eval_time, s_per_iter=median_iter_time(scalars),
+                peak_mem_mb=peak_memory_mb(), git_commit=git_commit(), checkpoint=str(result.checkpoint))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a run failed."""
+    from mnc_bench.suites.hooks import NonFiniteLoss
+
+    if isinstance(exc, NonFiniteLoss):
+        return f"non-finite loss: {exc}"
+    text = one_line(exc)
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+            isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
+        return f"out of memory: {text}"
+    if isinstance(exc, UserError):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def merge_scalars(work_dir: Path) -> list[dict[str, Any]]:
+    """Training scalars of every attempt (mmengine writes one timestamped folder per start), as one series:
+    a resumed attempt replaces what an earlier one logged from its first step on."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        attempt = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                attempt.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a killed attempt may be cut
+                continue
+        attempt = [row for row in attempt if isinstance(row, dict) and "step" in row]
+        if attempt:
+            first = attempt[0]["step"]
+            rows = [row for row in rows if row["step"] < first] + attempt
+    return rows
+
+
+def median_iter_time(scalars: list[dict[str, Any]]) -> float | None:
+    """Median of the logged training iteration times (s/iter); None when nothing was logged."""
+    times = [float(row["time"]) for row in scalars if "time" in row and "loss" in row]
+    return statistics.median(times) if times else None
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process: CUDA's allocator peak on a GPU, else the peak resident set size."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def git_commit() -> str:
+    """The mnc-bench checkout's commit (``+dirty`` with uncommitted changes to tracked files); '' outside git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return commit + ("+dirty" if dirty else "")
+
+
+def _clear_checkpoints(work_dir: Path) -> None:
+    """Restarting from scratch: drop what a killed attempt left (no whole checkpoint among it)."""
+    for path in [*work_dir.glob("*.pth"), work_dir / "last_checkpoint"]:
+        path.unlink(missing_ok=True)
+
+
+def _redirect_output(log: Path) -> None:
+    """Send this process's stdout and stderr (Python's and native code's) to the run's log, appending."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _rank(launcher: str) -> int:
+    if launcher == "slurm":
+        return int(os.environ.get("SLURM_PROCID", "0"))
+    if launcher == "pytorch":
+        return int(os.environ.get("RANK", "0"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mnc_bench.suites.worker",
+                                     description="Run one suite run (what `mnc-bench run` starts per run).")
+    parser.add_argument("run_dir", help="results/<suite>/<run-id>/ with its run.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none")
+    args = parser.parse_args(argv)
+    return run(RunDir(args.run_dir), threads=args.threads, launcher=args.launcher)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Reading a suite's results back: the plan against existing run directories, `status`, and `collect`'s tidy
+table (schema, one row per run, parquet + CSV). Run directories are written here the way the worker writes them."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("mmcv.ops")
+
+from mnc_bench.cli import main  # noqa: E402
+from mnc_bench.suites.collect import STANDARD_METRICS, collect  # noqa: E402
+from mnc_bench.suites.rundir import RunDir  # noqa: E402
+from mnc_bench.suites.runner import plan_suite, _prepare_run_dir, _write_suite_record  # noqa: E402
+from mnc_bench.suites.spec import load_suite  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def suite(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent("""
+        grid:
+          config: [configs/mnc/mnc_3stage_shapes.py, configs/mask_rcnn/mask_rcnn_shapes.py]
+          train_cfg.max_iters: [2, 3]
+        seeds: [0, 1]
+        metrics: [coco/segm/AP, voc_mnc/AP@0.5/circle]
+    """))
+    return load_suite(path, build_models=False)
+
+
+def _prepare(suite, suite_dir: Path) -> list[RunDir]:
+    plan = plan_suite(suite, suite_dir)
+    for planned in plan:
+        _prepare_run_dir(planned, suite)
+    _write_suite_record(suite, suite_dir)
+    return [planned.run_dir for planned in plan]
+
+
+def _finish(run_dir: RunDir, ap: float) -> None:
+    run_dir.write_json("metrics.json", {"coco/segm/AP": ap, "coco/bbox/AP": 0.5, "voc_mnc/AP@0.5/circle": 0.25,
+                                        "voc_sds/mAP@0.7": math.nan})
+    run_dir.write_json("run_stats.json", {"batch_size": 8, "lr": 5e-4, "max_iters": 2, "train_time_s": 12.5,
+                                          "s_per_iter": 1.25, "peak_mem_mb": 900.0, "params": 123, "git_commit": "abc"})
+    run_dir.update_status(state="done", started="2024-01-01T10:00:00+00:00", ended="2024-01-01T10:01:30+00:00",
+                          exit_reason="finished")
+
+
+def test_plan_follows_the_run_states(suite, tmp_path):
+    suite_dir = tmp_path / "results" / "tiny"
+    dirs = _prepare(suite, suite_dir)
+    assert all(p.action == "start" for p in plan_suite(suite, suite_dir))
+    _finish(dirs[0], 0.3)
+    dirs[1].update_status(state="failed", exit_reason="boom")
+    dirs[2].update_status(state="running")  # no process holds it: interrupted
+    dirs[3].update_status(state="running")
+    with dirs[3].hold():  # a live worker holds it
+        actions = [p.action for p in plan_suite(suite, suite_dir)]
+        rerun = [p.action for p in plan_suite(suite, suite_dir, rerun_failed=True)]
+    assert actions[:5] == ["skip (done)", "skip (failed)", "resume", "skip (running elsewhere)", "start"]
+    assert rerun[1] == "rerun"
+
+
+def test_collect_writes_one_row_per_run_in_the_shared_schema(suite, tmp_path, capsys):
+    suite_dir = tmp_path / "results" / "tiny"
+    dirs = _prepare(suite, suite_dir)
+    for index, run_dir in enumerate(dirs[:6]):
+        _finish(run_dir, 0.1 * index)
+    dirs[6].update_status(state="failed", exit_reason="non-finite loss: loss is nan at iteration 1")
+    stale = RunDir(suite_dir / "0123456789ab")  # a run of an axis value since removed from the suite
+    stale.write_json("run.json", {**json.loads(dirs[0].file("run.json").read_text()), "run_id": "0123456789ab"})
+    _finish(stale, 0.9)
+
+    table = collect(suite_dir)
+    assert len(table) == 8 and table["run_id"].is_unique and "0123456789ab" not in set(table["run_id"])
+    assert len(collect(suite_dir, include_all=True)) == 9
+    expected_start = ["suite", "run_id", "status", "failure_reason", "config", "model", "seed", "variant",
+                      "axis.config", "axis.train_cfg.max_iters"]
+    assert list(table.columns[:10]) == expected_start
+    assert set(STANDARD_METRICS) <= set(table.columns) and "voc_mnc/AP@0.5/circle" in table.columns
+    assert list(table.columns[-11:]) == ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "peak_mem_mb",
+                                         "params", "git_commit", "run_dir", "test_ann_file", "test_img_dir"]
+    first = table.iloc[0]
+    assert first["suite"] == "tiny" and first["model"] == "mnc_3stage_shapes" and first["seed"] == 0
+    assert first["variant"] == "train_cfg.max_iters=2" and first["axis.train_cfg.max_iters"] == 2
+    assert first["axis.config"] == "configs/mnc/mnc_3stage_shapes.py"
+    assert first["status"] == "done" and first["failure_reason"] == "" and first["batch_size"] == 8
+    assert math.isnan(first["voc_sds/mAP@0.7"]) and math.isnan(first["proposals/AR@100"])
+    assert table.loc[6, "status"] == "failed" and table.loc[6, "failure_reason"].startswith("non-finite loss")
+    assert math.isnan(table.loc[6, "coco/segm/AP"]) and table.loc[7, "status"] == "pending"
+    assert table["coco/segm/AP"].iloc[:6].tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    # rows that differ only by seed share (model, variant)
+    assert table.groupby(["model", "variant"]).size().tolist() == [2, 2, 2, 2]
+
+    code = main(["collect", "tiny", "--results", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert code == 0 and "wrote" in out and "coco/segm/AP mean" in out
+    parquet = pd.read_parquet(suite_dir / "collect.parquet")
+    csv = pd.read_csv(suite_dir / "collect.csv")
+    assert parquet["run_id"].tolist() == table["run_id"].tolist() == csv["run_id"].tolist()
+    assert parquet["coco/segm/AP"].iloc[:6].tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_status_lists_states_durations_and_reasons(suite, tmp_path, capsys):
+    suite_dir = tmp_path / "results" / "tiny"
+    dirs = _prepare(suite, suite_dir)
+    _finish(dirs[0], 0.3)
+    dirs[1].update_status(state="failed", exit_reason="out of memory: CUDA out of memory")
+    dirs[2].update_status(state="running", started="2024-01-01T10:00:00+00:00")
+    assert main(["status", str(suite_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:2] == [dirs[0].run_id, "mnc_3stage_shapes,"] and "1m30s" in lines[1]
+    assert "failed" in lines[2] and lines[2].endswith("out of memory: CUDA out of memory")
+    assert "running (interrupted" in lines[3]
+    assert lines[-1] == "1 done, 1 failed, 1 running, 5 pending"
+
+
+def test_collect_and_status_of_a_suite_never_run(tmp_path, capsys):
+    assert main(["collect", "nothing", "--results", str(tmp_path)]) == 2
+    assert "no results at" in capsys.readouterr().err
+    assert main(["status", "nothing", "--results", str(tmp_path)]) == 2

@@ -1,0 +1,162 @@
+"""The runner end to end on tiny runs (Mask R-CNN on the 16/8-image shapes fixture, a few iterations): SIGKILL at
+several points then rerun, failures recorded while the suite goes on, identical metrics for identical runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mmcv.ops")
+
+from mnc_bench.suites.collect import collect  # noqa: E402
+from mnc_bench.suites.rundir import PAUSE_ENV, RunDir  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def tiny_suite(tmp_path: Path, data_root: Path, *, name: str = "tiny", iters: int = 3, seeds=(0, 1, 2),
+               extra: str = "") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""
+        base: configs/mask_rcnn/mask_rcnn_shapes.py
+        seeds: {list(seeds)}
+        cfg_options:
+          data_root: {data_root}/
+          train_cfg.max_iters: {iters}
+          train_dataloader.batch_size: 2
+          default_hooks.logger.interval: 1
+          default_hooks.checkpoint.interval: 1
+          default_hooks.checkpoint.max_keep_ckpts: 5
+          model.test_cfg.rcnn.max_per_img: 10
+    """) + textwrap.dedent(extra))
+    return path
+
+
+def start_runner(suite: Path, results: Path, *args: str, pause: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop(PAUSE_ENV, None)
+    if pause:
+        env[PAUSE_ENV] = pause
+    return subprocess.Popen([sys.executable, "-m", "mnc_bench.cli", "run", str(suite), "--results", str(results),
+                             *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(predicate, timeout: float = 240.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def kill_runner(process: subprocess.Popen, run_dirs: list[RunDir]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    # the workers die with their runner (PR_SET_PDEATHSIG): no run stays held
+    wait_for(lambda: not any(run_dir.is_live() for run_dir in run_dirs), 30, "the workers to die")
+
+
+def finish(suite: Path, results: Path, *args: str) -> str:
+    process = start_runner(suite, results, *args)
+    out, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, out
+    return out
+
+
+def run_dirs_of(results: Path, name: str = "tiny") -> list[RunDir]:
+    suite_dir = results / name
+    plan = json.loads((suite_dir / "suite.json").read_text())["run_ids"]
+    return [RunDir(suite_dir / run_id) for run_id in plan]
+
+
+def test_sigkill_at_several_points_then_rerun_finishes_every_run_exactly_once(shapes_dataset, tmp_path):
+    results = tmp_path / "results"
+    suite = tiny_suite(tmp_path, shapes_dataset, iters=4)
+
+    # 1. while the first run writes its results (metrics.json written, status not yet done)
+    runner = start_runner(suite, results, pause="results")
+    wait_for(lambda: (results / "tiny" / "suite.json").is_file(), what="the plan")
+    runs = run_dirs_of(results)
+    wait_for(lambda: runs[0].file(".paused-results").is_file(), what="the results pause")
+    kill_runner(runner, runs)
+    assert runs[0].state == "running" and json.loads(runs[0].file("metrics.json").read_text())
+
+    # 2. between runs: the first one resumes from its last checkpoint and finishes, then the runner stops
+    runner = start_runner(suite, results, pause="between")
+    wait_for(lambda: (results / "tiny" / ".paused-between").is_file(), what="the between-runs pause")
+    kill_runner(runner, runs)
+    assert [r.state for r in runs] == ["done", "pending", "pending"]
+    (results / "tiny" / ".paused-between").unlink()
+
+    # 3. during the second run's training
+    runner = start_runner(suite, results)
+    wait_for(lambda: (runs[1].work_dir / "iter_2.pth").is_file(), what="the second run's checkpoint")
+    kill_runner(runner, runs)
+    assert [r.state for r in runs] == ["done", "running", "pending"]
+
+    out = finish(suite, results)
+    assert "1 skip (done), 1 resume, 1 start" in out
+    assert [r.state for r in runs] == ["done", "done", "done"]
+    for run_dir in runs:
+        metrics = json.loads(run_dir.file("metrics.json").read_text())  # whole, strict JSON
+        assert {"coco/segm/AP", "coco/bbox/AP", "voc_sds/mAP@0.5", "voc_mnc/mAP@0.5"} <= set(metrics)
+        assert run_dir.file("log.txt").read_text().count("=== done") == 1
+        steps = [json.loads(line)["step"] for line in run_dir.file("scalars.json").read_text().splitlines()]
+        assert steps == [1, 2, 3, 4]  # one series across the attempts, no step twice
+        predictions = json.loads(run_dir.file("predictions.json").read_text())
+        assert isinstance(predictions, list)
+    assert "resuming" in runs[0].file("log.txt").read_text() and "resuming" in runs[1].file("log.txt").read_text()
+    assert runs[0].status()["attempt"] == 2 and runs[1].status()["attempt"] == 2 and runs[2].status()["attempt"] == 1
+    table = collect(results / "tiny")
+    assert len(table) == 3 and table["run_id"].is_unique and (table["status"] == "done").all()
+    assert (table["max_iters"] == 4).all() and (table["batch_size"] == 2).all() and (table["params"] > 0).all()
+    assert table["s_per_iter"].notna().all() and table["train_time_s"].notna().all()
+    assert "done" in finish(suite, results) and [r.status()["attempt"] for r in runs] == [2, 2, 1]  # all skipped
+
+
+def test_failures_are_recorded_and_the_suite_goes_on(shapes_dataset, tmp_path):
+    results = tmp_path / "results"
+    suite = tiny_suite(tmp_path, shapes_dataset, iters=3, seeds=(0,), extra="""
+        grid:
+          model.roi_head.bbox_head.loss_cls.loss_weight: [.nan, 1.0, 2.0]
+    """)
+    runner = start_runner(suite, results)
+    wait_for(lambda: (results / "tiny" / "suite.json").is_file(), what="the plan")
+    nan_run, killed, healthy = run_dirs_of(results)
+    # the kernel's OOM killer, as the runner sees it: the worker dies of SIGKILL in the middle of training
+    wait_for(lambda: (killed.work_dir / "iter_1.pth").is_file(), what="the second run's training")
+    os.kill(killed.status()["pid"], signal.SIGKILL)
+    out, _ = runner.communicate(timeout=600)
+    assert runner.returncode == 1, out
+    assert nan_run.state == "failed"
+    reason = nan_run.status()["exit_reason"]
+    assert reason.startswith("non-finite loss: loss is nan at iteration 1") and "loss_cls" in reason
+    assert "NonFiniteLoss" in nan_run.status()["log_tail"]
+    assert killed.state == "failed" and killed.status()["exit_reason"].startswith("worker killed by SIGKILL")
+    assert healthy.state == "done"
+    assert "2 run(s) failed" in out
+    # --rerun-failed starts them again from scratch; the NaN one fails again, the killed one finishes
+    process = start_runner(suite, results, "--rerun-failed")
+    out, _ = process.communicate(timeout=600)
+    assert "2 rerun" in out and killed.state == "done" and nan_run.state == "failed"
+    table = collect(results / "tiny")
+    assert table["status"].tolist() == ["failed", "done", "done"]
+
+
+def test_same_config_and_seed_give_identical_metrics(shapes_dataset, tmp_path):
+    suite = tiny_suite(tmp_path, shapes_dataset, iters=2, seeds=(3,))
+    finish(suite, tmp_path / "a")
+    finish(suite, tmp_path / "b")
+    (a,), (b,) = run_dirs_of(tmp_path / "a"), run_dirs_of(tmp_path / "b")
+    assert a.run_id == b.run_id
+    assert json.loads(a.file("metrics.json").read_text()) == json.loads(b.file("metrics.json").read_text())
+    assert a.file("predictions.json").read_text() == b.file("predictions.json").read_text()
