@@ -10,20 +10,26 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mnc_bench.errors import UserError
+from mnc_bench.io import check_writable_output
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
-    from mnc_bench.env import collect_env, format_env
+    from mnc_bench.env import collect_env, env_problems, format_env
 
-    print(format_env(collect_env()))
-    return 0
+    info = collect_env()
+    print(format_env(info))
+    problems = env_problems(info)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
 
+    check_writable_output(args.out, "--out", directory=True)
     config = ShapesConfig(image_size=args.size, seed=args.seed)
     summary = write_shapes_dataset(args.out, num_train=args.train, num_val=args.val, config=config)
     print(summary)
@@ -43,6 +49,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_data_sbd2coco(args: argparse.Namespace) -> int:
     from mnc_bench.data.sbd import convert_sbd
 
+    check_writable_output(args.out, "--out", directory=True)
     print(convert_sbd(args.sbd, args.out, voc_root=args.voc, split=args.split, copy_images=args.copy_images))
     return 0
 
@@ -50,27 +57,38 @@ def _cmd_data_sbd2coco(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mnc_bench.demo import run_demo
 
-    for line in run_demo(args.out):
-        print(line)
-    return 0
+    check_writable_output(args.out, "--out", directory=True)
+    return run_demo(args.out, workers=args.workers)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the default demo on the embedded synthetic dataset (what `make demo` runs)")
-    p.add_argument("--out", default="results/demo", help="output directory (default results/demo)")
+    p = sub.add_parser("demo", help="the demo suite end to end on the synthetic shapes (what `make demo` runs)",
+                       description="Run the `demo` suite (configs/ablations/demo.yaml: MNC 3/5-stage, Mask R-CNN "
+                       "and PANet, 2 seeds, a schedule of minutes on a small synthetic set generated on first "
+                       "use) and print its table. Rerunning skips finished runs and resumes interrupted ones.")
+    p.add_argument("--out", default="results/demo", help="results directory of the suite (default results/demo)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="runs at a time (default 2)")
     p.set_defaults(handler=_cmd_demo)
 
 
 def _add_env(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("env", help="versions of the stack, whether mmcv ops load, threads, device")
+    p = sub.add_parser("env", help="versions of the stack, whether mmcv ops load, threads, device",
+                       description="Print the Python, torch, mmcv, mmdet and mmengine versions, whether mmcv's "
+                       "compiled ops (RoIAlign, NMS) load, the torch thread count and the device. Exits 1, naming "
+                       "the problem, when a required package does not import or the ops do not load.")
     p.set_defaults(handler=_cmd_env)
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="make, convert and validate datasets")
+    data = sub.add_parser("data", help="make, convert and validate datasets",
+                          description="Datasets in COCO format: generate the synthetic shapes dataset (synth), "
+                          "validate a COCO instances file (check), convert SBD's VOC instance masks (sbd2coco).")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{synth,check,sbd2coco}")
 
-    synth = data_sub.add_parser("synth", help="write the procedural 'shapes' dataset in COCO format")
+    synth = data_sub.add_parser("synth", help="write the procedural 'shapes' dataset in COCO format",
+                                description="Write the procedural shapes dataset (4 classes, RLE masks) to OUT: "
+                                "{train,val}/*.png and annotations/instances_{train,val}.json. Deterministic "
+                                "from --seed; built in a temporary folder and renamed into place.")
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--train", type=_non_negative_int, default=1000, help="train images (default 1000)")
     synth.add_argument("--val", type=_non_negative_int, default=200, help="val images (default 200)")
@@ -78,13 +96,19 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.set_defaults(handler=_cmd_data_synth)
 
-    check = data_sub.add_parser("check", help="validate a COCO-format instance-segmentation dataset")
+    check = data_sub.add_parser("check", help="validate a COCO-format instance-segmentation dataset",
+                                description="List every problem of a COCO instances file, one line each naming "
+                                "the record (the evaluators apply the same rules and stop at the first). Exit 0 "
+                                "when clean, 1 when problems were found, 2 when the file cannot be read.")
     check.add_argument("annotations", help="COCO instances JSON")
     check.add_argument("--images", help="image directory (checks that every image file exists)")
     check.add_argument("--max-problems", type=_positive_int, default=200, help="stop listing after this many")
     check.set_defaults(handler=_cmd_data_check)
 
-    sbd = data_sub.add_parser("sbd2coco", help="convert SBD's VOC instance masks (inst/*.mat) to COCO json")
+    sbd = data_sub.add_parser("sbd2coco", help="convert SBD's VOC instance masks (inst/*.mat) to COCO json",
+                              description="Convert SBD's instance masks for PASCAL VOC to COCO json "
+                              "(OUT/annotations/instances_{train,val}.json) with OUT/images linking or copying "
+                              "the JPEGs; --split mnc gives MNC's VOC 2012 train/val split.")
     sbd.add_argument("--sbd", required=True, help="SBD's benchmark_RELEASE/dataset (inst/, cls/, img/, train.txt)")
     sbd.add_argument("--voc", help="VOCdevkit/VOC2012 (JPEGImages/, ImageSets/Main/); required for --split mnc")
     sbd.add_argument("--out", required=True, help="output directory (annotations/instances_{train,val}.json, images)")
@@ -94,18 +118,35 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     sbd.set_defaults(handler=_cmd_data_sbd2coco)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+# argparse names a type function in its message when it raises ValueError ("invalid _positive_int value"):
+# these raise ArgumentTypeError, whose message argparse prints as is.
+def _int_at_least(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a positive integer")
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
+    return _int_at_least(text, 0, "a non-negative integer")
+
+
+def _cfg_option(text: str) -> str:
+    # nargs="+" also swallows a positional that follows (`--cfg-options k=v CONFIG`), which argparse would then
+    # report as missing: name the token instead.
+    if "=" in text:
+        return text
+    import os
+
+    hint = " (it looks like the config file: put it before --cfg-options)" if os.path.isfile(text) else ""
+    raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}{hint}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -117,7 +158,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a results file: COCO AP/AR, VOC region AP, proposal recall")
+    p = sub.add_parser("evaluate", help="score a results file: COCO AP/AR, VOC region AP, proposal recall",
+                       description="Score a COCO results file against COCO ground truth: COCO AP/AR (segm or "
+                       "bbox), VOC/SBD region AP under the SDS and MNC protocols, or proposal recall. Bad input "
+                       "is one `error:` line naming the record and field (exit 2).")
     p.add_argument("--gt", required=True, metavar="ANNOTATIONS.json", help="COCO instances ground truth")
     p.add_argument("--pred", required=True, metavar="RESULTS.json",
                    help="COCO results list; for --metric proposals, {image_id, bbox, score} records")
@@ -150,6 +194,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_test(args: argparse.Namespace) -> int:
     import os
 
+    if args.out is not None:
+        check_writable_output(args.out, "--out")
     from mnc_bench.training import evaluate_checkpoint, format_metrics
 
     if args.local_rank is not None:
@@ -164,7 +210,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", help="logs and checkpoints (default work_dirs/<config name>)")
-    p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+    p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", type=_cfg_option,
                    help="override config entries, e.g. data_root=/data/coco/ train_cfg.max_iters=100")
     p.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none",
                    help="distributed launcher: pytorch under torchrun, slurm under srun (default none)")
@@ -172,7 +218,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model config (mmengine Runner; same data path for every model)")
+    p = sub.add_parser("train", help="train a model config (mmengine Runner; same data path for every model)",
+                       description="Train a model config with mmengine's Runner on the shared data path, then "
+                       "print the last validation metrics and where the checkpoints are.")
     p.add_argument("config", help="model config, e.g. configs/mask_rcnn/mask_rcnn_shapes.py")
     _add_run_options(p)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's randomness.seed)")
@@ -188,7 +236,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_test(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("test", help="evaluate a checkpoint on the config's test split")
+    p = sub.add_parser("test", help="evaluate a checkpoint on the config's test split",
+                       description="Evaluate a checkpoint on its config's test split and print the metrics; "
+                       "--out also writes the predictions as a COCO results file.")
     p.add_argument("config", help="model config the checkpoint was trained with")
     p.add_argument("checkpoint", help="checkpoint file (.pth)")
     p.add_argument("--out", metavar="PRED.json", help="also write the predictions as a COCO results file")
@@ -197,22 +247,211 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from mnc_bench.bench import run_bench
     from mnc_bench.io import write_json
 
-    figures = run_bench(args.sections, iters=args.iters)
+    if args.json:
+        check_writable_output(args.json, "--json")
+    if args.bench_command == "models":
+        from mnc_bench.bench.models import ModelsBenchSettings, bench_models
+
+        if args.profile:
+            check_writable_output(args.profile, "--profile", directory=True)
+        settings = ModelsBenchSettings(
+            configs=tuple(args.configs), sizes=tuple(args.size), batch=args.batch, repeats=args.repeats,
+            train_iters=args.train_iters, warmup=args.warmup, checkpoints=dict(args.checkpoint or []),
+            device=args.device, threads=args.threads, profile_dir=args.profile)
+        figures = bench_models(settings)
+    elif args.bench_command == "data":
+        from mnc_bench.bench.data import bench_data
+
+        figures = bench_data(args.train, args.val)
+    else:
+        from mnc_bench.bench.evaluation import bench_evaluation
+
+        figures = bench_evaluation(args.images, args.detections)
     if args.json:
         write_json(args.json, figures, indent=2)
+        print(f"wrote {args.json}")
     return 0
 
 
+def _model_checkpoint(text: str) -> tuple[str, str]:
+    model, sep, checkpoint = text.partition("=")
+    if not sep or not model or not checkpoint:
+        raise argparse.ArgumentTypeError(f"expected MODEL=CHECKPOINT (MODEL: the config file stem), got {text!r}")
+    return model, checkpoint
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="print benchmark figures (dataset generation, evaluation, training speed)")
-    p.add_argument("sections", nargs="*", default=["data", "eval", "models"], metavar="SECTION",
-                   help="any of data, eval, models (default: all)")
-    p.add_argument("--iters", type=_positive_int, default=30, help="timed training iterations per model (default 30)")
-    p.add_argument("--json", metavar="OUT.json", help="also write the figures to this file")
-    p.set_defaults(handler=_cmd_bench)
+    from mnc_bench.bench import DEFAULT_CONFIGS
+
+    p = sub.add_parser("bench", help="speed figures: models side by side, dataset generation, evaluation",
+                       description="Measure on this machine and print: the models side by side (inference "
+                       "latency, training speed, FLOPs, memory, share of the matmul peak), dataset generation, "
+                       "or the evaluation workload. Compare speed by the ratios of one run.")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="{models,data,eval}")
+
+    models = bench_sub.add_parser(
+        "models", help="inference and training of the models side by side (what `make bench` runs first)",
+        description="Inference at batch 1 (median and IQR of ms/img; pre-processing, network and post-processing "
+        "apart) at each config's score threshold and at 0, training s/iter and img/s, peak memory, parameters, "
+        "GFLOPs, the machine's dense matmul peak and each model's share of it, and every ratio to Mask R-CNN. "
+        "Models alternate image by image. Writes a table and JSON.")
+    models.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG",
+                        help="model configs (default: the four shapes models)")
+    models.add_argument("--size", nargs="+", type=_positive_int, default=[128], metavar="PX",
+                        help="input sizes in pixels, e.g. 128 512 800 (default 128)")
+    models.add_argument("--batch", type=_positive_int, default=None,
+                        help="training batch (default: each config's); inference is always at batch 1")
+    models.add_argument("--repeats", type=_positive_int, default=10,
+                        help="timed images per model and score threshold (default 10)")
+    models.add_argument("--train-iters", type=_non_negative_int, default=5,
+                        help="timed training iterations per model, 0 to skip training (default 5)")
+    models.add_argument("--warmup", type=_non_negative_int, default=2,
+                        help="untimed images and iterations per model before timing (default 2)")
+    models.add_argument("--checkpoint", nargs="+", type=_model_checkpoint, metavar="MODEL=CKPT",
+                        help="trained weights for a model, MODEL being its config stem (random weights otherwise)")
+    models.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    models.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch intra-op threads (default: torch's, i.e. OMP_NUM_THREADS or the core count)")
+    models.add_argument("--profile", metavar="DIR",
+                        help="also write per-op (torch.profiler) and Python (cProfile) profiles of one inference "
+                        "and one training iteration per model to DIR")
+    models.add_argument("--json", default="results/bench/models.json", metavar="OUT.json",
+                        help="results file (default results/bench/models.json)")
+    models.set_defaults(handler=_cmd_bench)
+
+    data = bench_sub.add_parser("data", help="time generating the shapes dataset",
+                                description="Time generating the shapes dataset in a temporary folder.")
+    data.add_argument("--train", type=_positive_int, default=1000, help="train images (default 1000)")
+    data.add_argument("--val", type=_positive_int, default=200, help="val images (default 200)")
+    data.add_argument("--json", metavar="OUT.json", help="also write the figures to this file")
+    data.set_defaults(handler=_cmd_bench)
+
+    evaluation = bench_sub.add_parser(
+        "eval", help="time VOC region AP and COCO segm evaluation on a VOC12-val-sized workload",
+        description="Time VOC region AP (both protocols) and COCO segm evaluation (pycocotools and "
+        "faster-coco-eval) on a synthetic workload of VOC12 val's size.")
+    evaluation.add_argument("--images", type=_positive_int, default=1449, help="images (default 1449)")
+    evaluation.add_argument("--detections", type=_positive_int, default=100,
+                            help="detections per image (default 100)")
+    evaluation.add_argument("--json", metavar="OUT.json", help="also write the figures to this file")
+    evaluation.set_defaults(handler=_cmd_bench)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    started_at = time.time()
+    from mnc_bench.config_loading import parse_cfg_options
+    from mnc_bench.suites.commands import run_command
+
+    slurm = dict(partition=args.partition, gpus_per_run=args.gpus_per_run, timeout_min=args.timeout_min,
+                 array_parallelism=args.array_parallelism)
+    return run_command(args.suite, results=args.results, workers=args.workers, executor=args.executor,
+                       dry_run=args.dry_run, rerun_failed=args.rerun_failed, seeds=args.seeds,
+                       cfg_options=parse_cfg_options(args.cfg_options), slurm=slurm, started_at=started_at)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from mnc_bench.suites.commands import status_command
+
+    print(status_command(args.suite, results=args.results))
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from mnc_bench.suites.commands import collect_command
+
+    if args.out:
+        check_writable_output(args.out, "--out")
+    paths, summary = collect_command(args.suite, results=args.results, out=args.out, include_all=args.all)
+    print(summary)
+    print("wrote " + ", ".join(str(path) for path in paths))
+    return 0
+
+
+def _add_suites(sub: argparse._SubParsersAction) -> None:
+    suite_help = "suite name in configs/ablations/ (e.g. cascade_depth) or a suite .yaml file"
+    results_help = "results root; a suite writes results/<suite>/<run-id>/ (default results)"
+    p = sub.add_parser("run", help="run an ablation suite (resumable; local pool or Slurm)",
+                       description="Expand a suite file into runs (axes x seeds), validate every run's resolved "
+                       "config before anything starts, print the plan, then execute what is not done yet, each "
+                       "run in its own process under results/<suite>/<run-id>/. Finished runs are skipped; an "
+                       "interrupted run resumes from its last whole checkpoint; a failed run is recorded with "
+                       "its reason and the suite goes on.")
+    p.add_argument("suite", help=suite_help)
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="runs at a time on this machine; the cores are divided between them (default 1)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: subprocesses here; slurm: one job array through submitit (default local)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
+    p.add_argument("--rerun-failed", action="store_true", help="run failed runs again, from scratch")
+    p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=None, metavar="SEED",
+                   help="replace the suite's seeds")
+    p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", type=_cfg_option,
+                   help="options for every run, on top of the suite's (e.g. data_root=/data/coco/); part of "
+                   "the run ids")
+    p.add_argument("--results", default="results", help=results_help)
+    slurm = p.add_argument_group("slurm (override the suite's `slurm:` settings)")
+    slurm.add_argument("--partition", help="Slurm partition")
+    slurm.add_argument("--gpus-per-run", type=_positive_int, default=None,
+                       help="GPUs per run (> 1: one task per GPU, mmengine's slurm launcher)")
+    slurm.add_argument("--timeout-min", type=_positive_int, default=None,
+                       help="time limit per job; a run that hits it is requeued and resumes")
+    slurm.add_argument("--array-parallelism", type=_positive_int, default=None,
+                       help="at most this many runs of the job array at once")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("status", help="state of every run of a suite",
+                       description="List every run of a suite's results directory with its state, duration "
+                       "and, for failed runs, the reason.")
+    p.add_argument("suite", help=suite_help)
+    p.add_argument("--results", default="results", help=results_help)
+    p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser("collect", help="a suite's results as one tidy table (parquet + CSV)",
+                       description="Gather every run of a suite into one table, a row per run (axes, seed, "
+                       "metrics, batch size, lr, train time, s/iter, peak memory, git commit, status), written "
+                       "as parquet and CSV (default results/<suite>/collect.{parquet,csv}), and print a summary.")
+    p.add_argument("suite", help=suite_help)
+    p.add_argument("--out", metavar="FILE", help="FILE.parquet or FILE.csv; the other format is written beside it")
+    p.add_argument("--all", action="store_true",
+                   help="also runs no longer in the suite file (default: the suite's latest plan)")
+    p.add_argument("--results", default="results", help=results_help)
+    p.set_defaults(handler=_cmd_collect)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mnc_bench.reporting import write_report
+
+    written = write_report(args.suites, args.out, baseline=args.baseline, metric=args.metric,
+                           results_dir=args.results, bench=args.bench)
+    print(f"report {written.out / 'report.md'} and {written.out / 'report.html'} "
+          f"({len(written.files) - 2} tables and figures; {len(written.skipped)} figure(s) skipped, see the report)")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="comparison tables, LaTeX, figures and an HTML page from collected suites",
+                       description="Read the collected table of each suite (results/<suite>/collect.parquet|csv) "
+                       "and write report.md, a self-contained report.html, tables/*.tex (booktabs) and "
+                       "figures/*.pdf|png: mean ± std over seeds, differences to a baseline with bootstrap "
+                       "intervals and the probability of improvement, one table per ablation axis, published "
+                       "reference rows apart, provenance. Reads results only; never runs a model.")
+    p.add_argument("suites", nargs="+", metavar="SUITE",
+                   help="suite name, suite file (configs/ablations/NAME.yaml), results folder or collect table")
+    p.add_argument("--out", required=True, help="output folder, e.g. reports/NAME")
+    p.add_argument("--baseline", metavar="MODEL",
+                   help="model (config stem) or 'model [variant]' to compare against (default: Mask R-CNN if "
+                   "present, else the first model)")
+    p.add_argument("--metric", default="coco/segm/AP",
+                   help="metric of the comparisons and figures, a full key or a unique suffix such as segm/AP "
+                   "(default coco/segm/AP)")
+    p.add_argument("--results", default="results", help="results root holding <suite>/ (default results)")
+    p.add_argument("--bench", default="results/bench/models.json",
+                   help="bench results for GFLOPs and ms/img; skipped when absent (default results/bench/models.json)")
+    p.set_defaults(handler=_cmd_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (bad config, dataset, argument) too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_train, _add_test, _add_bench):
+    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_train, _add_test, _add_suites,
+                _add_bench, _add_report):
         add(sub)
     return parser
 

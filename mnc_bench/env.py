@@ -8,11 +8,17 @@ import platform
 import sys
 
 
+OPS_KEY, OPS_LOADED = "mmcv ops", "loaded"
+# Without these nothing trains or tests; the other entries are information.
+REQUIRED = ("torch", "torchvision", "mmcv", "mmdet", "mmengine", "pycocotools")
+_NOT_IMPORTABLE = "not importable"
+
+
 def _version(module: str) -> str:
     try:
         imported = importlib.import_module(module)
     except Exception as exc:  # any import failure is information for the report, not a crash
-        return f"not importable ({type(exc).__name__}: {exc})"
+        return f"{_NOT_IMPORTABLE} ({type(exc).__name__}: {exc})"
     try:
         return importlib.metadata.version(module)
     except importlib.metadata.PackageNotFoundError:
@@ -22,14 +28,14 @@ def _version(module: str) -> str:
 def collect_env() -> dict[str, str]:
     """Versions of the pinned stack, whether mmcv ops load, thread count and the device training would use."""
     info = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("torch", "torchvision", "mmcv", "mmdet", "mmengine", "pycocotools", "numpy"):
+    for name in (*REQUIRED, "numpy"):
         info[name] = _version(name)
     try:
         from mmcv.ops import RoIAlign, nms  # noqa: F401  (the ops mmdet needs)
 
-        info["mmcv ops"] = "loaded"
+        info[OPS_KEY] = OPS_LOADED
     except Exception as exc:
-        info["mmcv ops"] = f"NOT loaded ({type(exc).__name__}: {exc})"
+        info[OPS_KEY] = f"NOT loaded ({type(exc).__name__}: {exc})"
     try:
         import torch
 
@@ -45,3 +51,13 @@ def collect_env() -> dict[str, str]:
 def format_env(info: dict[str, str]) -> str:
     width = max(map(len, info))
     return "\n".join(f"{key:<{width}}  {value}" for key, value in info.items())
+
+
+def env_problems(info: dict[str, str]) -> list[str]:
+    """What in ``info`` stops training and testing: a required package that does not import, mmcv's compiled ops
+    not loading (mmdet's RoIAlign / NMS; ``mmcv-lite`` or an mmcv built for another torch)."""
+    problems = [f"{name} is {info[name]}" for name in REQUIRED if info[name].startswith(_NOT_IMPORTABLE)]
+    if info[OPS_KEY] != OPS_LOADED:
+        problems.append(f"mmcv ops {info[OPS_KEY]}: mmdet's models cannot run (mmcv must be built with its ops "
+                        "for this torch; see the README's setup details)")
+    return problems

@@ -1,22 +1,66 @@
-"""Atomic file writes: a crash or kill never leaves a half-written file where a complete one is expected."""
+"""Atomic file writes: a crash or kill never leaves a half-written file where a complete one is expected.
+
+Temporary files and folders are created with the permissions a plain ``open`` / ``mkdir`` would give
+(0666 / 0777 minus the umask), not ``tempfile``'s private 0600 / 0700: what we write (datasets, predictions,
+results) is meant to be read by others on a shared machine whenever the umask allows it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+from mnc_bench.errors import UserError
+
+T = TypeVar("T")
+_ATTEMPTS = 100
+
+
+def _create_beside(path: Path, suffix: str, create: Callable[[str], T]) -> tuple[str, T]:
+    """Create a new hidden sibling of ``path`` with ``create(name)`` under a random name that is not taken."""
+    for _ in range(_ATTEMPTS):
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            return name, create(name)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Flush a directory's entries (a rename in it) to disk; a no-op where directories cannot be opened."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_staging_dir(path: str | os.PathLike[str]) -> Path:
+    """A new empty folder beside ``path`` (mode 0777 & ~umask) to build ``path`` in, then rename into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name, _ = _create_beside(path, ".tmp", lambda name: os.mkdir(name, 0o777))
+    return Path(name)
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only if the block finishes."""
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block finishes.
+
+    The file gets mode 0666 & ~umask, like ``open(path, "w")``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    tmp_name, fd = _create_beside(path, ".tmp", lambda name: os.open(name, flags, 0o666))
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
@@ -27,9 +71,31 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+    fsync_dir(path.parent)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = None) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(obj, handle, indent=indent)
+
+
+def check_writable_output(path: str | os.PathLike[str], kind: str, *, directory: bool = False) -> None:
+    """Fail early, in one line, if ``path`` cannot be written as the output ``kind`` (e.g. "--out").
+
+    For a file: ``path`` must not be a directory and its nearest existing parent must be a writable directory
+    (missing folders are created later). For a directory (``directory=True``): ``path`` must not be a file, and
+    it or its nearest existing parent must be a writable directory. Nothing is created here.
+    """
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise UserError(f"{kind} {path}: exists and is not a directory")
+    if not directory and path.is_dir():
+        raise UserError(f"{kind} {path}: is a directory, expected a file path")
+    existing = path if directory and path.is_dir() else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{kind} {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{kind} {path}: directory {existing} is not writable")

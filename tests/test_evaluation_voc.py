@@ -157,10 +157,20 @@ def test_empty_results_score_zero():
 
 
 def test_all_point_ap_by_hand():
-    # Envelope: 1 on (0, .25], .8 on (.25, .5], 0 beyond (recall never reaches more): .25 + .4 = .65.
+    # Envelope: 1 on (0, .25], .8 on (.25, .5], 0 beyond (recall never reaches more): .25 + .2 = .45.
     recall = np.array([0.25, 0.25, 0.5])
     precision = np.array([1.0, 0.5, 0.8])
     assert all_point_ap(recall, precision) == pytest.approx(0.25 * 1 + 0.25 * 0.8)
+
+
+def test_all_point_ap_takes_the_envelope_not_the_raw_precision():
+    # FP, TP, TP on 2 GTs: (recall, precision) = (0, 0), (.5, .5), (1, 2/3). Precision rises with recall, so
+    # the envelope (best precision at any recall >= r) is 2/3 everywhere: AP = 2/3. The raw curve would give
+    # .5 * .5 + .5 * 2/3 = 7/12.
+    assert all_point_ap(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 2 / 3])) == pytest.approx(2 / 3)
+    gt = dataset([(1, rect(A), 0), (1, rect(C), 0)])
+    preds = [det(rect(FAR), 0.9), det(rect(A), 0.8), det(rect(C), 0.7)]
+    assert evaluate_voc(gt, preds, "sds")["mAP@0.5"] == pytest.approx(2 / 3)
 
 
 def test_eleven_point_ap_by_hand():

@@ -39,7 +39,8 @@ VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-SPLITS = ("mnc", "sbd")
+# Which train/val image lists define the split (see the module docstring).
+SPLIT_SCHEMES = ("mnc", "sbd")
 # Label for "not annotated" pixels in VOC-style label maps; never an instance.
 IGNORE_LABEL = 255
 
@@ -211,8 +212,8 @@ def convert_sbd(
     copy_images: bool = False,
 ) -> str:
     """Write ``out_dir/annotations/instances_{train,val}.json`` and ``out_dir/images``; return a summary."""
-    if split not in SPLITS:
-        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in SPLIT_SCHEMES:
+        raise UserError(f"--split must be one of {', '.join(SPLIT_SCHEMES)}, got {split!r}")
     sbd = _find_sbd_dataset(Path(sbd_root))
     voc = _find_voc(Path(voc_root)) if voc_root is not None else None
     if split == "mnc":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -22,10 +21,11 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from mnc_bench.errors import UserError
-from mnc_bench.io import atomic_open
+from mnc_bench.io import atomic_open, fsync_dir, make_staging_dir
 
 CATEGORIES = ("circle", "triangle", "rectangle", "ring")
-SPLITS = ("train", "val")
+# The dataset's splits; the index of a split seeds its images' random streams.
+DATASET_SPLITS = ("train", "val")
 # Version of the generator's output; bump when the images or annotations a seed produces change.
 GENERATOR_VERSION = 1
 
@@ -151,7 +151,7 @@ def render_image(rng: np.random.Generator, config: ShapesConfig) -> RenderedImag
 
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     # One independent stream per image: any subset of images can be (re)generated alone, in any order.
-    return np.random.default_rng([seed, SPLITS.index(split), index])
+    return np.random.default_rng([seed, DATASET_SPLITS.index(split), index])
 
 
 def _annotation_records(image: RenderedImage, image_id: int) -> list[dict]:
@@ -247,8 +247,7 @@ def write_shapes_dataset(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"output directory {out} exists and is not empty (choose another --out or remove it)")
     workers = workers or min(2, os.cpu_count() or 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = make_staging_dir(out)
     try:
         lines = []
         for split, count in (("train", num_train), ("val", num_val)):
@@ -259,6 +258,7 @@ def write_shapes_dataset(
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -59,15 +59,17 @@ def eleven_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class Protocol:
+class VocProtocol:
+    """How one region-AP protocol matches detections and interpolates AP (see the module docstring)."""
+
     name: str
     strict: bool  # True: a match needs IoU > threshold; False: IoU >= threshold
     average_precision: Callable[[np.ndarray, np.ndarray], float]
 
 
 PROTOCOLS = {
-    "sds": Protocol("sds", strict=True, average_precision=all_point_ap),
-    "mnc": Protocol("mnc", strict=False, average_precision=eleven_point_ap),
+    "sds": VocProtocol("sds", strict=True, average_precision=all_point_ap),
+    "mnc": VocProtocol("mnc", strict=False, average_precision=eleven_point_ap),
 }
 
 
@@ -102,7 +104,7 @@ def voc_metrics(gt: GroundTruth, predictions: Predictions, protocol: str) -> dic
 
 
 def average_precisions(
-    gt: GroundTruth, predictions: Predictions, protocol: Protocol, thresholds: tuple[float, ...]
+    gt: GroundTruth, predictions: Predictions, protocol: VocProtocol, thresholds: tuple[float, ...]
 ) -> np.ndarray:
     """AP per threshold and ground-truth category (file order): array of shape (thresholds, categories)."""
     best_iou, best_gt = best_overlaps(gt, predictions)
@@ -158,7 +160,7 @@ def _match(
     crowd: np.ndarray,
     order: np.ndarray,
     threshold: float,
-    protocol: Protocol,
+    protocol: VocProtocol,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(true positive, ignored) flags per detection; everything else is a false positive.
 
