@@ -15,7 +15,12 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.optim import OptimWrapper  # noqa: E402
 
+from mmdet.structures.bbox import get_box_tensor  # noqa: E402
+from torchvision.ops import box_iou  # noqa: E402
+
 import mnc_bench.models.mmdet_adapter  # noqa: E402,F401  (registers MNC)
+from mnc_bench.cli import main  # noqa: E402
+from mnc_bench.errors import ConfigError  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "mnc"
 SHAPES_3 = CONFIG_DIR / "mnc_3stage_shapes.py"
@@ -182,6 +187,9 @@ def test_proposal_control_is_applied_between_stage_one_and_the_cascade(shapes_da
     (dict(backbone=dict(type="NoSuchNet")), "model.backbone.type"),
     (dict(proposal_control=dict(mode="mcg")), "model.proposal_control.mode"),
     (dict(proposal_control=dict(strength=3)), "model.proposal_control"),
+    (dict(cascade=dict(num_classes=4, stage3_labels="boxes")), "model.cascade.stage3_labels"),
+    (dict(cascade=dict(num_classes=4, seg_label_iou=0.0)), "model.cascade.seg_label_iou"),
+    (dict(cascade=dict(num_classes=4, featmap_strides=[])), "model.cascade.featmap_strides"),
 ])
 def test_invalid_config_raises_value_error_naming_the_field(overrides, field):
     cfg = Config.fromfile(str(SHAPES_3))
@@ -189,13 +197,15 @@ def test_invalid_config_raises_value_error_naming_the_field(overrides, field):
     for key, value in overrides.items():
         replaces = key in ("cascade", "backbone")
         model_cfg[key] = value if replaces else {**(model_cfg.get(key) or {}), **value}
-    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")) as error:
         MODELS.build(model_cfg)
+    assert isinstance(error.value, ConfigError)
 
 
 @pytest.mark.parametrize("section, value, field", [
     ("train_cfg", dict(rcnn=dict(fg_fraction=0.0)), "model.train_cfg.rcnn.fg_fraction"),
     ("train_cfg", dict(rcnn=dict(batch=3)), "model.train_cfg.rcnn"),
+    ("train_cfg", dict(rcnn=dict(bg_fractions=[0.5, 0.5])), "model.train_cfg.rcnn.bg_fractions"),
     ("test_cfg", dict(rcnn=dict(nms_iou=0.0)), "model.test_cfg.rcnn.nms_iou"),
     ("test_cfg", dict(rpn=dict(nms=dict(type="soft_nms", iou_threshold=0.7))), "model.test_cfg.rpn.nms"),
 ])
@@ -207,7 +217,8 @@ def test_invalid_train_and_test_settings_name_the_field(section, value, field):
 
 
 def test_single_level_c4_model_without_neck_trains(shapes_dataset):
-    """The faithful variant's structure (one stride-16 level, no neck) on a tiny ResNet-18 C4."""
+    """The faithful variant's structure (one stride-16 level, no neck) on a tiny ResNet-18 C4: the stride-16
+    map alone reaches the stages, which produce 21 x 21 masks and both stage-3 classifiers."""
     cfg = Config.fromfile(str(SHAPES_3))
     model_cfg = cfg.model.to_dict()
     model_cfg.pop("neck")
@@ -219,7 +230,77 @@ def test_single_level_c4_model_without_neck_trains(shapes_dataset):
     model_cfg["cascade"].update(SMALL_HEADS, featmap_strides=[16], in_channels=256, mask_size=21)
     torch.manual_seed(0)
     model = MODELS.build(model_cfg)
+    assert model.cascade.roi_warp.featmap_strides == (16.0,) and model.cascade.stage3_labels == "both"
+    captured = {}
+
+    def keep(name, value) -> None:  # the first round's; a hook that returns something replaces the value
+        captured.setdefault(name, value)
+
+    model.cascade.roi_warp.register_forward_pre_hook(lambda module, args: keep("features", args[0]))
+    model.cascade.mask_stages[0].register_forward_hook(lambda module, args, out: keep("masks", out))
+    model.cascade.class_stages[0].register_forward_hook(lambda module, args, out: keep("stage3", out))
     dataset = _dataset(cfg, shapes_dataset, "train")
+    batch = pseudo_collate([dataset[0], dataset[1]])
+    data = model.data_preprocessor(batch, True)
+    model.train()
+    losses = model(**data, mode="loss")
+    (features,) = captured["features"]
+    height, width = data["inputs"].shape[-2:]
+    assert features.shape == (2, 256, height // 16, width // 16)
+    rois = captured["masks"].shape[0]
+    assert rois > 0 and captured["masks"].shape == (rois, 21, 21)
+    stage3 = captured["stage3"]
+    assert stage3.cls_logits.shape == stage3.seg_cls_logits.shape == (rois, 5)
+    assert stage3.box_deltas.shape == (rois, 4, 4)
+    assert {"loss_mask_s2", "loss_cls_s3", "loss_seg_cls_s3", "loss_box_s3"} <= set(losses)
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.002))
-    log = model.train_step(pseudo_collate([dataset[0], dataset[1]]), optim_wrapper)
-    assert torch.isfinite(log["loss"]) and "loss_mask_s2" in log
+    log = model.train_step(batch, optim_wrapper)
+    assert torch.isfinite(log["loss"])
+
+
+def _val_at_96(cfg: Config, root: Path):
+    """The val split with network inputs of 96 x 96 (originals 128 x 128: scale factor 0.75)."""
+    pipeline = copy.deepcopy(cfg.val_dataloader.dataset.pipeline)
+    next(step for step in pipeline if step["type"] == "Resize")["scale"] = (96, 96)
+    return _dataset(cfg, root, "val", pipeline)
+
+
+def test_predict_without_rescale_stays_in_network_input_pixels(shapes_dataset):
+    torch.manual_seed(0)
+    model, cfg = _build(SHAPES_5)
+    dataset = _val_at_96(cfg, shapes_dataset)
+    model.eval()
+    model.postprocessor.score_thr = 0.0
+    with torch.no_grad():
+        data = model.data_preprocessor(pseudo_collate([dataset[0]]), False)
+        (raw,) = model.predict(data["inputs"], data["data_samples"], rescale=False)
+        data = model.data_preprocessor(pseudo_collate([dataset[0]]), False)
+        (rescaled,) = model.predict(data["inputs"], data["data_samples"], rescale=True)
+    raw, rescaled = raw.pred_instances, rescaled.pred_instances
+    count = len(raw.scores)
+    assert count > 0 and raw.masks.shape == (count, 96, 96) and raw.bboxes.max() <= 96
+    assert rescaled.masks.shape == (count, 128, 128)
+    torch.testing.assert_close(raw.scores, rescaled.scores)
+    torch.testing.assert_close(raw.bboxes, rescaled.bboxes * 0.75)
+
+
+def test_oracle_proposals_at_test_time_are_in_network_input_pixels(shapes_dataset):
+    # Test pipelines load annotations after Resize: the ground truth is in original pixels (128 x 128 here)
+    # while the cascade works at 96 x 96.
+    model, cfg = _build(SHAPES_3, proposal_control=dict(mode="oracle", oracle_iou=0.8, oracle_per_gt=3))
+    dataset = _val_at_96(cfg, shapes_dataset)
+    data = model.data_preprocessor(pseudo_collate([dataset[0]]), False)
+    with torch.no_grad():
+        features = model.extract_feat(data["inputs"])
+        _, (proposals,) = model._proposals(features, data["data_samples"], training=False)
+    gt_in_input_pixels = get_box_tensor(data["data_samples"][0].gt_instances.bboxes) * 0.75
+    count = len(gt_in_input_pixels)
+    own_iou = box_iou(proposals, gt_in_input_pixels)[torch.arange(3 * count), torch.arange(3 * count) % count]
+    torch.testing.assert_close(own_iou, torch.full_like(own_iou, 0.8), atol=1e-3, rtol=0)
+
+
+def test_an_invalid_cascade_setting_is_a_one_line_error_of_training(shapes_dataset, tmp_path, capsys):
+    options = [f"data_root={shapes_dataset}", "model.cascade.num_stages=4"]
+    assert main(["train", str(SHAPES_3), "--work-dir", str(tmp_path), "--cfg-options", *options]) == 2
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "model.cascade.num_stages" in lines[0] and "odd" in lines[0]

@@ -9,6 +9,7 @@ from torch import nn
 from mnc_bench.models.mnc import (
     BoxCoder,
     ClassStage,
+    ClassStageOutput,
     InstanceTargets,
     MaskStage,
     MNCCascade,
@@ -17,7 +18,6 @@ from mnc_bench.models.mnc import (
     StageLossWeights,
 )
 from mnc_bench.models.mnc.boxes import clip_gradient
-from mnc_bench.models.mnc.cascade import _RoundOutput
 from mnc_bench.models.mnc.targets import RoIAssignment, assign_rois, mask_targets, sample_rois
 
 IMAGE = 64
@@ -38,12 +38,12 @@ class TinyBackbone(nn.Module):
         return [level0, torch.relu(self.conv8(level0))]
 
 
-def make_cascade(num_stages: int = 3, **kwargs) -> MNCCascade:
+def make_cascade(num_stages: int = 3, labels: str = "box", **kwargs) -> MNCCascade:
     return MNCCascade(
         roi_warp=RoIWarp(featmap_strides=[4, 8], output_size=8, finest_scale=16.0),
         mask_stage=MaskStage(in_channels=CHANNELS, warp_size=8, mask_size=6, hidden_dim=16),
         class_stage=ClassStage(
-            in_channels=CHANNELS, num_classes=NUM_CLASSES, pooled_size=2, fc_dim=16, num_fcs=2
+            in_channels=CHANNELS, num_classes=NUM_CLASSES, pooled_size=2, fc_dim=16, num_fcs=2, labels=labels
         ),
         num_stages=num_stages,
         sampling=RoISampling(num_rois=16, fg_fraction=0.25),
@@ -145,9 +145,9 @@ def test_regressed_boxes_clipped_at_the_border_send_no_gradient_into_their_delta
     box_deltas = torch.zeros(2, NUM_CLASSES, 4)
     box_deltas[1, :, 0] = 5.0  # moves the second box 5 * 0.1 * 20 px right, past the 64 px border
     box_deltas.requires_grad_(True)
-    output = _RoundOutput(
-        mask_logits=torch.zeros(2, 6, 6),
-        class_logits=torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]),
+    output = ClassStageOutput(
+        cls_logits=torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]),
+        seg_cls_logits=None,
         box_deltas=box_deltas,
     )
     (regressed,) = cascade._regress([boxes], output, [(IMAGE, IMAGE)])
@@ -264,8 +264,8 @@ def test_box_coder_round_trip_and_class_stage_uses_the_mask():
     torch.manual_seed(0)
     stage = ClassStage(in_channels=2, num_classes=3, pooled_size=2, fc_dim=8)
     features = torch.randn(4, 2, 8, 8)
-    logits_a, _ = stage(features, torch.full((4, 5, 5), 10.0))
-    logits_b, _ = stage(features, torch.full((4, 5, 5), -10.0))
+    logits_a = stage(features, torch.full((4, 5, 5), 10.0)).scoring_logits
+    logits_b = stage(features, torch.full((4, 5, 5), -10.0)).scoring_logits
     assert not torch.allclose(logits_a, logits_b)
 
 

@@ -81,6 +81,26 @@ def test_box_entirely_outside_reads_zeros_and_empty_image_is_fine():
     assert torch.count_nonzero(warped) == 0
 
 
+def test_samples_in_the_border_half_cell_read_the_border_value():
+    """MNC-code's rule: inside the map's extent the coordinates clamp to the outermost cell centres (zero
+    padding would fade the half cell along the border towards 0); outside it a sample reads 0."""
+    features = torch.ones(1, 1, 4, 4)  # stride 4: a 16 x 16 px image
+    whole_image = torch.tensor([[0.0, 0.0, 16.0, 16.0]])
+    warped = warp_rois(features, [whole_image], stride=4.0, output_size=8)  # outer samples 1 px from the edge
+    torch.testing.assert_close(warped, torch.ones(1, 1, 8, 8))
+    # Columns 0-3 sample x = 2, 6, 10, 14 (inside), columns 4-7 x = 18, ... (outside the map).
+    sticking_out = torch.tensor([[0.0, 0.0, 32.0, 16.0]])
+    warped = warp_rois(features, [sticking_out], stride=4.0, output_size=8)[0, 0]
+    assert torch.all(warped[:, :4] == 1) and torch.all(warped[:, 4:] == 0)
+
+
+def test_a_clamped_sample_passes_no_gradient_to_its_coordinate():
+    features = torch.arange(16.0).view(1, 1, 4, 4)
+    box = torch.tensor([[14.5, 5.0, 15.5, 13.0]], requires_grad=True)  # x samples within the right half cell
+    warp_rois(features, [box], stride=4.0, output_size=2).sum().backward()
+    assert box.grad[0, 0] == 0 and box.grad[0, 2] == 0 and box.grad[0, 1:4:2].abs().sum() > 0
+
+
 def test_level_mapping_follows_mmdet_single_roi_extractor():
     sides = torch.tensor([50.0, 112.0, 300.0, 1000.0])
     boxes = torch.stack((torch.zeros(4), torch.zeros(4), sides, sides), dim=1)

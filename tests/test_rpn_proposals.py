@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("mmcv.ops")
 from mmdet.models.dense_heads import RPNHead  # noqa: E402
 
-from mnc_bench.models.mnc.boxes import inside_image  # noqa: E402
+from mnc_bench.models.mnc.boxes import clip_boxes, inside_image  # noqa: E402
 from mnc_bench.models.rpn_proposals import rpn_proposals  # noqa: E402
 
 IMAGE = (48, 64)  # height, width
@@ -65,3 +65,28 @@ def test_gradient_into_the_deltas_is_clamped_element_wise():
     )
     (100 * proposals).sum().backward()
     assert deltas[0].grad.abs().max() == pytest.approx(1e-3)
+
+
+def test_min_bbox_size_drops_proposals_not_larger_in_both_sides():
+    head = _head()
+    scores, deltas = _outputs(head)
+    settings = dict(nms_pre=0, max_per_img=1000, nms_iou=1.0)  # IoU 1.0: NMS removes nothing
+    (every,) = rpn_proposals(head, scores, deltas, [IMAGE], min_bbox_size=-1.0, **settings)
+    shortest_side = (every[:, 2:] - every[:, :2]).min(dim=1).values
+    threshold = float(shortest_side.median())
+    (kept,) = rpn_proposals(head, scores, deltas, [IMAGE], min_bbox_size=threshold, **settings)
+    assert 0 < len(kept) == int((shortest_side > threshold).sum()) < len(every)
+    assert ((kept[:, 2:] - kept[:, :2]).min(dim=1).values > threshold).all()
+
+
+def test_nms_pre_keeps_the_best_scoring_anchors_of_a_level():
+    head = _head()
+    scores, deltas = _outputs(head)
+    (proposals,) = rpn_proposals(head, scores, deltas, [IMAGE], nms_pre=10, max_per_img=1000, nms_iou=1.0)
+    # Rows in the order of the head's priors: (y, x, anchor).
+    objectness = scores[0][0].permute(1, 2, 0).reshape(-1).sigmoid()
+    best = objectness.topk(10).indices
+    anchors = head.prior_generator.grid_priors([scores[0].shape[-2:]], device="cpu")[0]
+    level_deltas = deltas[0].detach()[0].permute(1, 2, 0).reshape(-1, 4)
+    expected = clip_boxes(head.bbox_coder.decode(anchors[best], level_deltas[best]), IMAGE)
+    torch.testing.assert_close(proposals.detach(), expected)

@@ -4,37 +4,42 @@ Backbone, neck and RPN head are built through mmdet's registry from the same con
 baseline, so a comparison differs only in what follows stage 1. Everything after the RPN is
 `mnc_bench.models.mnc`, built here from the config (this module is its only `from_config`).
 
-Config of `type="MNC"` (all numbers are the paper's / MNC-code's defaults unless noted)::
+Config of `type="MNC"`. Every MNC setting left out takes the default of `mnc_bench.models.mnc.MNCConfig`
+(the paper's / MNC-code's values, documented there); this module only maps config keys to those settings::
 
     model = dict(
         type="MNC",
         data_preprocessor=...,  backbone=...,  neck=... (optional),  rpn_head=dict(type="RPNHead", ...),
-        cascade=dict(
-            num_classes=80, num_stages=5, share_weights=True, box_grad=True,
-            box_grad_clip=1 / 512,            # per-image bound on the gradient into RPN / stage-3 box deltas
-            featmap_strides=[4, 8, 16, 32],   # [16] for the single-level C4 variant
+        cascade=dict(                         # MNCConfig fields
+            num_classes=80, num_stages=5, share_weights=True, box_grad=True, box_grad_clip=1 / 512,
+            stage3_labels="both",             # "box" | "mask" | "both" (MNC-code): stage 3's classifiers
+            featmap_strides=[16],             # [4, 8, 16, 32] for FPN features
             in_channels=None,                 # default: neck.out_channels; required without a neck
-            finest_scale=56, warp_size=28, mask_size=28, mask_hidden_dim=256,
-            cls_pooled_size=7, cls_fc_dim=4096, cls_num_fcs=2, box_target_stds=(0.1, 0.1, 0.2, 0.2)),
-        loss_weights=dict(rpn_cls=1.0, rpn_box=1.0, mask=1.0, cls=1.0, box=1.0),  # mask/cls/box: scalar or
-                                                                                  # one value per round
+            finest_scale=56, warp_size=28, mask_size=28, mask_hidden_dim=256, cls_pooled_size=7,
+            cls_fc_dim=4096, cls_num_fcs=2, box_target_stds=(0.1, 0.1, 0.2, 0.2),
+            seg_label_mask_thr=0.4, seg_label_iou=0.5),
+        loss_weights=dict(rpn_cls=1.0, rpn_box=1.0, mask=1.0, cls=1.0, box=1.0),  # mask/cls/box: a number
+                                                                                  # or one per round
         proposal_control=None,  # or dict(mode="rpn"|"oracle"|"random", max_proposals, jitter, oracle_iou,
                                 #         oracle_per_gt, num_random, min_random_size, apply_at, seed)
         train_cfg=dict(
             rpn=dict(assigner=..., sampler=..., allowed_border=-1, pos_weight=-1, debug=False),  # mmdet's
             rpn_proposal=dict(nms_pre=1000, max_per_img=300, nms=dict(type="nms", iou_threshold=0.7),
                               min_bbox_size=0),
-            rcnn=dict(num_rois=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0)),
+            rcnn=dict(num_rois=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_ranges=[(0.0, 0.5)],
+                      bg_fractions=[1.0])),                                         # RoISampling
         test_cfg=dict(
             rpn=dict(nms_pre=1000, max_per_img=300, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0),
             rcnn=dict(score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4, mask_voting=True,
-                      voting_iou=0.5, voting_resolution=56)))
+                      voting_iou=0.5, voting_resolution=56)))                      # MNCPostProcessor
 
-Invalid values raise ValueError naming the field (e.g. "model.cascade.num_stages: ...").
+Invalid values raise `mnc_bench.errors.ConfigError` naming the config key ("model.cascade.num_stages: ...").
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,150 +53,111 @@ from mmengine.dist import get_rank
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from mnc_bench.errors import ConfigError
 from mnc_bench.models.mnc import (
-    BoxCoder,
-    ClassStage,
     InstanceTargets,
-    MaskStage,
     MNCCascade,
+    MNCConfig,
     MNCPostProcessor,
+    ParameterError,
     ProposalControl,
     RoISampling,
-    RoIWarp,
     StageLossWeights,
 )
 from mnc_bench.models.rpn_proposals import rpn_proposals
 
-_CASCADE_DEFAULTS: dict[str, Any] = dict(
-    num_classes=None,
-    num_stages=5,
-    share_weights=True,
-    box_grad=True,
-    box_grad_clip=1 / 512,
-    featmap_strides=(4, 8, 16, 32),
-    in_channels=None,
-    finest_scale=56.0,
-    warp_size=28,
-    mask_size=28,
-    mask_hidden_dim=256,
-    cls_pooled_size=7,
-    cls_fc_dim=4096,
-    cls_num_fcs=2,
-    box_target_stds=(0.1, 0.1, 0.2, 0.2),
-)
-_LOSS_WEIGHT_DEFAULTS: dict[str, Any] = dict(rpn_cls=1.0, rpn_box=1.0, mask=1.0, cls=1.0, box=1.0)
+
+def _arguments(cls: type, *, excluding: tuple[str, ...] = ()) -> tuple[str, ...]:
+    names = [p.name for p in inspect.signature(cls).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    return tuple(name for name in names if name not in excluding)
+
+
+# The one table between config keys and the core's settings: section of `model` -> {key: core parameter}.
+# Core parameters are `MNCConfig` paths (as `ParameterError.parameter` names them) and ProposalControl's
+# arguments; errors about a parameter are reported under its config key.
+_SECTIONS: dict[str, dict[str, str]] = {
+    "cascade": {name: name for name in MNCConfig.field_names() if name not in ("loss_weights", "sampling")},
+    "loss_weights": {term.name: f"loss_weights.{term.name}" for term in dataclasses.fields(StageLossWeights)},
+    "train_cfg.rcnn": {field.name: f"sampling.{field.name}" for field in dataclasses.fields(RoISampling)},
+    "proposal_control": {
+        name: f"proposal_control.{name}" for name in _arguments(ProposalControl, excluding=("rank",))
+    },
+}
+_CONFIG_KEYS: dict[str, str] = {
+    parameter: f"model.{section}.{key}" for section, keys in _SECTIONS.items()
+    for key, parameter in keys.items()
+}
+# Settings of mmdet's RPN that only this adapter reads: its loss weights and the proposal decoder's numbers.
+_RPN_LOSS_WEIGHT_DEFAULTS: dict[str, float] = dict(rpn_cls=1.0, rpn_box=1.0)
 _RPN_PROPOSAL_DEFAULTS: dict[str, Any] = dict(
     nms_pre=1000, max_per_img=300, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0
 )
-_RCNN_TRAIN_DEFAULTS: dict[str, Any] = dict(num_rois=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0)
-_RCNN_TEST_DEFAULTS: dict[str, Any] = dict(
-    score_thr=0.05, nms_iou=0.3, max_per_img=100, mask_thr=0.4, mask_voting=True, voting_iou=0.5,
-    voting_resolution=56,
-)
 
 
-def _with_defaults(config: Mapping | None, defaults: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """`defaults` updated by `config`; unknown keys are a ValueError naming them."""
+def _config_error(error: ParameterError) -> ConfigError:
+    """The core's error about one of its parameters, reported under that parameter's config key."""
+    return ConfigError(f"{_CONFIG_KEYS[error.parameter]}: {error.reason}")
+
+
+def _section(config: Mapping | None, where: str, allowed: Sequence[str]) -> dict[str, Any]:
+    """`config` as a dict whose keys are all in `allowed` (else a ConfigError naming `where`)."""
     config = dict(config or {})
-    unknown = sorted(set(config) - set(defaults))
+    unknown = sorted(set(config) - set(allowed))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(defaults)}")
-    return {**defaults, **config}
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return config
 
 
 def _check_registered(config: Mapping | None, where: str) -> None:
     if config is None:
         return
     if not isinstance(config, Mapping) or "type" not in config:
-        raise ValueError(f"{where}: must be a dict with a 'type'")
+        raise ConfigError(f"{where}: must be a dict with a 'type'")
     if isinstance(config["type"], str) and MODELS.get(config["type"]) is None:
-        raise ValueError(f"{where}.type: unknown type {config['type']!r} (not in mmdet's MODELS registry)")
-
-
-def _per_round(value: float | Sequence[float], num_rounds: int, where: str) -> list[float]:
-    values = [value] * num_rounds if isinstance(value, (int, float)) else list(value)
-    if len(values) != num_rounds:
-        raise ValueError(
-            f"{where}: need a number or {num_rounds} numbers (one per mask/class round), got {value}"
-        )
-    return [float(v) for v in values]
+        raise ConfigError(f"{where}.type: unknown type {config['type']!r} (not in mmdet's MODELS registry)")
 
 
 def build_cascade(
-    cascade: Mapping, loss_weights: Mapping, rcnn_train: Mapping | None, *, neck_channels: int | None
+    cascade: Mapping | None,
+    loss_weights: Mapping | None,
+    rcnn_train: Mapping | None,
+    *,
+    neck_channels: int | None,
 ) -> MNCCascade:
-    """Translate `model.cascade`, `model.loss_weights` and `train_cfg.rcnn` into an `MNCCascade`."""
-    cfg = _with_defaults(cascade, _CASCADE_DEFAULTS, "model.cascade")
-    weights = _with_defaults(loss_weights, _LOSS_WEIGHT_DEFAULTS, "model.loss_weights")
-    sampling_cfg = _with_defaults(rcnn_train, _RCNN_TRAIN_DEFAULTS, "model.train_cfg.rcnn")
-    if cfg["num_classes"] is None:
-        raise ValueError("model.cascade.num_classes: required")
-    in_channels = cfg["in_channels"] if cfg["in_channels"] is not None else neck_channels
-    if in_channels is None:
-        raise ValueError("model.cascade.in_channels: required when the model has no neck")
-    if neck_channels is not None and in_channels != neck_channels:
-        raise ValueError(f"model.cascade.in_channels: {in_channels} != neck.out_channels {neck_channels}")
-    num_stages = cfg["num_stages"]
-    if not isinstance(num_stages, int) or num_stages < 3 or num_stages % 2 == 0:
-        raise ValueError(f"model.cascade.num_stages: must be an odd integer >= 3, got {num_stages!r}")
-    num_rounds = (num_stages - 1) // 2
-    try:
-        round_weights = [
-            StageLossWeights(mask=mask, cls=cls, box=box)
-            for mask, cls, box in zip(
-                _per_round(weights["mask"], num_rounds, "mask"),
-                _per_round(weights["cls"], num_rounds, "cls"),
-                _per_round(weights["box"], num_rounds, "box"),
-            )
-        ]
-    except ValueError as error:
-        raise ValueError(f"model.loss_weights.{str(error).removeprefix('loss_weights.')}") from None
-    try:
-        sampling = RoISampling(**sampling_cfg)
-    except ValueError as error:
-        raise ValueError(f"model.train_cfg.rcnn.{error}") from None
-    try:
-        return MNCCascade(
-            roi_warp=RoIWarp(
-                featmap_strides=cfg["featmap_strides"],
-                output_size=cfg["warp_size"],
-                finest_scale=cfg["finest_scale"],
-            ),
-            mask_stage=MaskStage(
-                in_channels=in_channels,
-                warp_size=cfg["warp_size"],
-                mask_size=cfg["mask_size"],
-                hidden_dim=cfg["mask_hidden_dim"],
-            ),
-            class_stage=ClassStage(
-                in_channels=in_channels,
-                num_classes=cfg["num_classes"],
-                pooled_size=cfg["cls_pooled_size"],
-                fc_dim=cfg["cls_fc_dim"],
-                num_fcs=cfg["cls_num_fcs"],
-            ),
-            num_stages=num_stages,
-            share_weights=bool(cfg["share_weights"]),
-            box_grad=bool(cfg["box_grad"]),
-            box_grad_clip=cfg["box_grad_clip"],
-            loss_weights=round_weights,
-            sampling=sampling,
-            box_coder=BoxCoder(stds=cfg["box_target_stds"]),
+    """`MNCCascade` from `model.cascade`, the MNC terms of `model.loss_weights` and `train_cfg.rcnn`."""
+    settings = _section(cascade, "model.cascade", list(_SECTIONS["cascade"]))
+    weight_keys = [*_SECTIONS["loss_weights"], *_RPN_LOSS_WEIGHT_DEFAULTS]
+    weights = _section(loss_weights, "model.loss_weights", weight_keys)
+    sampling = _section(rcnn_train, "model.train_cfg.rcnn", list(_SECTIONS["train_cfg.rcnn"]))
+    if settings.get("in_channels") is None:
+        settings["in_channels"] = neck_channels
+    if settings["in_channels"] is None:
+        raise ConfigError("model.cascade.in_channels: required when the model has no neck")
+    if neck_channels is not None and settings["in_channels"] != neck_channels:
+        raise ConfigError(
+            f"model.cascade.in_channels: {settings['in_channels']} != neck.out_channels {neck_channels}"
         )
-    except ValueError as error:
-        raise ValueError(f"model.cascade.{error}") from None
+    try:
+        config = MNCConfig(
+            **{_SECTIONS["cascade"][key]: value for key, value in settings.items()},
+            loss_weights=StageLossWeights(**{k: weights[k] for k in _SECTIONS["loss_weights"] if k in weights}),
+            sampling=RoISampling(**sampling),
+        )
+        return MNCCascade.from_config(config)
+    except ParameterError as error:
+        raise _config_error(error) from None
 
 
 def _proposal_settings(config: Mapping | None, where: str) -> dict[str, Any]:
     """mmdet's RPN proposal config (nms_pre, max_per_img, nms, min_bbox_size) as `rpn_proposals` kwargs."""
-    cfg = _with_defaults(config, _RPN_PROPOSAL_DEFAULTS, where)
+    cfg = {**_RPN_PROPOSAL_DEFAULTS, **_section(config, where, list(_RPN_PROPOSAL_DEFAULTS))}
     nms = dict(cfg["nms"])
     if nms.get("type", "nms") != "nms" or "iou_threshold" not in nms:
-        raise ValueError(f"{where}.nms: only dict(type='nms', iou_threshold=...) is supported, got {nms}")
+        raise ConfigError(f"{where}.nms: only dict(type='nms', iou_threshold=...) is supported, got {nms}")
     if not 0.0 < nms["iou_threshold"] <= 1.0:
-        raise ValueError(f"{where}.nms.iou_threshold: must be in (0, 1], got {nms['iou_threshold']}")
+        raise ConfigError(f"{where}.nms.iou_threshold: must be in (0, 1], got {nms['iou_threshold']}")
     if cfg["max_per_img"] < 1:
-        raise ValueError(f"{where}.max_per_img: must be >= 1, got {cfg['max_per_img']}")
+        raise ConfigError(f"{where}.max_per_img: must be >= 1, got {cfg['max_per_img']}")
     return dict(
         nms_pre=int(cfg["nms_pre"]),
         max_per_img=int(cfg["max_per_img"]),
@@ -201,20 +167,36 @@ def _proposal_settings(config: Mapping | None, where: str) -> dict[str, Any]:
 
 
 def _build_postprocessor(config: Mapping | None) -> MNCPostProcessor:
-    cfg = _with_defaults(config, _RCNN_TEST_DEFAULTS, "model.test_cfg.rcnn")
+    settings = _section(config, "model.test_cfg.rcnn", _arguments(MNCPostProcessor))
     try:
-        return MNCPostProcessor(**cfg)
-    except ValueError as error:
-        raise ValueError(f"model.test_cfg.rcnn.{error}") from None
+        return MNCPostProcessor(**settings)
+    except ParameterError as error:
+        raise _config_error(error) from None
+    except ValueError as error:  # MNCPostProcessor names its own argument, which is also the config key
+        raise ConfigError(f"model.test_cfg.rcnn.{error}") from None
 
 
 def _build_proposal_control(config: Mapping | None) -> ProposalControl:
+    settings = _section(config, "model.proposal_control", list(_SECTIONS["proposal_control"]))
     try:
-        return ProposalControl(**dict(config or {}), rank=get_rank())
-    except TypeError as error:
-        raise ValueError(f"model.proposal_control: {error}") from None
-    except ValueError as error:
-        raise ValueError(f"model.{error}") from None
+        return ProposalControl(**settings, rank=get_rank())
+    except ParameterError as error:
+        raise _config_error(error) from None
+
+
+def _image_sizes(batch_data_samples: SampleList) -> list[tuple[int, int]]:
+    """(height, width) of each unpadded network input."""
+    return [tuple(s.metainfo["img_shape"][:2]) for s in batch_data_samples]
+
+
+def _gt_boxes(data_sample, *, training: bool) -> Tensor:
+    """Ground-truth boxes [G, 4] in network-input pixels. mmdet's test pipelines load annotations after
+    `Resize` (so evaluation sees the original image's boxes): at test time they are scaled like the image."""
+    boxes = get_box_tensor(data_sample.gt_instances.bboxes)
+    if training:
+        return boxes
+    scale_x, scale_y = data_sample.metainfo.get("scale_factor", (1.0, 1.0))[:2]
+    return boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
 
 
 @MODELS.register_module()
@@ -240,12 +222,13 @@ class MNC(BaseDetector):
         _check_registered(rpn_head, "model.rpn_head")
         train_cfg = dict(train_cfg or {})
         test_cfg = dict(test_cfg or {})
-        weights = _with_defaults(loss_weights, _LOSS_WEIGHT_DEFAULTS, "model.loss_weights")
-        for name in ("rpn_cls", "rpn_box"):
-            if weights[name] < 0:
-                raise ValueError(f"model.loss_weights.{name}: must be >= 0, got {weights[name]}")
+        loss_weights = dict(loss_weights or {})
+        rpn_weights = {key: loss_weights.get(key, value) for key, value in _RPN_LOSS_WEIGHT_DEFAULTS.items()}
+        for name, weight in rpn_weights.items():
+            if weight < 0:
+                raise ConfigError(f"model.loss_weights.{name}: must be >= 0, got {weight}")
         self.rpn_loss_weights = dict(
-            loss_rpn_cls=float(weights["rpn_cls"]), loss_rpn_bbox=float(weights["rpn_box"])
+            loss_rpn_cls=float(rpn_weights["rpn_cls"]), loss_rpn_bbox=float(rpn_weights["rpn_box"])
         )
 
         self.backbone = MODELS.build(backbone)
@@ -253,12 +236,13 @@ class MNC(BaseDetector):
             self.neck = MODELS.build(neck)
         rpn_head = dict(rpn_head)
         if rpn_head.get("num_classes", 1) != 1:
-            raise ValueError(f"model.rpn_head.num_classes: must be 1, got {rpn_head['num_classes']}")
+            raise ConfigError(f"model.rpn_head.num_classes: must be 1, got {rpn_head['num_classes']}")
         rpn_head.update(num_classes=1, train_cfg=train_cfg.get("rpn"), test_cfg=test_cfg.get("rpn"))
         self.rpn_head = MODELS.build(rpn_head)
 
+        neck_channels = neck.get("out_channels") if neck else None
         self.cascade = build_cascade(
-            cascade, weights, train_cfg.get("rcnn"), neck_channels=neck.get("out_channels") if neck else None
+            cascade, loss_weights, train_cfg.get("rcnn"), neck_channels=neck_channels
         )
         self.train_proposals = _proposal_settings(
             train_cfg.get("rpn_proposal"), "model.train_cfg.rpn_proposal"
@@ -283,7 +267,7 @@ class MNC(BaseDetector):
     ) -> tuple[tuple[list[Tensor], list[Tensor]], list[Tensor]]:
         """RPN outputs and the (controlled) per-image proposals, still attached to the RPN's deltas."""
         cls_scores, bbox_preds = self.rpn_head(features)
-        image_sizes = [tuple(s.metainfo["img_shape"][:2]) for s in batch_data_samples]
+        image_sizes = _image_sizes(batch_data_samples)
         settings = self.train_proposals if training else self.test_proposals
         proposals = rpn_proposals(
             self.rpn_head,
@@ -294,14 +278,18 @@ class MNC(BaseDetector):
             delta_grad_clip=self.cascade.box_grad_bound(len(batch_data_samples)),
         )
         has_gt = all("gt_instances" in s and "bboxes" in s.gt_instances for s in batch_data_samples)
-        gt_boxes = [get_box_tensor(s.gt_instances.bboxes) for s in batch_data_samples] if has_gt else None
-        proposals = self.proposal_control(
-            proposals, image_sizes=image_sizes, gt_boxes=gt_boxes, training=training
-        )
+        gt_boxes = [_gt_boxes(s, training=training) for s in batch_data_samples] if has_gt else None
+        try:
+            proposals = self.proposal_control(
+                proposals, image_sizes=image_sizes, gt_boxes=gt_boxes, training=training
+            )
+        except ParameterError as error:
+            raise _config_error(error) from None
         return (cls_scores, bbox_preds), proposals
 
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> dict[str, Tensor | list[Tensor]]:
-        """Weighted losses: loss_rpn_cls, loss_rpn_bbox (per FPN level) and loss_{mask,cls,box}_s<stage>."""
+        """Weighted losses: loss_rpn_cls, loss_rpn_bbox (per FPN level) and the cascade's
+        loss_{mask,cls,seg_cls,box}_s<stage>."""
         features = self.extract_feat(batch_inputs)
         (cls_scores, bbox_preds), proposals = self._proposals(features, batch_data_samples, training=True)
 
@@ -316,9 +304,8 @@ class MNC(BaseDetector):
         losses: dict[str, Tensor | list[Tensor]] = {
             name: [self.rpn_loss_weights[name] * term for term in terms] for name, terms in rpn_losses.items()
         }
-        image_sizes = [tuple(meta["img_shape"][:2]) for meta in metas]
         targets = [self._targets(s, batch_inputs.device) for s in batch_data_samples]
-        losses.update(self.cascade.loss(features, proposals, targets, image_sizes))
+        losses.update(self.cascade.loss(features, proposals, targets, _image_sizes(batch_data_samples)))
         return losses
 
     @staticmethod
@@ -327,9 +314,7 @@ class MNC(BaseDetector):
         gt = data_sample.gt_instances
         boxes = get_box_tensor(gt.bboxes).to(device=device, dtype=torch.float32)
         if "masks" not in gt:
-            raise ValueError(
-                "MNC needs instance masks: add LoadAnnotations(with_mask=True) to the train pipeline"
-            )
+            raise ConfigError("train_pipeline: MNC needs instance masks: add LoadAnnotations(with_mask=True)")
         masks = gt.masks.to_tensor(dtype=torch.uint8, device=device)
         if masks.shape[0] == 0:
             height, width = data_sample.metainfo.get("pad_shape", data_sample.metainfo["img_shape"])[:2]
@@ -340,11 +325,11 @@ class MNC(BaseDetector):
         self, batch_inputs: Tensor, batch_data_samples: SampleList, rescale: bool = True
     ) -> SampleList:
         """Adds `pred_instances` (bboxes [N, 4], scores [N], labels [N] 0-based, masks [N, H, W] bool) to each
-        data sample, at the original image size when `rescale` (using metainfo's scale_factor)."""
+        data sample, at the original image size when `rescale` (using metainfo's scale_factor), else at the
+        network input's."""
         features = self.extract_feat(batch_inputs)
         _, proposals = self._proposals(features, batch_data_samples, training=False)
-        image_sizes = [tuple(s.metainfo["img_shape"][:2]) for s in batch_data_samples]
-        outputs = self.cascade.predict(features, proposals, image_sizes)
+        outputs = self.cascade.predict(features, proposals, _image_sizes(batch_data_samples))
         for data_sample, output in zip(batch_data_samples, outputs):
             meta = data_sample.metainfo
             if rescale:
@@ -364,5 +349,5 @@ class MNC(BaseDetector):
         """Raw outputs: RPN objectness logits and deltas per level, and the cascade's per-image instances."""
         features = self.extract_feat(batch_inputs)
         (cls_scores, bbox_preds), proposals = self._proposals(features, batch_data_samples, training=False)
-        image_sizes = [tuple(s.metainfo["img_shape"][:2]) for s in batch_data_samples]
-        return cls_scores, bbox_preds, self.cascade.predict(features, proposals, image_sizes)
+        outputs = self.cascade.predict(features, proposals, _image_sizes(batch_data_samples))
+        return cls_scores, bbox_preds, outputs

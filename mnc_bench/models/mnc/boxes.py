@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from mnc_bench.models.mnc.config import MNCConfig, ParameterError
+
 
 class BoxCoder:
     """Encode boxes as normalised deltas w.r.t. reference boxes, and decode them back.
@@ -19,10 +21,10 @@ class BoxCoder:
     """
 
     def __init__(
-        self, *, stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), max_log_scale: float = math.log(1000 / 16)
+        self, *, stds: Sequence[float] = MNCConfig.box_target_stds, max_log_scale: float = math.log(1000 / 16)
     ):
         if len(stds) != 4 or any(s <= 0 for s in stds):
-            raise ValueError(f"box_target_stds: need 4 positive numbers, got {list(stds)}")
+            raise ParameterError("box_target_stds", f"need 4 positive numbers, got {list(stds)}")
         self.stds = tuple(float(s) for s in stds)
         # Clamping log-scale deltas keeps exp() finite for an untrained regressor.
         self.max_log_scale = max_log_scale

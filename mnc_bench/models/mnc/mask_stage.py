@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mnc_bench.models.mnc.config import MNCConfig, ParameterError
+
 
 class MaskStage(nn.Module):
     """Warped S x S features -> 2x2 max-pool -> fc(hidden) -> ReLU -> fc(m * m) per-pixel mask logits.
@@ -12,16 +14,23 @@ class MaskStage(nn.Module):
     The paper uses S = 28 (pooled to 14 x 14), hidden = 256 and m = 28; MNC-code uses m = 21.
     """
 
-    def __init__(self, *, in_channels: int, warp_size: int = 28, mask_size: int = 28, hidden_dim: int = 256):
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        warp_size: int = MNCConfig.warp_size,
+        mask_size: int = MNCConfig.mask_size,
+        hidden_dim: int = MNCConfig.mask_hidden_dim,
+    ):
         super().__init__()
         if in_channels < 1:
-            raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
+            raise ParameterError("in_channels", f"must be >= 1, got {in_channels}")
         if warp_size < 2 or warp_size % 2:
-            raise ValueError(f"warp_size: must be even and >= 2 (it is max-pooled by 2), got {warp_size}")
+            raise ParameterError("warp_size", f"must be even and >= 2 (max-pooled by 2), got {warp_size}")
         if mask_size < 4:
-            raise ValueError(f"mask_size: must be >= 4, got {mask_size}")
+            raise ParameterError("mask_size", f"must be >= 4, got {mask_size}")
         if hidden_dim < 1:
-            raise ValueError(f"mask_hidden_dim: must be >= 1, got {hidden_dim}")
+            raise ParameterError("mask_hidden_dim", f"must be >= 1, got {hidden_dim}")
         self.warp_size = warp_size
         self.mask_size = mask_size
         pooled = warp_size // 2

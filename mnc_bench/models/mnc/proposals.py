@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from mnc_bench.models.mnc.config import ParameterError
+
 Mode = Literal["rpn", "oracle", "random"]
 ApplyAt = Literal["train", "test", "both"]
 
@@ -43,23 +45,26 @@ class ProposalControl:
         """`jitter` is the noise std as a fraction of box width (x coordinates) and height (y coordinates);
         `rank` (the process rank) offsets the seed."""
         if mode not in ("rpn", "oracle", "random"):
-            raise ValueError(f"proposal_control.mode: must be 'rpn', 'oracle' or 'random', got {mode!r}")
+            raise ParameterError("proposal_control.mode",
+                                 f"must be 'rpn', 'oracle' or 'random', got {mode!r}")
         if apply_at not in ("train", "test", "both"):
-            raise ValueError(
-                f"proposal_control.apply_at: must be 'train', 'test' or 'both', got {apply_at!r}"
+            raise ParameterError(
+                "proposal_control.apply_at", f"must be 'train', 'test' or 'both', got {apply_at!r}"
             )
         if max_proposals is not None and max_proposals < 1:
-            raise ValueError(f"proposal_control.max_proposals: must be >= 1 or None, got {max_proposals}")
+            raise ParameterError(
+                "proposal_control.max_proposals", f"must be >= 1 or None, got {max_proposals}"
+            )
         if jitter < 0:
-            raise ValueError(f"proposal_control.jitter: must be >= 0, got {jitter}")
+            raise ParameterError("proposal_control.jitter", f"must be >= 0, got {jitter}")
         if not 0.01 <= oracle_iou <= 1.0:
-            raise ValueError(f"proposal_control.oracle_iou: must be in [0.01, 1], got {oracle_iou}")
+            raise ParameterError("proposal_control.oracle_iou", f"must be in [0.01, 1], got {oracle_iou}")
         if oracle_per_gt < 1:
-            raise ValueError(f"proposal_control.oracle_per_gt: must be >= 1, got {oracle_per_gt}")
+            raise ParameterError("proposal_control.oracle_per_gt", f"must be >= 1, got {oracle_per_gt}")
         if num_random < 1:
-            raise ValueError(f"proposal_control.num_random: must be >= 1, got {num_random}")
+            raise ParameterError("proposal_control.num_random", f"must be >= 1, got {num_random}")
         if min_random_size <= 0:
-            raise ValueError(f"proposal_control.min_random_size: must be > 0, got {min_random_size}")
+            raise ParameterError("proposal_control.min_random_size", f"must be > 0, got {min_random_size}")
         self.mode = mode
         self.max_proposals = max_proposals
         self.jitter = jitter
@@ -90,9 +95,9 @@ class ProposalControl:
         if self.is_identity or not self.applies(training):
             return list(proposals)
         if self.mode == "oracle" and gt_boxes is None:
-            raise ValueError(
-                "proposal_control.mode='oracle' needs ground-truth boxes "
-                "(keep LoadAnnotations in the test pipeline)"
+            raise ParameterError(
+                "proposal_control.mode",
+                "'oracle' needs ground-truth boxes (keep LoadAnnotations in the test pipeline)",
             )
         result = []
         for index, (boxes, size) in enumerate(zip(proposals, image_sizes)):

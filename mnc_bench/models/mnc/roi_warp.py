@@ -9,9 +9,14 @@ Coordinate conventions (the same as RoIAlign with `aligned=True` and one sample 
 - feature cell j of a level with stride s is centred at (j + 0.5) * s;
 - output bin (u, v) of an S x S grid samples the box at its bin centre,
   x = x1 + (u + 0.5) * (x2 - x1) / S, likewise y.
-Samples outside the feature map read zeros (`padding_mode="zeros"`), so boxes partly outside the image work.
-The output is piecewise linear in the box coordinates; its derivative jumps where a sample crosses a cell
-centre.
+Border rule (MNC-code's ROIWarping layer, caffe-mnc `roi_warping_layer.cu`): a sample inside the feature
+map's extent, [0, W * stride] x [0, H * stride] in input pixels, reads the bilinear value with coordinates
+clamped to the outermost cell centres, so the half cell along the border holds the border value instead of
+fading towards zero; a sample outside the extent reads 0, so a box partly or wholly outside the map still
+works. (`grid_sample`'s zero padding alone would halve the value at the map's edge; its border padding alone
+would extend the border values indefinitely.) The output is piecewise linear in the box coordinates; its
+derivative jumps where a sample crosses a cell centre or the map's edge, and is 0 along an axis where a sample
+is clamped.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mnc_bench.models.mnc.config import MNCConfig, ParameterError
 
 
 def warp_rois(features: Tensor, boxes: Sequence[Tensor], *, stride: float, output_size: int) -> Tensor:
@@ -66,10 +73,14 @@ def warp_rois(features: Tensor, boxes: Sequence[Tensor], *, stride: float, outpu
             features[image_index : image_index + 1],
             grid.reshape(1, num_boxes * output_size, output_size, 2),
             mode="bilinear",
-            padding_mode="zeros",
+            padding_mode="border",
             align_corners=False,
         )  # [1, C, R * S, S]
-        warped.append(sampled.reshape(channels, num_boxes, output_size, output_size).transpose(0, 1))
+        sampled = sampled.reshape(channels, num_boxes, output_size, output_size).transpose(0, 1)
+        inside_x = ((grid_x >= -1) & (grid_x <= 1)).detach()  # [R, S]
+        inside_y = ((grid_y >= -1) & (grid_y <= 1)).detach()
+        inside = (inside_y[:, :, None] & inside_x[:, None, :]).to(sampled.dtype)  # [R, S(y), S(x)]
+        warped.append(sampled * inside[:, None])
     return torch.cat(warped, dim=0)
 
 
@@ -95,17 +106,21 @@ class RoIWarp(nn.Module):
     """
 
     def __init__(
-        self, *, featmap_strides: Sequence[float], output_size: int = 28, finest_scale: float = 56.0
+        self,
+        *,
+        featmap_strides: Sequence[float] = MNCConfig.featmap_strides,
+        output_size: int = MNCConfig.warp_size,
+        finest_scale: float = MNCConfig.finest_scale,
     ):
         super().__init__()
         if len(featmap_strides) == 0:
-            raise ValueError("featmap_strides: need at least one level")
+            raise ParameterError("featmap_strides", "need at least one level")
         if any(s <= 0 for s in featmap_strides):
-            raise ValueError(f"featmap_strides: must be positive, got {list(featmap_strides)}")
+            raise ParameterError("featmap_strides", f"must be positive, got {list(featmap_strides)}")
         if output_size < 2:
-            raise ValueError(f"warp_size: must be >= 2, got {output_size}")
+            raise ParameterError("warp_size", f"must be >= 2, got {output_size}")
         if finest_scale <= 0:
-            raise ValueError(f"finest_scale: must be positive, got {finest_scale}")
+            raise ParameterError("finest_scale", f"must be positive, got {finest_scale}")
         self.featmap_strides = tuple(float(s) for s in featmap_strides)
         self.output_size = output_size
         self.finest_scale = finest_scale
