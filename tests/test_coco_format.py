@@ -191,3 +191,11 @@ def test_annotations_of_an_image_with_a_bad_size_are_not_reported_again(tmp_path
     gt = copy.deepcopy(GT)
     gt["images"][1]["height"] = 0
     assert _data_check(tmp_path, gt) == ["image id=2: 'height' must be a positive integer, got 0"]
+
+
+def test_a_ground_truth_with_hundreds_of_annotations(tmp_path):
+    # pycocotools' batch `area` breaks from 256 RLEs on (numpy 2); both readers must still work.
+    gt = copy.deepcopy(GT)
+    gt["annotations"] = [{**gt["annotations"][0], "id": k + 1} for k in range(300)]
+    assert _data_check(tmp_path, gt) == []
+    assert len(load_ground_truth(gt).rles) == 300

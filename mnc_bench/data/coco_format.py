@@ -339,9 +339,11 @@ def ground_truth_masks(
     rles: list[dict[str, Any] | None] = [None] * len(annotations)
     for k, rle in zip(present, converted):
         rles[k] = rle
-    valid = [k for k, rle in enumerate(rles) if rle is not None]
-    areas = mask_utils.area([rles[k] for k in valid]) if valid else []
-    for k, mask_area in zip(valid, np.asarray(areas, dtype=np.float64).tolist()):
+    for k, rle in enumerate(rles):
+        if rle is None:
+            continue
+        # One RLE at a time: pycocotools 2.0.11's `area` of a list of 256 or more overflows under numpy 2.
+        mask_area = float(mask_utils.area(rle))
         stated = annotations[k]["area"]
         if mask_area == 0:
             out.add(wheres[k], "'segmentation' is empty (0 pixels)")
