@@ -89,11 +89,16 @@ def test_mnc_beside_mask_rcnn_with_a_checkpoint(tmp_path, capsys):
     checkpoint = tmp_path / "mnc.pth"
     torch.save({"state_dict": load_model(MNC_3).model.state_dict()}, checkpoint)
     out = tmp_path / "models.json"
-    argv = ["bench", "models", "--configs", MASK_RCNN, MNC_3, "--size", "64", "--repeats", "2", "--train-iters",
-            "1", "--warmup", "1", "--batch", "1", "--checkpoint", f"mnc_3stage_shapes={checkpoint}",
-            "--json", str(out)]
+    argv = ["bench", "models", "--configs", MASK_RCNN, MNC_3, "--size", "64", "--repeats", "1", "--train-iters",
+            "1", "--warmup", "0", "--batch", "1", "--checkpoint", f"mnc_3stage_shapes={checkpoint}",
+            "--profile", str(tmp_path / "profiles"), "--json", str(out)]
     assert main(argv) == 0
     mask_rcnn, mnc = _load_json(out)["models"]
+    profiles = sorted(path.name for path in (tmp_path / "profiles").iterdir())
+    assert profiles == sorted(f"{model}_64px_{phase}.txt" for model in ("mask_rcnn_shapes", "mnc_3stage_shapes")
+                              for phase in ("infer_thr0.05", "infer_thr0", "train"))
+    text = (tmp_path / "profiles" / "mnc_3stage_shapes_64px_infer_thr0.txt").read_text()
+    assert "torch.profiler" in text and "grid_sampler_2d" in text and "postprocess.py" in text
     assert (mask_rcnn["weights"], mnc["weights"]) == ("random", "checkpoint")
     assert mnc["post_processing_timed"] == ["postprocessor"] and mnc["infer_post_ms"] > 0
     assert mnc["ratio_infer_to_mask_rcnn"] == pytest.approx(mnc["infer_ms_median"] / mask_rcnn["infer_ms_median"])

@@ -1,4 +1,5 @@
-"""Benchmarks that print figures (``mnc-bench bench models|data|eval``, ``make bench``); no test times anything.
+"""Benchmarks that print figures (``mnc-bench bench models|data|eval``, ``make bench``); no test times
+anything.
 
 - `models`: the models side by side: inference latency (pre / network / post-processing), training speed,
   FLOPs, peak memory and the share of the machine's measured matmul peak, as ratios to Mask R-CNN;

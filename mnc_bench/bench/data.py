@@ -11,7 +11,7 @@ from pathlib import Path
 def bench_data(
     num_train: int = 1000, num_val: int = 200, *, print_fn: Callable[[str], None] = print
 ) -> dict[str, float]:
-    """Seconds to generate the shapes dataset (default size: 1000 train + 200 val images) in a temporary folder."""
+    """Seconds to generate the shapes dataset (default: 1000 train + 200 val images) in a temporary folder."""
     from mnc_bench.data.synthetic import write_shapes_dataset
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,8 +24,10 @@ from typing import Any
 
 import torch
 
-UNCOUNTED_OPS = ("element-wise ops and activations", "normalisation", "pooling", "interpolation", "grid_sample",
-                 "mmcv RoIAlign", "NMS", "optimizer update")
+UNCOUNTED_OPS = (
+    "element-wise ops and activations", "normalisation", "pooling", "interpolation", "grid_sample",
+    "mmcv RoIAlign", "NMS", "optimizer update",
+)
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -43,7 +45,7 @@ def quartiles(samples: Sequence[float]) -> tuple[float, float, float]:
 
 
 def count_flops(function: Callable[[], Any]) -> float:
-    """FLOPs (multiply-add = 2) of the ops `function` runs that the counter knows (see the module docstring)."""
+    """FLOPs (multiply-add = 2) of the ops `function` runs that the counter knows (module docstring)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:

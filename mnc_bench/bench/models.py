@@ -7,8 +7,8 @@ training iterations are interleaved the same way. Each model runs at its config'
 see) and at 0 (every model post-processing its full detection budget: the worst case).
 
 Timed apart per image: pre-processing (the config's test pipeline and the data preprocessor), post-processing
-(`POST_PROCESSING`: mmdet's box decoding + class-wise NMS and mask pasting; MNC's NMS, mask voting and pasting)
-and the network (the rest, RPN proposals included). A training iteration is one `train_step` (data
+(`POST_PROCESSING`: mmdet's box decoding + class-wise NMS and mask pasting; MNC's NMS, mask voting and
+pasting) and the network (the rest, RPN proposals included). A training iteration is one `train_step` (data
 preprocessor, forward, backward, optimizer update) on batches the config's train pipeline packed beforehand;
 that packing is reported apart as data time (`num_workers=0` puts it inside a real iteration).
 """
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mnc_bench.bench import DEFAULT_CONFIGS
+from mnc_bench.bench.inputs import IMAGE_POOL, bgr, render_images, train_record
 from mnc_bench.bench.measure import (
     UNCOUNTED_OPS,
     PeakMemory,
@@ -36,14 +37,16 @@ from mnc_bench.bench.measure import (
     quartiles,
     synchronize,
 )
+from mnc_bench.bench.profiling import profile_inference, profile_training
 from mnc_bench.bench.report import format_tables
 from mnc_bench.checkpoints import require_local_checkpoint
 from mnc_bench.errors import UserError
 
 REFERENCE_MODEL_TYPE = "MaskRCNN"  # every ratio is to the first config of this model type
 # Attributes (dotted paths from the detector) whose calls are post-processing; the ones a model has are timed.
-POST_PROCESSING = ("postprocessor", "roi_head.bbox_head.predict_by_feat", "roi_head.mask_head.predict_by_feat")
-_IMAGE_POOL = 16  # distinct synthetic images per size
+POST_PROCESSING = (
+    "postprocessor", "roi_head.bbox_head.predict_by_feat", "roi_head.mask_head.predict_by_feat",
+)
 _DISTINCT_BATCHES = 4  # training batches packed per model, used in turn
 _FLOP_IMAGES = 3  # inference FLOPs: mean over this many images
 
@@ -62,6 +65,8 @@ class ModelsBenchSettings:
     checkpoints: Mapping[str, str] = field(default_factory=dict)
     device: str = "cpu"
     seed: int = 0
+    threads: int | None = None  # torch intra-op threads for the whole process (default: torch's choice)
+    profile_dir: str | None = None  # also write per-op and Python profiles of one call per model and phase
 
     def __post_init__(self) -> None:
         if not self.configs:
@@ -69,17 +74,22 @@ class ModelsBenchSettings:
         stems = [Path(c).stem for c in self.configs]
         duplicated = sorted({s for s in stems if stems.count(s) > 1})
         if duplicated:
-            raise UserError(f"--configs: {duplicated[0]} given twice (models are named by their config file stem)")
+            raise UserError(f"--configs: {duplicated[0]} given twice (models are named by config stem)")
         for config in self.configs:
             if not Path(config).is_file():
                 raise UserError(f"--configs: config {config} not found")
-        if not self.sizes or any(size < 32 for size in self.sizes):
-            raise UserError(f"--size: each size must be >= 32 pixels, got {list(self.sizes)}")
-        if self.repeats < 1 or self.train_iters < 0 or self.warmup < 0 or (self.batch is not None and self.batch < 1):
-            raise UserError("--repeats and --batch must be >= 1, --train-iters and --warmup >= 0")
+        if not self.sizes or any(size < 32 for size in self.sizes) or len(set(self.sizes)) < len(self.sizes):
+            raise UserError(f"--size: distinct sizes of at least 32 pixels, got {list(self.sizes)}")
+        if self.repeats < 1 or (self.batch is not None and self.batch < 1):
+            raise UserError(f"--repeats and --batch must be >= 1, got {self.repeats} and {self.batch}")
+        if self.train_iters < 0 or self.warmup < 0:
+            raise UserError(f"--train-iters and --warmup must be >= 0, got {self.train_iters}, {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads: must be >= 1, got {self.threads}")
         for stem, checkpoint in self.checkpoints.items():
             if stem not in stems:
-                raise UserError(f"--checkpoint {stem}={checkpoint}: no config named {stem} among {', '.join(stems)}")
+                raise UserError(f"--checkpoint {stem}={checkpoint}: no config named {stem} among "
+                                f"{', '.join(stems)}")
             require_local_checkpoint(checkpoint, f"--checkpoint {stem}:")
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {self.device}: CUDA is not available")
@@ -94,7 +104,8 @@ class _Variant:
     predictor: Any
     post_timer: _PostProcessingTimer
     memory: PeakMemory
-    samples: dict[str, list[float]] = field(default_factory=lambda: {"pre": [], "net": [], "post": [], "total": []})
+    samples: dict[str, list[float]] = field(
+        default_factory=lambda: {key: [] for key in ("pre", "net", "post", "total")})
     detections: list[int] = field(default_factory=list)
 
 
@@ -104,7 +115,7 @@ class _PostProcessingTimer:
     def __init__(self, model: torch.nn.Module, device: torch.device):
         self.seconds = 0.0
         self.device = device
-        self.timed = []
+        self.timed: list[str] = []
         for path in POST_PROCESSING:
             owner_path, _, name = path.rpartition(".")
             owner = model
@@ -139,7 +150,8 @@ def _dataset(cfg, loader: str):
 def _set_input_size(cfg, size: int, loaders: Sequence[str]) -> None:
     """Square synthetic images of side `size`, resized by the pipelines to `size` (keeping the ratio)."""
     for loader in loaders:
-        resizes = [step for step in _dataset(cfg, loader).pipeline if step["type"] in ("Resize", "mmdet.Resize")]
+        pipeline = _dataset(cfg, loader).pipeline
+        resizes = [step for step in pipeline if step["type"] in ("Resize", "mmdet.Resize")]
         if not resizes:
             raise UserError(f"config {cfg.filename}: {loader} pipeline has no Resize step to apply --size to")
         for step in resizes:
@@ -149,34 +161,9 @@ def _set_input_size(cfg, size: int, loaders: Sequence[str]) -> None:
 def _score_threshold(cfg) -> float:
     rcnn = (cfg.model.get("test_cfg") or {}).get("rcnn") or {}
     if rcnn.get("score_thr") is None:
-        raise UserError(f"config {cfg.filename}: model.test_cfg.rcnn.score_thr not set; the bench runs each model "
-                        "at its own score threshold and at 0")
+        raise UserError(f"config {cfg.filename}: model.test_cfg.rcnn.score_thr not set; the bench runs each "
+                        "model at its own score threshold and at 0")
     return float(rcnn["score_thr"])
-
-
-def _images(size: int, seed: int) -> list[Any]:
-    """Synthetic shapes images (RenderedImage: RGB pixels, visible masks, 1-based categories)."""
-    from mnc_bench.data.synthetic import ShapesConfig, render_image
-
-    config = ShapesConfig(image_size=size, seed=seed)
-    return [render_image(np.random.default_rng([seed, index]), config) for index in range(_IMAGE_POOL)]
-
-
-def _train_record(image: Any, image_id: int) -> dict[str, Any]:
-    """A rendered image as the input of a train pipeline that starts with LoadImageFromNDArray."""
-    from pycocotools import mask as mask_utils
-
-    instances = []
-    for mask, category_id in zip(image.masks, image.category_ids):
-        rows, columns = np.nonzero(mask)
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        instances.append({
-            "bbox": [float(columns.min()), float(rows.min()), float(columns.max() + 1), float(rows.max() + 1)],
-            "bbox_label": category_id - 1,
-            "mask": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-            "ignore_flag": 0,
-        })
-    return {"img": np.ascontiguousarray(image.pixels[..., ::-1]), "img_id": image_id, "instances": instances}
 
 
 @dataclass
@@ -192,13 +179,18 @@ class _Trainer:
     memory: PeakMemory
     seconds: list[float] = field(default_factory=list)
 
-    def step(self, index: int) -> float:
-        batch = copy.deepcopy(self.batches[index % len(self.batches)])  # the data preprocessor pads in place
-        device = self.memory.device
+    def batch(self, index: int) -> Any:
+        return copy.deepcopy(self.batches[index % len(self.batches)])  # the data preprocessor pads in place
+
+    def run(self, batch: Any) -> None:
+        self.model.train_step(batch, self.optim_wrapper)
+
+    def timed_step(self, index: int) -> float:
+        batch, device = self.batch(index), self.memory.device
         with self.memory.track():
             synchronize(device)
             start = time.perf_counter()
-            self.model.train_step(batch, self.optim_wrapper)
+            self.run(batch)
             synchronize(device)
             return time.perf_counter() - start
 
@@ -221,7 +213,7 @@ def _trainer(stem: str, predictor: Any, images: list[Any], settings: ModelsBench
     for index in range(min(settings.warmup + settings.train_iters, _DISTINCT_BATCHES)):
         ids = [(index * batch_size + j) % len(images) for j in range(batch_size)]
         start = time.perf_counter()
-        batches.append(pseudo_collate([transform(_train_record(images[i], i)) for i in ids]))
+        batches.append(pseudo_collate([transform(train_record(images[i], i)) for i in ids]))
         data_seconds.append(time.perf_counter() - start)
     model = predictor.model.train()
     return _Trainer(stem=stem, model=model, optim_wrapper=build_optim_wrapper(model, cfg.optim_wrapper),
@@ -250,8 +242,8 @@ def _infer(variant: _Variant, image: np.ndarray) -> None:
 
 def _load_variants(config: str, settings: ModelsBenchSettings, size: int) -> tuple[_Variant, _Variant]:
     """The model at its config's score threshold and at 0, with the same weights."""
-    from mnc_bench.inference import load_model
     from mnc_bench.config_loading import load_config
+    from mnc_bench.inference import load_model
 
     stem = Path(config).stem
     cfg = load_config(config)
@@ -289,12 +281,13 @@ def _inference_fields(variant: _Variant, gflops: float, peak: float, suffix: str
 
 def _bench_size(size: int, settings: ModelsBenchSettings, peak: float, print_fn: Callable[[str], None]
                 ) -> list[dict[str, Any]]:
-    print_fn(f"-- {size} px: building {len(settings.configs)} models and {_IMAGE_POOL} images ...")
+    print_fn(f"-- {size} px: building {len(settings.configs)} models and {IMAGE_POOL} images ...")
     pairs = [_load_variants(config, settings, size) for config in settings.configs]
     variants = [variant for pair in pairs for variant in pair]
-    images = _images(size, settings.seed)
-    arrays = [np.ascontiguousarray(image.pixels[..., ::-1]) for image in images]  # BGR, as image files load
-    print_fn(f"-- {size} px: inference, {settings.warmup} warm-up + {settings.repeats} images per model and threshold")
+    images = render_images(size, settings.seed)
+    arrays = [bgr(image) for image in images]
+    print_fn(f"-- {size} px: inference, {settings.warmup} warm-up + {settings.repeats} images per model and "
+             "threshold")
     for index in range(settings.warmup + settings.repeats):
         for variant in variants:
             _infer(variant, arrays[index % len(arrays)])
@@ -303,23 +296,26 @@ def _bench_size(size: int, settings: ModelsBenchSettings, peak: float, print_fn:
                     samples.pop()
                 variant.detections.pop()
                 variant.memory.peak_mb = 0.0
-    flops = [
-        np.mean([count_flops(lambda: v.predictor(arrays[i])) for i in range(min(_FLOP_IMAGES, settings.repeats))])
-        / 1e9 for v in variants
-    ]
+    flop_images = arrays[:min(_FLOP_IMAGES, settings.repeats)]
+    flops = [np.mean([count_flops(lambda: v.predictor(a)) for a in flop_images]) / 1e9 for v in variants]
+    if settings.profile_dir:
+        profile_inference(Path(settings.profile_dir), size, variants, arrays[0])
 
     trainers: list[_Trainer] = []
     if settings.train_iters:
-        print_fn(f"-- {size} px: training, {settings.warmup} warm-up + {settings.train_iters} iterations per model")
+        print_fn(f"-- {size} px: training, {settings.warmup} warm-up + {settings.train_iters} iterations per "
+                 "model")
         trainers = [_trainer(config_variant.stem, config_variant.predictor, images, settings)
                     for config_variant, _ in pairs]
         for index in range(settings.warmup + settings.train_iters):
             for trainer in trainers:
-                seconds = trainer.step(index)
+                seconds = trainer.timed_step(index)
                 if index >= settings.warmup:
                     trainer.seconds.append(seconds)
                 else:
                     trainer.memory.peak_mb = 0.0
+        if settings.profile_dir:
+            profile_training(Path(settings.profile_dir), size, trainers)
     records = []
     for position, (config, (config_variant, zero_variant)) in enumerate(zip(settings.configs, pairs)):
         cfg, model = config_variant.predictor.config, config_variant.predictor.model
@@ -339,8 +335,7 @@ def _bench_size(size: int, settings: ModelsBenchSettings, peak: float, print_fn:
         }
         if trainers:
             trainer = trainers[position]
-            train_flops = count_flops(lambda: trainer.model.train_step(copy.deepcopy(trainer.batches[0]),
-                                                                       trainer.optim_wrapper)) / 1e9
+            train_flops = count_flops(lambda: trainer.run(trainer.batch(0))) / 1e9
             q1, median, q3 = quartiles(trainer.seconds)
             record.update(
                 train_batch=trainer.batch_size, train_s_per_iter=median, train_s_per_iter_q1=q1,
@@ -368,6 +363,8 @@ def bench_models(settings: ModelsBenchSettings = ModelsBenchSettings(), *,
                  print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the bench; print its tables; return {machine, settings, models (first size), by_size}."""
     device = torch.device(settings.device)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     machine = machine_info(device)
     peak = matmul_peak_gflops(device)
     machine["matmul_peak_gflops"] = peak
@@ -379,8 +376,10 @@ def bench_models(settings: ModelsBenchSettings = ModelsBenchSettings(), *,
         "settings": {
             "configs": list(settings.configs), "size": list(settings.sizes), "batch": settings.batch,
             "repeats": settings.repeats, "train_iters": settings.train_iters, "warmup": settings.warmup,
-            "device": settings.device, "seed": settings.seed, "reference_model_type": REFERENCE_MODEL_TYPE,
-            "infer_batch": 1, "flop_counter": "torch.utils.flop_counter.FlopCounterMode (multiply-add = 2 FLOPs)",
+            "device": settings.device, "seed": settings.seed, "threads": settings.threads,
+            "reference_model_type": REFERENCE_MODEL_TYPE,
+            "infer_batch": 1,
+            "flop_counter": "torch.utils.flop_counter.FlopCounterMode (multiply-add = 2 FLOPs)",
             "flops_not_counted": list(UNCOUNTED_OPS), "memory": PeakMemory(device).method,
         },
         "models": by_size[str(settings.sizes[0])],

@@ -1,4 +1,4 @@
-"""The plain-text tables of ``mnc-bench bench models`` (from its results dict, so a saved JSON prints the same)."""
+"""The plain-text tables of ``mnc-bench bench models``, from its results (a saved JSON prints the same)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ def _number(value: Any, spec: str) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                       for i, (cell, width) in enumerate(zip(line, widths)))
              for line in (header, *rows)]
     return [lines[0], "-" * len(lines[0]), *lines[1:]]
 
@@ -69,12 +70,14 @@ def format_tables(results: dict[str, Any]) -> list[str]:
         weights = ", ".join(sorted({f"{r['model']}: {r['weights']}" for r in records}))
         lines += ["", f"== inference, {size} px, batch 1, median of {settings['repeats']} images "
                       f"({weights}) =="]
-        lines += _table(["model", "score_thr", "det/img", "ms/img", "IQR", "pre", "net", "post", "vs MaskRCNN",
-                         "GFLOPs/img", "GFLOP/s", "% peak", "peak MB"], _inference_rows(records))
+        header = ["model", "score_thr", "det/img", "ms/img", "IQR", "pre", "net", "post", "vs MaskRCNN",
+                  "GFLOPs/img", "GFLOP/s", "% peak", "peak MB"]
+        lines += _table(header, _inference_rows(records))
         if settings["train_iters"] and records and "train_s_per_iter" in records[0]:
             lines += ["", f"== training, {size} px, median of {settings['train_iters']} iterations =="]
-            lines += _table(["model", "batch", "s/iter", "IQR", "img/s", "data s", "vs MaskRCNN", "GFLOP/iter",
-                             "GFLOP/s", "% peak", "params M", "peak MB"], _training_rows(records))
+            header = ["model", "batch", "s/iter", "IQR", "img/s", "data s", "vs MaskRCNN", "GFLOP/iter",
+                      "GFLOP/s", "% peak", "params M", "peak MB"]
+            lines += _table(header, _training_rows(records))
         proposals = {r["proposals"] for r in records}
         if len(proposals) > 1:
             lines.append(f"note: the models use different proposal counts: {sorted(map(str, proposals))}")
@@ -82,13 +85,14 @@ def format_tables(results: dict[str, Any]) -> list[str]:
         "",
         f"machine: {machine['cpu']}, {machine['threads']} torch threads, torch {machine['torch']}"
         + (f", {machine['gpu']}" if machine.get("gpu") else "")
-        + f"; load average {machine['load_avg_1min_start']:.2f} at start, {machine['load_avg_1min_end']:.2f} at end",
+        + f"; load average {machine['load_avg_1min_start']:.2f} at start, "
+        f"{machine['load_avg_1min_end']:.2f} at end",
         f"dense float32 matmul peak measured in this run: {machine['matmul_peak_gflops']:.1f} GFLOP/s; "
         "% peak = achieved GFLOP/s / that peak",
         f"FLOPs: {settings['flop_counter']}; not counted: {', '.join(settings['flops_not_counted'])}",
         "ms/img = pre (test pipeline + data preprocessor) + net + post (NMS, mask voting, pasting); "
         "data s = packing one training batch (inside a real iteration with num_workers=0)",
-        f"peak MB: {settings['memory']}; ratios: to the {settings['reference_model_type']} row, same size and "
-        "threshold setting",
+        f"peak MB: {settings['memory']}; ratios: to the {settings['reference_model_type']} row, same size "
+        "and threshold setting",
     ]
     return lines
