@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,22 +76,22 @@ class TooManyProblems(Exception):
     """Raised by :class:`CollectProblems` when its limit is reached: stop checking."""
 
 
-class Problems:
+class Problems(ABC):
     """Where the rules report. A subclass decides whether to go on after a problem and how records are named."""
 
-    def add(self, where: str, message: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def add(self, where: str, message: str) -> None: ...
 
-    def missing(self, where: str, keys: Sequence[str]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def missing(self, where: str, keys: Sequence[str]) -> None: ...
 
+    @abstractmethod
     def position(self, kind: str, index: int, record: Any) -> str:
         """Name of a record whose id is not checked yet."""
-        raise NotImplementedError
 
+    @abstractmethod
     def name(self, kind: str, record_id: Any, index: int | None = None) -> str:
         """Name of a record with a valid id (``index``: also say where it is in its list)."""
-        raise NotImplementedError
 
 
 class RaiseOnFirst(Problems):
