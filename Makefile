@@ -44,8 +44,11 @@ test-all: install
 test-long: install
 	$(PY) -m pytest -m long
 
+# CPU-sized (< 5 min on 2 cores): the four shapes models at 128 px, then dataset generation and evaluation.
 bench: install
-	$(VENV)/bin/mnc-bench bench
+	$(VENV)/bin/mnc-bench bench models --json results/bench/models.json
+	$(VENV)/bin/mnc-bench bench data
+	$(VENV)/bin/mnc-bench bench eval
 
 clean-venv:
 	rm -rf $(VENV)
