@@ -3,12 +3,13 @@
     from mnc_bench.inference import load_model
     model = load_model("configs/mnc/mnc_3stage_shapes.py", "work_dirs/mnc_3stage_shapes/iter_1000.pth")
     sample = model("data/shapes/val/000000.png")   # or an [H, W, 3] uint8 BGR array (mmcv's convention)
-    sample.pred_instances                           # bboxes [N, 4], scores [N], labels [N] 0-based, masks [N, H, W]
+    sample.pred_instances  # bboxes [N, 4], scores [N], labels [N] (0-based), masks [N, H, W]
 
-Checkpoints load under torch's weights-only unpickler with the project's allow-list, and strictly: a checkpoint of
-another model is an error, not a silent partial load (mmdet's `init_detector` loads non-strictly). The three
-steps (`preprocess`: the config's test pipeline without annotation loading, then the model's data preprocessor;
-`forward`: the network and its post-processing) are separate so that the bench can time them.
+Checkpoints load under torch's weights-only unpickler with the project's allow-list, and strictly: a
+checkpoint of another model is an error, not a silent partial load (mmdet's `init_detector` loads
+non-strictly). The two steps (`preprocess`: the config's test pipeline without annotation loading, then the
+model's data preprocessor; `forward`: the network and its post-processing) are separate so that the bench
+can time them.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Predictor:
 
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise UserError(f"image array: expected [H, W, 3] uint8 (BGR), got {image.dtype} {image.shape}")
+                raise UserError(f"image array: expected [H, W, 3] uint8 BGR, got {image.dtype} {image.shape}")
             packed = self.array_pipeline(dict(img=image, img_id=0))
         else:
             if not Path(image).is_file():
@@ -111,7 +112,8 @@ def load_model(
         try:
             state = load_checkpoint(model, path, map_location="cpu", strict=True, logger="silent")
         except RuntimeError as exc:
-            raise UserError(f"checkpoint {path} does not fit the model of {cfg.filename}: {one_line(exc)}") from exc
+            raise UserError(
+                f"checkpoint {path} does not fit the model of {cfg.filename}: {one_line(exc)}") from exc
         model.dataset_meta = state.get("meta", {}).get("dataset_meta") or cfg.get("metainfo")
     else:
         model.dataset_meta = cfg.get("metainfo")
