@@ -1,0 +1,79 @@
+"""Everything a report prints, computed once from the inputs: group summaries (with the bench's per-model costs),
+baselines, comparisons, ablations, missing values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mnc_bench.reporting.compare import (Ablation, Baseline, GroupKey, Row, ablation, baseline_rows,
+                                         group_summaries, missing_metric_runs, resolve_baselines)
+from mnc_bench.reporting.metrics import ACCURACY, COST, Column, column, is_metric_key, resolve_metric
+from mnc_bench.reporting.stats import Summary
+from mnc_bench.reporting.table import Inputs
+
+# Cost columns that describe a model, not a run: printed as one number, without a spread over seeds.
+PER_MODEL = ("params", "gflops", "infer_ms_median")
+BENCH_COLUMNS = ("params", "gflops", "infer_ms_median")
+
+
+@dataclass
+class Analysis:
+    inputs: Inputs
+    metric: str
+    summaries: dict[GroupKey, dict[str, Summary]]  # sorted by (suite, model, variant)
+    group_runs: dict[GroupKey, int]  # finished runs per group
+    columns: list[Column]  # main-table columns with at least one value
+    wanted_columns: list[str]  # accuracy columns the main table would show if measured
+    baselines: dict[str, Baseline | None]
+    comparisons: list[Row]
+    ablations: list[Ablation]
+    missing: dict[str, list[str]]
+
+    @property
+    def done(self) -> pd.DataFrame:
+        return self.inputs.done
+
+
+def _with_bench(summaries: dict[GroupKey, dict[str, Summary]], bench: pd.DataFrame | None) -> None:
+    """Per-model costs from the bench results, joined on ``model``; the table's own params win."""
+    if bench is None:
+        return
+    by_model = bench.set_index("model")
+    for (suite, model, variant), cells in summaries.items():
+        if model not in by_model.index:
+            continue
+        for key in BENCH_COLUMNS:
+            value = pd.to_numeric(pd.Series([by_model.loc[model].get(key, math.nan)]), errors="coerce").iloc[0]
+            if key in by_model.columns and not math.isnan(value) and cells.get(key, Summary(0, 0, 0)).n == 0:
+                cells[key] = Summary(float(value), math.nan, 1)
+
+
+def analyse(inputs: Inputs, metric: str, baseline: str | None) -> Analysis:
+    """UserError when ``metric`` or ``baseline`` names nothing in a non-empty table."""
+    runs, done = inputs.runs, inputs.done
+    if not done.empty:
+        metric = resolve_metric(metric, [c for c in runs.columns if is_metric_key(c)])
+    keys = [c.key for c in ACCURACY + COST]
+    summaries = group_summaries(done, list(dict.fromkeys(keys + [metric])))
+    _with_bench(summaries, inputs.bench)
+    present = {k for cells in summaries.values() for k, s in cells.items() if s.n > 0}
+    columns = [c for c in ACCURACY + COST if c.key in present]
+    if metric not in {c.key for c in columns} and metric in present:
+        columns.insert(0, column(metric))
+    group_runs = {tuple(k): len(g) for k, g in done.groupby(["suite", "model", "variant"], sort=True)}
+    baselines = resolve_baselines(done, baseline)
+    return Analysis(
+        inputs=inputs,
+        metric=metric,
+        summaries=summaries,
+        group_runs=group_runs,
+        columns=columns,
+        wanted_columns=[c.key for c in ACCURACY if c.key == metric],
+        baselines=baselines,
+        comparisons=baseline_rows(done, metric, baselines) if metric in done else [],
+        ablations=[ablation(done, axis, inputs.axes, metric) for axis in inputs.axes] if metric in done else [],
+        missing=missing_metric_runs(done, [c.key for c in ACCURACY] + [metric]),
+    )

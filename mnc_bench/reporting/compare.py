@@ -1,0 +1,228 @@
+"""From finished runs to numbers: per-group summaries over seeds, comparisons to a baseline, ablations.
+
+A group is the runs of one suite that differ only by seed: (suite, model, variant). Comparisons stay inside a
+suite: two suites may differ in schedule or data, so their rows are never set against each other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mnc_bench.errors import UserError
+from mnc_bench.reporting.metrics import Column, number
+from mnc_bench.reporting.stats import Comparison, Summary, compare, summarize
+from mnc_bench.reporting.table import AXIS_PREFIX
+
+GroupKey = tuple[str, str, str]  # suite, model, variant
+GROUP_COLUMNS = ["suite", "model", "variant"]
+BASELINE_PREFERENCE = "mask_rcnn"  # the field's reference model, when no --baseline is given
+
+
+def group_label(model: str, variant: str) -> str:
+    return f"{model} [{variant}]" if variant else model
+
+
+def short_label(model: str, variant: str, *, with_model: bool = True) -> str:
+    """A legend-sized label: axis keys cut to their last component ('box_grad=False, num_stages=3')."""
+    parts = []
+    for part in filter(None, variant.split(", ")):
+        key, sep, value = part.partition("=")
+        parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}")
+    short = ", ".join(parts)
+    if not with_model:
+        return short or model
+    return f"{model} [{short}]" if short else model
+
+
+def axis_name(column: str) -> str:
+    return column[len(AXIS_PREFIX):] if column.startswith(AXIS_PREFIX) else column
+
+
+def value_text(value: object) -> str:
+    """An axis value as printed: integral floats (read back from CSV) without '.0', NaN as '—'."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        if value.is_integer():
+            return str(int(value))
+    return str(value)
+
+
+def sort_values(values: Iterable[object]) -> list[object]:
+    """Axis values in natural order: numbers (and booleans) ascending, then text."""
+    def key(v: object) -> tuple:
+        if isinstance(v, (bool, int, float)) and not (isinstance(v, float) and math.isnan(v)):
+            return (0, float(v), "")
+        return (1, 0.0, value_text(v))
+    return sorted(set(values), key=key)
+
+
+def group_summaries(done: pd.DataFrame, columns: list[str]) -> dict[GroupKey, dict[str, Summary]]:
+    """Mean ± std over the seeds of each group, per column (NaN entries, i.e. unmeasured, left out)."""
+    out: dict[GroupKey, dict[str, Summary]] = {}
+    for key, rows in done.groupby(GROUP_COLUMNS, sort=True):
+        out[tuple(key)] = {c: summarize(pd.to_numeric(rows[c], errors="coerce")) for c in columns if c in rows}
+    return out
+
+
+@dataclass(frozen=True)
+class Baseline:
+    suite: str
+    model: str
+    variant: str
+    note: str  # how it was chosen
+
+    @property
+    def key(self) -> GroupKey:
+        return (self.suite, self.model, self.variant)
+
+    @property
+    def label(self) -> str:
+        return group_label(self.model, self.variant)
+
+
+def resolve_baselines(done: pd.DataFrame, name: str | None) -> dict[str, Baseline | None]:
+    """The baseline group of each suite: ``name`` is a model or a 'model [variant]' label; without one, the
+    first Mask R-CNN model, else the first group. UserError when ``name`` matches no group of any suite."""
+    out: dict[str, Baseline | None] = {}
+    labels: set[str] = set()
+    for suite, rows in done.groupby("suite", sort=True):
+        groups = sorted({(m, v) for m, v in zip(rows["model"], rows["variant"])})
+        labels.update(group_label(m, v) for m, v in groups)
+        if name is None:
+            preferred = [g for g in groups if g[0].startswith(BASELINE_PREFERENCE)] or groups
+            chosen, note = preferred[0], ("first Mask R-CNN model" if preferred is not groups else "first group")
+            out[suite] = Baseline(suite, *chosen, note=f"{note} (no --baseline given)")
+            continue
+        exact = [g for g in groups if group_label(*g) == name]
+        by_model = [g for g in groups if g[0] == name]
+        if exact:
+            out[suite] = Baseline(suite, *exact[0], note="--baseline")
+        elif by_model:
+            plain = [g for g in by_model if not g[1]]
+            chosen = (plain or by_model)[0]
+            note = "--baseline" if len(by_model) == 1 or plain else (
+                "--baseline names a model with several variants: the first is used; give 'model [variant]'")
+            out[suite] = Baseline(suite, *chosen, note=note)
+        else:
+            out[suite] = None
+    if name is not None and done.shape[0] and all(b is None for b in out.values()):
+        known = ", ".join(sorted(labels)[:10])
+        raise UserError(f"--baseline {name}: no such model in the results (models: {known})")
+    return out
+
+
+@dataclass(frozen=True)
+class Row:
+    """One group's value of the compared metric and its comparison to a reference group (None: the reference)."""
+
+    suite: str
+    model: str
+    variant: str
+    summary: Summary
+    comparison: Comparison | None
+
+    @property
+    def label(self) -> str:
+        return group_label(self.model, self.variant)
+
+
+def _values(rows: pd.DataFrame, metric: str) -> pd.Series:
+    return pd.to_numeric(rows[metric], errors="coerce")
+
+
+def baseline_rows(done: pd.DataFrame, metric: str, baselines: dict[str, Baseline | None]) -> list[Row]:
+    """Every group of each suite that has a baseline, baseline first, then the others compared to it."""
+    out = []
+    for suite, rows in done.groupby("suite", sort=True):
+        base = baselines.get(suite)
+        if base is None:
+            continue
+        groups = dict(tuple(rows.groupby(["model", "variant"], sort=True)))
+        base_values = _values(groups[(base.model, base.variant)], metric)
+        out.append(Row(suite, base.model, base.variant, summarize(base_values), None))
+        for (model, variant), g in groups.items():
+            if (model, variant) != (base.model, base.variant):
+                values = _values(g, metric)
+                out.append(Row(suite, model, variant, summarize(values), compare(values, base_values)))
+    return out
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    context: str  # the other axes' values (and the model when several), '' when none
+    value: str  # as printed
+    row: Row
+
+
+@dataclass(frozen=True)
+class Ablation:
+    axis: str  # column name, axis.<key>
+    rows: list[AblationRow]
+
+    @property
+    def name(self) -> str:
+        return axis_name(self.axis)
+
+
+def ablation(done: pd.DataFrame, axis: str, axes: list[str], metric: str) -> Ablation:
+    """Each value of ``axis`` against its first value (natural order), within every setting of the other axes
+    (suite, model and the other axis values held fixed); settings where the axis takes one value are left out."""
+    rows: list[AblationRow] = []
+    suites = done.loc[done[axis].notna(), "suite"].unique()
+    for suite, runs in done.groupby("suite", sort=True):
+        if suite not in suites:
+            continue
+        others = [a for a in axes if a != axis and runs[a].notna().any()]
+        multi_model = runs["model"].nunique() > 1
+        for context_key, ctx in runs.groupby(["model", *others], sort=True, dropna=False):
+            model = context_key[0]
+            texts = ctx[axis].map(value_text)
+            values = list(dict.fromkeys(value_text(v) for v in sort_values(ctx[axis].dropna().tolist())))
+            values += ["—"] if (texts == "—").any() else []
+            if len(values) < 2:
+                continue
+            parts = [f"{axis_name(a)}={value_text(v)}" for a, v in zip(others, context_key[1:])]
+            context = ", ".join(([suite] if len(suites) > 1 else []) + ([model] if multi_model else []) + parts)
+            reference = _values(ctx[texts == values[0]], metric)
+            for i, value in enumerate(values):
+                group = ctx[texts == value]
+                current = _values(group, metric)
+                comparison = None if i == 0 else compare(current, reference)
+                rows.append(AblationRow(context, value, Row(suite, model, group["variant"].iloc[0],
+                                                            summarize(current), comparison)))
+    return Ablation(axis, rows)
+
+
+def missing_metric_runs(done: pd.DataFrame, columns: list[str]) -> dict[str, list[str]]:
+    """Run ids of finished runs without a value for each column that other finished runs have."""
+    out = {}
+    for col in columns:
+        values = pd.to_numeric(done[col], errors="coerce") if col in done else None
+        if values is None or values.notna().sum() == 0:
+            continue
+        missing = done.loc[values.isna(), "run_id"].tolist()
+        if missing:
+            out[col] = sorted(missing)
+    return out
+
+
+def best_groups(summaries: dict[GroupKey, dict[str, Summary]], col: Column) -> set[GroupKey]:
+    """Groups whose mean of ``col`` is the best within their suite at display precision (ties all marked);
+    none in a suite where fewer than two groups have a value."""
+    out: set[GroupKey] = set()
+    by_suite: dict[str, dict[GroupKey, float]] = {}
+    for key, cells in summaries.items():
+        summary = cells.get(col.key)
+        if summary is not None and summary.n > 0:
+            by_suite.setdefault(key[0], {})[key] = float(number(summary.mean, col))
+    for values in by_suite.values():
+        if len(values) < 2:
+            continue
+        target = max(values.values()) if col.higher_is_better else min(values.values())
+        out.update(k for k, v in values.items() if v == target)
+    return out

@@ -1,0 +1,114 @@
+"""Training curves from each run's ``scalars.json`` (JSON lines as mmengine's LocalVisBackend writes them):
+total loss of every group of a suite, and per-stage losses of each model; mean over seeds with a ±1 std band."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+
+from mnc_bench.reporting.compare import short_label
+from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, legend_below, legend_height, new_figure,
+                                       save, style)
+from mnc_bench.reporting.table import run_folder
+
+MAX_STAGE_FIGURES = 6
+
+
+def read_scalars(path: Path) -> pd.DataFrame | None:
+    """Training-step records (those with a ``loss``) as a frame with an ``iter`` column; None when the file is
+    missing, unreadable or holds no training step (validation records carry no loss and are left out)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "loss" in record and ("iter" in record or "step" in record):
+            records.append({"iter": record.get("iter", record.get("step")),
+                            **{k: v for k, v in record.items() if k == "loss" or k.startswith("loss_")}})
+    if not records:
+        return None
+    frame = pd.DataFrame(records).apply(pd.to_numeric, errors="coerce")
+    return frame.dropna(subset=["iter", "loss"])
+
+
+def load_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Every finished run's curves with its suite, model and legend label; and the run ids that have none."""
+    frames, missing = [], []
+    for suite, runs in done.groupby("suite", sort=True):
+        with_model = runs["model"].nunique() > 1
+        for _, run in runs.iterrows():
+            curve = read_scalars(run_folder(run) / "scalars.json")
+            if curve is None:
+                missing.append(run["run_id"])
+                continue
+            curve["label"] = short_label(run["model"], run["variant"], with_model=with_model)
+            curve["suite"], curve["model"], curve["variant"] = suite, run["model"], run["variant"]
+            curve["run_id"] = run["run_id"]
+            frames.append(curve)
+    curves = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+    return curves, sorted(missing)
+
+
+def _total_loss(curves: pd.DataFrame, suite: str, name: str, out_dir: Path, note: str) -> FigureResult:
+    labels = sorted(curves["label"].unique())
+    fig = new_figure(2.1 + legend_height(labels))
+    ax = fig.subplots()
+    sns.lineplot(data=curves, x="iter", y="loss", hue="label", hue_order=labels, palette=PALETTE, errorbar="sd",
+                 ax=ax)
+    ax.set(xlabel="iteration", ylabel="total loss")
+    legend_below(ax, labels)
+    return save(fig, out_dir, name, f"Total training loss vs iteration, suite {suite}: mean over seeds, band ±1 std."
+                + note)
+
+
+def _stage_losses(runs: pd.DataFrame, title: str, name: str, out_dir: Path) -> FigureResult | Skipped:
+    stages = [c for c in sorted(runs.columns) if c.startswith("loss_") and runs[c].notna().any()]
+    if not stages:
+        return Skipped(name, f"{title}: no per-stage losses logged")
+    long = runs.melt(id_vars=["iter", "run_id"], value_vars=stages, var_name="term", value_name="value").dropna()
+    long["term"] = long["term"].str.removeprefix("loss_")
+    terms = [s.removeprefix("loss_") for s in stages]
+    fig = new_figure(2.1 + legend_height(terms))
+    ax = fig.subplots()
+    sns.lineplot(data=long, x="iter", y="value", hue="term", hue_order=terms,
+                 palette=PALETTE, errorbar="sd", ax=ax)
+    ax.set(xlabel="iteration", ylabel="loss")
+    ax.set_title(title, fontsize=6)
+    legend_below(ax, terms)
+    return save(fig, out_dir, name, f"Per-stage training losses of {title}: mean over seeds, band ±1 std.")
+
+
+def curve_figures(done: pd.DataFrame, out_dir: Path) -> list[FigureResult | Skipped]:
+    """Total loss per suite; per-stage losses of each model (its plain variant when it has one), at most
+    MAX_STAGE_FIGURES models."""
+    curves, missing = load_curves(done)
+    note = (f" {len(missing)} finished run(s) have no scalars.json: {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}.") if missing else ""
+    if curves.empty:
+        return [Skipped("training_loss", "no finished run has training scalars (scalars.json)." + note)]
+    suites = sorted(curves["suite"].unique())
+    results: list[FigureResult | Skipped] = []
+    with style():
+        for suite in suites:
+            name = "training_loss" if len(suites) == 1 else f"training_loss_{suite}"
+            results.append(_total_loss(curves[curves["suite"] == suite], suite, name, out_dir, note))
+        models = sorted(curves["model"].unique())
+        for model in models[:MAX_STAGE_FIGURES]:
+            runs = curves[curves["model"] == model]
+            plain = runs[runs["variant"] == ""]
+            suite, variant = (plain if len(plain) else runs).iloc[0][["suite", "variant"]]
+            runs = runs[(runs["suite"] == suite) & (runs["variant"] == variant)]
+            results.append(_stage_losses(runs, f"{suite}: {short_label(model, variant)}", f"training_stages_{model}",
+                                         out_dir))
+    if len(models) > MAX_STAGE_FIGURES:
+        results.append(Skipped("training_stages", f"per-stage curves drawn for the first {MAX_STAGE_FIGURES} of "
+                                                  f"{len(models)} models"))
+    return results

@@ -1,0 +1,187 @@
+"""The ablation and speed figures: AP vs cascade depth, loss-weight heatmap, AP vs proposal quality, speed vs
+accuracy. Each returns a :class:`FigureResult`, or :class:`Skipped` with the reason when its data is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from mnc_bench.reporting.compare import GROUP_COLUMNS, axis_name, sort_values, value_text
+from mnc_bench.reporting.metrics import RECALL_KEYS, column
+from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, ci95, legend_below, legend_height, new_figure,
+                                       save, style)
+
+MAX_PANELS = 4
+END_TO_END = {True: "end-to-end", False: "step-wise"}
+
+
+def _measured(done: pd.DataFrame, metric: str) -> pd.DataFrame:
+    data = done.copy()
+    data["value"] = pd.to_numeric(data[metric], errors="coerce") * column(metric).scale
+    return data[np.isfinite(data["value"])]
+
+
+def _find(axes: list[str], *needles: str) -> list[str]:
+    return [a for a in axes if any(n in axis_name(a) for n in needles)]
+
+
+def _setting(data: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """A text label of the values of ``columns`` per row ('' when there are none); model and suite included
+    when they vary, so rows of different models or suites are never pooled into one point."""
+    cols = [c for c in ("suite", "model") if data[c].nunique() > 1] + columns
+    if not cols:
+        return pd.Series("", index=data.index)
+    return data[cols].apply(lambda r: ", ".join(
+        value_text(v) if c in ("suite", "model") else f"{axis_name(c).split('.')[-1]}={value_text(v)}"
+        for c, v in zip(cols, r)), axis=1)
+
+
+def _ordered(values: pd.Series) -> list[str]:
+    return [value_text(v) for v in sort_values(values.dropna().tolist())]
+
+
+def _varying(data: pd.DataFrame, axes: list[str], exclude: list[str]) -> list[str]:
+    return [a for a in axes if a not in exclude and data[a].nunique(dropna=False) > 1]
+
+
+def _pointplot(ax, data: pd.DataFrame, x: str, order: list[str], hue: str | None, y: str = "value") -> None:
+    sns.pointplot(data=data, x=x, y=y, order=order, hue=hue, palette=PALETTE if hue else None,
+                  errorbar=ci95, dodge=0.3 if hue else False, capsize=0.15, markersize=3.5, linewidth=1.0,
+                  err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
+
+
+def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path) -> FigureResult | Skipped:
+    name = "ap_vs_depth"
+    depth = _find(axes, "num_stages")
+    if not depth:
+        return Skipped(name, "no cascade-depth axis (*.num_stages) varies in the results")
+    data = _measured(done[done[depth[0]].notna()], metric)
+    if data.empty:
+        return Skipped(name, f"no finished run with {metric} on the depth axis")
+    data["depth"] = data[depth[0]].map(value_text)
+    grad = [a for a in _find(axes, "box_grad") if data[a].nunique() > 1]
+    hue = None
+    if grad:
+        data["training"] = data[grad[0]].map(lambda v: END_TO_END.get(bool(v), value_text(v)))
+        hue = "training"
+    data["panel"] = _setting(data, _varying(data, axes, depth + grad))
+    panels = sorted(data["panel"].unique())
+    if len(panels) > MAX_PANELS:
+        return Skipped(name, f"{len(panels)} settings of the other axes (at most {MAX_PANELS} panels)")
+    col = column(metric)
+    with style():
+        fig = new_figure(2.3 if len(panels) <= 2 else 4.2)
+        grid = fig.subplots(1 if len(panels) <= 2 else 2, min(len(panels), 2), squeeze=False, sharey=True)
+        for ax, panel in zip(grid.flat, panels):
+            _pointplot(ax, data[data["panel"] == panel], "depth", _ordered(data[depth[0]]), hue)
+            ax.set(xlabel="cascade stages", ylabel=col.label, title=panel)
+            if hue and ax is not grid.flat[0]:
+                ax.get_legend().remove()
+        for ax in grid.flat[len(panels):]:
+            ax.set_visible(False)
+        caption = (f"{col.label} vs cascade depth: mean over seeds, 95 % percentile-bootstrap interval"
+                   + (" (none where a point has one seed)" if data.groupby(["panel", "depth"]).size().min() < 2 else "")
+                   + ("; end-to-end vs step-wise training as colour." if hue else "."))
+        return save(fig, out_dir, name, caption)
+
+
+def loss_weight_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path) -> FigureResult | Skipped:
+    name = "loss_weights"
+    weights = _find(axes, "loss_weight")
+    if not weights:
+        return Skipped(name, "no loss-weight axis (*loss_weight*) varies in the results")
+    if len(weights) > 2:
+        return Skipped(name, f"{len(weights)} loss-weight axes; the heatmap shows two")
+    data = _measured(done[done[weights].notna().all(axis=1)], metric)
+    others = _setting(data, _varying(data, axes, weights))
+    if data.empty or others.nunique() > 1:
+        reason = "no finished run with the metric" if data.empty else "other axes vary too: one heatmap would pool them"
+        return Skipped(name, reason)
+    rows_axis, cols_axis = weights[0], weights[-1] if len(weights) == 2 else None
+    data["row"] = data[rows_axis].map(value_text)
+    data["col"] = data[cols_axis].map(value_text) if cols_axis else ""
+    stats = data.groupby(["row", "col"])["value"].agg(["mean", "std", "count"])
+    mean = stats["mean"].unstack("col").reindex(index=_ordered(data[rows_axis]),
+                                                columns=_ordered(data[cols_axis]) if cols_axis else [""])
+    annot = mean.copy().astype(object)
+    for (r, c), s in stats.iterrows():
+        annot.loc[r, c] = f"{s['mean']:.1f}" + (f"\n±{s['std']:.1f}" if s["count"] > 1 else "\n(n=1)")
+    col = column(metric)
+    with style():
+        fig = new_figure(2.4)
+        ax = fig.subplots()
+        sns.heatmap(mean.astype(float), annot=annot.fillna("").to_numpy(), fmt="", cmap="viridis",
+                    linewidths=0.5, annot_kws={"fontsize": 5.5}, cbar_kws={"label": col.label}, ax=ax)
+        ax.set(ylabel=axis_name(rows_axis), xlabel=axis_name(cols_axis) if cols_axis else "")
+        ax.invert_yaxis()
+        caption = f"{col.label} by loss weights: mean ± std over seeds in each cell."
+        return save(fig, out_dir, name, caption)
+
+
+def proposal_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path) -> FigureResult | Skipped:
+    name = "ap_vs_proposals"
+    knobs = [a for a in _find(axes, "proposal") if done[a].nunique() > 1][:3]
+    if not knobs:
+        return Skipped(name, "no proposal-quality axis (*proposal*) varies in the results")
+    recall = next((k for k in RECALL_KEYS if k != metric and k in done
+                   and pd.to_numeric(done[k], errors="coerce").notna().any()), None)
+    rows = [metric] + ([recall] if recall else [])
+    with style():
+        fig = new_figure(1.5 * len(rows) + 0.4)
+        grid = fig.subplots(len(rows), len(knobs), squeeze=False, sharey="row")
+        for j, knob in enumerate(knobs):
+            for i, key in enumerate(rows):
+                data = _measured(done[done[knob].notna()], key)
+                data["x"] = data[knob].map(value_text)
+                data["setting"] = _setting(data, _varying(data, axes, [knob]))
+                hue = "setting" if data["setting"].nunique() > 1 else None
+                ax = grid[i, j]
+                _pointplot(ax, data, "x", _ordered(data[knob]), hue)
+                ax.set(xlabel=axis_name(knob).split(".")[-1] if i == len(rows) - 1 else "",
+                       ylabel=column(key).label if j == 0 else "")
+                if max(map(len, _ordered(data[knob])), default=0) > 4:
+                    ax.tick_params(axis="x", labelrotation=45)
+                if hue and (i, j) != (0, 0):
+                    ax.get_legend().remove()
+        caption = (f"{column(metric).label} vs proposal quality (one panel per proposal axis)"
+                   + (f", {column(recall).label} below" if recall else ", no recall column in the results")
+                   + ": mean over seeds, 95 % percentile-bootstrap interval.")
+        return save(fig, out_dir, name, caption)
+
+
+def speed_figure(done: pd.DataFrame, bench: pd.DataFrame | None, metric: str, out_dir: Path) -> FigureResult | Skipped:
+    name = "speed_accuracy"
+    if bench is None or "infer_ms_median" not in bench:
+        return Skipped(name, "no bench results with infer_ms_median (run `mnc-bench bench models --json`)")
+    # Bench speed is per config: a variant (other axis values) may run at another speed, so only plain runs.
+    data = _measured(done[done["variant"] == ""], metric)
+    multi_suite = data["suite"].nunique() > 1
+    points = []
+    for (suite, model, variant), runs in data.groupby(GROUP_COLUMNS, sort=True):
+        speed = bench[bench["model"] == model]
+        if speed.empty:
+            continue
+        s = speed.iloc[0]
+        q1, q3 = s.get("infer_ms_q1", np.nan), s.get("infer_ms_q3", np.nan)
+        points.append({"label": f"{suite}: {model}" if multi_suite else model, "ms": s["infer_ms_median"],
+                       "ms_lo": s["infer_ms_median"] - q1, "ms_hi": q3 - s["infer_ms_median"],
+                       "value": runs["value"].mean(), "std": runs["value"].std(ddof=1)})
+    if not points:
+        return Skipped(name, "no finished run of a plain model config (no other axis set) appears in the bench results")
+    points_df = pd.DataFrame(points)
+    colors = dict(zip(points_df["label"], sns.color_palette(PALETTE, len(points_df))))
+    with style():
+        fig = new_figure(2.1 + legend_height(list(points_df["label"])))
+        ax = fig.subplots()
+        for p in points_df.itertuples():
+            ax.errorbar(p.ms, p.value, xerr=[[p.ms_lo], [p.ms_hi]], yerr=None if np.isnan(p.std) else p.std,
+                        fmt="o", color=colors[p.label], label=p.label, capsize=1.5, elinewidth=0.8, markersize=3.5)
+        ax.set(xlabel="inference ms/img (median; bars: IQR)", ylabel=f"{column(metric).label} (bars: ± std)")
+        legend_below(ax, list(points_df["label"]))
+        caption = (f"Speed vs {column(metric).label}: inference median ms/img with its interquartile range (bench "
+                   "results, batch 1) against mean ± std over seeds; runs of plain model configs only.")
+        return save(fig, out_dir, name, caption)
+

@@ -1,0 +1,110 @@
+"""Booktabs tables ready to paste (pandas ``Styler.to_latex(hrules=True)``): the COCO layout of the Mask R-CNN /
+PANet tables (AP, AP50, AP75, APs, APm, APl), the VOC layout of the MNC paper (mAP^r@0.5, mAP^r@0.7, time),
+and one table per ablation axis. Every value column is followed by its ± column (std over seeds)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from mnc_bench.reporting.compare import Ablation, GroupKey, best_groups, group_label
+from mnc_bench.reporting.metrics import (COCO_LAYOUT, VOC_LAYOUT, Column, column, difference_text, escape_tex,
+                                         number, probability_text, spread, verdict_text)
+from mnc_bench.reporting.stats import Summary
+
+PM = r"$\pm$"
+MISSING = "--"
+
+
+def _render(frame: pd.DataFrame, caption: str, label: str, column_format: str) -> str:
+    styler = frame.style.hide(axis="index")
+    return styler.to_latex(hrules=True, caption=caption, label=label, column_format=column_format,
+                           position="t", position_float="centering") 
+
+
+def _value_cells(summary: Summary | None, col: Column, bold: bool) -> tuple[str, str]:
+    """(mean, ±std); the ± cell is empty with one seed (no spread to show) and '--' when unmeasured."""
+    if summary is None or summary.n == 0:
+        return MISSING, ""
+    mean = number(summary.mean, col)
+    mean = rf"\textbf{{{mean}}}" if bold else mean
+    return mean, "" if math.isnan(summary.std) else f"{PM}{spread(summary.std, col)}"
+
+
+def paper_table(
+    summaries: dict[GroupKey, dict[str, Summary]],
+    keys: tuple[str, ...],
+    *,
+    caption: str,
+    label: str,
+    time_key: str | None = None,
+) -> str:
+    """One row per group (``summaries`` order); columns: method, n, then value and ± per metric in ``keys``,
+    then the time column when ``time_key`` is given (the MNC paper's VOC layout)."""
+    cols = [column(k) for k in keys]
+    best = {c.key: best_groups(summaries, c) for c in cols}
+    header = ["method", "$n$"]
+    for c in cols:
+        header += [c.tex, PM]
+    if time_key:
+        header.append(column(time_key).tex)
+    rows = []
+    for group, cells in summaries.items():
+        n = max((cells[k].n for k in keys if k in cells), default=0)
+        row = [escape_tex(group_label(group[1], group[2])), str(n)]
+        for c in cols:
+            row += _value_cells(cells.get(c.key), c, group in best[c.key])
+        if time_key:
+            time = cells.get(time_key)
+            row.append(number(time.mean, column(time_key)) if time and time.n else MISSING)
+        rows.append(row)
+    # Positional column names: header cells repeat ($\pm$), which a pandas index may not.
+    frame = pd.DataFrame(rows, columns=range(len(header)))
+    frame.columns = header if len(set(header)) == len(header) else pd.Index(header, tupleize_cols=False)
+    column_format = "lr" + "rl" * len(cols) + ("r" if time_key else "")
+    return _render(_unique_columns(frame, header), caption, label, column_format)
+
+
+def _unique_columns(frame: pd.DataFrame, header: list[str]) -> pd.DataFrame:
+    """Styler needs unique column labels: repeated ± headers get invisible, distinct LaTeX suffixes ({} i times),
+    which typeset as nothing."""
+    seen: dict[str, int] = {}
+    labels = []
+    for h in header:
+        seen[h] = seen.get(h, 0) + 1
+        labels.append(h + "{}" * (seen[h] - 1))
+    frame.columns = labels
+    return frame
+
+
+def coco_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, metric_note: str) -> str:
+    return paper_table(summaries, COCO_LAYOUT, label=f"tab:{suite}-coco",
+                       caption=f"Mask AP on {escape_tex(suite)} (COCO protocol, points): mean {PM} std over seeds; "
+                       f"$n$ seeds; best in bold. {metric_note}")
+
+
+def voc_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, protocol: str, time_note: str) -> str:
+    return paper_table(summaries, VOC_LAYOUT[protocol], time_key="infer_ms_median", label=f"tab:{suite}-voc-{protocol}",
+                       caption=f"Region mAP$^r$ on {escape_tex(suite)} ({protocol.upper()} protocol, points): mean "
+                       f"{PM} std over seeds; $n$ seeds; best in bold; time: inference ms/img. {time_note}")
+
+
+def ablation_table(ablation: Ablation, metric: str) -> str:
+    """Context, axis value, n, metric mean and ±, difference to the first value [95 % CI], P(improvement)."""
+    col = column(metric)
+    rows = []
+    for r in ablation.rows:
+        mean, pm = _value_cells(r.row.summary, col, bold=False)
+        comp = r.row.comparison
+        diff = "reference" if comp is None else escape_tex(difference_text(comp.difference, col))
+        prob = "" if comp is None else escape_tex(probability_text(comp.improvement))
+        verdict = "" if comp is None else verdict_text(comp.difference, 0.0, col)
+        rows.append([escape_tex(r.context), escape_tex(r.value), str(r.row.summary.n), mean, pm, diff, verdict, prob])
+    header = ["setting", escape_tex(ablation.name.split(".")[-1]), "$n$", col.tex, PM,
+              r"$\Delta$ [95\% CI]", "verdict", r"$P(\mathrm{improvement})$ [95\% CI]"]
+    frame = pd.DataFrame(rows, columns=header)
+    return _render(frame, caption=f"Ablation of {escape_tex(ablation.name)}: {escape_tex(col.label)} (points), "
+                   r"difference to the first value with a stratified percentile-bootstrap 95\% interval, "
+                   "probability of improvement over seeds.",
+                   label=f"tab:ablation-{ablation.name.replace('.', '-')}", column_format="llrrlllr")

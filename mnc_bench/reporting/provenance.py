@@ -1,0 +1,134 @@
+"""Where a report's numbers come from: suite files, commands, code commits, package versions, machine.
+
+Nothing here reads a clock: the same inputs on the same checkout and machine give the same text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import importlib.metadata
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mnc_bench.reporting.table import Inputs, run_folder
+
+PACKAGES = ("mnc-bench", "torch", "torchvision", "mmcv", "mmdet", "mmengine", "numpy", "scipy", "pandas",
+            "matplotlib", "seaborn", "pycocotools")
+SUITE_DIR = Path("configs/ablations")
+
+
+@dataclass
+class Provenance:
+    files: list[tuple[str, str]] = field(default_factory=list)  # (path, sha256 prefix) of every input file
+    commands: list[str] = field(default_factory=list)
+    run_commands: list[tuple[str, str]] = field(default_factory=list)  # (run id, equivalent single-run command)
+    commits: list[tuple[str, str]] = field(default_factory=list)  # (what, commit)
+    packages: list[tuple[str, str]] = field(default_factory=list)
+    machine: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "unreadable"
+
+
+def _git(*args: str) -> str:
+    if shutil.which("git") is None:
+        return "unknown (git not found)"
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
+
+
+def _suite_file(suite: str) -> Path | None:
+    for candidate in (SUITE_DIR / f"{suite}.yaml", SUITE_DIR / f"{suite}.yml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _train_command(run: pd.Series) -> str:
+    """The single-run command equivalent to a suite run, from its run.json (config, overrides, seed)."""
+    config, options = run.get("config", ""), {}
+    try:
+        meta = json.loads((run_folder(run) / "run.json").read_text(encoding="utf-8"))
+        config = meta.get("config", config)
+        options = meta.get("cfg_options") or {}
+    except (OSError, ValueError):
+        pass
+    parts = ["mnc-bench", "train", str(config), "--seed", str(run["seed"])]
+    if options:
+        parts += ["--cfg-options", *(f"{k}={v}" for k, v in sorted(options.items()))]
+    return shlex.join(parts)
+
+
+def _machine(bench_machine: dict[str, Any]) -> list[tuple[str, str]]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = "none visible (no nvidia-smi)"
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+        gpu = "; ".join(out.stdout.strip().splitlines()) or "none listed by nvidia-smi"
+    rows = [("report machine: CPU", cpu), ("report machine: cores available", str(len(os.sched_getaffinity(0)))),
+            ("report machine: OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "unset")),
+            ("report machine: GPU", gpu), ("report machine: platform", platform.platform())]
+    rows += [(f"bench machine: {k}", str(v)) for k, v in sorted(bench_machine.items())]
+    return rows
+
+
+def collect_provenance(inputs: Inputs, suites: list[str], command: list[str]) -> Provenance:
+    prov = Provenance()
+    for suite in sorted(set(inputs.runs["suite"])):
+        path = _suite_file(suite)
+        if path is not None:
+            prov.files.append((_display(path), _digest(path)))
+            prov.commands.append(shlex.join(["mnc-bench", "run", _display(path)]))
+        prov.commands.append(shlex.join(["mnc-bench", "collect", suite]))
+    for source in inputs.sources:
+        prov.files.append((_display(source), _digest(source)))
+    if inputs.bench_source is not None:
+        prov.files.append((_display(inputs.bench_source), _digest(inputs.bench_source)))
+        prov.commands.append(shlex.join(["mnc-bench", "bench", "models", "--json", _display(inputs.bench_source)]))
+    prov.commands.append(shlex.join(command))
+    for _, run in inputs.runs.iterrows():
+        prov.run_commands.append((str(run["run_id"]), _train_command(run)))
+    if "git_commit" in inputs.runs:
+        for commit in sorted(c for c in set(inputs.runs["git_commit"]) if c):
+            prov.commits.append(("runs", commit))
+    head = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--", "mnc_bench", "configs") if not head.startswith("unknown") else ""
+    prov.commits.append(("report code", head + (" (with uncommitted changes)" if dirty else "")))
+    for name in PACKAGES:
+        try:
+            prov.packages.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            prov.packages.append((name, "not installed"))
+    prov.machine = _machine(inputs.machine)
+    return prov

@@ -1,0 +1,199 @@
+"""The report's sections as blocks: overview, main table, differences to the baseline, ablations, figures, runs not
+counted, published reference rows, provenance. Every number is formatted by :mod:`mnc_bench.reporting.metrics`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from mnc_bench.reporting.analysis import PER_MODEL, Analysis
+from mnc_bench.reporting.compare import best_groups, group_label
+from mnc_bench.reporting.metrics import (column, difference_text, mean_std, number, probability_text,
+                                         verdict_text)
+from mnc_bench.reporting.provenance import Provenance
+from mnc_bench.reporting.published import BLOCK_TITLE, display_value, relevant
+from mnc_bench.reporting.render import Block, Bullets, Code, Heading, Image, Table, Text
+from mnc_bench.reporting.stats import CONFIDENCE, N_BOOT, SEED
+from mnc_bench.reporting.style import FigureResult, Skipped
+from mnc_bench.reporting.table import STATUSES
+
+MAIN_TABLE_ID = "main-table"
+
+
+def overview(a: Analysis, suites: Sequence[str]) -> list[Block]:
+    runs = a.inputs.runs
+    blocks: list[Block] = [Heading(f"Report: {', '.join(suites)}", 1)]
+    if runs.empty:
+        return blocks + [Text("The results hold no runs: there is nothing to compare. Run the suite "
+                              "(`mnc-bench run SUITE`) and collect it (`mnc-bench collect SUITE`) first.")]
+    counts = runs.groupby("suite")["status"].value_counts().unstack(fill_value=0).reindex(columns=STATUSES, fill_value=0)
+    rows = []
+    for suite, c in counts.iterrows():
+        done = a.done[a.done["suite"] == suite]
+        rows.append([suite, *(str(int(c[s])) for s in STATUSES), str(done["model"].nunique()),
+                     ", ".join(str(s) for s in sorted(done["seed"].unique())) or "—"])
+    blocks += [Text(f"Compared metric: `{a.metric}` ({column(a.metric).label}). Numbers below are what this project "
+                    "measured; published numbers appear only in their own block near the end."),
+               Table(["suite", *STATUSES, "models", "seeds (finished)"], rows)]
+    for suite in counts.index[counts["done"] == 0]:
+        blocks.append(Text(f"Suite {suite} has no finished run: it appears only under 'Runs not counted'."))
+    return blocks
+
+
+def _cell(a: Analysis, key: tuple[str, str, str], col_key: str, runs: int) -> str:
+    summary = a.summaries[key].get(col_key)
+    if summary is None or summary.n == 0:
+        return "—"
+    col = column(col_key)
+    if col_key in PER_MODEL:
+        return number(summary.mean, col)
+    text = mean_std(summary, col)
+    return text + (f" (n={summary.n})" if summary.n != runs else "")
+
+
+def main_table(a: Analysis) -> list[Block]:
+    if not a.summaries:
+        return []
+    multi_suite = len({k[0] for k in a.summaries}) > 1
+    header = (["suite"] if multi_suite else []) + ["model", "n"] + [c.label for c in a.columns]
+    offset = len(header) - len(a.columns)
+    best = {c.key: best_groups(a.summaries, c) for c in a.columns}
+    rows, bold = [], set()
+    for i, key in enumerate(a.summaries):
+        runs = a.group_runs[key]
+        row = ([key[0]] if multi_suite else []) + [group_label(key[1], key[2]), str(runs)]
+        for j, c in enumerate(a.columns):
+            row.append(_cell(a, key, c.key, runs))
+            if key in best[c.key]:
+                bold.add((i, offset + j))
+        rows.append(row)
+    notes = ["Each cell: mean ± sample std (ddof 1) over the seeds of the row; n = finished runs of the row, and a cell "
+             "computed from fewer says (n=k). Accuracy in points (x 100). Bold: best per column within a suite. "
+             "params, GFLOPs and ms/img are per model (ms/img: median of the bench results, batch 1); s/iter is the "
+             "median logged iteration time of each run, mean ± std over seeds."]
+    single = sorted(group_label(k[1], k[2]) for k, n in a.group_runs.items() if n == 1)
+    if single:
+        notes.append(f"One seed only (no spread, no interval): {', '.join(single)}.")
+    for key, run_ids in a.missing.items():
+        notes.append(f"`{key}` is missing from {len(run_ids)} finished run(s): {', '.join(run_ids)}; their cells use "
+                     "the runs that have it.")
+    absent = [c for c in a.wanted_columns if c not in {col.key for col in a.columns}]
+    if absent:
+        notes.append("Not measured in any finished run (columns left out): " + ", ".join(f"`{k}`" for k in absent) + ".")
+    return [Heading("Main comparison"), Table(header, rows, frozenset(bold), MAIN_TABLE_ID), *map(Text, notes)]
+
+
+def _method(a: Analysis, reference: str) -> Text:
+    return Text(f"Δ: difference of means to {reference}, in points, with a {CONFIDENCE:.0%} percentile-bootstrap "
+                f"interval stratified over seeds (each side's seeds resampled separately; {N_BOOT:,} resamples, seed "
+                f"{SEED}). P(improvement): probability that a seed of the row beats a seed of the reference, Mann-Whitney "
+                "U / (n_row · n_ref) (ties count half), with the same bootstrap interval. 'inconclusive': the interval "
+                "contains 0 (Δ) or 0.5 (P). Intervals need 2 seeds per side; with 3 or fewer they are coarse and "
+                "tend to be too narrow: read them as indicative.")
+
+
+def _comparison_cells(row, col) -> list[str]:
+    if row.comparison is None:
+        return ["reference", "", "", ""]
+    d, p = row.comparison.difference, row.comparison.improvement
+    return [difference_text(d, col), verdict_text(d, 0.0, col), probability_text(p), verdict_text(p, 0.5, col)]
+
+
+def baseline_section(a: Analysis) -> list[Block]:
+    col = column(a.metric)
+    blocks: list[Block] = [Heading(f"Difference to the baseline: {col.label}")]
+    for suite, base in sorted(a.baselines.items()):
+        if base is None:
+            blocks.append(Text(f"Suite {suite}: the baseline is not in this suite; no comparison."))
+        else:
+            blocks.append(Text(f"Suite {suite}: baseline {base.label} ({base.note})."))
+    if not a.comparisons:
+        return blocks + [Text("No finished run to compare.")]
+    multi_suite = len(a.baselines) > 1
+    header = (["suite"] if multi_suite else []) + ["model", "n", col.label, "Δ [95 % CI]", "Δ verdict",
+                                                    "P(model > baseline) [95 % CI]", "P verdict"]
+    rows = [([r.suite] if multi_suite else []) + [r.label, str(r.summary.n), mean_std(r.summary, col),
+                                                  *_comparison_cells(r, col)] for r in a.comparisons]
+    return blocks + [Table(header, rows), _method(a, "the baseline")]
+
+
+def ablation_sections(a: Analysis) -> list[Block]:
+    col = column(a.metric)
+    blocks: list[Block] = []
+    for ab in a.ablations:
+        blocks.append(Heading(f"Ablation: {ab.name}"))
+        if not ab.rows:
+            blocks.append(Text("No setting where this axis takes two values among finished runs with the metric."))
+            continue
+        header = ["setting", ab.name.split(".")[-1], "n", col.label, "Δ [95 % CI]", "Δ verdict",
+                  "P(improvement) [95 % CI]", "P verdict"]
+        rows = [[r.context or "—", r.value, str(r.row.summary.n), mean_std(r.row.summary, col),
+                 *_comparison_cells(r.row, col)] for r in ab.rows]
+        blocks += [Table(header, rows), _method(a, "the first value of the axis within the same setting (suite, model "
+                                                   "and other axes fixed)")]
+    return blocks
+
+
+def figure_section(figures: list[FigureResult | Skipped], out: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("Figures")]
+    drawn = [f for f in figures if isinstance(f, FigureResult)]
+    for fig in drawn:
+        blocks.append(Image(fig.png.relative_to(out).as_posix(), fig.caption))
+    if drawn:
+        blocks.append(Text("Each figure is also in `figures/` as PDF (vector, for papers) and PNG."))
+    skipped = [f for f in figures if isinstance(f, Skipped)]
+    if skipped:
+        blocks += [Text("Not drawn:"), Bullets([f"{s.name}: {s.reason}" for s in skipped])]
+    return blocks
+
+
+def not_counted(a: Analysis) -> list[Block]:
+    runs = a.inputs.runs[a.inputs.runs["status"] != "done"]
+    if runs.empty:
+        return []
+    reason = runs["failure_reason"] if "failure_reason" in runs else pd.Series("", index=runs.index)
+    rows = [[r.suite, r.run_id, group_label(r.model, r.variant), str(r.seed), r.status, reason[i] or "—"]
+            for i, r in zip(runs.index, runs.itertuples())]
+    return [Heading("Runs not counted"), Text("Runs that did not finish are left out of every number above."),
+            Table(["suite", "run id", "model", "seed", "status", "reason"], rows)]
+
+
+def published_section(published: pd.DataFrame, measured_models: list[str]) -> list[Block]:
+    rows = relevant(published, measured_models)
+    blocks: list[Block] = [Heading(f"Published — different data, backbone and hardware"),
+                           Text(f"Reference rows ({BLOCK_TITLE}), as their authors published them, for the model "
+                                "families measured above; not comparable to the measured numbers and never mixed "
+                                "with them. All published rows: `mnc_bench/reporting/published_results.csv`.")]
+    if rows.empty:
+        return blocks + [Text("No published row names a measured model family.")]
+    header = ["model", "source", "dataset", "split", "backbone", "schedule", "metric", "value", "notes"]
+    body = [[r.model, r.source, r.dataset, r.split, r.backbone, r.schedule or "—", r.metric,
+             display_value(r.metric, r.value), r.notes] for r in rows.itertuples()]
+    return blocks + [Table(header, body)]
+
+
+def provenance_section(p: Provenance) -> list[Block]:
+    return [
+        Heading("Provenance"),
+        Text("Input files (sha256, first 12 hex digits):"),
+        Bullets([f"`{path}` {digest}" for path, digest in p.files] or ["none"]),
+        Text("Commands (suite run, collect, bench, this report):"),
+        Code("\n".join(p.commands)),
+        Text("Code commits:"),
+        Bullets([f"{what}: {commit}" for what, commit in p.commits]),
+        Text("Packages:"),
+        Table(["package", "version"], [list(x) for x in p.packages]),
+        Text("Machine (the report's; the bench machine where bench results were read):"),
+        Table(["what", "value"], [list(x) for x in p.machine]),
+        Text("Equivalent single-run command of every run (the suite runner adds its work dir and threads):"),
+        Code("\n".join(f"# {run_id}\n{cmd}" for run_id, cmd in p.run_commands) or "none"),
+    ]
+
+
+def files_section(tex: list[Path], out: Path) -> list[Block]:
+    if not tex:
+        return [Heading("LaTeX tables"), Text("None written (no finished run).")]
+    return [Heading("LaTeX tables"), Text("Booktabs tables (`\\usepackage{booktabs}`), ready to paste:"),
+            Bullets([f"`{p.relative_to(out).as_posix()}`" for p in tex])]

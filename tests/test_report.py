@@ -1,0 +1,235 @@
+"""`mnc-bench report` end to end on a fixture results tree (no training): files, numbers, LaTeX, figures."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mnc_bench.reporting import provenance, write_report
+from report_browser import find_chromium, inspect_page
+from report_fixtures import build_results
+
+SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality"]
+FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "qualitative",
+           *(f"training_loss_{suite}" for suite in SUITES),
+           *(f"training_stages_{model}" for model in ("mask_rcnn_shapes", "panet_shapes", "mnc_3stage_shapes",
+                                                      "mnc_5stage_shapes"))]
+TABLES = ["main_coco_mnc_vs_successors", "main_voc_mnc_mnc_vs_successors", "main_voc_sds_mnc_vs_successors",
+          "main_coco_cascade_depth", "ablation_model_cascade_num_stages", "ablation_model_cascade_box_grad",
+          "ablation_model_loss_weights_mask", "ablation_model_loss_weights_cls",
+          "ablation_model_proposal_control_max_proposals"]
+
+
+@pytest.fixture(scope="module")
+def fixture_report(tmp_path_factory, shapes_dataset):
+    root = tmp_path_factory.mktemp("report")
+    table = build_results(root, shapes_dataset)
+    out = root / "reports" / "fixture"
+    with pytest.MonkeyPatch.context() as patch:
+        # The report names the checkout's commit; other work committing meanwhile must not change "same code".
+        patch.setattr(provenance, "_git", lambda *args: "" if args[0] == "status" else "c0ffee")
+        written = write_report(SUITES, out, results_dir=root / "results",
+                               bench=root / "results" / "bench" / "models.json")
+        yield root, table, out, written
+
+
+def md_table(text: str, heading: str, index: int = 0) -> pd.DataFrame:
+    """The ``index``-th Markdown table after ``heading``, cells as strings with the bold marks removed."""
+    section = text.split(heading, 1)[1]
+    blocks = re.findall(r"((?:^\|.*\|\n)+)", section, flags=re.M)
+    lines = blocks[index].strip().splitlines()
+    split = [[c.strip().replace("**", "") for c in line.strip("|").split(" | ")] for line in lines]
+    return pd.DataFrame(split[2:], columns=split[0])
+
+
+def independent_aggregates(table: pd.DataFrame, key: str) -> pd.DataFrame:
+    done = table[table["status"] == "done"]
+    return done.groupby(["suite", "model", "variant"])[key].agg(["mean", "std", "count", "size"]).reset_index()
+
+
+def test_every_file_is_written(fixture_report):
+    _, _, out, written = fixture_report
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    for name in TABLES:
+        assert (out / "tables" / f"{name}.tex").is_file(), name
+    for name in FIGURES:
+        for ext in ("pdf", "png"):
+            assert (out / "figures" / f"{name}.{ext}").is_file(), f"{name}.{ext}"
+    assert all(p.is_file() for p in written.files)
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("key,label", [("coco/segm/AP", "mask AP"), ("coco/bbox/AP", "box AP"),
+                                       ("voc_mnc/mAP@0.7", "mAP^r@0.7 (MNC protocol)")])
+def test_main_table_cells_equal_independent_aggregates(fixture_report, key, label):
+    _, table, out, _ = fixture_report
+    main = md_table((out / "report.md").read_text(), "## Main comparison")
+    expected = independent_aggregates(table, key)
+    assert len(main) == len(expected)  # one row per (suite, model, variant) with a finished run
+    for row in expected.itertuples():
+        label_text = row.model if not row.variant else f"{row.model} [{row.variant}]"
+        cell = main[(main["suite"] == row.suite) & (main["model"] == label_text)][label].item()
+        n = int((table[(table.suite == row.suite) & (table.model == row.model) & (table.variant == row.variant)]
+                 ["status"] == "done").sum())
+        std = f"{row.std * 100:.1f}" if round(row.std * 100, 1) else f"{row.std * 100:.2g}"  # never '± 0.0'
+        text = f"{row.mean * 100:.1f}" + (f" ± {std}" if row.count > 1 else "")
+        text += f" (n={row.count})" if row.count != n else ""
+        assert cell == text, (row, cell)
+    assert "± 0.0 " not in (out / "report.md").read_text()
+
+
+def test_main_table_marks_the_best_mask_ap_per_suite(fixture_report):
+    _, table, out, _ = fixture_report
+    text = (out / "report.md").read_text()
+    best = independent_aggregates(table, "coco/segm/AP").query("suite == 'mnc_vs_successors'")
+    top = best.loc[best["mean"].idxmax()]
+    assert f"**{top['mean'] * 100:.1f} ± {top['std'] * 100:.1f}**" in text
+    assert top["model"] == "mnc_5stage_shapes"
+
+
+def test_difference_to_baseline_matches_independent_means(fixture_report):
+    _, table, out, _ = fixture_report
+    diff = md_table((out / "report.md").read_text(), "## Difference to the baseline")
+    done = table[(table.status == "done") & (table.suite == "mnc_vs_successors")]
+    means = done.groupby("model")["coco/segm/AP"].mean() * 100
+    rows = diff[diff["suite"] == "mnc_vs_successors"].set_index("model")
+    assert rows.loc["mask_rcnn_shapes", "Δ [95 % CI]"] == "reference"
+    for model in ("panet_shapes", "mnc_3stage_shapes", "mnc_5stage_shapes"):
+        assert rows.loc[model, "Δ [95 % CI]"].startswith(f"{means[model] - means['mask_rcnn_shapes']:+.2f} [")
+    # mnc_5stage is ~10 points above with ~1 point of seed noise: separated samples.
+    assert rows.loc["mnc_5stage_shapes", "P(model > baseline) [95 % CI]"] == "1.00 [1.00, 1.00]"
+    assert rows.loc["mnc_5stage_shapes", "Δ verdict"] == "better"
+    assert rows.loc["mnc_5stage_shapes", "P verdict"] == "better"
+
+
+def test_ablation_tables_and_one_seed_group(fixture_report):
+    _, _, out, _ = fixture_report
+    text = (out / "report.md").read_text()
+    depth = md_table(text, "## Ablation: model.cascade.num_stages")
+    assert set(depth["num_stages"]) == {"3", "5", "7"}
+    single = depth[(depth["num_stages"] == "7") & (depth["setting"] == "model.cascade.box_grad=False")]
+    assert single["n"].item() == "1"
+    assert "no interval" in single["Δ [95 % CI]"].item() and "±" not in single["mask AP"].item()
+    assert "One seed only (no spread, no interval)" in text
+    assert "`coco/bbox/AP` is missing from 1 finished run(s)" in text
+    assert "loss is NaN at iteration 420" in text.split("## Runs not counted", 1)[1]
+
+
+def test_published_rows_are_a_separate_labelled_block(fixture_report):
+    _, _, out, _ = fixture_report
+    text = (out / "report.md").read_text()
+    head, published = text.split("## Published — different data, backbone and hardware", 1)
+    assert "mmdetection model zoo" in published and "mmdetection model zoo" not in head
+    block = md_table(text, "## Published — different data, backbone and hardware")
+    assert set(block["model"]) <= {"mnc", "mnc_5stage", "mnc_3stage", "mask_rcnn", "panet"}
+    assert "34.7" in set(block["value"])  # mmdet's Mask R-CNN R50-FPN 1x mask AP
+
+
+def _tex_cells(line: str) -> int:
+    return len(re.findall(r"(?<!\\)&", line)) + 1
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_latex_tables_balance(fixture_report, name):
+    _, _, out, _ = fixture_report
+    tex = (out / "tables" / f"{name}.tex").read_text()
+    begins, ends = re.findall(r"\\begin\{(\w+)\}", tex), re.findall(r"\\end\{(\w+)\}", tex)
+    assert begins == ends[::-1] and begins[:2] == ["table", "tabular"]
+    spec = re.search(r"\\begin\{tabular\}\{([^}]*)\}", tex).group(1)
+    body = tex.split(r"\toprule", 1)[1].split(r"\bottomrule", 1)[0]
+    header, rows = body.split(r"\midrule", 1)
+    assert _tex_cells(header.strip()) == len(spec)
+    lines = [line for line in rows.strip().splitlines() if line.strip()]
+    assert lines and all(_tex_cells(line) == len(spec) and line.rstrip().endswith(r"\\") for line in lines)
+    assert tex.count("{") == tex.count(r"\{") + tex.count("}") - tex.count(r"\}")  # braces pair up
+    assert "±" not in tex and "nan" not in tex.lower()
+
+
+def test_coco_latex_numbers(fixture_report):
+    _, table, out, _ = fixture_report
+    tex = (out / "tables" / "main_coco_mnc_vs_successors.tex").read_text()
+    row = next(line for line in tex.splitlines() if line.startswith(r"mask\_rcnn\_shapes"))
+    done = table[(table.status == "done") & (table.model == "mask_rcnn_shapes") & (table.suite == "mnc_vs_successors")]
+    ap = done["coco/segm/AP"] * 100
+    cells = [c.strip() for c in row.rstrip("\\ ").split("&")]
+    assert cells[1] == "3" and cells[2].replace(r"\textbf{", "").rstrip("}") == f"{ap.mean():.1f}"
+    assert cells[3] == rf"$\pm${ap.std():.1f}"
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figures_are_valid_sized_and_not_blank(fixture_report, name):
+    _, _, out, _ = fixture_report
+    png = Image.open(out / "figures" / f"{name}.png")
+    png.verify()
+    png = Image.open(out / "figures" / f"{name}.png").convert("L")
+    assert png.width == 660  # 3.3 in at 200 dpi: one column of a two-column paper
+    pixels = np.asarray(png, dtype=float)
+    assert (pixels < 200).mean() > 0.01 and pixels.std() > 10  # something is drawn
+    pdf = (out / "figures" / f"{name}.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    width = float(re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)", pdf).group(1))
+    assert width == pytest.approx(3.3 * 72)
+    assert b"CreationDate" not in pdf
+
+
+def test_same_input_gives_byte_identical_report(fixture_report):
+    root, _, out, written = fixture_report
+    assert "- report code: c0ffee" in (out / "report.md").read_text()
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in written.files}
+    write_report(SUITES, out, results_dir=root / "results", bench=root / "results" / "bench" / "models.json")
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before}
+    assert after == before
+    assert re.search(r"\b20\d\d-\d\d-\d\d\b", (out / "report.md").read_text()) is None  # no dates
+
+
+PAGE_CHECKS = """(async () => {
+  const images = Array.from(document.images);
+  const decoded = await Promise.all(images.map(img => img.decode().then(() => true, () => false)));
+  const table = document.getElementById('main-table');
+  return {
+    images: images.map((img, i) => ({decoded: decoded[i], width: img.naturalWidth})),
+    header: table ? Array.from(table.tHead.rows[0].cells).map(c => c.textContent) : null,
+    rows: table ? table.tBodies[0].rows.length : 0,
+    scripts: document.scripts.length,
+    external: Array.from(document.querySelectorAll('[src]')).filter(e => !e.src.startsWith('data:')).length,
+  };
+})()"""
+
+
+def _chromium() -> str:
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("Chromium is not installed: Debian's `chromium` package (.ci/run installs it where it can)")
+    return chromium
+
+
+def test_report_html_in_headless_chromium(fixture_report, tmp_path):
+    _, table, out, _ = fixture_report
+    shot = tmp_path / "report.png"
+    page = inspect_page(_chromium(), out / "report.html", PAGE_CHECKS, shot)
+    assert page.errors == []
+    figures = len(list((out / "figures").glob("*.png")))
+    assert len(page.checks["images"]) == figures
+    assert all(img["decoded"] and img["width"] == 660 for img in page.checks["images"])
+    assert page.checks["header"][:4] == ["suite", "model", "n", "mask AP"]
+    assert page.checks["rows"] == len(independent_aggregates(table, "coco/segm/AP"))
+    assert page.checks["scripts"] == 0 and page.checks["external"] == 0  # self-contained
+    with Image.open(shot) as image:
+        assert image.format == "PNG" and image.width > 500 and image.height > 2000
+
+
+def test_browser_check_catches_a_broken_image(fixture_report, tmp_path):
+    """The check above has teeth: the same page with one corrupted figure fails it."""
+    _, _, out, _ = fixture_report
+    html = (out / "report.html").read_text()
+    start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
+    broken = tmp_path / "broken.html"
+    broken.write_text(html[:start] + "AAAA" + html[start + 4000:])
+    page = inspect_page(_chromium(), broken, PAGE_CHECKS, tmp_path / "broken.png")
+    assert [img["decoded"] for img in page.checks["images"]].count(False) == 1

@@ -1,0 +1,133 @@
+"""`mnc-bench report` on bad or thin input: a report saying what is missing, or one line `error: ...`."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from mnc_bench.cli import main
+from mnc_bench.errors import UserError
+from mnc_bench.reporting import write_report
+from mnc_bench.reporting.table import REQUIRED
+from report_fixtures import build_results
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, shapes_dataset):
+    root = tmp_path_factory.mktemp("report_inputs")
+    build_results(root, shapes_dataset)
+    return root / "results"
+
+
+def _report(results, out, *suites, **kwargs):
+    """A report without figures (the figures are tested in test_report.py)."""
+    return write_report(list(suites), out, results_dir=results, bench=results / "bench" / "models.json",
+                        figures=False, **kwargs)
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["report", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_empty_results_still_write_a_report(tmp_path):
+    suite = tmp_path / "results" / "empty"
+    suite.mkdir(parents=True)
+    pd.DataFrame(columns=[*REQUIRED, "coco/segm/AP"]).to_csv(suite / "collect.csv", index=False)
+    written = write_report(["empty"], tmp_path / "out", results_dir=tmp_path / "results", bench=None)
+    text = (written.out / "report.md").read_text()
+    assert "The results hold no runs" in text and "## Main comparison" not in text
+    assert (written.out / "report.html").is_file()
+
+
+def test_suite_with_only_failed_runs(results, tmp_path):
+    written = _report(results, tmp_path / "out", "only_failed")
+    text = (written.out / "report.md").read_text()
+    assert "Suite only_failed has no finished run" in text
+    assert text.count("CUDA out of memory") == 2
+    figures = write_report(["only_failed"], tmp_path / "figs", results_dir=results, bench=None)
+    assert "all figures: no finished run with the compared metric" in (figures.out / "report.md").read_text()
+
+
+def test_failed_only_suite_beside_a_good_one(results, tmp_path):
+    written = _report(results, tmp_path / "out", "mnc_vs_successors", "only_failed")
+    text = (written.out / "report.md").read_text()
+    assert "## Main comparison" in text and "Suite only_failed has no finished run" in text
+
+
+def test_short_metric_name_resolves(results, tmp_path):
+    written = _report(results, tmp_path / "out", "proposal_quality", metric="AR@100")
+    assert "Compared metric: `proposals/AR@100`" in (written.out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"baseline": "yolo"}, "--baseline yolo: no such model in the results (models: mask_rcnn_shapes"),
+    ({"metric": "coco/segm/APxx"}, "--metric coco/segm/APxx: not a column of the results table"),
+    ({"metric": "AP"}, "--metric AP: ambiguous"),
+])
+def test_unknown_baseline_or_metric_is_one_line_error(results, tmp_path, kwargs, message):
+    with pytest.raises(UserError, match="^" + message.replace("(", r"\(").replace("[", r"\[")) as info:
+        _report(results, tmp_path / "out", "mnc_vs_successors", **kwargs)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_output_path_that_is_a_file_fails_before_reading_anything(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    code, _, err = _cli(capsys, "no_such_suite", "--out", str(target), "--results", str(tmp_path))
+    assert code == 2 and err.startswith(f"error: --out {target}: exists and is not a directory")
+    code, _, err = _cli(capsys, "no_such_suite", "--out", str(target / "sub"), "--results", str(tmp_path))
+    assert code == 2 and "is not a directory" in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: an unwritable folder cannot be made")
+def test_unwritable_output_folder(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = _cli(capsys, "x", "--out", str(locked / "out"), "--results", str(tmp_path))
+    assert code == 2 and "not writable" in err
+
+
+def test_missing_and_malformed_tables(tmp_path, capsys):
+    code, _, err = _cli(capsys, "nothing", "--out", str(tmp_path / "out"), "--results", str(tmp_path))
+    assert code == 2 and "no collected results" in err and "mnc-bench collect nothing" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pd.DataFrame({"suite": ["bad"], "run_id": ["r1"]}).to_csv(bad / "collect.csv", index=False)
+    code, _, err = _cli(capsys, "bad", "--out", str(tmp_path / "out"), "--results", str(tmp_path))
+    assert code == 2 and "missing column(s) status, model, seed, variant" in err
+    row = {"suite": "bad", "run_id": "r1", "status": "finished", "model": "m", "seed": 0, "variant": ""}
+    pd.DataFrame([row]).to_csv(bad / "collect.csv", index=False)
+    code, _, err = _cli(capsys, "bad", "--out", str(tmp_path / "out"), "--results", str(tmp_path))
+    assert code == 2 and "run r1: status 'finished' is not one of done, failed, running, pending" in err
+    pd.DataFrame([{**row, "status": "done", "seed": "zero"}]).to_csv(bad / "collect.csv", index=False)
+    code, _, err = _cli(capsys, "bad", "--out", str(tmp_path / "out"), "--results", str(tmp_path))
+    assert code == 2 and "seed 'zero' is not an integer" in err
+    for e in (err,):
+        assert "Traceback" not in e and e.count("\n") == 1
+
+
+def test_cli_writes_a_report(results, tmp_path, capsys):
+    code, out, err = _cli(capsys, "loss_weights", "--out", str(tmp_path / "r"), "--results", str(results),
+                          "--bench", str(results / "bench" / "models.json"), "--metric", "segm/AP", "--no-figures")
+    assert code == 0 and err == ""
+    assert out.startswith(f"report {tmp_path / 'r' / 'report.md'}")
+    assert "--no-figures" in (tmp_path / "r" / "report.md").read_text()  # the command, in the provenance
+    assert (tmp_path / "r" / "tables" / "ablation_model_loss_weights_mask.tex").is_file()
+
+
+def test_parquet_table_gives_the_same_report(results, tmp_path):
+    pytest.importorskip("pyarrow", reason="pyarrow (parquet) is not installed")
+    csv_report = _report(results, tmp_path / "csv", "loss_weights")
+    copy = tmp_path / "results" / "loss_weights"
+    copy.mkdir(parents=True)
+    pd.read_csv(results / "loss_weights" / "collect.csv").to_parquet(copy / "collect.parquet")
+    parquet_report = write_report(["loss_weights"], tmp_path / "pq", results_dir=tmp_path / "results",
+                                  bench=results / "bench" / "models.json", figures=False)
+    main_csv = (csv_report.out / "report.md").read_text().split("## Provenance")[0]
+    main_pq = (parquet_report.out / "report.md").read_text().split("## Provenance")[0]
+    assert main_csv.replace("/csv/", "/pq/") == main_pq
