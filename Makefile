@@ -11,6 +11,8 @@ STAMP := $(VENV)/.mnc-bench-installed-$(INSTALL_HASH)
 # CI (CI=true) also runs the slow training tier; a developer's plain `make test` runs the fast tier.
 PYTEST_MARK ?= $(if $(filter true 1,$(CI)),not long,not slow and not long)
 DEMO_DIR ?= results/demo
+# The demo suite's 8 runs, 2 at a time (one thread each on the 2-core reference machine).
+DEMO_WORKERS ?= 2
 
 .PHONY: install demo test test-all test-long bench clean-venv
 
@@ -32,7 +34,7 @@ $(STAMP): | $(PY)
 
 demo: install
 	$(VENV)/bin/mnc-bench env
-	$(VENV)/bin/mnc-bench demo --out $(DEMO_DIR)
+	$(VENV)/bin/mnc-bench demo --out $(DEMO_DIR) --workers $(DEMO_WORKERS)
 
 test: install
 	$(PY) -m pytest -m "$(PYTEST_MARK)"

@@ -60,10 +60,9 @@ class SuiteRunHook(Hook):
         self.run_dir.update_status(iter=int(runner.iter), max_iters=int(runner.max_iters))
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-        loss = float((outputs or {}).get("loss", 0.0))
+        loss = _number((outputs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
-            bad = [name for name, value in outputs.items()
-                   if name != "loss" and not math.isfinite(float(value))]
+            bad = [name for name, value in outputs.items() if name != "loss" and not math.isfinite(_number(value))]
             raise NonFiniteLoss(f"loss is {loss} at iteration {runner.iter + 1}"
                                 + (f" ({', '.join(bad)} non-finite)" if bad else ""))
         if not is_main_process():
@@ -77,3 +76,7 @@ class SuiteRunHook(Hook):
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
             self.run_dir.update_status(iter=int(runner.iter) + 1, max_iters=int(runner.max_iters))
+
+
+def _number(value: Any) -> float:
+    return float(value.detach() if hasattr(value, "detach") else value)

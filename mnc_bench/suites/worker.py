@@ -62,6 +62,9 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
     except KeyboardInterrupt:
         print("=== interrupted: the run stays `running` and resumes next time", flush=True)
         return EXIT_INTERRUPTED
+    except SystemExit:  # submitit requeues a preempted or timed-out job by exiting: the requeued job resumes
+        print("=== exiting to be requeued: the run stays `running` and resumes", flush=True)
+        raise
     except BaseException as exc:  # noqa: BLE001 - every failure of a run is recorded, the suite goes on
         traceback.print_exc()
         sys.stdout.flush()
