@@ -58,7 +58,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mnc_bench.demo import run_demo
 
     check_writable_output(args.out, "--out", directory=True)
-    return run_demo(args.out, workers=args.workers)
+    check_writable_output(args.report, "--report", directory=True)
+    return run_demo(args.out, workers=args.workers, report_dir=args.report)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +69,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                        "use) and print its table. Rerunning skips finished runs and resumes interrupted ones.")
     p.add_argument("--out", default="results/demo", help="results directory of the suite (default results/demo)")
     p.add_argument("--workers", type=_positive_int, default=2, help="runs at a time (default 2)")
+    p.add_argument("--report", default="reports/demo", help="report folder (default reports/demo)")
     p.set_defaults(handler=_cmd_demo)
 
 

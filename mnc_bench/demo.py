@@ -2,7 +2,8 @@
 
 Four shapes models x 2 seeds on a short schedule (configs/ablations/demo.yaml); the runner generates and
 validates the demo's synthetic dataset before the first run, trains and tests every run in its own process,
-and the collected table (also written as parquet + CSV) is printed at the end.
+and the collected table (also written as parquet + CSV) is printed at the end, and `mnc-bench report` writes
+the demo's report.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 DEMO_SUITE = "demo"
 
 
-def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, echo: Callable[[str], None] = print) -> int:
-    """Run (or finish) the demo suite into ``out_dir`` and print its table; 1 if a run failed or a model's
-    mask AP is zero."""
+def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, report_dir: str | os.PathLike[str] | None = None,
+             echo: Callable[[str], None] = print) -> int:
+    """Run (or finish) the demo suite into ``out_dir``, print its table and write its report into ``report_dir``;
+    1 if a run failed or a model's mask AP is zero."""
+    from mnc_bench.reporting import write_report
     from mnc_bench.suites.collect import collect, format_summary, write_table
     from mnc_bench.suites.commands import format_timing
     from mnc_bench.suites.executors import LocalExecutor
@@ -34,6 +37,9 @@ def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, echo: Callabl
     echo(format_summary(table, suite.metrics))
     echo("")
     echo(f"table: {', '.join(str(p) for p in paths)}")
+    if report_dir is not None:
+        written = write_report([str(out_dir)], report_dir)
+        echo(f"report: {written.out / 'report.md'}, {written.out / 'report.html'}")
     echo(format_timing(record))
     echo("Demo numbers come from a schedule of minutes on a small synthetic set: they show the harness working, "
          "not what the models can do (README, Benchmarks; suite mnc_vs_successors for the full schedule).")
