@@ -1,0 +1,66 @@
+# Hybrid Task Cascade (Chen et al. 2019) without the semantic branch (that branch needs COCO-stuff maps), on the
+# shared R50-FPN parts (r50_fpn.py: backbone, FPN, RPN): the second stage of mmdet 3.3's
+# configs/htc/htc-without-semantic_r50_fpn_1x_coco.py. Box and mask stages interleave (each mask head sees the
+# boxes its stage refined) and mask information flows from stage to stage; 3 stages at IoU 0.5 / 0.6 / 0.7, loss
+# weights 1 / 0.5 / 0.25, test score_thr 0.001 (the HTC paper's). mmdet's RPN for this model (SmoothL1 beta 1/9,
+# allowed_border 0, 2000 training proposals) gives way to the shared one, so rows differ only after the proposals.
+_base_ = './r50_fpn.py'
+
+model = dict(
+    type='HybridTaskCascade',
+    roi_head=dict(
+        type='HybridTaskCascadeRoIHead',
+        interleaved=True,
+        mask_info_flow=True,
+        num_stages=3,
+        stage_loss_weights=[1, 0.5, 0.25],
+        bbox_roi_extractor=dict(
+            type='SingleRoIExtractor',
+            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+            out_channels=256,
+            featmap_strides=[4, 8, 16, 32]),
+        bbox_head=[
+            dict(
+                type='Shared2FCBBoxHead',
+                in_channels=256,
+                fc_out_channels=1024,
+                roi_feat_size=7,
+                num_classes=80,
+                bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], target_stds=stds),
+                reg_class_agnostic=True,
+                loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+                loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))
+            for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067])
+        ],
+        mask_roi_extractor=dict(
+            type='SingleRoIExtractor',
+            roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
+            out_channels=256,
+            featmap_strides=[4, 8, 16, 32]),
+        # The first stage has no previous mask features to add (with_conv_res=False).
+        mask_head=[
+            dict(
+                type='HTCMaskHead',
+                with_conv_res=stage > 0,
+                num_convs=4,
+                in_channels=256,
+                conv_out_channels=256,
+                num_classes=80,
+                loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))
+            for stage in range(3)
+        ]),
+    train_cfg=dict(
+        # mmdet's HTC leaves match_low_quality at MaxIoUAssigner's default (True).
+        rcnn=[
+            dict(
+                assigner=dict(type='MaxIoUAssigner', pos_iou_thr=iou, neg_iou_thr=iou, min_pos_iou=iou,
+                              match_low_quality=True, ignore_iof_thr=-1),
+                sampler=dict(type='RandomSampler', num=512, pos_fraction=0.25, neg_pos_ub=-1,
+                             add_gt_as_proposals=True),
+                mask_size=28,
+                pos_weight=-1,
+                debug=False)
+            for iou in (0.5, 0.6, 0.7)
+        ]),
+    test_cfg=dict(
+        rcnn=dict(score_thr=0.001, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100, mask_thr_binary=0.5)))
