@@ -102,11 +102,13 @@ def test_bootstrap_resamples_within_each_stratum():
 
 
 def test_bootstrap_is_deterministic_and_independent_of_global_state():
-    x, y = [0.41, 0.45, 0.40], [0.39, 0.42, 0.40]
-    first = compare(x, y)
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(0.41, 0.02, 20), rng.normal(0.40, 0.02, 15)  # continuous: intervals move with the stream
+    first = compare(x, y, n_boot=2000)
     np.random.seed(99)
     np.random.default_rng(5).random(100)
-    assert compare(x, y) == first
+    assert compare(x, y, n_boot=2000) == first
+    assert compare(x, y, n_boot=2000, seed=1) != first  # the seed is what fixes the interval
 
 
 def test_one_seed_has_no_interval_and_never_prints_plus_minus_zero():

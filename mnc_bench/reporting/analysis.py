@@ -26,7 +26,6 @@ class Analysis:
     summaries: dict[GroupKey, dict[str, Summary]]  # sorted by (suite, model, variant)
     group_runs: dict[GroupKey, int]  # finished runs per group
     columns: list[Column]  # main-table columns with at least one value
-    wanted_columns: list[str]  # accuracy columns the main table would show if measured
     baselines: dict[str, Baseline | None]
     comparisons: list[Row]
     ablations: list[Ablation]
@@ -36,14 +35,19 @@ class Analysis:
     def done(self) -> pd.DataFrame:
         return self.inputs.done
 
+    @property
+    def metric_measured(self) -> bool:
+        return any(cells.get(self.metric, Summary(0, 0, 0)).n for cells in self.summaries.values())
+
 
 def _with_bench(summaries: dict[GroupKey, dict[str, Summary]], bench: pd.DataFrame | None) -> None:
-    """Per-model costs from the bench results, joined on ``model``; the table's own params win."""
+    """Per-model costs from the bench results, joined on ``model``, for plain configs only (the bench measured
+    the config as it is; a variant with other axis values may cost more or less); the table's params win."""
     if bench is None:
         return
     by_model = bench.set_index("model")
     for (suite, model, variant), cells in summaries.items():
-        if model not in by_model.index:
+        if model not in by_model.index or variant:
             continue
         for key in BENCH_COLUMNS:
             value = pd.to_numeric(pd.Series([by_model.loc[model].get(key, math.nan)]), errors="coerce").iloc[0]
@@ -71,7 +75,6 @@ def analyse(inputs: Inputs, metric: str, baseline: str | None) -> Analysis:
         summaries=summaries,
         group_runs=group_runs,
         columns=columns,
-        wanted_columns=[c.key for c in ACCURACY if c.key == metric],
         baselines=baselines,
         comparisons=baseline_rows(done, metric, baselines) if metric in done else [],
         ablations=[ablation(done, axis, inputs.axes, metric) for axis in inputs.axes] if metric in done else [],

@@ -7,6 +7,7 @@ suite: two suites may differ in schedule or data, so their rows are never set ag
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,6 +21,17 @@ from mnc_bench.reporting.table import AXIS_PREFIX
 GroupKey = tuple[str, str, str]  # suite, model, variant
 GROUP_COLUMNS = ["suite", "model", "variant"]
 BASELINE_PREFERENCE = "mask_rcnn"  # the field's reference model, when no --baseline is given
+_NUMBER = re.compile(r"(-?\d+(?:\.\d+)?)")
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key reading numbers as numbers: 'max_proposals=50' before 'max_proposals=300'."""
+    return tuple((0, float(p), "") if _NUMBER.fullmatch(p) else (1, 0.0, p) for p in _NUMBER.split(text) if p)
+
+
+def group_order(key: GroupKey) -> tuple:
+    suite, model, variant = key
+    return (suite, natural_key(model), natural_key(variant))
 
 
 def group_label(model: str, variant: str) -> str:
@@ -64,7 +76,9 @@ def sort_values(values: Iterable[object]) -> list[object]:
 def group_summaries(done: pd.DataFrame, columns: list[str]) -> dict[GroupKey, dict[str, Summary]]:
     """Mean ± std over the seeds of each group, per column (NaN entries, i.e. unmeasured, left out)."""
     out: dict[GroupKey, dict[str, Summary]] = {}
-    for key, rows in done.groupby(GROUP_COLUMNS, sort=True):
+    groups = dict(tuple(done.groupby(GROUP_COLUMNS, sort=True)))
+    for key in sorted(groups, key=group_order):
+        rows = groups[key]
         out[tuple(key)] = {c: summarize(pd.to_numeric(rows[c], errors="coerce")) for c in columns if c in rows}
     return out
 
@@ -91,12 +105,13 @@ def resolve_baselines(done: pd.DataFrame, name: str | None) -> dict[str, Baselin
     out: dict[str, Baseline | None] = {}
     labels: set[str] = set()
     for suite, rows in done.groupby("suite", sort=True):
-        groups = sorted({(m, v) for m, v in zip(rows["model"], rows["variant"])})
+        groups = sorted({(m, v) for m, v in zip(rows["model"], rows["variant"])},
+                        key=lambda g: (natural_key(g[0]), natural_key(g[1])))
         labels.update(group_label(m, v) for m, v in groups)
         if name is None:
             preferred = [g for g in groups if g[0].startswith(BASELINE_PREFERENCE)] or groups
             chosen, note = preferred[0], ("first Mask R-CNN model" if preferred is not groups else "first group")
-            out[suite] = Baseline(suite, *chosen, note=f"{note} (no --baseline given)")
+            out[suite] = Baseline(suite, *chosen, note=f"{note}; no --baseline given")
             continue
         exact = [g for g in groups if group_label(*g) == name]
         by_model = [g for g in groups if g[0] == name]
@@ -145,7 +160,8 @@ def baseline_rows(done: pd.DataFrame, metric: str, baselines: dict[str, Baseline
         groups = dict(tuple(rows.groupby(["model", "variant"], sort=True)))
         base_values = _values(groups[(base.model, base.variant)], metric)
         out.append(Row(suite, base.model, base.variant, summarize(base_values), None))
-        for (model, variant), g in groups.items():
+        for model, variant in sorted(groups, key=lambda g: (natural_key(g[0]), natural_key(g[1]))):
+            g = groups[(model, variant)]
             if (model, variant) != (base.model, base.variant):
                 values = _values(g, metric)
                 out.append(Row(suite, model, variant, summarize(values), compare(values, base_values)))
@@ -213,7 +229,7 @@ def missing_metric_runs(done: pd.DataFrame, columns: list[str]) -> dict[str, lis
 
 def best_groups(summaries: dict[GroupKey, dict[str, Summary]], col: Column) -> set[GroupKey]:
     """Groups whose mean of ``col`` is the best within their suite at display precision (ties all marked);
-    none in a suite where fewer than two groups have a value."""
+    none in a suite where fewer than two distinct values are shown."""
     out: set[GroupKey] = set()
     by_suite: dict[str, dict[GroupKey, float]] = {}
     for key, cells in summaries.items():
@@ -221,7 +237,7 @@ def best_groups(summaries: dict[GroupKey, dict[str, Summary]], col: Column) -> s
         if summary is not None and summary.n > 0:
             by_suite.setdefault(key[0], {})[key] = float(number(summary.mean, col))
     for values in by_suite.values():
-        if len(values) < 2:
+        if len(set(values.values())) < 2:  # one group, or all tied: nothing stands out
             continue
         target = max(values.values()) if col.higher_is_better else min(values.values())
         out.update(k for k, v in values.items() if v == target)

@@ -79,14 +79,13 @@ def main_table(a: Analysis) -> list[Block]:
     for key, run_ids in a.missing.items():
         notes.append(f"`{key}` is missing from {len(run_ids)} finished run(s): {', '.join(run_ids)}; their cells use "
                      "the runs that have it.")
-    absent = [c for c in a.wanted_columns if c not in {col.key for col in a.columns}]
-    if absent:
-        notes.append("Not measured in any finished run (columns left out): " + ", ".join(f"`{k}`" for k in absent) + ".")
+    if not a.metric_measured:
+        notes.append(f"The compared metric `{a.metric}` has no value in any finished run: no comparison below.")
     return [Heading("Main comparison"), Table(header, rows, frozenset(bold), MAIN_TABLE_ID), *map(Text, notes)]
 
 
-def _method(a: Analysis, reference: str) -> Text:
-    return Text(f"Δ: difference of means to {reference}, in points, with a {CONFIDENCE:.0%} percentile-bootstrap "
+def _method() -> Text:
+    return Text(f"Δ: difference of means to the baseline, in points, with a {CONFIDENCE:.0%} percentile-bootstrap "
                 f"interval stratified over seeds (each side's seeds resampled separately; {N_BOOT:,} resamples, seed "
                 f"{SEED}). P(improvement): probability that a seed of the row beats a seed of the reference, Mann-Whitney "
                 "U / (n_row · n_ref) (ties count half), with the same bootstrap interval. 'inconclusive': the interval "
@@ -116,7 +115,7 @@ def baseline_section(a: Analysis) -> list[Block]:
                                                     "P(model > baseline) [95 % CI]", "P verdict"]
     rows = [([r.suite] if multi_suite else []) + [r.label, str(r.summary.n), mean_std(r.summary, col),
                                                   *_comparison_cells(r, col)] for r in a.comparisons]
-    return blocks + [Table(header, rows), _method(a, "the baseline")]
+    return blocks + [Table(header, rows), _method()]
 
 
 def ablation_sections(a: Analysis) -> list[Block]:
@@ -131,8 +130,8 @@ def ablation_sections(a: Analysis) -> list[Block]:
                   "P(improvement) [95 % CI]", "P verdict"]
         rows = [[r.context or "—", r.value, str(r.row.summary.n), mean_std(r.row.summary, col),
                  *_comparison_cells(r.row, col)] for r in ab.rows]
-        blocks += [Table(header, rows), _method(a, "the first value of the axis within the same setting (suite, model "
-                                                   "and other axes fixed)")]
+        blocks += [Table(header, rows), Text("Δ and P against the first value of the axis within the same setting "
+                                             "(suite, model and the other axes fixed); method as for the baseline.")]
     return blocks
 
 
