@@ -51,8 +51,13 @@ def test_unknown_model_type_is_named(tmp_path, shapes_dataset, capsys):
 
 
 def test_malformed_cfg_option(capsys):
-    assert main(["train", str(MASK_RCNN), "--cfg-options", "train_cfg.max_iters"]) == 2
-    assert "expected KEY=VALUE" in _one_line_error(capsys)
+    # Refused while parsing the command line (argparse: usage, then one error line); from Python by train().
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(MASK_RCNN), "--cfg-options", "train_cfg.max_iters"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and "Traceback" not in "\n".join(err) and "expected KEY=VALUE" in err[-1]
+    with pytest.raises(UserError, match="--cfg-options: expected KEY=VALUE, got 'train_cfg.max_iters'"):
+        train(MASK_RCNN, cfg_options=["train_cfg.max_iters"])
 
 
 def test_bad_launcher_is_an_argument_error(capsys):
