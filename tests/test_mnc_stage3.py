@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -43,6 +45,15 @@ def test_mask_level_labels_follow_the_mask_iou(columns_on, expected):
     assert label.tolist() == [expected]
 
 
+def test_mask_level_masks_are_binarised_at_mask_thr():
+    """MNC-code binarises the stage-2 probabilities at 0.4 (BINARIZE_THRESH): a mask of probability 0.45
+    everywhere covers the whole RoI."""
+    logits = torch.full((1, M, M), math.log(0.45 / 0.55))
+    args = (torch.ones(1, M, M), _square_target().boxes, torch.tensor([256.0]), torch.tensor([2]))
+    assert mask_level_labels(logits, *args, mask_thr=0.4, iou_thr=0.5).tolist() == [2]
+    assert mask_level_labels(logits, *args, mask_thr=0.5, iou_thr=0.5).tolist() == [0]
+
+
 def test_mask_level_iou_counts_the_object_outside_the_roi():
     # The RoI is the left half of the object and its mask fills it: the grid sees a perfect match, but the
     # union holds the whole object (256 px), so the mask IoU is 128 / 256 = 0.5; at 200 px of object outside
@@ -62,22 +73,26 @@ def test_cascade_labels_box_level_foreground_by_mask_iou_and_box_level_backgroun
     three RoIs: its box with a mask on the square (box and mask positive: mask IoU 256 / 288), its box with a
     mask on half the square (box positive, mask IoU 128 / 288: mask-level background), and the square's box
     with a mask on the square (box IoU 1/3, mask IoU 0.89, but box-level background: MNC-code's MaskLayer
-    labels only the box-level foreground)."""
+    labels only the box-level foreground). The same three again with probability 0.45 where the mask is on:
+    binarised at 0.4, as MNC-code."""
     cascade = make_cascade(3, labels="both")
     masks = torch.zeros(1, IMAGE, IMAGE)
     masks[0, 8:24, 8:24] = 1
     masks[0, 8, 24:56] = 1
     box = torch.tensor([[8.0, 8.0, 56.0, 24.0]])
     target = InstanceTargets(boxes=box, labels=torch.tensor([3]), masks=masks)
-    rois = torch.tensor([[8.0, 8.0, 56.0, 24.0], [8.0, 8.0, 56.0, 24.0], [8.0, 8.0, 24.0, 24.0]])
-    mask_logits = torch.full((3, 6, 6), -10.0)  # the 6 x 6 grid: columns of 8 px over the object's box
+    rois = torch.tensor([[8.0, 8.0, 56.0, 24.0], [8.0, 8.0, 56.0, 24.0], [8.0, 8.0, 24.0, 24.0]]).repeat(2, 1)
+    mask_logits = torch.full((6, 6, 6), -10.0)  # the 6 x 6 grid: columns of 8 px over the object's box
     mask_logits[0, :, :2] = 10.0
     mask_logits[1, :, :1] = 10.0
     mask_logits[2] = 10.0
+    mask_logits[3:] = torch.where(mask_logits[:3] > 0, math.log(0.45 / 0.55), -10.0)  # probability 0.45: on
     areas = [target.masks.flatten(1).sum(dim=1)]
     result = cascade._round_targets([rois], mask_logits, [target], areas)
-    assert result.labels.tolist() == [3, 3, 0]
-    assert result.seg_labels.tolist() == [3, 0, 0]
+    assert result.labels.tolist() == [3, 3, 0] * 2
+    assert result.seg_labels.tolist() == [3, 0, 0] * 2
+    strict = make_cascade(3, labels="both", seg_label_iou=0.9)  # the best mask IoU here is 256 / 288 = 0.89
+    assert strict._round_targets([rois], mask_logits, [target], areas).seg_labels.tolist() == [0] * 6
 
 
 @pytest.mark.parametrize("labels, heads, keys", [

@@ -97,13 +97,8 @@ class ClassStage(nn.Module):
         """Args: roi_features [R, C, S, S]; mask_logits [R, m, m] from stage 2 for the same RoIs."""
         warp_size = tuple(roi_features.shape[-2:])
         masks = torch.sigmoid(mask_logits)[:, None]
-        if tuple(masks.shape[-2:]) != warp_size:
-            # interpolate rejects an empty batch, which a batch without RoIs produces.
-            masks = (
-                F.interpolate(masks, size=warp_size, mode="bilinear", align_corners=False)
-                if masks.shape[0] > 0
-                else masks.new_zeros((0, 1, *warp_size))
-            )
+        if tuple(masks.shape[-2:]) != warp_size:  # also for a batch without RoIs: the product needs the shape
+            masks = F.interpolate(masks, size=warp_size, mode="bilinear", align_corners=False)
         masked_features = roi_features * masks
         box_features = self.box_path(self._pool(roi_features))
         mask_features = self.mask_path(self._pool(masked_features))
