@@ -34,6 +34,14 @@ def test_the_zoo_is_complete():
         "mnc/mnc_3stage_voc_sbd.py",
         "mnc/mnc_5stage_shapes.py", "mnc/mnc_5stage_coco_r50.py", "mnc/mnc_5stage_coco_r101.py",
         "mnc/mnc_5stage_voc_sbd.py",
+        # Issue 11: the cascade line and the unified line.
+        *(f"{folder}/{model}_{variant}.py"
+          for folder, model, variants in (
+              ("cascade_mask_rcnn", "cascade_mask_rcnn", ("shapes", "r50_fpn_coco", "r101_fpn_coco", "voc_sbd")),
+              ("htc", "htc", ("shapes", "r50_fpn_coco", "r101_fpn_coco", "voc_sbd")),
+              ("solov2", "solov2", ("shapes", "r50_fpn_coco", "r101_fpn_coco", "voc_sbd")),
+              ("mask2former", "mask2former", ("shapes", "r50_coco", "r101_coco", "voc_sbd")))
+          for variant in variants),
     }
     assert expected <= names, sorted(expected - names)
 
@@ -49,38 +57,92 @@ def test_config_builds_its_model(config):
     assert cfg.model.data_preprocessor == cfg.data_preprocessor
 
 
+# Parts of the shared stage one an architecture has no place for; everything else it must share exactly.
+NO_RPN = {"SOLOv2", "Mask2Former"}  # box-free / query-based: no proposals
+NO_NECK = {"Mask2Former"}  # its pixel decoder takes the FPN's place (checked against the FPN below)
+
+
 def _shared_stage_one(cfg) -> dict:
     model = cfg.model.to_dict()
     train_cfg, test_cfg = model.get("train_cfg", {}), model.get("test_cfg", {})
-    neck = dict(model["neck"])
-    neck.pop("type")  # PANet swaps FPN for PAFPN: same arguments, same widths
-    return dict(backbone=model["backbone"], neck=neck, rpn_head=model["rpn_head"],
-                rpn=train_cfg.get("rpn"), rpn_proposal=train_cfg.get("rpn_proposal"), test_rpn=test_cfg.get("rpn"),
-                data_preprocessor=model["data_preprocessor"], train_dataloader=cfg.train_dataloader.to_dict(),
-                val_evaluator=cfg.val_evaluator.to_dict(), train_cfg=cfg.train_cfg.to_dict(),
-                optim_wrapper=cfg.optim_wrapper.to_dict())
+    parts = dict(backbone=model["backbone"], data_preprocessor=model["data_preprocessor"],
+                 train_dataloader=cfg.train_dataloader.to_dict(), val_evaluator=cfg.val_evaluator.to_dict(),
+                 train_cfg=cfg.train_cfg.to_dict(), optim_wrapper=cfg.optim_wrapper.to_dict())
+    if model["type"] in NO_NECK:
+        assert "neck" not in model, cfg.filename
+    else:
+        parts["neck"] = dict(model["neck"])
+        parts["neck"].pop("type")  # PANet swaps FPN for PAFPN: same arguments, same widths
+    if model["type"] in NO_RPN:
+        assert "rpn_head" not in model and "rpn" not in train_cfg and "rpn" not in test_cfg, cfg.filename
+    else:
+        parts.update(rpn_head=model["rpn_head"], rpn=train_cfg.get("rpn"), rpn_proposal=train_cfg.get("rpn_proposal"),
+                     test_rpn=test_cfg.get("rpn"))
+    return parts
+
+
+def _assert_shares_stage_one(config: Path, reference: dict) -> None:
+    """``config`` holds every shared part it has exactly as ``reference`` (a model with backbone, FPN and RPN)."""
+    cfg = load_config(config)
+    parts = _shared_stage_one(cfg)
+    assert parts == {key: reference[key] for key in parts}, config.name
+    if cfg.model.type in NO_NECK:  # the pixel decoder reads the FPN's inputs at the FPN's width
+        head = cfg.model.panoptic_head
+        assert head.in_channels == reference["neck"]["in_channels"], config.name
+        assert head.feat_channels == head.out_channels == reference["neck"]["out_channels"], config.name
 
 
 def test_shapes_models_share_backbone_neck_rpn_data_and_schedule():
     configs = [p for p in CONFIGS if p.stem.endswith("_shapes")]
-    assert {"mask_rcnn_shapes", "panet_shapes"} <= {p.stem for p in configs}
+    assert {"mask_rcnn_shapes", "panet_shapes", "cascade_mask_rcnn_shapes", "htc_shapes", "solov2_shapes",
+            "mask2former_shapes"} <= {p.stem for p in configs}
     reference = _shared_stage_one(load_config(CONFIGS_DIR / "mask_rcnn" / "mask_rcnn_shapes.py"))
     assert reference["backbone"]["depth"] == 18 and reference["neck"]["out_channels"] == 64
     assert reference["rpn_proposal"]["max_per_img"] == reference["test_rpn"]["max_per_img"] == 300
     for config in configs:
-        assert _shared_stage_one(load_config(config)) == reference, config.name
+        _assert_shares_stage_one(config, reference)
 
 
 @pytest.mark.parametrize("dataset, depth", [("coco", 50), ("coco", 101), ("voc_sbd", 50)])
 def test_full_size_models_of_a_dataset_share_stage_one_data_and_schedule(dataset, depth):
-    """The controlled comparisons: same backbone, FPN, RPN, input pipeline, schedule and evaluator (the single-level
-    C4 MNC is the faithful variant and deliberately differs)."""
+    """The controlled comparisons: same backbone, FPN, RPN (where the model has them), input pipeline, schedule and
+    evaluator (the single-level C4 MNC is the faithful variant and deliberately differs)."""
     configs = [p for p in CONFIGS if dataset in p.stem and "c4" not in p.stem
                and load_config(p).model.backbone.depth == depth]
-    assert {p.parent.name for p in configs} == {"mask_rcnn", "panet", "mnc"}, configs
-    reference = _shared_stage_one(load_config(configs[0]))
-    for config in configs[1:]:
-        assert _shared_stage_one(load_config(config)) == reference, config.name
+    assert {p.parent.name for p in configs} == {"mask_rcnn", "panet", "mnc", "cascade_mask_rcnn", "htc", "solov2",
+                                                 "mask2former"}, configs
+    reference = _shared_stage_one(load_config(next(p for p in configs if p.parent.name == "mask_rcnn")))
+    for config in configs:
+        _assert_shares_stage_one(config, reference)
+
+
+def _class_counts(node, key: str = "model") -> list[tuple[str, int]]:
+    """Every ``num_classes`` / ``num_things_classes`` in a model config and every class-weight length - 1."""
+    found = []
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name in ("num_classes", "num_things_classes") and isinstance(value, int):
+                found.append((f"{key}.{name}", value))
+            elif name == "class_weight" and value is not None:
+                found.append((f"{key}.{name} (length - 1: 'no object')", len(value) - 1))
+            else:
+                found += _class_counts(value, f"{key}.{name}")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            found += _class_counts(value, f"{key}[{index}]")
+    return found
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS_DIR)))
+def test_every_head_predicts_the_datasets_classes(config):
+    """A head left at another dataset's class count (one of a cascade's three, a class-weight list) builds and
+    trains silently; catch it here."""
+    cfg = load_config(config)
+    classes = (cfg.get("metainfo") or {}).get("classes") or cfg.train_dataloader.dataset.get("metainfo", {}).get(
+        "classes")
+    expected = len(classes) if classes else 80  # mmdet's CocoDataset: the 80 COCO classes
+    counts = _class_counts(cfg.model.to_dict())
+    assert counts and all(count == expected for _, count in counts), (expected, counts)
 
 
 def test_full_size_configs_read_pretrained_weights_from_a_local_path_only():
