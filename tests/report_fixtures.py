@@ -1,8 +1,9 @@
 """A realistic results tree for the report tests, built without training.
 
-Five suites in the layout of ``mnc-bench run`` / ``collect``: ``mnc_vs_successors`` (4 models x 3 seeds, one failed
-and one running run, box AP missing from one run), ``cascade_depth`` (depth x end-to-end, one group with a
-single seed), ``loss_weights`` (mask x cls weights), ``proposal_quality`` (proposals kept, with AR) and
+Five suites in the layout of ``mnc-bench run`` / ``collect``: ``mnc_vs_successors`` (4 models x 3 seeds, one
+failed and one running run, box AP missing from one run), ``cascade_depth`` (depth zipped with weight sharing,
+x end-to-end; one group with a single seed), ``loss_weights`` (mask x cls weights), ``proposal_quality`` (a
+mapping-valued ``proposal_control`` axis stored as JSON text, as ``collect`` does; AR beside AP) and
 ``only_failed``. Each finished run has ``run.json``, ``metrics.json``, ``scalars.json`` and a ``predictions.json``
 derived from the real shapes val set (ground-truth masks with perturbed scores, some dropped, some
 mislabelled). Metric values are a known per-group effect plus seed noise; the tests recompute every aggregate
@@ -71,7 +72,9 @@ def _row(suite: str, run_id: str, model: str, seed: int, status: str, variant: s
     config = SHAPES_MODELS[model][0]
     row = {"suite": suite, "run_id": run_id, "status": status, "failure_reason": reason, "config": config,
            "model": model, "seed": seed, "variant": variant, "axis.config": config}
-    row.update({f"axis.{k}": v for k, v in axes.items()})
+    # As `collect` stores them: a mapping-valued axis as JSON text, null as ''.
+    row.update({f"axis.{k}": "" if v is None else json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+                for k, v in axes.items()})
     row.update({k: metrics.get(k, np.nan) for k in METRIC_OFFSETS})
     done = status == "done"
     row.update({"batch_size": 8, "lr": 5e-4, "max_iters": 200, "train_time_s": 240.0 if done else np.nan,
@@ -91,7 +94,8 @@ def build_results(root: Path, shapes: Path) -> pd.DataFrame:
 
     def run(suite, model, seed, status="done", axes=None, ap_shift=0.0, reason="", drop=()):
         axes = axes or {}
-        variant = ", ".join(f"{k}={v}" for k, v in sorted(axes.items()))
+        variant = ", ".join(f"{k}={json.dumps(v, sort_keys=True, separators=(', ', ': ')) if isinstance(v, dict) else v}"
+                            for k, v in sorted(axes.items()))
         run_id = f"{suite}-{len(rows):03d}"
         run_dir = root / "results" / suite / run_id
         run_dir.mkdir(parents=True)
@@ -117,22 +121,24 @@ def build_results(root: Path, shapes: Path) -> pd.DataFrame:
             else:
                 run("mnc_vs_successors", model, seed)
     run("mnc_vs_successors", "mnc_5stage_shapes", 3, status="running")
-    for stages in (3, 5, 7):
+    for stages, share in ((3, True), (5, True), (5, False), (7, True)):  # zipped axes, as the shipped suite
         for box_grad in (True, False):
             for seed in (0, 1):
                 if (stages, box_grad, seed) == (7, False, 1):
                     continue  # one group with a single seed
                 run("cascade_depth", "mnc_3stage_shapes", seed, ap_shift=0.02 * (stages - 3) - 0.02 * box_grad,
-                    axes={"model.cascade.num_stages": stages, "model.cascade.box_grad": box_grad})
+                    axes={"model.cascade.num_stages": stages, "model.cascade.share_weights": share,
+                          "model.cascade.box_grad": box_grad})
     for mask in (1.0, 2.0):
         for cls in (0.5, 1.0):
             for seed in (0, 1):
                 run("loss_weights", "mnc_3stage_shapes", seed, ap_shift=0.01 * mask - 0.01 * cls,
                     axes={"model.loss_weights.mask": mask, "model.loss_weights.cls": cls})
-    for kept in (10, 50, 300):
-        for seed in (0, 1):
-            run("proposal_quality", "mnc_3stage_shapes", seed, ap_shift=-0.1 * (kept == 10),
-                axes={"model.proposal_control.max_proposals": kept})
+    for control, shift in ((None, 0.0), ({"max_proposals": 10}, -0.1), ({"max_proposals": 50}, -0.01),
+                           ({"jitter": 0.2}, -0.05), ({"mode": "oracle", "oracle_iou": 0.9}, 0.08)):
+        for seed in (0, 1):  # a mapping-valued axis, as the shipped suite: null = MNC's proposals as they are
+            run("proposal_quality", "mnc_3stage_shapes", seed, ap_shift=shift,
+                axes={"model.proposal_control": control})
     for seed in (0, 1):
         run("only_failed", "mask_rcnn_shapes", seed, status="failed", reason="CUDA out of memory")
 

@@ -22,8 +22,8 @@ FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "
                                                       "mnc_5stage_shapes"))]
 TABLES = ["main_coco_mnc_vs_successors", "main_voc_mnc_mnc_vs_successors", "main_voc_sds_mnc_vs_successors",
           "main_coco_cascade_depth", "ablation_model_cascade_num_stages", "ablation_model_cascade_box_grad",
-          "ablation_model_loss_weights_mask", "ablation_model_loss_weights_cls",
-          "ablation_model_proposal_control_max_proposals"]
+          "ablation_model_loss_weights_mask", "ablation_model_loss_weights_cls", "ablation_model_proposal_control",
+          "ablation_model_cascade_share_weights"]
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +113,17 @@ def test_ablation_tables_and_one_seed_group(fixture_report):
     text = (out / "report.md").read_text()
     depth = md_table(text, "## Ablation: model.cascade.num_stages")
     assert set(depth["num_stages"]) == {"3", "5", "7"}
-    single = depth[(depth["num_stages"] == "7") & (depth["setting"] == "model.cascade.box_grad=False")]
+    single = depth[(depth["num_stages"] == "7")
+                   & (depth["setting"] == "model.cascade.box_grad=False, model.cascade.share_weights=True")]
     assert single["n"].item() == "1"
     assert "no interval" in single["Δ [95 % CI]"].item() and "±" not in single["mask AP"].item()
     assert "One seed only (no spread, no interval)" in text
     assert "`coco/bbox/AP` is missing from 1 finished run(s)" in text
     assert "loss is NaN at iteration 420" in text.split("## Runs not counted", 1)[1]
+    proposals = md_table(text, "## Ablation: model.proposal_control")  # a mapping-valued axis, stored as JSON
+    assert list(proposals["proposal_control"]) == ["default", "jitter=0.2", "max_proposals=10", "max_proposals=50",
+                                                   "mode=oracle, oracle_iou=0.9"]
+    assert proposals["Δ [95 % CI]"].iloc[0] == "reference"
 
 
 def test_published_rows_are_a_separate_labelled_block(fixture_report):

@@ -6,6 +6,7 @@ suite: two suites may differ in schedule or data, so their rows are never set ag
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -22,6 +23,8 @@ GroupKey = tuple[str, str, str]  # suite, model, variant
 GROUP_COLUMNS = ["suite", "model", "variant"]
 BASELINE_PREFERENCE = "mask_rcnn"  # the field's reference model, when no --baseline is given
 _NUMBER = re.compile(r"(-?\d+(?:\.\d+)?)")
+_VARIANT_PARTS = re.compile(r", (?=[\w.]+=)")  # 'k=v, k=v' where a value may itself hold ', ' (JSON)
+DEFAULT_VALUE = "default"  # an axis value of null / empty: the config as it is
 
 
 def natural_key(text: str) -> tuple:
@@ -41,7 +44,7 @@ def group_label(model: str, variant: str) -> str:
 def short_label(model: str, variant: str, *, with_model: bool = True) -> str:
     """A legend-sized label: axis keys cut to their last component ('box_grad=False, num_stages=3')."""
     parts = []
-    for part in filter(None, variant.split(", ")):
+    for part in filter(None, _VARIANT_PARTS.split(variant)):
         key, sep, value = part.partition("=")
         parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}")
     short = ", ".join(parts)
@@ -55,21 +58,33 @@ def axis_name(column: str) -> str:
 
 
 def value_text(value: object) -> str:
-    """An axis value as printed: integral floats (read back from CSV) without '.0', NaN as '—'."""
+    """An axis value as printed: integral floats (read back from CSV) without '.0', NaN as '—', a mapping
+    (collected as JSON text, e.g. a proposal_control setting) as 'k=v, k=v', null / empty as 'default'."""
     if isinstance(value, float):
         if math.isnan(value):
             return "—"
         if value.is_integer():
             return str(int(value))
-    return str(value)
+    text = str(value)
+    if text in ("", "None", "null"):
+        return DEFAULT_VALUE
+    if text.startswith("{"):
+        try:
+            mapping = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(mapping, dict):
+            return ", ".join(f"{k}={value_text(v)}" for k, v in mapping.items()) or DEFAULT_VALUE
+    return text
 
 
 def sort_values(values: Iterable[object]) -> list[object]:
-    """Axis values in natural order: numbers (and booleans) ascending, then text."""
+    """Axis values in natural order: the default first, then numbers (and booleans) ascending, then text."""
     def key(v: object) -> tuple:
         if isinstance(v, (bool, int, float)) and not (isinstance(v, float) and math.isnan(v)):
-            return (0, float(v), "")
-        return (1, 0.0, value_text(v))
+            return (1, (0, float(v), ""))
+        text = value_text(v)
+        return (0 if text == DEFAULT_VALUE else 2, natural_key(text))
     return sorted(set(values), key=key)
 
 
@@ -197,9 +212,11 @@ def ablation(done: pd.DataFrame, axis: str, axes: list[str], metric: str) -> Abl
         multi_model = runs["model"].nunique() > 1
         for context_key, ctx in runs.groupby(["model", *others], sort=True, dropna=False):
             model = context_key[0]
-            texts = ctx[axis].map(value_text)
+            # Within a suite that has the axis, a missing value is a null one: the config as it is.
+            texts = ctx[axis].map(lambda v: DEFAULT_VALUE if pd.isna(v) else value_text(v))
             values = list(dict.fromkeys(value_text(v) for v in sort_values(ctx[axis].dropna().tolist())))
-            values += ["—"] if (texts == "—").any() else []
+            values = ([DEFAULT_VALUE] if (texts == DEFAULT_VALUE).any() else []) + [
+                v for v in values if v != DEFAULT_VALUE]
             if len(values) < 2:
                 continue
             parts = [f"{axis_name(a)}={value_text(v)}" for a, v in zip(others, context_key[1:])]

@@ -15,7 +15,7 @@ from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, ci95, leg
                                        save, style)
 
 MAX_PANELS = 4
-END_TO_END = {True: "end-to-end", False: "step-wise"}
+END_TO_END = {"True": "end-to-end", "False": "step-wise"}  # box_grad, read back as bool or text
 
 
 def _measured(done: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -65,7 +65,7 @@ def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
     grad = [a for a in _find(axes, "box_grad") if data[a].nunique() > 1]
     hue = None
     if grad:
-        data["training"] = data[grad[0]].map(lambda v: END_TO_END.get(bool(v), value_text(v)))
+        data["training"] = data[grad[0]].map(lambda v: END_TO_END.get(value_text(v), value_text(v)))
         hue = "training"
     data["panel"] = _setting(data, _varying(data, axes, depth + grad))
     panels = sorted(data["panel"].unique())
@@ -121,34 +121,48 @@ def loss_weight_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir
         return save(fig, out_dir, name, caption)
 
 
+def _numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
 def proposal_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path) -> FigureResult | Skipped:
+    """One row of panels per proposal axis, mask AP left and proposal recall right. A numeric axis (proposals
+    kept, jitter) is the x axis, points joined; a categorical one (a proposal_control setting) lists its settings
+    down the y axis, points not joined (the settings have no order)."""
     name = "ap_vs_proposals"
     knobs = [a for a in _find(axes, "proposal") if done[a].nunique() > 1][:3]
     if not knobs:
         return Skipped(name, "no proposal-quality axis (*proposal*) varies in the results")
     recall = next((k for k in RECALL_KEYS if k != metric and k in done
                    and pd.to_numeric(done[k], errors="coerce").notna().any()), None)
-    rows = [metric] + ([recall] if recall else [])
+    keys = [metric] + ([recall] if recall else [])
+    heights = [1.5 if _numeric(done[k]) else 0.5 + 0.16 * done[k].nunique() for k in knobs]
     with style():
-        fig = new_figure(1.5 * len(rows) + 0.4)
-        grid = fig.subplots(len(rows), len(knobs), squeeze=False, sharey="row")
-        for j, knob in enumerate(knobs):
-            for i, key in enumerate(rows):
+        fig = new_figure(sum(heights) + 0.2)
+        grid = fig.subplots(len(knobs), len(keys), squeeze=False, gridspec_kw={"height_ratios": heights})
+        for i, knob in enumerate(knobs):
+            for j, key in enumerate(keys):
                 data = _measured(done[done[knob].notna()], key)
                 data["x"] = data[knob].map(value_text)
                 data["setting"] = _setting(data, _varying(data, axes, [knob]))
                 hue = "setting" if data["setting"].nunique() > 1 else None
-                ax = grid[i, j]
-                _pointplot(ax, data, "x", _ordered(data[knob]), hue)
-                ax.set(xlabel=axis_name(knob).split(".")[-1] if i == len(rows) - 1 else "",
-                       ylabel=column(key).label if j == 0 else "")
-                if max(map(len, _ordered(data[knob])), default=0) > 4:
-                    ax.tick_params(axis="x", labelrotation=45)
+                ax, order, label = grid[i, j], _ordered(data[knob]), axis_name(knob).split(".")[-1]
+                if _numeric(done[knob]):
+                    _pointplot(ax, data, "x", order, hue)
+                    ax.set(xlabel=label, ylabel=column(key).label)
+                else:
+                    sns.pointplot(data=data, x="value", y="x", order=order, hue=hue, palette=PALETTE if hue else None,
+                                  errorbar=ci95, linestyle="none", capsize=0.2, markersize=3.5,
+                                  err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
+                    ax.set(xlabel=column(key).label, ylabel=label if j == 0 else "")
+                    if j:
+                        ax.set_yticklabels([])
                 if hue and (i, j) != (0, 0):
                     ax.get_legend().remove()
-        caption = (f"{column(metric).label} vs proposal quality (one panel per proposal axis)"
-                   + (f", {column(recall).label} below" if recall else ", no recall column in the results")
-                   + ": mean over seeds, 95 % percentile-bootstrap interval.")
+        caption = (f"{column(metric).label}"
+                   + (f" (left) and {column(recall).label} (right)" if recall else " (no recall column in the results)")
+                   + " vs proposal quality, one row per proposal axis: mean over seeds, 95 % percentile-bootstrap "
+                   "interval.")
         return save(fig, out_dir, name, caption)
 
 

@@ -5,6 +5,7 @@ and one table per ablation axis. Every value column is followed by its ± column
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -15,20 +16,28 @@ from mnc_bench.reporting.stats import Summary
 
 PM = r"$\pm$"
 MISSING = "--"
+_MINUS = re.compile(r"(?<![\w.])-(?=\d)")
 
 
 def _render(frame: pd.DataFrame, caption: str, label: str, column_format: str) -> str:
     styler = frame.style.hide(axis="index")
-    return styler.to_latex(hrules=True, caption=caption, label=label, column_format=column_format,
-                           position="t", position_float="centering") 
+    return styler.to_latex(hrules=True, caption=caption.strip(), label=label, column_format=column_format,
+                           position="t", position_float="centering")
 
 
-def _value_cells(summary: Summary | None, col: Column, bold: bool) -> tuple[str, str]:
-    """(mean, ±std); the ± cell is empty with one seed (no spread to show) and '--' when unmeasured."""
+def _tex_number(text: str) -> str:
+    """Escaped text with minus signs typeset as such ('-3.55' would print a hyphen)."""
+    return _MINUS.sub("$-$", escape_tex(text))
+
+
+def _value_cells(summary: Summary | None, col: Column, bold: bool, runs: int) -> tuple[str, str]:
+    """(mean, ±std); the ± cell is empty with one seed (no spread to show) and '--' when unmeasured; a mean over
+    fewer than the row's ``runs`` seeds carries its own n."""
     if summary is None or summary.n == 0:
         return MISSING, ""
     mean = number(summary.mean, col)
     mean = rf"\textbf{{{mean}}}" if bold else mean
+    mean += f"$^{{n={summary.n}}}$" if summary.n < runs else ""
     return mean, "" if math.isnan(summary.std) else f"{PM}{spread(summary.std, col)}"
 
 
@@ -54,40 +63,25 @@ def paper_table(
         n = max((cells[k].n for k in keys if k in cells), default=0)
         row = [escape_tex(group_label(group[1], group[2])), str(n)]
         for c in cols:
-            row += _value_cells(cells.get(c.key), c, group in best[c.key])
+            row += _value_cells(cells.get(c.key), c, group in best[c.key], n)
         if time_key:
             time = cells.get(time_key)
             row.append(number(time.mean, column(time_key)) if time and time.n else MISSING)
         rows.append(row)
-    # Positional column names: header cells repeat ($\pm$), which a pandas index may not.
-    frame = pd.DataFrame(rows, columns=range(len(header)))
-    frame.columns = header if len(set(header)) == len(header) else pd.Index(header, tupleize_cols=False)
     column_format = "lr" + "rl" * len(cols) + ("r" if time_key else "")
-    return _render(_unique_columns(frame, header), caption, label, column_format)
+    return _render(pd.DataFrame(rows, columns=header), caption, label, column_format)
 
 
-def _unique_columns(frame: pd.DataFrame, header: list[str]) -> pd.DataFrame:
-    """Styler needs unique column labels: repeated ± headers get invisible, distinct LaTeX suffixes ({} i times),
-    which typeset as nothing."""
-    seen: dict[str, int] = {}
-    labels = []
-    for h in header:
-        seen[h] = seen.get(h, 0) + 1
-        labels.append(h + "{}" * (seen[h] - 1))
-    frame.columns = labels
-    return frame
-
-
-def coco_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, metric_note: str) -> str:
+def coco_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str) -> str:
     return paper_table(summaries, COCO_LAYOUT, label=f"tab:{suite}-coco",
                        caption=f"Mask AP on {escape_tex(suite)} (COCO protocol, points): mean {PM} std over seeds; "
-                       f"$n$ seeds; best in bold. {metric_note}")
+                       "$n$ seeds; best in bold.")
 
 
 def voc_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, protocol: str, time_note: str) -> str:
     return paper_table(summaries, VOC_LAYOUT[protocol], time_key="infer_ms_median", label=f"tab:{suite}-voc-{protocol}",
                        caption=f"Region mAP$^r$ on {escape_tex(suite)} ({protocol.upper()} protocol, points): mean "
-                       f"{PM} std over seeds; $n$ seeds; best in bold; time: inference ms/img. {time_note}")
+                       f"{PM} std over seeds; $n$ seeds; best in bold; time: inference ms/img of the plain model config (bench results, batch 1). {time_note}")
 
 
 def ablation_table(ablation: Ablation, metric: str) -> str:
@@ -95,12 +89,12 @@ def ablation_table(ablation: Ablation, metric: str) -> str:
     col = column(metric)
     rows = []
     for r in ablation.rows:
-        mean, pm = _value_cells(r.row.summary, col, bold=False)
+        mean, pm = _value_cells(r.row.summary, col, bold=False, runs=r.row.summary.n)
         comp = r.row.comparison
-        diff = "reference" if comp is None else escape_tex(difference_text(comp.difference, col))
-        prob = "" if comp is None else escape_tex(probability_text(comp.improvement))
+        diff = "reference" if comp is None else _tex_number(difference_text(comp.difference, col))
+        prob = "" if comp is None else _tex_number(probability_text(comp.improvement))
         verdict = "" if comp is None else verdict_text(comp.difference, 0.0, col)
-        rows.append([escape_tex(r.context), escape_tex(r.value), str(r.row.summary.n), mean, pm, diff, verdict, prob])
+        rows.append([escape_tex(r.context), _tex_number(r.value), str(r.row.summary.n), mean, pm, diff, verdict, prob])
     header = ["setting", escape_tex(ablation.name.split(".")[-1]), "$n$", col.tex, PM,
               r"$\Delta$ [95\% CI]", "verdict", r"$P(\mathrm{improvement})$ [95\% CI]"]
     frame = pd.DataFrame(rows, columns=header)

@@ -57,7 +57,7 @@ def _write_tables(a: Analysis, out: Path) -> list[Path]:
         measured = {key for cells in rows.values() for key, s in cells.items() if s.n}
         tables = {}
         if COCO_LAYOUT[0] in measured:
-            tables[f"main_coco{suffix}.tex"] = latex.coco_table(rows, suite, "")
+            tables[f"main_coco{suffix}.tex"] = latex.coco_table(rows, suite)
         for protocol, keys in VOC_LAYOUT.items():
             if keys[0] in measured:
                 tables[f"main_voc_{protocol}{suffix}.tex"] = latex.voc_table(rows, suite, protocol, time_note)

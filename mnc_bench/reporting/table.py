@@ -109,6 +109,10 @@ def read_table(path: Path) -> pd.DataFrame:
         row = frame.loc[(seeds.isna() | (seeds % 1 != 0)).idxmax()]
         raise UserError(f"{path}: run {row['run_id']}: seed {row['seed']!r} is not an integer")
     frame["seed"] = seeds.astype(int)
+    for col in (c for c in frame.columns if c.startswith(AXIS_PREFIX)):
+        # A null axis value is '' in text columns (CSV reads it back as NaN).
+        if not (pd.api.types.is_numeric_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col])):
+            frame[col] = frame[col].fillna("")
     frame[TABLE_DIR] = str(path.parent)
     duplicated = frame["run_id"].duplicated()
     if duplicated.any():
