@@ -46,9 +46,10 @@ test-all: install
 test-long: install
 	$(PY) -m pytest -m long
 
-# CPU-sized (< 5 min on 2 cores): the four shapes models at 128 px, then dataset generation and evaluation.
+# CPU-sized (< 5 min on 2 cores): the four shapes models at 128 px (10 images per model and threshold, 4 training
+# iterations each after 1 warm-up), then dataset generation and evaluation.
 bench: install
-	$(VENV)/bin/mnc-bench bench models --json results/bench/models.json
+	$(VENV)/bin/mnc-bench bench models --repeats 10 --train-iters 4 --warmup 1 --json results/bench/models.json
 	$(VENV)/bin/mnc-bench bench data
 	$(VENV)/bin/mnc-bench bench eval
 
