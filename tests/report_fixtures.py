@@ -86,7 +86,7 @@ def _row(suite: str, run_id: str, model: str, seed: int, status: str, variant: s
 
 
 def build_results(root: Path, shapes: Path) -> pd.DataFrame:
-    """Write results/<suite>/{collect.csv, <run-id>/...} and results/bench/models.json under ``root``;
+    """Write results/<suite>/{collect.parquet, collect.csv, <run-id>/...} and results/bench/models.json under ``root``;
     return every suite's table (the same rows the CSVs hold)."""
     gt = json.loads((shapes / "annotations" / "instances_val.json").read_text())
     rng = np.random.default_rng(1234)
@@ -144,7 +144,11 @@ def build_results(root: Path, shapes: Path) -> pd.DataFrame:
 
     table = pd.DataFrame(rows)
     for suite, frame in table.groupby("suite"):
+        # The columns and dtypes `collect` writes: a suite's own axes only, nullable integers, boolean axes.
         frame = frame.dropna(axis=1, how="all") if suite != "mnc_vs_successors" else frame
+        frame = frame.astype({c: "Int64" for c in ("seed", "batch_size", "max_iters", "params")})
+        frame = frame.astype({c: "boolean" for c in frame if c.startswith("axis.") and frame[c].map(type).eq(bool).all()})
+        frame.to_parquet(root / "results" / suite / "collect.parquet", index=False)
         frame.to_csv(root / "results" / suite / "collect.csv", index=False)
     bench = {"machine": {"cpu": "test cpu", "threads": 2, "torch": "2.x", "gpu": None},
              "settings": {"size": 128, "batch": 1, "repeats": 5},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,10 @@ def fixture_report(tmp_path_factory, shapes_dataset):
     root = tmp_path_factory.mktemp("report")
     table = build_results(root, shapes_dataset)
     out = root / "reports" / "fixture"
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         # The report names the checkout's commit; other work committing meanwhile must not change "same code".
         patch.setattr(provenance, "_git", lambda *args: "" if args[0] == "status" else "c0ffee")
+        warnings.simplefilter("error", UserWarning)  # e.g. matplotlib's "constrained_layout not applied"
         written = write_report(SUITES, out, results_dir=root / "results",
                                bench=root / "results" / "bench" / "models.json")
         yield root, table, out, written

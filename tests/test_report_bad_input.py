@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -120,14 +121,15 @@ def test_cli_writes_a_report(results, tmp_path, capsys):
     assert (tmp_path / "r" / "tables" / "ablation_model_loss_weights_mask.tex").is_file()
 
 
-def test_parquet_table_gives_the_same_report(results, tmp_path):
-    pytest.importorskip("pyarrow", reason="pyarrow (parquet) is not installed")
-    csv_report = _report(results, tmp_path / "csv", "loss_weights")
-    copy = tmp_path / "results" / "loss_weights"
-    copy.mkdir(parents=True)
-    pd.read_csv(results / "loss_weights" / "collect.csv").to_parquet(copy / "collect.parquet")
-    parquet_report = write_report(["loss_weights"], tmp_path / "pq", results_dir=tmp_path / "results",
-                                  bench=results / "bench" / "models.json", figures=False)
-    main_csv = (csv_report.out / "report.md").read_text().split("## Provenance")[0]
-    main_pq = (parquet_report.out / "report.md").read_text().split("## Provenance")[0]
-    assert main_csv.replace("/csv/", "/pq/") == main_pq
+def test_parquet_and_csv_tables_give_the_same_report(results, tmp_path):
+    """collect writes both; the report prefers parquet (nullable Int64, boolean axes) and reads the CSV alike."""
+    reports = {}
+    for fmt in ("parquet", "csv"):
+        copy = tmp_path / fmt / "results" / "cascade_depth"
+        copy.mkdir(parents=True)
+        shutil.copy(results / "cascade_depth" / f"collect.{fmt}", copy)
+        written = write_report(["cascade_depth"], tmp_path / fmt / "out", results_dir=tmp_path / fmt / "results",
+                               bench=None, figures=False)
+        reports[fmt] = (written.out / "report.md").read_text().split("## Provenance")[0]
+    assert reports["parquet"] == reports["csv"]
+    assert "| mnc_3stage_shapes [model.cascade.box_grad=True, model.cascade.num_stages=7, " in reports["csv"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mnc_bench.reporting.compare import (Ablation, Baseline, GroupKey, Row, ablation, baseline_rows,
-                                         group_summaries, missing_metric_runs, resolve_baselines)
+                                         group_summaries, missing_metric_runs, numbers, resolve_baselines)
 from mnc_bench.reporting.metrics import ACCURACY, COST, Column, column, is_metric_key, resolve_metric
 from mnc_bench.reporting.stats import Summary
 from mnc_bench.reporting.table import Inputs
@@ -45,13 +45,12 @@ def _with_bench(summaries: dict[GroupKey, dict[str, Summary]], bench: pd.DataFra
     the config as it is; a variant with other axis values may cost more or less); the table's params win."""
     if bench is None:
         return
-    by_model = bench.set_index("model")
+    costs = bench.set_index("model")[[k for k in BENCH_COLUMNS if k in bench]].apply(numbers)
     for (suite, model, variant), cells in summaries.items():
-        if model not in by_model.index or variant:
+        if model not in costs.index or variant:
             continue
-        for key in BENCH_COLUMNS:
-            value = pd.to_numeric(pd.Series([by_model.loc[model].get(key, math.nan)]), errors="coerce").iloc[0]
-            if key in by_model.columns and not math.isnan(value) and cells.get(key, Summary(0, 0, 0)).n == 0:
+        for key, value in costs.loc[model].items():
+            if not math.isnan(value) and cells.get(key, Summary(math.nan, math.nan, 0)).n == 0:
                 cells[key] = Summary(float(value), math.nan, 1)
 
 

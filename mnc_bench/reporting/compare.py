@@ -60,11 +60,10 @@ def axis_name(column: str) -> str:
 def value_text(value: object) -> str:
     """An axis value as printed: integral floats (read back from CSV) without '.0', NaN as '—', a mapping
     (collected as JSON text, e.g. a proposal_control setting) as 'k=v, k=v', null / empty as 'default'."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "—"
-        if value.is_integer():
-            return str(int(value))
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     text = str(value)
     if text in ("", "None", "null"):
         return DEFAULT_VALUE
@@ -94,7 +93,7 @@ def group_summaries(done: pd.DataFrame, columns: list[str]) -> dict[GroupKey, di
     groups = dict(tuple(done.groupby(GROUP_COLUMNS, sort=True)))
     for key in sorted(groups, key=group_order):
         rows = groups[key]
-        out[tuple(key)] = {c: summarize(pd.to_numeric(rows[c], errors="coerce")) for c in columns if c in rows}
+        out[tuple(key)] = {c: summarize(numbers(rows[c])) for c in columns if c in rows}
     return out
 
 
@@ -161,8 +160,13 @@ class Row:
         return group_label(self.model, self.variant)
 
 
+def numbers(values: pd.Series) -> pd.Series:
+    """A column as float64 with NaN for anything missing or not a number (collect writes nullable Int64)."""
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
 def _values(rows: pd.DataFrame, metric: str) -> pd.Series:
-    return pd.to_numeric(rows[metric], errors="coerce")
+    return numbers(rows[metric])
 
 
 def baseline_rows(done: pd.DataFrame, metric: str, baselines: dict[str, Baseline | None]) -> list[Row]:
@@ -235,7 +239,7 @@ def missing_metric_runs(done: pd.DataFrame, columns: list[str]) -> dict[str, lis
     """Run ids of finished runs without a value for each column that other finished runs have."""
     out = {}
     for col in columns:
-        values = pd.to_numeric(done[col], errors="coerce") if col in done else None
+        values = numbers(done[col]) if col in done else None
         if values is None or values.notna().sum() == 0:
             continue
         missing = done.loc[values.isna(), "run_id"].tolist()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from mnc_bench.reporting.compare import GROUP_COLUMNS, axis_name, sort_values, value_text
+from mnc_bench.reporting.compare import GROUP_COLUMNS, axis_name, numbers, sort_values, value_text
 from mnc_bench.reporting.metrics import RECALL_KEYS, column
 from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, ci95, legend_below, legend_height, new_figure,
                                        save, style)
@@ -20,7 +20,7 @@ END_TO_END = {"True": "end-to-end", "False": "step-wise"}  # box_grad, read back
 
 def _measured(done: pd.DataFrame, metric: str) -> pd.DataFrame:
     data = done.copy()
-    data["value"] = pd.to_numeric(data[metric], errors="coerce") * column(metric).scale
+    data["value"] = numbers(data[metric]) * column(metric).scale
     return data[np.isfinite(data["value"])]
 
 
@@ -133,10 +133,9 @@ def proposal_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: P
     knobs = [a for a in _find(axes, "proposal") if done[a].nunique() > 1][:3]
     if not knobs:
         return Skipped(name, "no proposal-quality axis (*proposal*) varies in the results")
-    recall = next((k for k in RECALL_KEYS if k != metric and k in done
-                   and pd.to_numeric(done[k], errors="coerce").notna().any()), None)
+    recall = next((k for k in RECALL_KEYS if k != metric and k in done and numbers(done[k]).notna().any()), None)
     keys = [metric] + ([recall] if recall else [])
-    heights = [1.5 if _numeric(done[k]) else 0.5 + 0.16 * done[k].nunique() for k in knobs]
+    heights = [1.5 if _numeric(done[k]) else max(1.5, 0.6 + 0.18 * done[k].nunique()) for k in knobs]
     with style():
         fig = new_figure(sum(heights) + 0.2)
         grid = fig.subplots(len(knobs), len(keys), squeeze=False, gridspec_kw={"height_ratios": heights})
@@ -154,7 +153,8 @@ def proposal_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: P
                     sns.pointplot(data=data, x="value", y="x", order=order, hue=hue, palette=PALETTE if hue else None,
                                   errorbar=ci95, linestyle="none", capsize=0.2, markersize=3.5,
                                   err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
-                    ax.set(xlabel=column(key).label, ylabel=label if j == 0 else "")
+                    ax.set(xlabel=column(key).label, ylabel="")
+                    ax.set_title(label if j == 0 else "", loc="left", fontsize=6)
                     if j:
                         ax.set_yticklabels([])
                 if hue and (i, j) != (0, 0):

@@ -109,10 +109,11 @@ def read_table(path: Path) -> pd.DataFrame:
         row = frame.loc[(seeds.isna() | (seeds % 1 != 0)).idxmax()]
         raise UserError(f"{path}: run {row['run_id']}: seed {row['seed']!r} is not an integer")
     frame["seed"] = seeds.astype(int)
-    for col in (c for c in frame.columns if c.startswith(AXIS_PREFIX)):
-        # A null axis value is '' in text columns (CSV reads it back as NaN).
-        if not (pd.api.types.is_numeric_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col])):
-            frame[col] = frame[col].fillna("")
+    for col in [c for c in frame.columns if c.startswith(AXIS_PREFIX)]:
+        if frame[col].map(lambda v: pd.isna(v) or v == "").all():
+            frame = frame.drop(columns=col)  # no run sets it: not an axis of this suite
+        elif not (pd.api.types.is_numeric_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col])):
+            frame[col] = frame[col].fillna("")  # a null value is '' in a text column (CSV reads it back as NaN)
     frame[TABLE_DIR] = str(path.parent)
     duplicated = frame["run_id"].duplicated()
     if duplicated.any():
