@@ -1,7 +1,7 @@
 """Open a page in real headless Chromium and inspect it over the DevTools protocol (test helper, stdlib only).
 
-``--remote-debugging-pipe`` makes Chromium read protocol commands from fd 3 and write replies and events to fd 4,
-each message NUL-terminated JSON: no port, no websocket, nothing left listening.
+``--remote-debugging-pipe`` makes Chromium read protocol commands from fd 3 and write replies and events to
+fd 4, each message NUL-terminated JSON: no port, no websocket, nothing left listening.
 """
 
 from __future__ import annotations
@@ -112,14 +112,15 @@ def inspect_page(chromium: str, page: Path, expression: str, screenshot: Path) -
             report.checks = result["result"].get("value", {})
             metrics = pipe.send("Page.getLayoutMetrics", session=session)
             size = metrics.get("cssContentSize") or metrics["contentSize"]
-            shot = pipe.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": {
-                "x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 16000), "scale": 1}},
-                session=session)
+            clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 16000), "scale": 1}
+            shot = pipe.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                                        "clip": clip}, session=session)
             screenshot.write_bytes(base64.b64decode(shot["data"]))
             for event in pipe.events:
                 method, params = event.get("method"), event.get("params", {})
                 if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                    report.errors.append("console: " + " ".join(str(a.get("value", a)) for a in params["args"]))
+                    text = " ".join(str(a.get("value", a)) for a in params["args"])
+                    report.errors.append(f"console: {text}")
                 elif method == "Runtime.exceptionThrown":
                     details = params["exceptionDetails"]
                     report.errors.append(f"exception: {details.get('text', '')} "

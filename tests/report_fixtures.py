@@ -4,10 +4,10 @@ Five suites in the layout of ``mnc-bench run`` / ``collect``: ``mnc_vs_successor
 failed and one running run, box AP missing from one run), ``cascade_depth`` (depth zipped with weight sharing,
 x end-to-end; one group with a single seed), ``loss_weights`` (mask x cls weights), ``proposal_quality`` (a
 mapping-valued ``proposal_control`` axis stored as JSON text, as ``collect`` does; AR beside AP) and
-``only_failed``. Each finished run has ``run.json``, ``metrics.json``, ``scalars.json`` and a ``predictions.json``
-derived from the real shapes val set (ground-truth masks with perturbed scores, some dropped, some
-mislabelled). Metric values are a known per-group effect plus seed noise; the tests recompute every aggregate
-from ``runs`` independently of the report code.
+``only_failed``. Each finished run has ``run.json``, ``metrics.json``, ``scalars.json`` and a
+``predictions.json`` derived from the real shapes val set (ground-truth masks with perturbed scores, some
+dropped, some mislabelled). Metric values are a known per-group effect plus seed noise; the tests recompute every
+aggregate from the returned table, independently of the report code.
 """
 
 from __future__ import annotations
@@ -67,6 +67,13 @@ def _predictions(rng: np.random.Generator, gt: dict, quality: float) -> list[dic
     return out
 
 
+def _label(value: object) -> str:
+    """An axis value in a variant label, as the runner writes it (mappings as JSON)."""
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(", ", ": "))
+    return str(value)
+
+
 def _row(suite: str, run_id: str, model: str, seed: int, status: str, variant: str, axes: dict, metrics: dict,
          run_dir: Path, shapes: Path, reason: str = "") -> dict:
     config = SHAPES_MODELS[model][0]
@@ -86,7 +93,8 @@ def _row(suite: str, run_id: str, model: str, seed: int, status: str, variant: s
 
 
 def build_results(root: Path, shapes: Path) -> pd.DataFrame:
-    """Write results/<suite>/{collect.parquet, collect.csv, <run-id>/...} and results/bench/models.json under ``root``;
+    """Write results/<suite>/{collect.parquet, collect.csv, <run-id>/...} and results/bench/models.json under
+    ``root``;
     return every suite's table (the same rows the CSVs hold)."""
     gt = json.loads((shapes / "annotations" / "instances_val.json").read_text())
     rng = np.random.default_rng(1234)
@@ -94,8 +102,7 @@ def build_results(root: Path, shapes: Path) -> pd.DataFrame:
 
     def run(suite, model, seed, status="done", axes=None, ap_shift=0.0, reason="", drop=()):
         axes = axes or {}
-        variant = ", ".join(f"{k}={json.dumps(v, sort_keys=True, separators=(', ', ': ')) if isinstance(v, dict) else v}"
-                            for k, v in sorted(axes.items()))
+        variant = ", ".join(f"{k}={_label(v)}" for k, v in sorted(axes.items()))
         run_id = f"{suite}-{len(rows):03d}"
         run_dir = root / "results" / suite / run_id
         run_dir.mkdir(parents=True)
@@ -126,7 +133,8 @@ def build_results(root: Path, shapes: Path) -> pd.DataFrame:
             for seed in (0, 1):
                 if (stages, box_grad, seed) == (7, False, 1):
                     continue  # one group with a single seed
-                run("cascade_depth", "mnc_3stage_shapes", seed, ap_shift=0.02 * (stages - 3) - 0.02 * box_grad,
+                shift = 0.02 * (stages - 3) - 0.02 * box_grad
+                run("cascade_depth", "mnc_3stage_shapes", seed, ap_shift=shift,
                     axes={"model.cascade.num_stages": stages, "model.cascade.share_weights": share,
                           "model.cascade.box_grad": box_grad})
     for mask in (1.0, 2.0):
@@ -147,7 +155,8 @@ def build_results(root: Path, shapes: Path) -> pd.DataFrame:
         # The columns and dtypes `collect` writes: a suite's own axes only, nullable integers, boolean axes.
         frame = frame.dropna(axis=1, how="all") if suite != "mnc_vs_successors" else frame
         frame = frame.astype({c: "Int64" for c in ("seed", "batch_size", "max_iters", "params")})
-        frame = frame.astype({c: "boolean" for c in frame if c.startswith("axis.") and frame[c].map(type).eq(bool).all()})
+        flags = [c for c in frame if c.startswith("axis.") and frame[c].map(type).eq(bool).all()]
+        frame = frame.astype({c: "boolean" for c in flags})
         frame.to_parquet(root / "results" / suite / "collect.parquet", index=False)
         frame.to_csv(root / "results" / suite / "collect.csv", index=False)
     bench = {"machine": {"cpu": "test cpu", "threads": 2, "torch": "2.x", "gpu": None},

@@ -23,8 +23,8 @@ FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "
                                                       "mnc_5stage_shapes"))]
 TABLES = ["main_coco_mnc_vs_successors", "main_voc_mnc_mnc_vs_successors", "main_voc_sds_mnc_vs_successors",
           "main_coco_cascade_depth", "ablation_model_cascade_num_stages", "ablation_model_cascade_box_grad",
-          "ablation_model_loss_weights_mask", "ablation_model_loss_weights_cls", "ablation_model_proposal_control",
-          "ablation_model_cascade_share_weights"]
+          "ablation_model_loss_weights_mask", "ablation_model_loss_weights_cls",
+          "ablation_model_proposal_control", "ablation_model_cascade_share_weights"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,8 @@ def md_table(text: str, heading: str, index: int = 0) -> pd.DataFrame:
 
 def independent_aggregates(table: pd.DataFrame, key: str) -> pd.DataFrame:
     done = table[table["status"] == "done"]
-    return done.groupby(["suite", "model", "variant"])[key].agg(["mean", "std", "count", "size"]).reset_index()
+    stats = done.groupby(["suite", "model", "variant"])[key].agg(["mean", "std", "count", "size"])
+    return stats.reset_index()
 
 
 def test_every_file_is_written(fixture_report):
@@ -77,8 +78,9 @@ def test_main_table_cells_equal_independent_aggregates(fixture_report, key, labe
     for row in expected.itertuples():
         label_text = row.model if not row.variant else f"{row.model} [{row.variant}]"
         cell = main[(main["suite"] == row.suite) & (main["model"] == label_text)][label].item()
-        n = int((table[(table.suite == row.suite) & (table.model == row.model) & (table.variant == row.variant)]
-                 ["status"] == "done").sum())
+        same = (table.suite == row.suite) & (table.model == row.model) & (table.variant == row.variant)
+        group = table[same]
+        n = int((group["status"] == "done").sum())
         std = f"{row.std * 100:.1f}" if round(row.std * 100, 1) else f"{row.std * 100:.2g}"  # never '± 0.0'
         text = f"{row.mean * 100:.1f}" + (f" ± {std}" if row.count > 1 else "")
         text += f" (n={row.count})" if row.count != n else ""
@@ -123,8 +125,8 @@ def test_ablation_tables_and_one_seed_group(fixture_report):
     assert "`coco/bbox/AP` is missing from 1 finished run(s)" in text
     assert "loss is NaN at iteration 420" in text.split("## Runs not counted", 1)[1]
     proposals = md_table(text, "## Ablation: model.proposal_control")  # a mapping-valued axis, stored as JSON
-    assert list(proposals["proposal_control"]) == ["default", "jitter=0.2", "max_proposals=10", "max_proposals=50",
-                                                   "mode=oracle, oracle_iou=0.9"]
+    assert list(proposals["proposal_control"]) == ["default", "jitter=0.2", "max_proposals=10",
+                                                   "max_proposals=50", "mode=oracle, oracle_iou=0.9"]
     assert proposals["Δ [95 % CI]"].iloc[0] == "reference"
 
 
@@ -162,7 +164,8 @@ def test_coco_latex_numbers(fixture_report):
     _, table, out, _ = fixture_report
     tex = (out / "tables" / "main_coco_mnc_vs_successors.tex").read_text()
     row = next(line for line in tex.splitlines() if line.startswith(r"mask\_rcnn\_shapes"))
-    done = table[(table.status == "done") & (table.model == "mask_rcnn_shapes") & (table.suite == "mnc_vs_successors")]
+    done = table[(table.status == "done") & (table.model == "mask_rcnn_shapes")
+                 & (table.suite == "mnc_vs_successors")]
     ap = done["coco/segm/AP"] * 100
     cells = [c.strip() for c in row.rstrip("\\ ").split("&")]
     assert cells[1] == "3" and cells[2].replace(r"\textbf{", "").rstrip("}") == f"{ap.mean():.1f}"
@@ -212,7 +215,8 @@ PAGE_CHECKS = """(async () => {
 def _chromium() -> str:
     chromium = find_chromium()
     if chromium is None:
-        pytest.skip("Chromium is not installed: Debian's `chromium` package (.ci/run installs it where it can)")
+        pytest.skip("Chromium is not installed: Debian's `chromium` package (.ci/run installs it where it "
+                    "can)")
     return chromium
 
 

@@ -114,7 +114,8 @@ def test_missing_and_malformed_tables(tmp_path, capsys):
 
 def test_cli_writes_a_report(results, tmp_path, capsys):
     code, out, err = _cli(capsys, "loss_weights", "--out", str(tmp_path / "r"), "--results", str(results),
-                          "--bench", str(results / "bench" / "models.json"), "--metric", "segm/AP", "--no-figures")
+                          "--bench", str(results / "bench" / "models.json"), "--metric", "segm/AP",
+                          "--no-figures")
     assert code == 0 and err == ""
     assert out.startswith(f"report {tmp_path / 'r' / 'report.md'}")
     assert "--no-figures" in (tmp_path / "r" / "report.md").read_text()  # the command, in the provenance
@@ -122,14 +123,14 @@ def test_cli_writes_a_report(results, tmp_path, capsys):
 
 
 def test_parquet_and_csv_tables_give_the_same_report(results, tmp_path):
-    """collect writes both; the report prefers parquet (nullable Int64, boolean axes) and reads the CSV alike."""
+    """collect writes both; the report prefers parquet (nullable Int64, boolean axes), reads CSV alike."""
     reports = {}
     for fmt in ("parquet", "csv"):
         copy = tmp_path / fmt / "results" / "cascade_depth"
         copy.mkdir(parents=True)
         shutil.copy(results / "cascade_depth" / f"collect.{fmt}", copy)
-        written = write_report(["cascade_depth"], tmp_path / fmt / "out", results_dir=tmp_path / fmt / "results",
-                               bench=None, figures=False)
+        written = write_report(["cascade_depth"], tmp_path / fmt / "out",
+                               results_dir=tmp_path / fmt / "results", bench=None, figures=False)
         reports[fmt] = (written.out / "report.md").read_text().split("## Provenance")[0]
     assert reports["parquet"] == reports["csv"]
     assert "| mnc_3stage_shapes [model.cascade.box_grad=True, model.cascade.num_stages=7, " in reports["csv"]

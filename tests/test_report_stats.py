@@ -45,7 +45,7 @@ def test_fully_separated_samples_give_p_one_and_a_difference_interval_excluding_
     assert (c.improvement.low, c.improvement.high) == (1.0, 1.0)  # every resample stays separated
     assert c.improvement.verdict(0.5) == "higher"
     assert c.difference.estimate == pytest.approx(x.mean() - y.mean())
-    # Resampled means stay within the samples' ranges, so the interval lies within [min x - max y, max x - min y].
+    # Resampled means stay within the samples' ranges: the interval lies in [min x - max y, max x - min y].
     assert x.min() - y.max() <= c.difference.low < c.difference.high <= x.max() - y.min()
     assert c.difference.verdict(0.0) == "higher"
     reverse = compare(y, x)
@@ -103,7 +103,7 @@ def test_bootstrap_resamples_within_each_stratum():
 
 def test_bootstrap_is_deterministic_and_independent_of_global_state():
     rng = np.random.default_rng(4)
-    x, y = rng.normal(0.41, 0.02, 20), rng.normal(0.40, 0.02, 15)  # continuous: intervals move with the stream
+    x, y = rng.normal(0.41, 0.02, 20), rng.normal(0.40, 0.02, 15)  # continuous: intervals follow the stream
     first = compare(x, y, n_boot=2000)
     np.random.seed(99)
     np.random.default_rng(5).random(100)

@@ -2,8 +2,9 @@
 
 Modules, one concern each: ``table`` (read the collect tables and bench results), ``stats`` (mean ± std,
 bootstrap intervals, probability of improvement), ``metrics`` (column labels and number formats), ``compare``
-(groups, baselines, ablations), ``analysis`` (everything a report prints), ``latex``, ``figures`` / ``curves`` /
-``qualitative`` (with ``style``), ``render`` (Markdown and HTML), ``sections``, ``provenance``, ``published``
+(groups, baselines, ablations), ``analysis`` (everything a report prints), ``latex``, ``figures`` /
+``curves`` / ``qualitative`` (with ``style``), ``render`` (Markdown and HTML), ``sections``,
+``provenance``, ``published``
 (reference rows from the papers), ``report`` (the command).
 """
 

@@ -1,5 +1,5 @@
-"""Everything a report prints, computed once from the inputs: group summaries (with the bench's per-model costs),
-baselines, comparisons, ablations, missing values."""
+"""Everything a report prints, computed once from the inputs: group summaries (with the bench's per-model
+costs), baselines, comparisons, ablations, missing values."""
 
 from __future__ import annotations
 
@@ -76,6 +76,6 @@ def analyse(inputs: Inputs, metric: str, baseline: str | None) -> Analysis:
         columns=columns,
         baselines=baselines,
         comparisons=baseline_rows(done, metric, baselines) if metric in done else [],
-        ablations=[ablation(done, axis, inputs.axes, metric) for axis in inputs.axes] if metric in done else [],
+        ablations=[ablation(done, a, inputs.axes, metric) for a in inputs.axes] if metric in done else [],
         missing=missing_metric_runs(done, [c.key for c in ACCURACY] + [metric]),
     )

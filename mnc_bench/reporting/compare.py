@@ -124,7 +124,8 @@ def resolve_baselines(done: pd.DataFrame, name: str | None) -> dict[str, Baselin
         labels.update(group_label(m, v) for m, v in groups)
         if name is None:
             preferred = [g for g in groups if g[0].startswith(BASELINE_PREFERENCE)] or groups
-            chosen, note = preferred[0], ("first Mask R-CNN model" if preferred is not groups else "first group")
+            note = "first Mask R-CNN model" if preferred is not groups else "first group"
+            chosen = preferred[0]
             out[suite] = Baseline(suite, *chosen, note=f"{note}; no --baseline given")
             continue
         exact = [g for g in groups if group_label(*g) == name]
@@ -147,7 +148,8 @@ def resolve_baselines(done: pd.DataFrame, name: str | None) -> dict[str, Baselin
 
 @dataclass(frozen=True)
 class Row:
-    """One group's value of the compared metric and its comparison to a reference group (None: the reference)."""
+    """One group's value of the compared metric and its comparison to a reference group (None: it is the
+    reference)."""
 
     suite: str
     model: str
@@ -205,8 +207,9 @@ class Ablation:
 
 
 def ablation(done: pd.DataFrame, axis: str, axes: list[str], metric: str) -> Ablation:
-    """Each value of ``axis`` against its first value (natural order), within every setting of the other axes
-    (suite, model and the other axis values held fixed); settings where the axis takes one value are left out."""
+    """Each value of ``axis`` against its first value (natural order), within every setting of the other
+    axes (suite, model and the other axis values held fixed); settings where the axis takes one value are left
+    out."""
     rows: list[AblationRow] = []
     suites = done.loc[done[axis].notna(), "suite"].unique()
     for suite, runs in done.groupby("suite", sort=True):
@@ -224,7 +227,8 @@ def ablation(done: pd.DataFrame, axis: str, axes: list[str], metric: str) -> Abl
             if len(values) < 2:
                 continue
             parts = [f"{axis_name(a)}={value_text(v)}" for a, v in zip(others, context_key[1:])]
-            context = ", ".join(([suite] if len(suites) > 1 else []) + ([model] if multi_model else []) + parts)
+            prefix = ([suite] if len(suites) > 1 else []) + ([model] if multi_model else [])
+            context = ", ".join(prefix + parts)
             reference = _values(ctx[texts == values[0]], metric)
             for i, value in enumerate(values):
                 group = ctx[texts == value]

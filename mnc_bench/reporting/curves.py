@@ -1,5 +1,6 @@
 """Training curves from each run's ``scalars.json`` (JSON lines as mmengine's LocalVisBackend writes them):
-total loss of every group of a suite, and per-stage losses of each model; mean over seeds with a ±1 std band."""
+total loss of every group of a suite, and per-stage losses of each model; mean over seeds with a ±1 std
+band."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pandas as pd
 import seaborn as sns
 
 from mnc_bench.reporting.compare import short_label
-from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, legend_below, legend_height, new_figure,
-                                       save, style)
+from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, legend_below, legend_height,
+                                       new_figure, save, style)
 from mnc_bench.reporting.table import run_folder
 
 MAX_STAGE_FIGURES = 6
@@ -61,19 +62,20 @@ def _total_loss(curves: pd.DataFrame, suite: str, name: str, out_dir: Path, note
     labels = sorted(curves["label"].unique())
     fig = new_figure(2.1 + legend_height(labels))
     ax = fig.subplots()
-    sns.lineplot(data=curves, x="iter", y="loss", hue="label", hue_order=labels, palette=PALETTE, errorbar="sd",
-                 ax=ax)
+    sns.lineplot(data=curves, x="iter", y="loss", hue="label", hue_order=labels, palette=PALETTE,
+                 errorbar="sd", ax=ax)
     ax.set(xlabel="iteration", ylabel="total loss")
     legend_below(ax, labels)
-    return save(fig, out_dir, name, f"Total training loss vs iteration, suite {suite}: mean over seeds, band ±1 std."
-                + note)
+    caption = f"Total training loss vs iteration, suite {suite}: mean over seeds, band ±1 std.{note}"
+    return save(fig, out_dir, name, caption)
 
 
 def _stage_losses(runs: pd.DataFrame, title: str, name: str, out_dir: Path) -> FigureResult | Skipped:
     stages = [c for c in sorted(runs.columns) if c.startswith("loss_") and runs[c].notna().any()]
     if not stages:
         return Skipped(name, f"{title}: no per-stage losses logged")
-    long = runs.melt(id_vars=["iter", "run_id"], value_vars=stages, var_name="term", value_name="value").dropna()
+    long = runs.melt(id_vars=["iter", "run_id"], value_vars=stages, var_name="term", value_name="value")
+    long = long.dropna()
     long["term"] = long["term"].str.removeprefix("loss_")
     terms = [s.removeprefix("loss_") for s in stages]
     fig = new_figure(2.1 + legend_height(terms))
@@ -106,9 +108,9 @@ def curve_figures(done: pd.DataFrame, out_dir: Path) -> list[FigureResult | Skip
             plain = runs[runs["variant"] == ""]
             suite, variant = (plain if len(plain) else runs).iloc[0][["suite", "variant"]]
             runs = runs[(runs["suite"] == suite) & (runs["variant"] == variant)]
-            results.append(_stage_losses(runs, f"{suite}: {short_label(model, variant)}", f"training_stages_{model}",
-                                         out_dir))
+            title = f"{suite}: {short_label(model, variant)}"
+            results.append(_stage_losses(runs, title, f"training_stages_{model}", out_dir))
     if len(models) > MAX_STAGE_FIGURES:
-        results.append(Skipped("training_stages", f"per-stage curves drawn for the first {MAX_STAGE_FIGURES} of "
-                                                  f"{len(models)} models"))
+        results.append(Skipped("training_stages", f"per-stage curves drawn for the first {MAX_STAGE_FIGURES} "
+                                                  f"of {len(models)} models"))
     return results

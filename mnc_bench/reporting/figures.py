@@ -1,5 +1,6 @@
 """The ablation and speed figures: AP vs cascade depth, loss-weight heatmap, AP vs proposal quality, speed vs
-accuracy. Each returns a :class:`FigureResult`, or :class:`Skipped` with the reason when its data is absent."""
+accuracy. Each returns a :class:`FigureResult`, or :class:`Skipped` with the reason when its data is
+absent."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import seaborn as sns
 
 from mnc_bench.reporting.compare import GROUP_COLUMNS, axis_name, numbers, sort_values, value_text
 from mnc_bench.reporting.metrics import RECALL_KEYS, column
-from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, ci95, legend_below, legend_height, new_figure,
-                                       save, style)
+from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, ci95, legend_below, legend_height,
+                                       new_figure, save, style)
 
 MAX_PANELS = 4
 END_TO_END = {"True": "end-to-end", "False": "step-wise"}  # box_grad, read back as bool or text
@@ -83,12 +84,15 @@ def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
         for ax in grid.flat[len(panels):]:
             ax.set_visible(False)
         caption = (f"{col.label} vs cascade depth: mean over seeds, 95 % percentile-bootstrap interval"
-                   + (" (none where a point has one seed)" if data.groupby(["panel", "depth"]).size().min() < 2 else "")
+                   + (" (none where a point has one seed)"
+                      if data.groupby(["panel", "depth"]).size().min() < 2 else "")
                    + ("; end-to-end vs step-wise training as colour." if hue else "."))
         return save(fig, out_dir, name, caption)
 
 
-def loss_weight_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path) -> FigureResult | Skipped:
+def loss_weight_figure(
+    done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
+) -> FigureResult | Skipped:
     name = "loss_weights"
     weights = _find(axes, "loss_weight")
     if not weights:
@@ -98,7 +102,8 @@ def loss_weight_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir
     data = _measured(done[done[weights].notna().all(axis=1)], metric)
     others = _setting(data, _varying(data, axes, weights))
     if data.empty or others.nunique() > 1:
-        reason = "no finished run with the metric" if data.empty else "other axes vary too: one heatmap would pool them"
+        reason = ("no finished run with the metric" if data.empty
+                  else "other axes vary too: one heatmap would pool them")
         return Skipped(name, reason)
     rows_axis, cols_axis = weights[0], weights[-1] if len(weights) == 2 else None
     data["row"] = data[rows_axis].map(value_text)
@@ -125,15 +130,18 @@ def _numeric(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
-def proposal_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path) -> FigureResult | Skipped:
+def proposal_figure(
+    done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
+) -> FigureResult | Skipped:
     """One row of panels per proposal axis, mask AP left and proposal recall right. A numeric axis (proposals
-    kept, jitter) is the x axis, points joined; a categorical one (a proposal_control setting) lists its settings
-    down the y axis, points not joined (the settings have no order)."""
+    kept, jitter) is the x axis, points joined; a categorical one (a proposal_control setting) lists its
+    settings down the y axis, points not joined (the settings have no order)."""
     name = "ap_vs_proposals"
     knobs = [a for a in _find(axes, "proposal") if done[a].nunique() > 1][:3]
     if not knobs:
         return Skipped(name, "no proposal-quality axis (*proposal*) varies in the results")
-    recall = next((k for k in RECALL_KEYS if k != metric and k in done and numbers(done[k]).notna().any()), None)
+    measured = [k for k in RECALL_KEYS if k != metric and k in done and numbers(done[k]).notna().any()]
+    recall = measured[0] if measured else None
     keys = [metric] + ([recall] if recall else [])
     heights = [1.5 if _numeric(done[k]) else max(1.5, 0.6 + 0.18 * done[k].nunique()) for k in knobs]
     with style():
@@ -150,8 +158,9 @@ def proposal_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: P
                     _pointplot(ax, data, "x", order, hue)
                     ax.set(xlabel=label, ylabel=column(key).label)
                 else:
-                    sns.pointplot(data=data, x="value", y="x", order=order, hue=hue, palette=PALETTE if hue else None,
-                                  errorbar=ci95, linestyle="none", capsize=0.2, markersize=3.5,
+                    sns.pointplot(data=data, x="value", y="x", order=order, hue=hue,
+                                  palette=PALETTE if hue else None, errorbar=ci95, linestyle="none",
+                                  capsize=0.2, markersize=3.5,
                                   err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
                     ax.set(xlabel=column(key).label, ylabel="")
                     ax.set_title(label if j == 0 else "", loc="left", fontsize=6)
@@ -160,13 +169,16 @@ def proposal_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: P
                 if hue and (i, j) != (0, 0):
                     ax.get_legend().remove()
         caption = (f"{column(metric).label}"
-                   + (f" (left) and {column(recall).label} (right)" if recall else " (no recall column in the results)")
-                   + " vs proposal quality, one row per proposal axis: mean over seeds, 95 % percentile-bootstrap "
-                   "interval.")
+                   + (f" (left) and {column(recall).label} (right)" if recall
+                      else " (no recall column in the results)")
+                   + " vs proposal quality, one row per proposal axis: mean over seeds, 95 % "
+                   "percentile-bootstrap interval.")
         return save(fig, out_dir, name, caption)
 
 
-def speed_figure(done: pd.DataFrame, bench: pd.DataFrame | None, metric: str, out_dir: Path) -> FigureResult | Skipped:
+def speed_figure(
+    done: pd.DataFrame, bench: pd.DataFrame | None, metric: str, out_dir: Path
+) -> FigureResult | Skipped:
     name = "speed_accuracy"
     if bench is None or "infer_ms_median" not in bench:
         return Skipped(name, "no bench results with infer_ms_median (run `mnc-bench bench models --json`)")
@@ -184,7 +196,8 @@ def speed_figure(done: pd.DataFrame, bench: pd.DataFrame | None, metric: str, ou
                        "ms_lo": s["infer_ms_median"] - q1, "ms_hi": q3 - s["infer_ms_median"],
                        "value": runs["value"].mean(), "std": runs["value"].std(ddof=1)})
     if not points:
-        return Skipped(name, "no finished run of a plain model config (no other axis set) appears in the bench results")
+        return Skipped(name, "no finished run of a plain model config (no other axis set) appears in the "
+                             "bench results")
     points_df = pd.DataFrame(points)
     colors = dict(zip(points_df["label"], sns.color_palette(PALETTE, len(points_df))))
     with style():
@@ -192,10 +205,12 @@ def speed_figure(done: pd.DataFrame, bench: pd.DataFrame | None, metric: str, ou
         ax = fig.subplots()
         for p in points_df.itertuples():
             ax.errorbar(p.ms, p.value, xerr=[[p.ms_lo], [p.ms_hi]], yerr=None if np.isnan(p.std) else p.std,
-                        fmt="o", color=colors[p.label], label=p.label, capsize=1.5, elinewidth=0.8, markersize=3.5)
+                        fmt="o", color=colors[p.label], label=p.label, capsize=1.5, elinewidth=0.8,
+                        markersize=3.5)
         ax.set(xlabel="inference ms/img (median; bars: IQR)", ylabel=f"{column(metric).label} (bars: ± std)")
         legend_below(ax, list(points_df["label"]))
-        caption = (f"Speed vs {column(metric).label}: inference median ms/img with its interquartile range (bench "
-                   "results, batch 1) against mean ± std over seeds; runs of plain model configs only.")
+        caption = (f"Speed vs {column(metric).label}: inference median ms/img with its interquartile range "
+                   "(bench results, batch 1) against mean ± std over seeds; runs of plain model configs "
+                   "only.")
         return save(fig, out_dir, name, caption)
 

@@ -1,6 +1,7 @@
-"""Booktabs tables ready to paste (pandas ``Styler.to_latex(hrules=True)``): the COCO layout of the Mask R-CNN /
-PANet tables (AP, AP50, AP75, APs, APm, APl), the VOC layout of the MNC paper (mAP^r@0.5, mAP^r@0.7, time),
-and one table per ablation axis. Every value column is followed by its ± column (std over seeds)."""
+"""Booktabs tables ready to paste (pandas ``Styler.to_latex(hrules=True)``): the COCO layout of the Mask
+R-CNN / PANet tables (AP, AP50, AP75, APs, APm, APl), the VOC layout of the MNC paper (mAP^r@0.5,
+mAP^r@0.7, time), and one table per ablation axis. Every value column is followed by its ± column (std over
+seeds)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def _tex_number(text: str) -> str:
 
 
 def _value_cells(summary: Summary | None, col: Column, bold: bool, runs: int) -> tuple[str, str]:
-    """(mean, ±std); the ± cell is empty with one seed (no spread to show) and '--' when unmeasured; a mean over
-    fewer than the row's ``runs`` seeds carries its own n."""
+    """(mean, ±std); the ± cell is empty with one seed (no spread to show) and '--' when unmeasured; a mean
+    over fewer than the row's ``runs`` seeds carries its own n."""
     if summary is None or summary.n == 0:
         return MISSING, ""
     mean = number(summary.mean, col)
@@ -74,14 +75,17 @@ def paper_table(
 
 def coco_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str) -> str:
     return paper_table(summaries, COCO_LAYOUT, label=f"tab:{suite}-coco",
-                       caption=f"Mask AP on {escape_tex(suite)} (COCO protocol, points): mean {PM} std over seeds; "
-                       "$n$ seeds; best in bold.")
+                       caption=f"Mask AP on {escape_tex(suite)} (COCO protocol, points): mean {PM} std over "
+                       "seeds; $n$ seeds; best in bold.")
 
 
-def voc_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, protocol: str, time_note: str) -> str:
-    return paper_table(summaries, VOC_LAYOUT[protocol], time_key="infer_ms_median", label=f"tab:{suite}-voc-{protocol}",
-                       caption=f"Region mAP$^r$ on {escape_tex(suite)} ({protocol.upper()} protocol, points): mean "
-                       f"{PM} std over seeds; $n$ seeds; best in bold; time: inference ms/img of the plain model config (bench results, batch 1). {time_note}")
+def voc_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, protocol: str,
+              time_note: str) -> str:
+    caption = (f"Region mAP$^r$ on {escape_tex(suite)} ({protocol.upper()} protocol, points): mean {PM} std "
+               "over seeds; $n$ seeds; best in bold; time: inference ms/img of the plain model config (bench "
+               f"results, batch 1). {time_note}")
+    return paper_table(summaries, VOC_LAYOUT[protocol], time_key="infer_ms_median", caption=caption,
+                       label=f"tab:{suite}-voc-{protocol}")
 
 
 def ablation_table(ablation: Ablation, metric: str) -> str:
@@ -94,11 +98,13 @@ def ablation_table(ablation: Ablation, metric: str) -> str:
         diff = "reference" if comp is None else _tex_number(difference_text(comp.difference, col))
         prob = "" if comp is None else _tex_number(probability_text(comp.improvement))
         verdict = "" if comp is None else verdict_text(comp.difference, 0.0, col)
-        rows.append([escape_tex(r.context), _tex_number(r.value), str(r.row.summary.n), mean, pm, diff, verdict, prob])
+        rows.append([escape_tex(r.context), _tex_number(r.value), str(r.row.summary.n), mean, pm, diff,
+                     verdict, prob])
     header = ["setting", escape_tex(ablation.name.split(".")[-1]), "$n$", col.tex, PM,
               r"$\Delta$ [95\% CI]", "verdict", r"$P(\mathrm{improvement})$ [95\% CI]"]
     frame = pd.DataFrame(rows, columns=header)
-    return _render(frame, caption=f"Ablation of {escape_tex(ablation.name)}: {escape_tex(col.label)} (points), "
-                   r"difference to the first value with a stratified percentile-bootstrap 95\% interval, "
+    return _render(frame, caption=f"Ablation of {escape_tex(ablation.name)}: {escape_tex(col.label)} "
+                   r"(points), difference to the first value with a stratified percentile-bootstrap 95\% "
+                   "interval, "
                    "probability of improvement over seeds.",
                    label=f"tab:ablation-{ablation.name.replace('.', '-')}", column_format="llrrlllr")

@@ -50,10 +50,12 @@ COST = (
     Column("s_per_iter", "s/iter", "s/iter", higher_is_better=False, scale=1.0, decimals=2),
 )
 # Paper table layouts (tables/*.tex): the MNC paper's VOC table and the Mask R-CNN / PANet COCO tables.
-COCO_LAYOUT = ("coco/segm/AP", "coco/segm/AP50", "coco/segm/AP75", "coco/segm/APs", "coco/segm/APm", "coco/segm/APl")
+COCO_LAYOUT = ("coco/segm/AP", "coco/segm/AP50", "coco/segm/AP75", "coco/segm/APs", "coco/segm/APm",
+               "coco/segm/APl")
 VOC_LAYOUT = {p: (f"voc_{p}/mAP@0.5", f"voc_{p}/mAP@0.7") for p in ("mnc", "sds")}
 # Proposal recall next to mask AP in the proposal-quality figure, first present wins.
-RECALL_KEYS = ("proposals/AR@100", "proposals/AR@300", "proposals/AR@1000", "proposals/AR@10", "coco/segm/AR100")
+RECALL_KEYS = ("proposals/AR@100", "proposals/AR@300", "proposals/AR@1000", "proposals/AR@10",
+               "coco/segm/AR100")
 _PREFIXES = ("coco/", "voc_", "proposals/")
 _KNOWN = {c.key: c for c in ACCURACY + COST}
 
@@ -130,7 +132,8 @@ def probability_text(interval: Interval) -> str:
 
 
 def verdict_text(interval: Interval, null: float, col: Column) -> str:
-    """'better' / 'worse' (in the metric's direction) when the interval excludes ``null``, else 'inconclusive'."""
+    """'better' / 'worse' (in the metric's direction) when the interval excludes ``null``, else
+    'inconclusive'."""
     verdict = interval.verdict(null)
     if verdict in ("higher", "lower"):
         return "better" if (verdict == "higher") == col.higher_is_better else "worse"

@@ -30,7 +30,7 @@ SUITE_DIR = Path("configs/ablations")
 class Provenance:
     files: list[tuple[str, str]] = field(default_factory=list)  # (path, sha256 prefix) of every input file
     commands: list[str] = field(default_factory=list)
-    run_commands: list[tuple[str, str]] = field(default_factory=list)  # (run id, equivalent single-run command)
+    run_commands: list[tuple[str, str]] = field(default_factory=list)  # (run id, equivalent command)
     commits: list[tuple[str, str]] = field(default_factory=list)  # (what, commit)
     packages: list[tuple[str, str]] = field(default_factory=list)
     machine: list[tuple[str, str]] = field(default_factory=list)
@@ -96,7 +96,8 @@ def _machine(bench_machine: dict[str, Any]) -> list[tuple[str, str]]:
     if shutil.which("nvidia-smi"):
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
         gpu = "; ".join(out.stdout.strip().splitlines()) or "none listed by nvidia-smi"
-    rows = [("report machine: CPU", cpu), ("report machine: cores available", str(len(os.sched_getaffinity(0)))),
+    cores = str(len(os.sched_getaffinity(0)))
+    rows = [("report machine: CPU", cpu), ("report machine: cores available", cores),
             ("report machine: OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "unset")),
             ("report machine: GPU", gpu), ("report machine: platform", platform.platform())]
     rows += [(f"bench machine: {k}", str(v)) for k, v in sorted(bench_machine.items())]
@@ -115,7 +116,8 @@ def collect_provenance(inputs: Inputs, suites: list[str], command: list[str]) ->
         prov.files.append((_display(source), _digest(source)))
     if inputs.bench_source is not None:
         prov.files.append((_display(inputs.bench_source), _digest(inputs.bench_source)))
-        prov.commands.append(shlex.join(["mnc-bench", "bench", "models", "--json", _display(inputs.bench_source)]))
+        bench = _display(inputs.bench_source)
+        prov.commands.append(shlex.join(["mnc-bench", "bench", "models", "--json", bench]))
     prov.commands.append(shlex.join(command))
     for _, run in inputs.runs.iterrows():
         prov.run_commands.append((str(run["run_id"]), _train_command(run)))
@@ -123,7 +125,7 @@ def collect_provenance(inputs: Inputs, suites: list[str], command: list[str]) ->
         for commit in sorted(c for c in set(inputs.runs["git_commit"]) if c):
             prov.commits.append(("runs", commit))
     head = _git("rev-parse", "HEAD")
-    dirty = _git("status", "--porcelain", "--", "mnc_bench", "configs") if not head.startswith("unknown") else ""
+    dirty = "" if head.startswith("unknown") else _git("status", "--porcelain", "--", "mnc_bench", "configs")
     prov.commits.append(("report code", head + (" (with uncommitted changes)" if dirty else "")))
     for name in PACKAGES:
         try:

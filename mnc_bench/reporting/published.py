@@ -1,4 +1,5 @@
-"""Published reference numbers (``published_results.csv``, transcribed from the papers and the mmdet model zoo).
+"""Published reference numbers (``published_results.csv``, transcribed from the papers, MNC-code's README and
+the mmdet model zoo).
 
 Reports show them in their own block, labelled as measured on different data, backbones and hardware; they are
 never merged into measured rows. Figures the project's reference notes flag "(verify)" (known only from a
@@ -33,8 +34,9 @@ def load_published(path: Path = CSV_PATH) -> pd.DataFrame:
     for index, (metric, value) in enumerate(zip(frame["metric"], values)):
         fraction = metric not in UNIT_METRICS
         if math.isnan(value) or (fraction and not 0.0 <= value <= 1.0) or value < 0:
+            kind = "fraction in [0, 1]" if fraction else "number"
             raise UserError(f"{path}: row {index + 2} ({frame['model'][index]}, {metric}): "
-                            f"value {frame['value'][index]!r} is not a {'fraction in [0, 1]' if fraction else 'number'}")
+                            f"value {frame['value'][index]!r} is not a {kind}")
     frame["value"] = values
     return frame
 

@@ -48,7 +48,9 @@ def _pick_images(gt: GroundTruth) -> list[int]:
     return sorted(counts, key=lambda i: (-counts[i], i))[:MAX_IMAGES]
 
 
-def _overlay(image: np.ndarray, masks: list[np.ndarray], colors: list[tuple[float, float, float]]) -> np.ndarray:
+def _overlay(image: np.ndarray, masks: list[np.ndarray], colors: list[tuple[float, float, float]]
+             ) -> np.ndarray:
+    """[H, W, 3] uint8 image, [H, W] masks -> [H, W, 3] float image in [0, 1] with the masks tinted."""
     out = image.astype(np.float64) / 255.0
     for mask, color in zip(masks, colors):
         m = mask.astype(bool)
@@ -56,15 +58,16 @@ def _overlay(image: np.ndarray, masks: list[np.ndarray], colors: list[tuple[floa
     return out
 
 
-def _draw(ax, image: np.ndarray, rles: list[dict], category_ids: list[int], labels: list[str], palette: dict) -> None:
+def _draw(ax, image: np.ndarray, rles: list[dict], category_ids: list[int], labels: list[str],
+          palette: dict) -> None:
     masks = [mask_utils.decode(r) for r in rles]
     colors = [palette[c] for c in category_ids]
     ax.imshow(_overlay(image, masks, colors))
     for mask, label, color in zip(masks, labels, colors):
         ys, xs = np.nonzero(mask)
         if len(xs):  # label at the mask's centre of mass, where it is least likely to cover a neighbour's
-            ax.text(xs.mean(), ys.mean(), label, fontsize=3.2, color="white", va="center", ha="center", clip_on=True,
-                    bbox={"facecolor": color, "alpha": 0.75, "pad": 0.25, "linewidth": 0})
+            ax.text(xs.mean(), ys.mean(), label, fontsize=3.2, color="white", va="center", ha="center",
+                    clip_on=True, bbox={"facecolor": color, "alpha": 0.75, "pad": 0.25, "linewidth": 0})
     ax.set_axis_off()
 
 
@@ -93,14 +96,16 @@ def qualitative_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skip
         height = cell * len(image_ids) + title
         fig = Figure(figsize=(WIDTH_IN, height))
         grid = fig.subplots(len(image_ids), len(columns), squeeze=False)
-        fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - title / height, wspace=0.03, hspace=0.03)
+        fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - title / height, wspace=0.03,
+                            hspace=0.03)
         for row, image_id in enumerate(image_ids):
             path = img_dir / images[image_id]["file_name"]
             try:
                 image = np.asarray(Image.open(path).convert("RGB"))
             except OSError as exc:
                 return Skipped(NAME, f"cannot read image {path}: {exc}")
-            anns = [(i, a) for i, a in enumerate(gt.annotations) if a["image_id"] == image_id and not a.get("iscrowd", 0)]
+            anns = [(i, a) for i, a in enumerate(gt.annotations)
+                    if a["image_id"] == image_id and not a.get("iscrowd", 0)]
             _draw(grid[row, 0], image, [gt.rles[i] for i, _ in anns], [a["category_id"] for _, a in anns],
                   [gt.category_names[a["category_id"]] for _, a in anns], palette)
             for col, pred in enumerate(predictions, start=1):
@@ -108,10 +113,12 @@ def qualitative_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skip
                 keep = keep[np.argsort(-pred.scores[keep], kind="stable")][:MAX_INSTANCES]
                 rles = pred.require_masks("the qualitative figure")
                 _draw(grid[row, col], image, [rles[k] for k in keep], pred.category_ids[keep].tolist(),
-                      [f"{gt.category_names[int(pred.category_ids[k])]} {pred.scores[k]:.2f}" for k in keep], palette)
+                      [f"{gt.category_names[int(pred.category_ids[k])]} {pred.scores[k]:.2f}" for k in keep],
+                      palette)
         for col, title in enumerate(columns):
             grid[0, col].set_title(title.replace(" [", "\n["), fontsize=4.5, pad=2)
-        caption = (f"Qualitative results on {len(image_ids)} validation images (those with the most objects): ground "
-                   f"truth, then each model's predictions with score ≥ {SCORE_THR} (one run per model, its lowest "
-                   "seed)" + (f"; model names without their common suffix {suffix}." if suffix else "."))
+        caption = (f"Qualitative results on {len(image_ids)} validation images (those with the most "
+                   f"objects): ground truth, then each model's predictions with score ≥ {SCORE_THR} (one run "
+                   "per model, its lowest seed)"
+                   + (f"; model names without their common suffix {suffix}." if suffix else "."))
         return save(fig, out_dir, NAME, caption)

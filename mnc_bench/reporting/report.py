@@ -116,7 +116,8 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn = _draw_figures(a, out_dir) if figures else [Skipped("all figures", "not asked for (--no-figures)")]
     tex = _write_tables(a, out_dir)
-    command = command_line(list(suites), out, baseline, metric, results_dir, bench) + ([] if figures else ["--no-figures"])
+    command = command_line(list(suites), out, baseline, metric, results_dir, bench)
+    command += [] if figures else ["--no-figures"]
     prov = collect_provenance(inputs, list(suites), command)
     blocks = [
         *sections.overview(a, suites),
@@ -131,6 +132,7 @@ def write_report(
     ]
     figure_files = [f for fig in drawn if isinstance(fig, FigureResult) for f in fig.files]
     md = _write_text(out_dir / "report.md", to_markdown(blocks))
-    page = _write_text(out_dir / "report.html", to_html(blocks, f"mnc-bench report: {', '.join(suites)}", out_dir))
+    title = f"mnc-bench report: {', '.join(suites)}"
+    page = _write_text(out_dir / "report.html", to_html(blocks, title, out_dir))
     _remove_stale(out_dir, set(figure_files) | set(tex))
     return Written(out_dir, [md, page, *tex, *figure_files], [s for s in drawn if isinstance(s, Skipped)])

@@ -1,5 +1,6 @@
-"""The report's sections as blocks: overview, main table, differences to the baseline, ablations, figures, runs not
-counted, published reference rows, provenance. Every number is formatted by :mod:`mnc_bench.reporting.metrics`."""
+"""The report's sections as blocks: overview, main table, differences to the baseline, ablations, figures,
+runs not counted, published reference rows, provenance. Numbers are formatted by
+:mod:`mnc_bench.reporting.metrics`."""
 
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ def overview(a: Analysis, suites: Sequence[str]) -> list[Block]:
     if runs.empty:
         return blocks + [Text("The results hold no runs: there is nothing to compare. Run the suite "
                               "(`mnc-bench run SUITE`) and collect it (`mnc-bench collect SUITE`) first.")]
-    counts = runs.groupby("suite")["status"].value_counts().unstack(fill_value=0).reindex(columns=STATUSES, fill_value=0)
+    counts = runs.groupby("suite")["status"].value_counts().unstack(fill_value=0)
+    counts = counts.reindex(columns=STATUSES, fill_value=0)
     rows = []
     for suite, c in counts.iterrows():
         done = a.done[a.done["suite"] == suite]
         rows.append([suite, *(str(int(c[s])) for s in STATUSES), str(done["model"].nunique()),
                      ", ".join(str(s) for s in sorted(done["seed"].unique())) or "—"])
-    blocks += [Text(f"Compared metric: `{a.metric}` ({column(a.metric).label}). Numbers below are what this project "
-                    "measured; published numbers appear only in their own block near the end."),
+    blocks += [Text(f"Compared metric: `{a.metric}` ({column(a.metric).label}). Numbers below are what this "
+                    "project measured; published numbers appear only in their own block near the end."),
                Table(["suite", *STATUSES, "models", "seeds (finished)"], rows)]
     for suite in counts.index[counts["done"] == 0]:
         blocks.append(Text(f"Suite {suite} has no finished run: it appears only under 'Runs not counted'."))
@@ -69,35 +71,40 @@ def main_table(a: Analysis) -> list[Block]:
             if key in best[c.key]:
                 bold.add((i, offset + j))
         rows.append(row)
-    notes = ["Each cell: mean ± sample std (ddof 1) over the seeds of the row; n = finished runs of the row, and a cell "
-             "computed from fewer says (n=k). Accuracy in points (x 100). Bold: best per column within a suite. "
-             "params, GFLOPs and ms/img are per model (ms/img: median of the bench results, batch 1); s/iter is the "
-             "median logged iteration time of each run, mean ± std over seeds."]
+    notes = ["Each cell: mean ± sample std (ddof 1) over the seeds of the row; n = finished runs of the "
+             "row, and a cell computed from fewer says (n=k). Accuracy in points (x 100). Bold: best per "
+             "column within a suite. params, GFLOPs and ms/img are per model (ms/img: median of the bench "
+             "results, batch 1; plain model configs only); s/iter is the median logged iteration time of "
+             "each run, mean ± std over seeds."]
     single = sorted(group_label(k[1], k[2]) for k, n in a.group_runs.items() if n == 1)
     if single:
         notes.append(f"One seed only (no spread, no interval): {', '.join(single)}.")
     for key, run_ids in a.missing.items():
-        notes.append(f"`{key}` is missing from {len(run_ids)} finished run(s): {', '.join(run_ids)}; their cells use "
-                     "the runs that have it.")
+        notes.append(f"`{key}` is missing from {len(run_ids)} finished run(s): {', '.join(run_ids)}; their "
+                     "cells use the runs that have it.")
     if not a.metric_measured:
-        notes.append(f"The compared metric `{a.metric}` has no value in any finished run: no comparison below.")
-    return [Heading("Main comparison"), Table(header, rows, frozenset(bold), MAIN_TABLE_ID), *map(Text, notes)]
+        notes.append(f"The compared metric `{a.metric}` has no value in any finished run: no comparison "
+                     "below.")
+    table = Table(header, rows, frozenset(bold), MAIN_TABLE_ID)
+    return [Heading("Main comparison"), table, *map(Text, notes)]
 
 
 def _method() -> Text:
-    return Text(f"Δ: difference of means to the baseline, in points, with a {CONFIDENCE:.0%} percentile-bootstrap "
-                f"interval stratified over seeds (each side's seeds resampled separately; {N_BOOT:,} resamples, seed "
-                f"{SEED}). P(improvement): probability that a seed of the row beats a seed of the reference, Mann-Whitney "
-                "U / (n_row · n_ref) (ties count half), with the same bootstrap interval. 'inconclusive': the interval "
-                "contains 0 (Δ) or 0.5 (P). Intervals need 2 seeds per side; with 3 or fewer they are coarse and "
-                "tend to be too narrow: read them as indicative.")
+    return Text(f"Δ: difference of means to the baseline, in points, with a {CONFIDENCE:.0%} "
+                "percentile-bootstrap interval stratified over seeds (each side's seeds resampled "
+                f"separately; {N_BOOT:,} resamples, seed {SEED}). P(improvement): probability that a seed "
+                "of the row beats a seed of the reference, Mann-Whitney U / (n_row · n_ref) (ties count "
+                "half), with the same bootstrap interval. 'inconclusive': the interval contains 0 (Δ) or "
+                "0.5 (P). Intervals need 2 seeds per side; with 3 or fewer they are coarse and tend to be "
+                "too narrow: read them as indicative.")
 
 
 def _comparison_cells(row, col) -> list[str]:
     if row.comparison is None:
         return ["reference", "", "", ""]
     d, p = row.comparison.difference, row.comparison.improvement
-    return [difference_text(d, col), verdict_text(d, 0.0, col), probability_text(p), verdict_text(p, 0.5, col)]
+    return [difference_text(d, col), verdict_text(d, 0.0, col),
+            probability_text(p), verdict_text(p, 0.5, col)]
 
 
 def baseline_section(a: Analysis) -> list[Block]:
@@ -124,14 +131,16 @@ def ablation_sections(a: Analysis) -> list[Block]:
     for ab in a.ablations:
         blocks.append(Heading(f"Ablation: {ab.name}"))
         if not ab.rows:
-            blocks.append(Text("No setting where this axis takes two values among finished runs with the metric."))
+            blocks.append(Text("No setting where this axis takes two values among finished runs with the "
+                               "metric."))
             continue
         header = ["setting", ab.name.split(".")[-1], "n", col.label, "Δ [95 % CI]", "Δ verdict",
                   "P(improvement) [95 % CI]", "P verdict"]
         rows = [[r.context or "—", r.value, str(r.row.summary.n), mean_std(r.row.summary, col),
                  *_comparison_cells(r.row, col)] for r in ab.rows]
-        blocks += [Table(header, rows), Text("Δ and P against the first value of the axis within the same setting "
-                                             "(suite, model and the other axes fixed); method as for the baseline.")]
+        note = Text("Δ and P against the first value of the axis within the same setting (suite, model "
+                    "and the other axes fixed); method as for the baseline.")
+        blocks += [Table(header, rows), note]
     return blocks
 
 
@@ -161,10 +170,11 @@ def not_counted(a: Analysis) -> list[Block]:
 
 def published_section(published: pd.DataFrame, measured_models: list[str]) -> list[Block]:
     rows = relevant(published, measured_models)
-    blocks: list[Block] = [Heading(f"Published — different data, backbone and hardware"),
-                           Text(f"Reference rows ({BLOCK_TITLE}), as their authors published them, for the model "
-                                "families measured above; not comparable to the measured numbers and never mixed "
-                                "with them. All published rows: `mnc_bench/reporting/published_results.csv`.")]
+    blocks: list[Block] = [Heading(BLOCK_TITLE[0].upper() + BLOCK_TITLE[1:]),
+                           Text("Reference rows as their authors published them, for the model families "
+                                "measured above: other data, backbones, schedules and hardware, so not "
+                                "comparable to the measured numbers and never mixed with them. All "
+                                "published rows: `mnc_bench/reporting/published_results.csv`.")]
     if rows.empty:
         return blocks + [Text("No published row names a measured model family.")]
     header = ["model", "source", "dataset", "split", "backbone", "schedule", "metric", "value", "notes"]

@@ -99,7 +99,8 @@ def percentile_interval(replicates: np.ndarray, confidence: float = CONFIDENCE) 
     return float(low), float(high)
 
 
-def mean_interval(values: Sequence[float] | np.ndarray, *, confidence: float = CONFIDENCE) -> tuple[float, float]:
+def mean_interval(values: Sequence[float] | np.ndarray, *, confidence: float = CONFIDENCE
+                  ) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean over seeds; (NaN, NaN) for fewer than 2 values."""
     x = finite(values)
     if x.size < 2:

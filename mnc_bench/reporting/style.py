@@ -101,5 +101,6 @@ def legend_below(ax, labels: list[str]) -> None:
 
 
 def ci95(values: np.ndarray) -> tuple[float, float]:
-    """Error bars of seaborn plots: the report's percentile-bootstrap 95 % interval of the mean (none for n < 2)."""
+    """Error bars of seaborn plots: the report's percentile-bootstrap 95 % interval of the mean (none for
+    n < 2)."""
     return mean_interval(values)

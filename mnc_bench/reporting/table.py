@@ -26,7 +26,8 @@ TEXT_COLUMNS = ("suite", "run_id", "status", "failure_reason", "config", "model"
 
 @dataclass
 class Inputs:
-    """The runs of every suite asked for (one row each, sorted), where they came from, and the bench results."""
+    """The runs of every suite asked for (one row each, sorted), where they came from, and the bench
+    results."""
 
     runs: pd.DataFrame
     sources: list[Path]
@@ -85,7 +86,8 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             if not _has_parquet_engine():
-                raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow) or the CSV beside it")
+                raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow) or the CSV "
+                                "beside it")
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path, keep_default_na=True)
@@ -113,7 +115,7 @@ def read_table(path: Path) -> pd.DataFrame:
         if frame[col].map(lambda v: pd.isna(v) or v == "").all():
             frame = frame.drop(columns=col)  # no run sets it: not an axis of this suite
         elif not (pd.api.types.is_numeric_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col])):
-            frame[col] = frame[col].fillna("")  # a null value is '' in a text column (CSV reads it back as NaN)
+            frame[col] = frame[col].fillna("")  # a null value is '' in text (CSV reads it back as NaN)
     frame[TABLE_DIR] = str(path.parent)
     duplicated = frame["run_id"].duplicated()
     if duplicated.any():
@@ -135,10 +137,13 @@ def load_inputs(
         if path not in paths:
             paths.append(path)
     frames = [read_table(p) for p in paths]
-    runs = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(columns=list(REQUIRED))
-    if runs["run_id"].duplicated().any():
-        raise UserError(f"run id {runs.loc[runs['run_id'].duplicated(), 'run_id'].iloc[0]} is in two of the tables")
-    runs = runs.sort_values(["suite", "model", "variant", "seed", "run_id"], kind="stable").reset_index(drop=True)
+    empty = pd.DataFrame(columns=list(REQUIRED))
+    runs = pd.concat(frames, ignore_index=True, sort=False) if frames else empty
+    twice = runs.loc[runs["run_id"].duplicated(), "run_id"]
+    if len(twice):
+        raise UserError(f"run id {twice.iloc[0]} is in two of the tables")
+    runs = runs.sort_values(["suite", "model", "variant", "seed", "run_id"], kind="stable")
+    runs = runs.reset_index(drop=True)
     inputs = Inputs(runs=runs, sources=paths)
     if bench is not None and Path(bench).is_file():
         inputs.bench, inputs.machine = read_bench(Path(bench))
@@ -157,7 +162,8 @@ def read_bench(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise UserError(f"{path}: 'models' must be a list of records with a 'model' field")
     frame = pd.DataFrame(models)
     if frame["model"].duplicated().any():
-        raise UserError(f"{path}: model {frame.loc[frame['model'].duplicated(), 'model'].iloc[0]} appears twice")
+        raise UserError(f"{path}: model {frame.loc[frame['model'].duplicated(), 'model'].iloc[0]} appears "
+                        "twice")
     machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
     return frame.sort_values("model").reset_index(drop=True), machine
 
