@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -60,7 +61,11 @@ def _load_json(path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_one_repeat_run_on_the_smallest_config_writes_every_field(tmp_path, capsys):
+def test_one_repeat_run_on_the_smallest_config_writes_every_field(tmp_path, capsys, monkeypatch):
+    import mnc_bench.bench.models as bench_models
+
+    # A smaller matmul for the peak: the 2048 x 2048 default takes seconds on one core.
+    monkeypatch.setattr(bench_models, "matmul_peak_gflops", functools.partial(matmul_peak_gflops, size=512))
     out = tmp_path / "bench" / "models.json"
     argv = ["bench", "models", "--configs", MASK_RCNN, "--size", "64", "--repeats", "1", "--train-iters", "1",
             "--warmup", "0", "--batch", "2", "--json", str(out)]
