@@ -11,7 +11,8 @@ The reported box of a detection is its class-specific regressed box from the cla
 Masks are resampled as if resized to their box and pasted (MNC-code's cv2.resize): bilinear between cell
 centres, x1 + (i + 0.5) * (x2 - x1) / m for an m x m mask, border values extended to the box edges, and zero
 outside the box, so a pasted mask never leaks out of its box nor loses its corners. That sampling of an
-axis-aligned grid is separable: resampling a mask onto any grid is two matrix products.
+axis-aligned grid is separable: resampling a mask onto any grid is two matrix products, batched here over all
+(detection, voter) pairs and over pasting windows of similar size rather than looped per detection.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, th
     # A mask is zero outside its box, so only the box's pixel crop of the canvas is computed. Crops of similar
     # size are resampled together in a window padded to the largest (placed inside the image); the padding
     # is masked out, so the cost stays close to the boxes' area rather than N full images.
-    x_begin, x_end = (boxes[:, 0].floor().clamp(0, width).long(), boxes[:, 2].ceil().clamp(0, width).long())
-    y_begin, y_end = (boxes[:, 1].floor().clamp(0, height).long(), boxes[:, 3].ceil().clamp(0, height).long())
+    x_begin, x_end = boxes[:, 0].floor().clamp(0, width).long(), boxes[:, 2].ceil().clamp(0, width).long()
+    y_begin, y_end = boxes[:, 1].floor().clamp(0, height).long(), boxes[:, 3].ceil().clamp(0, height).long()
     heights, widths = (y_end - y_begin).clamp(min=0), (x_end - x_begin).clamp(min=0)
     for batch in _size_batches(heights.tolist(), widths.tolist()):
         index = torch.tensor(batch, device=masks.device)
