@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -11,7 +12,9 @@ import pytest
 from mnc_bench.cli import main
 from mnc_bench.errors import UserError
 from mnc_bench.reporting import write_report
-from mnc_bench.reporting.table import REQUIRED
+from mnc_bench.reporting.qualitative import qualitative_figure
+from mnc_bench.reporting.style import Skipped
+from mnc_bench.reporting.table import REQUIRED, load_inputs, run_folder
 from report_fixtures import build_results
 
 
@@ -134,3 +137,21 @@ def test_parquet_and_csv_tables_give_the_same_report(results, tmp_path):
         reports[fmt] = (written.out / "report.md").read_text().split("## Provenance")[0]
     assert reports["parquet"] == reports["csv"]
     assert "| mnc_3stage_shapes [model.cascade.box_grad=True, model.cascade.num_stages=7, " in reports["csv"]
+
+
+def test_box_only_or_broken_predictions_skip_the_qualitative_figure(results, tmp_path):
+    tree = tmp_path / "results"
+    shutil.copytree(results / "mnc_vs_successors", tree / "mnc_vs_successors")
+    done = load_inputs(["mnc_vs_successors"], results_dir=tree).done.copy()
+    done["run_dir"] = ""  # runs are found beside the copied table
+    first = run_folder(done.iloc[0]) / "predictions.json"
+    for run in done.itertuples():
+        path = run_folder(done.loc[run.Index]) / "predictions.json"
+        records = json.loads(path.read_text())
+        path.write_text(json.dumps([{k: v for k, v in r.items() if k != "segmentation"} for r in records]))
+    skipped = qualitative_figure(done, tmp_path / "figs")
+    assert isinstance(skipped, Skipped) and "needs masks" in skipped.reason
+    first.write_text("[{not json")
+    skipped = qualitative_figure(done, tmp_path / "figs")
+    assert isinstance(skipped, Skipped) and "invalid JSON" in skipped.reason
+    assert not (tmp_path / "figs").exists()

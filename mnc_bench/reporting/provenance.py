@@ -68,18 +68,24 @@ def _suite_file(suite: str) -> Path | None:
     return None
 
 
+def _option(key: str, value: Any) -> str:
+    # Mappings as JSON: the runner merges them into the config; a command line's --cfg-options cannot.
+    return f"{key}={json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
+
+
 def _train_command(run: pd.Series) -> str:
     """The single-run command equivalent to a suite run, from its run.json (config, overrides, seed)."""
     config, options = run.get("config", ""), {}
     try:
         meta = json.loads((run_folder(run) / "run.json").read_text(encoding="utf-8"))
-        config = meta.get("config", config)
-        options = meta.get("cfg_options") or {}
     except (OSError, ValueError):
-        pass
+        meta = None
+    if isinstance(meta, dict):
+        config = meta.get("config", config)
+        options = meta.get("cfg_options") if isinstance(meta.get("cfg_options"), dict) else {}
     parts = ["mnc-bench", "train", str(config), "--seed", str(run["seed"])]
     if options:
-        parts += ["--cfg-options", *(f"{k}={v}" for k, v in sorted(options.items()))]
+        parts += ["--cfg-options", *(_option(k, v) for k, v in sorted(options.items()))]
     return shlex.join(parts)
 
 

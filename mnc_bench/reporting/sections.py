@@ -196,7 +196,8 @@ def provenance_section(p: Provenance) -> list[Block]:
         Table(["package", "version"], [list(x) for x in p.packages]),
         Text("Machine (the report's; the bench machine where bench results were read):"),
         Table(["what", "value"], [list(x) for x in p.machine]),
-        Text("Equivalent single-run command of every run (the suite runner adds its work dir and threads):"),
+        Text("Equivalent single-run command of every run (the suite runner adds its work dir and threads; a "
+             "mapping value, shown as JSON, is merged into the config by the runner):"),
         Code("\n".join(f"# {run_id}\n{cmd}" for run_id, cmd in p.run_commands) or "none"),
     ]
 
