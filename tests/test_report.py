@@ -65,6 +65,7 @@ def test_every_file_is_written(fixture_report):
         for ext in ("pdf", "png"):
             assert (out / "figures" / f"{name}.{ext}").is_file(), f"{name}.{ext}"
     assert all(p.is_file() for p in written.files)
+    assert written.skipped == []  # every figure of the fixture draws
     assert not list(out.rglob("*.tmp"))
 
 

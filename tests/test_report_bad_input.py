@@ -11,7 +11,7 @@ import pytest
 
 from mnc_bench.cli import main
 from mnc_bench.errors import UserError
-from mnc_bench.reporting import write_report
+from mnc_bench.reporting import figures, write_report
 from mnc_bench.reporting.qualitative import qualitative_figure
 from mnc_bench.reporting.style import Skipped
 from mnc_bench.reporting.table import REQUIRED, load_inputs, run_folder
@@ -155,3 +155,15 @@ def test_box_only_or_broken_predictions_skip_the_qualitative_figure(results, tmp
     skipped = qualitative_figure(done, tmp_path / "figs")
     assert isinstance(skipped, Skipped) and "invalid JSON" in skipped.reason
     assert not (tmp_path / "figs").exists()
+
+
+def test_a_figure_that_cannot_be_drawn_costs_only_that_figure(results, tmp_path, monkeypatch):
+    def broken(*args):
+        raise ValueError("cannot convert float NaN to integer")
+
+    monkeypatch.setattr(figures, "loss_weight_figure", broken)
+    written = write_report(["loss_weights"], tmp_path / "out", results_dir=results, bench=None)
+    text = (written.out / "report.md").read_text()
+    assert ("- loss_weights: could not be drawn from these results: ValueError: cannot convert float NaN to "
+            "integer") in text
+    assert "## Main comparison" in text and (written.out / "figures" / "training_loss.png").is_file()

@@ -150,6 +150,11 @@ def proposal_figure(
         for i, knob in enumerate(knobs):
             for j, key in enumerate(keys):
                 data = _measured(done[done[knob].notna()], key)
+                if data.empty:
+                    grid[i, j].set_axis_off()
+                    grid[i, j].text(0.5, 0.5, f"{column(key).label}: not measured", ha="center",
+                                    transform=grid[i, j].transAxes)
+                    continue
                 data["x"] = data[knob].map(value_text)
                 data["setting"] = _setting(data, _varying(data, axes, [knob]))
                 hue = "setting" if data["setting"].nunique() > 1 else None
