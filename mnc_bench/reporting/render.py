@@ -50,6 +50,7 @@ class Code:
 Block = Heading | Text | Bullets | Table | Image | Code
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
+_NUMERIC = re.compile(r"^[-+−]?\d|^—$")  # right-aligned cells: numbers, intervals, the missing mark
 
 
 def _md_cell(text: str) -> str:
@@ -87,8 +88,9 @@ CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; display: block; overflow-x: auto; }
-th, td { border-bottom: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
+th, td { border-bottom: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+td.n { text-align: right; white-space: nowrap; }
+td:not(.n) { min-width: 8em; }
 thead th { border-bottom: 2px solid #444; }
 figure { margin: 1.5em 0; }
 figure img { max-width: 100%; width: 495px; border: 1px solid #eee; }
@@ -113,9 +115,11 @@ def to_html(blocks: list[Block], title: str, root: Path) -> str:
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
             rows = []
             for i, row in enumerate(block.rows):
-                cells = (f"<strong>{html.escape(c)}</strong>" if (i, j) in block.bold else html.escape(c)
-                         for j, c in enumerate(row))
-                rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+                cells = []
+                for j, text in enumerate(row):
+                    content = f"<strong>{html.escape(text)}</strong>" if (i, j) in block.bold else html.escape(text)
+                    cells.append(f'<td class="n">{content}</td>' if _NUMERIC.match(text) else f"<td>{content}</td>")
+                rows.append("<tr>" + "".join(cells) + "</tr>")
             body.append(f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
         elif isinstance(block, Image):
             data = base64.b64encode((root / block.path).read_bytes()).decode("ascii")
