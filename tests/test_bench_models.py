@@ -150,3 +150,41 @@ def test_inference_entry_point_loads_our_checkpoints_strictly(tmp_path):
         load_model(MNC_3, checkpoint)
     with pytest.raises(UserError, match="not found"):
         load_model(MASK_RCNN, tmp_path / "missing.pth")
+
+
+_CLOCK = [0.0]  # a fake perf_counter: a head "takes" the seconds it is given
+
+
+class _Head(nn.Module):
+    def predict_by_feat(self, seconds: float) -> str:
+        _CLOCK[0] += seconds
+        return "detections"
+
+
+def test_post_processing_timer_finds_plain_and_last_stage_heads(monkeypatch):
+    import mnc_bench.bench.models as bench_models
+
+    monkeypatch.setattr(bench_models.time, "perf_counter", lambda: _CLOCK[0])
+    cascade = nn.Module()
+    cascade.roi_head = nn.Module()
+    cascade.roi_head.bbox_head = nn.ModuleList([_Head(), _Head()])  # a cascade predicts with its last stage
+    cascade.mask_head = _Head()  # a single-stage model's head (SOLOv2)
+    timer = bench_models._PostProcessingTimer(cascade, torch.device("cpu"))
+    assert timer.timed == ["roi_head.bbox_head.-1.predict_by_feat", "mask_head.predict_by_feat"]
+    assert cascade.roi_head.bbox_head[-1].predict_by_feat(2.0) == "detections"
+    cascade.roi_head.bbox_head[0].predict_by_feat(50.0)  # an earlier stage's head is not timed
+    cascade.mask_head.predict_by_feat(1.0)
+    assert timer.seconds == 3.0
+
+
+def test_score_threshold_is_found_where_each_model_keeps_it():
+    from mmengine.config import Config
+
+    from mnc_bench.bench.models import _score_threshold_key
+
+    two_stage = Config(dict(model=dict(test_cfg=dict(rpn=dict(), rcnn=dict(score_thr=0.05)))))
+    single_stage = Config(dict(model=dict(test_cfg=dict(score_thr=0.1, mask_thr=0.5))))
+    assert _score_threshold_key(two_stage) == ("test_cfg", "rcnn", "score_thr")
+    assert _score_threshold_key(single_stage) == ("test_cfg", "score_thr")
+    with pytest.raises(UserError, match="no score threshold"):
+        _score_threshold_key(Config(dict(model=dict(test_cfg=dict(instance_on=True)))))

@@ -7,8 +7,9 @@ training iterations are interleaved the same way. Each model runs at its config'
 see) and at 0 (every model post-processing its full detection budget: the worst case).
 
 Timed apart per image: pre-processing (the config's test pipeline and the data preprocessor), post-processing
-(`POST_PROCESSING`: mmdet's box decoding + class-wise NMS and mask pasting; MNC's NMS, mask voting and
-pasting) and the network (the rest, RPN proposals included). A training iteration is one `train_step` (data
+(`POST_PROCESSING`: the heads' `predict_by_feat`, mmdet's own boundary between network outputs and detections:
+box decoding + class-wise NMS and mask pasting for the R-CNNs; MNC's NMS, mask voting and pasting) and the
+network (the rest, RPN proposals included). A training iteration is one `train_step` (data
 preprocessor, forward, backward, optimizer update) on batches the config's train pipeline packed beforehand;
 that packing is reported apart as data time (`num_workers=0` puts it inside a real iteration).
 """
@@ -16,6 +17,7 @@ that packing is reported apart as data time (`num_workers=0` puts it inside a re
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,10 +45,16 @@ from mnc_bench.checkpoints import require_local_checkpoint
 from mnc_bench.errors import UserError
 
 REFERENCE_MODEL_TYPE = "MaskRCNN"  # every ratio is to the first config of this model type
-# Attributes (dotted paths from the detector) whose calls are post-processing; the ones a model has are timed.
+# Attributes (dotted paths from the detector; an integer indexes a ModuleList: cascades predict with their
+# last stage's heads) whose calls are post-processing; the ones a model has are timed.
 POST_PROCESSING = (
-    "postprocessor", "roi_head.bbox_head.predict_by_feat", "roi_head.mask_head.predict_by_feat",
+    "postprocessor",
+    "roi_head.bbox_head.predict_by_feat", "roi_head.mask_head.predict_by_feat",
+    "roi_head.bbox_head.-1.predict_by_feat", "roi_head.mask_head.-1.predict_by_feat",
+    "mask_head.predict_by_feat",
 )
+# Where a config keeps its detection score threshold: the first key path present is used.
+SCORE_THRESHOLDS = (("test_cfg", "rcnn", "score_thr"), ("test_cfg", "score_thr"))
 _DISTINCT_BATCHES = 4  # training batches packed per model, used in turn
 _FLOP_IMAGES = 2  # inference FLOPs: mean over this many images (they follow the detections)
 
@@ -120,7 +128,10 @@ class _PostProcessingTimer:
             owner_path, _, name = path.rpartition(".")
             owner = model
             for part in filter(None, owner_path.split(".")):
-                owner = getattr(owner, part, None)
+                if part.lstrip("-").isdigit():
+                    owner = owner[int(part)] if isinstance(owner, torch.nn.ModuleList) else None
+                else:
+                    owner = getattr(owner, part, None)
             if owner is not None and getattr(owner, name, None) is not None:
                 # A plain (non-Module) attribute: on an nn.Module it shadows the method of the class.
                 setattr(owner, name, self._wrap(getattr(owner, name)))
@@ -158,12 +169,16 @@ def _set_input_size(cfg, size: int, loaders: Sequence[str]) -> None:
             step["scale"] = (size, size)
 
 
-def _score_threshold(cfg) -> float:
-    rcnn = (cfg.model.get("test_cfg") or {}).get("rcnn") or {}
-    if rcnn.get("score_thr") is None:
-        raise UserError(f"config {cfg.filename}: model.test_cfg.rcnn.score_thr not set; the bench runs each "
-                        "model at its own score threshold and at 0")
-    return float(rcnn["score_thr"])
+def _score_threshold_key(cfg) -> tuple[str, ...]:
+    for key in SCORE_THRESHOLDS:
+        node = cfg.model
+        for part in key:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, (int, float)):
+            return key
+    names = " or ".join("model." + ".".join(key) for key in SCORE_THRESHOLDS)
+    raise UserError(f"config {cfg.filename}: no score threshold ({names}); the bench runs each model at its "
+                    "own score threshold and at 0")
 
 
 @dataclass
@@ -248,10 +263,11 @@ def _load_variants(config: str, settings: ModelsBenchSettings, size: int) -> tup
     stem = Path(config).stem
     cfg = load_config(config)
     _set_input_size(cfg, size, ["test_dataloader"] + (["train_dataloader"] if settings.train_iters else []))
+    *path, name = _score_threshold_key(cfg)
     variants = []
-    for score_thr in (_score_threshold(cfg), 0.0):
+    for score_thr in (float(functools.reduce(getattr, path, cfg.model)[name]), 0.0):
         variant_cfg = copy.deepcopy(cfg)
-        variant_cfg.model.test_cfg.rcnn.score_thr = score_thr
+        functools.reduce(getattr, path, variant_cfg.model)[name] = score_thr
         torch.manual_seed(settings.seed)  # random weights: identical for both thresholds
         predictor = load_model(variant_cfg, settings.checkpoints.get(stem), device=settings.device)
         device = torch.device(settings.device)
