@@ -9,5 +9,5 @@ baseline_packages = ["mnc_bench.baselines" + p[len("baselines"):] for p in find_
 setup(
     packages=find_packages(include=["mnc_bench*"]) + baseline_packages,
     package_dir={"mnc_bench.baselines": "baselines"},
-    package_data={"mnc_bench": ["py.typed"]},
+    package_data={"mnc_bench": ["py.typed"], "mnc_bench.reporting": ["published_results.csv"]},
 )
