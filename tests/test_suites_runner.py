@@ -104,7 +104,7 @@ def test_sigkill_at_several_points_then_rerun_finishes_every_run_exactly_once(sh
     assert [r.state for r in runs] == ["done", "running", "pending"]
 
     out = finish(suite, results)
-    assert "1 skip (done), 1 resume, 1 start" in out
+    assert "1 start, 1 resume, 1 skip (done)" in out
     assert [r.state for r in runs] == ["done", "done", "done"]
     for run_dir in runs:
         metrics = json.loads(run_dir.file("metrics.json").read_text())  # whole, strict JSON

@@ -203,16 +203,22 @@ def test_runs_that_resolve_to_the_same_config(tmp_path):
     assert "resolve to the same config and seed" in message
 
 
-def test_shipped_suites_are_valid(tmp_path):
-    """Every shapes suite validates as shipped (models built); the full-size ones need data and weights only
-    when they run, so they validate too."""
+def test_the_demo_suite_is_valid():
+    suite = load_suite("demo")  # models built
+    assert [(run.model, run.seed) for run in suite.runs[:2]] == [("mnc_3stage_shapes", 0), ("mnc_3stage_shapes", 1)]
+    assert len({run.model for run in suite.runs}) == 4 and len(suite.runs) == 8
+
+
+@pytest.mark.slow
+def test_shipped_suites_are_valid():
+    """Every suite validates as shipped, models built; the full-size ones need their data and weights only when
+    they run."""
     names = sorted(p.stem for p in (REPO / "configs" / "ablations").glob("*.yaml"))
     assert {"demo", "mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "reproduce_mnc_voc",
             "reproduce_mnc_coco"} <= set(names)
-    for name in names:
-        suite = load_suite(name, build_models=False)
-        assert suite.runs, name
-    assert len(load_suite("cascade_depth", build_models=False).runs) == 10
+    sizes = {name: len(load_suite(name).runs) for name in names}
+    assert sizes["cascade_depth"] == sizes["cascade_depth_coco"] == 10
+    assert sizes["loss_weights"] == sizes["proposal_quality"] == 9 and sizes["mnc_vs_successors"] == 12
 
 
 def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):

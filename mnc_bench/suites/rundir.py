@@ -75,8 +75,10 @@ class RunDir:
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
 
-    def write_json(self, name: str, data: Any) -> None:
-        write_json(self.file(name), _strict(data), indent=1)
+    def write_json(self, name: str, data: Any, *, nan_as_null: bool = False) -> None:
+        """Write ``name`` atomically; ``nan_as_null`` for numbers where NaN means 'undefined' (metrics), so the
+        file is strict JSON. Elsewhere a NaN stays NaN (a suite may set a loss weight to .nan on purpose)."""
+        write_json(self.file(name), _strict(data) if nan_as_null else data, indent=1)
 
     def read_run(self) -> dict[str, Any]:
         run = self.read_json("run.json")

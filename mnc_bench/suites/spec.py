@@ -311,7 +311,7 @@ def _axes(data: Mapping[str, Any], section: str, where: str) -> dict[str, list[A
         if not values:
             raise UserError(f"{where}: {section}.{key}: empty axis")
         labels = [json.dumps(v, sort_keys=True, default=repr) for v in values]
-        if len(set(labels)) < len(labels):
+        if section == "grid" and len(set(labels)) < len(labels):  # a zip column may repeat (rows differ)
             raise UserError(f"{where}: {section}.{key}: a value is listed twice")
         if key == "config" and not all(isinstance(v, str) for v in values):
             raise UserError(f"{where}: {section}.config: wrong type: values must be config paths")

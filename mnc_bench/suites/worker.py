@@ -117,7 +117,7 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
     eval_time = time.time() - t1
     if not main:
         return {}
-    run_dir.write_json("metrics.json", metrics)
+    run_dir.write_json("metrics.json", metrics, nan_as_null=True)
     pause_point("results", run_dir.path)
     scalars = merge_scalars(run_dir.work_dir)
     with atomic_open(run_dir.file("scalars.json"), "w", encoding="utf-8") as handle:
