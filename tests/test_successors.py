@@ -116,6 +116,17 @@ def test_cascades_are_three_stage_and_htc_interleaves_without_a_semantic_branch(
     assert [head.with_conv_res for head in htc.roi_head.mask_head] == [False, True, True]
 
 
+@pytest.mark.parametrize("dataset", ["shapes", "r50_fpn_coco", "voc_sbd"])
+def test_every_cascade_stage_samples_rois_as_mask_rcnn(dataset):
+    """As for MNC (tests/test_mnc_configs.py): the controlled configs sample RoIs as the Mask R-CNN config of their
+    dataset, at every stage (mmdet's cascades do the same at 512)."""
+    sampler = load_config(CONFIGS / "mask_rcnn" / f"mask_rcnn_{dataset}.py").model.train_cfg.rcnn.sampler
+    for folder in ("cascade_mask_rcnn", "htc"):
+        stages = load_config(CONFIGS / folder / f"{folder}_{dataset}.py").model.train_cfg.rcnn
+        assert len(stages) == 3 and all(stage.sampler == sampler for stage in stages), folder
+        assert [stage.assigner.pos_iou_thr for stage in stages] == [0.5, 0.6, 0.7]
+
+
 def test_unified_models_keep_the_shared_backbone_and_drop_the_rpn():
     reference = _build(CONFIGS / "mask_rcnn" / "mask_rcnn_shapes.py")
     solov2, mask2former = _build(SOLOV2), _build(MASK2FORMER)
