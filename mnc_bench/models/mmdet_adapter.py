@@ -170,9 +170,7 @@ def _build_postprocessor(config: Mapping | None) -> MNCPostProcessor:
     settings = _section(config, "model.test_cfg.rcnn", _arguments(MNCPostProcessor))
     try:
         return MNCPostProcessor(**settings)
-    except ParameterError as error:
-        raise _config_error(error) from None
-    except ValueError as error:  # MNCPostProcessor names its own argument, which is also the config key
+    except ValueError as error:  # "argument: reason", and each argument is its own config key
         raise ConfigError(f"model.test_cfg.rcnn.{error}") from None
 
 
@@ -314,7 +312,9 @@ class MNC(BaseDetector):
         gt = data_sample.gt_instances
         boxes = get_box_tensor(gt.bboxes).to(device=device, dtype=torch.float32)
         if "masks" not in gt:
-            raise ConfigError("train_pipeline: MNC needs instance masks: add LoadAnnotations(with_mask=True)")
+            raise ConfigError(
+                "train_dataloader.dataset.pipeline: MNC needs instance masks: add LoadAnnotations(with_mask=True)"
+            )
         masks = gt.masks.to_tensor(dtype=torch.uint8, device=device)
         if masks.shape[0] == 0:
             height, width = data_sample.metainfo.get("pad_shape", data_sample.metainfo["img_shape"])[:2]
