@@ -24,15 +24,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from mnc_bench.models.mnc.boxes import BoxCoder, clip_boxes, clip_gradient, inside_image
 from mnc_bench.models.mnc.class_stage import ClassStage, ClassStageOutput, box_loss, classification_loss
-from mnc_bench.models.mnc.config import MNCConfig, ParameterError, RoISampling, StageLossWeights
+from mnc_bench.models.mnc.config import (
+    MNCConfig,
+    ParameterError,
+    RoISampling,
+    StageLossWeights,
+    num_rounds,
+    round_loss_weights,
+)
 from mnc_bench.models.mnc.mask_stage import MaskStage, mask_loss
 from mnc_bench.models.mnc.roi_warp import RoIWarp
 from mnc_bench.models.mnc.targets import (
@@ -44,42 +50,6 @@ from mnc_bench.models.mnc.targets import (
     mask_targets,
     sample_rois,
 )
-
-
-def num_rounds(num_stages: int) -> int:
-    """Mask/classification rounds of a cascade of `num_stages` stages (3 -> 1, 5 -> 2, ...)."""
-    is_integer = isinstance(num_stages, int) and not isinstance(num_stages, bool)
-    if not is_integer or num_stages < 3 or num_stages % 2 == 0:
-        raise ParameterError("num_stages", f"must be an odd integer >= 3 (3, 5, 7, ...), got {num_stages!r}")
-    return (num_stages - 1) // 2
-
-
-def per_round(value: Any, rounds: int, parameter: str) -> list[Any]:
-    """One value for every round, or a sequence of exactly one value per round."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        values = list(value)
-        if len(values) != rounds:
-            raise ParameterError(
-                parameter, f"need one value or one per mask/classification round ({rounds}), got {value}"
-            )
-        return values
-    return [value] * rounds
-
-
-def round_loss_weights(
-    weights: StageLossWeights | Sequence[StageLossWeights], rounds: int
-) -> tuple[StageLossWeights, ...]:
-    """One StageLossWeights of plain numbers per round, from one whose terms are numbers or per-round
-    sequences, or from a sequence of one StageLossWeights per round."""
-    if not isinstance(weights, StageLossWeights):
-        return tuple(per_round(weights, rounds, "loss_weights"))
-    terms = {
-        field.name: per_round(getattr(weights, field.name), rounds, f"loss_weights.{field.name}")
-        for field in fields(weights)
-    }
-    return tuple(
-        StageLossWeights(**{name: values[index] for name, values in terms.items()}) for index in range(rounds)
-    )
 
 
 @dataclass

@@ -26,9 +26,12 @@ class ParameterError(ValueError):
     `parameter: reason`."""
 
     def __init__(self, parameter: str, reason: str):
-        super().__init__(f"{parameter}: {reason}")
+        super().__init__(parameter, reason)  # both in `args`, so the error pickles
         self.parameter = parameter
         self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.parameter}: {self.reason}"
 
 
 def _numbers(value: Any) -> tuple[Any, ...]:
@@ -64,8 +67,8 @@ class RoISampling:
     high) each) by `bg_fractions`: range k gets at most round(background budget * fraction k) RoIs and a range
     short of candidates is not refilled from another (MNC-code's `_sample_rois`), so a batch may hold fewer
     than `num_rois`. The defaults, 64 RoIs at 25 % foreground with one background range [0, 0.5), are Fast
-    R-CNN's recipe (mmdet's RandomSampler); MNC-code (`lib/mnc_config.py`) draws 30 % foreground and its background
-    85 % from [0.1, 0.5) and 15 % from [0, 0.1).
+    R-CNN's recipe (mmdet's RandomSampler); MNC-code (`lib/mnc_config.py`) draws 30 % foreground and its
+    background 85 % from [0.1, 0.5) and 15 % from [0, 0.1).
     """
 
     num_rois: int = 64
@@ -95,6 +98,42 @@ class RoISampling:
             )
         object.__setattr__(self, "bg_iou_ranges", ranges)
         object.__setattr__(self, "bg_fractions", fractions)
+
+
+def num_rounds(num_stages: int) -> int:
+    """Mask/classification rounds of a cascade of `num_stages` stages (3 -> 1, 5 -> 2, ...)."""
+    is_integer = isinstance(num_stages, int) and not isinstance(num_stages, bool)
+    if not is_integer or num_stages < 3 or num_stages % 2 == 0:
+        raise ParameterError("num_stages", f"must be an odd integer >= 3 (3, 5, 7, ...), got {num_stages!r}")
+    return (num_stages - 1) // 2
+
+
+def per_round(value: Any, rounds: int, parameter: str) -> list[Any]:
+    """One value for every round, or a sequence of exactly one value per round."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        values = list(value)
+        if len(values) != rounds:
+            raise ParameterError(
+                parameter, f"need one value or one per mask/classification round ({rounds}), got {value}"
+            )
+        return values
+    return [value] * rounds
+
+
+def round_loss_weights(
+    weights: StageLossWeights | Sequence[StageLossWeights], rounds: int
+) -> tuple[StageLossWeights, ...]:
+    """One StageLossWeights of plain numbers per round, from one whose terms are numbers or per-round
+    sequences, or from a sequence of one StageLossWeights per round."""
+    if not isinstance(weights, StageLossWeights):
+        return tuple(per_round(weights, rounds, "loss_weights"))
+    terms = {
+        field.name: per_round(getattr(weights, field.name), rounds, f"loss_weights.{field.name}")
+        for field in dataclasses.fields(weights)
+    }
+    return tuple(
+        StageLossWeights(**{name: values[index] for name, values in terms.items()}) for index in range(rounds)
+    )
 
 
 @dataclass(frozen=True)
