@@ -79,8 +79,10 @@ def warp_rois(features: Tensor, boxes: Sequence[Tensor], *, stride: float, outpu
         sampled = sampled.reshape(channels, num_boxes, output_size, output_size).transpose(0, 1)
         inside_x = ((grid_x >= -1) & (grid_x <= 1)).detach()  # [R, S]
         inside_y = ((grid_y >= -1) & (grid_y <= 1)).detach()
-        inside = (inside_y[:, :, None] & inside_x[:, None, :]).to(sampled.dtype)  # [R, S(y), S(x)]
-        warped.append(sampled * inside[:, None])
+        inside = inside_y[:, :, None] & inside_x[:, None, :]  # [R, S(y), S(x)]
+        if not inside.all():  # boxes clipped to the image never leave the map: skip the product then
+            sampled = sampled * inside[:, None].to(sampled.dtype)
+        warped.append(sampled)
     return torch.cat(warped, dim=0)
 
 
