@@ -352,7 +352,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                  array_parallelism=args.array_parallelism)
     return run_command(args.suite, results=args.results, workers=args.workers, executor=args.executor,
                        dry_run=args.dry_run, rerun_failed=args.rerun_failed, seeds=args.seeds,
-                       cfg_options=parse_cfg_options(args.cfg_options), slurm=slurm, started_at=started_at)
+                       cfg_options=parse_cfg_options(args.cfg_options), slurm=slurm, track=args.track,
+                       started_at=started_at)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -395,6 +396,9 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
                    help="options for every run, on top of the suite's (e.g. data_root=/data/coco/); part of "
                    "the run ids")
     p.add_argument("--results", default="results", help=results_help)
+    p.add_argument("--track", metavar="mlflow[=URI]", default=None,
+                   help="also log each run (params, training scalars, test metrics, result files) to MLflow; "
+                   "default store sqlite:///RESULTS/mlflow.db")
     slurm = p.add_argument_group("slurm (override the suite's `slurm:` settings)")
     slurm.add_argument("--partition", help="Slurm partition")
     slurm.add_argument("--gpus-per-run", type=_positive_int, default=None,

@@ -22,20 +22,29 @@ def suite_results_dir(suite: str, results: str | Path = "results") -> Path:
 def run_command(suite: str, *, results: str | Path = "results", workers: int = 1, executor: str = "local",
                 dry_run: bool = False, rerun_failed: bool = False, seeds: Sequence[int] | None = None,
                 cfg_options: Mapping[str, Any] | None = None, slurm: Mapping[str, Any] | None = None,
-                started_at: float | None = None, echo: Callable[[str], None] = print) -> int:
-    """Validate and run a suite; returns the exit code (1 if a run failed in this invocation)."""
+                track: str | None = None, started_at: float | None = None,
+                echo: Callable[[str], None] = print) -> int:
+    """Validate and run a suite; returns the exit code (1 if a run failed in this invocation). ``track``:
+    ``mlflow`` or ``mlflow=URI`` (see :mod:`mnc_bench.suites.tracking`)."""
     from mnc_bench.suites.runner import run_suite
     from mnc_bench.suites.spec import load_suite
+    from mnc_bench.suites.tracking import tracking_uri
 
     started_at = started_at or time.time()
     if executor not in EXECUTORS:
         raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers < 1:
         raise UserError(f"--workers must be a positive integer, got {workers}")
+    uri = tracking_uri(track, results)
+    if uri is not None:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError as exc:
+            raise UserError("--track mlflow needs mlflow: pip install 'mnc-bench[mlflow]'") from exc
     spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
     suite_dir = Path(results) / spec.name
     runner = _executor(executor, workers, {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}},
-                       suite_dir, len(spec.runs))
+                       suite_dir, len(spec.runs), uri)
     before = _failed_ids(suite_dir)
     record = run_suite(spec, suite_dir, executor=runner, rerun_failed=rerun_failed, dry_run=dry_run,
                        started_at=started_at, echo=echo)
@@ -48,17 +57,18 @@ def run_command(suite: str, *, results: str | Path = "results", workers: int = 1
     return 1 if newly_failed else 0
 
 
-def _executor(name: str, workers: int, slurm: dict[str, Any], suite_dir: Path, num_runs: int) -> Any:
+def _executor(name: str, workers: int, slurm: dict[str, Any], suite_dir: Path, num_runs: int,
+              track: str | None) -> Any:
     from mnc_bench.suites.executors import LocalExecutor, SubmititExecutor, submitit_executor
 
     if name == "local":
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, track=track)
     threads = slurm.get("cpus_per_run")
     gpus = int(slurm.get("gpus_per_run", 1))
     executor = submitit_executor("slurm", suite_dir / ".submitit", slurm=slurm, threads=threads or 1)
     # All runs go out as one job array; Slurm's array parallelism (suite or --array-parallelism) caps them.
     return SubmititExecutor(executor, max_parallel=num_runs, threads=threads,
-                            launcher="slurm" if gpus > 1 else "none")
+                            launcher="slurm" if gpus > 1 else "none", track=track)
 
 
 def _failed_ids(suite_dir: Path) -> set[str]:

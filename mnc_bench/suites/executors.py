@@ -49,9 +49,10 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int = 1, threads: int | None = None) -> None:
+    def __init__(self, workers: int = 1, threads: int | None = None, track: str | None = None) -> None:
         self.workers = max(1, workers)
         self.threads = threads or threads_per_run(self.workers)
+        self.track = track
 
     def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
         pending = collections.deque(run_dirs)
@@ -80,9 +81,12 @@ class LocalExecutor:
 
     def _spawn(self, run_dir: RunDir) -> subprocess.Popen:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        command = [sys.executable, "-m", "mnc_bench.suites.worker", str(run_dir.path), "--threads", str(self.threads)]
+        if self.track:
+            command += ["--track", self.track]
         with open(run_dir.file("log.txt"), "ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "mnc_bench.suites.worker", str(run_dir.path), "--threads", str(self.threads)],
+                command,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 preexec_fn=_die_with_parent)
 
@@ -99,14 +103,15 @@ class SuiteJob:
     """What submitit runs per array task: one worker, in the job's process. ``checkpoint`` makes submitit
     requeue a run that times out or is preempted; the requeued worker resumes from the run's checkpoint."""
 
-    def __init__(self, threads: int | None, launcher: str = "none") -> None:
+    def __init__(self, threads: int | None, launcher: str = "none", track: str | None = None) -> None:
         self.threads = threads
         self.launcher = launcher
+        self.track = track
 
     def __call__(self, run_dir: str) -> int:
         from mnc_bench.suites.worker import run
 
-        return run(RunDir(run_dir), threads=self.threads, launcher=self.launcher)
+        return run(RunDir(run_dir), threads=self.threads, launcher=self.launcher, track=self.track)
 
     def checkpoint(self, run_dir: str) -> Any:
         import submitit
@@ -119,17 +124,19 @@ class SubmititExecutor:
     array parallelism caps them); submitit's local executor has no cap, so runs are handed over at most
     ``max_parallel`` at a time."""
 
-    def __init__(self, executor: Any, *, max_parallel: int, threads: int | None = None, launcher: str = "none") -> None:
+    def __init__(self, executor: Any, *, max_parallel: int, threads: int | None = None, launcher: str = "none",
+                 track: str | None = None) -> None:
         self.executor = executor
         self.max_parallel = max(1, max_parallel)
         self.threads = threads
         self.launcher = launcher
+        self.track = track
         self.name = f"submitit-{getattr(executor, 'cluster', 'local')}"
 
     def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
         pending = collections.deque(run_dirs)
         active: dict[Any, tuple[RunDir, float]] = {}
-        job = SuiteJob(self.threads, self.launcher)
+        job = SuiteJob(self.threads, self.launcher, self.track)
         while pending or active:
             free = self.max_parallel - len(active)
             if pending and free > 0:

@@ -26,30 +26,32 @@ from typing import Any
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open
+from mnc_bench.suites import tracking
 from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso, pause_point
 
 EXIT_DONE, EXIT_FAILED, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 75, 130
 
 
-def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none") -> int:
-    """Execute one run (main process of a distributed launch: also the bookkeeping); return the exit code."""
+def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none", track: str | None = None) -> int:
+    """Execute one run (main process of a distributed launch: also the bookkeeping); return the exit code.
+    ``track``: an MLflow tracking URI (see :mod:`mnc_bench.suites.tracking`)."""
     started = time.time()
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     if _rank(launcher) != 0:  # other ranks of a multi-GPU run only compute
-        _train_and_evaluate(run_dir, run_dir.read_run(), launcher, main=False)
+        _train_and_evaluate(run_dir, run_dir.read_run(), launcher, main=False, track=track)
         return EXIT_DONE
     try:
         with run_dir.hold():
-            return _run_held(run_dir, started, threads, launcher)
+            return _run_held(run_dir, started, threads, launcher, track)
     except RunBusy as exc:
         print(f"mnc-bench worker: {exc}", file=sys.stderr, flush=True)
         return EXIT_BUSY
 
 
-def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: str) -> int:
+def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: str, track: str | None) -> int:
     _redirect_output(run_dir.file("log.txt"))
     spec = run_dir.read_run()
     previous = run_dir.status()
@@ -58,7 +60,7 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
     run_dir.update_status(state="running", started=previous.get("started") or now_iso(), ended=None,
                           exit_reason=None, log_tail=None, attempt=attempt, pid=os.getpid(), host=os.uname().nodename)
     try:
-        stats = _train_and_evaluate(run_dir, spec, launcher, main=True)
+        stats = _train_and_evaluate(run_dir, spec, launcher, main=True, track=track)
     except KeyboardInterrupt:
         print("=== interrupted: the run stays `running` and resumes next time", flush=True)
         return EXIT_INTERRUPTED
@@ -69,17 +71,22 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
-        run_dir.update_status(state="failed", ended=now_iso(), exit_reason=failure_reason(exc),
-                              log_tail=run_dir.log_tail())
+        reason = failure_reason(exc)
+        run_dir.update_status(state="failed", ended=now_iso(), exit_reason=reason, log_tail=run_dir.log_tail())
+        if track:
+            _tracking_step(lambda: tracking.mark_failed(track, spec, reason))
         return EXIT_FAILED
     stats.update(worker_time_s=time.time() - started, worker_started_at=started, threads=threads)
     run_dir.write_json("run_stats.json", {**(run_dir.read_json("run_stats.json") or {}), **stats})
+    if track:
+        _tracking_step(lambda: tracking.log_results(track, spec, run_dir.path))
     run_dir.update_status(state="done", ended=now_iso(), exit_reason="finished", log_tail=None)
     print(f"=== done ({now_iso()})", flush=True)
     return EXIT_DONE
 
 
-def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *, main: bool) -> dict[str, Any]:
+def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *, main: bool,
+                        track: str | None = None) -> dict[str, Any]:
     from mnc_bench.checkpoints import latest_good_checkpoint
     from mnc_bench.config_loading import load_config
     from mnc_bench.suites import hooks  # noqa: F401 - registers SuiteRunHook
@@ -93,6 +100,8 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
         # Scored once, on the test split, after training: the schedule's validation would only cost time.
         "val_cfg": None, "val_dataloader": None, "val_evaluator": None,
     }
+    if track and main:
+        train_options["visualizer"] = tracking.tracked_visualizer(cfg.visualizer, track, spec, run_dir.path)
     resume = latest_good_checkpoint(run_dir.work_dir) is not None
     if main and not resume:
         _clear_checkpoints(run_dir.work_dir)
@@ -124,6 +133,14 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
         handle.writelines(json.dumps(row) + "\n" for row in scalars)
     return dict(train_time_s=train_time, eval_time_s=eval_time, s_per_iter=median_iter_time(scalars),
                 peak_mem_mb=peak_memory_mb(), git_commit=git_commit(), checkpoint=str(result.checkpoint))
+
+
+def _tracking_step(step: Any) -> None:
+    """Tracking is a copy of the results: a tracking store that fails is reported, the run's outcome stands."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001
+        print(f"mnc-bench worker: warning: MLflow tracking failed: {type(exc).__name__}: {one_line(exc)}", flush=True)
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -217,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="results/<suite>/<run-id>/ with its run.json")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none")
+    parser.add_argument("--track", metavar="URI", default=None, help="MLflow tracking URI")
     args = parser.parse_args(argv)
-    return run(RunDir(args.run_dir), threads=args.threads, launcher=args.launcher)
+    return run(RunDir(args.run_dir), threads=args.threads, launcher=args.launcher, track=args.track)
 
 
 if __name__ == "__main__":
