@@ -1,13 +1,13 @@
-# Small CPU Cascade Mask R-CNN (Cai & Vasconcelos 2019) on the synthetic shapes. Shared with every shapes model
-# (_base_/models/r18_fpn_small.py): ResNet-18 from scratch, 64-channel FPN, the RPN and its proposal settings,
-# data, schedule, evaluator. Only the second stage differs: mmdet 3.3's configs/_base_/models/
+# Small CPU Cascade Mask R-CNN (Cai & Vasconcelos 2019) on the synthetic shapes. Shared with every shapes
+# model (_base_/models/r18_fpn_small.py): ResNet-18 from scratch, 64-channel FPN, the RPN and its proposal
+# settings, data, schedule, evaluator. Only the second stage differs: mmdet 3.3's configs/_base_/models/
 # cascade-mask-rcnn_r50_fpn.py (3 box stages at IoU 0.5 / 0.6 / 0.7, class-agnostic regression with tighter
-# target stds per stage, stage loss weights 1 / 0.5 / 0.25, one FCN mask head per stage, every stage sampling RoIs
-# as Mask R-CNN does), narrowed as mask_rcnn_shapes.py: each stage's heads and RoI sampler are that config's
-# (64-channel RoI features and mask convs, 256-wide box fcs, 128 RoIs per image at 25 % positive). A training step
-# costs ~1.7-2x a Mask R-CNN step (measured side by side on a loaded 2-core machine).
-# mmdet's RPN differs from the shared one (SmoothL1 beta 1/9, allowed_border 0, 2000 training proposals): we
-# keep the shared RPN so rows differ only after the proposals.
+# target stds per stage, stage loss weights 1 / 0.5 / 0.25, one FCN mask head per stage, every stage sampling
+# RoIs as Mask R-CNN does), narrowed as mask_rcnn_shapes.py: each stage's heads and RoI sampler are that
+# config's (64-channel RoI features and mask convs, 256-wide box fcs, 128 RoIs per image at 25 % positive). A
+# training step costs ~1.7-2x a Mask R-CNN step (measured side by side on a loaded 2-core machine). mmdet's
+# RPN differs from the shared one (SmoothL1 beta 1/9, allowed_border 0, 2000 training proposals): we keep the
+# shared RPN so rows differ only after the proposals.
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
     '../_base_/datasets/shapes.py',
@@ -33,7 +33,8 @@ model = dict(
                 fc_out_channels=256,
                 roi_feat_size=7,
                 num_classes=4,
-                bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], target_stds=stds),
+                bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0],
+                                target_stds=stds),
                 reg_class_agnostic=True,
                 loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
                 loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))
@@ -65,4 +66,5 @@ model = dict(
             for iou in (0.5, 0.6, 0.7)
         ]),
     test_cfg=dict(
-        rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100, mask_thr_binary=0.5)))
+        rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100,
+                  mask_thr_binary=0.5)))

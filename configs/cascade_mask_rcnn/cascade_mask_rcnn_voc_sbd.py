@@ -1,4 +1,5 @@
-# Cascade Mask R-CNN R50-FPN on VOC 2012 + SBD masks (20 classes), MNC's split; see _base_/datasets/voc_sbd.py.
+# Cascade Mask R-CNN R50-FPN on VOC 2012 + SBD masks (20 classes), MNC's split; see
+# _base_/datasets/voc_sbd.py.
 _base_ = [
     '../_base_/models/cascade_mask_rcnn_r50_fpn.py',
     '../_base_/datasets/voc_sbd.py',

@@ -1,15 +1,15 @@
-# Small CPU Hybrid Task Cascade (Chen et al. 2019) on the synthetic shapes, without the semantic branch (it needs
-# COCO-stuff maps): mmdet 3.3's configs/htc/htc-without-semantic_r50_fpn_1x_coco.py. Box and mask stages are
-# interleaved (each stage's mask head sees the boxes that stage refined) and mask information flows from stage to
-# stage (each mask head adds the previous heads' features): MNC's cascade of box and mask tasks grown up.
-# Shared with every shapes model (_base_/models/r18_fpn_small.py): ResNet-18 from scratch, 64-channel FPN, the RPN
-# and its proposal settings, data, schedule, evaluator. The second stage is mmdet's, narrowed as
+# Small CPU Hybrid Task Cascade (Chen et al. 2019) on the synthetic shapes, without the semantic branch (it
+# needs COCO-stuff maps): mmdet 3.3's configs/htc/htc-without-semantic_r50_fpn_1x_coco.py. Box and mask stages
+# are interleaved (each stage's mask head sees the boxes that stage refined) and mask information flows from
+# stage to stage (each mask head adds the previous heads' features): MNC's cascade of box and mask tasks grown
+# up. Shared with every shapes model (_base_/models/r18_fpn_small.py): ResNet-18 from scratch, 64-channel FPN,
+# the RPN and its proposal settings, data, schedule, evaluator. The second stage is mmdet's, narrowed as
 # cascade_mask_rcnn_shapes.py (mask_rcnn_shapes.py's widths and RoI sampler at every stage) plus one cut (our
 # choice): 2 convs per mask head instead of 4, because mask information flow re-runs the earlier stages' mask
-# heads at every stage. With 4 convs a training step cost ~2-2.5x a Mask R-CNN step, with 2 ~1.5-1.9x (measured
-# side by side on a loaded 2-core machine).
-# mmdet's RPN (SmoothL1 beta 1/9, allowed_border 0, 2000 training proposals) gives way to the shared one, and
-# score_thr is 0.05 as on every shapes model (mmdet's HTC tests at 0.001, the HTC paper's setting).
+# heads at every stage. With 4 convs a training step cost ~2-2.5x a Mask R-CNN step, with 2 ~1.5-1.9x
+# (measured side by side on a loaded 2-core machine). mmdet's RPN (SmoothL1 beta 1/9, allowed_border 0, 2000
+# training proposals) gives way to the shared one, and score_thr is 0.05 as on every shapes model (mmdet's HTC
+# tests at 0.001, the HTC paper's setting).
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
     '../_base_/datasets/shapes.py',
@@ -36,7 +36,8 @@ model = dict(
                 fc_out_channels=256,
                 roi_feat_size=7,
                 num_classes=4,
-                bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], target_stds=stds),
+                bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0],
+                                target_stds=stds),
                 reg_class_agnostic=True,
                 loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
                 loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))
@@ -60,7 +61,8 @@ model = dict(
             for stage in range(3)
         ]),
     train_cfg=dict(
-        # mmdet's HTC leaves match_low_quality at MaxIoUAssigner's default (True); Cascade Mask R-CNN sets False.
+        # mmdet's HTC leaves match_low_quality at MaxIoUAssigner's default (True); Cascade Mask R-CNN sets
+        # False.
         rcnn=[
             dict(
                 assigner=dict(type='MaxIoUAssigner', pos_iou_thr=iou, neg_iou_thr=iou, min_pos_iou=iou,
@@ -73,4 +75,5 @@ model = dict(
             for iou in (0.5, 0.6, 0.7)
         ]),
     test_cfg=dict(
-        rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100, mask_thr_binary=0.5)))
+        rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100,
+                  mask_thr_binary=0.5)))

@@ -1,23 +1,26 @@
 # Small CPU Mask2Former (Cheng et al. 2022) on the synthetic shapes, instance mode: 4 thing classes, no stuff
 # classes, panoptic and semantic outputs off, instance masks (boxes = the masks' tight boxes) out. No RPN, no
-# RoIs, no NMS: learned queries attend to the image through a transformer decoder whose cross-attention is masked
-# by each query's previous mask; Hungarian matching assigns queries to objects.
-# Shared with every shapes model: the backbone exactly (ResNet-18 from scratch, _base_/models/r18_fpn_small.py),
-# data, schedule, evaluator. Not shared: the FPN neck and the RPN. Mask2Former's pixel decoder
-# (MSDeformAttnPixelDecoder: a deformable-attention encoder over C3-C5 plus an FPN-style lateral/output conv to
-# stride 4) takes the place of the FPN, reading the same backbone outputs (in_channels = the FPN's) at the same
-# 64-channel width as the shared neck.
-# Head: mmdet 3.3's configs/mask2former/mask2former_r50_8xb2-lsj-50e_coco.py (its panoptic base, instance-only),
-# narrowed for CPU (our choice): 256 -> 64 channels (positional encoding 128 -> 32 features), FFN 1024 / 2048 ->
-# 256 / 512 (mmdet's 4x / 8x ratios), 100 -> 25 queries (shapes images hold 1-6 objects; 25 queries x 4 classes =
-# 100 candidates = max_per_image, the detection cap of every shapes model), 12544 -> 1024 sampled points per mask
-# (the 32 x 32 mask logits of a 128 px image hold 1024 pixels). Depth, losses, matching costs, class weights:
-# mmdet's (6 encoder layers; 9 decoder layers = 3 masked-attention rounds over the 3 levels, each supervised).
-# 100 queries and 12544 points would cost ~2.5x a Mask R-CNN training step on shapes; this config ~0.8-0.9x.
-# Runs on CPU through mmcv's pure-PyTorch multi-scale deformable attention (mmcv 2.1 falls back to it whenever the
-# input is not on a CUDA/MLU device).
-# Mask2Former is known to need long schedules (mmdet: 50 epochs of LSJ, AdamW 1e-4); the shared 1000-iteration
-# shapes schedule applies here unchanged.
+# RoIs, no NMS: learned queries attend to the image through a transformer decoder whose cross-attention is
+# masked by each query's previous mask; Hungarian matching assigns queries to objects.
+#
+# Shared with every shapes model: the backbone exactly (ResNet-18 from scratch,
+# _base_/models/r18_fpn_small.py), data, schedule, evaluator. Not shared: the FPN neck and the RPN.
+# Mask2Former's pixel decoder (MSDeformAttnPixelDecoder: a deformable-attention encoder over C3-C5 plus an
+# FPN-style lateral/output conv to stride 4) takes the place of the FPN, reading the same backbone outputs
+# (in_channels = the FPN's) at the same 64-channel width as the shared neck.
+#
+# Head: mmdet 3.3's configs/mask2former/mask2former_r50_8xb2-lsj-50e_coco.py (its panoptic base,
+# instance-only), narrowed for CPU (our choice): 256 -> 64 channels (positional encoding 128 -> 32 features),
+# FFN 1024 / 2048 -> 256 / 512 (mmdet's 4x / 8x ratios), 100 -> 25 queries (shapes images hold 1-6 objects; 25
+# queries x 4 classes = 100 candidates = max_per_image, the detection cap of every shapes model), 12544 ->
+# 1024 sampled points per mask (the 32 x 32 mask logits of a 128 px image hold 1024 pixels). Depth, losses,
+# matching costs, class weights: mmdet's (6 encoder layers; 9 decoder layers = 3 masked-attention rounds over
+# the 3 levels, each supervised). 100 queries and 12544 points would cost ~2.5x a Mask R-CNN training step on
+# shapes; this config ~0.8-0.9x.
+#
+# Runs on CPU through mmcv's pure-PyTorch multi-scale deformable attention (mmcv 2.1 falls back to it whenever
+# the input is not on a CUDA/MLU device). Mask2Former is known to need long schedules (mmdet: 50 epochs of
+# LSJ, AdamW 1e-4); the shared 1000-iteration shapes schedule applies here unchanged.
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
     '../_base_/datasets/shapes.py',
@@ -67,8 +70,8 @@ model = dict(
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=2.0, reduction='mean',
                       class_weight=[1.0] * num_things_classes + [0.1]),  # last: "no object"
         loss_mask=dict(type='CrossEntropyLoss', use_sigmoid=True, reduction='mean', loss_weight=5.0),
-        loss_dice=dict(type='DiceLoss', use_sigmoid=True, activate=True, reduction='mean', naive_dice=True, eps=1.0,
-                       loss_weight=5.0)),
+        loss_dice=dict(type='DiceLoss', use_sigmoid=True, activate=True, reduction='mean', naive_dice=True,
+                       eps=1.0, loss_weight=5.0)),
     panoptic_fusion_head=dict(
         type='MaskFormerFusionHead',
         num_things_classes=num_things_classes,

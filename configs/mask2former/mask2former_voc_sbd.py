@@ -1,5 +1,6 @@
-# Mask2Former R50, instance mode, on VOC 2012 + SBD masks (20 classes), MNC's split; see _base_/datasets/voc_sbd.py
-# and, for how the shared schedule differs from Mask2Former's own, mask2former_r50_coco.py.
+# Mask2Former R50, instance mode, on VOC 2012 + SBD masks (20 classes), MNC's split; see
+# _base_/datasets/voc_sbd.py and, for how the shared schedule differs from Mask2Former's own,
+# mask2former_r50_coco.py.
 _base_ = [
     '../_base_/models/mask2former_r50.py',
     '../_base_/datasets/voc_sbd.py',

@@ -1,9 +1,10 @@
-# Hybrid Task Cascade (Chen et al. 2019) without the semantic branch (that branch needs COCO-stuff maps), on the
-# shared R50-FPN parts (r50_fpn.py: backbone, FPN, RPN): the second stage of mmdet 3.3's
+# Hybrid Task Cascade (Chen et al. 2019) without the semantic branch (that branch needs COCO-stuff maps), on
+# the shared R50-FPN parts (r50_fpn.py: backbone, FPN, RPN): the second stage of mmdet 3.3's
 # configs/htc/htc-without-semantic_r50_fpn_1x_coco.py. Box and mask stages interleave (each mask head sees the
-# boxes its stage refined) and mask information flows from stage to stage; 3 stages at IoU 0.5 / 0.6 / 0.7, loss
-# weights 1 / 0.5 / 0.25, test score_thr 0.001 (the HTC paper's). mmdet's RPN for this model (SmoothL1 beta 1/9,
-# allowed_border 0, 2000 training proposals) gives way to the shared one, so rows differ only after the proposals.
+# boxes its stage refined) and mask information flows from stage to stage; 3 stages at IoU 0.5 / 0.6 / 0.7,
+# loss weights 1 / 0.5 / 0.25, test score_thr 0.001 (the HTC paper's). mmdet's RPN for this model (SmoothL1
+# beta 1/9, allowed_border 0, 2000 training proposals) gives way to the shared one, so rows differ only after
+# the proposals.
 _base_ = './r50_fpn.py'
 
 model = dict(
@@ -26,7 +27,8 @@ model = dict(
                 fc_out_channels=1024,
                 roi_feat_size=7,
                 num_classes=80,
-                bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], target_stds=stds),
+                bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0],
+                                target_stds=stds),
                 reg_class_agnostic=True,
                 loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
                 loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))
@@ -63,4 +65,5 @@ model = dict(
             for iou in (0.5, 0.6, 0.7)
         ]),
     test_cfg=dict(
-        rcnn=dict(score_thr=0.001, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100, mask_thr_binary=0.5)))
+        rcnn=dict(score_thr=0.001, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100,
+                  mask_thr_binary=0.5)))

@@ -1,12 +1,12 @@
 # Mask2Former (Cheng et al. 2022), instance mode (80 thing classes, no stuff classes, panoptic and semantic
 # outputs off; boxes are the masks' tight boxes), on the shared ResNet-50 of r50_fpn.py. Shared: the backbone
-# exactly. Not shared: the FPN and the RPN. Mask2Former's pixel decoder (MSDeformAttnPixelDecoder: 6 deformable-
-# attention encoder layers over C3-C5 and an FPN-style lateral/output conv to stride 4, 256 channels as the shared
-# FPN) reads the same backbone outputs in the FPN's place. Head: mmdet 3.3's
-# configs/mask2former/mask2former_r50_8xb2-lsj-50e_coco.py (100 queries, 9 masked-attention decoder layers, 12544
-# sampled points per mask, Hungarian matching) unchanged. mmdet's backbone keeps BN frozen (requires_grad=False,
-# frozen_stages=-1); ours is the shared one. Runs on CPU through mmcv's pure-PyTorch multi-scale deformable
-# attention.
+# exactly. Not shared: the FPN and the RPN. Mask2Former's pixel decoder (MSDeformAttnPixelDecoder: 6
+# deformable-attention encoder layers over C3-C5 and an FPN-style lateral/output conv to stride 4, 256
+# channels as the shared FPN) reads the same backbone outputs in the FPN's place. Head: mmdet 3.3's
+# configs/mask2former/mask2former_r50_8xb2-lsj-50e_coco.py (100 queries, 9 masked-attention decoder layers,
+# 12544 sampled points per mask, Hungarian matching) unchanged. mmdet's backbone keeps BN frozen
+# (requires_grad=False, frozen_stages=-1); ours is the shared one. Runs on CPU through mmcv's pure-PyTorch
+# multi-scale deformable attention.
 _base_ = './r50_fpn.py'
 
 num_things_classes = 80
@@ -51,8 +51,8 @@ model = dict(
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=2.0, reduction='mean',
                       class_weight=[1.0] * num_things_classes + [0.1]),  # last: "no object"
         loss_mask=dict(type='CrossEntropyLoss', use_sigmoid=True, reduction='mean', loss_weight=5.0),
-        loss_dice=dict(type='DiceLoss', use_sigmoid=True, activate=True, reduction='mean', naive_dice=True, eps=1.0,
-                       loss_weight=5.0)),
+        loss_dice=dict(type='DiceLoss', use_sigmoid=True, activate=True, reduction='mean', naive_dice=True,
+                       eps=1.0, loss_weight=5.0)),
     panoptic_fusion_head=dict(
         type='MaskFormerFusionHead',
         num_things_classes=num_things_classes,

@@ -1,9 +1,9 @@
 # SOLOv2 (Wang et al. 2020) on the shared R50-FPN parts: backbone and FPN exactly as r50_fpn.py (SOLOv2 has no
-# RPN; the shared RPN and its settings are dropped). Head: mmdet 3.3's configs/solov2/solov2_r50_fpn_1x_coco.py
-# unchanged (512-channel kernel/category branches of 4 convs, 128 -> 256-channel mask features at stride 4,
-# grids 40 / 36 / 24 / 16 / 12, focal + dice losses, Matrix NMS); mmdet's backbone for it is the same as the shared
-# one. SOLOv2 predicts no boxes (mmdet fills them with zeros): its coco/bbox numbers
-# are 0 by construction, and mmdet's model zoo publishes mask AP only.
+# RPN; the shared RPN and its settings are dropped). Head: mmdet 3.3's
+# configs/solov2/solov2_r50_fpn_1x_coco.py unchanged (512-channel kernel/category branches of 4 convs, 128 ->
+# 256-channel mask features at stride 4, grids 40 / 36 / 24 / 16 / 12, focal + dice losses, Matrix NMS);
+# mmdet's backbone for it is the same as the shared one. SOLOv2 predicts no boxes (mmdet fills them with
+# zeros): its coco/bbox numbers are 0 by construction, and mmdet's model zoo publishes mask AP only.
 _base_ = './r50_fpn.py'
 
 model = dict(
