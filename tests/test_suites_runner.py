@@ -160,3 +160,28 @@ def test_same_config_and_seed_give_identical_metrics(shapes_dataset, tmp_path):
     assert a.run_id == b.run_id
     assert json.loads(a.file("metrics.json").read_text()) == json.loads(b.file("metrics.json").read_text())
     assert a.file("predictions.json").read_text() == b.file("predictions.json").read_text()
+
+
+def test_proposal_recall_is_collected_from_the_proposals_stage_2_sees(shapes_dataset, tmp_path):
+    results = tmp_path / "results"
+    suite = tiny_suite(tmp_path, shapes_dataset, iters=2, seeds=(0,), extra="""
+        metrics: [proposals/AR@10, proposals/AR@100]
+        grid:
+          model.proposal_control: [{mode: oracle, oracle_iou: 0.92}, {max_proposals: 10}]
+    """)
+    suite.write_text(suite.read_text().replace("mask_rcnn/mask_rcnn_shapes.py", "mnc/mnc_3stage_shapes.py"))
+    finish(suite, results)
+    oracle, capped = (json.loads(r.file("metrics.json").read_text()) for r in run_dirs_of(results))
+    # every ground truth gets boxes at IoU 0.92 first (round robin): found at IoU .5, .55, ..., .9, not at .95
+    assert oracle["proposals/AR@10"] == pytest.approx(0.9, abs=1e-6)
+    assert oracle["proposals/AR@100"] == pytest.approx(0.9, abs=1e-6)
+    assert capped["proposals/AR@100"] == capped["proposals/AR@10"] and "coco/segm/AP" in capped
+    table = collect(results / "tiny")
+    assert table["proposals/AR@100"].tolist() == pytest.approx([0.9, capped["proposals/AR@100"]])
+
+    baseline = tiny_suite(tmp_path, shapes_dataset, name="rpn", iters=2, seeds=(0,),
+                          extra="metrics: [proposals/AR@100]\n")
+    finish(baseline, results)
+    (run_dir,) = run_dirs_of(results, "rpn")
+    recall = json.loads(run_dir.file("metrics.json").read_text())["proposals/AR@100"]
+    assert 0.0 <= recall <= 1.0  # Mask R-CNN's RPN proposals, with their objectness

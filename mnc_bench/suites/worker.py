@@ -76,7 +76,10 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
         if track:
             _tracking_step(lambda: tracking.mark_failed(track, spec, reason))
         return EXIT_FAILED
-    stats.update(worker_time_s=time.time() - started, worker_started_at=started, threads=threads)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # CPU time next to wall time: on a shared machine it tells what the run would take with its cores to itself
+    stats.update(worker_time_s=time.time() - started, worker_started_at=started, threads=threads,
+                 cpu_time_s=usage.ru_utime + usage.ru_stime)
     run_dir.write_json("run_stats.json", {**(run_dir.read_json("run_stats.json") or {}), **stats})
     if track:
         _tracking_step(lambda: tracking.log_results(track, spec, run_dir.path))
