@@ -35,12 +35,12 @@ def test_the_zoo_is_complete():
         "mnc/mnc_5stage_shapes.py", "mnc/mnc_5stage_coco_r50.py", "mnc/mnc_5stage_coco_r101.py",
         "mnc/mnc_5stage_voc_sbd.py",
         # Issue 11: the cascade line and the unified line.
-        *(f"{folder}/{model}_{variant}.py"
-          for folder, model, variants in (
-              ("cascade_mask_rcnn", "cascade_mask_rcnn", ("shapes", "r50_fpn_coco", "r101_fpn_coco", "voc_sbd")),
-              ("htc", "htc", ("shapes", "r50_fpn_coco", "r101_fpn_coco", "voc_sbd")),
-              ("solov2", "solov2", ("shapes", "r50_fpn_coco", "r101_fpn_coco", "voc_sbd")),
-              ("mask2former", "mask2former", ("shapes", "r50_coco", "r101_coco", "voc_sbd")))
+        *(f"{model}/{model}_{variant}.py"
+          for model, variants in (
+              ("cascade_mask_rcnn", ("shapes", "r50_fpn_coco", "r101_fpn_coco", "voc_sbd")),
+              ("htc", ("shapes", "r50_fpn_coco", "r101_fpn_coco", "voc_sbd")),
+              ("solov2", ("shapes", "r50_fpn_coco", "r101_fpn_coco", "voc_sbd")),
+              ("mask2former", ("shapes", "r50_coco", "r101_coco", "voc_sbd")))
           for variant in variants),
     }
     assert expected <= names, sorted(expected - names)
@@ -76,13 +76,13 @@ def _shared_stage_one(cfg) -> dict:
     if model["type"] in NO_RPN:
         assert "rpn_head" not in model and "rpn" not in train_cfg and "rpn" not in test_cfg, cfg.filename
     else:
-        parts.update(rpn_head=model["rpn_head"], rpn=train_cfg.get("rpn"), rpn_proposal=train_cfg.get("rpn_proposal"),
-                     test_rpn=test_cfg.get("rpn"))
+        parts.update(rpn_head=model["rpn_head"], rpn=train_cfg.get("rpn"),
+                     rpn_proposal=train_cfg.get("rpn_proposal"), test_rpn=test_cfg.get("rpn"))
     return parts
 
 
 def _assert_shares_stage_one(config: Path, reference: dict) -> None:
-    """``config`` holds every shared part it has exactly as ``reference`` (a model with backbone, FPN and RPN)."""
+    """``config`` holds every shared part it has exactly as ``reference`` (a model with all of them)."""
     cfg = load_config(config)
     parts = _shared_stage_one(cfg)
     assert parts == {key: reference[key] for key in parts}, config.name
@@ -105,12 +105,12 @@ def test_shapes_models_share_backbone_neck_rpn_data_and_schedule():
 
 @pytest.mark.parametrize("dataset, depth", [("coco", 50), ("coco", 101), ("voc_sbd", 50)])
 def test_full_size_models_of_a_dataset_share_stage_one_data_and_schedule(dataset, depth):
-    """The controlled comparisons: same backbone, FPN, RPN (where the model has them), input pipeline, schedule and
-    evaluator (the single-level C4 MNC is the faithful variant and deliberately differs)."""
+    """The controlled comparisons: same backbone, FPN, RPN (where the model has them), input pipeline,
+    schedule and evaluator (the single-level C4 MNC is the faithful variant and deliberately differs)."""
     configs = [p for p in CONFIGS if dataset in p.stem and "c4" not in p.stem
                and load_config(p).model.backbone.depth == depth]
-    assert {p.parent.name for p in configs} == {"mask_rcnn", "panet", "mnc", "cascade_mask_rcnn", "htc", "solov2",
-                                                 "mask2former"}, configs
+    assert {p.parent.name for p in configs} == {"mask_rcnn", "panet", "mnc", "cascade_mask_rcnn", "htc",
+                                                 "solov2", "mask2former"}, configs
     reference = _shared_stage_one(load_config(next(p for p in configs if p.parent.name == "mask_rcnn")))
     for config in configs:
         _assert_shares_stage_one(config, reference)
@@ -138,8 +138,7 @@ def test_every_head_predicts_the_datasets_classes(config):
     """A head left at another dataset's class count (one of a cascade's three, a class-weight list) builds and
     trains silently; catch it here."""
     cfg = load_config(config)
-    classes = (cfg.get("metainfo") or {}).get("classes") or cfg.train_dataloader.dataset.get("metainfo", {}).get(
-        "classes")
+    classes = (cfg.train_dataloader.dataset.get("metainfo") or {}).get("classes")
     expected = len(classes) if classes else 80  # mmdet's CocoDataset: the 80 COCO classes
     counts = _class_counts(cfg.model.to_dict())
     assert counts and all(count == expected for _, count in counts), (expected, counts)

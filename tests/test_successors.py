@@ -1,5 +1,6 @@
-"""MNC's successors beyond Mask R-CNN/PANet (issue 11): the cascade line (Cascade Mask R-CNN, HTC) and the unified
-line (SOLOv2, Mask2Former) train and test through the shared CLI path on CPU, and are the models they claim to be."""
+"""MNC's successors beyond Mask R-CNN/PANet (issue 11): the cascade line (Cascade Mask R-CNN, HTC) and the
+unified line (SOLOv2, Mask2Former) train and test through the shared CLI path on CPU, and are the models they
+claim to be."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ HTC = CONFIGS / "htc" / "htc_shapes.py"
 SOLOV2 = CONFIGS / "solov2" / "solov2_shapes.py"
 MASK2FORMER = CONFIGS / "mask2former" / "mask2former_shapes.py"
 
-# Test-time settings under which a 2-iteration model still emits detections, for the models without an RoI head
-# (fast_options sets model.test_cfg.rcnn.* for the others). SOLOv2's untrained scores sit near its focal-loss
-# prior (0.01), below its 0.1 threshold.
+# Test-time settings under which a 2-iteration model still emits detections, for the models without an RoI
+# head (fast_options sets model.test_cfg.rcnn.* for the others). SOLOv2's untrained scores sit near its
+# focal-loss prior (0.01), below its 0.1 threshold.
 TEST_SETTINGS = {
-    SOLOV2: ["model.test_cfg.score_thr=0.0", "model.test_cfg.filter_thr=0.0", "model.test_cfg.max_per_img=10"],
+    SOLOV2: ["model.test_cfg.score_thr=0.0", "model.test_cfg.filter_thr=0.0",
+             "model.test_cfg.max_per_img=10"],
     MASK2FORMER: ["model.test_cfg.max_per_image=10"],
 }
 
@@ -74,12 +76,14 @@ def cpu_fallbacks(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", [CASCADE, HTC, SOLOV2, MASK2FORMER], ids=lambda p: p.stem)
-def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, tmp_path, capsys, cpu_fallbacks):
+def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, tmp_path, capsys,
+                                                        cpu_fallbacks):
     work = tmp_path / "work"
     code = main(["train", str(config), "--work-dir", str(work), "--seed", "3",
                  "--cfg-options", *_options(config, shapes_dataset)])
     printed = capsys.readouterr().out
-    assert code == 0 and "coco/segm/AP " in printed and "voc_mnc/mAP@0.5 " in printed and "iter_2.pth" in printed
+    assert code == 0 and "iter_2.pth" in printed
+    assert "coco/segm/AP " in printed and "voc_mnc/mAP@0.5 " in printed
     out = tmp_path / "pred.json"
     code = main(["test", str(config), str(work / "iter_2.pth"), "--out", str(out), "--work-dir", str(work),
                  "--cfg-options", *_options(config, shapes_dataset)])
@@ -118,8 +122,8 @@ def test_cascades_are_three_stage_and_htc_interleaves_without_a_semantic_branch(
 
 @pytest.mark.parametrize("dataset", ["shapes", "r50_fpn_coco", "voc_sbd"])
 def test_every_cascade_stage_samples_rois_as_mask_rcnn(dataset):
-    """As for MNC (tests/test_mnc_configs.py): the controlled configs sample RoIs as the Mask R-CNN config of their
-    dataset, at every stage (mmdet's cascades do the same at 512)."""
+    """As for MNC (tests/test_mnc_configs.py): the controlled configs sample RoIs as the Mask R-CNN config of
+    their dataset, at every stage (mmdet's cascades do the same at 512)."""
     sampler = load_config(CONFIGS / "mask_rcnn" / f"mask_rcnn_{dataset}.py").model.train_cfg.rcnn.sampler
     for folder in ("cascade_mask_rcnn", "htc"):
         stages = load_config(CONFIGS / folder / f"{folder}_{dataset}.py").model.train_cfg.rcnn
@@ -134,7 +138,8 @@ def test_unified_models_keep_the_shared_backbone_and_drop_the_rpn():
     for model in (solov2, mask2former):
         assert not hasattr(model, "rpn_head")
         assert [tuple(p.shape) for p in model.backbone.parameters()] == backbone_shapes
-    assert [tuple(p.shape) for p in solov2.neck.parameters()] == [tuple(p.shape) for p in reference.neck.parameters()]
+    neck_shapes = [tuple(p.shape) for p in reference.neck.parameters()]
+    assert [tuple(p.shape) for p in solov2.neck.parameters()] == neck_shapes
     assert not mask2former.with_neck  # the pixel decoder below takes the FPN's place
     decoder = mask2former.panoptic_head.pixel_decoder
     assert type(decoder).__name__ == "MSDeformAttnPixelDecoder"
