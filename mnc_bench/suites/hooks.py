@@ -4,7 +4,9 @@ Added to ``custom_hooks`` by the worker (registered in mmdet's HOOKS as ``SuiteR
 run directory (main process only):
 
 - ``run_stats.json``: params, effective batch size, lr (after mmengine's auto-scaling, before warm-up),
-  max_iters, world size, and wall-clock times of the runner being built and of the first iteration;
+  max_iters, world size, wall-clock times of the runner being built and of the first iteration, and
+  ``train_time_s``, the time spent in the training loop summed over the attempts of a resumed run (kept up to
+  date every few seconds, so a killed attempt's time counts);
 - ``status.json``: the current iteration, every few seconds, for the progress display and ``status``.
 
 A NaN/inf loss raises :class:`NonFiniteLoss` naming the iteration and the loss terms (mmdet's
@@ -38,6 +40,8 @@ class SuiteRunHook(Hook):
         self.run_dir = RunDir(run_dir)
         self._last_progress = 0.0
         self._first_iter_done = False
+        self._started = 0.0
+        self._earlier_attempts_s = 0.0
 
     def before_train(self, runner: Any) -> None:
         if not is_main_process():
@@ -47,7 +51,11 @@ class SuiteRunHook(Hook):
         loader = runner.train_dataloader
         batch = getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", None)
         stats = self.run_dir.read_json("run_stats.json") or {}
+        self._started = time.time()
+        # A run resumed from a checkpoint (iteration > 0) adds to the time its earlier attempts trained.
+        self._earlier_attempts_s = float(stats.get("train_time_s") or 0.0) if runner.iter > 0 else 0.0
         stats.update(
+            train_time_s=self._earlier_attempts_s,
             params=int(sum(p.numel() for p in model.parameters())),
             batch_size=int(batch) * runner.world_size if batch else None,
             lr=float(group.get("initial_lr", group["lr"])),
@@ -70,12 +78,20 @@ class SuiteRunHook(Hook):
         now = time.time()
         if not self._first_iter_done:
             self._first_iter_done = True
-            stats = self.run_dir.read_json("run_stats.json") or {}
-            stats["first_iter_at"] = now
-            self.run_dir.write_json("run_stats.json", stats)
+            self._record(first_iter_at=now)
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
+            self._record()
             self.run_dir.update_status(iter=int(runner.iter) + 1, max_iters=int(runner.max_iters))
+
+    def after_train(self, runner: Any) -> None:
+        if is_main_process():
+            self._record()
+
+    def _record(self, **fields: Any) -> None:
+        stats = self.run_dir.read_json("run_stats.json") or {}
+        stats.update(fields, train_time_s=self._earlier_attempts_s + time.time() - self._started)
+        self.run_dir.write_json("run_stats.json", stats)
 
 
 def _number(value: Any) -> float:

@@ -109,10 +109,8 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
     if main and not resume:
         _clear_checkpoints(run_dir.work_dir)
     print(f"=== {'resuming' if resume else 'training'} {config} seed {spec['seed']}", flush=True)
-    t0 = time.time()
     result = train(config, work_dir=run_dir.work_dir, cfg_options=train_options, seed=spec["seed"],
                    resume=resume, launcher=launcher)
-    train_time = time.time() - t0
     if result.checkpoint is None:
         raise RuntimeError(f"training saved no checkpoint in {run_dir.work_dir}")
     t1 = time.time()
@@ -134,7 +132,7 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
     scalars = merge_scalars(run_dir.work_dir)
     with atomic_open(run_dir.file("scalars.json"), "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in scalars)
-    return dict(train_time_s=train_time, eval_time_s=eval_time, s_per_iter=median_iter_time(scalars),
+    return dict(eval_time_s=eval_time, s_per_iter=median_iter_time(scalars),
                 peak_mem_mb=peak_memory_mb(), git_commit=git_commit(), checkpoint=str(result.checkpoint))
 
 
