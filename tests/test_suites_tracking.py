@@ -41,3 +41,5 @@ def test_runs_are_logged_to_a_local_mlflow_store(shapes_dataset, tmp_path):
     assert sorted(m.step for m in history) == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
     assert {"metrics.json", "predictions.json", "run_stats.json"} <= artifacts
+    # the files sit beside the SQLite store, not in the working directory
+    assert any((tmp_path / "mlflow-artifacts").rglob("metrics.json"))

@@ -47,10 +47,19 @@ def tracked_visualizer(visualizer: Mapping[str, Any], uri: str, run: Mapping[str
     backends = list(visualizer.get("vis_backends") or [])
     backends.append(dict(
         type="MLflowVisBackend", save_dir=str(run_dir / "mlflow"), exp_name=run["suite"], run_name=run["run_id"],
-        tracking_uri=uri, artifact_suffix=(".py",),
+        tracking_uri=uri, artifact_suffix=(".py",), artifact_location=_artifact_location(uri),
         tags={"suite": run["suite"], "model": Path(run["config"]).stem, "variant": run["variant"] or "-"},
         params={"seed": run["seed"], "config": run["config"]}))
     return dict(visualizer, name=f"mlflow-{run['run_id']}", vis_backends=backends)
+
+
+def _artifact_location(uri: str) -> str | None:
+    """A local SQLite store keeps its files beside the database (MLflow's default, ./mlruns, would land in the
+    working directory); a tracking server decides for itself."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return (Path(uri[len(prefix):]).resolve().parent / "mlflow-artifacts").as_uri()
 
 
 def log_results(uri: str, run: Mapping[str, Any], run_dir: Path) -> None:
