@@ -64,10 +64,11 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
     except KeyboardInterrupt:
         print("=== interrupted: the run stays `running` and resumes next time", flush=True)
         return EXIT_INTERRUPTED
-    except SystemExit:  # submitit requeues a preempted or timed-out job by exiting: the requeued job resumes
-        print("=== exiting to be requeued: the run stays `running` and resumes", flush=True)
-        raise
     except BaseException as exc:  # noqa: BLE001 - every failure of a run is recorded, the suite goes on
+        requeue = _requeue_exit(exc)
+        if requeue is not None:
+            print("=== exiting to be requeued: the run stays `running` and resumes", flush=True)
+            raise requeue from None
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -134,6 +135,19 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
         handle.writelines(json.dumps(row) + "\n" for row in scalars)
     return dict(eval_time_s=eval_time, s_per_iter=median_iter_time(scalars),
                 peak_mem_mb=peak_memory_mb(), git_commit=git_commit(), checkpoint=str(result.checkpoint))
+
+
+def _requeue_exit(exc: BaseException) -> SystemExit | None:
+    """The SystemExit with which submitit requeues a preempted or timed-out job (raised from its signal handler,
+    anywhere in the training code), also when library code turned it into another exception on its way up (mmengine
+    formats the config in a bare ``try/except`` while saving a checkpoint)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, SystemExit):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _tracking_step(step: Any) -> None:
