@@ -189,6 +189,7 @@ def test_figures_are_valid_sized_and_not_blank(fixture_report, name):
     assert b"CreationDate" not in pdf
 
 
+@pytest.mark.slow  # writes a second whole report (~5 s); CI runs it
 def test_same_input_gives_byte_identical_report(fixture_report):
     root, _, out, written = fixture_report
     assert "- report code: c0ffee" in (out / "report.md").read_text()

@@ -71,7 +71,10 @@ def _printed_metric(printed: str, key: str) -> float:
     return float(re.search(rf"^{re.escape(key)} (\S+)$", printed, re.MULTILINE)[1])
 
 
-@pytest.mark.parametrize("config", [MASK_RCNN, PANET, MNC], ids=lambda p: p.stem)
+# The fast tier keeps MNC (the model this project adds); Mask R-CNN and PANet take the same CLI path and run in CI's
+# slow tier (the fast tier's Mask R-CNN checkpoint fixture also trains through it).
+@pytest.mark.parametrize("config", [pytest.param(MASK_RCNN, marks=pytest.mark.slow),
+                                    pytest.param(PANET, marks=pytest.mark.slow), MNC], ids=lambda p: p.stem)
 def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, tmp_path, capsys):
     work = tmp_path / "work"
     code = main(["train", str(config), "--work-dir", str(work), "--seed", "3",
