@@ -96,12 +96,16 @@ def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, 
     # The CPU fall-backs the issue names carried the run (both would be 0 if a CUDA-only op had been taken).
     assert (cpu_fallbacks["msda"] > 0) == (config == MASK2FORMER)
     assert (cpu_fallbacks["focal"] > 0) == (config == SOLOV2)
-    if config == MASK2FORMER:
-        # Instance mode: every box is its mask's tight box (the model's only box output).
+    if config in (MASK2FORMER, SOLOV2):
+        # Box-free models: every box is its mask's tight box (mmdet's Mask2Former; SOLOv2MaskBoxes for SOLOv2,
+        # whose mmdet boxes are zeros).
+        checked = 0
         for record in records[:20]:
             mask = mask_utils.decode(record["segmentation"])
             if mask.any():
                 assert np.allclose(record["bbox"], mask_utils.toBbox(record["segmentation"]), atol=1.0)
+                checked += 1
+        assert checked > 0
 
 
 def test_cascades_are_three_stage_and_htc_interleaves_without_a_semantic_branch():

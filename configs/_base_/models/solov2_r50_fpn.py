@@ -3,12 +3,13 @@
 # configs/solov2/solov2_r50_fpn_1x_coco.py unchanged (512-channel kernel/category branches of 4 convs, 128 ->
 # 256-channel mask features at stride 4, grids 40 / 36 / 24 / 16 / 12, focal + dice losses, Matrix NMS);
 # mmdet's backbone for it is the same as the shared one. SOLOv2 predicts no boxes (mmdet fills them with
-# zeros): its coco/bbox numbers are 0 by construction, and mmdet's model zoo publishes mask AP only.
+# zeros); SOLOv2MaskBoxes (baselines/solov2.py, our choice) sets each box to its mask's tight box, as mmdet
+# does for Mask2Former, so its box AP is measured like Mask2Former's. mmdet's model zoo publishes mask AP only.
 _base_ = './r50_fpn.py'
 
 model = dict(
     _delete_=True,  # drop the RPN and its train/test settings; keep backbone and neck below
-    type='SOLOv2',
+    type='SOLOv2MaskBoxes',
     backbone=_base_.model.backbone,
     neck=_base_.model.neck,
     mask_head=dict(
