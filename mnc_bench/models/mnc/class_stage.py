@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnc_bench.models.mnc.config import STAGE3_LABELS, MNCConfig, ParameterError
+from mnc_bench.models.mnc.roi_warp import pool_warped
 
 
 def _fc_path(in_features: int, width: int, num_fcs: int) -> nn.Sequential:
@@ -110,7 +111,7 @@ class ClassStage(nn.Module):
         )
 
     def _pool(self, features: Tensor) -> Tensor:
-        return F.adaptive_max_pool2d(features, self.pooled_size).flatten(1)
+        return pool_warped(features, self.pooled_size).flatten(1)
 
 
 def classification_loss(class_logits: Tensor, labels: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnc_bench.models.mnc.config import MNCConfig, ParameterError
+from mnc_bench.models.mnc.roi_warp import pool_warped
 
 
 class MaskStage(nn.Module):
@@ -44,7 +45,7 @@ class MaskStage(nn.Module):
 
     def forward(self, roi_features: Tensor) -> Tensor:
         """[R, C, S, S] warped features -> [R, m, m] mask logits over each RoI."""
-        pooled = F.max_pool2d(roi_features, kernel_size=2, stride=2)
+        pooled = pool_warped(roi_features, self.warp_size // 2)
         hidden = F.relu(self.hidden(pooled.flatten(1)))
         return self.predictor(hidden).view(-1, self.mask_size, self.mask_size)
 

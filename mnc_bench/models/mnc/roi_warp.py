@@ -40,50 +40,112 @@ def warp_rois(features: Tensor, boxes: Sequence[Tensor], *, stride: float, outpu
         output_size: S of the S x S output grid.
 
     Returns:
-        [sum_b R_b, C, S, S], the boxes of image 0 first.
+        [sum_b R_b, C, S, S], the boxes of image 0 first, stored channel-major (see `_warp`).
     """
     if len(boxes) != features.shape[0]:
         raise ValueError(f"got boxes for {len(boxes)} images but features for {features.shape[0]}")
-    channels, height, width = features.shape[1:]
-    bins = torch.arange(output_size, dtype=features.dtype, device=features.device)
+    all_boxes, image_ids = _concatenate(boxes, features.device)
+    levels = torch.zeros_like(image_ids)
+    return _warp([features], (float(stride),), all_boxes, image_ids, levels, output_size)
+
+
+def _concatenate(boxes: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    """All images' boxes [R, 4] and the image of each [R] (int64)."""
+    counts = torch.tensor([len(b) for b in boxes], device=device)
+    image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
+    return torch.cat(list(boxes), dim=0), image_ids
+
+
+def _warp(
+    features: Sequence[Tensor],
+    strides: Sequence[float],
+    boxes: Tensor,
+    image_ids: Tensor,
+    levels: Tensor,
+    output_size: int,
+) -> Tensor:
+    """Warp box r from level `levels[r]` of image `image_ids[r]`, all boxes in one `grid_sample` call.
+
+    The levels of every image are tiled into one atlas (levels side by side, images stacked), so the output
+    comes out in box order with no scatter back from per-level batches. Each sample's cell coordinates are
+    clamped to its own level's outermost cell centres before they are shifted into the atlas, so bilinear
+    sampling never mixes neighbouring tiles (at a clamped coordinate the neighbour's weight is 0); a zero row
+    and column close the atlas so that the rounding of the normalised coordinates cannot reach its edge.
+
+    Args: features: per level [B, C, H_l, W_l]; strides: per level; boxes [R, 4]; image_ids, levels [R].
+    Returns: [R, C, S, S], a transposed view of a contiguous [C, R, S, S] tensor: grid_sample writes that
+    order, and pooling each (channel, RoI) plane needs no copy (`pool_warped`).
+    """
+    batch, channels = features[0].shape[:2]
+    dtype, device = features[0].dtype, features[0].device
+    if boxes.shape[0] == 0:
+        return features[0].new_zeros(channels, 0, output_size, output_size).transpose(0, 1)
+    tile_height = max(f.shape[2] for f in features)
+    atlas = torch.cat(
+        [F.pad(f, (0, 0, 0, tile_height - f.shape[2])) for f in features], dim=3
+    )  # [B, C, tile_height, sum W_l]
+    atlas = F.pad(atlas.transpose(0, 1).reshape(1, channels, batch * tile_height, atlas.shape[3]), (0, 1, 0, 1))
+    atlas_height, atlas_width = atlas.shape[2:]
+    widths = torch.tensor([f.shape[3] for f in features], dtype=dtype, device=device)
+    heights = torch.tensor([f.shape[2] for f in features], dtype=dtype, device=device)
+    column_offsets = torch.cumsum(widths, dim=0) - widths
+    level_strides = torch.tensor(list(strides), dtype=dtype, device=device)
+    stride, width, height = level_strides[levels, None], widths[levels, None], heights[levels, None]  # [R, 1]
+
+    bins = torch.arange(output_size, dtype=dtype, device=device)
     bin_centres = (bins + 0.5) / output_size
-    warped = []
-    for image_index, image_boxes in enumerate(boxes):
-        num_boxes = image_boxes.shape[0]
-        if num_boxes == 0:
-            warped.append(features.new_zeros(0, channels, output_size, output_size))
-            continue
-        image_boxes = image_boxes.to(features.dtype)
-        x1, y1, x2, y2 = image_boxes.unbind(dim=1)
-        xs = x1[:, None] + bin_centres[None, :] * (x2 - x1)[:, None]  # [R, S]
-        ys = y1[:, None] + bin_centres[None, :] * (y2 - y1)[:, None]  # [R, S]
-        # grid_sample with align_corners=False maps -1/+1 to the outer edges of the border cells.
-        grid_x = xs / (stride * width) * 2 - 1
-        grid_y = ys / (stride * height) * 2 - 1
-        grid = torch.stack(
-            (
-                grid_x[:, None, :].expand(num_boxes, output_size, output_size),
-                grid_y[:, :, None].expand(num_boxes, output_size, output_size),
-            ),
-            dim=-1,
-        )  # [R, S, S, 2], last dim (x, y)
-        # Stacking the R grids vertically samples all boxes of an image in one call without copying the
-        # feature map once per box.
-        sampled = F.grid_sample(
-            features[image_index : image_index + 1],
-            grid.reshape(1, num_boxes * output_size, output_size, 2),
-            mode="bilinear",
-            padding_mode="border",
-            align_corners=False,
-        )  # [1, C, R * S, S]
-        sampled = sampled.reshape(channels, num_boxes, output_size, output_size).transpose(0, 1)
-        inside_x = ((grid_x >= -1) & (grid_x <= 1)).detach()  # [R, S]
-        inside_y = ((grid_y >= -1) & (grid_y <= 1)).detach()
-        inside = inside_y[:, :, None] & inside_x[:, None, :]  # [R, S(y), S(x)]
-        if not inside.all():  # boxes clipped to the image never leave the map: skip the product then
-            sampled = sampled * inside[:, None].to(sampled.dtype)
-        warped.append(sampled)
-    return torch.cat(warped, dim=0)
+    x1, y1, x2, y2 = boxes.to(dtype).unbind(dim=1)
+    xs = x1[:, None] + bin_centres[None, :] * (x2 - x1)[:, None]  # [R, S] input pixels
+    ys = y1[:, None] + bin_centres[None, :] * (y2 - y1)[:, None]
+    # Cell j of a level spans [j, j + 1) * stride; its centre is coordinate j.
+    columns = torch.clamp(xs / stride - 0.5, min=torch.zeros_like(width), max=width - 1)
+    rows = torch.clamp(ys / stride - 0.5, min=torch.zeros_like(height), max=height - 1)
+    columns = columns + column_offsets[levels, None]
+    rows = rows + (image_ids * tile_height).to(dtype)[:, None]
+    # grid_sample with align_corners=False reads coordinate c of an n-cell axis at (c + 0.5) / n * 2 - 1.
+    grid_x = (columns + 0.5) / atlas_width * 2 - 1
+    grid_y = (rows + 0.5) / atlas_height * 2 - 1
+    num_boxes = boxes.shape[0]
+    grid = torch.stack(
+        (
+            grid_x[:, None, :].expand(num_boxes, output_size, output_size),
+            grid_y[:, :, None].expand(num_boxes, output_size, output_size),
+        ),
+        dim=-1,
+    )  # [R, S, S, 2], last dim (x, y)
+    # Stacking the R grids vertically samples all boxes in one call without copying the atlas once per box.
+    sampled = F.grid_sample(
+        atlas,
+        grid.reshape(1, num_boxes * output_size, output_size, 2),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )  # [1, C, R * S, S]
+    sampled = sampled.view(channels, num_boxes, output_size, output_size).transpose(0, 1)
+    inside_x = ((xs >= 0) & (xs <= stride * width)).detach()  # [R, S]: within the level's extent
+    inside_y = ((ys >= 0) & (ys <= stride * height)).detach()
+    inside = inside_y[:, :, None] & inside_x[:, None, :]  # [R, S(y), S(x)]
+    if not inside.all():  # boxes clipped to the image never leave the map: skip the product then
+        sampled = sampled * inside[:, None].to(sampled.dtype)
+    return sampled
+
+
+def pool_warped(features: Tensor, output_size: int) -> Tensor:
+    """Max-pool warped features [R, C, S, S] to [R, C, s, s] (s = `output_size`), as `adaptive_max_pool2d`.
+
+    Pools the channel-major storage `RoIWarp` returns in place (a [R, C] pooling of that view would first copy
+    it); when s divides S the bins are the fixed S / s windows, for which `max_pool2d` is the faster kernel.
+    Each bin's gradient goes to its first maximum either way.
+    """
+    if features.shape[0] == 0:  # max pooling takes an empty batch, not an empty channel dimension
+        return F.adaptive_max_pool2d(features, output_size)
+    planes = features.transpose(0, 1)  # contiguous for RoIWarp's output
+    size = features.shape[-1]
+    if features.shape[-2] == size and size % output_size == 0:
+        pooled = F.max_pool2d(planes, kernel_size=size // output_size)
+    else:
+        pooled = F.adaptive_max_pool2d(planes, output_size)
+    return pooled.transpose(0, 1)
 
 
 def map_boxes_to_levels(boxes: Tensor, *, num_levels: int, finest_scale: float) -> Tensor:
@@ -133,27 +195,8 @@ class RoIWarp(nn.Module):
         num_levels = len(self.featmap_strides)
         if len(features) < num_levels:
             raise ValueError(f"expected {num_levels} feature levels, got {len(features)}")
-        if num_levels == 1:
-            return warp_rois(features[0], boxes, stride=self.featmap_strides[0], output_size=self.output_size)
-
-        all_boxes = torch.cat(list(boxes), dim=0)
-        image_ids = torch.cat(
-            [torch.full((len(b),), i, dtype=torch.long, device=all_boxes.device) for i, b in enumerate(boxes)]
-        )
-        levels = map_boxes_to_levels(
-            all_boxes.detach(), num_levels=num_levels, finest_scale=self.finest_scale
-        )
-        channels = features[0].shape[1]
-        warped = features[0].new_zeros(all_boxes.shape[0], channels, self.output_size, self.output_size)
-        for level, (level_features, stride) in enumerate(zip(features, self.featmap_strides)):
-            selected = (levels == level).nonzero().squeeze(1)
-            if selected.numel() == 0:
-                continue
-            selected_images = image_ids[selected]
-            per_image = [all_boxes[selected[selected_images == i]] for i in range(len(boxes))]
-            # warp_rois returns boxes grouped by image; sort `selected` the same way to scatter back.
-            order = torch.argsort(selected_images, stable=True)
-            warped[selected[order]] = warp_rois(
-                level_features, per_image, stride=stride, output_size=self.output_size
-            )
-        return warped
+        if len(boxes) != features[0].shape[0]:
+            raise ValueError(f"got boxes for {len(boxes)} images but features for {features[0].shape[0]}")
+        all_boxes, image_ids = _concatenate(boxes, features[0].device)
+        levels = map_boxes_to_levels(all_boxes.detach(), num_levels=num_levels, finest_scale=self.finest_scale)
+        return _warp(features[:num_levels], self.featmap_strides, all_boxes, image_ids, levels, self.output_size)

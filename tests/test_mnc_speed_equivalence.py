@@ -1,0 +1,143 @@
+"""The optimised MNC paths give the outputs and gradients of the straightforward ones they replaced.
+
+Each reference below is the earlier implementation, kept here verbatim in substance: RoI warping one
+`grid_sample` call per (level, image) scattered into a zero canvas, and `adaptive_max_pool2d` / `max_pool2d`
+on [R, C, S, S] tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mnc_bench.models.mnc import ClassStage, MaskStage
+from mnc_bench.models.mnc.roi_warp import RoIWarp, map_boxes_to_levels, pool_warped, warp_rois
+
+
+def _reference_warp_level(features: Tensor, boxes: Sequence[Tensor], stride: float, size: int) -> Tensor:
+    channels, height, width = features.shape[1:]
+    bin_centres = (torch.arange(size, dtype=features.dtype) + 0.5) / size
+    warped = []
+    for image, image_boxes in enumerate(boxes):
+        count = image_boxes.shape[0]
+        if count == 0:
+            warped.append(features.new_zeros(0, channels, size, size))
+            continue
+        x1, y1, x2, y2 = image_boxes.to(features.dtype).unbind(dim=1)
+        grid_x = (x1[:, None] + bin_centres * (x2 - x1)[:, None]) / (stride * width) * 2 - 1
+        grid_y = (y1[:, None] + bin_centres * (y2 - y1)[:, None]) / (stride * height) * 2 - 1
+        grid = torch.stack((grid_x[:, None, :].expand(count, size, size),
+                            grid_y[:, :, None].expand(count, size, size)), dim=-1)
+        sampled = F.grid_sample(features[image : image + 1], grid.reshape(1, count * size, size, 2),
+                                mode="bilinear", padding_mode="border", align_corners=False)
+        sampled = sampled.reshape(channels, count, size, size).transpose(0, 1)
+        inside = (((grid_y >= -1) & (grid_y <= 1))[:, :, None] & ((grid_x >= -1) & (grid_x <= 1))[:, None, :])
+        warped.append(sampled * inside[:, None].to(sampled.dtype))
+    return torch.cat(warped, dim=0)
+
+
+def _reference_warp(features: Sequence[Tensor], boxes: Sequence[Tensor], strides: Sequence[float], size: int,
+                    finest_scale: float) -> Tensor:
+    all_boxes = torch.cat(list(boxes))
+    image_ids = torch.cat([torch.full((len(b),), i) for i, b in enumerate(boxes)])
+    levels = map_boxes_to_levels(all_boxes.detach(), num_levels=len(strides), finest_scale=finest_scale)
+    warped = features[0].new_zeros(all_boxes.shape[0], features[0].shape[1], size, size)
+    for level, (level_features, stride) in enumerate(zip(features, strides)):
+        selected = (levels == level).nonzero().squeeze(1)
+        if selected.numel() == 0:
+            continue
+        per_image = [all_boxes[selected[image_ids[selected] == i]] for i in range(len(boxes))]
+        order = torch.argsort(image_ids[selected], stable=True)
+        warped[selected[order]] = _reference_warp_level(level_features, per_image, stride, size)
+    return warped
+
+
+def _boxes(generator: torch.Generator, count: int, image_size: int) -> Tensor:
+    # Sizes from a few pixels to beyond the image, so every level is used; a third stick out of the map.
+    centres = torch.rand(count, 2, generator=generator, dtype=torch.float64) * image_size * 1.2 - 0.1 * image_size
+    sides = torch.rand(count, 2, generator=generator, dtype=torch.float64) * image_size * 0.9 + 2.0
+    return torch.cat((centres - sides / 2, centres + sides / 2), dim=1)
+
+
+def _inputs(strides: Sequence[float], image_size: int, counts: Sequence[int], seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    features = [torch.randn(len(counts), 3, image_size // int(s), image_size // int(s), generator=generator,
+                            dtype=torch.float64, requires_grad=True) for s in strides]
+    boxes = [_boxes(generator, count, image_size).requires_grad_() for count in counts]
+    return features, boxes
+
+
+def _outputs_and_gradients(function, features, boxes, weights: Tensor) -> list[Tensor]:
+    output = function(features, boxes)
+    gradients = torch.autograd.grad((output * weights).sum(), [*features, *boxes])
+    return [output, *gradients]
+
+
+@pytest.mark.parametrize("strides, counts", [
+    ((4.0, 8.0, 16.0, 32.0), (9, 0, 14)),  # FPN, an image without boxes in the middle
+    ((16.0,), (5, 7)),  # C4: one level
+])
+def test_roi_warp_equals_per_level_canvas_reference(strides, counts):
+    features, boxes = _inputs(strides, 64, counts, seed=0)
+    warp = RoIWarp(featmap_strides=strides, output_size=6, finest_scale=4.0)
+    levels = map_boxes_to_levels(torch.cat(boxes).detach(), num_levels=len(strides), finest_scale=4.0)
+    assert len(strides) == 1 or len(set(levels.tolist())) == len(strides)  # every level is exercised
+    weights = torch.randn(sum(counts), 3, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ours = _outputs_and_gradients(warp, features, boxes, weights)
+    reference = _outputs_and_gradients(
+        lambda f, b: _reference_warp(f, b, strides, 6, 4.0), features, boxes, weights)
+    for got, expected in zip(ours, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_single_level_warp_rois_equals_reference():
+    features, boxes = _inputs((8.0,), 48, (4, 6), seed=2)
+    weights = torch.randn(10, 3, 5, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ours = _outputs_and_gradients(lambda f, b: warp_rois(f[0], b, stride=8.0, output_size=5),
+                                  features, boxes, weights)
+    reference = _outputs_and_gradients(lambda f, b: _reference_warp_level(f[0], b, 8.0, 5),
+                                       features, boxes, weights)
+    for got, expected in zip(ours, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("size, pooled", [(28, 14), (28, 7), (12, 5)])  # fixed windows, and adaptive ones
+@pytest.mark.parametrize("channel_major", [True, False])
+def test_pool_warped_equals_adaptive_max_pool(size, pooled, channel_major):
+    generator = torch.Generator().manual_seed(4)
+    storage = torch.randn(3, 5, size, size, generator=generator)  # [C, R, S, S] as RoIWarp stores it
+    features = (storage.transpose(0, 1) if channel_major else storage.transpose(0, 1).contiguous())
+    features.requires_grad_()
+    weights = torch.randn(5, 3, pooled, pooled, generator=generator)
+    reference = F.adaptive_max_pool2d(features, pooled)
+    (reference_grad,) = torch.autograd.grad((reference * weights).sum(), features)
+    ours = pool_warped(features, pooled)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), features)
+    assert torch.equal(ours, reference) and torch.equal(grad, reference_grad)
+
+
+def test_stages_on_warped_features_equal_their_reference_formulas():
+    """MaskStage and ClassStage on RoIWarp's channel-major output give what the plain formulas give on a
+    contiguous copy (max_pool2d by 2 for masks, adaptive max pooling for classification)."""
+    torch.manual_seed(5)
+    features, boxes = _inputs((4.0, 8.0), 64, (6, 4), seed=6)
+    warped = RoIWarp(featmap_strides=(4.0, 8.0), output_size=8, finest_scale=4.0)(
+        [f.float() for f in features], [b.float() for b in boxes])
+    assert warped.transpose(0, 1).is_contiguous()
+    mask_stage = MaskStage(in_channels=3, warp_size=8, mask_size=8, hidden_dim=16)
+    class_stage = ClassStage(in_channels=3, num_classes=2, pooled_size=2, fc_dim=16, num_fcs=1)
+    plain = warped.detach().contiguous()
+    torch.testing.assert_close(
+        mask_stage(warped),
+        mask_stage.predictor(F.relu(mask_stage.hidden(F.max_pool2d(plain, 2).flatten(1)))).view(-1, 8, 8))
+    mask_logits = mask_stage(warped)
+    out = class_stage(warped, mask_logits)
+    masked = F.adaptive_max_pool2d(plain * torch.sigmoid(mask_logits)[:, None], 2).flatten(1)
+    joint = torch.cat((class_stage.mask_path(masked),
+                       class_stage.box_path(F.adaptive_max_pool2d(plain, 2).flatten(1))), dim=1)
+    torch.testing.assert_close(out.seg_cls_logits, class_stage.seg_classifier(joint))
+    torch.testing.assert_close(out.box_deltas, class_stage.box_regressor(joint).view(-1, 2, 4))
