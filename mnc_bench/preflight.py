@@ -2,8 +2,8 @@
 
 - the datasets the run reads exist and are valid (the synthetic shapes are generated when missing);
 - pretrained weights are local files (nothing is downloaded);
-- the model type is registered; the loop sections (``train_cfg``, ``val_cfg``, ``test_cfg``) hold the keys
-  their loop class takes; the dataloader arguments obey torch's ``DataLoader`` rules.
+- every ``type`` in the model config is registered (nested heads, losses, assigners, ...); the loop sections
+  (``train_cfg``, ``val_cfg``, ``test_cfg``) hold the keys their loop class takes; the dataloader arguments obey torch's ``DataLoader`` rules.
 
 Problems with config values are :class:`~mnc_bench.errors.ConfigError` naming the key.
 """
@@ -181,11 +181,7 @@ def _check_pretrained_entry(owner, init_cfg, where: str) -> None:
 def check_buildable(cfg, phases: Sequence[str]) -> None:
     """Check the model type, and the loop section and dataloader of each phase ('train', 'val', 'test') against
     what mmengine and torch accept, before the Runner builds anything."""
-    from mmdet.registry import MODELS
-
-    model_type = cfg.model.get("type")
-    if isinstance(model_type, str) and MODELS.get(model_type) is None:
-        raise ConfigError(f"model.type: unknown model type {model_type!r} (not in mmdet's MODELS registry)")
+    check_types(cfg.model, "model")
     for phase in ("train", "val", "test"):
         # mmengine needs a phase's three sections together or not at all.
         sections = [f"{phase}_dataloader", f"{phase}_cfg", "optim_wrapper" if phase == "train" else
@@ -197,6 +193,27 @@ def check_buildable(cfg, phases: Sequence[str]) -> None:
     for phase in phases:
         check_loop(cfg, f"{phase}_cfg")
         check_dataloader(cfg, f"{phase}_dataloader")
+
+
+def check_types(node: Any, where: str) -> None:
+    """Every ``type`` in the model config, at any depth, names something mmdet can build: a model part (MODELS,
+    e.g. heads, losses, layers), a task utility (TASK_UTILS: assigners, samplers, coders, anchor generators), a
+    weight initialiser, or an mmcv op looked up by name (``RoIAlign``, ``nms``). A typo in a nested type would
+    otherwise surface as a KeyError deep inside the Runner's model build."""
+    import mmcv.ops
+    from mmdet.registry import MODELS, TASK_UTILS
+    from mmengine.registry import WEIGHT_INITIALIZERS
+
+    if isinstance(node, Mapping):
+        kind = node.get("type")
+        if isinstance(kind, str) and not hasattr(mmcv.ops, kind) and all(
+                registry.get(kind) is None for registry in (MODELS, TASK_UTILS, WEIGHT_INITIALIZERS)):
+            raise ConfigError(f"{where}.type: unknown type {kind!r} (not in mmdet's registries)")
+        for key, value in node.items():
+            check_types(value, f"{where}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            check_types(value, f"{where}[{index}]")
 
 
 def check_loop(cfg, section: str) -> None:

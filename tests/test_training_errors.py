@@ -50,6 +50,32 @@ def test_unknown_model_type_is_named(tmp_path, shapes_dataset, capsys):
     assert "MaskRCNNN" in _one_line_error(capsys)
 
 
+@pytest.mark.parametrize("key, value", [("model.roi_head.bbox_head.type", "NoSuchHead"),
+                                        ("model.roi_head.bbox_head.loss_cls.type", "NoSuchLoss"),
+                                        ("model.train_cfg.rcnn.assigner.type", "NoSuchAssigner")])
+def test_unknown_nested_type_is_named_with_its_key(key, value, shapes_dataset, capsys):
+    assert main(["train", str(MASK_RCNN), "--cfg-options", f"data_root={shapes_dataset}", f"{key}={value}"]) == 2
+    assert _one_line_error(capsys) == f"error: {key}: unknown type {value!r} (not in mmdet's registries)"
+
+
+def test_every_type_of_every_zoo_config_passes_the_type_check():
+    """No false alarm: the nested types of every shipped config (heads, losses, assigners, mmcv ops such as
+    RoIAlign and nms, initialisers) are all found."""
+    from mmengine.registry import DefaultScope
+
+    from mnc_bench.config_loading import load_config
+    from mnc_bench.preflight import check_types
+    from mnc_bench.registration import register_all
+
+    register_all()
+    configs = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*/*.py")
+                     if p.parent.name != "_base_")
+    assert len(configs) > 25
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        for config in configs:
+            check_types(load_config(config).model, "model")
+
+
 def test_malformed_cfg_option(capsys):
     # Refused while parsing the command line (argparse: usage, then one error line); from Python by train().
     with pytest.raises(SystemExit) as info:
