@@ -85,8 +85,9 @@ def test_collect_writes_one_row_per_run_in_the_shared_schema(suite, tmp_path, ca
                       "axis.config", "axis.train_cfg.max_iters"]
     assert list(table.columns[:10]) == expected_start
     assert set(STANDARD_METRICS) <= set(table.columns) and "voc_mnc/AP@0.5/circle" in table.columns
-    assert list(table.columns[-11:]) == ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "peak_mem_mb",
-                                         "params", "git_commit", "run_dir", "test_ann_file", "test_img_dir"]
+    assert list(table.columns[-12:]) == ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "peak_mem_mb",
+                                         "params", "git_commit", "run_dir", "test_ann_file", "test_img_dir",
+                                         "reused_from"]
     first = table.iloc[0]
     assert first["suite"] == "tiny" and first["model"] == "mnc_3stage_shapes" and first["seed"] == 0
     assert first["variant"] == "train_cfg.max_iters=2" and first["axis.train_cfg.max_iters"] == 2

@@ -3,7 +3,8 @@
 Columns (the schema ``mnc-bench report`` reads; see the README): suite, run_id, status, failure_reason, config,
 model, seed, variant, ``axis.<key>`` per suite axis, every standard metric key (NaN when not measured) plus the
 suite's extra ``metrics``, batch_size, lr, max_iters, train_time_s, s_per_iter, peak_mem_mb, params,
-git_commit, run_dir, test_ann_file, test_img_dir.
+git_commit, run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>`` the run was copied from, or
+empty).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ STANDARD_METRICS = (
 )
 LEADING = ["suite", "run_id", "status", "failure_reason", "config", "model", "seed", "variant"]
 TRAILING = ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "peak_mem_mb", "params", "git_commit",
-            "run_dir", "test_ann_file", "test_img_dir"]
+            "run_dir", "test_ann_file", "test_img_dir", "reused_from"]
 # What the printed summary shows when the suite names no metrics.
 SUMMARY_METRICS = ["coco/segm/AP", "coco/segm/AP50", "coco/bbox/AP", "voc_sds/mAP@0.5", "voc_mnc/mAP@0.5"]
 
@@ -58,7 +59,7 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
     for column in ("seed", "batch_size", "max_iters", "params"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
-    for column in ("failure_reason", "variant", "git_commit"):
+    for column in ("failure_reason", "variant", "git_commit", "reused_from"):
         table[column] = table[column].fillna("").astype(str)
     return table
 
@@ -77,6 +78,7 @@ def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
         config=config, model=Path(config).stem, seed=run.get("seed"), variant=run.get("variant", ""),
         _axes=list(axes),
         run_dir=str(run_dir.path), test_ann_file=run.get("test_ann_file", ""), test_img_dir=run.get("test_img_dir", ""),
+        reused_from=status.get("reused_from") or "",
     )
     row.update({f"axis.{key}": value for key, value in axes.items()})
     row.update({key: math.nan if values.get(key) is None else values[key] for key in metrics})

@@ -20,12 +20,13 @@ def suite_results_dir(suite: str, results: str | Path = "results") -> Path:
 
 
 def run_command(suite: str, *, results: str | Path = "results", workers: int = 1, executor: str = "local",
-                dry_run: bool = False, rerun_failed: bool = False, seeds: Sequence[int] | None = None,
-                cfg_options: Mapping[str, Any] | None = None, slurm: Mapping[str, Any] | None = None,
+                dry_run: bool = False, rerun_failed: bool = False, reuse: bool = True,
+                seeds: Sequence[int] | None = None, cfg_options: Mapping[str, Any] | None = None, slurm: Mapping[str, Any] | None = None,
                 track: str | None = None, started_at: float | None = None,
                 echo: Callable[[str], None] = print) -> int:
-    """Validate and run a suite; returns the exit code (1 if a run failed in this invocation). ``track``:
-    ``mlflow`` or ``mlflow=URI`` (see :mod:`mnc_bench.suites.tracking`)."""
+    """Validate and run a suite; returns the exit code (1 if a run failed in this invocation). ``reuse``: copy
+    runs finished under another suite of ``results`` instead of training them (see :mod:`mnc_bench.suites.reuse`).
+    ``track``: ``mlflow`` or ``mlflow=URI`` (see :mod:`mnc_bench.suites.tracking`)."""
     from mnc_bench.suites.runner import run_suite
     from mnc_bench.suites.spec import load_suite
     from mnc_bench.suites.tracking import tracking_uri
@@ -46,7 +47,7 @@ def run_command(suite: str, *, results: str | Path = "results", workers: int = 1
     runner = _executor(executor, workers, {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}},
                        suite_dir, len(spec.runs), uri)
     before = _failed_ids(suite_dir)
-    record = run_suite(spec, suite_dir, executor=runner, rerun_failed=rerun_failed, dry_run=dry_run,
+    record = run_suite(spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse, dry_run=dry_run,
                        started_at=started_at, echo=echo)
     if dry_run:
         return 0

@@ -4,7 +4,8 @@ Files (each written atomically)::
 
     run.json          what the run is (suite, run_id, config, cfg_options, axes, seed, variant, test files)
     config.py         the resolved config
-    status.json       {state: pending|running|done|failed, started, ended, exit_reason, log_tail, ...}
+    status.json       {state: pending|running|done|failed, started, ended, exit_reason, log_tail, ...;
+                      reused_from: <suite>/<run-id> for a copy of another suite's finished run}
     log.txt           the worker's output (appended across attempts)
     work/             mmengine's work dir (checkpoints, its own logs)
     metrics.json      flat metrics of the test split at test batch 1 (NaN as null)
@@ -149,11 +150,12 @@ class RunDir:
 
 
 def list_run_dirs(suite_dir: str | os.PathLike[str]) -> list[RunDir]:
-    """Run directories (those with a run.json) under a suite's results directory, by name."""
+    """Run directories (those with a run.json) under a suite's results directory, by name; hidden folders
+    (a copy being staged, see :mod:`~mnc_bench.suites.reuse`) are not runs."""
     root = Path(suite_dir)
     if not root.is_dir():
         return []
-    return [RunDir(p) for p in sorted(root.iterdir()) if (p / "run.json").is_file()]
+    return [RunDir(p) for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / "run.json").is_file()]
 
 
 def pause_point(point: str, marker_dir: str | os.PathLike[str]) -> None:

@@ -9,6 +9,10 @@ What happens to each run of the plan:
 - ``running`` without one (the runner or the machine died): resumed from its last whole checkpoint;
 - ``pending`` or new: started.
 
+A run that would execute (start, resume, rerun) but is ``done`` under another suite of the same results root
+(same id: same resolved config and seed) is copied from there instead (``reuse``; see
+:mod:`~mnc_bench.suites.reuse`), unless ``reuse=False`` (``--no-reuse``).
+
 ``results/<suite>/suite.json`` keeps the plan (run ids in order, axes, metrics) for ``status`` and ``collect``,
 and one record per invocation (wall time, the runs' own time, time to the first training iteration).
 """
@@ -26,14 +30,16 @@ from typing import Any
 
 from mnc_bench.errors import UserError
 from mnc_bench.io import atomic_open
-from mnc_bench.suites.rundir import RunDir, now_iso
+from mnc_bench.suites.reuse import copy_run, find_done_run, source_name
+from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso
 from mnc_bench.suites.spec import RunSpec, Suite
 from mnc_bench.suites.worker import EXIT_BUSY, EXIT_INTERRUPTED
 
 # Files of a finished or failed attempt that a rerun from scratch removes (the log is kept and appended to).
 RESULT_FILES = ("metrics.json", "predictions.json", "scalars.json", "run_stats.json")
 RESULT_DIRS = ("work", "eval")
-ACTIONS = ("start", "resume", "rerun", "skip (done)", "skip (failed)", "skip (running elsewhere)")
+EXECUTING = ("start", "resume", "rerun")
+ACTIONS = (*EXECUTING, "reuse", "skip (done)", "skip (failed)", "skip (running elsewhere)")
 
 
 @dataclass
@@ -41,56 +47,67 @@ class PlannedRun:
     spec: RunSpec
     run_dir: RunDir
     action: str
+    source: RunDir | None = None  # action "reuse": the finished run copied
 
     @property
     def executes(self) -> bool:
-        return not self.action.startswith("skip")
+        return self.action in EXECUTING
 
 
-def plan_suite(suite: Suite, suite_dir: str | Path, *, rerun_failed: bool = False) -> list[PlannedRun]:
+def plan_suite(suite: Suite, suite_dir: str | Path, *, rerun_failed: bool = False,
+               reuse: bool = True) -> list[PlannedRun]:
     """What this invocation does with each run of the suite (see the module docstring)."""
     plan = []
     for spec in suite.runs:
         run_dir = RunDir(Path(suite_dir) / spec.run_id)
-        state = run_dir.state if run_dir.file("run.json").is_file() else "new"
-        if state == "done":
-            action = "skip (done)"
-        elif state == "failed":
-            action = "rerun" if rerun_failed else "skip (failed)"
-        elif state == "running":
-            action = "skip (running elsewhere)" if run_dir.is_live() else "resume"
-        else:
-            action = "start"
-        plan.append(PlannedRun(spec, run_dir, action))
+        action = _action(run_dir, rerun_failed)
+        source = None
+        if reuse and action in EXECUTING:
+            source = find_done_run(Path(suite_dir).parent, spec.run_id, exclude=suite_dir, metrics=suite.metrics)
+        plan.append(PlannedRun(spec, run_dir, "reuse" if source else action, source))
     return plan
+
+
+def _action(run_dir: RunDir, rerun_failed: bool) -> str:
+    """What the run's own directory calls for."""
+    state = run_dir.state if run_dir.file("run.json").is_file() else "new"
+    if state == "done":
+        return "skip (done)"
+    if state == "failed":
+        return "rerun" if rerun_failed else "skip (failed)"
+    if state == "running":
+        return "skip (running elsewhere)" if run_dir.is_live() else "resume"
+    return "start"
 
 
 def format_plan(suite: Suite, plan: list[PlannedRun]) -> list[str]:
     """The plan as text lines: one per run, then the counts."""
     width = max((len(p.spec.label) for p in plan), default=0)
     lines = [f"suite {suite.name} ({suite.path}): {len(plan)} runs"]
-    lines += [f"  {p.spec.run_id}  {p.spec.label:<{width}}  {p.action}" for p in plan]
+    lines += [f"  {p.spec.run_id}  {p.spec.label:<{width}}  {p.action}"
+              + (f" from {source_name(p.source)}" if p.source else "") for p in plan]
     counts = {action: sum(p.action == action for p in plan) for action in ACTIONS}
     lines.append("  " + ", ".join(f"{n} {action}" for action, n in counts.items() if n))
     return lines
 
 
 def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_failed: bool = False,
-              dry_run: bool = False, started_at: float | None = None,
+              reuse: bool = True, dry_run: bool = False, started_at: float | None = None,
               echo: Callable[[str], None] = print, progress_stream: Any = None) -> dict[str, Any]:
-    """Plan, print the plan, and (unless ``dry_run``) execute the runs that need it. Returns the invocation
-    record (also appended to suite.json)."""
+    """Plan, print the plan, and (unless ``dry_run``) copy the reusable runs and execute those that need it.
+    Returns the invocation record (also appended to suite.json)."""
     from mnc_bench.suites.progress import SuiteProgress
 
     started_at = started_at or time.time()
     suite_dir = Path(suite_dir)
-    plan = plan_suite(suite, suite_dir, rerun_failed=rerun_failed)
+    plan = plan_suite(suite, suite_dir, rerun_failed=rerun_failed, reuse=reuse)
     for line in format_plan(suite, plan):
         echo(line)
     record: dict[str, Any] = dict(started_at=started_at, validated_at=time.time(), executor=executor.name,
                                   workers=getattr(executor, "workers", getattr(executor, "max_parallel", 1)))
     if dry_run:
         return record
+    record["reused"] = sum(_reuse(p, suite, rerun_failed, echo) for p in plan if p.action == "reuse")
     todo = [p for p in plan if p.executes]
     _prepare_data(todo)
     for planned in todo:
@@ -126,6 +143,20 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_faile
     return record
 
 
+def _reuse(planned: PlannedRun, suite: Suite, rerun_failed: bool, echo: Callable[[str], None]) -> bool:
+    """Copy the planned run's source into this suite; if that fails (the source went away, a worker holds the
+    run), the run does what its own directory calls for."""
+    try:
+        copy_run(planned.source, planned.run_dir,
+                 write_identity=lambda run_dir: _write_identity(run_dir, planned.spec, suite))
+        return True
+    except (OSError, RunBusy) as exc:
+        planned.action = _action(planned.run_dir, rerun_failed)
+        echo(f"  {planned.spec.run_id}: not reused from {source_name(planned.source)} ({exc}): {planned.action}")
+        planned.source = None
+        return False
+
+
 def _prepare_data(todo: list[PlannedRun]) -> None:
     """Check (and, for the synthetic shapes, generate) every dataset once, before the workers start: parallel
     workers must not race to write the same dataset."""
@@ -152,16 +183,21 @@ def _prepare_run_dir(planned: PlannedRun, suite: Suite) -> None:
     if planned.action == "resume":
         return
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_dir.write_json("run.json", {**planned.spec.record(), "metrics": suite.metrics})
+    _write_identity(run_dir, planned.spec, suite)
+    if not run_dir.file("status.json").is_file():
+        run_dir.write_json("status.json", {"state": "pending"})
+
+
+def _write_identity(run_dir: RunDir, spec: RunSpec, suite: Suite) -> None:
+    """run.json (what the run is, in this suite) and config.py (the resolved config, seed included)."""
     from mmengine.config import Config
 
-    resolved = planned.spec.cfg.to_dict()
-    resolved["randomness"] = dict(resolved.get("randomness") or {}, seed=planned.spec.seed)
+    run_dir.write_json("run.json", {**spec.record(), "metrics": suite.metrics})
+    resolved = spec.cfg.to_dict()
+    resolved["randomness"] = dict(resolved.get("randomness") or {}, seed=spec.seed)
     with atomic_open(run_dir.file("config.py"), "w", encoding="utf-8") as handle:
         # format_python_code=False: yapf would take ~0.4 s per run for no gain in content
         handle.write(Config(resolved, format_python_code=False).pretty_text)
-    if not run_dir.file("status.json").is_file():
-        run_dir.write_json("status.json", {"state": "pending"})
 
 
 def _settle(run_dir: RunDir, exit_code: int | None) -> dict[str, Any]:

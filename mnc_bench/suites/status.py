@@ -1,4 +1,5 @@
-"""``mnc-bench status``: every run of a suite's results directory with state, duration and failure reason."""
+"""``mnc-bench status``: every run of a suite's results directory with state, duration and failure reason; a
+``reused from`` column names the suite a run was copied from (shown when a run was)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def status_rows(suite_dir: str | Path) -> list[dict[str, Any]]:
                                              f"seed={run.get('seed')}") if part),
             state=state + ("" if in_plan else " [not in the suite file any more]"),
             duration=format_duration(_duration(status)),
+            reused_from=status.get("reused_from") or "",
             reason=status.get("exit_reason") if status["state"] == "failed" else "",
         ))
     return rows
@@ -49,11 +51,12 @@ def format_status(suite_dir: str | Path) -> str:
     rows = status_rows(suite_dir)
     if not rows:
         return f"no runs in {suite_dir}"
-    columns = ("run_id", "what", "state", "duration", "reason")
-    widths = {c: max(len(c), *(len(str(row[c] or "")) for row in rows)) for c in columns[:-1]}
-    lines = ["  ".join(f"{c:<{widths[c]}}" for c in columns[:-1]) + "  reason"]
+    columns = ["run_id", "what", "state", "duration", *(["reused_from"] if any(r["reused_from"] for r in rows) else [])]
+    headers = {c: c.replace("_", " ") for c in columns}
+    widths = {c: max(len(headers[c]), *(len(str(row[c] or "")) for row in rows)) for c in columns}
+    lines = ["  ".join(f"{headers[c]:<{widths[c]}}" for c in columns) + "  reason"]
     for row in rows:
-        lines.append("  ".join(f"{str(row[c] or ''):<{widths[c]}}" for c in columns[:-1]) + f"  {row['reason'] or ''}")
+        lines.append("  ".join(f"{str(row[c] or ''):<{widths[c]}}" for c in columns) + f"  {row['reason'] or ''}")
     states = [row["state"].split(" ")[0] for row in rows]
     lines.append(", ".join(f"{states.count(s)} {s}" for s in ("done", "failed", "running", "pending") if s in states))
     return "\n".join(lines)

@@ -55,6 +55,9 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
     _redirect_output(run_dir.file("log.txt"))
     spec = run_dir.read_run()
     previous = run_dir.status()
+    if previous["state"] == "done":  # finished (or copied from another suite) since this worker was started
+        print(f"=== mnc-bench worker: run {spec['run_id']} is done already ({now_iso()})", flush=True)
+        return EXIT_DONE
     attempt = int(previous.get("attempt", 0)) + 1
     print(f"=== mnc-bench worker: run {spec['run_id']} attempt {attempt} ({now_iso()}, pid {os.getpid()})", flush=True)
     run_dir.update_status(state="running", started=previous.get("started") or now_iso(), ended=None,

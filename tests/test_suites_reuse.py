@@ -1,0 +1,222 @@
+"""Finished runs reused across suites of one results root: copied instead of trained (no worker starts), only
+when whole and done, never with --no-reuse; the copy is independent of its source and appears in one rename."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+pytest.importorskip("mmcv.ops")
+
+from mnc_bench.suites import commands  # noqa: E402
+from mnc_bench.suites.collect import collect  # noqa: E402
+from mnc_bench.suites.commands import status_command  # noqa: E402
+from mnc_bench.suites.rundir import RunDir, list_run_dirs  # noqa: E402
+from mnc_bench.suites.runner import format_plan, plan_suite, run_suite  # noqa: E402
+from mnc_bench.suites.spec import load_suite  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    monkeypatch.chdir(REPO)  # config paths in suites are relative to the working directory
+
+
+def write_suite(tmp_path: Path, name: str, data_root: Path, *, seeds=(0, 1), extra: str = "") -> Path:
+    """A Mask R-CNN suite; suites that differ only in a logging interval (not part of a run id) share runs."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""
+        base: configs/mask_rcnn/mask_rcnn_shapes.py
+        seeds: {list(seeds)}
+        cfg_options:
+          data_root: {data_root}/
+          train_cfg.max_iters: 3
+          default_hooks.logger.interval: {len(name)}
+    """) + textwrap.dedent(extra))
+    return path
+
+
+def finish_run(run_dir: RunDir) -> None:
+    """What a worker leaves in a finished run directory (without training)."""
+    run_dir.work_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir.work_dir / "iter_3.pth").write_bytes(b"weights of " + run_dir.run_id.encode())
+    run_dir.write_json("metrics.json", {"coco/segm/AP": 0.25, "coco/bbox/AP": 0.5})
+    run_dir.write_json("predictions.json", [])
+    with open(run_dir.file("log.txt"), "a", encoding="utf-8") as log:
+        log.write("=== done\n")
+    run_dir.update_status(state="done", started="2026-01-01T00:00:00+00:00", ended="2026-01-01T00:10:00+00:00",
+                          exit_reason="finished", attempt=1)
+
+
+class FakeTraining:
+    """An executor that 'trains' by writing a finished run's files; records which runs it was given."""
+
+    name = "fake"
+    workers = 1
+
+    def __init__(self) -> None:
+        self.trained: list[str] = []
+
+    def execute(self, run_dirs, events, suite_dir) -> None:
+        for run_dir in run_dirs:
+            self.trained.append(run_dir.run_id)
+            events.started(run_dir)
+            finish_run(run_dir)
+            events.finished(run_dir, 0, 1.0)
+
+
+def run(path: Path, results: Path, **kwargs) -> tuple[FakeTraining, list[str]]:
+    executor, lines = FakeTraining(), []
+    run_suite(load_suite(path, build_models=False), results / path.stem, executor=executor, echo=lines.append,
+              progress_stream=io.StringIO(), **kwargs)
+    return executor, lines
+
+
+def test_a_run_done_in_another_suite_is_copied_not_trained_and_stands_alone(shapes_dataset, tmp_path):
+    results = tmp_path / "results"
+    a, b = write_suite(tmp_path, "a", shapes_dataset), write_suite(tmp_path, "bb", shapes_dataset, seeds=(0, 1, 2))
+    trained_a, _ = run(a, results)
+    ids = trained_a.trained
+    assert len(ids) == 2
+
+    plan = plan_suite(load_suite(b, build_models=False), results / "bb")
+    assert [p.spec.run_id for p in plan][:2] == ids  # same config and seed: same id, whatever the suite
+    assert [p.action for p in plan] == ["reuse", "reuse", "start"]
+    text = "\n".join(format_plan(load_suite(b, build_models=False), plan))
+    assert f"reuse from a/{ids[0]}" in text and text.endswith("1 start, 2 reuse")
+
+    trained_b, lines = run(b, results)
+    assert trained_b.trained == [plan[2].spec.run_id]  # only the new seed trains
+    copies = [RunDir(results / "bb" / run_id) for run_id in ids]
+    for copy, run_id in zip(copies, ids):
+        source = RunDir(results / "a" / run_id)
+        status = copy.status()
+        assert status["state"] == "done" and status["reused_from"] == f"a/{run_id}"
+        assert copy.read_run()["suite"] == "bb" and source.read_run()["suite"] == "a"
+        assert Config.fromfile(copy.file("config.py")).default_hooks.logger.interval == 2  # this suite's config
+        assert copy.read_json("metrics.json") == source.read_json("metrics.json")
+        assert (copy.work_dir / "iter_3.pth").stat().st_ino == (source.work_dir / "iter_3.pth").stat().st_ino
+    assert lines[-1] == "bb: 3 done, 0 failed, 0 running, 0 left"
+
+    table = collect(results / "bb")
+    assert table["reused_from"].tolist() == [f"a/{ids[0]}", f"a/{ids[1]}", ""]
+    status_text = status_command("bb", results=results)
+    assert "reused from" in status_text.splitlines()[0] and f"a/{ids[1]}" in status_text
+
+    # the copy is its own: what happens to the source afterwards does not reach it
+    with open(results / "a" / ids[0] / "log.txt", "a", encoding="utf-8") as log:
+        log.write("appended to the source\n")
+    assert "appended" not in copies[0].file("log.txt").read_text()
+    shutil.rmtree(results / "a")
+    assert (copies[0].work_dir / "iter_3.pth").read_bytes() == f"weights of {ids[0]}".encode()
+    assert collect(results / "bb")["coco/segm/AP"].tolist() == [0.25, 0.25, 0.25]
+    trained_again, _ = run(b, results)
+    assert trained_again.trained == []
+
+
+def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(shapes_dataset, tmp_path):
+    results = tmp_path / "results"
+    a = write_suite(tmp_path, "a", shapes_dataset, seeds=(0, 1, 2, 3))
+    failed, interrupted, truncated, whole = (RunDir(results / "a" / run_id) for run_id in run(a, results)[0].trained)
+    failed.update_status(state="failed", exit_reason="non-finite loss")
+    interrupted.update_status(state="running")  # killed: no worker holds it
+    metrics = truncated.file("metrics.json")
+    metrics.write_text(metrics.read_text()[:10])
+
+    b = write_suite(tmp_path, "bb", shapes_dataset, seeds=(0, 1, 2, 3))
+    plan = plan_suite(load_suite(b, build_models=False), results / "bb")
+    assert [(p.spec.run_id, p.action) for p in plan] == [
+        (failed.run_id, "start"), (interrupted.run_id, "start"), (truncated.run_id, "start"), (whole.run_id, "reuse")]
+    trained, _ = run(b, results)
+    assert trained.trained == [failed.run_id, interrupted.run_id, truncated.run_id]
+
+    # a suite that asks for proposal recall cannot take a run that did not measure it
+    c = write_suite(tmp_path, "ccc", shapes_dataset, seeds=(3,), extra="metrics: [proposals/AR@100]\n")
+    assert [p.action for p in plan_suite(load_suite(c, build_models=False), results / "ccc")] == ["start"]
+    whole.write_json("metrics.json", {**whole.read_json("metrics.json"), "proposals/AR@100": 0.5})
+    assert [p.action for p in plan_suite(load_suite(c, build_models=False), results / "ccc")] == ["reuse"]
+
+
+def test_no_reuse_trains_runs_done_elsewhere(shapes_dataset, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    a, b = write_suite(tmp_path, "a", shapes_dataset, seeds=(0,)), write_suite(tmp_path, "bb", shapes_dataset, seeds=(0,))
+    (run_id,) = run(a, results)[0].trained
+    executors = []
+    monkeypatch.setattr(commands, "_executor", lambda *args: executors.append(FakeTraining()) or executors[-1])
+    lines = []
+    assert commands.run_command(str(b), results=results, dry_run=True, echo=lines.append) == 0
+    assert lines[-1].strip() == "1 reuse"
+    assert commands.run_command(str(b), results=results, dry_run=True, reuse=False, echo=lines.append) == 0
+    assert lines[-1].strip() == "1 start"
+    assert commands.run_command(str(b), results=results, reuse=False, echo=lines.append) == 0
+    assert executors[-1].trained == [run_id]
+    assert "reused_from" not in RunDir(results / "bb" / run_id).status()
+
+
+KILLER = """
+import os, shutil, signal, sys
+from mnc_bench.suites import reuse
+from mnc_bench.suites.rundir import RunDir
+
+source, dest, point = sys.argv[1:]
+real_copy, real_rename, copied = shutil.copy2, os.rename, []
+
+def copy2(src, dst, **kwargs):  # killed after the first file
+    copied.append(src)
+    if point == "copy" and len(copied) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_copy(src, dst, **kwargs)
+
+def rename(src, dst):  # killed once the old directory is moved aside, before the copy takes its place
+    if point == "swap" and str(src).endswith(".tmp"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_rename(src, dst)
+
+shutil.copy2, os.rename = copy2, rename
+reuse.copy_run(RunDir(source), RunDir(dest), write_identity=lambda run_dir: run_dir.write_json("run.json", {}))
+"""
+
+
+@pytest.mark.parametrize("point", ["copy", "swap"])
+def test_a_kill_while_copying_leaves_no_half_run(tmp_path, point):
+    from mnc_bench.suites.reuse import copy_run
+
+    source, dest = RunDir(tmp_path / "a" / "0123456789ab"), RunDir(tmp_path / "b" / "0123456789ab")
+    source.write_json("run.json", {"suite": "a"})
+    finish_run(source)
+    dest.write_json("run.json", {"suite": "b"})  # an earlier invocation prepared it, nothing ran
+    dest.write_json("status.json", {"state": "pending"})
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(source.path), str(dest.path), point], cwd=REPO)
+    assert killed.returncode == -9
+    leftovers = [p for p in dest.path.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers  # the staging folder, hidden
+    if point == "copy":
+        assert dest.state == "pending" and not dest.file("metrics.json").exists()  # as it was
+        assert [r.run_id for r in list_run_dirs(dest.path.parent)] == [dest.run_id]
+    else:
+        assert not dest.path.exists() and list_run_dirs(dest.path.parent) == []  # planned again as new
+
+    copy_run(source, dest, write_identity=lambda run_dir: run_dir.write_json("run.json", {"suite": "b"}))
+    assert dest.state == "done" and dest.read_json("metrics.json") == source.read_json("metrics.json")
+    assert not [p for p in dest.path.parent.iterdir() if p.name.startswith(".")]  # leftovers cleared
+
+
+def test_a_worker_given_a_done_run_leaves_it_alone(tmp_path):
+    run_dir = RunDir(tmp_path / "suite" / "0123456789ab")
+    run_dir.write_json("run.json", {"run_id": run_dir.run_id, "config": "missing.py", "cfg_options": {}, "seed": 0})
+    finish_run(run_dir)
+    before = run_dir.status()
+    worker = subprocess.run([sys.executable, "-m", "mnc_bench.suites.worker", str(run_dir.path)], cwd=REPO)
+    assert worker.returncode == 0
+    assert run_dir.status() == before and "is done already" in run_dir.file("log.txt").read_text()
+    assert json.loads(run_dir.file("metrics.json").read_text())["coco/segm/AP"] == 0.25
