@@ -141,3 +141,11 @@ def test_stages_on_warped_features_equal_their_reference_formulas():
                        class_stage.box_path(F.adaptive_max_pool2d(plain, 2).flatten(1))), dim=1)
     torch.testing.assert_close(out.seg_cls_logits, class_stage.seg_classifier(joint))
     torch.testing.assert_close(out.box_deltas, class_stage.box_regressor(joint).view(-1, 2, 4))
+
+
+@pytest.mark.parametrize("size, pooled", [(28, 14), (28, 7), (12, 4)])
+def test_pool_warped_without_autograd_equals_adaptive_max_pool(size, pooled):
+    storage = torch.randn(3, 5, size, size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ours = pool_warped(storage.transpose(0, 1), pooled)
+    assert torch.equal(ours, F.adaptive_max_pool2d(storage.transpose(0, 1).contiguous(), pooled))
