@@ -6,5 +6,6 @@ subprocesses, or submitit / Slurm) -> ``results/<suite>/<run-id>/`` -> one tidy 
 - :mod:`~mnc_bench.suites.executors`: local pool, submitit;
 - :mod:`~mnc_bench.suites.worker`: one run in its own process;
 - :mod:`~mnc_bench.suites.rundir`: a run directory's files, status and lock;
+- :mod:`~mnc_bench.suites.reuse`: finished runs of other suites copied instead of trained again;
 - :mod:`~mnc_bench.suites.status`, :mod:`~mnc_bench.suites.collect`: reading the results back.
 """

@@ -50,11 +50,12 @@ def _proposals(model: Any, inputs: Any, samples: list[Any]) -> list[tuple[Any, A
     """Per image: (data sample, boxes [R, 4] xyxy at the original image size, scores [R])."""
     import torch
 
+    from mnc_bench.models.mmdet_adapter import MNC
+
     features = model.extract_feat(inputs)
-    if hasattr(model, "proposal_control") and hasattr(model, "_proposals"):  # MNC (mnc_bench.models.mmdet_adapter)
-        _, proposals = model._proposals(features, samples, training=False)
+    if isinstance(model, MNC):
         out = []
-        for sample, boxes in zip(samples, proposals):
+        for sample, boxes in zip(samples, model.proposals(features, samples)):
             scale = torch.as_tensor(_scale(sample.metainfo), dtype=boxes.dtype, device=boxes.device)
             scores = torch.linspace(1.0, 0.0, boxes.shape[0] + 1, device=boxes.device)[:-1]
             out.append((sample, boxes / scale.repeat(2), scores))
