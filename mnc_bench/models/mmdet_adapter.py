@@ -336,7 +336,7 @@ class MNC(BaseDetector):
         data sample, at the original image size when `rescale` (using metainfo's scale_factor), else at the
         network input's."""
         features = self.extract_feat(batch_inputs)
-        _, proposals = self._proposals(features, batch_data_samples, training=False)
+        proposals = self.proposals(features, batch_data_samples)
         outputs = self.cascade.predict(features, proposals, _image_sizes(batch_data_samples))
         for data_sample, output in zip(batch_data_samples, outputs):
             meta = data_sample.metainfo
