@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mnc_bench.models.mnc import ClassStage, MaskStage
+from mnc_bench.models.mnc.class_stage import masked_max_pool
 from mnc_bench.models.mnc.roi_warp import RoIWarp, map_boxes_to_levels, pool_warped, warp_rois
 
 
@@ -149,3 +150,23 @@ def test_pool_warped_without_autograd_equals_adaptive_max_pool(size, pooled):
     with torch.no_grad():
         ours = pool_warped(storage.transpose(0, 1), pooled)
     assert torch.equal(ours, F.adaptive_max_pool2d(storage.transpose(0, 1).contiguous(), pooled))
+
+
+@pytest.mark.parametrize("size, pooled", [(28, 7), (12, 5)])  # fixed windows, and overlapping adaptive ones
+@pytest.mark.parametrize("channel_major", [True, False])
+def test_masked_max_pool_equals_pooling_the_product(size, pooled, channel_major):
+    generator = torch.Generator().manual_seed(8)
+    storage = torch.randn(4, 6, size, size, generator=generator, dtype=torch.float64)
+    features = storage.transpose(0, 1) if channel_major else storage.transpose(0, 1).contiguous()
+    features.requires_grad_()
+    masks = torch.rand(6, 1, size, size, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(6, 4, pooled, pooled, generator=generator, dtype=torch.float64)
+    reference = F.adaptive_max_pool2d(features * masks, pooled)
+    reference_grads = torch.autograd.grad((reference * weights).sum(), (features, masks))
+    ours = masked_max_pool(features, masks, pooled)
+    grads = torch.autograd.grad((ours * weights).sum(), (features, masks))
+    assert torch.equal(ours, reference)
+    for got, expected in zip(grads, reference_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        assert torch.equal(masked_max_pool(features, masks, pooled), reference)

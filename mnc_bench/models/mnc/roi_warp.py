@@ -130,23 +130,31 @@ def _warp(
     return sampled
 
 
+def max_pool_planes(planes: Tensor, output_size: int, *, return_indices: bool = False):
+    """`adaptive_max_pool2d` of [N, C, S, S] to s x s (s = `output_size`); when s divides S its bins are
+    fixed S / s windows, for which `max_pool2d` is the faster kernel (same maxima, same first-maximum
+    indices)."""
+    size = planes.shape[-1]
+    if planes.shape[-2] == size and size % output_size == 0:
+        return F.max_pool2d(planes, kernel_size=size // output_size, return_indices=return_indices)
+    return F.adaptive_max_pool2d(planes, output_size, return_indices=return_indices)
+
+
 def pool_warped(features: Tensor, output_size: int) -> Tensor:
     """Max-pool warped features [R, C, S, S] to [R, C, s, s] (s = `output_size`), as `adaptive_max_pool2d`.
 
     Pools the channel-major storage `RoIWarp` returns in place (a [R, C] pooling of that view would first copy
-    it). When s divides S the bins are fixed S / s windows: without autograd their maxima are taken with
-    element-wise maxima of strided slices (CPU's max_pool2d kernel also computes argmax indices, 3-4x slower);
-    with autograd `max_pool2d` keeps each bin's gradient on its first maximum, as adaptive pooling does.
+    it). Without autograd, fixed windows take their maxima with element-wise maxima of strided slices (CPU's
+    max_pool2d kernel also computes argmax indices, 3-4x slower); with autograd each bin's gradient goes to
+    its first maximum (`max_pool_planes`).
     """
     if features.shape[0] == 0:  # max pooling takes an empty batch, not an empty channel dimension
         return F.adaptive_max_pool2d(features, output_size)
     planes = features.transpose(0, 1)  # contiguous for RoIWarp's output
     size = features.shape[-1]
-    if features.shape[-2] != size or size % output_size:
-        return F.adaptive_max_pool2d(planes, output_size).transpose(0, 1)
+    if (torch.is_grad_enabled() and features.requires_grad) or features.shape[-2] != size or size % output_size:
+        return max_pool_planes(planes, output_size).transpose(0, 1)
     window = size // output_size
-    if torch.is_grad_enabled() and features.requires_grad:
-        return F.max_pool2d(planes, kernel_size=window).transpose(0, 1)
     rows = planes[:, :, 0::window]
     for offset in range(1, window):
         rows = torch.maximum(rows, planes[:, :, offset::window])
