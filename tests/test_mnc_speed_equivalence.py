@@ -170,3 +170,23 @@ def test_masked_max_pool_equals_pooling_the_product(size, pooled, channel_major)
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     with torch.no_grad():
         assert torch.equal(masked_max_pool(features, masks, pooled), reference)
+
+
+def test_class_stage_pooling_the_mask_stage_pooled_features_equals_pooling_the_warped_ones():
+    """The box path's 7 x 7 max of MaskStage's 14 x 14 maxima (the cascade's path) is the 7 x 7 max of the
+    28 x 28 features: outputs and gradients (random features: no ties between window maxima)."""
+    torch.manual_seed(9)
+    warped = torch.randn(4, 6, 28, 28, dtype=torch.float64).transpose(0, 1).requires_grad_()
+    mask_logits = torch.randn(6, 28, 28, dtype=torch.float64, requires_grad=True)
+    mask_stage = MaskStage(in_channels=4, warp_size=28, mask_size=28, hidden_dim=8).double()
+    class_stage = ClassStage(in_channels=4, num_classes=2, pooled_size=7, fc_dim=8, num_fcs=1).double()
+    pooled = mask_stage.pool(warped)
+    assert pooled.shape == (6, 4, 14, 14)
+
+    def run(**kwargs):
+        out = class_stage(warped, mask_logits, **kwargs)
+        total = out.cls_logits.sum() + out.seg_cls_logits.square().sum() + out.box_deltas.sin().sum()
+        return [out.cls_logits, out.box_deltas, *torch.autograd.grad(total, (warped, mask_logits))]
+
+    for got, expected in zip(run(pooled_features=pooled), run()):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -94,13 +94,16 @@ class ClassStage(nn.Module):
         nn.init.normal_(self.box_regressor.weight, std=0.001)
         nn.init.zeros_(self.box_regressor.bias)
 
-    def forward(self, roi_features: Tensor, mask_logits: Tensor) -> ClassStageOutput:
-        """Args: roi_features [R, C, S, S]; mask_logits [R, m, m] from stage 2 for the same RoIs."""
+    def forward(
+        self, roi_features: Tensor, mask_logits: Tensor, *, pooled_features: Tensor | None = None
+    ) -> ClassStageOutput:
+        """Args: roi_features [R, C, S, S]; mask_logits [R, m, m] from stage 2 for the same RoIs;
+        pooled_features: optionally [R, C, h, h], roi_features already max-pooled by S / h (`MaskStage.pool`)."""
         warp_size = tuple(roi_features.shape[-2:])
         masks = torch.sigmoid(mask_logits)[:, None]
         if tuple(masks.shape[-2:]) != warp_size:  # also for a batch without RoIs: the product needs the shape
             masks = F.interpolate(masks, size=warp_size, mode="bilinear", align_corners=False)
-        box_features = self.box_path(self._pool(roi_features))
+        box_features = self.box_path(self._pool_boxes(roi_features, pooled_features))
         mask_features = self.mask_path(masked_max_pool(roi_features, masks, self.pooled_size).flatten(1))
         joint = torch.cat((mask_features, box_features), dim=1)
         return ClassStageOutput(
@@ -109,8 +112,13 @@ class ClassStage(nn.Module):
             box_deltas=self.box_regressor(joint).view(-1, self.num_classes, 4),
         )
 
-    def _pool(self, features: Tensor) -> Tensor:
-        return pool_warped(features, self.pooled_size).flatten(1)
+    def _pool_boxes(self, roi_features: Tensor, pooled_features: Tensor | None) -> Tensor:
+        # When the windows nest, a max of window maxima is the window's max: pooling the already pooled features
+        # saves a pass over the R x C x S x S ones and its backward (a full-size gradient and its sum).
+        if (pooled_features is not None and roi_features.shape[-1] % pooled_features.shape[-1] == 0
+                and pooled_features.shape[-1] % self.pooled_size == 0):
+            return pool_warped(pooled_features, self.pooled_size).flatten(1)
+        return pool_warped(roi_features, self.pooled_size).flatten(1)
 
 
 class _MaskedMaxPool(torch.autograd.Function):

@@ -43,9 +43,15 @@ class MaskStage(nn.Module):
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)
 
-    def forward(self, roi_features: Tensor) -> Tensor:
-        """[R, C, S, S] warped features -> [R, m, m] mask logits over each RoI."""
-        pooled = pool_warped(roi_features, self.warp_size // 2)
+    def pool(self, roi_features: Tensor) -> Tensor:
+        """[R, C, S, S] warped features -> [R, C, S / 2, S / 2], the max-pooled features the fc layers read."""
+        return pool_warped(roi_features, self.warp_size // 2)
+
+    def forward(self, roi_features: Tensor, *, pooled: Tensor | None = None) -> Tensor:
+        """[R, C, S, S] warped features -> [R, m, m] mask logits over each RoI; `pooled` is
+        `self.pool(roi_features)` when the caller has it already."""
+        if pooled is None:
+            pooled = self.pool(roi_features)
         hidden = F.relu(self.hidden(pooled.flatten(1)))
         return self.predictor(hidden).view(-1, self.mask_size, self.mask_size)
 
