@@ -64,9 +64,9 @@ def _boxes(generator: torch.Generator, count: int, image_size: int) -> Tensor:
     return torch.cat((centres - sides / 2, centres + sides / 2), dim=1)
 
 
-def _inputs(strides: Sequence[float], image_size: int, counts: Sequence[int], seed: int):
+def _inputs(strides: Sequence[float], image_size: int, counts: Sequence[int], seed: int, channels: int = 3):
     generator = torch.Generator().manual_seed(seed)
-    features = [torch.randn(len(counts), 3, image_size // int(s), image_size // int(s), generator=generator,
+    features = [torch.randn(len(counts), channels, image_size // int(s), image_size // int(s), generator=generator,
                             dtype=torch.float64, requires_grad=True) for s in strides]
     boxes = [_boxes(generator, count, image_size).requires_grad_() for count in counts]
     return features, boxes
@@ -78,16 +78,16 @@ def _outputs_and_gradients(function, features, boxes, weights: Tensor) -> list[T
     return [output, *gradients]
 
 
-@pytest.mark.parametrize("strides, counts", [
-    ((4.0, 8.0, 16.0, 32.0), (9, 0, 14)),  # FPN, an image without boxes in the middle
-    ((16.0,), (5, 7)),  # C4: one level
+@pytest.mark.parametrize("strides, counts, channels", [
+    ((4.0, 8.0, 16.0, 32.0), (9, 0, 14), 16),  # FPN, an image without boxes in the middle; 8 channel groups
+    ((16.0,), (5, 7), 3),  # C4: one level; one channel group
 ])
-def test_roi_warp_equals_per_level_canvas_reference(strides, counts):
-    features, boxes = _inputs(strides, 64, counts, seed=0)
+def test_roi_warp_equals_per_level_canvas_reference(strides, counts, channels):
+    features, boxes = _inputs(strides, 64, counts, seed=0, channels=channels)
     warp = RoIWarp(featmap_strides=strides, output_size=6, finest_scale=4.0)
     levels = map_boxes_to_levels(torch.cat(boxes).detach(), num_levels=len(strides), finest_scale=4.0)
     assert len(strides) == 1 or len(set(levels.tolist())) == len(strides)  # every level is exercised
-    weights = torch.randn(sum(counts), 3, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    weights = torch.randn(sum(counts), channels, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ours = _outputs_and_gradients(warp, features, boxes, weights)
     reference = _outputs_and_gradients(
         lambda f, b: _reference_warp(f, b, strides, 6, 4.0), features, boxes, weights)

@@ -21,6 +21,7 @@ is clamped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnc_bench.models.mnc.config import MNCConfig, ParameterError
+
+# Channel groups of one grid_sample call (batch items its CPU kernels share among threads); fixed, so that the
+# rounding of the box gradient (summed over the groups) does not depend on the thread count.
+_CHANNEL_GROUPS = 8
 
 
 def warp_rois(features: Tensor, boxes: Sequence[Tensor], *, stride: float, output_size: int) -> Tensor:
@@ -114,13 +119,16 @@ def _warp(
         dim=-1,
     )  # [R, S, S, 2], last dim (x, y)
     # Stacking the R grids vertically samples all boxes in one call without copying the atlas once per box.
+    # grid_sample's CPU kernels (forward and backward) run one thread per batch item: the channels, split into
+    # groups given as batch items sharing the grid, use every core without changing the output's storage.
+    groups = math.gcd(channels, _CHANNEL_GROUPS)
     sampled = F.grid_sample(
-        atlas,
-        grid.reshape(1, num_boxes * output_size, output_size, 2),
+        atlas.view(groups, channels // groups, atlas_height, atlas_width),
+        grid.reshape(1, num_boxes * output_size, output_size, 2).expand(groups, -1, -1, -1),
         mode="bilinear",
         padding_mode="zeros",
         align_corners=False,
-    )  # [1, C, R * S, S]
+    )  # [groups, C / groups, R * S, S]
     sampled = sampled.view(channels, num_boxes, output_size, output_size).transpose(0, 1)
     inside_x = ((xs >= 0) & (xs <= stride * width)).detach()  # [R, S]: within the level's extent
     inside_y = ((ys >= 0) & (ys <= stride * height)).detach()
