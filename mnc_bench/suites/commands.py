@@ -42,13 +42,18 @@ def run_command(suite: str, *, results: str | Path = "results", workers: int = 1
             import mlflow  # noqa: F401
         except ImportError as exc:
             raise UserError("--track mlflow needs mlflow: pip install 'mnc-bench[mlflow]'") from exc
-    spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
-    suite_dir = Path(results) / spec.name
-    runner = _executor(executor, workers, {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}},
-                       suite_dir, len(spec.runs), uri)
-    before = _failed_ids(suite_dir)
-    record = run_suite(spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse, dry_run=dry_run,
-                       started_at=started_at, echo=echo)
+    local = _local_executor(workers, uri, prestart=not dry_run) if executor == "local" else None
+    try:
+        spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
+        suite_dir = Path(results) / spec.name
+        runner = local or _slurm_executor(
+            {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}}, suite_dir, len(spec.runs), uri)
+        before = _failed_ids(suite_dir)
+        record = run_suite(spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse, dry_run=dry_run,
+                           started_at=started_at, echo=echo)
+    finally:
+        if local is not None:
+            local.close()
     if dry_run:
         return 0
     echo(format_timing(record))
@@ -58,12 +63,20 @@ def run_command(suite: str, *, results: str | Path = "results", workers: int = 1
     return 1 if newly_failed else 0
 
 
-def _executor(name: str, workers: int, slurm: dict[str, Any], suite_dir: Path, num_runs: int,
-              track: str | None) -> Any:
-    from mnc_bench.suites.executors import LocalExecutor, SubmititExecutor, submitit_executor
+def _local_executor(workers: int, track: str | None, *, prestart: bool) -> Any:
+    from mnc_bench.suites.executors import LocalExecutor, available_cores
 
-    if name == "local":
-        return LocalExecutor(workers, track=track)
+    executor = LocalExecutor(workers, track=track)
+    if prestart:
+        # Workers import torch and mmdet (seconds) while this process validates the suite, on the cores it leaves
+        # free: more importers than that would delay the validation, hence every run, as much as they save.
+        executor.prestart(max(1, min(workers, available_cores() - 1)))
+    return executor
+
+
+def _slurm_executor(slurm: dict[str, Any], suite_dir: Path, num_runs: int, track: str | None) -> Any:
+    from mnc_bench.suites.executors import SubmititExecutor, submitit_executor
+
     threads = slurm.get("cpus_per_run")
     gpus = int(slurm.get("gpus_per_run", 1))
     executor = submitit_executor("slurm", suite_dir / ".submitit", slurm=slurm, threads=threads or 1)

@@ -45,6 +45,11 @@ class LocalExecutor:
 
     Workers are started from the main thread and die with the runner (Linux ``PR_SET_PDEATHSIG``): a runner
     killed with SIGKILL takes its runs down with it, and the next ``mnc-bench run`` resumes them.
+
+    A worker spends seconds importing torch, mmcv and mmdet before it can build anything, so workers are started
+    idle ahead of their runs and handed a run directory on stdin when a slot frees: :meth:`prestart` before the
+    suite is validated (the imports overlap the validation), then, while runs remain, one idle worker per slot
+    (the imports overlap the runs in progress). A run with no idle worker ready starts a fresh one.
     """
 
     name = "local"
@@ -53,6 +58,19 @@ class LocalExecutor:
         self.workers = max(1, workers)
         self.threads = threads or threads_per_run(self.workers)
         self.track = track
+        self._idle: collections.deque[subprocess.Popen] = collections.deque()
+
+    def prestart(self, count: int | None = None) -> None:
+        """Have ``count`` idle workers (default: one per slot) loading their libraries."""
+        while len(self._idle) < (self.workers if count is None else count):
+            self._idle.append(self._popen([], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL))
+
+    def close(self) -> None:
+        """Stop the idle workers (they hold no run)."""
+        while self._idle:
+            process = self._idle.popleft()
+            process.kill()
+            process.wait()
 
     def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
         pending = collections.deque(run_dirs)
@@ -63,6 +81,7 @@ class LocalExecutor:
                     run_dir = pending.popleft()
                     active[self._spawn(run_dir)] = (run_dir, time.time())
                     events.started(run_dir)
+                    self.prestart(min(self.workers, len(pending)))
                 time.sleep(POLL_S)
                 for process in [p for p in active if p.poll() is not None]:
                     run_dir, start = active.pop(process)
@@ -78,17 +97,33 @@ class LocalExecutor:
                 except subprocess.TimeoutExpired:
                     process.kill()
             raise
+        finally:
+            self.close()
 
     def _spawn(self, run_dir: RunDir) -> subprocess.Popen:
+        """A worker on ``run_dir``: an idle one if one is alive (it logs into the run from then on), else a new one."""
+        while self._idle:
+            process = self._idle.popleft()
+            try:
+                if process.poll() is None:
+                    process.stdin.write(f"{run_dir.path}\n".encode())
+                    process.stdin.close()
+                    return process
+            except BrokenPipeError:
+                pass
+            # Died while idle (its imports failed?): a new worker says why, in the run's log.
+            process.kill()
+            process.wait()
+        with open(run_dir.file("log.txt"), "ab") as log:
+            return self._popen([str(run_dir.path)], stdin=subprocess.DEVNULL, stdout=log)
+
+    def _popen(self, args: list[str], *, stdin: Any, stdout: Any) -> subprocess.Popen:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
-        command = [sys.executable, "-m", "mnc_bench.suites.worker", str(run_dir.path), "--threads", str(self.threads)]
+        command = [sys.executable, "-m", "mnc_bench.suites.worker", *args, "--threads", str(self.threads)]
         if self.track:
             command += ["--track", self.track]
-        with open(run_dir.file("log.txt"), "ab") as log:
-            return subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                preexec_fn=_die_with_parent)
+        return subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_die_with_parent)
 
 
 def _die_with_parent() -> None:

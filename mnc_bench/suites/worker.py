@@ -1,4 +1,6 @@
-"""One suite run in its own process: ``python -m mnc_bench.suites.worker RUN_DIR [--threads N]``.
+"""One suite run in its own process: ``python -m mnc_bench.suites.worker RUN_DIR [--threads N]``; without
+RUN_DIR the worker loads its libraries first, then reads the run directory from stdin (an idle worker that
+``mnc-bench run`` starts ahead of its run).
 
 Reads ``run.json``, trains through :func:`mnc_bench.training.train` (the schedule's validation is skipped: the
 run is scored once, on the test split), evaluates the last checkpoint at test batch 1 with
@@ -56,7 +58,8 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
     spec = run_dir.read_run()
     previous = run_dir.status()
     if previous["state"] == "done":  # finished (or copied from another suite) since this worker was started
-        print(f"=== mnc-bench worker: run {spec['run_id']} is done already ({now_iso()})", flush=True)
+        print(f"=== mnc-bench worker: run {spec['run_id']} is done already ({now_iso()}, pid {os.getpid()})",
+              flush=True)
         return EXIT_DONE
     attempt = int(previous.get("attempt", 0)) + 1
     print(f"=== mnc-bench worker: run {spec['run_id']} attempt {attempt} ({now_iso()}, pid {os.getpid()})", flush=True)
@@ -249,12 +252,35 @@ def _rank(launcher: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mnc_bench.suites.worker",
                                      description="Run one suite run (what `mnc-bench run` starts per run).")
-    parser.add_argument("run_dir", help="results/<suite>/<run-id>/ with its run.json")
+    parser.add_argument("run_dir", nargs="?", default=None,
+                        help="results/<suite>/<run-id>/ with its run.json (default: read from stdin once the "
+                        "libraries are loaded)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none")
     parser.add_argument("--track", metavar="URI", default=None, help="MLflow tracking URI")
     args = parser.parse_args(argv)
-    return run(RunDir(args.run_dir), threads=args.threads, launcher=args.launcher, track=args.track)
+    run_dir = RunDir(args.run_dir) if args.run_dir else _await_run()
+    if run_dir is None:
+        return EXIT_DONE
+    return run(run_dir, threads=args.threads, launcher=args.launcher, track=args.track)
+
+
+def _await_run() -> RunDir | None:
+    """Import what every run needs (seconds of torch, mmcv, mmdet and mmengine), then wait for the run directory
+    on stdin; None if stdin closes first. Output goes to the run's log from the hand-over on."""
+    import mmengine.runner  # noqa: F401
+
+    import mnc_bench.training  # noqa: F401
+    from mnc_bench.registration import register_all
+    from mnc_bench.suites import hooks  # noqa: F401
+
+    register_all()
+    line = sys.stdin.readline().strip()
+    if not line:
+        return None
+    run_dir = RunDir(line)
+    _redirect_output(run_dir.file("log.txt"))
+    return run_dir
 
 
 if __name__ == "__main__":
