@@ -74,8 +74,9 @@ def _inputs(strides: Sequence[float], image_size: int, counts: Sequence[int], se
 
 def _outputs_and_gradients(function, features, boxes, weights: Tensor) -> list[Tensor]:
     output = function(features, boxes)
-    gradients = torch.autograd.grad((output * weights).sum(), [*features, *boxes])
-    return [output, *gradients]
+    inputs = [*features, *boxes]
+    gradients = torch.autograd.grad((output * weights).sum(), inputs, allow_unused=True)  # unread levels: None
+    return [output, *(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, gradients))]
 
 
 @pytest.mark.parametrize("strides, counts, channels", [
@@ -91,6 +92,23 @@ def test_roi_warp_equals_per_level_canvas_reference(strides, counts, channels):
     ours = _outputs_and_gradients(warp, features, boxes, weights)
     reference = _outputs_and_gradients(
         lambda f, b: _reference_warp(f, b, strides, 6, 4.0), features, boxes, weights)
+    for got, expected in zip(ours, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_roi_warp_box_gradient_on_cell_centres_and_borders_equals_reference():
+    """Boxes spanning a 128 px image put samples exactly on cell centres and on the outermost ones (stride 32,
+    4 x 4 map, 28 x 28 grid: bins 3, 10, 17 and 24), where the box gradient is one-sided or zero: the atlas
+    must take the same side as the per-level call (the same derivative, not a close one)."""
+    features, _ = _inputs((4.0, 8.0, 16.0, 32.0), 128, (2, 2), seed=10, channels=8)
+    spans = [[0.0, 0.0, 128.0, 128.0], [19.4, 0.0, 128.0, 128.0], [0.0, 11.3, 128.0, 128.0]]
+    boxes = [torch.tensor(spans, dtype=torch.float64).requires_grad_(),
+             torch.tensor(spans[::-1], dtype=torch.float64).requires_grad_()]
+    warp = RoIWarp(featmap_strides=(4.0, 8.0, 16.0, 32.0), output_size=28, finest_scale=4.0)
+    weights = torch.randn(6, 8, 28, 28, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    ours = _outputs_and_gradients(warp, features, boxes, weights)
+    reference = _outputs_and_gradients(
+        lambda f, b: _reference_warp(f, b, (4.0, 8.0, 16.0, 32.0), 28, 4.0), features, boxes, weights)
     for got, expected in zip(ours, reference):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
 

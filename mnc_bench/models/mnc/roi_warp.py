@@ -74,8 +74,10 @@ def _warp(
     The levels of every image are tiled into one atlas (levels side by side, images stacked), so the output
     comes out in box order with no scatter back from per-level batches. Each sample's cell coordinates are
     clamped to its own level's outermost cell centres before they are shifted into the atlas, so bilinear
-    sampling never mixes neighbouring tiles (at a clamped coordinate the neighbour's weight is 0); a zero row
-    and column close the atlas so that the rounding of the normalised coordinates cannot reach its edge.
+    sampling never mixes neighbouring tiles (at a clamped coordinate the neighbour's weight is 0). Zero rows and
+    columns pad the atlas to powers of two: grid_sample's normalised coordinates then map every integer cell
+    coordinate back exactly, so a sample on a cell centre takes the same one-sided derivative as it did in a
+    per-level call, and rounding never reaches the atlas's edge.
 
     Args: features: per level [B, C, H_l, W_l]; strides: per level; boxes [R, 4]; image_ids, levels [R].
     Returns: [R, C, S, S], a transposed view of a contiguous [C, R, S, S] tensor: grid_sample writes that
@@ -89,8 +91,9 @@ def _warp(
     atlas = torch.cat(
         [F.pad(f, (0, 0, 0, tile_height - f.shape[2])) for f in features], dim=3
     )  # [B, C, tile_height, sum W_l]
-    atlas = F.pad(atlas.transpose(0, 1).reshape(1, channels, batch * tile_height, atlas.shape[3]), (0, 1, 0, 1))
-    atlas_height, atlas_width = atlas.shape[2:]
+    atlas = atlas.transpose(0, 1).reshape(1, channels, batch * tile_height, atlas.shape[3])
+    atlas_height, atlas_width = (1 << n.bit_length() for n in atlas.shape[2:])  # a power of two > n
+    atlas = F.pad(atlas, (0, atlas_width - atlas.shape[3], 0, atlas_height - atlas.shape[2]))
     widths = torch.tensor([f.shape[3] for f in features], dtype=dtype, device=device)
     heights = torch.tensor([f.shape[2] for f in features], dtype=dtype, device=device)
     column_offsets = torch.cumsum(widths, dim=0) - widths
@@ -103,8 +106,8 @@ def _warp(
     xs = x1[:, None] + bin_centres[None, :] * (x2 - x1)[:, None]  # [R, S] input pixels
     ys = y1[:, None] + bin_centres[None, :] * (y2 - y1)[:, None]
     # Cell j of a level spans [j, j + 1) * stride; its centre is coordinate j.
-    columns = torch.clamp(xs / stride - 0.5, min=torch.zeros_like(width), max=width - 1)
-    rows = torch.clamp(ys / stride - 0.5, min=torch.zeros_like(height), max=height - 1)
+    columns = _clamp_to_centres(xs / stride - 0.5, width)
+    rows = _clamp_to_centres(ys / stride - 0.5, height)
     columns = columns + column_offsets[levels, None]
     rows = rows + (image_ids * tile_height).to(dtype)[:, None]
     # grid_sample with align_corners=False reads coordinate c of an n-cell axis at (c + 0.5) / n * 2 - 1.
@@ -136,6 +139,13 @@ def _warp(
     if not inside.all():  # boxes clipped to the image never leave the map: skip the product then
         sampled = sampled * inside[:, None].to(sampled.dtype)
     return sampled
+
+
+def _clamp_to_centres(coordinates: Tensor, cells: Tensor) -> Tensor:
+    """Cell coordinates clamped to [0, cells - 1]; as grid_sample's border padding, a coordinate on or beyond a
+    border passes no gradient."""
+    clamped = torch.minimum(torch.maximum(coordinates, torch.zeros_like(cells)), cells - 1)
+    return torch.where((coordinates > 0) & (coordinates < cells - 1), coordinates, clamped.detach())
 
 
 def max_pool_planes(planes: Tensor, output_size: int, *, return_indices: bool = False):
