@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from mnc_bench.allocator import tune_allocator
 from mnc_bench.errors import UserError
 from mnc_bench.io import check_writable_output
 
@@ -478,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_allocator()
     try:
         return args.handler(args)
     except UserError as exc:
