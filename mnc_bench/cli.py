@@ -352,7 +352,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     slurm = dict(partition=args.partition, gpus_per_run=args.gpus_per_run, timeout_min=args.timeout_min,
                  array_parallelism=args.array_parallelism)
     return run_command(args.suite, results=args.results, workers=args.workers, executor=args.executor,
-                       dry_run=args.dry_run, rerun_failed=args.rerun_failed, seeds=args.seeds,
+                       dry_run=args.dry_run, rerun_failed=args.rerun_failed, reuse=not args.no_reuse,
+                       seeds=args.seeds,
                        cfg_options=parse_cfg_options(args.cfg_options), slurm=slurm, track=args.track,
                        started_at=started_at)
 
@@ -391,6 +392,9 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
                    help="local: subprocesses here; slurm: one job array through submitit (default local)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
     p.add_argument("--rerun-failed", action="store_true", help="run failed runs again, from scratch")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train runs already done under another suite of the results root (same resolved config "
+                   "and seed) instead of copying them")
     p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=None, metavar="SEED",
                    help="replace the suite's seeds")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", type=_cfg_option,

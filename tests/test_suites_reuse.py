@@ -150,7 +150,7 @@ def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(shapes_data
     assert [p.action for p in plan_suite(load_suite(c, build_models=False), results / "ccc")] == ["reuse"]
 
 
-def test_no_reuse_trains_runs_done_elsewhere(shapes_dataset, tmp_path, monkeypatch):
+def test_no_reuse_trains_runs_done_elsewhere(shapes_dataset, tmp_path, monkeypatch, capsys):
     results = tmp_path / "results"
     a, b = write_suite(tmp_path, "a", shapes_dataset, seeds=(0,)), write_suite(tmp_path, "bb", shapes_dataset, seeds=(0,))
     (run_id,) = run(a, results)[0].trained
@@ -161,6 +161,11 @@ def test_no_reuse_trains_runs_done_elsewhere(shapes_dataset, tmp_path, monkeypat
     assert lines[-1].strip() == "1 reuse"
     assert commands.run_command(str(b), results=results, dry_run=True, reuse=False, echo=lines.append) == 0
     assert lines[-1].strip() == "1 start"
+    from mnc_bench.cli import main
+
+    capsys.readouterr()
+    assert main(["run", str(b), "--results", str(results), "--dry-run", "--no-reuse"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].strip() == "1 start"  # the flag reaches run_command
     assert commands.run_command(str(b), results=results, reuse=False, echo=lines.append) == 0
     assert executors[-1].trained == [run_id]
     assert "reused_from" not in RunDir(results / "bb" / run_id).status()
