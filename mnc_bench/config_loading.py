@@ -47,6 +47,9 @@ def load_config(config: str | os.PathLike[str], cfg_options: Mapping[str, Any] |
     try:
         # format_python_code=False: yapf-formatting the config text costs seconds at every checkpoint save.
         cfg = Config.fromfile(str(path), format_python_code=False)
+        # mmengine 0.10.7 drops that argument for non-lazy .py configs; set it on the object (as its own
+        # lazy-import branch does).
+        object.__setattr__(cfg, "_format_python_code", False)
     except Exception as exc:  # a config is Python: whatever reading it raises is a problem with the config
         raise UserError(f"config {path}: {type(exc).__name__}: {one_line(exc)}") from exc
     options = parse_cfg_options(cfg_options)

@@ -151,3 +151,16 @@ def test_full_size_configs_read_pretrained_weights_from_a_local_path_only():
         if init_cfg:
             assert "://" not in init_cfg["checkpoint"], config.name
             assert init_cfg["checkpoint"] == cfg.backbone_checkpoint
+
+
+def test_loaded_configs_are_not_yapf_formatted(monkeypatch):
+    """mmengine formats a config's text with yapf whenever it is printed or saved (every checkpoint, ~0.5 s each);
+    load_config turns that off, which mmengine 0.10.7's fromfile forgets for .py configs."""
+    import mmengine.config.config as mmengine_config
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("yapf was called")
+
+    monkeypatch.setattr(mmengine_config, "FormatCode", refuse)
+    cfg = load_config(CONFIGS_DIR / "mnc" / "mnc_3stage_shapes.py", ["train_cfg.max_iters=3"])
+    assert "max_iters=3" in cfg.pretty_text

@@ -167,3 +167,21 @@ def test_a_figure_that_cannot_be_drawn_costs_only_that_figure(results, tmp_path,
     assert ("- loss_weights: could not be drawn from these results: ValueError: cannot convert float NaN to "
             "integer") in text
     assert "## Main comparison" in text and (written.out / "figures" / "training_loss.png").is_file()
+
+
+def test_the_reused_from_column_of_collect_is_text_not_a_metric(results, tmp_path):
+    """`collect` writes `reused_from` (empty for runs trained in the suite); read back from CSV an all-empty column
+    is NaN, which must not turn into a metric column of the report."""
+    from mnc_bench.reporting.table import read_table
+
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    table_path = copy / "mnc_vs_successors" / "collect.csv"
+    table = pd.read_csv(table_path)
+    table["reused_from"] = ""
+    table.to_csv(table_path, index=False)
+    (copy / "mnc_vs_successors" / "collect.parquet").unlink()
+    assert read_table(table_path)["reused_from"].tolist() == [""] * len(table)
+    written = _report(copy, tmp_path / "out", "mnc_vs_successors")
+    tables = [line for line in (written.out / "report.md").read_text().splitlines() if line.startswith("|")]
+    assert tables and not any("reused_from" in line for line in tables)

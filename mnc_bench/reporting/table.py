@@ -21,7 +21,7 @@ STATUSES = ("done", "failed", "running", "pending")
 AXIS_PREFIX = "axis."
 TABLE_DIR = "_table_dir"  # added on reading: where a run's folder is looked for when run_dir does not exist
 TEXT_COLUMNS = ("suite", "run_id", "status", "failure_reason", "config", "model", "variant", "git_commit",
-                "run_dir", "test_ann_file", "test_img_dir")
+                "run_dir", "test_ann_file", "test_img_dir", "reused_from")
 
 
 @dataclass
