@@ -22,15 +22,18 @@ def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, report_dir: s
     1 if a run failed or a model's mask AP is zero."""
     from mnc_bench.reporting import write_report
     from mnc_bench.suites.collect import collect, format_summary, write_table
-    from mnc_bench.suites.commands import format_timing
-    from mnc_bench.suites.executors import LocalExecutor
+    from mnc_bench.suites.commands import format_timing, local_executor
     from mnc_bench.suites.runner import run_suite
     from mnc_bench.suites.spec import load_suite
 
     started_at = time.time()
     out_dir = Path(out_dir)
-    suite = load_suite(DEMO_SUITE)
-    record = run_suite(suite, out_dir, executor=LocalExecutor(workers), started_at=started_at, echo=echo)
+    executor = local_executor(workers, None, prestart=True)  # workers load torch/mmdet during the validation
+    try:
+        suite = load_suite(DEMO_SUITE)
+        record = run_suite(suite, out_dir, executor=executor, started_at=started_at, echo=echo)
+    finally:
+        executor.close()
     table = collect(out_dir)
     paths = write_table(table, out_dir / "collect.parquet")
     echo("")

@@ -155,7 +155,7 @@ def test_no_reuse_trains_runs_done_elsewhere(shapes_dataset, tmp_path, monkeypat
     a, b = write_suite(tmp_path, "a", shapes_dataset, seeds=(0,)), write_suite(tmp_path, "bb", shapes_dataset, seeds=(0,))
     (run_id,) = run(a, results)[0].trained
     executors = []
-    monkeypatch.setattr(commands, "_local_executor", lambda *a, **k: executors.append(FakeTraining()) or executors[-1])
+    monkeypatch.setattr(commands, "local_executor", lambda *a, **k: executors.append(FakeTraining()) or executors[-1])
     lines = []
     assert commands.run_command(str(b), results=results, dry_run=True, echo=lines.append) == 0
     assert lines[-1].strip() == "1 reuse"

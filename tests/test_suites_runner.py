@@ -102,8 +102,17 @@ def test_sigkill_at_several_points_then_rerun_finishes_every_run_exactly_once(sh
     wait_for(lambda: (runs[1].work_dir / "iter_2.pth").is_file(), what="the second run's checkpoint")
     kill_runner(runner, runs)
     assert [r.state for r in runs] == ["done", "running", "pending"]
+    # The newest checkpoint truncated after mmengine pointed `last_checkpoint` at it (issue 13's reproduction): the
+    # resume steps back to the previous whole one, with one warning in the run's log.
+    newest = max(runs[1].work_dir.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    (runs[1].work_dir / "last_checkpoint").write_text(str(newest))
+    previous = runs[1].work_dir / f"iter_{int(newest.stem.split('_')[1]) - 1}.pth"
 
     out = finish(suite, results)
+    log = runs[1].file("log.txt").read_text()
+    assert log.count("skipping checkpoint") == 1 and f"skipping checkpoint {newest}: truncated" in log
+    assert f"Load checkpoint from {previous}" in log
     assert "1 start, 1 resume, 1 skip (done)" in out
     assert [r.state for r in runs] == ["done", "done", "done"]
     for run_dir in runs:

@@ -42,7 +42,7 @@ def run_command(suite: str, *, results: str | Path = "results", workers: int = 1
             import mlflow  # noqa: F401
         except ImportError as exc:
             raise UserError("--track mlflow needs mlflow: pip install 'mnc-bench[mlflow]'") from exc
-    local = _local_executor(workers, uri, prestart=not dry_run) if executor == "local" else None
+    local = local_executor(workers, uri, prestart=not dry_run) if executor == "local" else None
     try:
         spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
         suite_dir = Path(results) / spec.name
@@ -63,7 +63,7 @@ def run_command(suite: str, *, results: str | Path = "results", workers: int = 1
     return 1 if newly_failed else 0
 
 
-def _local_executor(workers: int, track: str | None, *, prestart: bool) -> Any:
+def local_executor(workers: int, track: str | None, *, prestart: bool) -> Any:
     from mnc_bench.suites.executors import LocalExecutor, available_cores
 
     executor = LocalExecutor(workers, track=track)

@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from mnc_bench.allocator import tune_allocator
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open
 from mnc_bench.suites import tracking
@@ -112,12 +113,12 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
     }
     if track and main:
         train_options["visualizer"] = tracking.tracked_visualizer(cfg.visualizer, track, spec, run_dir.path)
-    resume = latest_good_checkpoint(run_dir.work_dir) is not None
-    if main and not resume:
+    checkpoint = latest_good_checkpoint(run_dir.work_dir)  # looked up once: it warns about each one skipped
+    if main and checkpoint is None:
         _clear_checkpoints(run_dir.work_dir)
-    print(f"=== {'resuming' if resume else 'training'} {config} seed {spec['seed']}", flush=True)
+    print(f"=== {'resuming' if checkpoint else 'training'} {config} seed {spec['seed']}", flush=True)
     result = train(config, work_dir=run_dir.work_dir, cfg_options=train_options, seed=spec["seed"],
-                   resume=resume, launcher=launcher)
+                   resume_from=checkpoint, launcher=launcher)
     if result.checkpoint is None:
         raise RuntimeError(f"training saved no checkpoint in {run_dir.work_dir}")
     t1 = time.time()
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none")
     parser.add_argument("--track", metavar="URI", default=None, help="MLflow tracking URI")
     args = parser.parse_args(argv)
+    tune_allocator()
     run_dir = RunDir(args.run_dir) if args.run_dir else _await_run()
     if run_dir is None:
         return EXIT_DONE
