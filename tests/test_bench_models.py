@@ -177,6 +177,25 @@ def test_post_processing_timer_finds_plain_and_last_stage_heads(monkeypatch):
     assert timer.seconds == 3.0
 
 
+class _FusionHead(nn.Module):
+    def predict(self, seconds: float) -> str:
+        _CLOCK[0] += seconds
+        return "instances"
+
+
+def test_post_processing_timer_finds_mask2formers_fusion_head(monkeypatch):
+    import mnc_bench.bench.models as bench_models
+
+    monkeypatch.setattr(bench_models.time, "perf_counter", lambda: _CLOCK[0])
+    mask2former = nn.Module()
+    mask2former.panoptic_head = _Head()  # its transformer decoder: network time, not post-processing
+    mask2former.panoptic_fusion_head = _FusionHead()
+    timer = bench_models._PostProcessingTimer(mask2former, torch.device("cpu"))
+    assert timer.timed == ["panoptic_fusion_head.predict"]
+    assert mask2former.panoptic_fusion_head.predict(4.0) == "instances"
+    assert timer.seconds == 4.0
+
+
 def test_score_threshold_is_found_where_each_model_keeps_it():
     from mmengine.config import Config
 
@@ -186,5 +205,5 @@ def test_score_threshold_is_found_where_each_model_keeps_it():
     single_stage = Config(dict(model=dict(test_cfg=dict(score_thr=0.1, mask_thr=0.5))))
     assert _score_threshold_key(two_stage) == ("test_cfg", "rcnn", "score_thr")
     assert _score_threshold_key(single_stage) == ("test_cfg", "score_thr")
-    with pytest.raises(UserError, match="no score threshold"):
-        _score_threshold_key(Config(dict(model=dict(test_cfg=dict(instance_on=True)))))
+    # Mask2Former's instance mode has none: it keeps its top max_per_image pairs, i.e. always runs at 0.
+    assert _score_threshold_key(Config(dict(model=dict(test_cfg=dict(instance_on=True))))) is None

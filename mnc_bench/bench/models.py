@@ -52,6 +52,7 @@ POST_PROCESSING = (
     "roi_head.bbox_head.predict_by_feat", "roi_head.mask_head.predict_by_feat",
     "roi_head.bbox_head.-1.predict_by_feat", "roi_head.mask_head.-1.predict_by_feat",
     "mask_head.predict_by_feat",
+    "panoptic_fusion_head.predict",  # Mask2Former: top-k query-class pairs, mask upsampling and binarising
 )
 # Where a config keeps its detection score threshold: the first key path present is used.
 SCORE_THRESHOLDS = (("test_cfg", "rcnn", "score_thr"), ("test_cfg", "score_thr"))
@@ -169,16 +170,16 @@ def _set_input_size(cfg, size: int, loaders: Sequence[str]) -> None:
             step["scale"] = (size, size)
 
 
-def _score_threshold_key(cfg) -> tuple[str, ...]:
+def _score_threshold_key(cfg) -> tuple[str, ...] | None:
+    """Where the config keeps its score threshold; None for a model without one (Mask2Former's instance mode
+    keeps its top ``max_per_image`` query-class pairs whatever their score, i.e. it always runs "at 0")."""
     for key in SCORE_THRESHOLDS:
         node = cfg.model
         for part in key:
             node = node.get(part) if isinstance(node, Mapping) else None
         if isinstance(node, (int, float)):
             return key
-    names = " or ".join("model." + ".".join(key) for key in SCORE_THRESHOLDS)
-    raise UserError(f"config {cfg.filename}: no score threshold ({names}); the bench runs each model at its "
-                    "own score threshold and at 0")
+    return None
 
 
 @dataclass
@@ -263,11 +264,13 @@ def _load_variants(config: str, settings: ModelsBenchSettings, size: int) -> tup
     stem = Path(config).stem
     cfg = load_config(config)
     _set_input_size(cfg, size, ["test_dataloader"] + (["train_dataloader"] if settings.train_iters else []))
-    *path, name = _score_threshold_key(cfg)
+    key = _score_threshold_key(cfg)
+    own = 0.0 if key is None else float(functools.reduce(getattr, key[:-1], cfg.model)[key[-1]])
     variants = []
-    for score_thr in (float(functools.reduce(getattr, path, cfg.model)[name]), 0.0):
+    for score_thr in (own, 0.0):
         variant_cfg = copy.deepcopy(cfg)
-        functools.reduce(getattr, path, variant_cfg.model)[name] = score_thr
+        if key is not None:
+            functools.reduce(getattr, key[:-1], variant_cfg.model)[key[-1]] = score_thr
         torch.manual_seed(settings.seed)  # random weights: identical for both thresholds
         predictor = load_model(variant_cfg, settings.checkpoints.get(stem), device=settings.device)
         device = torch.device(settings.device)
