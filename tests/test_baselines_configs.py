@@ -58,7 +58,7 @@ def test_config_builds_its_model(config):
 
 
 # Parts of the shared stage one an architecture has no place for; everything else it must share exactly.
-NO_RPN = {"SOLOv2", "Mask2Former"}  # box-free / query-based: no proposals
+NO_RPN = {"SOLOv2", "SOLOv2MaskBoxes", "Mask2Former"}  # box-free / query-based: no proposals
 NO_NECK = {"Mask2Former"}  # its pixel decoder takes the FPN's place (checked against the FPN below)
 
 
