@@ -23,8 +23,17 @@ SETTINGS = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: 2**31 - 1, _M_TOP_PAD: 512 << 20}
 OPT_OUT = "MNC_BENCH_ALLOCATOR"
 
 
+_applied = False
+
+
+def tuned() -> bool:
+    """Whether this process runs with :data:`SETTINGS` (its RSS then never shrinks)."""
+    return _applied
+
+
 def tune_allocator() -> bool:
     """Apply :data:`SETTINGS` through ``mallopt``; True if glibc accepted all of them."""
+    global _applied
     if os.environ.get(OPT_OUT, "").lower() == "system":
         return False
     name = ctypes.util.find_library("c")
@@ -38,4 +47,5 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return all(mallopt(parameter, value) == 1 for parameter, value in SETTINGS.items())
+    _applied = all(mallopt(parameter, value) == 1 for parameter, value in SETTINGS.items())
+    return _applied

@@ -483,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    tune_allocator()
+    if argv is None:  # a command (not a call from Python, e.g. a test or notebook): tune this process's malloc
+        tune_allocator()
     try:
         return args.handler(args)
     except UserError as exc:

@@ -47,10 +47,18 @@ def test_large_blocks_come_from_the_heap_unless_the_user_opts_out():
     assert not applied and mmapped >= 64 << 20
 
 
-def test_the_cli_applies_the_settings(monkeypatch):
+def test_commands_apply_the_settings_calls_from_python_do_not(monkeypatch):
+    """`mnc-bench ...` and the suite worker tune their process; `main([...])` from Python (tests, notebooks) leaves
+    the caller's process as it is."""
     from mnc_bench import cli
+    from mnc_bench.suites import worker
 
     calls = []
-    monkeypatch.setattr(cli, "tune_allocator", lambda: calls.append(True))
-    assert cli.main(["data", "check", "/nonexistent.json"]) == 2
-    assert calls == [True]
+    monkeypatch.setattr(cli, "tune_allocator", lambda: calls.append("cli"))
+    monkeypatch.setattr(worker, "tune_allocator", lambda: calls.append("worker"))
+    assert cli.main(["data", "check", "/nonexistent.json"]) == 2 and calls == []
+    monkeypatch.setattr("sys.argv", ["mnc-bench", "data", "check", "/nonexistent.json"])
+    assert cli.main() == 2 and calls == ["cli"]
+    monkeypatch.setattr("sys.argv", ["worker", "/nonexistent/run"])
+    monkeypatch.setattr(worker, "run", lambda run_dir, **kwargs: 0)
+    assert worker.main() == 0 and calls == ["cli", "worker"]

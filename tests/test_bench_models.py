@@ -57,6 +57,15 @@ def test_peak_memory_sees_what_a_block_allocates():
     assert later.peak_mb < memory.peak_mb - 200
 
 
+def test_peak_memory_says_when_the_allocator_keeps_freed_memory(monkeypatch):
+    import mnc_bench.bench.measure as measure
+
+    monkeypatch.setattr(measure, "tuned", lambda: True)
+    assert "a row is the peak so far" in PeakMemory(torch.device("cpu")).method
+    monkeypatch.setattr(measure, "tuned", lambda: False)
+    assert "peak so far" not in PeakMemory(torch.device("cpu")).method
+
+
 def _load_json(path) -> dict:
     return json.loads(path.read_text())
 

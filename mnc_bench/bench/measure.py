@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from mnc_bench.allocator import tuned
+
 UNCOUNTED_OPS = (
     "element-wise ops and activations", "normalisation", "pooling", "interpolation", "grid_sample",
     "mmcv RoIAlign", "NMS", "optimizer update",
@@ -99,6 +101,9 @@ class PeakMemory:
             self.method = "cuda max_memory_allocated"
         elif _resettable_rss():
             self.method = "peak RSS (VmHWM, reset per block)"
+            if tuned():  # freed memory stays in the process: a block's peak includes every block before it
+                self.method += (", but glibc keeps freed memory (mnc_bench/allocator.py): a row is the peak so far; "
+                                "MNC_BENCH_ALLOCATOR=system for each model's own")
         else:
             self.method = "lifetime peak RSS (ru_maxrss)"
 

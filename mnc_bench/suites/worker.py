@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none")
     parser.add_argument("--track", metavar="URI", default=None, help="MLflow tracking URI")
     args = parser.parse_args(argv)
-    tune_allocator()
+    if argv is None:  # the worker process itself, as the runner starts it (as the CLI: mnc_bench/allocator.py)
+        tune_allocator()
     run_dir = RunDir(args.run_dir) if args.run_dir else _await_run()
     if run_dir is None:
         return EXIT_DONE
