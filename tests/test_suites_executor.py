@@ -45,6 +45,7 @@ def worker_pid(run_dir: RunDir) -> int:
     return int(re.search(r"is done already \(.*, pid (\d+)\)", run_dir.file("log.txt").read_text()).group(1))
 
 
+@pytest.mark.slow  # ~8 s of real worker processes importing torch/mmdet; CI runs it
 def test_prestarted_workers_take_the_runs_and_the_spare_is_stopped(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     runs = [done_run(tmp_path / "suite" / name) for name in ("0123456789ab", "ba9876543210")]
@@ -68,6 +69,7 @@ def test_an_idle_worker_whose_stdin_closes_exits_without_a_run(tmp_path):
     assert worker.returncode == 0 and "Traceback" not in worker.stderr
 
 
+@pytest.mark.slow  # ~8 s of real worker processes importing torch/mmdet; CI runs it
 def test_while_runs_remain_a_worker_is_started_ahead_for_the_next_one(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     runs = [done_run(tmp_path / "suite" / name) for name in ("0123456789ab", "ba9876543210", "aaaaaaaaaaaa")]
