@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("mmcv.ops")
 
 import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
@@ -231,7 +232,8 @@ def test_deterministic_runs_repeat_bit_for_bit(shapes_dataset, tmp_path):
                          "--cfg-options", *fast_options(shapes_dataset, iters=2, val=False)]) == 0
             assert torch.are_deterministic_algorithms_enabled()  # randomness.deterministic reached mmengine
             checkpoint = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=False)
-            assert "randomness = dict(deterministic=True, seed=7)" in checkpoint["meta"]["cfg"]
+            saved = Config.fromstring(checkpoint["meta"]["cfg"], ".py")  # the config text mmengine saved
+            assert saved.randomness == dict(deterministic=True, seed=7)
             runs.append((checkpoint["state_dict"], _logged_losses(work)))
     finally:
         torch.use_deterministic_algorithms(enabled_before)
