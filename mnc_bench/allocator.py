@@ -12,7 +12,6 @@ Set ``MNC_BENCH_ALLOCATOR=system`` to keep glibc's defaults. Elsewhere than glib
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # mallopt parameters, from glibc's malloc.h.
@@ -36,11 +35,8 @@ def tune_allocator() -> bool:
     global _applied
     if os.environ.get(OPT_OUT, "").lower() == "system":
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the process's own symbols: libc's, without find_library's ldconfig subprocess
         mallopt = libc.mallopt
         # gnu_get_libc_version exists in glibc only: other C libraries' mallopt takes other parameter numbers.
         libc.gnu_get_libc_version
