@@ -11,7 +11,9 @@ METRIC_NAME = "MNCBenchMetric"
 
 def register_all() -> None:
     """Register mmdet's modules, PANet's (``baselines/``, installed as ``mnc_bench.baselines``), MNC's adapter
-    (model type ``MNC``) and the evaluation metric ``MNCBenchMetric`` (idempotent)."""
+    (model type ``MNC``), the RoI layer ``SeparableRoIAlign`` and the evaluation metric ``MNCBenchMetric``
+    (idempotent)."""
+    import mmcv.ops
     from mmdet.registry import METRICS
     from mmdet.utils import register_all_modules
 
@@ -19,6 +21,11 @@ def register_all() -> None:
     import mnc_bench.baselines  # noqa: F401  (registers on import)
     import mnc_bench.models.mmdet_adapter  # noqa: F401  (registers on import)
     from mnc_bench.evaluation.metric import MNCBenchMetric
+    from mnc_bench.models.roi_align import SeparableRoIAlign
+
+    # mmdet's RoI extractors resolve `roi_layer.type` as an attribute of mmcv.ops, not through a registry
+    # (BaseRoIExtractor.build_roi_layers), so that is where a RoI layer joins.
+    mmcv.ops.SeparableRoIAlign = SeparableRoIAlign
 
     # force=True: a second call (or a reload of the metric module) must not fail on the existing name.
     METRICS.register_module(name=METRIC_NAME, module=MNCBenchMetric, force=True)

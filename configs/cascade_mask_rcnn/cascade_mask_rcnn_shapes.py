@@ -22,7 +22,7 @@ model = dict(
         stage_loss_weights=[1, 0.5, 0.25],
         bbox_roi_extractor=dict(
             type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+            roi_layer=_base_.box_roi_layer,
             out_channels=64,
             featmap_strides=[4, 8, 16, 32]),
         # One box head per stage; each regresses relative to a tighter box distribution (mmdet's stds).
@@ -42,7 +42,7 @@ model = dict(
         ],
         mask_roi_extractor=dict(
             type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
+            roi_layer=_base_.mask_roi_layer,
             out_channels=64,
             featmap_strides=[4, 8, 16, 32]),
         # One dict: CascadeRoIHead builds a separate copy for each stage.

@@ -26,7 +26,7 @@ model = dict(
         stage_loss_weights=[1, 0.5, 0.25],
         bbox_roi_extractor=dict(
             type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+            roi_layer=_base_.box_roi_layer,
             out_channels=64,
             featmap_strides=[4, 8, 16, 32]),
         bbox_head=[
@@ -45,7 +45,7 @@ model = dict(
         ],
         mask_roi_extractor=dict(
             type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
+            roi_layer=_base_.mask_roi_layer,
             out_channels=64,
             featmap_strides=[4, 8, 16, 32]),
         # The first stage has no previous mask features to add (with_conv_res=False).

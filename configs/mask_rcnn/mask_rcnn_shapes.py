@@ -13,7 +13,7 @@ model = dict(
         type='StandardRoIHead',
         bbox_roi_extractor=dict(
             type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+            roi_layer=_base_.box_roi_layer,
             out_channels=64,
             featmap_strides=[4, 8, 16, 32]),
         bbox_head=dict(
@@ -29,7 +29,7 @@ model = dict(
             loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
         mask_roi_extractor=dict(
             type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
+            roi_layer=_base_.mask_roi_layer,
             out_channels=64,
             featmap_strides=[4, 8, 16, 32]),
         mask_head=dict(

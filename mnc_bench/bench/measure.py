@@ -4,7 +4,8 @@ FLOPs come from PyTorch's dispatch-level counter (`torch.utils.flop_counter.Flop
 actually runs (data-dependent branches, Python loops and backward passes included), counting a multiply-add
 as 2 FLOPs like the matmul peak. It counts matrix products and convolutions (mm, addmm, bmm, baddbmm,
 convolution and their backward, attention); it does NOT count element-wise ops, activations, normalisation,
-pooling, interpolation and `grid_sample`, nor ops outside the dispatcher (mmcv's RoIAlign and NMS). For these
+pooling, interpolation and `grid_sample`, nor ops outside the dispatcher (mmcv's RoIAlign and NMS; of the
+shapes configs' SeparableRoIAlign it counts the backward's matrix products, not torchvision's forward). For these
 models the counted ops are the bulk of the arithmetic but not of the time.
 """
 
@@ -28,7 +29,7 @@ from mnc_bench.allocator import tuned
 
 UNCOUNTED_OPS = (
     "element-wise ops and activations", "normalisation", "pooling", "interpolation", "grid_sample",
-    "mmcv RoIAlign", "NMS", "optimizer update",
+    "RoIAlign (mmcv's; SeparableRoIAlign's forward)", "NMS", "optimizer update",
 )
 
 
