@@ -10,6 +10,7 @@
 # shared RPN so rows differ only after the proposals.
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
+    '../_base_/models/roi_layers_cpu.py',
     '../_base_/datasets/shapes.py',
     '../_base_/schedules/shapes_cpu.py',
 ]

@@ -12,6 +12,7 @@
 # tests at 0.001, the HTC paper's setting).
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
+    '../_base_/models/roi_layers_cpu.py',
     '../_base_/datasets/shapes.py',
     '../_base_/schedules/shapes_cpu.py',
 ]

@@ -3,6 +3,7 @@
 # (128 RoIs/image, 25 % positive, GT added); MNC keeps its paper's 64: each model's own head recipe.
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
+    '../_base_/models/roi_layers_cpu.py',
     '../_base_/datasets/shapes.py',
     '../_base_/schedules/shapes_cpu.py',
 ]
