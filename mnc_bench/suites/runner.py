@@ -137,7 +137,7 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_faile
             executor.execute([p.run_dir for p in todo], _Events(), suite_dir)
     ended = time.time()
     record.update(ended_at=ended, wall_s=ended - started_at, runs=len(run_times), runs_time_s=sum(run_times.values()),
-                  first_iter_at=_first_iteration(todo))
+                  **_first_iteration(todo))
     _append_invocation(suite_dir, record)
     echo(progress.summary().rsplit(", ETA", 1)[0])
     return record
@@ -217,10 +217,16 @@ def _settle(run_dir: RunDir, exit_code: int | None) -> dict[str, Any]:
     return run_dir.update_status(state="failed", ended=now_iso(), exit_reason=reason, log_tail=run_dir.log_tail())
 
 
-def _first_iteration(todo: list[PlannedRun]) -> float | None:
-    times = [stats["first_iter_at"] for p in todo
-             if isinstance(stats := p.run_dir.read_json("run_stats.json"), dict) and stats.get("first_iter_at")]
-    return min(times) if times else None
+def _first_iteration(todo: list[PlannedRun]) -> dict[str, float | None]:
+    """When the first of this invocation's runs finished a training iteration, and how long that run's worker
+    took to build its runner (config, model, data, hooks) after it got the run."""
+    stats = [s for p in todo if isinstance(s := p.run_dir.read_json("run_stats.json"), dict) and s.get("first_iter_at")]
+    if not stats:
+        return dict(first_iter_at=None, first_run_build_s=None)
+    first = min(stats, key=lambda s: s["first_iter_at"])
+    got_run, built = first.get("worker_started_at"), first.get("runner_built_at")
+    return dict(first_iter_at=first["first_iter_at"],
+                first_run_build_s=built - got_run if got_run and built and built >= got_run else None)
 
 
 def suite_record_path(suite_dir: Path) -> Path:
