@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from mnc_bench.suites.commands import status_command  # noqa: E402
 from mnc_bench.suites.rundir import RunDir, list_run_dirs  # noqa: E402
 from mnc_bench.suites.runner import format_plan, plan_suite, run_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
+from test_suites_runner import tiny_suite  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,16 +34,7 @@ def _repo_cwd(monkeypatch):
 
 def write_suite(tmp_path: Path, name: str, data_root: Path, *, seeds=(0, 1), extra: str = "") -> Path:
     """A Mask R-CNN suite; suites that differ only in a logging interval (not part of a run id) share runs."""
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(textwrap.dedent(f"""
-        base: configs/mask_rcnn/mask_rcnn_shapes.py
-        seeds: {list(seeds)}
-        cfg_options:
-          data_root: {data_root}/
-          train_cfg.max_iters: 3
-          default_hooks.logger.interval: {len(name)}
-    """) + textwrap.dedent(extra))
-    return path
+    return tiny_suite(tmp_path, data_root, name=name, seeds=seeds, extra=extra, log_interval=len(name))
 
 
 def finish_run(run_dir: RunDir) -> None:

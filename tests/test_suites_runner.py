@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_suite(tmp_path: Path, data_root: Path, *, name: str = "tiny", iters: int = 3, seeds=(0, 1, 2),
-               extra: str = "") -> Path:
+               extra: str = "", log_interval: int = 1) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(textwrap.dedent(f"""
         base: configs/mask_rcnn/mask_rcnn_shapes.py
@@ -33,7 +33,7 @@ def tiny_suite(tmp_path: Path, data_root: Path, *, name: str = "tiny", iters: in
           data_root: {data_root}/
           train_cfg.max_iters: {iters}
           train_dataloader.batch_size: 2
-          default_hooks.logger.interval: 1
+          default_hooks.logger.interval: {log_interval}
           default_hooks.checkpoint.interval: 1
           default_hooks.checkpoint.max_keep_ckpts: 5
           model.test_cfg.rcnn.max_per_img: 10
