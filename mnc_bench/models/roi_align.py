@@ -19,14 +19,14 @@ models); larger maps keep torchvision's backward.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torchvision.ops import roi_align as tv_roi_align
 
-DENSE_BACKWARD_MAX_PIXELS = 64 * 64  # our choice: the dense products stay under ~1 GMAC per batch of 1000 RoIs
+# Our choice: at 64 x 64 (1,000 RoIs, 64 channels, 7 x 7 bins; ~1.8 GMAC) the dense backward still beat mmcv's
+# scalar one (1 thread, loaded machine: 151-299 vs 270-345 ms); the cost grows with the map, the kernel's does not.
+DENSE_BACKWARD_MAX_PIXELS = 64 * 64
 
 
 def bin_weights(start: Tensor, size: Tensor, bins: int, samples: Tensor, length: int) -> Tensor:
@@ -45,8 +45,9 @@ def bin_weights(start: Tensor, size: Tensor, bins: int, samples: Tensor, length:
     point = torch.arange(max_samples, dtype=start.dtype, device=start.device)
     bin_size = size / bins
     # [R, bins, S]: mmcv's sampling points start + p * bin + (i + 0.5) * bin / S, for i < S_r
-    coords = (start[:, None, None] + torch.arange(bins, dtype=start.dtype, device=start.device)[None, :, None]
-              * bin_size[:, None, None] + (point[None, None, :] + 0.5) * (bin_size / samples.clamp(min=1.0))[:, None, None])
+    step = bin_size / samples.clamp(min=1.0)
+    bin_start = start[:, None] + torch.arange(bins, dtype=start.dtype, device=start.device) * bin_size[:, None]
+    coords = bin_start[:, :, None] + (point + 0.5) * step[:, None, None]
     used = (point[None, None, :] < samples[:, None, None]) & (coords >= -1.0) & (coords <= length)
     coords = torch.where(used, coords, torch.zeros_like(coords)).clamp(min=0.0)
     low = coords.floor()
@@ -67,7 +68,8 @@ def _rows_per_image(image_of_row: Tensor) -> list[tuple[int, slice | Tensor]]:
     if bool((image_of_row[1:] >= image_of_row[:-1]).all()):
         images, counts = torch.unique_consecutive(image_of_row, return_counts=True)
         ends = counts.cumsum(0).tolist()
-        return [(image, slice(end - count, end)) for image, count, end in zip(images.tolist(), counts.tolist(), ends)]
+        return [(image, slice(end - count, end))
+                for image, count, end in zip(images.tolist(), counts.tolist(), ends)]
     return [(image, (image_of_row == image).nonzero().squeeze(1)) for image in image_of_row.unique().tolist()]
 
 

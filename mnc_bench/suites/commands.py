@@ -107,7 +107,8 @@ def format_timing(record: Mapping[str, Any]) -> str:
             detail.append(f"suite validated after {record['validated_at'] - record['started_at']:.1f} s")
         if record.get("first_run_build_s") is not None:
             build = record["first_run_build_s"]
-            detail.append(f"its runner (model, data, hooks) built in {build:.1f} s; {to_first - build:.1f} s beyond that")
+            detail.append(f"its runner (model, data, hooks) built in {build:.1f} s; "
+                          f"{to_first - build:.1f} s beyond that")
         parts.append(first + (f" ({'; '.join(detail)})" if detail else ""))
     return "; ".join(parts)
 
