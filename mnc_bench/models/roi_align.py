@@ -86,7 +86,11 @@ class _RoIAlignFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         (rois,) = ctx.saved_tensors
         shape, (bins_h, bins_w), spatial_scale, sampling_ratio, aligned = ctx.params
-        batch, channels, height, width = shape
+        _, channels, height, width = shape
+        num_rois = rois.shape[0]
+        grad_features = grad_out.new_zeros(shape)
+        if num_rois == 0:
+            return grad_features, None, None, None, None, None
         offset = 0.5 if aligned else 0.0
         x1 = rois[:, 1] * spatial_scale - offset
         y1 = rois[:, 2] * spatial_scale - offset
@@ -101,10 +105,6 @@ class _RoIAlignFunction(torch.autograd.Function):
             samples_x = torch.ceil(roi_w / bins_w)
         weights_y = bin_weights(y1, roi_h, bins_h, samples_y, height).to(grad_out.dtype)  # [R, ph, H]
         weights_x = bin_weights(x1, roi_w, bins_w, samples_x, width).to(grad_out.dtype)  # [R, pw, W]
-        num_rois = rois.shape[0]
-        grad_features = grad_out.new_zeros(shape)
-        if num_rois == 0:
-            return grad_features, None, None, None, None, None
         # [R, ph*C, pw] @ [R, pw, W] -> [R, ph, C, W]: laid out for the per-image product without a copy
         rows = torch.bmm(grad_out.transpose(1, 2).reshape(num_rois, bins_h * channels, bins_w), weights_x)
         rows = rows.view(num_rois * bins_h, channels * width)
@@ -117,14 +117,14 @@ class _RoIAlignFunction(torch.autograd.Function):
 
 
 class SeparableRoIAlign(nn.Module):
-    """Drop-in for ``mmcv.ops.RoIAlign`` (``pool_mode='avg'``) with the fast backward above.
+    """Drop-in for ``mmcv.ops.RoIAlign`` (``pool_mode='avg'``; no ``use_torchvision``) with the fast backward above.
 
     Args and shapes as mmcv's: features ``[B, C, H, W]``, rois ``[R, 5]`` (image index, x1, y1, x2, y2 in image
     pixels) -> ``[R, C, out_h, out_w]``.
     """
 
     def __init__(self, output_size: int | tuple[int, int], spatial_scale: float = 1.0, sampling_ratio: int = 0,
-                 pool_mode: str = "avg", aligned: bool = True, use_torchvision: bool = False) -> None:
+                 pool_mode: str = "avg", aligned: bool = True) -> None:
         super().__init__()
         if pool_mode != "avg":
             raise ValueError(f"SeparableRoIAlign: pool_mode={pool_mode!r} is not implemented here; use mmcv's RoIAlign")
