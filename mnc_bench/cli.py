@@ -407,7 +407,7 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     slurm = p.add_argument_group("slurm (override the suite's `slurm:` settings)")
     slurm.add_argument("--partition", help="Slurm partition")
     slurm.add_argument("--gpus-per-run", type=_positive_int, default=None,
-                       help="GPUs per run (> 1: one task per GPU, mmengine's slurm launcher)")
+                       help="GPUs per run (> 1: one task per GPU, joined by mmengine's pytorch launcher)")
     slurm.add_argument("--timeout-min", type=_positive_int, default=None,
                        help="time limit per job; a run that hits it is requeued and resumes")
     slurm.add_argument("--array-parallelism", type=_positive_int, default=None,

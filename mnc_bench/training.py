@@ -93,6 +93,9 @@ def train(
     allow_mmengine_checkpoint_globals()
     runner = _build_runner(cfg)
     runner.train()
+    from mmengine.dist import barrier
+
+    barrier()  # rank 0 saves the checkpoints, with no wait: the other ranks read last_checkpoint after it
     metrics = {key[len("val/"):]: float(buffer.current()) for key, buffer in runner.message_hub.log_scalars.items()
                if key.startswith("val/") and key not in ("val/time", "val/data_time")}
     last = Path(cfg.work_dir) / "last_checkpoint"
@@ -151,8 +154,31 @@ def _configure_run(cfg, *, work_dir, launcher: str) -> None:
     if launcher != "none":
         import torch
 
-        if not torch.cuda.is_available():  # mmengine's distributed init binds each process to a CUDA device
-            raise UserError(f"--launcher {launcher} needs GPUs (one process per GPU); on CPU use --launcher none")
+        if not torch.cuda.is_available():
+            _join_cpu_process_group(cfg, launcher)
+
+
+def _join_cpu_process_group(cfg, launcher: str) -> None:
+    """Distributed training without GPUs: mmengine's launchers bind every process to a CUDA device, so a CPU
+    process joins a gloo process group here (env:// from torchrun or from a suite's submitit task), which the
+    Runner then uses as it is; DDP wraps the CPU model without device ids. Everything else is the GPU path:
+    distributed sampler, gradient all-reduce, checkpoints and metrics on rank 0."""
+    import torch.distributed as dist
+
+    if launcher != "pytorch":
+        raise UserError(f"--launcher {launcher} needs GPUs; on CPU, start the processes with torchrun and "
+                        "--launcher pytorch")
+    missing = [key for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if key not in os.environ]
+    if missing:
+        raise UserError(f"--launcher pytorch needs {', '.join(missing)} in the environment: start the processes "
+                        "with torchrun")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    wrapper = cfg.get("model_wrapper_cfg") or dict(
+        type="MMDistributedDataParallel", broadcast_buffers=False,
+        find_unused_parameters=cfg.get("find_unused_parameters", False))
+    wrapper.setdefault("device_ids", None)  # mmengine's default ([LOCAL_RANK]) names a CUDA device
+    cfg.model_wrapper_cfg = wrapper
 
 
 def _build_runner(cfg):

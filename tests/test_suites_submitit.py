@@ -4,6 +4,7 @@ time in our code, and a preempted job requeued by submitit's checkpointing resum
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 pytest.importorskip("mmcv.ops")
 submitit = pytest.importorskip("submitit")
 
-from mnc_bench.suites.executors import SubmititExecutor, SuiteJob  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+
+from mnc_bench.suites.executors import SubmititExecutor, SuiteJob, submitit_executor  # noqa: E402
 from mnc_bench.suites.runner import _prepare_data, _prepare_run_dir, plan_suite, run_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
 from test_suites_runner import REPO, tiny_suite  # noqa: E402
@@ -64,3 +67,43 @@ def test_a_timed_out_job_is_requeued_and_resumes_from_its_checkpoint(shapes_data
     assert "exiting to be requeued" in log and "resuming" in log
     steps = [json.loads(line)["step"] for line in run_dir.file("scalars.json").read_text().splitlines()]
     assert steps == list(range(1, 41))
+
+
+def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path):
+    """`gpus_per_run: 2` (what --executor slurm submits as two tasks, one per GPU) on submitit's local executor
+    and the CPU: the tasks join one process group through submitit's environment; the run trains at world size 2,
+    its test predictions cover every image and its proposal recall is that of the whole test split."""
+    suite_file = tmp_path / "two_tasks.yaml"
+    suite_file.write_text(textwrap.dedent(f"""
+        base: configs/mask_rcnn/mask_rcnn_shapes.py
+        seeds: [0]
+        cfg_options:
+          data_root: {shapes_dataset}/
+          train_cfg.max_iters: 2
+          train_dataloader.batch_size: 2
+          model.test_cfg.rcnn.score_thr: 0.0
+          model.test_cfg.rcnn.max_per_img: 10
+        metrics: [coco/segm/AP, proposals/AR@100]
+    """))
+    suite = load_suite(suite_file)
+    suite_dir = tmp_path / "results" / "two_tasks"
+    executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 30},
+                                 threads=1)
+    run_suite(suite, suite_dir, executor=SubmititExecutor(executor, max_parallel=1, threads=1, launcher="pytorch"),
+              echo=lambda line: None)
+    run_dir = suite_dir / suite.runs[0].run_id
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+    stats = json.loads((run_dir / "run_stats.json").read_text())
+    assert stats["world_size"] == 2 and stats["batch_size"] == 4
+    val_ann = shapes_dataset / "annotations" / "instances_val.json"
+    predictions = json.loads((run_dir / "predictions.json").read_text())
+    assert {record["image_id"] for record in predictions} == set(COCO(str(val_ann)).getImgIds())
+    # recall from both ranks' shares equals recall of one process over the whole split
+    from mnc_bench.config_loading import load_config
+    from mnc_bench.suites.proposals import proposal_recall
+
+    spec = json.loads((run_dir / "run.json").read_text())
+    alone = proposal_recall(load_config(spec["config"], dict(spec["cfg_options"], **{"test_dataloader.batch_size": 1})),
+                            stats["checkpoint"], str(val_ann))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["proposals/AR@100"] == pytest.approx(alone["proposals/AR@100"], abs=1e-6)

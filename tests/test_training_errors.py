@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -257,10 +258,17 @@ def test_pretrained_weights_are_local_files_only(tmp_path):
     assert scratch.model.backbone.init_cfg is None
 
 
-def test_distributed_launcher_without_gpus_is_a_user_error(shapes_dataset, tmp_path):
+@pytest.mark.parametrize("launcher, message", [
+    ("slurm", "--launcher slurm needs GPUs; on CPU, start the processes with torchrun and --launcher pytorch"),
+    ("pytorch", "--launcher pytorch needs RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment"),
+])
+def test_a_distributed_launch_that_cannot_start_on_cpu_is_a_user_error(launcher, message, shapes_dataset, tmp_path,
+                                                                        monkeypatch):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("GPUs present: the launcher would start for real")
-    with pytest.raises(UserError, match="--launcher pytorch needs GPUs"):
-        train(MASK_RCNN, launcher="pytorch", work_dir=tmp_path, cfg_options={"data_root": str(shapes_dataset)})
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(UserError, match=re.escape(message)):
+        train(MASK_RCNN, launcher=launcher, work_dir=tmp_path, cfg_options={"data_root": str(shapes_dataset)})

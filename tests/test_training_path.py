@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +30,8 @@ from mnc_bench.config_loading import parse_cfg_options  # noqa: E402
 from mnc_bench.errors import UserError  # noqa: E402
 from mnc_bench.training import evaluate_checkpoint, train  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
 MASK_RCNN = CONFIGS / "mask_rcnn" / "mask_rcnn_shapes.py"
 PANET = CONFIGS / "panet" / "panet_shapes.py"
 MNC = CONFIGS / "mnc" / "mnc_3stage_shapes.py"
@@ -100,6 +104,31 @@ def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, 
 def _train_log(work: Path) -> str:
     logs = sorted(work.glob("*/*.log"))
     return logs[-1].read_text()
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_and_test_as_one_run_under_torchrun(shapes_dataset, tmp_path):
+    """The multi-GPU path (mmengine's pytorch launcher: distributed sampler, DDP over every parameter of MNC,
+    checkpoints from rank 0, test results gathered from every rank) on two CPU processes joined by gloo."""
+    work, out = tmp_path / "work", tmp_path / "pred.json"
+
+    def torchrun(*args: str) -> None:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   "-m", "mnc_bench.cli", *args, "--launcher", "pytorch", "--work-dir", str(work),
+                   "--cfg-options", *fast_options(shapes_dataset)]
+        done = subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+    torchrun("train", str(MNC))
+    log = _train_log(work)
+    assert "Distributed training: True" in log and "GPU number: 2" in log  # mmengine's count of processes
+    assert sorted(path.name for path in work.glob("iter_*.pth")) == ["iter_1.pth", "iter_2.pth"]
+    torchrun("test", str(MNC), str(work / "iter_2.pth"), "--out", str(out))
+    val_ann = shapes_dataset / "annotations" / "instances_val.json"
+    records, _ = _check_results_file(out, val_ann)
+    # score threshold 0: every image has detections, and each rank scored half of the images
+    assert {record["image_id"] for record in records} == set(COCO(str(val_ann)).getImgIds())
 
 
 class _RecordOptimizerState(Hook):

@@ -82,7 +82,7 @@ def _slurm_executor(slurm: dict[str, Any], suite_dir: Path, num_runs: int, track
     executor = submitit_executor("slurm", suite_dir / ".submitit", slurm=slurm, threads=threads or 1)
     # All runs go out as one job array; Slurm's array parallelism (suite or --array-parallelism) caps them.
     return SubmititExecutor(executor, max_parallel=num_runs, threads=threads,
-                            launcher="slurm" if gpus > 1 else "none", track=track)
+                            launcher="pytorch" if gpus > 1 else "none", track=track)
 
 
 def _failed_ids(suite_dir: Path) -> set[str]:

@@ -146,6 +146,12 @@ class SuiteJob:
     def __call__(self, run_dir: str) -> int:
         from mnc_bench.suites.worker import run
 
+        if self.launcher == "pytorch":
+            # One task per GPU: submitit knows each task's rank and the job's hosts, and exports them for
+            # torch's env:// rendezvous, which mmengine's pytorch launcher (or, without GPUs, gloo) joins.
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         return run(RunDir(run_dir), threads=self.threads, launcher=self.launcher, track=self.track)
 
     def checkpoint(self, run_dir: str) -> Any:
@@ -204,11 +210,12 @@ def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any], thre
         raise UserError("--executor slurm needs submitit: pip install 'mnc-bench[slurm]'") from exc
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     gpus = int(slurm.get("gpus_per_run", 1 if cluster == "slurm" else 0))
-    params: dict[str, Any] = dict(timeout_min=int(slurm.get("timeout_min", 24 * 60)), name=folder.parent.name)
+    # One task per GPU (SuiteJob joins them into one process group); the local executor without GPUs runs as
+    # many CPU processes, which is how the tests drive the multi-GPU path.
+    params: dict[str, Any] = dict(timeout_min=int(slurm.get("timeout_min", 24 * 60)), name=folder.parent.name,
+                                  tasks_per_node=max(1, gpus))
     if cluster == "slurm":
-        # One task per GPU: mmengine's slurm launcher reads the task's rank from Slurm.
-        params.update(gpus_per_node=gpus, tasks_per_node=max(1, gpus),
-                      cpus_per_task=int(slurm.get("cpus_per_run", threads)),
+        params.update(gpus_per_node=gpus, cpus_per_task=int(slurm.get("cpus_per_run", threads)),
                       slurm_array_parallelism=int(slurm.get("array_parallelism", 256)))
         if "partition" in slurm:
             params["slurm_partition"] = slurm["partition"]

@@ -19,9 +19,11 @@ from mnc_bench.errors import UserError
 
 
 def proposal_recall(cfg: Any, checkpoint: str, ann_file: str) -> dict[str, float]:
-    """``proposals/AR@k`` keys of the model in ``cfg`` (a resolved mmengine Config) with ``checkpoint``'s weights."""
+    """``proposals/AR@k`` keys of the model in ``cfg`` (a resolved mmengine Config) with ``checkpoint``'s weights.
+    In a distributed run every rank calls it and scores its share of the images."""
     import torch
     from mmdet.registry import MODELS
+    from mmengine.dist import all_gather_object, is_distributed
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner, load_checkpoint
 
@@ -43,6 +45,8 @@ def proposal_recall(cfg: Any, checkpoint: str, ann_file: str) -> dict[str, float
                 arrays[int(sample.metainfo["img_id"])] = np.concatenate(
                     [boxes.detach().cpu().numpy().reshape(-1, 4), scores.detach().cpu().numpy().reshape(-1, 1)],
                     axis=1)
+    if is_distributed():  # the test sampler gave each rank its share of the images (padded with repeats)
+        arrays = {image_id: array for part in all_gather_object(arrays) for image_id, array in part.items()}
     return evaluate(ann_file, arrays, metric="proposals")
 
 

@@ -44,7 +44,8 @@ def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none", 
 
         torch.set_num_threads(threads)
     if _rank(launcher) != 0:  # other ranks of a multi-GPU run only compute
-        _train_and_evaluate(run_dir, run_dir.read_run(), launcher, main=False, track=track)
+        if run_dir.status()["state"] != "done":  # else rank 0 returns at once and there is no one to join
+            _train_and_evaluate(run_dir, run_dir.read_run(), launcher, main=False, track=track)
         return EXIT_DONE
     try:
         with run_dir.hold():
@@ -127,7 +128,7 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
                                      work_dir=run_dir.path / "eval", cfg_options=test_options, launcher=launcher)
     metrics = dict(evaluation.metrics)
     wanted = spec.get("metrics") or []
-    if main and any(key.startswith("proposals/") for key in wanted):
+    if any(key.startswith("proposals/") for key in wanted):
         from mnc_bench.suites.proposals import proposal_recall
 
         metrics.update(proposal_recall(load_config(config, test_options), str(result.checkpoint),
