@@ -170,13 +170,15 @@ def test_same_config_and_seed_give_identical_metrics(shapes_dataset, tmp_path):
     (invocation,) = json.loads((tmp_path / "a" / "tiny" / "suite.json").read_text())["invocations"]
     stats = json.loads(a.file("run_stats.json").read_text())
     assert invocation["first_iter_at"] == stats["first_iter_at"]
+    assert invocation["first_iter_started_at"] == stats["first_iter_started_at"]
     assert invocation["first_run_build_s"] == pytest.approx(stats["runner_built_at"] - stats["worker_started_at"])
-    assert invocation["started_at"] < invocation["validated_at"] < stats["worker_started_at"] < stats["first_iter_at"]
-    to_first = invocation["first_iter_at"] - invocation["started_at"]
-    assert (f"first training iteration {to_first:.1f} s after start (suite validated after "
+    assert (invocation["started_at"] < invocation["validated_at"] < stats["worker_started_at"]
+            < stats["runner_built_at"] < stats["first_iter_started_at"] < stats["first_iter_at"])
+    began = invocation["first_iter_started_at"] - invocation["started_at"]
+    assert (f"first training iteration began {began:.1f} s after start (suite validated after "
             f"{invocation['validated_at'] - invocation['started_at']:.1f} s; its runner (model, data, hooks) built in "
-            f"{invocation['first_run_build_s']:.1f} s; {to_first - invocation['first_run_build_s']:.1f} s beyond that)"
-            ) in printed
+            f"{invocation['first_run_build_s']:.1f} s; {began - invocation['first_run_build_s']:.1f} s beyond that) "
+            f"and ended {invocation['first_iter_at'] - invocation['started_at']:.1f} s after start") in printed
     assert a.run_id == b.run_id
     assert json.loads(a.file("metrics.json").read_text()) == json.loads(b.file("metrics.json").read_text())
     assert a.file("predictions.json").read_text() == b.file("predictions.json").read_text()

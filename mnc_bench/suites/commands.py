@@ -100,16 +100,18 @@ def format_timing(record: Mapping[str, Any]) -> str:
         parts.append(f"runner overhead {max(0.0, wall - runs / workers) / wall:.1%} of the wall time"
                      + (f" (runs' time / {workers} workers)" if workers > 1 else ""))
     if record.get("first_iter_at"):
-        to_first = record["first_iter_at"] - record["started_at"]
-        first = f"first training iteration {to_first:.1f} s after start"
+        # The first iteration's own compute is the model's, not the runner's: the split is to its start.
+        began = (record.get("first_iter_started_at") or record["first_iter_at"]) - record["started_at"]
+        first = f"first training iteration began {began:.1f} s after start"
         detail = []
         if record.get("validated_at"):
             detail.append(f"suite validated after {record['validated_at'] - record['started_at']:.1f} s")
         if record.get("first_run_build_s") is not None:
             build = record["first_run_build_s"]
             detail.append(f"its runner (model, data, hooks) built in {build:.1f} s; "
-                          f"{to_first - build:.1f} s beyond that")
-        parts.append(first + (f" ({'; '.join(detail)})" if detail else ""))
+                          f"{began - build:.1f} s beyond that")
+        parts.append(first + (f" ({'; '.join(detail)})" if detail else "")
+                     + f" and ended {record['first_iter_at'] - record['started_at']:.1f} s after start")
     return "; ".join(parts)
 
 

@@ -40,6 +40,7 @@ class SuiteRunHook(Hook):
         self.run_dir = RunDir(run_dir)
         self._last_progress = 0.0
         self._first_iter_done = False
+        self._first_iter_started_at = 0.0
         self._started = 0.0
         self._earlier_attempts_s = 0.0
 
@@ -67,6 +68,10 @@ class SuiteRunHook(Hook):
         self.run_dir.write_json("run_stats.json", stats)
         self.run_dir.update_status(iter=int(runner.iter), max_iters=int(runner.max_iters))
 
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        if not self._first_iter_started_at:  # its batch is loaded; kept until the iteration's record
+            self._first_iter_started_at = time.time()
+
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         loss = _number((outputs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
@@ -78,7 +83,7 @@ class SuiteRunHook(Hook):
         now = time.time()
         if not self._first_iter_done:
             self._first_iter_done = True
-            self._record(first_iter_at=now)
+            self._record(first_iter_started_at=self._first_iter_started_at, first_iter_at=now)
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
             self._record()

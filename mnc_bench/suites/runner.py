@@ -218,15 +218,15 @@ def _settle(run_dir: RunDir, exit_code: int | None) -> dict[str, Any]:
 
 
 def _first_iteration(todo: list[PlannedRun]) -> dict[str, float | None]:
-    """When the first of this invocation's runs finished a training iteration, and how long that run's worker
-    took to build its runner (config, model, data, hooks) after it got the run."""
+    """When the first of this invocation's runs began and finished a training iteration, and how long that run's
+    worker took to build its runner (config, model, data, hooks) after it got the run."""
     stats = [s for p in todo
              if isinstance(s := p.run_dir.read_json("run_stats.json"), dict) and s.get("first_iter_at")]
     if not stats:
-        return dict(first_iter_at=None, first_run_build_s=None)
+        return dict(first_iter_started_at=None, first_iter_at=None, first_run_build_s=None)
     first = min(stats, key=lambda s: s["first_iter_at"])
     got_run, built = first.get("worker_started_at"), first.get("runner_built_at")
-    return dict(first_iter_at=first["first_iter_at"],
+    return dict(first_iter_started_at=first.get("first_iter_started_at"), first_iter_at=first["first_iter_at"],
                 first_run_build_s=built - got_run if got_run and built and built >= got_run else None)
 
 
