@@ -188,6 +188,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, seed=args.seed,
                    deterministic=args.deterministic, resume=args.resume, resume_from=args.resume_from,
                    load_from=args.load_from, launcher=args.launcher)
+    if not _main_process():
+        return 0
     if result.metrics:
         print(format_metrics(result.metrics))
     print(f"work dir {result.work_dir}" + (f", last checkpoint {result.checkpoint}" if result.checkpoint else ""))
@@ -205,10 +207,19 @@ def _cmd_test(args: argparse.Namespace) -> int:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     result = evaluate_checkpoint(args.config, args.checkpoint, out=args.out, work_dir=args.work_dir,
                                  cfg_options=args.cfg_options, launcher=args.launcher)
+    if not _main_process():
+        return 0
     print(format_metrics(result.metrics))
     if result.predictions is not None:
         print(f"predictions {result.predictions}")
     return 0
+
+
+def _main_process() -> bool:
+    """False on the other ranks of a distributed run: rank 0 prints the results they share."""
+    from mmengine.dist import is_main_process
+
+    return is_main_process()
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

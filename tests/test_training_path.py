@@ -112,15 +112,17 @@ def test_two_cpu_processes_train_and_test_as_one_run_under_torchrun(shapes_datas
     checkpoints from rank 0, test results gathered from every rank) on two CPU processes joined by gloo."""
     work, out = tmp_path / "work", tmp_path / "pred.json"
 
-    def torchrun(*args: str) -> None:
+    def torchrun(*args: str) -> str:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                    "-m", "mnc_bench.cli", *args, "--launcher", "pytorch", "--work-dir", str(work),
                    "--cfg-options", *fast_options(shapes_dataset)]
         done = subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
                               text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        return done.stdout
 
-    torchrun("train", str(MNC))
+    printed = torchrun("train", str(MNC))
+    assert printed.count("coco/segm/AP ") == 1  # rank 0 prints the metrics both ranks share
     log = _train_log(work)
     assert "Distributed training: True" in log and "GPU number: 2" in log  # mmengine's count of processes
     assert sorted(path.name for path in work.glob("iter_*.pth")) == ["iter_1.pth", "iter_2.pth"]
