@@ -16,15 +16,17 @@ from mnc_bench.reporting import provenance, write_report
 from report_browser import find_chromium, inspect_page
 from report_fixtures import build_results
 
-SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality"]
+SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "stage3_labels"]
 FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "qualitative",
+           "ablation_model_cascade_stage3_labels", "ablation_model_cascade_share_weights",
            *(f"training_loss_{suite}" for suite in SUITES),
            *(f"training_stages_{model}" for model in ("mask_rcnn_shapes", "panet_shapes", "mnc_3stage_shapes",
                                                       "mnc_5stage_shapes"))]
 TABLES = ["main_coco_mnc_vs_successors", "main_voc_mnc_mnc_vs_successors", "main_voc_sds_mnc_vs_successors",
           "main_coco_cascade_depth", "ablation_model_cascade_num_stages", "ablation_model_cascade_box_grad",
           "ablation_model_loss_weights_mask", "ablation_model_loss_weights_cls",
-          "ablation_model_proposal_control", "ablation_model_cascade_share_weights"]
+          "ablation_model_proposal_control", "ablation_model_cascade_share_weights",
+          "ablation_model_cascade_stage3_labels"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
-"""The ablation and speed figures: AP vs cascade depth, loss-weight heatmap, AP vs proposal quality, speed vs
-accuracy. Each returns a :class:`FigureResult`, or :class:`Skipped` with the reason when its data is
-absent."""
+"""The ablation and speed figures: AP vs cascade depth, loss-weight heatmap, AP vs proposal quality, one figure
+per other ablation axis, speed vs accuracy. Each returns a :class:`FigureResult`, or :class:`Skipped` with the
+reason when its data is absent."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import seaborn as sns
 
 from mnc_bench.reporting.compare import GROUP_COLUMNS, axis_name, numbers, sort_values, value_text
 from mnc_bench.reporting.metrics import RECALL_KEYS, column
-from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, ci95, legend_below, legend_height,
-                                       new_figure, save, style)
+from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, ci95, legend_below, legend_columns,
+                                       legend_height, new_figure, save, style)
 
 MAX_PANELS = 4
+# An ablation axis is read at three strictnesses: the compared metric, COCO's AP at IoU 0.75 and VOC mAP^r@0.7
+# (MNC's protocol), where a change in mask quality shows most.
+AXIS_FIGURE_METRICS = ("coco/segm/AP75", "voc_mnc/mAP@0.7")
 END_TO_END = {"True": "end-to-end", "False": "step-wise"}  # box_grad, read back as bool or text
 
 
@@ -48,8 +51,9 @@ def _varying(data: pd.DataFrame, axes: list[str], exclude: list[str]) -> list[st
     return [a for a in axes if a not in exclude and data[a].nunique(dropna=False) > 1]
 
 
-def _pointplot(ax, data: pd.DataFrame, x: str, order: list[str], hue: str | None, y: str = "value") -> None:
-    sns.pointplot(data=data, x=x, y=y, order=order, hue=hue, palette=PALETTE if hue else None,
+def _pointplot(ax, data: pd.DataFrame, x: str, order: list[str], hue: str | None, y: str = "value",
+               hue_order: list[str] | None = None) -> None:
+    sns.pointplot(data=data, x=x, y=y, order=order, hue=hue, hue_order=hue_order, palette=PALETTE if hue else None,
                   errorbar=ci95, dodge=0.3 if hue else False, capsize=0.15, markersize=3.5, linewidth=1.0,
                   err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
 
@@ -179,6 +183,52 @@ def proposal_figure(
                    + " vs proposal quality, one row per proposal axis: mean over seeds, 95 % "
                    "percentile-bootstrap interval.")
         return save(fig, out_dir, name, caption)
+
+
+def _specialised_axes(axes: list[str]) -> list[str]:
+    """Axes that the depth, loss-weight and proposal figures draw (box_grad: as the depth figure's colour)."""
+    depth = _find(axes, "num_stages")
+    return depth + (_find(axes, "box_grad") if depth else []) + _find(axes, "loss_weight", "proposal")
+
+
+def axis_figures(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path) -> list[FigureResult | Skipped]:
+    """One figure per ablation axis that no specialised figure draws (e.g. which labels train stage 3): the
+    axis values along x, one panel per metric (the compared one, then AP75 and mAP^r@0.7 where measured), the
+    settings of the other varying axes (and the model, where models vary) as colour."""
+    drawn: list[FigureResult | Skipped] = []
+    for axis in [a for a in axes if a not in _specialised_axes(axes)]:
+        name = f"ablation_{axis_name(axis).replace('.', '_')}"
+        rows = done[done[axis].notna()]
+        keys = [k for k in dict.fromkeys((metric, *AXIS_FIGURE_METRICS))
+                if k in rows and numbers(rows[k]).notna().any()]
+        if metric not in keys:
+            drawn.append(Skipped(name, f"no finished run with {metric} on this axis"))
+            continue
+        setting = _setting(rows, _varying(rows, axes, [axis]))
+        hue = "setting" if setting.nunique() > 1 else None
+        labels = sorted(setting.unique()) if hue else []
+        label = axis_name(axis).split(".")[-1]
+        with style():
+            fig = new_figure(1.9 + legend_height(labels))
+            grid = fig.subplots(1, len(keys), squeeze=False)
+            for ax, key in zip(grid.flat, keys):
+                data = _measured(rows, key)
+                data["x"], data["setting"] = data[axis].map(value_text), setting
+                _pointplot(ax, data, "x", _ordered(rows[axis]), hue, hue_order=labels or None)
+                ax.set(xlabel=label, ylabel="", title=column(key).label.replace(" (", "\n("))  # fits a third
+                if hue:
+                    legend = ax.get_legend()
+                    handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+                    legend.remove()
+            if hue:  # one legend for the panels, under them
+                fig.legend(handles, texts, loc="outside lower center", ncols=legend_columns(labels),
+                           frameon=False)
+            single = rows.assign(setting=setting).groupby(["setting", axis], dropna=False).size().min() < 2
+            caption = (f"{', '.join(column(k).label for k in keys)} by {label}: mean over seeds, 95 % "
+                       "percentile-bootstrap interval" + (" (none where a point has one seed)" if single else "")
+                       + ("; colour: " + ", ".join(labels) if hue else "") + ".")
+            drawn.append(save(fig, out_dir, name, caption))
+    return drawn
 
 
 def speed_figure(

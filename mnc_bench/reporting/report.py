@@ -43,6 +43,7 @@ def _draw_figures(a: Analysis, out: Path) -> list[FigureResult | Skipped]:
         ("ap_vs_depth", lambda: figures.depth_figure(done, axes, metric, fig_dir)),
         ("loss_weights", lambda: figures.loss_weight_figure(done, axes, metric, fig_dir)),
         ("ap_vs_proposals", lambda: figures.proposal_figure(done, axes, metric, fig_dir)),
+        ("ablation axes", lambda: figures.axis_figures(done, axes, metric, fig_dir)),
         ("speed_accuracy", lambda: figures.speed_figure(done, a.inputs.bench, metric, fig_dir)),
         ("training curves", lambda: curves.curve_figures(done, fig_dir)),
         ("qualitative", lambda: qualitative.qualitative_figure(done, fig_dir)),
