@@ -4,8 +4,8 @@ Six suites in the layout of ``mnc-bench run`` / ``collect``: ``mnc_vs_successors
 failed and one running run, box AP missing from one run), ``cascade_depth`` (depth zipped with weight sharing,
 x end-to-end; one group with a single seed), ``loss_weights`` (mask x cls weights), ``proposal_quality`` (a
 mapping-valued ``proposal_control`` axis stored as JSON text, as ``collect`` does; AR beside AP),
-``stage3_labels`` (a text axis crossed with two models) and ``only_failed``. Each finished run has ``run.json``, ``metrics.json``, ``scalars.json`` and a
-``predictions.json`` derived from the real shapes val set (ground-truth masks with perturbed scores, some
+``stage3_labels`` (a text axis crossed with two models) and ``only_failed``. Each finished run has
+``run.json``, ``metrics.json``, ``scalars.json`` and a ``predictions.json`` derived from the real shapes val set (ground-truth masks with perturbed scores, some
 dropped, some mislabelled). Metric values are a known per-group effect plus seed noise; the tests recompute every
 aggregate from the returned table, independently of the report code.
 """
