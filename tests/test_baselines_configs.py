@@ -164,3 +164,23 @@ def test_loaded_configs_are_not_yapf_formatted(monkeypatch):
     monkeypatch.setattr(mmengine_config, "FormatCode", refuse)
     cfg = load_config(CONFIGS_DIR / "mnc" / "mnc_3stage_shapes.py", ["train_cfg.max_iters=3"])
     assert "max_iters=3" in cfg.pretty_text
+
+
+def test_validating_a_suite_does_not_import_torchvision(tmp_path):
+    """Validating a suite (every config read and every model built, what `mnc-bench run` does before any run
+    starts) leaves torchvision unimported: its ops pull in torch._dynamo, ~1 s on the way to the first training
+    iteration; our models import it on first use, idle suite workers ahead of time."""
+    import subprocess
+    import sys
+
+    suite = tmp_path / "two.yaml"
+    suite.write_text("grid:\n  config: [configs/mnc/mnc_5stage_shapes.py, configs/panet/panet_shapes.py]\n"
+                     "seeds: [0]\n")
+    probe = ("import sys\n"
+             "from mnc_bench.suites.spec import load_suite\n"
+             f"assert len(load_suite({str(suite)!r}).runs) == 2\n"
+             "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          cwd=CONFIGS_DIR.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

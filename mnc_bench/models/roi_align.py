@@ -22,7 +22,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
-from torchvision.ops import roi_align as tv_roi_align
+
+
+def tv_roi_align(*args, **kwargs) -> Tensor:
+    """torchvision's RoIAlign, torchvision imported on first use: its ops pull in torch._dynamo (~1 s of
+    start-up), which a process that only reads configs and builds models (a suite's validation) never needs."""
+    from torchvision.ops import roi_align
+
+    return roi_align(*args, **kwargs)
+
 
 # Our choice: at 64 x 64 (1,000 RoIs, 64 channels, 7 x 7 bins; ~1.8 GMAC) the dense backward still beat mmcv's
 # scalar one (1 thread, loaded machine: 151-299 vs 270-345 ms); the cost grows with the map, the kernel's does not.

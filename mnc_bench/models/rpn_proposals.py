@@ -15,7 +15,6 @@ import torch
 from mmdet.models.dense_heads import RPNHead
 from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor
-from torchvision.ops import batched_nms
 
 from mnc_bench.models.mnc.boxes import clip_boxes, clip_gradient, inside_image
 
@@ -77,6 +76,8 @@ def rpn_proposals(
             sizes = (boxes[:, 2:] - boxes[:, :2]).detach()
             large_enough = (sizes > min_bbox_size).all(dim=1)
             boxes, scores, ids = boxes[large_enough], scores[large_enough], ids[large_enough]
+        from torchvision.ops import batched_nms  # on first use (mnc_bench.models.roi_align.tv_roi_align)
+
         keep = batched_nms(boxes.detach().float(), scores.float(), ids, nms_iou)[:max_per_img]
         proposals.append(boxes[keep])
     return proposals

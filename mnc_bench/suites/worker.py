@@ -270,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _await_run() -> RunDir | None:
-    """Import what every run needs (seconds of torch, mmcv, mmdet and mmengine), then wait for the run directory
+    """Import what every run needs (seconds of torch, torchvision, mmcv, mmdet and mmengine), then wait for the run directory
     on stdin; None if stdin closes first. Output goes to the run's log from the hand-over on."""
     import mmengine.runner  # noqa: F401
+    import torchvision.ops  # noqa: F401  (imported by our models on first use; here while the runner validates)
 
     import mnc_bench.training  # noqa: F401
     from mnc_bench.registration import register_all

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
 
 from mnc_bench.models.mnc.boxes import clip_boxes
 from mnc_bench.models.mnc.cascade import CascadeOutput
@@ -182,6 +181,8 @@ class MNCPostProcessor:
 
         instance_ids, class_ids = (class_scores > self.score_thr).nonzero(as_tuple=True)
         scores = class_scores[instance_ids, class_ids]
+        from torchvision.ops import batched_nms  # on first use (mnc_bench.models.roi_align.tv_roi_align)
+
         keep = batched_nms(mask_boxes[instance_ids], scores, class_ids, self.nms_iou)[: self.max_per_img]
         instance_ids, class_ids, scores = instance_ids[keep], class_ids[keep], scores[keep]
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou, roi_align
 
 from mnc_bench.models.mnc.boxes import BoxCoder
 from mnc_bench.models.mnc.config import RoISampling
@@ -36,6 +35,8 @@ def max_iou_with_gt(boxes: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
     """Best IoU [R] and the index of that ground truth box [R] (-1 and IoU 0 for an image without objects)."""
     if gt_boxes.shape[0] == 0:
         return boxes.new_zeros(boxes.shape[0]), torch.full((boxes.shape[0],), -1, device=boxes.device)
+    from torchvision.ops import box_iou  # on first use (mnc_bench.models.roi_align.tv_roi_align)
+
     best_iou, matched = box_iou(boxes, gt_boxes).max(dim=1)
     return best_iou, matched
 
@@ -88,6 +89,8 @@ def _resampled_ground_truth(
     matched = assignment.matched_gt[foreground]
     rois = torch.cat((matched[:, None].to(boxes.dtype), boxes.detach()[foreground]), dim=1)
     gt_masks = targets.masks[:, None].to(boxes.dtype)
+    from torchvision.ops import roi_align  # on first use (mnc_bench.models.roi_align.tv_roi_align)
+
     resampled = roi_align(
         gt_masks, rois, output_size=size, spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=True
     )
