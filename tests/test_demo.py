@@ -3,26 +3,17 @@ exit code that says whether every model learned. Here on a one-run stand-in for 
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from mnc_bench import demo
+from suite_files import write_suite
 
 
 @pytest.mark.slow
 def test_demo_runs_its_suite_prints_the_table_writes_the_report_and_flags_a_zero_ap(shapes_dataset, tmp_path,
                                                                                     monkeypatch):
-    suite = tmp_path / "tiny_demo.yaml"
-    suite.write_text(textwrap.dedent(f"""
-        base: configs/mask_rcnn/mask_rcnn_shapes.py
-        seeds: [0]
-        cfg_options:
-          data_root: {shapes_dataset}/
-          train_cfg.max_iters: 2
-          train_dataloader.batch_size: 1
-          model.test_cfg.rcnn.score_thr: 2.0
-    """))
+    suite = write_suite(tmp_path / "tiny_demo.yaml", shapes_dataset, {
+        "train_cfg.max_iters": 2, "train_dataloader.batch_size": 1, "model.test_cfg.rcnn.score_thr": 2.0})
     monkeypatch.setattr(demo, "DEMO_SUITE", str(suite))
     lines: list[str] = []
     code = demo.run_demo(tmp_path / "results", workers=1, report_dir=tmp_path / "report", echo=lines.append)

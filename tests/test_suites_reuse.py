@@ -22,7 +22,7 @@ from mnc_bench.suites.commands import status_command  # noqa: E402
 from mnc_bench.suites.rundir import RunDir, list_run_dirs  # noqa: E402
 from mnc_bench.suites.runner import format_plan, plan_suite, run_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
-from test_suites_runner import tiny_suite  # noqa: E402
+from suite_files import tiny_suite  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,27 +17,10 @@ pytest.importorskip("mmcv.ops")
 
 from mnc_bench.suites.collect import collect  # noqa: E402
 from mnc_bench.suites.rundir import PAUSE_ENV, RunDir  # noqa: E402
+from suite_files import tiny_suite  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def tiny_suite(tmp_path: Path, data_root: Path, *, name: str = "tiny", iters: int = 3, seeds=(0, 1, 2),
-               extra: str = "", log_interval: int = 1) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(textwrap.dedent(f"""
-        base: configs/mask_rcnn/mask_rcnn_shapes.py
-        seeds: {list(seeds)}
-        cfg_options:
-          data_root: {data_root}/
-          train_cfg.max_iters: {iters}
-          train_dataloader.batch_size: 2
-          default_hooks.logger.interval: {log_interval}
-          default_hooks.checkpoint.interval: 1
-          default_hooks.checkpoint.max_keep_ckpts: 5
-          model.test_cfg.rcnn.max_per_img: 10
-    """) + textwrap.dedent(extra))
-    return path
 
 
 def start_runner(suite: Path, results: Path, *args: str, pause: str | None = None) -> subprocess.Popen:

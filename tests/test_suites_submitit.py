@@ -4,7 +4,6 @@ time in our code, and a preempted job requeued by submitit's checkpointing resum
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,8 @@ from pycocotools.coco import COCO  # noqa: E402
 from mnc_bench.suites.executors import SubmititExecutor, SuiteJob, submitit_executor  # noqa: E402
 from mnc_bench.suites.runner import _prepare_data, _prepare_run_dir, plan_suite, run_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
-from test_suites_runner import REPO, tiny_suite  # noqa: E402
+from suite_files import tiny_suite, write_suite  # noqa: E402
+from test_suites_runner import REPO  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -73,18 +73,10 @@ def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path)
     """`gpus_per_run: 2` (what --executor slurm submits as two tasks, one per GPU) on submitit's local executor
     and the CPU: the tasks join one process group through submitit's environment; the run trains at world size 2,
     its test predictions cover every image and its proposal recall is that of the whole test split."""
-    suite_file = tmp_path / "two_tasks.yaml"
-    suite_file.write_text(textwrap.dedent(f"""
-        base: configs/mask_rcnn/mask_rcnn_shapes.py
-        seeds: [0]
-        cfg_options:
-          data_root: {shapes_dataset}/
-          train_cfg.max_iters: 2
-          train_dataloader.batch_size: 2
-          model.test_cfg.rcnn.score_thr: 0.0
-          model.test_cfg.rcnn.max_per_img: 10
-        metrics: [coco/segm/AP, proposals/AR@100]
-    """))
+    suite_file = write_suite(tmp_path / "two_tasks.yaml", shapes_dataset, {
+        "train_cfg.max_iters": 2, "train_dataloader.batch_size": 2,
+        "model.test_cfg.rcnn.score_thr": 0.0, "model.test_cfg.rcnn.max_per_img": 10,
+    }, extra={"metrics": ["coco/segm/AP", "proposals/AR@100"]})
     suite = load_suite(suite_file)
     suite_dir = tmp_path / "results" / "two_tasks"
     executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 30},

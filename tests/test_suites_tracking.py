@@ -10,7 +10,8 @@ pytest.importorskip("mmcv.ops")
 mlflow = pytest.importorskip("mlflow")
 
 from mnc_bench.suites.tracking import metric_name, tracking_uri  # noqa: E402
-from test_suites_runner import finish, run_dirs_of, tiny_suite  # noqa: E402
+from suite_files import tiny_suite  # noqa: E402
+from test_suites_runner import finish, run_dirs_of  # noqa: E402
 
 
 def test_track_option():
