@@ -97,8 +97,13 @@ def format_timing(record: Mapping[str, Any]) -> str:
     parts = [f"wall {wall:.1f} s", f"runs' own time {runs:.1f} s over {record.get('runs', 0)} run(s)"]
     workers = max(1, int(record.get("workers") or 1))
     if wall and runs:
-        parts.append(f"runner overhead {max(0.0, wall - runs / workers) / wall:.1%} of the wall time"
-                     + (f" (runs' time / {workers} workers)" if workers > 1 else ""))
+        # Slots idle after the last launch (nothing left to start) are the suite's shape, not the runner's cost.
+        tail = min(record.get("tail_idle_s") or 0.0, max(0.0, workers * wall - runs))
+        overhead = max(0.0, workers * wall - runs - tail) / (workers * wall)
+        detail = [f"runs' time / {workers} workers"] if workers > 1 else []
+        if tail >= 0.05:
+            detail.append(f"not counting {tail:.1f} slot-seconds idle after the last run started")
+        parts.append(f"runner overhead {overhead:.1%} of the wall time" + (f" ({'; '.join(detail)})" if detail else ""))
     if record.get("first_iter_at"):
         # The first iteration's own compute is the model's, not the runner's: the split is to its start.
         began = (record.get("first_iter_started_at") or record["first_iter_at"]) - record["started_at"]

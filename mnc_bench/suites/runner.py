@@ -115,6 +115,7 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_faile
     _write_suite_record(suite, suite_dir)
     counts = {state: sum(p.run_dir.state == state for p in plan if not p.executes) for state in ("done", "failed")}
     run_times: dict[str, float] = {}
+    run_ends: dict[str, float] = {}
     progress = SuiteProgress(suite.name, {p.spec.run_id: p.spec.label for p in plan}, done=counts["done"],
                              failed=counts["failed"], to_run=len(todo), workers=record["workers"],
                              stream=progress_stream)
@@ -122,10 +123,12 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_faile
     class _Events:
         def started(self, run_dir: RunDir) -> None:
             record.setdefault("first_launch_at", time.time())
+            record["last_launch_at"] = time.time()
             progress.started(run_dir)
 
         def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float) -> None:
             run_times[run_dir.run_id] = duration_s
+            run_ends[run_dir.run_id] = time.time()
             status = _settle(run_dir, exit_code)
             progress.finished(run_dir, status["state"], duration_s, status.get("exit_reason") or "")
 
@@ -138,9 +141,20 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_faile
     ended = time.time()
     record.update(ended_at=ended, wall_s=ended - started_at, runs=len(run_times), runs_time_s=sum(run_times.values()),
                   **_first_iteration(todo))
+    if record.get("last_launch_at"):
+        intervals = [(run_ends[k] - run_times[k], run_ends[k]) for k in run_times]
+        record["tail_idle_s"] = idle_after(record["last_launch_at"], ended, intervals, record["workers"])
     _append_invocation(suite_dir, record)
     echo(progress.summary().rsplit(", ETA", 1)[0])
     return record
+
+
+def idle_after(since: float, until: float, intervals: list[tuple[float, float]], workers: int) -> float:
+    """Worker-slot seconds left idle in [since, until] by runs busy over ``intervals`` (start, end): after the
+    last launch nothing is left to start, so idle slots then are the suite's shape (a long last run), not the
+    runner's cost."""
+    busy = sum(max(0.0, min(end, until) - max(start, since)) for start, end in intervals)
+    return max(0.0, workers * (until - since) - busy)
 
 
 def _reuse(planned: PlannedRun, suite: Suite, rerun_failed: bool, echo: Callable[[str], None]) -> bool:
