@@ -1,10 +1,15 @@
-"""The timing line a suite invocation prints: the runner's overhead without the slots a long last run leaves idle."""
+"""The runner's time figures: the overhead without the slots a long last run leaves idle, and the ETA."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
+from mnc_bench.suites import progress as progress_module
 from mnc_bench.suites.commands import format_timing
+from mnc_bench.suites.progress import SuiteProgress
+from mnc_bench.suites.rundir import RunDir
 from mnc_bench.suites.runner import idle_after
 
 
@@ -26,3 +31,49 @@ def test_the_overhead_leaves_out_the_idle_tail_and_says_how_much_it_was():
     # the tail can never make the overhead negative
     assert "runner overhead 0.0%" in format_timing({**record, "tail_idle_s": 90.0})
     assert "overhead" not in format_timing(dict(wall_s=5.0, runs_time_s=0.0, runs=0, workers=1))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_eta_follows_each_runs_iteration_rate_and_each_kinds_duration(tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress_module.time, "time", clock)
+    ids = ["fast0", "fast1", "slow0", "slow1"]
+    kinds = {"fast0": "mnc_3stage", "fast1": "mnc_3stage", "slow0": "mnc_5stage", "slow1": "mnc_5stage"}
+    progress = SuiteProgress("s", {i: i for i in ids}, done=0, failed=0, queue=ids, workers=2, kinds=kinds,
+                             stream=io.StringIO())
+    runs = {i: RunDir(tmp_path / i) for i in ids}
+    for run_dir in runs.values():
+        run_dir.path.mkdir()
+    assert progress.eta_s() is None  # nothing known yet
+
+    for i in ("fast0", "fast1"):
+        progress.started(runs[i])
+    clock.now += 100.0
+    progress.finished(runs["fast0"], "done", 100.0)  # a 3-stage run takes 100 s
+    progress.started(runs["slow0"])
+    # fast1 should end now (its kind's mean less its 100 s); slow0, of a kind not seen finished, after the mean of
+    # all finished runs (100 s); slow1 takes fast1's slot and as long
+    assert progress.eta_s() == pytest.approx(100.0)
+
+    # slow0 resumed at iteration 400 and logs 100 more in 50 s, so 250 s to go; slow1 (its kind's duration unknown
+    # until one finishes) still counts 100 s, after fast1 ends
+    runs["slow0"].write_json("status.json", {"state": "running", "iter": 400, "max_iters": 1000})
+    progress.tick()
+    clock.now += 50.0
+    runs["slow0"].write_json("status.json", {"state": "running", "iter": 500, "max_iters": 1000})
+    runs["fast1"].write_json("status.json", {"state": "running", "iter": 500, "max_iters": 1000})
+    assert progress.eta_s() == pytest.approx(250.0)
+
+    clock.now += 450.0
+    progress.finished(runs["fast1"], "done", 600.0)
+    progress.finished(runs["slow0"], "done", 500.0)
+    progress.started(runs["slow1"])  # now its kind's mean: 500 s
+    assert progress.eta_s() == pytest.approx(500.0)
+    assert progress.left == 0 and "1 running, 0 left, ETA 8m20s" in progress.summary()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO
 
 from rich.console import Console, Group
@@ -29,17 +29,26 @@ def format_duration(seconds: float | None) -> str:
 class SuiteProgress:
     """Counts and ETA of one ``mnc-bench run``; ``labels`` maps run id -> readable label."""
 
-    def __init__(self, suite: str, labels: Mapping[str, str], *, done: int, failed: int, to_run: int, workers: int,
-                 stream: IO[str] | None = None) -> None:
+    def __init__(self, suite: str, labels: Mapping[str, str], *, done: int, failed: int, queue: Sequence[str],
+                 workers: int, kinds: Mapping[str, str] | None = None, stream: IO[str] | None = None) -> None:
+        """``queue``: the run ids to execute, in order; ``kinds``: run id -> what sets its cost (model and
+        variant), so that the ETA expects a run to take as long as the finished runs of its kind."""
         self.suite = suite
         self.labels = dict(labels)
-        self.done, self.failed, self.left = done, failed, to_run
+        self.kinds = dict(kinds or {})
+        self.done, self.failed = done, failed
+        self.queue = list(queue)
         self.workers = workers
         self.running: dict[str, tuple[RunDir, float]] = {}
-        self.durations: list[float] = []
+        self.durations: dict[str, float] = {}  # finished runs of this invocation
+        self._first_seen: dict[str, tuple[float, int]] = {}  # run id -> (time, iteration) when first logged
         self.console = Console(file=stream or sys.stdout, highlight=False)
         self.live = self.console.is_terminal
         self._display: Live | None = None
+
+    @property
+    def left(self) -> int:
+        return len(self.queue)
 
     def __enter__(self) -> SuiteProgress:
         if self.live:
@@ -54,13 +63,18 @@ class SuiteProgress:
             self._display.stop()
 
     def started(self, run_dir: RunDir) -> None:
-        self.left -= 1
+        if run_dir.run_id in self.queue:
+            self.queue.remove(run_dir.run_id)
+        elif self.queue:
+            self.queue.pop(0)
         self.running[run_dir.run_id] = (run_dir, time.time())
         self._line(f"start {run_dir.run_id} ({self.labels.get(run_dir.run_id, '')})")
 
     def finished(self, run_dir: RunDir, state: str, duration_s: float, reason: str = "") -> None:
         self.running.pop(run_dir.run_id, None)
-        self.durations.append(duration_s)
+        self._first_seen.pop(run_dir.run_id, None)
+        if state == "done":
+            self.durations[run_dir.run_id] = duration_s
         if state == "done":
             self.done += 1
         elif state == "failed":
@@ -70,16 +84,48 @@ class SuiteProgress:
                    f"{format_duration(duration_s)}{tail}")
 
     def tick(self) -> None:
+        self.eta_s()  # notes where each running run is, for its iteration rate
         if self._display is not None:
             self._display.update(self._render(), refresh=True)
 
     def eta_s(self) -> float | None:
-        """Mean duration of the runs finished so far x the work left, over the parallel slots."""
-        if not self.durations:
-            return None
-        mean = statistics.fmean(self.durations)
-        elapsed = sum(min(mean, time.time() - start) for _, start in self.running.values())
-        return max(0.0, (mean * (self.left + len(self.running)) - elapsed) / self.workers)
+        """When the last run should end: each running run ends at its own iteration rate (or after the mean
+        duration of its kind), each queued run takes the mean duration of its kind, and runs go to the first free
+        slot in queue order. None until some duration can be estimated."""
+        now = time.time()
+        ends = []
+        for run_id, (run_dir, start) in self.running.items():
+            remaining = self._remaining_s(run_id, run_dir, now - start, now)
+            if remaining is None:
+                return None
+            ends.append(remaining)
+        slots = sorted(ends) + [0.0] * max(0, self.workers - len(ends))
+        for run_id in self.queue:
+            duration = self._expected_s(run_id)
+            if duration is None:
+                return None
+            slots.sort()
+            slots[0] += duration
+        return max(slots, default=0.0)
+
+    def _expected_s(self, run_id: str) -> float | None:
+        """Mean duration of the finished runs of ``run_id``'s kind, else of all finished runs."""
+        kind = self.kinds.get(run_id)
+        same = [d for other, d in self.durations.items() if kind is not None and self.kinds.get(other) == kind]
+        pool = same or list(self.durations.values())
+        return statistics.fmean(pool) if pool else None
+
+    def _remaining_s(self, run_id: str, run_dir: RunDir, elapsed: float, now: float) -> float | None:
+        """The iteration rate seen since the run was first logged (a resumed run starts part-way), else its
+        kind's mean duration less the time it has run."""
+        status = run_dir.status()
+        it, total = status.get("iter"), status.get("max_iters")
+        if isinstance(it, int) and isinstance(total, int) and total > 0:
+            seen_at, seen_iter = self._first_seen.setdefault(run_id, (now, it))
+            if it > seen_iter and now > seen_at:
+                return (total - it) * (now - seen_at) / (it - seen_iter)
+        expected = self._expected_s(run_id)
+        return None if expected is None else max(0.0, expected - elapsed)
 
     def summary(self) -> str:
         return (f"{self.suite}: {self.done} done, {self.failed} failed, {len(self.running)} running, {self.left} left, "

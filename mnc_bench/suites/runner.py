@@ -117,7 +117,8 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_faile
     run_times: dict[str, float] = {}
     run_ends: dict[str, float] = {}
     progress = SuiteProgress(suite.name, {p.spec.run_id: p.spec.label for p in plan}, done=counts["done"],
-                             failed=counts["failed"], to_run=len(todo), workers=record["workers"],
+                             failed=counts["failed"], queue=[p.spec.run_id for p in todo], workers=record["workers"],
+                             kinds={p.spec.run_id: f"{p.spec.model} {p.spec.variant}" for p in plan},
                              stream=progress_stream)
 
     class _Events:
