@@ -63,10 +63,8 @@ class SuiteProgress:
             self._display.stop()
 
     def started(self, run_dir: RunDir) -> None:
-        if run_dir.run_id in self.queue:
+        if run_dir.run_id in self.queue:  # a requeued Slurm job starts again: it is no longer queued
             self.queue.remove(run_dir.run_id)
-        elif self.queue:
-            self.queue.pop(0)
         self.running[run_dir.run_id] = (run_dir, time.time())
         self._line(f"start {run_dir.run_id} ({self.labels.get(run_dir.run_id, '')})")
 
@@ -75,7 +73,6 @@ class SuiteProgress:
         self._first_seen.pop(run_dir.run_id, None)
         if state == "done":
             self.durations[run_dir.run_id] = duration_s
-        if state == "done":
             self.done += 1
         elif state == "failed":
             self.failed += 1

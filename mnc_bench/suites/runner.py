@@ -115,7 +115,7 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_faile
     _write_suite_record(suite, suite_dir)
     counts = {state: sum(p.run_dir.state == state for p in plan if not p.executes) for state in ("done", "failed")}
     run_times: dict[str, float] = {}
-    run_ends: dict[str, float] = {}
+    run_spans: dict[str, tuple[float, float]] = {}  # (start, end), for the idle tail
     progress = SuiteProgress(suite.name, {p.spec.run_id: p.spec.label for p in plan}, done=counts["done"],
                              failed=counts["failed"], queue=[p.spec.run_id for p in todo], workers=record["workers"],
                              kinds={p.spec.run_id: f"{p.spec.model} {p.spec.variant}" for p in plan},
@@ -129,7 +129,8 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_faile
 
         def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float) -> None:
             run_times[run_dir.run_id] = duration_s
-            run_ends[run_dir.run_id] = time.time()
+            ended_at = time.time()
+            run_spans[run_dir.run_id] = (ended_at - duration_s, ended_at)
             status = _settle(run_dir, exit_code)
             progress.finished(run_dir, status["state"], duration_s, status.get("exit_reason") or "")
 
@@ -143,8 +144,8 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_faile
     record.update(ended_at=ended, wall_s=ended - started_at, runs=len(run_times), runs_time_s=sum(run_times.values()),
                   **_first_iteration(todo))
     if record.get("last_launch_at"):
-        intervals = [(run_ends[k] - run_times[k], run_ends[k]) for k in run_times]
-        record["tail_idle_s"] = idle_after(record["last_launch_at"], ended, intervals, record["workers"])
+        record["tail_idle_s"] = idle_after(record["last_launch_at"], ended, list(run_spans.values()),
+                                           record["workers"])
     _append_invocation(suite_dir, record)
     echo(progress.summary().rsplit(", ETA", 1)[0])
     return record
