@@ -152,3 +152,23 @@ def test_unified_models_keep_the_shared_backbone_and_drop_the_rpn():
     assert mask2former.panoptic_head.num_stuff_classes == 0
     fusion_cfg = mask2former.panoptic_fusion_head.test_cfg
     assert not fusion_cfg.panoptic_on and not fusion_cfg.semantic_on and fusion_cfg.instance_on
+
+
+def test_the_long_mask2former_schedule_changes_only_the_length():
+    """The labelled long-schedule row is mask2former_shapes.py with 50 epochs: same model, data, optimizer,
+    evaluator; the shared schedule's warm-up and lr steps at the same fractions of the new length."""
+    short = load_config(MASK2FORMER).to_dict()
+    long = load_config(CONFIGS / "mask2former" / "mask2former_shapes_50e.py").to_dict()
+    schedule_keys = {"train_cfg", "param_scheduler", "default_hooks", "max_iters"}
+    differing = {key for key in short.keys() | long.keys() if short.get(key) != long.get(key)}
+    assert differing <= schedule_keys | {"filename"}, differing - schedule_keys
+    epoch_iters = short["synthetic_shapes"]["num_train"] // short["train_dataloader"]["batch_size"]
+    assert long["train_cfg"]["max_iters"] == 50 * epoch_iters
+    warmup, steps = long["param_scheduler"]
+    assert warmup == short["param_scheduler"][0]
+    fractions = [m / short["train_cfg"]["max_iters"] for m in short["param_scheduler"][1]["milestones"]]
+    assert steps["milestones"] == [int(long["train_cfg"]["max_iters"] * f) for f in fractions]
+    assert steps["end"] == long["train_cfg"]["max_iters"]
+    assert long["default_hooks"]["checkpoint"]["max_keep_ckpts"] == -1  # part-way checkpoints stay scoreable
+    assert {k: v for k, v in long["default_hooks"].items() if k != "checkpoint"} == \
+        {k: v for k, v in short["default_hooks"].items() if k != "checkpoint"}
