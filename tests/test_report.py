@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from mnc_bench.reporting import provenance, write_report
+from mnc_bench.reporting.table import bench_weights
 from report_browser import find_chromium, inspect_page
 from report_fixtures import build_results
 
@@ -248,3 +249,23 @@ def test_browser_check_catches_a_broken_image(fixture_report, tmp_path):
     broken.write_text(html[:start] + "AAAA" + html[start + 4000:])
     page = inspect_page(_chromium(), broken, PAGE_CHECKS, tmp_path / "broken.png")
     assert [img["decoded"] for img in page.checks["images"]].count(False) == 1
+
+
+def test_the_report_says_which_weights_the_bench_used_and_how_to_rerun_it(fixture_report):
+    _, _, out, _ = fixture_report
+    text = (out / "report.md").read_text()
+    assert "batch 1, random weights; plain model configs only" in text
+    bench_line = next(line for line in text.splitlines() if line.startswith("mnc-bench bench models"))
+    assert " configs/mnc/mnc_3stage_shapes.py " in bench_line.split("--configs", 1)[1]
+    assert "--checkpoint" not in bench_line
+
+
+def test_bench_weights_and_command_name_the_trained_checkpoints():
+    bench = pd.DataFrame({"model": ["a", "b"], "config": ["configs/a.py", "configs/b.py"],
+                          "weights": ["checkpoint", "random"], "checkpoint": ["/w/a.pth", None]})
+    assert bench_weights(bench) == "trained weights for a, random weights for the others"
+    assert bench_weights(bench.assign(weights="checkpoint")) == "trained weights (--checkpoint)"
+    assert bench_weights(bench.drop(columns="weights")) == "weights not recorded"
+    command = provenance._bench_command(bench, Path("results/bench/x.json"))
+    assert command == ["mnc-bench", "bench", "models", "--configs", "configs/a.py", "configs/b.py",
+                       "--checkpoint", "a=/w/a.pth", "--json", "results/bench/x.json"]

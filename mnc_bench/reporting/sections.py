@@ -18,7 +18,7 @@ from mnc_bench.reporting.published import BLOCK_TITLE, display_value, relevant
 from mnc_bench.reporting.render import Block, Bullets, Code, Heading, Image, Table, Text
 from mnc_bench.reporting.stats import CONFIDENCE, N_BOOT, SEED
 from mnc_bench.reporting.style import FigureResult, Skipped
-from mnc_bench.reporting.table import STATUSES
+from mnc_bench.reporting.table import STATUSES, bench_weights
 
 MAIN_TABLE_ID = "main-table"
 
@@ -71,11 +71,13 @@ def main_table(a: Analysis) -> list[Block]:
             if key in best[c.key]:
                 bold.add((i, offset + j))
         rows.append(row)
+    bench = a.inputs.bench
+    weights = f", {bench_weights(bench)}" if bench is not None else ""
     notes = ["Each cell: mean ± sample std (ddof 1) over the seeds of the row; n = finished runs of the "
              "row, and a cell computed from fewer says (n=k). Accuracy in points (x 100). Bold: best per "
              "column within a suite. params, GFLOPs and ms/img are per model (ms/img: median of the bench "
-             "results, batch 1; plain model configs only); s/iter is the median logged iteration time of "
-             "each run, mean ± std over seeds."]
+             f"results, batch 1{weights}; plain model configs only); s/iter is the median logged iteration "
+             "time of each run, mean ± std over seeds."]
     single = sorted(group_label(k[1], k[2]) for k, n in a.group_runs.items() if n == 1)
     if single:
         notes.append(f"One seed only (no spread, no interval): {', '.join(single)}.")

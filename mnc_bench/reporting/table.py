@@ -168,6 +168,19 @@ def read_bench(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return frame.sort_values("model").reset_index(drop=True), machine
 
 
+def bench_weights(bench: pd.DataFrame) -> str:
+    """Which weights the bench ran each model with: step and post-processing costs depend on them (random
+    weights keep every candidate detection and sample other RoIs than a trained model)."""
+    if "weights" not in bench:
+        return "weights not recorded"
+    trained = sorted(bench.loc[bench["weights"] == "checkpoint", "model"])
+    if len(trained) == len(bench):
+        return "trained weights (--checkpoint)"
+    if not trained:
+        return "random weights"
+    return f"trained weights for {', '.join(trained)}, random weights for the others"
+
+
 def run_folder(run: pd.Series) -> Path:
     """A run's results folder: its ``run_dir`` when that exists, else ``<table folder>/<run id>``."""
     given = Path(run.get("run_dir", "") or "")
