@@ -269,3 +269,12 @@ def test_bench_weights_and_command_name_the_trained_checkpoints():
     command = provenance._bench_command(bench, Path("results/bench/x.json"))
     assert command == ["mnc-bench", "bench", "models", "--configs", "configs/a.py", "configs/b.py",
                        "--checkpoint", "a=/w/a.pth", "--json", "results/bench/x.json"]
+
+
+def test_total_loss_axis_is_logarithmic_for_positive_losses(fixture_report):
+    from mnc_bench.reporting.curves import loss_scale
+
+    _, _, out, _ = fixture_report
+    assert "Log scale" in (out / "report.md").read_text()  # the fixture's losses are positive
+    assert loss_scale(pd.Series([100.0, 40.0, 1.2, 0.9])) == "log"
+    assert loss_scale(pd.Series([0.5, -0.1])) == "linear"  # a signed loss term: log would drop points

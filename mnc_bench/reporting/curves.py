@@ -58,15 +58,23 @@ def load_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return curves, sorted(missing)
 
 
+def loss_scale(loss: pd.Series) -> str:
+    """'log' when every loss is positive: a model whose total loss sums many terms (Mask2Former's 10 decoder
+    layers: ~40-100) would otherwise flatten every other curve (~1) on a shared linear axis."""
+    return "log" if len(loss) and (loss > 0).all() else "linear"
+
+
 def _total_loss(curves: pd.DataFrame, suite: str, name: str, out_dir: Path, note: str) -> FigureResult:
     labels = sorted(curves["label"].unique())
     fig = new_figure(2.1 + legend_height(labels))
     ax = fig.subplots()
     sns.lineplot(data=curves, x="iter", y="loss", hue="label", hue_order=labels, palette=PALETTE,
                  errorbar="sd", ax=ax)
-    ax.set(xlabel="iteration", ylabel="total loss")
+    scale = loss_scale(curves["loss"])
+    ax.set(xlabel="iteration", ylabel="total loss", yscale=scale)
     legend_below(ax, labels)
-    caption = f"Total training loss vs iteration, suite {suite}: mean over seeds, band ±1 std.{note}"
+    axis = " Log scale: models whose losses differ in size show their relative fall alike." if scale == "log" else ""
+    caption = f"Total training loss vs iteration, suite {suite}: mean over seeds, band ±1 std.{axis}{note}"
     return save(fig, out_dir, name, caption)
 
 
