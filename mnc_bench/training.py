@@ -13,6 +13,7 @@ Every problem with what the user gave us is a one-line :class:`~mnc_bench.errors
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +187,10 @@ def _build_runner(cfg):
     can judge are ConfigErrors raised by the model itself; any other exception is a bug and keeps its traceback."""
     from mmengine.runner import Runner
 
+    if not cfg.get("experiment_name"):
+        # mmengine names the logger and visualizer '<stem>_<timestamp to the second>' and hands out an existing
+        # instance of that name: two runs of one config in one process within a second would share one log.
+        cfg.experiment_name = f"{Path(cfg.filename or 'run').stem}_{uuid.uuid4().hex[:8]}"
     return Runner.from_cfg(cfg)
 
 

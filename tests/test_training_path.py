@@ -290,3 +290,16 @@ def test_default_shapes_schedule_learns(config, tmp_path_factory):
     result = train(config, work_dir=tmp_path_factory.mktemp("work"), cfg_options=[f"data_root={root}"])
     assert result.metrics["coco/segm/AP"] > DEFAULT_SCHEDULE_MASK_AP_FLOOR[config]
     shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_runs_of_one_config_within_a_second_keep_their_own_logs(shapes_dataset, tmp_path, monkeypatch):
+    """mmengine hands out its logger by name, '<experiment>_<timestamp to the second>': runs started within one
+    second must not share one (the second run's log would land in the first's work dir)."""
+    import mmengine.runner.runner as mmengine_runner
+
+    monkeypatch.setattr(mmengine_runner.time, "strftime", lambda *args: "20260101_000000")
+    for name in ("first", "second"):
+        assert main(["train", str(MASK_RCNN), "--work-dir", str(tmp_path / name),
+                     "--cfg-options", *fast_options(shapes_dataset, iters=2, val=False)]) == 0
+    for name in ("first", "second"):
+        assert len(_logged_losses(tmp_path / name)) == 2, name
