@@ -278,3 +278,19 @@ def test_total_loss_axis_is_logarithmic_for_positive_losses(fixture_report):
     assert "Log scale" in (out / "report.md").read_text()  # the fixture's losses are positive
     assert loss_scale(pd.Series([100.0, 40.0, 1.2, 0.9])) == "log"
     assert loss_scale(pd.Series([0.5, -0.1])) == "linear"  # a signed loss term: log would drop points
+
+
+def test_log_loss_axis_labels_ticks_as_plain_numbers():
+    import matplotlib.pyplot as plt
+
+    from mnc_bench.reporting.curves import set_loss_scale
+
+    fig, ax = plt.subplots()
+    losses = pd.Series([0.55, 7.5])
+    ax.plot([0, 1], losses)
+    assert set_loss_scale(ax, losses) == "log"
+    fig.canvas.draw()
+    labels = [t.get_text() for minor in (False, True) for t in ax.get_yticklabels(minor=minor) if t.get_text()]
+    plt.close(fig)
+    assert {"1", "0.6", "2", "4"} <= set(labels), labels
+    assert all(label.replace(".", "").isdigit() for label in labels), labels  # no 6 x 10^-1

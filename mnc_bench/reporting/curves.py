@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.ticker import LogFormatter
 
 from mnc_bench.reporting.compare import short_label
 from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, legend_below, legend_height,
@@ -64,14 +66,32 @@ def loss_scale(loss: pd.Series) -> str:
     return "log" if len(loss) and (loss > 0).all() else "linear"
 
 
+class _PlainLogFormatter(LogFormatter):
+    """Labels the ticks matplotlib's log formatter would label, as plain numbers (0.6, 2, 40) rather than
+    powers of ten (6 x 10^-1), which read badly on an axis spanning under two decades."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def set_loss_scale(ax: Axes, loss: pd.Series) -> str:
+    """Applies :func:`loss_scale` to ``ax``'s y axis (plain-number tick labels on a log axis); returns it."""
+    scale = loss_scale(loss)
+    ax.set_yscale(scale)
+    if scale == "log":
+        ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    return scale
+
+
 def _total_loss(curves: pd.DataFrame, suite: str, name: str, out_dir: Path, note: str) -> FigureResult:
     labels = sorted(curves["label"].unique())
     fig = new_figure(2.1 + legend_height(labels))
     ax = fig.subplots()
     sns.lineplot(data=curves, x="iter", y="loss", hue="label", hue_order=labels, palette=PALETTE,
                  errorbar="sd", ax=ax)
-    scale = loss_scale(curves["loss"])
-    ax.set(xlabel="iteration", ylabel="total loss", yscale=scale)
+    ax.set(xlabel="iteration", ylabel="total loss")
+    scale = set_loss_scale(ax, curves["loss"])
     legend_below(ax, labels)
     axis = " Log scale: models whose losses differ in size show their relative fall alike." if scale == "log" else ""
     caption = f"Total training loss vs iteration, suite {suite}: mean over seeds, band ±1 std.{axis}{note}"
