@@ -85,7 +85,7 @@ def _row(suite: str, run_id: str, model: str, seed: int, status: str, variant: s
     row.update({k: metrics.get(k, np.nan) for k in METRIC_OFFSETS})
     done = status == "done"
     row.update({"batch_size": 8, "lr": 5e-4, "max_iters": 200, "train_time_s": 240.0 if done else np.nan,
-                "s_per_iter": (1.2 + 0.01 * seed) if done else np.nan, "peak_mem_mb": 900.0,
+                "s_per_iter": (1.2 + 0.01 * seed) if done else np.nan, "threads": 1, "peak_mem_mb": 900.0,
                 "params": PARAMS[model], "git_commit": "0123456789abcdef0123456789abcdef01234567",
                 "run_dir": str(run_dir), "test_ann_file": str(shapes / "annotations" / "instances_val.json"),
                 "test_img_dir": str(shapes / "val")})

@@ -280,6 +280,24 @@ def test_total_loss_axis_is_logarithmic_for_positive_losses(fixture_report):
     assert loss_scale(pd.Series([0.5, -0.1])) == "linear"  # a signed loss term: log would drop points
 
 
+def test_s_per_iter_from_different_thread_counts_is_flagged_per_suite(fixture_report):
+    from types import SimpleNamespace
+
+    from mnc_bench.reporting.sections import _mixed_threads
+
+    _, _, out, _ = fixture_report
+    assert "thread counts" not in (out / "report.md").read_text()  # every fixture run: 1 thread
+    done = pd.DataFrame({"suite": ["a", "a", "a", "b", "b"], "model": ["m1", "m1", "m2", "m1", "m2"],
+                         "variant": ["", "", "", "", ""], "threads": pd.array([1, 1, 2, 2, 2], dtype="Int64"),
+                         "s_per_iter": [1.0, 1.1, 0.6, 0.5, np.nan]})
+    (note,) = _mixed_threads(SimpleNamespace(done=done))
+    assert note.startswith("s/iter in suite a was measured with different torch thread counts "
+                           "(1 thread: m1; 2 threads: m2)")
+    done.loc[2, "s_per_iter"] = np.nan  # m2's s/iter unmeasured: nothing to compare
+    assert _mixed_threads(SimpleNamespace(done=done)) == []
+    assert _mixed_threads(SimpleNamespace(done=done.drop(columns="threads"))) == []  # an older collect table
+
+
 def test_log_loss_axis_labels_ticks_as_plain_numbers():
     import matplotlib.pyplot as plt
 

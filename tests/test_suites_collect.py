@@ -48,7 +48,8 @@ def _finish(run_dir: RunDir, ap: float) -> None:
     run_dir.write_json("metrics.json", {"coco/segm/AP": ap, "coco/bbox/AP": 0.5, "voc_mnc/AP@0.5/circle": 0.25,
                                         "voc_sds/mAP@0.7": math.nan})
     run_dir.write_json("run_stats.json", {"batch_size": 8, "lr": 5e-4, "max_iters": 2, "train_time_s": 12.5,
-                                          "s_per_iter": 1.25, "peak_mem_mb": 900.0, "params": 123, "git_commit": "abc"})
+                                          "s_per_iter": 1.25, "threads": 2, "peak_mem_mb": 900.0, "params": 123,
+                                          "git_commit": "abc"})
     run_dir.update_status(state="done", started="2024-01-01T10:00:00+00:00", ended="2024-01-01T10:01:30+00:00",
                           exit_reason="finished")
 
@@ -85,14 +86,15 @@ def test_collect_writes_one_row_per_run_in_the_shared_schema(suite, tmp_path, ca
                       "axis.config", "axis.train_cfg.max_iters"]
     assert list(table.columns[:10]) == expected_start
     assert set(STANDARD_METRICS) <= set(table.columns) and "voc_mnc/AP@0.5/circle" in table.columns
-    assert list(table.columns[-12:]) == ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "peak_mem_mb",
-                                         "params", "git_commit", "run_dir", "test_ann_file", "test_img_dir",
-                                         "reused_from"]
+    assert list(table.columns[-13:]) == ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "threads",
+                                         "peak_mem_mb", "params", "git_commit", "run_dir", "test_ann_file",
+                                         "test_img_dir", "reused_from"]
     first = table.iloc[0]
     assert first["suite"] == "tiny" and first["model"] == "mnc_3stage_shapes" and first["seed"] == 0
     assert first["variant"] == "train_cfg.max_iters=2" and first["axis.train_cfg.max_iters"] == 2
     assert first["axis.config"] == "configs/mnc/mnc_3stage_shapes.py"
     assert first["status"] == "done" and first["failure_reason"] == "" and first["batch_size"] == 8
+    assert first["threads"] == 2 and str(table["threads"].dtype) == "Int64"
     assert math.isnan(first["voc_sds/mAP@0.7"]) and math.isnan(first["proposals/AR@100"])
     assert table.loc[6, "status"] == "failed" and table.loc[6, "failure_reason"].startswith("non-finite loss")
     assert math.isnan(table.loc[6, "coco/segm/AP"]) and table.loc[7, "status"] == "pending"

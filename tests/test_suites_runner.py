@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("mmcv.ops")
 
 from mnc_bench.suites.collect import collect  # noqa: E402
+from mnc_bench.suites.executors import threads_per_run  # noqa: E402
 from mnc_bench.suites.rundir import PAUSE_ENV, RunDir  # noqa: E402
 from suite_files import tiny_suite  # noqa: E402
 
@@ -151,6 +152,7 @@ def test_same_config_and_seed_give_identical_metrics(shapes_dataset, tmp_path):
     # the timing line splits the time to the first iteration: validation, the run's runner build, the rest
     (invocation,) = json.loads((tmp_path / "a" / "tiny" / "suite.json").read_text())["invocations"]
     stats = json.loads(a.file("run_stats.json").read_text())
+    assert stats["threads"] == threads_per_run(1)  # the torch threads the worker trained with
     assert invocation["first_iter_at"] == stats["first_iter_at"]
     assert invocation["first_iter_started_at"] == stats["first_iter_started_at"]
     assert invocation["first_run_build_s"] == pytest.approx(stats["runner_built_at"] - stats["worker_started_at"])

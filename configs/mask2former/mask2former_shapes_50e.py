@@ -14,6 +14,8 @@
 # part-way and an interrupted run loses little. Part-way scores before iteration 4687 come before the lr steps,
 # so they are lower bounds for a schedule of that length.
 #   mnc-bench run mask2former_schedule     (configs/ablations/mask2former_schedule.yaml: 1x beside this config)
+# Measured (seed 0): 40.2 mask AP at 6250 iterations, against 10.9 for the 1x run; part-way scores and the cost
+# comparison are in the README ("Cascades against unified models").
 _base_ = './mask2former_shapes.py'
 
 max_iters = 6250

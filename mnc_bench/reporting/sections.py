@@ -81,6 +81,7 @@ def main_table(a: Analysis) -> list[Block]:
     single = sorted(group_label(k[1], k[2]) for k, n in a.group_runs.items() if n == 1)
     if single:
         notes.append(f"One seed only (no spread, no interval): {', '.join(single)}.")
+    notes.extend(_mixed_threads(a))
     for key, run_ids in a.missing.items():
         notes.append(f"`{key}` is missing from {len(run_ids)} finished run(s): {', '.join(run_ids)}; their "
                      "cells use the runs that have it.")
@@ -89,6 +90,26 @@ def main_table(a: Analysis) -> list[Block]:
                      "below.")
     table = Table(header, rows, frozenset(bold), MAIN_TABLE_ID)
     return [Heading("Main comparison"), table, *map(Text, notes)]
+
+
+def _mixed_threads(a: Analysis) -> list[str]:
+    """A note per suite whose runs' s/iter were measured with different torch thread counts (a run reused from
+    another suite, or another --workers): those s/iter are wall times under different settings, not costs."""
+    done = a.done
+    if "threads" not in done or "s_per_iter" not in done:
+        return []
+    timed = done[done["s_per_iter"].notna() & done["threads"].notna()]
+    notes = []
+    for suite, runs in timed.groupby("suite", sort=True):
+        if runs["threads"].nunique() < 2:
+            continue
+        by_threads = "; ".join(
+            f"{threads} thread{'s' if threads != 1 else ''}: "
+            + ", ".join(sorted({group_label(m, v) for m, v in zip(group["model"], group["variant"])}))
+            for threads, group in runs.groupby("threads", sort=True))
+        notes.append(f"s/iter in suite {suite} was measured with different torch thread counts ({by_threads}): "
+                     "compare those rows' s/iter as wall times under different settings, not as model costs.")
+    return notes
 
 
 def _method() -> Text:

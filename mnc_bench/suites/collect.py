@@ -2,9 +2,9 @@
 
 Columns (the schema ``mnc-bench report`` reads; see the README): suite, run_id, status, failure_reason, config,
 model, seed, variant, ``axis.<key>`` per suite axis, every standard metric key (NaN when not measured) plus the
-suite's extra ``metrics``, batch_size, lr, max_iters, train_time_s, s_per_iter, peak_mem_mb, params,
-git_commit, run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>`` the run was copied from, or
-empty).
+suite's extra ``metrics``, batch_size, lr, max_iters, train_time_s, s_per_iter, threads (torch threads of the
+run), peak_mem_mb, params, git_commit, run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>``
+the run was copied from, or empty).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ STANDARD_METRICS = (
     + [f"proposals/{name}" for name in ("AR@10", "AR@100", "AR@300", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000")]
 )
 LEADING = ["suite", "run_id", "status", "failure_reason", "config", "model", "seed", "variant"]
-TRAILING = ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "peak_mem_mb", "params", "git_commit",
+TRAILING = ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "threads", "peak_mem_mb", "params", "git_commit",
             "run_dir", "test_ann_file", "test_img_dir", "reused_from"]
 # What the printed summary shows when the suite names no metrics.
 SUMMARY_METRICS = ["coco/segm/AP", "coco/segm/AP50", "coco/bbox/AP", "voc_sds/mAP@0.5", "voc_mnc/mAP@0.5"]
@@ -57,7 +57,7 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
         table[f"axis.{key}"] = _axis_column(table[f"axis.{key}"])
     for column in metrics + ["lr", "train_time_s", "s_per_iter", "peak_mem_mb"]:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
-    for column in ("seed", "batch_size", "max_iters", "params"):
+    for column in ("seed", "batch_size", "max_iters", "threads", "params"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
     for column in ("failure_reason", "variant", "git_commit", "reused_from"):
         table[column] = table[column].fillna("").astype(str)
@@ -83,7 +83,7 @@ def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
     row.update({f"axis.{key}": value for key, value in axes.items()})
     row.update({key: math.nan if values.get(key) is None else values[key] for key in metrics})
     row.update({key: stats.get(key) for key in ("batch_size", "lr", "max_iters", "train_time_s", "s_per_iter",
-                                                "peak_mem_mb", "params", "git_commit")})
+                                                "threads", "peak_mem_mb", "params", "git_commit")})
     return row
 
 

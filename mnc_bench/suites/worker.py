@@ -85,9 +85,12 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
         if track:
             _tracking_step(lambda: tracking.mark_failed(track, spec, reason))
         return EXIT_FAILED
+    import torch  # loaded by the training already
+
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    # CPU time next to wall time: on a shared machine it tells what the run would take with its cores to itself
-    stats.update(worker_time_s=time.time() - started, worker_started_at=started, threads=threads,
+    # CPU time next to wall time: on a shared machine it tells what the run would take with its cores to itself.
+    # The threads torch used (not only an explicit --threads): s/iter means little without them.
+    stats.update(worker_time_s=time.time() - started, worker_started_at=started, threads=torch.get_num_threads(),
                  cpu_time_s=usage.ru_utime + usage.ru_stime)
     run_dir.write_json("run_stats.json", {**(run_dir.read_json("run_stats.json") or {}), **stats})
     if track:
