@@ -5,13 +5,33 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import platform
+import subprocess
 import sys
+from pathlib import Path
 
 
 OPS_KEY, OPS_LOADED = "mmcv ops", "loaded"
 # Without these nothing trains or tests; the other entries are information.
 REQUIRED = ("torch", "torchvision", "mmcv", "mmdet", "mmengine", "pycocotools")
 _NOT_IMPORTABLE = "not importable"
+
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+# What decides a result: the code and the configs. A README edit does not make a run's code differ from its commit.
+RESULT_PATHS = ("mnc_bench", "configs")
+
+
+def checkout_commit(root: Path = CHECKOUT) -> tuple[str, bool]:
+    """HEAD of the git checkout at ``root`` and whether its code or configs (:data:`RESULT_PATHS`) have uncommitted
+    changes, new files included; ``("", False)`` outside a git checkout or without git."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *RESULT_PATHS],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "", False
+    return head, bool(changes)
 
 
 def _version(module: str) -> str:

@@ -37,7 +37,7 @@ def fixture_report(tmp_path_factory, shapes_dataset):
     out = root / "reports" / "fixture"
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         # The report names the checkout's commit; other work committing meanwhile must not change "same code".
-        patch.setattr(provenance, "_git", lambda *args: "" if args[0] == "status" else "c0ffee")
+        patch.setattr(provenance, "checkout_commit", lambda: ("c0ffee", False))
         warnings.simplefilter("error", UserWarning)  # e.g. matplotlib's "constrained_layout not applied"
         written = write_report(SUITES, out, results_dir=root / "results",
                                bench=root / "results" / "bench" / "models.json")

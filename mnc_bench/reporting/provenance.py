@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from mnc_bench.env import checkout_commit
 from mnc_bench.reporting.table import Inputs, run_folder
 
 PACKAGES = ("mnc-bench", "torch", "torchvision", "mmcv", "mmdet", "mmengine", "numpy", "scipy", "pandas",
@@ -48,17 +49,6 @@ def _digest(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     except OSError:
         return "unreadable"
-
-
-def _git(*args: str) -> str:
-    if shutil.which("git") is None:
-        return "unknown (git not found)"
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
 
 
 def _suite_file(suite: str) -> Path | None:
@@ -141,9 +131,9 @@ def collect_provenance(inputs: Inputs, suites: list[str], command: list[str]) ->
     if "git_commit" in inputs.runs:
         for commit in sorted(c for c in set(inputs.runs["git_commit"]) if c):
             prov.commits.append(("runs", commit))
-    head = _git("rev-parse", "HEAD")
-    dirty = "" if head.startswith("unknown") else _git("status", "--porcelain", "--", "mnc_bench", "configs")
-    prov.commits.append(("report code", head + (" (with uncommitted changes)" if dirty else "")))
+    head, dirty = checkout_commit()
+    prov.commits.append(("report code", (head or "unknown (not a git checkout)")
+                         + (" (with uncommitted changes)" if dirty else "")))
     for name in PACKAGES:
         try:
             prov.packages.append((name, importlib.metadata.version(name)))

@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mnc_bench.allocator import tune_allocator
+from mnc_bench.env import checkout_commit
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open
 from mnc_bench.suites import tracking
@@ -218,16 +218,10 @@ def peak_memory_mb() -> float:
 
 
 def git_commit() -> str:
-    """The mnc-bench checkout's commit (``+dirty`` with uncommitted changes to tracked files); '' outside git."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return commit + ("+dirty" if dirty else "")
+    """The mnc-bench checkout's commit, 12 digits, ``+dirty`` when its code or configs have uncommitted changes;
+    '' outside git."""
+    head, dirty = checkout_commit()
+    return head[:12] + ("+dirty" if dirty else "") if head else ""
 
 
 def _clear_checkpoints(work_dir: Path) -> None:
