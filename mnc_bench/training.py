@@ -191,6 +191,10 @@ def _build_runner(cfg):
         # mmengine names the logger and visualizer '<stem>_<timestamp to the second>' and hands out an existing
         # instance of that name: two runs of one config in one process within a second would share one log.
         cfg.experiment_name = f"{Path(cfg.filename or 'run').stem}_{uuid.uuid4().hex[:8]}"
+    if isinstance(cfg.get("visualizer"), dict):
+        # mmdet's configs name it 'visualizer', and mmengine hands out the instance of that name that exists: every
+        # later run in the process would write its scalars and config into the first run's vis_data.
+        cfg.visualizer["name"] = cfg.experiment_name
     return Runner.from_cfg(cfg)
 
 

@@ -293,8 +293,9 @@ def test_default_shapes_schedule_learns(config, tmp_path_factory):
 
 
 def test_two_runs_of_one_config_within_a_second_keep_their_own_logs(shapes_dataset, tmp_path, monkeypatch):
-    """mmengine hands out its logger by name, '<experiment>_<timestamp to the second>': runs started within one
-    second must not share one (the second run's log would land in the first's work dir)."""
+    """mmengine hands out its logger by name, '<experiment>_<timestamp to the second>', and its visualizer by the
+    config's name ('visualizer' in mmdet's configs): runs in one process must not share either (the second run's
+    log, scalars and config would land in the first's work dir, or in an earlier test's)."""
     import mmengine.runner.runner as mmengine_runner
 
     monkeypatch.setattr(mmengine_runner.time, "strftime", lambda *args: "20260101_000000")
@@ -303,3 +304,6 @@ def test_two_runs_of_one_config_within_a_second_keep_their_own_logs(shapes_datas
                      "--cfg-options", *fast_options(shapes_dataset, iters=2, val=False)]) == 0
     for name in ("first", "second"):
         assert len(_logged_losses(tmp_path / name)) == 2, name
+        (vis_data,) = (tmp_path / name).glob("*/vis_data")
+        scalars = [line for line in (vis_data / "scalars.json").read_text().splitlines() if '"loss"' in line]
+        assert len(scalars) == 2 and (vis_data / "config.py").is_file(), name
