@@ -154,11 +154,12 @@ def test_unified_models_keep_the_shared_backbone_and_drop_the_rpn():
     assert not fusion_cfg.panoptic_on and not fusion_cfg.semantic_on and fusion_cfg.instance_on
 
 
-def test_the_long_mask2former_schedule_changes_only_the_length():
-    """The labelled long-schedule row is mask2former_shapes.py with 50 epochs: same model, data, optimizer,
+@pytest.mark.parametrize("config", [MASK2FORMER, SOLOV2], ids=lambda path: path.stem)
+def test_the_long_unified_schedules_change_only_the_length(config):
+    """The labelled long-schedule rows are the shapes configs with 50 epochs: same model, data, optimizer,
     evaluator; the shared schedule's warm-up and lr steps at the same fractions of the new length."""
-    short = load_config(MASK2FORMER).to_dict()
-    long = load_config(CONFIGS / "mask2former" / "mask2former_shapes_50e.py").to_dict()
+    short = load_config(config).to_dict()
+    long = load_config(config.with_name(f"{config.stem}_50e.py")).to_dict()
     schedule_keys = {"train_cfg", "param_scheduler", "default_hooks", "max_iters"}
     differing = {key for key in short.keys() | long.keys() if short.get(key) != long.get(key)}
     assert differing <= schedule_keys | {"filename"}, differing - schedule_keys
