@@ -13,6 +13,8 @@
 # part-way and an interrupted run loses little. Part-way scores before iteration 4687 come before the lr steps,
 # so they are lower bounds for a schedule of that length.
 #   mnc-bench run solov2_schedule     (configs/ablations/solov2_schedule.yaml: 1x beside this config)
+# Measured (seed 0): 33.3 mask AP at 6250 iterations, against 19.7 for the 1x run (Mask2Former: 40.2 and 10.9);
+# part-way scores are in the README ("Cascades against unified models").
 _base_ = './solov2_shapes.py'
 
 max_iters = 6250
