@@ -27,8 +27,8 @@ STANDARD_METRICS = (
     + [f"proposals/{name}" for name in ("AR@10", "AR@100", "AR@300", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000")]
 )
 LEADING = ["suite", "run_id", "status", "failure_reason", "config", "model", "seed", "variant"]
-TRAILING = ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "threads", "peak_mem_mb", "params", "git_commit",
-            "run_dir", "test_ann_file", "test_img_dir", "reused_from"]
+TRAILING = ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "threads", "peak_mem_mb", "params",
+            "git_commit", "run_dir", "test_ann_file", "test_img_dir", "reused_from"]
 # What the printed summary shows when the suite names no metrics.
 SUMMARY_METRICS = ["coco/segm/AP", "coco/segm/AP50", "coco/bbox/AP", "voc_sds/mAP@0.5", "voc_mnc/mAP@0.5"]
 
