@@ -38,9 +38,9 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from mnc_bench.data.check import check_coco_dataset
+    from mnc_bench.data.video_check import check_dataset
 
-    report = check_coco_dataset(args.annotations, images_dir=args.images, max_problems=args.max_problems)
+    report = check_dataset(args.annotations, images_dir=args.images, max_problems=args.max_problems)
     for problem in report.problems:
         print(problem, file=sys.stderr)
     print(report.summary())
@@ -86,7 +86,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="make, convert and validate datasets",
                           description="Datasets in COCO format: generate the synthetic shapes dataset (synth), "
                           "validate a COCO instances file (check), convert SBD's VOC instance masks (sbd2coco).")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{synth,check,sbd2coco}")
+    data_sub = data.add_subparsers(dest="data_command", required=True,
+                                   metavar="{synth,synth-video,check,sbd2coco,ytvis2coco}")
 
     synth = data_sub.add_parser("synth", help="write the procedural 'shapes' dataset in COCO format",
                                 description="Write the procedural shapes dataset (4 classes, RLE masks) to OUT: "
@@ -99,11 +100,14 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.set_defaults(handler=_cmd_data_synth)
 
-    check = data_sub.add_parser("check", help="validate a COCO-format instance-segmentation dataset",
-                                description="List every problem of a COCO instances file, one line each naming "
+    _add_data_synth_video(data_sub)
+
+    check = data_sub.add_parser("check", help="validate a COCO-format instance-segmentation dataset (or a video one)",
+                                description="List every problem of a COCO instances file, a COCO-video file or an "
+                                "official YouTube-VIS file (the layout is read from the file), one line each naming "
                                 "the record (the evaluators apply the same rules and stop at the first). Exit 0 "
                                 "when clean, 1 when problems were found, 2 when the file cannot be read.")
-    check.add_argument("annotations", help="COCO instances JSON")
+    check.add_argument("annotations", help="COCO instances, COCO-video or YouTube-VIS JSON")
     check.add_argument("--images", help="image directory (checks that every image file exists)")
     check.add_argument("--max-problems", type=_positive_int, default=200, help="stop listing after this many")
     check.set_defaults(handler=_cmd_data_check)
@@ -119,6 +123,77 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                      help="mnc: VOC12 train/val images with SBD masks, 5623/5732 (default); sbd: SBD's train/val.txt")
     sbd.add_argument("--copy-images", action="store_true", help="copy the images used instead of linking the folder")
     sbd.set_defaults(handler=_cmd_data_sbd2coco)
+    _add_data_ytvis2coco(data_sub)
+
+
+def _cmd_data_synth_video(args: argparse.Namespace) -> int:
+    from mnc_bench.data.synthetic import ShapesConfig
+    from mnc_bench.data.video import VideoConfig, write_video_dataset
+
+    check_writable_output(args.out, "--out", directory=True)
+    low, high = args.frames
+    config = VideoConfig(shapes=ShapesConfig(image_size=args.size, seed=args.seed, max_objects=5),
+                         min_frames=low, max_frames=high, camera_shake=args.camera_shake)
+    print(write_video_dataset(args.out, num_train=args.videos, num_val=args.val_videos, config=config))
+    return 0
+
+
+def _frame_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high) if sep else int(low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T or MIN-MAX frames per clip, got {text!r}") from None
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX frames, got {text!r}")
+    return bounds
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _add_data_synth_video(data_sub: argparse._SubParsersAction) -> None:
+    p = data_sub.add_parser("synth-video", help="write procedural shapes clips (YouTube-VIS layout)",
+                            description="Write clips of the shapes world in motion to OUT: "
+                            "{train,val}/JPEGImages/<video>/<frame>.png, annotations/ytvis_{train,val}.json (official "
+                            "YouTube-VIS layout) and annotations/instances_{train,val}.json (its COCO-video "
+                            "conversion: what mmdet's YouTubeVISDataset reads, and a per-frame COCO file for image "
+                            "models). Deterministic from --seed; built in a temporary folder and renamed into place.")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--videos", type=_non_negative_int, default=60, help="train clips (default 60)")
+    p.add_argument("--val-videos", type=_non_negative_int, default=20, help="val clips, the test split (default 20)")
+    p.add_argument("--frames", type=_frame_range, default=(8, 12), metavar="T|MIN-MAX",
+                   help="frames per clip, fixed or drawn per clip (default 8-12)")
+    p.add_argument("--size", type=_positive_int, default=128, help="frame side in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--camera-shake", type=_non_negative_float, default=1.0, metavar="PX",
+                   help="std of the camera's per-frame step in pixels, 0 for a still camera (default 1)")
+    p.set_defaults(handler=_cmd_data_synth_video)
+
+
+def _cmd_data_ytvis2coco(args: argparse.Namespace) -> int:
+    from mnc_bench.data.video_format import convert_youtube_vis
+
+    check_writable_output(args.out, "--out")
+    print(convert_youtube_vis(args.annotations, args.out))
+    return 0
+
+
+def _add_data_ytvis2coco(data_sub: argparse._SubParsersAction) -> None:
+    p = data_sub.add_parser("ytvis2coco", help="convert an official YouTube-VIS/OVIS json to COCO-video",
+                            description="Check an official YouTube-VIS (2019, 2021) or OVIS annotation file and "
+                            "write its COCO-video conversion (ids numbered as mmdet's youtubevis2coco.py does), "
+                            "the layout the video configs and evaluators read.")
+    p.add_argument("annotations", help="official YouTube-VIS JSON (a record per track)")
+    p.add_argument("--out", required=True, metavar="OUT.json", help="COCO-video JSON to write")
+    p.set_defaults(handler=_cmd_data_ytvis2coco)
 
 
 # argparse names a type function in its message when it raises ValueError ("invalid _positive_int value"):
