@@ -127,12 +127,14 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_data_synth_video(args: argparse.Namespace) -> int:
-    from mnc_bench.data.synthetic import ShapesConfig
+    from dataclasses import replace
+
     from mnc_bench.data.video import VideoConfig, write_video_dataset
 
     check_writable_output(args.out, "--out", directory=True)
     low, high = args.frames
-    config = VideoConfig(shapes=ShapesConfig(image_size=args.size, seed=args.seed, max_objects=5),
+    default = VideoConfig()
+    config = VideoConfig(shapes=replace(default.shapes, image_size=args.size, seed=args.seed),
                          min_frames=low, max_frames=high, camera_shake=args.camera_shake)
     print(write_video_dataset(args.out, num_train=args.videos, num_val=args.val_videos, config=config))
     return 0
@@ -251,6 +253,39 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="COCO evaluation code (default pycocotools; both give the same numbers)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every number (NaN: null)")
     p.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate_video(args: argparse.Namespace) -> int:
+    from mnc_bench.evaluation import format_results, results_to_json
+    from mnc_bench.evaluation.video import evaluate_video
+
+    results = evaluate_video(args.gt, args.pred, score_thr=args.score_thr)
+    print(results_to_json(results) if args.json else format_results(results))
+    return 0
+
+
+def _score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _add_evaluate_video(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate-video", help="score tracked predictions: video AP, per-frame AP, MOTS, HOTA, stability",
+                       description="Score tracked predictions (COCO result records with a track_id) against a "
+                       "COCO-video ground truth: YouTube-VIS video AP, per-frame mask AP, MOTS (sMOTSA, IDSW), "
+                       "HOTA, IDF1 and the mask-stability measure (docs/video.md). Bad input is one `error:` line "
+                       "naming the record (exit 2).")
+    p.add_argument("--gt", required=True, metavar="INSTANCES.json", help="COCO-video ground truth")
+    p.add_argument("--pred", required=True, metavar="RESULTS.json", help="tracked result records")
+    p.add_argument("--score-thr", type=_score, default=0.5,
+                   help="per-frame score an instance needs for the tracking and stability measures (default 0.5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every number (NaN: null)")
+    p.set_defaults(handler=_cmd_evaluate_video)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -561,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (bad config, dataset, argument) too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_train, _add_test, _add_suites,
+    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_evaluate_video, _add_train, _add_test, _add_suites,
                 _add_bench, _add_report):
         add(sub)
     return parser

@@ -7,12 +7,13 @@ Configs therefore need no ``custom_imports``: :func:`mnc_bench.config_loading.lo
 from __future__ import annotations
 
 METRIC_NAME = "MNCBenchMetric"
+VIDEO_METRIC_NAME = "MNCBenchVideoMetric"
 
 
 def register_all() -> None:
     """Register mmdet's modules, PANet's (``baselines/``, installed as ``mnc_bench.baselines``), MNC's adapter
-    (model type ``MNC``), the RoI layer ``SeparableRoIAlign`` and the evaluation metric ``MNCBenchMetric``
-    (idempotent)."""
+    (model type ``MNC``), the video models (``FrameLinkVIS``, ``VideoMNC``), the RoI layer ``SeparableRoIAlign`` and the evaluation metrics ``MNCBenchMetric`` and
+    ``MNCBenchVideoMetric`` (idempotent)."""
     import mmcv.ops
     from mmdet.registry import METRICS
     from mmdet.utils import register_all_modules
@@ -20,7 +21,9 @@ def register_all() -> None:
     register_all_modules(init_default_scope=False)
     import mnc_bench.baselines  # noqa: F401  (registers on import)
     import mnc_bench.models.mmdet_adapter  # noqa: F401  (registers on import)
+    import mnc_bench.models.video_adapter  # noqa: F401  (registers FrameLinkVIS and VideoMNC on import)
     from mnc_bench.evaluation.metric import MNCBenchMetric
+    from mnc_bench.evaluation.video_metric import MNCBenchVideoMetric
     from mnc_bench.models.roi_align import SeparableRoIAlign
 
     # mmdet's RoI extractors resolve `roi_layer.type` as an attribute of mmcv.ops, not through a registry
@@ -29,3 +32,4 @@ def register_all() -> None:
 
     # force=True: a second call (or a reload of the metric module) must not fail on the existing name.
     METRICS.register_module(name=METRIC_NAME, module=MNCBenchMetric, force=True)
+    METRICS.register_module(name=VIDEO_METRIC_NAME, module=MNCBenchVideoMetric, force=True)

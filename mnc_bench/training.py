@@ -199,10 +199,10 @@ def _build_runner(cfg):
 
 
 def _add_results_file(cfg, out: Path) -> None:
-    """Have the test evaluator write the predictions: our metric writes them as it scores; for any other
-    evaluator, add one of ours that only computes COCO AP."""
+    """Have the test evaluator write the predictions: our metrics write them as they score (the video metric:
+    tracked records); for any other evaluator, add one of ours that only computes COCO AP."""
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
-    ours = [item for item in evaluators if item.get("type") == "MNCBenchMetric"]
+    ours = [item for item in evaluators if item.get("type") in ("MNCBenchMetric", "MNCBenchVideoMetric")]
     if ours:
         ours[0]["results_file"] = str(out)
         return

@@ -75,7 +75,9 @@ def check_coco_dataset(
 
 def require_valid_dataset(annotations: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None) -> None:
     """Raise a UserError naming the first problems if the dataset is not valid (used before building models)."""
-    report = check_coco_dataset(annotations, images_dir=images_dir, max_problems=5)
+    from mnc_bench.data.video_check import check_dataset  # the COCO rules, and the clips' for a COCO-video file
+
+    report = check_dataset(annotations, images_dir=images_dir, max_problems=5)
     if not report.ok:
         shown = "; ".join(report.problems[:3])
         raise UserError(f"{annotations}: {len(report.problems)}+ problem(s), e.g. {shown} "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -55,6 +56,7 @@ VIDEO_GENERATOR_VERSION = 1
 # Offsets the clips' random streams from the images' (both start from [seed, split, index]).
 _VIDEO_STREAM = 1
 FRAMES_DIR = "JPEGImages"
+DEFAULT_TRAIN_VIDEOS, DEFAULT_VAL_VIDEOS = 60, 20
 
 
 @dataclass(frozen=True)
@@ -276,8 +278,8 @@ def _write_json(path: Path, data: dict) -> None:
 def write_video_dataset(
     out_dir: str | os.PathLike[str],
     *,
-    num_train: int = 60,
-    num_val: int = 20,
+    num_train: int = DEFAULT_TRAIN_VIDEOS,
+    num_val: int = DEFAULT_VAL_VIDEOS,
     config: VideoConfig | None = None,
     workers: int | None = None,
     overwrite: bool = False,
@@ -298,3 +300,49 @@ def write_video_dataset(
         return lines
 
     return build_atomically(out_dir, build, overwrite=overwrite)
+
+
+SYNTHETIC_VIDEO_SETTINGS = ("num_train", "num_val", "image_size", "seed", "min_frames", "max_frames", "camera_shake")
+_WAIT_S = 1800
+
+
+def ensure_video_dataset(root: str | os.PathLike[str], settings: dict[str, Any]) -> bool:
+    """Write the clips at ``root`` (a config's ``synthetic_videos``: keys of :data:`SYNTHETIC_VIDEO_SETTINGS`)
+    unless a complete dataset is there; True if written. A folder holding only part of the layout is written
+    again; any other existing folder is left for the dataset checks to report. Under a distributed launcher rank 0
+    writes and the other ranks wait."""
+    from mnc_bench.errors import ConfigError
+
+    for key in settings:
+        if key not in SYNTHETIC_VIDEO_SETTINGS:
+            raise ConfigError(f"synthetic_videos.{key}: unknown setting (it takes {', '.join(SYNTHETIC_VIDEO_SETTINGS)})")
+    root = Path(root)
+    markers = [root / "annotations" / f"instances_{split}.json" for split in DATASET_SPLITS]
+    if all(marker.is_file() for marker in markers):
+        return False
+    entries = {entry.name for entry in root.iterdir()} if root.is_dir() else set()
+    partial = bool(entries) and entries <= {"annotations", *DATASET_SPLITS}
+    if root.exists() and not partial:
+        return False
+    if int(os.environ.get("RANK", "0")) != 0:
+        import time
+
+        deadline = time.monotonic() + _WAIT_S
+        while not all(marker.is_file() for marker in markers):
+            if time.monotonic() > deadline:
+                raise UserError(f"waited {_WAIT_S // 60} min for rank 0 to write the shapes clips to {root}")
+            time.sleep(2)
+        return False
+    default = VideoConfig()
+    config = VideoConfig(
+        shapes=replace(default.shapes, image_size=int(settings.get("image_size", default.shapes.image_size)),
+                       seed=int(settings.get("seed", default.shapes.seed))),
+        min_frames=int(settings.get("min_frames", default.min_frames)),
+        max_frames=int(settings.get("max_frames", default.max_frames)),
+        camera_shake=float(settings.get("camera_shake", default.camera_shake)))
+    print(f"mnc-bench: writing the synthetic shapes clips to {root} ...", file=sys.stderr, flush=True)
+    summary = write_video_dataset(root, num_train=int(settings.get("num_train", DEFAULT_TRAIN_VIDEOS)),
+                                  num_val=int(settings.get("num_val", DEFAULT_VAL_VIDEOS)), config=config,
+                                  overwrite=partial)
+    print(summary, file=sys.stderr, flush=True)
+    return True
