@@ -311,17 +311,24 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_writable_output(args.out, "--out")
+    if args.soft_masks is not None:
+        from mnc_bench.soft_masks import require_empty_output
+
+        check_writable_output(args.soft_masks, "--soft-masks", directory=True)
+        require_empty_output(args.soft_masks)
     from mnc_bench.training import evaluate_checkpoint, format_metrics
 
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     result = evaluate_checkpoint(args.config, args.checkpoint, out=args.out, work_dir=args.work_dir,
-                                 cfg_options=args.cfg_options, launcher=args.launcher)
+                                 cfg_options=args.cfg_options, launcher=args.launcher, soft_masks=args.soft_masks)
     if not _main_process():
         return 0
     print(format_metrics(result.metrics))
     if result.predictions is not None:
         print(f"predictions {result.predictions}")
+    if args.soft_masks is not None:
+        print(f"soft masks {args.soft_masks} (index.json)")
     return 0
 
 
@@ -366,8 +373,16 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="model config the checkpoint was trained with")
     p.add_argument("checkpoint", help="checkpoint file (.pth)")
     p.add_argument("--out", metavar="PRED.json", help="also write the predictions as a COCO results file")
+    _add_soft_masks_option(p)
     _add_run_options(p)
     p.set_defaults(handler=_cmd_test)
+
+
+def _add_soft_masks_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--soft-masks", metavar="DIR",
+                   help="also write each instance's mask probabilities as 8-bit PNGs at image size with an index "
+                   "(per image and detection; per frame and track for video models); the scored masks are "
+                   "unchanged. DIR must not exist or be empty")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ def register_all() -> None:
     import mnc_bench.models.video_adapter  # noqa: F401  (registers FrameLinkVIS and VideoMNC on import)
     from mnc_bench.evaluation.metric import MNCBenchMetric
     from mnc_bench.evaluation.video_metric import MNCBenchVideoMetric
+    from mnc_bench.soft_masks import WRITER_NAME, SoftMaskWriter
     from mnc_bench.models.roi_align import SeparableRoIAlign
 
     # mmdet's RoI extractors resolve `roi_layer.type` as an attribute of mmcv.ops, not through a registry
@@ -33,3 +34,4 @@ def register_all() -> None:
     # force=True: a second call (or a reload of the metric module) must not fail on the existing name.
     METRICS.register_module(name=METRIC_NAME, module=MNCBenchMetric, force=True)
     METRICS.register_module(name=VIDEO_METRIC_NAME, module=MNCBenchVideoMetric, force=True)
+    METRICS.register_module(name=WRITER_NAME, module=SoftMaskWriter, force=True)

@@ -13,6 +13,7 @@ Every problem with what the user gave us is a one-line :class:`~mnc_bench.errors
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,9 +113,12 @@ def evaluate_checkpoint(
     work_dir: str | os.PathLike[str] | None = None,
     cfg_options: Mapping[str, Any] | Sequence[str] | None = None,
     launcher: str = "none",
+    soft_masks: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Evaluate ``checkpoint`` on the config's test split; ``out`` receives a COCO results list
-    (``image_id, category_id, score, bbox [x, y, w, h], segmentation`` RLE with str counts)."""
+    (``image_id, category_id, score, bbox [x, y, w, h], segmentation`` RLE with str counts; video models: with
+    ``track_id``); ``soft_masks``: a folder to receive every instance's mask probabilities as 8-bit PNGs and
+    their index (:mod:`mnc_bench.soft_masks`), the scored masks unchanged."""
     cfg = load_config(config, cfg_options)
     require_sections(cfg, ("test_dataloader", "test_evaluator", "test_cfg"), "test")
     _configure_run(cfg, work_dir=work_dir, launcher=launcher)
@@ -129,12 +133,23 @@ def evaluate_checkpoint(
     check_buildable(cfg, ["test"])
     prepare_datasets(cfg, ["test_dataloader"])
     allow_mmengine_checkpoint_globals()
-    runner = _build_runner(cfg)
+    staging = _add_soft_mask_writer(cfg, Path(soft_masks)) if soft_masks is not None else None
     try:
-        runner.load_checkpoint(checkpoint, map_location="cpu", strict=True)
-    except RuntimeError as exc:
-        raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: {one_line(exc)}") from exc
-    metrics = runner.test()
+        runner = _build_runner(cfg)
+        try:
+            runner.load_checkpoint(checkpoint, map_location="cpu", strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: "
+                            f"{one_line(exc)}") from exc
+        if staging is not None:
+            from mnc_bench.soft_masks import enable_soft_masks
+
+            enable_soft_masks(runner.model)
+        metrics = runner.test()
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     return RunResult(work_dir=Path(cfg.work_dir), metrics={key: float(value) for key, value in metrics.items()},
                      predictions=out)
 
@@ -196,6 +211,20 @@ def _build_runner(cfg):
         # later run in the process would write its scalars and config into the first run's vis_data.
         cfg.visualizer["name"] = cfg.experiment_name
     return Runner.from_cfg(cfg)
+
+
+def _add_soft_mask_writer(cfg, out: Path) -> Path:
+    """Append the soft-mask writer to the test evaluator; returns the staging folder it fills."""
+    from mnc_bench.soft_masks import WRITER_NAME, prepare_output
+
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    ann = next((item.get("ann_file") for item in evaluators if item.get("ann_file")), None)
+    if ann is None:
+        ann, _ = next((dataset_files(d) for d in leaf_datasets(cfg.test_dataloader.get("dataset"))), (None, None))
+    staging = prepare_output(out)
+    cfg.test_evaluator = [*evaluators, dict(type=WRITER_NAME, staging=str(staging), out=str(out),
+                                            ann_file=None if ann is None else str(ann))]
+    return staging
 
 
 def _add_results_file(cfg, out: Path) -> None:

@@ -189,6 +189,10 @@ def test_stability_is_the_mean_frame_to_frame_change_of_the_partner_iou(scene):
     assert results["vis/stability/iou_change"] == pytest.approx(0.2)
     steady = evaluate_video(gt, predictions(frame_ids, {1: (1, {t: (1, 0.9, A[t]) for t in range(4)})}))
     assert steady["vis/stability/iou_change"] == 0
+    # A mask that blinks out in frame 2 (exact elsewhere): IoU 1, 1, 0, 1 -> changes 0, 1, 1.
+    blinking = evaluate_video(gt, predictions(frame_ids, {1: (1, {t: (1, 0.9, A[t]) for t in (0, 1, 3)})}))
+    assert blinking["vis/stability/iou_change"] == pytest.approx(2 / 3)
+    assert blinking["vis/stability/pairs"] == 3
 
 
 def test_no_predictions_score_zero_not_an_error(scene):

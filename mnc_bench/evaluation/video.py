@@ -19,7 +19,8 @@
 * ``vis/stability/iou_change``: the mask-stability measure of this project. For each ground-truth track ``g``,
   its partner is the predicted track (score-thresholded as above, before the non-overlap step) with the highest
   spatio-temporal IoU with ``g``, if that is >= 0.5; ``IoU_t(g)`` is the mask IoU of the partner with ``g`` in
-  frame ``t``. Over all pairs of consecutive frames in which both have a mask::
+  frame ``t``, 0 where ``g`` has a mask and the partner none (a mask that blinks out is the largest change).
+  Over all pairs of consecutive frames in which ``g`` has a mask::
 
       iou_change = mean |IoU_t(g) - IoU_{t-1}(g)|        (lower is steadier; 0 for a perfectly steady fit)
 
@@ -256,7 +257,8 @@ def tracking_metrics(gt: VideoGroundTruth, tracks: Sequence[PredictedTrack], sco
 
 @dataclass(frozen=True)
 class TrackFit:
-    """A ground-truth track and its partner: the mask IoU per frame (NaN where either has no mask)."""
+    """A ground-truth track and its partner: the mask IoU per frame where the ground truth has a mask (0 where the
+    partner has none there), NaN in the other frames and throughout for a track without a partner."""
 
     video_id: int
     gt_track: int
@@ -282,7 +284,7 @@ def track_fits(gt: VideoGroundTruth, tracks: Sequence[PredictedTrack], score_thr
             iou = spatio_temporal_iou(g.rles, p.rles)
             if iou >= best_iou:
                 best, best_iou = p, iou
-        ious = tuple(math.nan if best is None or a is None or b is None else float(_mask_iou([a], [b])[0, 0])
+        ious = tuple(math.nan if best is None or a is None else 0.0 if b is None else float(_mask_iou([a], [b])[0, 0])
                      for a, b in zip(g.rles, best.rles if best is not None else g.rles))
         fits.append(TrackFit(video_id=g.video_id, gt_track=g.track_id, pred_track=None if best is None else best.track_id,
                              category_id=g.category_id, ious=ious))

@@ -75,35 +75,44 @@ class MNCBenchVideoMetric(BaseVideoMetric):
         return evaluate_video(gt, records, score_thr=self.score_thr)
 
 
-def tracked_records(results: list[dict[str, Any]], category_ids: list[int]) -> list[dict[str, Any]]:
-    """Per-frame entries of :class:`MNCBenchVideoMetric` -> tracked result records; a model's per-video track
-    numbers become file-wide ``track_id`` s (1, 2, ... in order of first appearance).
+def file_track_ids(results: list[dict[str, Any]]) -> dict[int, list[int]]:
+    """Per image id, its instances' file-wide track ids: a model's per-video track numbers become 1, 2, ... in
+    order of first appearance (frames in image-id order).
 
     A track given two instances in one frame keeps the better scoring one; each other becomes a track of its own
     (mmdet 3.3's MaskTrack R-CNN tracker can do this: see the TODO in ``MaskTrackRCNNTracker.assign_ids``;
     mmdet's YouTubeVISMetric keeps whichever instance comes last and drops the rest).
     """
     unique: dict[tuple[int, Any], int] = {}
-    records = []
+    found = {}
     for entry in sorted(results, key=lambda e: e["image_id"]):
-        labels = entry["labels"]
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(category_ids)):
-            raise UserError(f"image_id {entry['image_id']}: predicted label {int(labels.max())} but the ground truth "
-                            f"has {len(category_ids)} categories (labels must be 0-based)")
-        scores, tracks = entry["scores"].tolist(), entry["track_ids"].tolist()
+        scores, tracks = entry["scores"].tolist(), list(entry["track_ids"].tolist())
         taken: set[int] = set()
         for k in sorted(range(len(tracks)), key=lambda i: -scores[i]):
             if tracks[k] in taken:
                 tracks[k] = ("split", entry["image_id"], k)
             else:
                 taken.add(tracks[k])
-        for k, (label, score, track) in enumerate(zip(labels.tolist(), scores, tracks)):
+        found[entry["image_id"]] = [unique.setdefault((entry["video_id"], track), len(unique) + 1) for track in tracks]
+    return found
+
+
+def tracked_records(results: list[dict[str, Any]], category_ids: list[int]) -> list[dict[str, Any]]:
+    """Per-frame entries of :class:`MNCBenchVideoMetric` -> tracked result records (track ids of
+    :func:`file_track_ids`), in image-id order."""
+    tracks = file_track_ids(results)
+    records = []
+    for entry in sorted(results, key=lambda e: e["image_id"]):
+        labels = entry["labels"]
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(category_ids)):
+            raise UserError(f"image_id {entry['image_id']}: predicted label {int(labels.max())} but the ground truth "
+                            f"has {len(category_ids)} categories (labels must be 0-based)")
+        for k, (label, score) in enumerate(zip(labels.tolist(), entry["scores"].tolist())):
             rle = entry["masks"][k]
-            track_id = unique.setdefault((entry["video_id"], track), len(unique) + 1)
             records.append({"image_id": entry["image_id"], "category_id": category_ids[label], "score": score,
-                             "bbox": [float(v) for v in mask_utils.toBbox(rle)], "track_id": track_id,
-                             "segmentation": {"size": [int(s) for s in rle["size"]],
-                                              "counts": rle["counts"].decode("ascii")}})
+                            "bbox": [float(v) for v in mask_utils.toBbox(rle)], "track_id": tracks[entry["image_id"]][k],
+                            "segmentation": {"size": [int(s) for s in rle["size"]],
+                                             "counts": rle["counts"].decode("ascii")}})
     return records
 
 

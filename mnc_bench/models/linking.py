@@ -4,8 +4,8 @@ from (e.g. the IoU tracker of the MOTS baselines; MaskTrack R-CNN adds an appear
 Frame by frame, the instances of the new frame are matched to the live tracks by the Hungarian algorithm on
 their mask IoU with each track's last mask (scipy's ``linear_sum_assignment``, maximising the summed IoU); a
 pair is kept only if its IoU is at least ``min_iou``. A matched instance continues its track; an unmatched one
-starts a new track. A track that finds no instance stays live, with its last mask, for ``max_age`` frames, so an
-object missed or hidden for a frame or two keeps its identity. Matching ignores the class: a per-frame class
+starts a new track. A track stays live, with its last mask, while it was seen in one of the last ``max_age``
+frames, so an object missed or hidden for ``max_age - 1`` frames keeps its identity. Matching ignores the class: a per-frame class
 that flickers does not break the track (the video metric votes a track's class).
 """
 

@@ -47,7 +47,8 @@ SLURM_KEYS = {"partition": str, "gpus_per_run": int, "cpus_per_run": int, "timeo
 NEUTRAL_KEYS = ("work_dir", "launcher", "resume", "log_level", "log_processor", "visualizer", "vis_backends",
                 "dataset_layout", "default_hooks.logger", "default_hooks.checkpoint", "default_hooks.timer",
                 "default_hooks.visualization", "randomness.seed")
-METRIC_PATTERN = re.compile(r"^(coco/(segm|bbox)/\w+|voc_(sds|mnc)/[\w@.]+(/.+)?|proposals/\w+@\d+)$")
+METRIC_PATTERN = re.compile(
+    r"^(coco/(segm|bbox)/\w+|voc_(sds|mnc)/[\w@.]+(/.+)?|proposals/\w+@\d+|vis/(\w+/)?\w+)$")
 ID_LENGTH = 12
 
 
@@ -345,7 +346,7 @@ def _metrics(value: Any, where: str) -> list[str] | None:
     for key in value:
         if not isinstance(key, str) or not METRIC_PATTERN.match(key):
             raise UserError(f"{where}: metrics: {key!r} is not a metric key (e.g. coco/segm/AP, voc_mnc/mAP@0.5, "
-                            "proposals/AR@100)")
+                            "proposals/AR@100, vis/AP)")
     return list(value)
 
 
