@@ -102,11 +102,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
     _add_data_synth_video(data_sub)
 
-    check = data_sub.add_parser("check", help="validate a COCO-format instance-segmentation dataset (or a video one)",
-                                description="List every problem of a COCO instances file, a COCO-video file or an "
-                                "official YouTube-VIS file (the layout is read from the file), one line each naming "
-                                "the record (the evaluators apply the same rules and stop at the first). Exit 0 "
-                                "when clean, 1 when problems were found, 2 when the file cannot be read.")
+    check = data_sub.add_parser(
+        "check", help="validate a COCO-format instance-segmentation dataset (or a video one)",
+        description="List every problem of a COCO instances file, a COCO-video file or an official "
+        "YouTube-VIS file (the layout is read from the file), one line each naming the record (the "
+        "evaluators apply the same rules and stop at the first). Exit 0 when clean, 1 when problems were "
+        "found, 2 when the file cannot be read.")
     check.add_argument("annotations", help="COCO instances, COCO-video or YouTube-VIS JSON")
     check.add_argument("--images", help="image directory (checks that every image file exists)")
     check.add_argument("--max-problems", type=_positive_int, default=200, help="stop listing after this many")
@@ -164,13 +165,15 @@ def _non_negative_float(text: str) -> float:
 def _add_data_synth_video(data_sub: argparse._SubParsersAction) -> None:
     p = data_sub.add_parser("synth-video", help="write procedural shapes clips (YouTube-VIS layout)",
                             description="Write clips of the shapes world in motion to OUT: "
-                            "{train,val}/JPEGImages/<video>/<frame>.png, annotations/ytvis_{train,val}.json (official "
-                            "YouTube-VIS layout) and annotations/instances_{train,val}.json (its COCO-video "
-                            "conversion: what mmdet's YouTubeVISDataset reads, and a per-frame COCO file for image "
-                            "models). Deterministic from --seed; built in a temporary folder and renamed into place.")
+                            "{train,val}/JPEGImages/<video>/<frame>.png, annotations/ytvis_{train,val}.json "
+                            "(official YouTube-VIS layout) and annotations/instances_{train,val}.json (its "
+                            "COCO-video conversion: what mmdet's YouTubeVISDataset reads, and a per-frame "
+                            "COCO file for image models). Deterministic from --seed; built in a temporary "
+                            "folder and renamed into place.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--videos", type=_non_negative_int, default=60, help="train clips (default 60)")
-    p.add_argument("--val-videos", type=_non_negative_int, default=20, help="val clips, the test split (default 20)")
+    p.add_argument("--val-videos", type=_non_negative_int, default=20,
+                   help="val clips, the test split (default 20)")
     p.add_argument("--frames", type=_frame_range, default=(8, 12), metavar="T|MIN-MAX",
                    help="frames per clip, fixed or drawn per clip (default 8-12)")
     p.add_argument("--size", type=_positive_int, default=128, help="frame side in pixels (default 128)")
@@ -190,9 +193,9 @@ def _cmd_data_ytvis2coco(args: argparse.Namespace) -> int:
 
 def _add_data_ytvis2coco(data_sub: argparse._SubParsersAction) -> None:
     p = data_sub.add_parser("ytvis2coco", help="convert an official YouTube-VIS/OVIS json to COCO-video",
-                            description="Check an official YouTube-VIS (2019, 2021) or OVIS annotation file and "
-                            "write its COCO-video conversion (ids numbered as mmdet's youtubevis2coco.py does), "
-                            "the layout the video configs and evaluators read.")
+                            description="Check an official YouTube-VIS (2019, 2021) or OVIS annotation file "
+                            "and write its COCO-video conversion (ids numbered as mmdet's youtubevis2coco.py "
+                            "does), the layout the video configs and evaluators read.")
     p.add_argument("annotations", help="official YouTube-VIS JSON (a record per track)")
     p.add_argument("--out", required=True, metavar="OUT.json", help="COCO-video JSON to write")
     p.set_defaults(handler=_cmd_data_ytvis2coco)
@@ -275,15 +278,17 @@ def _score(text: str) -> float:
 
 
 def _add_evaluate_video(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate-video", help="score tracked predictions: video AP, per-frame AP, MOTS, HOTA, stability",
-                       description="Score tracked predictions (COCO result records with a track_id) against a "
-                       "COCO-video ground truth: YouTube-VIS video AP, per-frame mask AP, MOTS (sMOTSA, IDSW), "
-                       "HOTA, IDF1 and the mask-stability measure (docs/video.md). Bad input is one `error:` line "
-                       "naming the record (exit 2).")
+    p = sub.add_parser("evaluate-video",
+                       help="score tracked predictions: video AP, per-frame AP, MOTS, HOTA, stability",
+                       description="Score tracked predictions (COCO result records with a track_id) against "
+                       "a COCO-video ground truth: YouTube-VIS video AP, per-frame mask AP, MOTS (sMOTSA, "
+                       "IDSW), HOTA, IDF1 and the mask-stability measure (docs/video.md). Bad input is one "
+                       "`error:` line naming the record (exit 2).")
     p.add_argument("--gt", required=True, metavar="INSTANCES.json", help="COCO-video ground truth")
     p.add_argument("--pred", required=True, metavar="RESULTS.json", help="tracked result records")
     p.add_argument("--score-thr", type=_score, default=0.5,
-                   help="per-frame score an instance needs for the tracking and stability measures (default 0.5)")
+                   help="per-frame score an instance needs for the tracking and stability measures "
+                   "(default 0.5)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every number (NaN: null)")
     p.set_defaults(handler=_cmd_evaluate_video)
 
@@ -321,7 +326,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     result = evaluate_checkpoint(args.config, args.checkpoint, out=args.out, work_dir=args.work_dir,
-                                 cfg_options=args.cfg_options, launcher=args.launcher, soft_masks=args.soft_masks)
+                                 cfg_options=args.cfg_options, launcher=args.launcher,
+                                 soft_masks=args.soft_masks)
     if not _main_process():
         return 0
     print(format_metrics(result.metrics))
@@ -380,9 +386,9 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
 
 def _add_soft_masks_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soft-masks", metavar="DIR",
-                   help="also write each instance's mask probabilities as 8-bit PNGs at image size with an index "
-                   "(per image and detection; per frame and track for video models); the scored masks are "
-                   "unchanged. DIR must not exist or be empty")
+                   help="also write each instance's mask probabilities as 8-bit PNGs at image size with an "
+                   "index (per image and detection; per frame and track for video models); the scored masks "
+                   "are unchanged. DIR must not exist or be empty")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -615,8 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (bad config, dataset, argument) too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_evaluate_video, _add_train, _add_test, _add_suites,
-                _add_bench, _add_report):
+    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_evaluate_video, _add_train, _add_test,
+                _add_suites, _add_bench, _add_report):
         add(sub)
     return parser
 

@@ -12,8 +12,9 @@ VIDEO_METRIC_NAME = "MNCBenchVideoMetric"
 
 def register_all() -> None:
     """Register mmdet's modules, PANet's (``baselines/``, installed as ``mnc_bench.baselines``), MNC's adapter
-    (model type ``MNC``), the video models (``FrameLinkVIS``, ``VideoMNC``), the RoI layer ``SeparableRoIAlign`` and the evaluation metrics ``MNCBenchMetric`` and
-    ``MNCBenchVideoMetric`` (idempotent)."""
+    (model type ``MNC``), the video models (``FrameLinkVIS``, ``VideoMNC``), the RoI layer
+    ``SeparableRoIAlign``, the evaluation metrics ``MNCBenchMetric`` and ``MNCBenchVideoMetric`` and the
+    soft-mask writer (idempotent)."""
     import mmcv.ops
     from mmdet.registry import METRICS
     from mmdet.utils import register_all_modules

@@ -220,7 +220,8 @@ def _add_soft_mask_writer(cfg, out: Path) -> Path:
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     ann = next((item.get("ann_file") for item in evaluators if item.get("ann_file")), None)
     if ann is None:
-        ann, _ = next((dataset_files(d) for d in leaf_datasets(cfg.test_dataloader.get("dataset"))), (None, None))
+        leaves = leaf_datasets(cfg.test_dataloader.get("dataset"))
+        ann, _ = next((dataset_files(d) for d in leaves), (None, None))
     staging = prepare_output(out)
     cfg.test_evaluator = [*evaluators, dict(type=WRITER_NAME, staging=str(staging), out=str(out),
                                             ann_file=None if ann is None else str(ann))]

@@ -4,8 +4,6 @@ nothing of it for a suite without video metrics."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,8 +14,10 @@ from mnc_bench.reporting import write_report
 from mnc_bench.suites.collect import LEADING, STANDARD_METRICS, TRAILING
 from tests.video_fixtures import video_dataset  # noqa: F401
 
-MODELS = {"steady_shapes_video": "configs/video/video_mnc_shapes_video.py",
-          "flicker_shapes_video": "configs/video/mnc_5stage_linked_shapes_video.py"}
+MODELS = {
+    "steady_shapes_video": "configs/video/video_mnc_shapes_video.py",
+    "flicker_shapes_video": "configs/video/mnc_5stage_linked_shapes_video.py",
+}
 
 
 def _predictions(gt: dict, model: str, seed: int) -> list[dict]:
@@ -32,8 +32,15 @@ def _predictions(gt: dict, model: str, seed: int) -> list[dict]:
             if frame % 3 == 2:
                 continue
             track = track * 100 + (frame >= 3)
-        out.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "segmentation": ann["segmentation"],
-                    "score": float(np.clip(0.8 + rng.normal(0, 0.05), 0.5, 1)), "track_id": track})
+        out.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "segmentation": ann["segmentation"],
+                "score": float(np.clip(0.8 + rng.normal(0, 0.05), 0.5, 1)),
+                "track_id": track,
+            }
+        )
     return out
 
 
@@ -52,17 +59,36 @@ def video_report(video_dataset, tmp_path_factory):
             records = _predictions(gt, model, seed)
             (run_dir / "predictions.json").write_text(json.dumps(records))
             metrics = evaluate_video(ann, records)
-            (run_dir / "metrics.json").write_text(json.dumps({k: None if np.isnan(v) else v for k, v in metrics.items()}))
+            (run_dir / "metrics.json").write_text(
+                json.dumps({k: None if np.isnan(v) else v for k, v in metrics.items()})
+            )
             row = dict.fromkeys(LEADING + ["axis.config"] + STANDARD_METRICS + TRAILING, np.nan)
-            row.update(suite="video_consistency", run_id=run_id, status="done", failure_reason="", config=config,
-                       model=model, seed=seed, variant="", **{"axis.config": config}, **metrics,
-                       batch_size=8, max_iters=1000, run_dir=str(run_dir), test_ann_file=str(ann),
-                       test_img_dir=str(video_dataset / "val/JPEGImages"), git_commit="0" * 40, reused_from="")
+            row.update(
+                suite="video_consistency",
+                run_id=run_id,
+                status="done",
+                failure_reason="",
+                config=config,
+                model=model,
+                seed=seed,
+                variant="",
+                **{"axis.config": config},
+                **metrics,
+                batch_size=8,
+                max_iters=1000,
+                run_dir=str(run_dir),
+                test_ann_file=str(ann),
+                test_img_dir=str(video_dataset / "val/JPEGImages"),
+                git_commit="0" * 40,
+                reused_from="",
+            )
             rows.append(row)
     table = pd.DataFrame(rows)
     table.to_csv(suite_dir / "collect.csv", index=False)
     out = root / "report"
-    written = write_report(["video_consistency"], out, metric="vis/AP", results_dir=root / "results", bench=None)
+    written = write_report(
+        ["video_consistency"], out, metric="vis/AP", results_dir=root / "results", bench=None
+    )
     return out, written, table
 
 
@@ -74,8 +100,11 @@ def test_video_tables_hold_the_mean_over_seeds(video_report):
         runs = table[table["model"] == model]
         line = next(line for line in text.splitlines() if line.startswith(f"| {model} | 2 |"))
         assert f"{100 * runs['vis/AP'].mean():.1f}" in line
-    flicker = next(line for line in text.splitlines() if line.startswith("| flicker_shapes_video | 2 |")
-                   and "ID switches" not in line)
+    flicker = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("| flicker_shapes_video | 2 |") and "ID switches" not in line
+    )
     steady = table[table["model"] == "steady_shapes_video"]
     assert steady["vis/mots/IDSW"].eq(0).all() and steady["vis/stability/iou_change"].eq(0).all()
     assert table.loc[table["model"] == "flicker_shapes_video", "vis/mots/IDSW"].gt(0).all()
@@ -85,7 +114,12 @@ def test_video_tables_hold_the_mean_over_seeds(video_report):
 def test_video_figures_are_drawn_from_the_predictions(video_report):
     out, written, _ = video_report
     names = {path.name for path in written.files}
-    assert {"video_iou_over_time.png", "video_iou_over_time.pdf", "video_strip.png", "video_strip.pdf"} <= names
+    assert {
+        "video_iou_over_time.png",
+        "video_iou_over_time.pdf",
+        "video_strip.png",
+        "video_strip.pdf",
+    } <= names
     for name in ("video_iou_over_time.png", "video_strip.png"):
         pixels = np.asarray(Image.open(out / "figures" / name).convert("L"))
         assert pixels.std() > 5  # not blank
@@ -93,11 +127,19 @@ def test_video_figures_are_drawn_from_the_predictions(video_report):
 
 
 def test_a_report_without_video_runs_has_no_video_part(tmp_path, shapes_dataset):
+    from mnc_bench.reporting.video import video_figures
     from tests.report_fixtures import build_results
 
-    build_results(tmp_path, shapes_dataset)
-    written = write_report(["mnc_vs_successors"], tmp_path / "report", results_dir=tmp_path / "results", bench=None,
-                           figures=True)
+    table = build_results(tmp_path, shapes_dataset)
+    written = write_report(
+        ["mnc_vs_successors"],
+        tmp_path / "report",
+        results_dir=tmp_path / "results",
+        bench=None,
+        figures=False,
+    )
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "Video instance segmentation" not in text and "video" not in " ".join(s.name for s in written.skipped)
-    assert not list((tmp_path / "report" / "figures").glob("video_*"))
+    assert "Video instance segmentation" not in text and "video" not in " ".join(
+        s.name for s in written.skipped
+    )
+    assert video_figures(table[table["status"] == "done"], tmp_path) == []

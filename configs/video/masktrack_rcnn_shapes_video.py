@@ -1,11 +1,11 @@
 # MaskTrack R-CNN (Yang, Fan, Xu, ICCV 2019; mmdet 3.3's MaskTrackRCNN) on the shapes clips: the Mask R-CNN of
-# configs/mask_rcnn/mask_rcnn_shapes.py as its detector (shared ResNet-18 / 64-channel FPN / RPN stage one) plus
-# mmdet's tracking head: an embedding of each RoI (RoIEmbedHead, 2 fc layers, narrowed to 256 like the box head's
-# fc layers) trained by matching the key frame's RoIs to the instances of a reference frame of the same clip, and
-# the tracker that scores a match by embedding similarity, detection score, box IoU and label agreement (mmdet's
-# match weights, 20 frames of memory). Everything else follows mmdet's
-# configs/masktrack_rcnn/masktrack-rcnn_mask-rcnn_r50_fpn_8xb1-12e_youtubevis2019.py; the schedule is the shapes
-# one (1000 iterations of batch 8 key frames, each with its reference frame).
+# configs/mask_rcnn/mask_rcnn_shapes.py as its detector (shared ResNet-18 / 64-channel FPN / RPN stage one)
+# plus mmdet's tracking head: an embedding of each RoI (RoIEmbedHead, 2 fc layers, narrowed to 256 like the
+# box head's fc layers) trained by matching the key frame's RoIs to the instances of a reference frame of the
+# same clip, and the tracker that scores a match by embedding similarity, detection score, box IoU and label
+# agreement (mmdet's match weights, 20 frames of memory). Everything else follows mmdet's
+# configs/masktrack_rcnn/masktrack-rcnn_mask-rcnn_r50_fpn_8xb1-12e_youtubevis2019.py; the schedule is the
+# shapes one (1000 iterations of batch 8 key frames, each with its reference frame).
 _base_ = ['../mask_rcnn/mask_rcnn_shapes.py', '../_base_/datasets/shapes_video.py']
 
 detector = _base_.model
@@ -26,7 +26,8 @@ model = dict(
         train_cfg=dict(
             assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5,
                           match_low_quality=True, ignore_iof_thr=-1),
-            sampler=dict(type='RandomSampler', num=128, pos_fraction=0.25, neg_pos_ub=-1, add_gt_as_proposals=True),
+            sampler=dict(type='RandomSampler', num=128, pos_fraction=0.25, neg_pos_ub=-1,
+                         add_gt_as_proposals=True),
             pos_weight=-1,
             debug=False)),
     tracker=dict(

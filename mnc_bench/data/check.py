@@ -47,8 +47,8 @@ class CheckReport:
 
 
 def check_coco_dataset(
-    annotations: str | os.PathLike[str], *, images_dir: str | os.PathLike[str] | None = None, max_problems: int = 200,
-    data: Any = None,
+    annotations: str | os.PathLike[str], *, images_dir: str | os.PathLike[str] | None = None,
+    max_problems: int = 200, data: Any = None,
 ) -> CheckReport:
     """Check a COCO instances json (and, given ``images_dir``, that every image file exists); ``data``: the
     file's parsed content when the caller has read it already."""
@@ -75,7 +75,7 @@ def check_coco_dataset(
 
 def require_valid_dataset(annotations: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None) -> None:
     """Raise a UserError naming the first problems if the dataset is not valid (used before building models)."""
-    from mnc_bench.data.video_check import check_dataset  # the COCO rules, and the clips' for a COCO-video file
+    from mnc_bench.data.video_check import check_dataset  # COCO's rules, and the clips' for COCO-video
 
     report = check_dataset(annotations, images_dir=images_dir, max_problems=5)
     if not report.ok:

@@ -76,7 +76,7 @@ class Shape:
 
 
 def sample_shape(kind: str, rng: np.random.Generator, config: ShapesConfig) -> Shape:
-    """A shape of ``kind`` at a random position, scale and rotation (the draws of every generator version 1)."""
+    """A shape of ``kind`` at a random position, scale and rotation (generator version 1's draws)."""
     size = config.image_size
     # Log-uniform extent so small, medium and large objects all occur.
     extent = size * np.exp(rng.uniform(np.log(config.min_object_frac), np.log(config.max_object_frac)))
@@ -157,7 +157,8 @@ def paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, colour:
     """``image`` [H, W, 3] float with ``mask`` filled by ``colour`` under a fresh noise texture and a
     vertical shading ramp (``yy``: [H, W] row coordinates)."""
     size = image.shape[0]
-    texture = rng.normal(0, 10, size=(size, image.shape[1], 1)) + rng.uniform(-20, 20) * (yy / size)[..., None]
+    texture = rng.normal(0, 10, size=(size, image.shape[1], 1))
+    texture = texture + rng.uniform(-20, 20) * (yy / size)[..., None]
     return np.where(mask[..., None], colour + texture, image)
 
 
@@ -188,8 +189,8 @@ def render_image(rng: np.random.Generator, config: ShapesConfig) -> RenderedImag
         full_masks.append(mask)
         category_ids.append(category + 1)
     # Annotation order is painting order (bottom to top), like the drawing.
-    kept = [(mask, category_id) for mask, category_id in zip(visible_masks(full_masks, config.min_visible_pixels),
-                                                             category_ids) if mask is not None]
+    visible = visible_masks(full_masks, config.min_visible_pixels)
+    kept = [(mask, category_id) for mask, category_id in zip(visible, category_ids) if mask is not None]
     pixels = np.clip(image, 0, 255).astype(np.uint8)
     return RenderedImage(pixels=pixels, masks=[m for m, _ in kept], category_ids=[c for _, c in kept])
 
@@ -275,8 +276,9 @@ def summarize(coco: dict) -> str:
 
 def build_atomically(out_dir: str | os.PathLike[str], build: Callable[[Path], list[str]], *,
                      overwrite: bool = False) -> str:
-    """Run ``build(staging)`` in a temporary sibling of ``out_dir``, then rename it into place, so an interrupted
-    run never leaves a half-written dataset. ``build`` returns summary lines; returns them after "wrote OUT"."""
+    """Run ``build(staging)`` in a temporary sibling of ``out_dir``, then rename it into place, so an
+    interrupted run never leaves a half-written dataset. ``build`` returns summary lines; returns them after
+    "wrote OUT"."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"output directory {out} exists and is not empty (choose another --out or remove it)")

@@ -16,7 +16,8 @@ Layout written by :func:`write_video_dataset` (YouTube-VIS's, with PNG frames)::
     OUT/{train,val}/JPEGImages/<video>/<frame>.png
     OUT/annotations/ytvis_{train,val}.json       official YouTube-VIS layout (a record per track)
     OUT/annotations/instances_{train,val}.json   its COCO-video conversion: what the configs read (mmdet's
-                                                 YouTubeVISDataset for video models, CocoDataset for image models)
+                                                 YouTubeVISDataset for video models, CocoDataset for image
+                                                 models)
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class VideoConfig:
             raise UserError(f"crossing_fraction: must be in [0, 1], got {self.crossing_fraction}")
         for name in ("max_speed", "max_acceleration", "max_spin", "max_zoom", "camera_shake", "sensor_noise"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise UserError(f"{name.replace('_', '-')}: must be a finite number >= 0, got {getattr(self, name)}")
+                raise UserError(
+                    f"{name.replace('_', '-')}: must be a finite number >= 0, got {getattr(self, name)}"
+                )
 
     @property
     def shake_margin(self) -> int:
@@ -116,7 +119,9 @@ class Motion:
 @dataclass
 class RenderedClip:
     frames: list[np.ndarray]  # [H, W, 3] uint8 each
-    masks: list[list[np.ndarray | None]]  # per object (painting order), per frame: visible [H, W] bool or None
+    masks: list[
+        list[np.ndarray | None]
+    ]  # per object (painting order), per frame: visible [H, W] bool or None
     category_ids: list[int]  # per object, 1-based into CATEGORIES
 
 
@@ -179,7 +184,7 @@ def render_clip(rng: np.random.Generator, config: VideoConfig) -> RenderedClip:
         # The colour is chosen against the background under the object at its reference frame.
         reference = rasterise(motion.shape, yy + margin, xx + margin)
         mask = np.zeros(scenery.shape[:2], dtype=bool)
-        mask[margin:margin + size, margin:margin + size] = reference
+        mask[margin : margin + size, margin : margin + size] = reference
         motions.append(motion)
         colours.append(pick_colour(rng, scenery, mask))
         category_ids.append(category + 1)
@@ -188,7 +193,7 @@ def render_clip(rng: np.random.Generator, config: VideoConfig) -> RenderedClip:
     frames: list[np.ndarray] = []
     masks: list[list[np.ndarray | None]] = [[] for _ in motions]
     for t, (dx, dy) in enumerate(camera):
-        image = scenery[margin + dy:margin + dy + size, margin + dx:margin + dx + size].copy()
+        image = scenery[margin + dy : margin + dy + size, margin + dx : margin + dx + size].copy()
         image += rng.normal(0, config.sensor_noise, size=image.shape)
         full = []
         for motion, colour in zip(motions, colours):
@@ -220,11 +225,21 @@ def _track_records(clip: RenderedClip, video_id: int) -> list[dict[str, Any]]:
                 areas.append(None)
                 continue
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            segmentations.append({"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")})
+            segmentations.append(
+                {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            )
             bboxes.append([float(v) for v in mask_utils.toBbox(rle)])
             areas.append(int(mask.sum()))
-        records.append({"video_id": video_id, "category_id": category_id, "iscrowd": 0,
-                        "segmentations": segmentations, "bboxes": bboxes, "areas": areas})
+        records.append(
+            {
+                "video_id": video_id,
+                "category_id": category_id,
+                "iscrowd": 0,
+                "segmentations": segmentations,
+                "bboxes": bboxes,
+                "areas": areas,
+            }
+        )
     return records
 
 
@@ -247,8 +262,10 @@ def build_video_split(root: Path, split: str, num_videos: int, config: VideoConf
     frame_dir = root / split / FRAMES_DIR
     frame_dir.mkdir(parents=True, exist_ok=True)
     step = max(1, -(-num_videos // (workers * 4)))
-    jobs = [(config, split, start, min(num_videos, start + step), str(frame_dir))
-            for start in range(0, num_videos, step)]
+    jobs = [
+        (config, split, start, min(num_videos, start + step), str(frame_dir))
+        for start in range(0, num_videos, step)
+    ]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = [item for chunk in pool.map(_render_chunk, jobs) for item in chunk]
@@ -261,12 +278,18 @@ def build_video_split(root: Path, split: str, num_videos: int, config: VideoConf
         videos.append({"id": index + 1, "width": size, "height": size, "length": length, "file_names": names})
         tracks += [{"id": len(tracks) + k + 1, **record} for k, record in enumerate(records)]
     return {
-        "info": {"description": "mnc-bench procedural shapes videos", "generator_version": VIDEO_GENERATOR_VERSION,
-                 "config": asdict(config), "split": split},
+        "info": {
+            "description": "mnc-bench procedural shapes videos",
+            "generator_version": VIDEO_GENERATOR_VERSION,
+            "config": asdict(config),
+            "split": split,
+        },
         "licenses": [],
         "videos": videos,
         "annotations": tracks,
-        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)],
+        "categories": [
+            {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)
+        ],
     }
 
 
@@ -302,20 +325,30 @@ def write_video_dataset(
     return build_atomically(out_dir, build, overwrite=overwrite)
 
 
-SYNTHETIC_VIDEO_SETTINGS = ("num_train", "num_val", "image_size", "seed", "min_frames", "max_frames", "camera_shake")
+SYNTHETIC_VIDEO_SETTINGS = (
+    "num_train",
+    "num_val",
+    "image_size",
+    "seed",
+    "min_frames",
+    "max_frames",
+    "camera_shake",
+)
 _WAIT_S = 1800
 
 
 def ensure_video_dataset(root: str | os.PathLike[str], settings: dict[str, Any]) -> bool:
     """Write the clips at ``root`` (a config's ``synthetic_videos``: keys of :data:`SYNTHETIC_VIDEO_SETTINGS`)
     unless a complete dataset is there; True if written. A folder holding only part of the layout is written
-    again; any other existing folder is left for the dataset checks to report. Under a distributed launcher rank 0
-    writes and the other ranks wait."""
+    again; any other existing folder is left for the dataset checks to report. Under a distributed launcher
+    rank 0 writes and the other ranks wait."""
     from mnc_bench.errors import ConfigError
 
     for key in settings:
         if key not in SYNTHETIC_VIDEO_SETTINGS:
-            raise ConfigError(f"synthetic_videos.{key}: unknown setting (it takes {', '.join(SYNTHETIC_VIDEO_SETTINGS)})")
+            raise ConfigError(
+                f"synthetic_videos.{key}: unknown setting (it takes {', '.join(SYNTHETIC_VIDEO_SETTINGS)})"
+            )
     root = Path(root)
     markers = [root / "annotations" / f"instances_{split}.json" for split in DATASET_SPLITS]
     if all(marker.is_file() for marker in markers):
@@ -335,14 +368,22 @@ def ensure_video_dataset(root: str | os.PathLike[str], settings: dict[str, Any])
         return False
     default = VideoConfig()
     config = VideoConfig(
-        shapes=replace(default.shapes, image_size=int(settings.get("image_size", default.shapes.image_size)),
-                       seed=int(settings.get("seed", default.shapes.seed))),
+        shapes=replace(
+            default.shapes,
+            image_size=int(settings.get("image_size", default.shapes.image_size)),
+            seed=int(settings.get("seed", default.shapes.seed)),
+        ),
         min_frames=int(settings.get("min_frames", default.min_frames)),
         max_frames=int(settings.get("max_frames", default.max_frames)),
-        camera_shake=float(settings.get("camera_shake", default.camera_shake)))
+        camera_shake=float(settings.get("camera_shake", default.camera_shake)),
+    )
     print(f"mnc-bench: writing the synthetic shapes clips to {root} ...", file=sys.stderr, flush=True)
-    summary = write_video_dataset(root, num_train=int(settings.get("num_train", DEFAULT_TRAIN_VIDEOS)),
-                                  num_val=int(settings.get("num_val", DEFAULT_VAL_VIDEOS)), config=config,
-                                  overwrite=partial)
+    summary = write_video_dataset(
+        root,
+        num_train=int(settings.get("num_train", DEFAULT_TRAIN_VIDEOS)),
+        num_val=int(settings.get("num_val", DEFAULT_VAL_VIDEOS)),
+        config=config,
+        overwrite=partial,
+    )
     print(summary, file=sys.stderr, flush=True)
     return True

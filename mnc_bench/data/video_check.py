@@ -1,5 +1,5 @@
-"""``mnc-bench data check`` for the video layouts (official YouTube-VIS and COCO-video): every problem, one line
-each naming the record, by the rules of :mod:`mnc_bench.data.video_format` (and, for COCO-video, the COCO
+"""``mnc-bench data check`` for the video layouts (official YouTube-VIS and COCO-video): every problem, one
+line each naming the record, by the rules of :mod:`mnc_bench.data.video_format` (and, for COCO-video, the COCO
 rules of :mod:`mnc_bench.data.coco_format`, which the per-frame image models read)."""
 
 from __future__ import annotations
@@ -25,12 +25,18 @@ class VideoCheckReport(CheckReport):
         if not self.ok:
             return super().summary()
         classes = ", ".join(f"{name} {count}" for name, count in self.per_class.items())
-        return (f"OK {self.path} ({self.layout}): {self.num_videos} videos, {self.num_images} frames, "
-                f"{self.num_tracks} tracks ({classes}), {self.num_annotations} masks")
+        return (
+            f"OK {self.path} ({self.layout}): {self.num_videos} videos, {self.num_images} frames, "
+            f"{self.num_tracks} tracks ({classes}), {self.num_annotations} masks"
+        )
 
 
-def check_dataset(annotations: str | os.PathLike[str], *, images_dir: str | os.PathLike[str] | None = None,
-                  max_problems: int = 200) -> CheckReport:
+def check_dataset(
+    annotations: str | os.PathLike[str],
+    *,
+    images_dir: str | os.PathLike[str] | None = None,
+    max_problems: int = 200,
+) -> CheckReport:
     """Check a COCO, COCO-video or official YouTube-VIS file, whichever it is (read once)."""
     data = read_json(annotations)
     if is_youtube_vis(data):

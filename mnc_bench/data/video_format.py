@@ -1,6 +1,7 @@
 """The two video layouts, their conversion and the rules every reader applies.
 
-**YouTube-VIS** (the official layout of YouTube-VIS 2019/2021 and OVIS), one file per split, a record per track::
+**YouTube-VIS** (the official layout of YouTube-VIS 2019/2021 and OVIS), one file per split, a record per
+track::
 
     videos:      [{id, width, height, length, file_names: [frame file, ...]}]
     annotations: [{id, video_id, category_id, iscrowd, segmentations: [RLE | null] * length,
@@ -8,8 +9,8 @@
     categories:  [{id, name}]
 
 **COCO-video** (what mmdet's ``tools/dataset_converters/youtubevis2coco.py`` makes of it and mmdet 3.3's
-``YouTubeVISDataset`` reads), a record per frame and per mask: COCO instances plus ``videos`` [{id, name, width,
-height}], images with ``video_id`` and ``frame_id`` (0-based position in the clip) and annotations with
+``YouTubeVISDataset`` reads), a record per frame and per mask: COCO instances plus ``videos`` [{id, name,
+width, height}], images with ``video_id`` and ``frame_id`` (0-based position in the clip) and annotations with
 ``video_id`` and ``instance_id`` (> 0, one per track over the whole file; mmdet reads 0 as "no id"). A
 COCO-video file is also a plain per-frame COCO file, so image models train and test on it unchanged.
 
@@ -56,6 +57,7 @@ def is_coco_video(data: Any) -> bool:
 # ------------------------------------------------------------------------------------------------------------
 # YouTube-VIS layout
 # ------------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class YouTubeVISTracks:
@@ -191,8 +193,16 @@ def youtube_vis_to_coco_video(data: dict[str, Any]) -> dict[str, Any]:
         videos.append({"id": video["id"], "name": name, "width": video["width"], "height": video["height"]})
         for frame_id, file_name in enumerate(video["file_names"]):
             image_id = len(images) + 1
-            images.append({"id": image_id, "file_name": file_name, "height": video["height"],
-                           "width": video["width"], "frame_id": frame_id, "video_id": video["id"]})
+            images.append(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "height": video["height"],
+                    "width": video["width"],
+                    "frame_id": frame_id,
+                    "video_id": video["id"],
+                }
+            )
             for track in per_video[video["id"]]:
                 segmentation = track["segmentations"][frame_id]
                 if segmentation is None:
@@ -201,17 +211,33 @@ def youtube_vis_to_coco_video(data: dict[str, Any]) -> dict[str, Any]:
                 rle = to_rle(segmentation, video["height"], video["width"])
                 area = track["areas"][frame_id] if "areas" in track else float(mask_utils.area(rle))
                 box = track["bboxes"][frame_id] if "bboxes" in track else mask_utils.toBbox(rle).tolist()
-                annotations.append({"id": len(annotations) + 1, "video_id": video["id"], "image_id": image_id,
-                                    "category_id": track["category_id"], "instance_id": instance_id,
-                                    "bbox": box, "segmentation": segmentation, "area": area,
-                                    "iscrowd": track["iscrowd"]})
-    return {"info": data.get("info", {}), "licenses": data.get("licenses", []), "videos": videos,
-            "images": images, "annotations": annotations, "categories": data["categories"]}
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "video_id": video["id"],
+                        "image_id": image_id,
+                        "category_id": track["category_id"],
+                        "instance_id": instance_id,
+                        "bbox": box,
+                        "segmentation": segmentation,
+                        "area": area,
+                        "iscrowd": track["iscrowd"],
+                    }
+                )
+    return {
+        "info": data.get("info", {}),
+        "licenses": data.get("licenses", []),
+        "videos": videos,
+        "images": images,
+        "annotations": annotations,
+        "categories": data["categories"],
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------
 # COCO-video layout
 # ------------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class CocoVideo:
@@ -227,8 +253,8 @@ class CocoVideo:
 
 def check_coco_video(data: Any, source: str, out: Problems, *, dataset: bool) -> CocoVideo:
     """Check a parsed COCO-video file: the COCO rules (:func:`check_instances`) plus the clips: every image in
-    a known video at the video's size, frame_ids 0..n-1 once each per video, annotations of their image's video
-    with a positive ``instance_id`` that keeps one video and one category and appears once per frame."""
+    a known video at the video's size, frame_ids 0..n-1 once each per video, annotations of their image's
+    video with a positive ``instance_id`` that keeps one video and one category and appears once per frame."""
     instances = check_instances(data, source, out, dataset=dataset)
     found = CocoVideo(instances)
     if not isinstance(data.get("videos"), list):
@@ -242,7 +268,9 @@ def check_coco_video(data: Any, source: str, out: Problems, *, dataset: bool) ->
         video_ids.add(video_id)
         sizes = [video[key] for key in ("height", "width")]
         if not all(is_int(v) and v > 0 for v in sizes):
-            out.add(out.name("video", video_id), f"'height' and 'width' must be positive integers, got {sizes}")
+            out.add(
+                out.name("video", video_id), f"'height' and 'width' must be positive integers, got {sizes}"
+            )
             continue
         found.video_sizes[video_id] = (sizes[0], sizes[1])
 
@@ -259,14 +287,19 @@ def check_coco_video(data: Any, source: str, out: Problems, *, dataset: bool) ->
             out.add(where, f"'frame_id' must be a non-negative integer, got {frame_id!r}")
             continue
         if frame_id in by_video[video_id]:
-            out.add(where, f"frame_id {frame_id} of video id {video_id} is also image id "
-                           f"{by_video[video_id][frame_id]}")
+            out.add(
+                where,
+                f"frame_id {frame_id} of video id {video_id} is also image id {by_video[video_id][frame_id]}",
+            )
             continue
         size = instances.image_sizes[image["id"]]
         if video_id in found.video_sizes and size != found.video_sizes[video_id]:
             (h, w), (vh, vw) = size, found.video_sizes[video_id]
-            out.add(where, f"{w}x{h} disagrees with video id {video_id} ({vw}x{vh}): the frames of a clip "
-                           "share one size")
+            out.add(
+                where,
+                f"{w}x{h} disagrees with video id {video_id} ({vw}x{vh}): the frames of a clip "
+                "share one size",
+            )
             continue
         by_video[video_id][frame_id] = image["id"]
         found.image_frames[image["id"]] = (video_id, frame_id)
@@ -274,8 +307,10 @@ def check_coco_video(data: Any, source: str, out: Problems, *, dataset: bool) ->
         frame_ids = sorted(by_video.get(video_id, {}))
         if frame_ids != list(range(len(frame_ids))):
             missing = next(k for k in range(len(frame_ids) + 1) if k not in by_video.get(video_id, {}))
-            out.add(out.name("video", video_id), f"has {len(frame_ids)} frames but no frame_id {missing}: "
-                    "frame_ids must be 0..length-1")
+            out.add(
+                out.name("video", video_id),
+                f"has {len(frame_ids)} frames but no frame_id {missing}: frame_ids must be 0..length-1",
+            )
             continue
         found.frames[video_id] = [by_video[video_id][k] for k in frame_ids]
 
@@ -291,10 +326,16 @@ def check_coco_video(data: Any, source: str, out: Problems, *, dataset: bool) ->
         elif not is_int(instance_id) or instance_id <= 0:
             out.add(where, f"'instance_id' must be a positive integer (a track), got {instance_id!r}")
         elif found.track_videos.setdefault(instance_id, video_id) != video_id:
-            out.add(where, f"instance_id {instance_id} is also a track of video id {found.track_videos[instance_id]}")
+            out.add(
+                where,
+                f"instance_id {instance_id} is also a track of video id {found.track_videos[instance_id]}",
+            )
         elif found.track_categories.setdefault(instance_id, ann["category_id"]) != ann["category_id"]:
-            out.add(where, f"instance_id {instance_id} changes category ({found.track_categories[instance_id]} "
-                           f"-> {ann['category_id']})")
+            out.add(
+                where,
+                f"instance_id {instance_id} changes category ({found.track_categories[instance_id]} "
+                f"-> {ann['category_id']})",
+            )
         elif (ann["image_id"], instance_id) in seen:
             out.add(where, f"instance_id {instance_id} has two annotations in image id {ann['image_id']}")
         else:
@@ -308,8 +349,10 @@ def summarize_coco_video(data: dict[str, Any]) -> str:
     tracks = {ann["instance_id"]: ann["category_id"] for ann in data["annotations"]}
     counts = Counter(names[c] for c in tracks.values())
     per_class = ", ".join(f"{name} {counts.get(name, 0)}" for name in names.values())
-    return (f"{len(data['videos'])} videos, {len(data['images'])} frames, {len(tracks)} tracks ({per_class}), "
-            f"{len(data['annotations'])} masks")
+    return (
+        f"{len(data['videos'])} videos, {len(data['images'])} frames, {len(tracks)} tracks ({per_class}), "
+        f"{len(data['annotations'])} masks"
+    )
 
 
 def _categories(categories: list, out: Problems) -> dict[int, str]:
@@ -321,14 +364,17 @@ def _categories(categories: list, out: Problems) -> dict[int, str]:
             continue
         ids.add(category_id)
         if not isinstance(category["name"], str) or category["name"] in names.values():
-            out.add(out.name("category", category_id), f"'name' must be a unique string, got {category['name']!r}")
+            out.add(
+                out.name("category", category_id), f"'name' must be a unique string, got {category['name']!r}"
+            )
             continue
         names[category_id] = category["name"]
     return names
 
 
-def _checked_id(out: Problems, kind: str, index: int, record: Any, keys: tuple[str, ...], taken: set[int]
-                ) -> int | None:
+def _checked_id(
+    out: Problems, kind: str, index: int, record: Any, keys: tuple[str, ...], taken: set[int]
+) -> int | None:
     where = out.position(kind, index, record)
     if not isinstance(record, dict):
         out.add(where, f"expected an object, got {type(record).__name__}")
@@ -347,11 +393,15 @@ def _checked_id(out: Problems, kind: str, index: int, record: Any, keys: tuple[s
 def require_layout(data: Any, source: str) -> None:
     """A UserError unless ``data`` is a COCO-video file."""
     if is_youtube_vis(data):
-        raise UserError(f"{source}: an official YouTube-VIS file (a record per track); the evaluators and configs "
-                        "read its COCO-video conversion (mnc-bench data ytvis2coco)")
+        raise UserError(
+            f"{source}: an official YouTube-VIS file (a record per track); the evaluators and configs "
+            "read its COCO-video conversion (mnc-bench data ytvis2coco)"
+        )
     if not is_coco_video(data):
-        raise UserError(f"{source}: not a COCO-video file (a COCO instances file with 'videos', images with "
-                        "'video_id' and 'frame_id')")
+        raise UserError(
+            f"{source}: not a COCO-video file (a COCO instances file with 'videos', images with "
+            "'video_id' and 'frame_id')"
+        )
 
 
 def convert_youtube_vis(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> str:
@@ -362,8 +412,10 @@ def convert_youtube_vis(source: str | os.PathLike[str], out: str | os.PathLike[s
 
     data = read_json(source)
     if not is_youtube_vis(data):
-        raise UserError(f"{source}: not an official YouTube-VIS file (top-level 'videos' with 'file_names', a "
-                        "record per track in 'annotations')")
+        raise UserError(
+            f"{source}: not an official YouTube-VIS file (top-level 'videos' with 'file_names', a "
+            "record per track in 'annotations')"
+        )
     check_youtube_vis(data, RaiseOnFirst(str(source)))
     converted = youtube_vis_to_coco_video(data)
     write_json(out, converted)

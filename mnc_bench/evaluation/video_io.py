@@ -1,13 +1,14 @@
 """Video ground truth and tracked predictions, validated: the one reader of each for every video metric.
 
-Ground truth is a COCO-video file (:mod:`mnc_bench.data.video_format`). Predictions are COCO result records, one
-per detected instance and frame, plus a ``track_id``::
+Ground truth is a COCO-video file (:mod:`mnc_bench.data.video_format`). Predictions are COCO result records,
+one per detected instance and frame, plus a ``track_id``::
 
-    {"image_id": 12, "category_id": 3, "score": 0.91, "segmentation": RLE, "bbox": [x, y, w, h], "track_id": 7}
+    {"image_id": 12, "category_id": 3, "score": 0.91, "segmentation": RLE, "bbox": [x, y, w, h],
+     "track_id": 7}
 
-``image_id`` names a frame of the ground truth; ``track_id`` (an integer) names the predicted track the instance
-belongs to, unique over the file: a track stays in one video and has at most one instance per frame. The
-per-frame category may change along a track (a video metric votes, see :mod:`mnc_bench.evaluation.video`).
+``image_id`` names a frame of the ground truth; ``track_id`` (an integer) names the predicted track the
+instance belongs to, unique over the file: a track stays in one video and has at most one instance per frame.
+The per-frame category may change along a track (a video metric votes, see :mod:`mnc_bench.evaluation.video`).
 """
 
 from __future__ import annotations
@@ -57,24 +58,45 @@ class VideoGroundTruth:
         per_track: dict[int, dict[str, Any]] = {}
         for ann, rle in zip(self.frames_gt.annotations, self.frames_gt.rles):
             video_id, frame = self.image_frames[ann["image_id"]]
-            track = per_track.setdefault(ann["instance_id"], dict(
-                video_id=video_id, category_id=ann["category_id"], iscrowd=bool(ann["iscrowd"]),
-                rles=[None] * len(self.frames[video_id])))
+            track = per_track.setdefault(
+                ann["instance_id"],
+                dict(
+                    video_id=video_id,
+                    category_id=ann["category_id"],
+                    iscrowd=bool(ann["iscrowd"]),
+                    rles=[None] * len(self.frames[video_id]),
+                ),
+            )
             track["rles"][frame] = rle
-        return [Track(track_id=k, video_id=v["video_id"], category_id=v["category_id"], iscrowd=v["iscrowd"],
-                      rles=tuple(v["rles"])) for k, v in sorted(per_track.items())]
+        return [
+            Track(
+                track_id=k,
+                video_id=v["video_id"],
+                category_id=v["category_id"],
+                iscrowd=v["iscrowd"],
+                rles=tuple(v["rles"]),
+            )
+            for k, v in sorted(per_track.items())
+        ]
 
 
-def load_video_ground_truth(source: str | os.PathLike[str] | dict[str, Any] | VideoGroundTruth) -> VideoGroundTruth:
-    """Read and validate a COCO-video file (path or parsed dict); the first problem is a one-line UserError."""
+def load_video_ground_truth(
+    source: str | os.PathLike[str] | dict[str, Any] | VideoGroundTruth,
+) -> VideoGroundTruth:
+    """Read and validate a COCO-video file (path or parsed dict); the first problem is a UserError."""
     if isinstance(source, VideoGroundTruth):
         return source
     data, name = (source, "ground truth") if isinstance(source, dict) else (read_json(source), str(source))
     require_layout(data, name)
     found = check_coco_video(data, name, RaiseOnFirst(name), dataset=False)
     instances = found.instances
-    frames_gt = GroundTruth(dataset=data, source=name, image_sizes=instances.image_sizes,
-                            category_names=instances.category_names, annotations=data["annotations"])
+    frames_gt = GroundTruth(
+        dataset=data,
+        source=name,
+        image_sizes=instances.image_sizes,
+        category_names=instances.category_names,
+        annotations=data["annotations"],
+    )
     frames_gt.rles  # noqa: B018 - validates every mask now, so a broken one is reported before scoring starts
     return VideoGroundTruth(frames_gt=frames_gt, frames=found.frames, image_frames=found.image_frames)
 
@@ -90,10 +112,11 @@ class VideoPredictions:
         return len(self.track_ids)
 
 
-def load_video_predictions(source: str | os.PathLike[str] | Sequence[dict[str, Any]], gt: VideoGroundTruth
-                           ) -> VideoPredictions:
-    """Validate tracked predictions (a results file or a list of records) against ``gt``: the COCO result rules
-    (masks required) plus frames that exist and tracks that keep to one video, once per frame."""
+def load_video_predictions(
+    source: str | os.PathLike[str] | Sequence[dict[str, Any]], gt: VideoGroundTruth
+) -> VideoPredictions:
+    """Validate tracked predictions (a results file or a list of records) against ``gt``: the COCO result
+    rules (masks required) plus frames that exist and tracks that keep to one video, once per frame."""
     name = str(source) if isinstance(source, (str, os.PathLike)) else "predictions"
     records = read_json(source) if isinstance(source, (str, os.PathLike)) else source
     if not isinstance(records, list):
@@ -107,8 +130,11 @@ def load_video_predictions(source: str | os.PathLike[str] | Sequence[dict[str, A
             out.add(f"record {i}", f"expected an object, got {type(record).__name__}")
         image_id, track_id = record.get("image_id"), record.get("track_id")
         if not is_int(image_id) or image_id not in gt.image_frames:
-            out.add(f"record {i}", f"'image_id' {image_id!r} is not a frame of the ground truth's videos "
-                                   "(a prediction for a frame that does not exist)")
+            out.add(
+                f"record {i}",
+                f"'image_id' {image_id!r} is not a frame of the ground truth's videos "
+                "(a prediction for a frame that does not exist)",
+            )
         where = f"record {i} (image_id {image_id})"
         if "segmentation" not in record:
             out.missing(where, ["segmentation"])
@@ -116,8 +142,11 @@ def load_video_predictions(source: str | os.PathLike[str] | Sequence[dict[str, A
             out.add(where, f"'track_id' must be an integer, got {track_id!r}")
         video_id = gt.image_frames[image_id][0]
         if track_video.setdefault(track_id, video_id) != video_id:
-            out.add(where, f"track_id {track_id} is in video id {video_id} and video id {track_video[track_id]} "
-                           "(a track stays in one video)")
+            out.add(
+                where,
+                f"track_id {track_id} is in video id {video_id} and video id {track_video[track_id]} "
+                "(a track stays in one video)",
+            )
         if (image_id, track_id) in seen:
             out.add(where, f"track_id {track_id} has two instances in this frame")
         seen.add((image_id, track_id))

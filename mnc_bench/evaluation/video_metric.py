@@ -22,8 +22,8 @@ from mnc_bench.io import write_json
 
 
 class MNCBenchVideoMetric(BaseVideoMetric):
-    """Score each frame's ``pred_track_instances`` (``scores`` [N], ``labels`` [N] 0-based, ``masks`` [N, H, W]
-    bool at the original frame size, ``instances_id`` [N]: the track of each instance, numbered per video)
+    """Score each frame's ``pred_track_instances`` (``scores`` [N], ``labels`` [N] 0-based, ``masks`` [N, H,
+    W] bool at the original frame size, ``instances_id`` [N]: the track of each instance, numbered per video)
     against the COCO-video file ``ann_file``; labels map to categories as in
     :class:`~mnc_bench.evaluation.metric.MNCBenchMetric`. ``results_file``, if given, receives the tracked
     result records (``track_id`` renumbered to be unique over the file), so ``mnc-bench evaluate-video`` can
@@ -57,19 +57,23 @@ class MNCBenchVideoMetric(BaseVideoMetric):
         pred = sample["pred_track_instances"]
         pred = pred.to_dict() if hasattr(pred, "to_dict") else pred
         masks = np.asfortranarray(_numpy(pred["masks"]).astype(np.uint8).transpose(1, 2, 0))
-        self.results.append({
-            "image_id": int(sample["img_id"]),
-            "video_id": int(sample["video_id"]),
-            "labels": _numpy(pred["labels"]).astype(np.int64).reshape(-1),
-            "scores": _numpy(pred["scores"]).astype(np.float64).reshape(-1),
-            "track_ids": _numpy(pred["instances_id"]).astype(np.int64).reshape(-1),
-            # RLE right away: a full-resolution bool mask per instance would not fit in memory.
-            "masks": mask_utils.encode(masks) if masks.shape[2] else [],
-        })
+        self.results.append(
+            {
+                "image_id": int(sample["img_id"]),
+                "video_id": int(sample["video_id"]),
+                "labels": _numpy(pred["labels"]).astype(np.int64).reshape(-1),
+                "scores": _numpy(pred["scores"]).astype(np.float64).reshape(-1),
+                "track_ids": _numpy(pred["instances_id"]).astype(np.int64).reshape(-1),
+                # RLE right away: a full-resolution bool mask per instance would not fit in memory.
+                "masks": mask_utils.encode(masks) if masks.shape[2] else [],
+            }
+        )
 
     def compute_metrics(self, results: list[dict[str, Any]]) -> dict[str, float]:
         gt = load_video_ground_truth(self.ann_file)
-        records = tracked_records(results, label_to_category(gt.frames_gt, (self.dataset_meta or {}).get("classes")))
+        records = tracked_records(
+            results, label_to_category(gt.frames_gt, (self.dataset_meta or {}).get("classes"))
+        )
         if self.results_file is not None:
             write_json(self.results_file, records)
         return evaluate_video(gt, records, score_thr=self.score_thr)
@@ -79,8 +83,8 @@ def file_track_ids(results: list[dict[str, Any]]) -> dict[int, list[int]]:
     """Per image id, its instances' file-wide track ids: a model's per-video track numbers become 1, 2, ... in
     order of first appearance (frames in image-id order).
 
-    A track given two instances in one frame keeps the better scoring one; each other becomes a track of its own
-    (mmdet 3.3's MaskTrack R-CNN tracker can do this: see the TODO in ``MaskTrackRCNNTracker.assign_ids``;
+    A track given two instances in one frame keeps the better scoring one; each other becomes a track of its
+    own (mmdet 3.3's MaskTrack R-CNN tracker can do this: see the TODO in ``MaskTrackRCNNTracker.assign_ids``;
     mmdet's YouTubeVISMetric keeps whichever instance comes last and drops the rest).
     """
     unique: dict[tuple[int, Any], int] = {}
@@ -93,7 +97,9 @@ def file_track_ids(results: list[dict[str, Any]]) -> dict[int, list[int]]:
                 tracks[k] = ("split", entry["image_id"], k)
             else:
                 taken.add(tracks[k])
-        found[entry["image_id"]] = [unique.setdefault((entry["video_id"], track), len(unique) + 1) for track in tracks]
+        found[entry["image_id"]] = [
+            unique.setdefault((entry["video_id"], track), len(unique) + 1) for track in tracks
+        ]
     return found
 
 
@@ -105,14 +111,25 @@ def tracked_records(results: list[dict[str, Any]], category_ids: list[int]) -> l
     for entry in sorted(results, key=lambda e: e["image_id"]):
         labels = entry["labels"]
         if len(labels) and (labels.min() < 0 or labels.max() >= len(category_ids)):
-            raise UserError(f"image_id {entry['image_id']}: predicted label {int(labels.max())} but the ground truth "
-                            f"has {len(category_ids)} categories (labels must be 0-based)")
+            raise UserError(
+                f"image_id {entry['image_id']}: predicted label {int(labels.max())} but the ground truth "
+                f"has {len(category_ids)} categories (labels must be 0-based)"
+            )
         for k, (label, score) in enumerate(zip(labels.tolist(), entry["scores"].tolist())):
             rle = entry["masks"][k]
-            records.append({"image_id": entry["image_id"], "category_id": category_ids[label], "score": score,
-                            "bbox": [float(v) for v in mask_utils.toBbox(rle)], "track_id": tracks[entry["image_id"]][k],
-                            "segmentation": {"size": [int(s) for s in rle["size"]],
-                                             "counts": rle["counts"].decode("ascii")}})
+            records.append(
+                {
+                    "image_id": entry["image_id"],
+                    "category_id": category_ids[label],
+                    "score": score,
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                    "track_id": tracks[entry["image_id"]][k],
+                    "segmentation": {
+                        "size": [int(s) for s in rle["size"]],
+                        "counts": rle["counts"].decode("ascii"),
+                    },
+                }
+            )
     return records
 
 

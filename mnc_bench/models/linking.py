@@ -5,8 +5,8 @@ Frame by frame, the instances of the new frame are matched to the live tracks by
 their mask IoU with each track's last mask (scipy's ``linear_sum_assignment``, maximising the summed IoU); a
 pair is kept only if its IoU is at least ``min_iou``. A matched instance continues its track; an unmatched one
 starts a new track. A track stays live, with its last mask, while it was seen in one of the last ``max_age``
-frames, so an object missed or hidden for ``max_age - 1`` frames keeps its identity. Matching ignores the class: a per-frame class
-that flickers does not break the track (the video metric votes a track's class).
+frames, so an object missed or hidden for ``max_age - 1`` frames keeps its identity. Matching ignores the
+class: a per-frame class that flickers does not break the track (the video metric votes a track's class).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class MaskIoULinker:
         self._tracks, self._next_id, self._frame = [], 0, -1
 
     def step(self, masks: Tensor) -> Tensor:
-        """Track ids [N] (int64, from 0 per video) of the next frame's instances, given their masks [N, H, W]."""
+        """Track ids [N] (int64, from 0 per video) of the next frame's instances, given their masks [N, H,
+        W]."""
         self._frame += 1
         self._tracks = [t for t in self._tracks if self._frame - t.last_seen <= self.max_age]
         ids = torch.full((masks.shape[0],), -1, dtype=torch.int64)

@@ -306,8 +306,9 @@ class MNC(BaseDetector):
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList,
              extra_proposals: Sequence[Tensor] | None = None) -> dict[str, Tensor | list[Tensor]]:
         """Weighted losses: loss_rpn_cls, loss_rpn_bbox (per FPN level) and the cascade's
-        loss_{mask,cls,seg_cls,box}_s<stage>. ``extra_proposals``: per image [E, 4] boxes (network-input pixels)
-        that join the RPN's proposals before stage 2 samples its RoIs (Video MNC's propagated instances)."""
+        loss_{mask,cls,seg_cls,box}_s<stage>. ``extra_proposals``: per image [E, 4] boxes (network-input
+        pixels) that join the RPN's proposals before stage 2 samples its RoIs (Video MNC's propagated
+        instances)."""
         features = self.extract_feat(batch_inputs)
         (cls_scores, bbox_preds), proposals = self._proposals(features, batch_data_samples, training=True)
         if extra_proposals is not None:

@@ -27,8 +27,16 @@ from mnc_bench.reporting.compare import group_label, group_summaries
 from mnc_bench.reporting.metrics import VIDEO_ACCURACY, VIDEO_CONSISTENCY, mean_std
 from mnc_bench.reporting.qualitative import representative_runs
 from mnc_bench.reporting.render import Block, Heading, Table, Text
-from mnc_bench.reporting.style import (WIDTH_IN, FigureResult, Skipped, legend_columns, legend_height, new_figure,
-                                       save, style)
+from mnc_bench.reporting.style import (
+    WIDTH_IN,
+    FigureResult,
+    Skipped,
+    legend_columns,
+    legend_height,
+    new_figure,
+    save,
+    style,
+)
 from mnc_bench.reporting.table import run_folder
 
 IOU_FIGURE = "video_iou_over_time"
@@ -50,20 +58,33 @@ def video_sections(a: Analysis) -> list[Block]:
         return []
     blocks: list[Block] = [Heading("Video instance segmentation")]
     for title, columns, note in (
-        ("Accuracy", VIDEO_ACCURACY, "Video AP is YouTube-VIS's (a track matched by its spatio-temporal mask IoU "
-         "over the whole clip); per-frame mask AP scores the same masks frame by frame as COCO does."),
-        ("Temporal consistency", VIDEO_CONSISTENCY, "Instances scoring >= 0.5. MOTS measures and HOTA by TrackEval "
-         "on mask IoU (IDSW: identity switches, a count over the test clips; lower is better); IoU change: the mean "
-         "frame-to-frame change of a ground-truth track's mask IoU with its matched predicted track, in points "
-         "(lower is steadier)."),
+        (
+            "Accuracy",
+            VIDEO_ACCURACY,
+            "Video AP is YouTube-VIS's (a track matched by its spatio-temporal mask IoU "
+            "over the whole clip); per-frame mask AP scores the same masks frame by frame as COCO does.",
+        ),
+        (
+            "Temporal consistency",
+            VIDEO_CONSISTENCY,
+            "Instances scoring >= 0.5. MOTS measures and HOTA by TrackEval on mask IoU (IDSW: identity "
+            "switches, a count over the test clips; lower is better); IoU change: the mean frame-to-frame "
+            "change of a ground-truth track's mask IoU with its matched predicted track, in points (lower is "
+            "steadier).",
+        ),
     ):
         present = [c for c in columns if c.key in done and done[c.key].notna().any()]
         if not present:
             continue
         summaries = group_summaries(done, [c.key for c in present])
-        rows = [[group_label(model, variant), str(len(done[(done["model"] == model) & (done["variant"] == variant)]))]
-                + [mean_std(cells[c.key], c) for c in present]
-                for (_, model, variant), cells in summaries.items()]
+        rows = [
+            [
+                group_label(model, variant),
+                str(len(done[(done["model"] == model) & (done["variant"] == variant)])),
+            ]
+            + [mean_std(cells[c.key], c) for c in present]
+            for (_, model, variant), cells in summaries.items()
+        ]
         blocks += [Heading(title, 3), Table(["model", "n", *(c.label for c in present)], rows), Text(note)]
     return blocks
 
@@ -80,7 +101,9 @@ def _video_runs(done: pd.DataFrame):
     from mnc_bench.evaluation.video import predicted_tracks, track_fits
     from mnc_bench.evaluation.video_io import load_video_ground_truth, load_video_predictions
 
-    video_done = done[done[VIDEO_ACCURACY[0].key].notna()] if VIDEO_ACCURACY[0].key in done else done.iloc[0:0]
+    video_done = (
+        done[done[VIDEO_ACCURACY[0].key].notna()] if VIDEO_ACCURACY[0].key in done else done.iloc[0:0]
+    )
     candidates = representative_runs(video_done)
     if not candidates:
         return None
@@ -90,15 +113,22 @@ def _video_runs(done: pd.DataFrame):
     runs = []
     for run in chosen:
         tracks = predicted_tracks(gt, load_video_predictions(run_folder(run) / "predictions.json", gt))
-        runs.append(_Run(group_label(run["model"], run["variant"]), tracks,
-                         {fit.gt_track: fit for fit in track_fits(gt, tracks)}))
+        runs.append(
+            _Run(
+                group_label(run["model"], run["variant"]),
+                tracks,
+                {fit.gt_track: fit for fit in track_fits(gt, tracks)},
+            )
+        )
     return gt, Path(chosen[0].get("test_img_dir", "") or "."), runs
 
 
 def _chosen_tracks(gt) -> list:
     """The ground-truth tracks present in the most frames (ties: lowest id), at most one per video."""
-    ranked = sorted((t for t in gt.tracks if not t.iscrowd),
-                    key=lambda t: (-sum(r is not None for r in t.rles), t.track_id))
+    ranked = sorted(
+        (t for t in gt.tracks if not t.iscrowd),
+        key=lambda t: (-sum(r is not None for r in t.rles), t.track_id),
+    )
     chosen, videos = [], set()
     for track in ranked:
         if track.video_id not in videos:
@@ -146,17 +176,22 @@ def _iou_figure(tracks: list, runs: list[_Run], out_dir: Path) -> FigureResult:
             ax.set_xlim(-0.5, len(track.rles) - 0.5)
             ax.set_ylim(0, 1.02)
             ax.set_ylabel("mask IoU")
-            ax.set_title(f"video {track.video_id}, track {track.track_id} (in frames {present[0]}-{present[-1]})",
-                         fontsize=6)
+            ax.set_title(
+                f"video {track.video_id}, track {track.track_id} (in frames {present[0]}-{present[-1]})",
+                fontsize=6,
+            )
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[-1].set_xlabel("frame")
         handles = axes[-1].get_lines()
-        fig.legend(handles, labels, loc="outside lower center", ncols=legend_columns(labels), frameon=False)
-        caption = (f"Per-frame mask IoU of {len(tracks)} ground-truth tracks (those in the most frames, one per clip) "
-                   "with each model's matched predicted track (the one of highest spatio-temporal IoU, at least 0.5, "
-                   "among instances scoring >= 0.5): 0 where the matched track has no mask, no point where the object "
-                   "is not annotated or no track matched. One run per model, its lowest seed. Steadier lines are "
-                   "what vis/stability/iou_change measures.")
+        fig.legend(handles, labels, loc="outside lower center", ncols=legend_columns(labels),
+                   frameon=False)
+        caption = (
+            f"Per-frame mask IoU of {len(tracks)} ground-truth tracks (those in the most frames, one per "
+            "clip) with each model's matched predicted track (the one of highest spatio-temporal IoU, at "
+            "least 0.5, among instances scoring >= 0.5): 0 where the matched track has no mask, no point "
+            "where the object is not annotated or no track matched. One run per model, its lowest seed. "
+            "Steadier lines are what vis/stability/iou_change measures."
+        )
         return save(fig, out_dir, IOU_FIGURE, caption)
 
 
@@ -175,9 +210,14 @@ def _strip_figure(gt, track, frames_dir: Path, runs: list[_Run], out_dir: Path) 
     truth = [t for t in gt.tracks if t.video_id == video]
     rows = [("ground truth", [(t.track_id, t.rles) for t in truth])]
     for run in runs:
-        confident = [(t.track_id, tuple(r if s is not None and s >= 0.5 else None
-                                        for r, s in zip(t.rles, t.frame_scores)))
-                     for t in run.tracks if t.video_id == video]
+        confident = [
+            (
+                t.track_id,
+                tuple(r if s is not None and s >= 0.5 else None for r, s in zip(t.rles, t.frame_scores)),
+            )
+            for t in run.tracks
+            if t.video_id == video
+        ]
         rows.append((run.label, confident))
     palette = sns.color_palette("tab10", 10)
     with style():
@@ -185,8 +225,14 @@ def _strip_figure(gt, track, frames_dir: Path, runs: list[_Run], out_dir: Path) 
         top = 0.18
         fig = Figure(figsize=(WIDTH_IN, cell * len(rows) + top))
         grid = fig.subplots(len(rows), len(images), squeeze=False)
-        fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - top / (cell * len(rows) + top),
-                            wspace=0.03, hspace=0.25)
+        fig.subplots_adjust(
+            left=0.005,
+            right=0.995,
+            bottom=0.005,
+            top=1 - top / (cell * len(rows) + top),
+            wspace=0.03,
+            hspace=0.25,
+        )
         for row, (label, row_tracks) in enumerate(rows):
             colours = {track_id: palette[k % len(palette)] for k, (track_id, _) in enumerate(row_tracks)}
             for col, image in enumerate(pixels):
@@ -199,7 +245,9 @@ def _strip_figure(gt, track, frames_dir: Path, runs: list[_Run], out_dir: Path) 
                 ax.imshow(_overlay(image, masks, tints))
                 ax.set_axis_off()
             grid[row, 0].set_title(label, fontsize=4.5, loc="left", pad=1.5)
-        caption = (f"The first {len(images)} frames of test clip {video} (left to right): ground truth, then each "
-                   "model's tracked instances scoring >= 0.5, one colour per track within a row: a colour that "
-                   "changes along an object is an identity switch, a mask that comes and goes is flicker.")
+        caption = (
+            f"The first {len(images)} frames of test clip {video} (left to right): ground truth, then each "
+            "model's tracked instances scoring >= 0.5, one colour per track within a row: a colour that "
+            "changes along an object is an identity switch, a mask that comes and goes is flicker."
+        )
         return save(fig, out_dir, STRIP_FIGURE, caption)

@@ -1,29 +1,31 @@
 # Synthetic "shapes" clips (the shapes world in motion; 60 train and 20 val clips of 8-12 frames at 128 px) in
 # YouTube-VIS's layout: what every model of the video comparison holds equal (frames, pipelines, input size,
-# normalisation, padding, batch, evaluator). `mnc-bench train` writes the clips (`synthetic_videos` below) when
-# data_root does not exist yet; `--cfg-options data_root=DIR/` moves every path derived from it.
+# normalisation, padding, batch, evaluator). `mnc-bench train` writes the clips (`synthetic_videos` below)
+# when data_root does not exist yet; `--cfg-options data_root=DIR/` moves every path derived from it.
 #
-# Every name here starts with `video_`: a video config inherits an image model config (whose `_base_` brings the
-# image shapes dataset) together with this file, and mmengine refuses a key defined by two bases. The video config
-# then points the run's sections at these (see configs/video/*.py).
+# Every name here starts with `video_`: a video config inherits an image model config (whose `_base_` brings
+# the image shapes dataset) together with this file, and mmengine refuses a key defined by two bases. The
+# video config then points the run's sections at these (see configs/video/*.py).
 #
 # Three loaders on one set of frames:
-#   video_frame_train_dataloader: single frames as a COCO dataset (the COCO-video file is a per-frame COCO file),
-#       for the per-frame image models; the image shapes pipeline unchanged.
+#   video_frame_train_dataloader: single frames as a COCO dataset (the COCO-video file is a per-frame COCO
+#       file), for the per-frame image models; the image shapes pipeline unchanged.
 #   video_clip_train_dataloader: mmdet's YouTubeVISDataset, every frame once per epoch as a key frame
-#       (TrackImgSampler) with one reference frame of its clip (UniformRefFrameSample: any frame, MaskTrack R-CNN's
-#       recipe; Video MNC narrows it to a neighbour), both frames resized and flipped alike.
+#       (TrackImgSampler) with one reference frame of its clip (UniformRefFrameSample: any frame, MaskTrack
+#       R-CNN's recipe; Video MNC narrows it to a neighbour), both frames resized and flipped alike.
 #   video_test_dataloader: whole clips, one per batch, in order (mmdet's VIS test loop).
 video_data_root = 'data/shapes_video/'
 video_classes = ('circle', 'triangle', 'rectangle', 'ring')
-video_metainfo = dict(classes=video_classes, palette=[(220, 20, 60), (0, 128, 255), (255, 180, 0), (0, 170, 60)])
+video_metainfo = dict(classes=video_classes,
+                      palette=[(220, 20, 60), (0, 128, 255), (255, 180, 0), (0, 170, 60)])
 video_synthetic = dict(num_train=60, num_val=20, image_size=128, seed=0, min_frames=8, max_frames=12)
 video_image_size = 128
 video_dataset_layout = ('data_root/annotations/instances_{train,val}.json (COCO-video) and '
                         'data_root/{train,val}/JPEGImages/<video>/<frame>.png (written by `mnc-bench data '
                         'synth-video --out DIR`; generated automatically when data_root is missing)')
 
-# mean/std/padding of the image shapes' DetDataPreprocessor; TrackDataPreprocessor also stacks clips [N, T, C, H, W].
+# mean/std/padding of the image shapes' DetDataPreprocessor; TrackDataPreprocessor also stacks clips [N, T, C,
+# H, W].
 video_clip_data_preprocessor = dict(
     type='TrackDataPreprocessor',
     mean=[123.675, 116.28, 103.53],
@@ -113,8 +115,8 @@ video_test_dataloader = dict(
         test_mode=True,
         pipeline=video_test_pipeline))
 
-# mnc_bench.evaluation.video: YouTube-VIS video AP, per-frame mask AP, MOTS / HOTA / IDF1 and mask stability of
-# the instances scoring >= score_thr; `mnc-bench test --out` makes it also write the tracked predictions.
+# mnc_bench.evaluation.video: YouTube-VIS video AP, per-frame mask AP, MOTS / HOTA / IDF1 and mask stability
+# of the instances scoring >= score_thr; `mnc-bench test --out` makes it also write the tracked predictions.
 video_evaluator = dict(
     _delete_=True,
     type='MNCBenchVideoMetric',

@@ -104,7 +104,7 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, th
 
 
 def paste_soft_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """As :func:`paste_masks`, the probabilities themselves -> [N, H, W] float in [0, 1] (0 outside the box)."""
+    """As :func:`paste_masks`, the probabilities themselves -> [N, H, W] float in [0, 1] (0 outside boxes)."""
     return _paste(masks, boxes, image_size, None)
 
 
@@ -177,7 +177,7 @@ class MNCPostProcessor:
         self.mask_voting = mask_voting
         self.voting_iou = voting_iou
         self.voting_resolution = voting_resolution
-        # Also return each detection's pasted probabilities (soft-mask export); set by the caller, not a setting.
+        # Also return each detection's pasted probabilities (soft-mask export): set by callers, not a setting.
         self.soft_masks = False
 
     def __call__(

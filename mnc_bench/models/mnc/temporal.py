@@ -1,14 +1,15 @@
-"""Video MNC: the cascade seeded by time. The previous frame's final instances enter stage 2 as extra proposals and
-are refined by the current frame's cascade like any proposal; association follows from that seeding.
+"""Video MNC: the cascade seeded by time. The previous frame's final instances enter stage 2 as extra
+proposals and are refined by the current frame's cascade like any proposal; association follows from that
+seeding.
 
 Per frame of a clip:
 
 1. **Seeding.** The boxes of the tracks seen in the last ``max_age`` frames (their last final boxes, in this
    frame's network-input pixels) become proposals. ``mode="join"`` (the default) appends them to the RPN's
-   proposals, so objects that enter are still found; ``mode="replace"`` gives stage 2 only them from the second
-   frame on (a tracker by refinement: cheaper, but blind to objects that appear later; a frame with nothing to
-   propagate falls back to the RPN). In both modes at most ``max_propagated`` boxes enter, the most recently seen
-   (then best scoring) first.
+   proposals, so objects that enter are still found; ``mode="replace"`` gives stage 2 only them from the
+   second frame on (a tracker by refinement: cheaper, but blind to objects that appear later; a frame with
+   nothing to propagate falls back to the RPN). In both modes at most ``max_propagated`` boxes enter, the most
+   recently seen (then best scoring) first.
 2. **Refinement.** Stages 2..N run unchanged on all proposals (:meth:`MNCCascade.predict`): every output
    instance descends from one proposal (instance ``i`` of round ``r`` from proposal ``i mod R``), so each
    knows the track it was seeded by, if any.
@@ -75,8 +76,8 @@ class TemporalSeeding:
         self._tracks, self._next_id, self._frame = {}, 0, -1
 
     def seed(self, rpn_proposals: Tensor, scale: tuple[float, float]) -> Seeds:
-        """This frame's stage-2 input: the RPN's proposals [P, 4] joined or replaced by the live tracks' boxes.
-        ``scale``: (x, y) factors from output to network-input pixels (mmdet's ``scale_factor``)."""
+        """This frame's stage-2 input: the RPN's proposals [P, 4] joined or replaced by the live tracks'
+        boxes. ``scale``: (x, y) factors from output to network-input pixels (mmdet's ``scale_factor``)."""
         self._frame += 1
         self._tracks = {k: t for k, t in self._tracks.items() if self._frame - t.last_seen <= self.max_age}
         ranked = sorted(self._tracks.items(), key=lambda kv: (-kv[1].last_seen, -kv[1].score))
@@ -88,11 +89,20 @@ class TemporalSeeding:
         tracks = torch.tensor([k for k, _ in ranked], dtype=torch.int64)
         if self.mode == "replace":
             return Seeds(boxes, tracks)
-        return Seeds(torch.cat((rpn_proposals, boxes)),
-                     torch.cat((torch.full((len(rpn_proposals),), NO_TRACK, dtype=torch.int64), tracks)))
+        return Seeds(
+            torch.cat((rpn_proposals, boxes)),
+            torch.cat((torch.full((len(rpn_proposals),), NO_TRACK, dtype=torch.int64), tracks)),
+        )
 
-    def associate(self, seeds: Seeds, instances: CascadeOutput, detections: Detections, *, score_thr: float,
-                  nms_iou: float) -> Tensor:
+    def associate(
+        self,
+        seeds: Seeds,
+        instances: CascadeOutput,
+        detections: Detections,
+        *,
+        score_thr: float,
+        nms_iou: float,
+    ) -> Tensor:
         """Track ids [D] (int64, from 0 per clip) of the frame's detections; remembers their boxes."""
         num_proposals = len(seeds.proposals)
         if instances.mask_boxes.shape[0] % max(num_proposals, 1):
@@ -102,7 +112,9 @@ class TemporalSeeding:
         inherited = seeded[detections.instance_ids].clone()
         missing = torch.nonzero(inherited == NO_TRACK).flatten()
         if len(missing):
-            inherited[missing] = self._suppressed_track(seeded, instances, detections, missing, score_thr, nms_iou)
+            inherited[missing] = self._suppressed_track(
+                seeded, instances, detections, missing, score_thr, nms_iou
+            )
         ids = torch.full_like(inherited, NO_TRACK)
         for d in torch.argsort(detections.scores, descending=True, stable=True).tolist():
             track = int(inherited[d])
@@ -112,16 +124,24 @@ class TemporalSeeding:
             ids[d] = self._next_id
             self._next_id += 1
         for d, track in enumerate(ids.tolist()):
-            self._tracks[track] = _LiveTrack(detections.boxes[d].detach().cpu(), float(detections.scores[d]),
-                                             self._frame)
+            self._tracks[track] = _LiveTrack(
+                detections.boxes[d].detach().cpu(), float(detections.scores[d]), self._frame
+            )
         return ids
 
     @staticmethod
-    def _suppressed_track(seeded: Tensor, instances: CascadeOutput, detections: Detections, which: Tensor,
-                          score_thr: float, nms_iou: float) -> Tensor:
-        """For detections ``which``: the track of the best scoring seeded (instance, class) pair that the detection
-        suppressed in class-wise NMS, ``NO_TRACK`` if none. Greedy NMS suppresses a pair by the best scoring kept
-        detection of its class that scores at least as high and overlaps it by more than ``nms_iou``."""
+    def _suppressed_track(
+        seeded: Tensor,
+        instances: CascadeOutput,
+        detections: Detections,
+        which: Tensor,
+        score_thr: float,
+        nms_iou: float,
+    ) -> Tensor:
+        """For detections ``which``: the track of the best scoring seeded (instance, class) pair that the
+        detection suppressed in class-wise NMS, ``NO_TRACK`` if none. Greedy NMS suppresses a pair by the best
+        scoring kept detection of its class that scores at least as high and overlaps it by more than
+        ``nms_iou``."""
         found = torch.full((len(which),), NO_TRACK, dtype=torch.int64, device=seeded.device)
         pair_instances, pair_classes = (instances.class_probs[:, 1:] > score_thr).nonzero(as_tuple=True)
         keep = seeded[pair_instances] != NO_TRACK
@@ -129,9 +149,14 @@ class TemporalSeeding:
         if not len(pair_instances) or not len(detections.scores):
             return found
         pair_scores = instances.class_probs[pair_instances, pair_classes + 1]
-        overlaps = box_iou(instances.mask_boxes[detections.instance_ids], instances.mask_boxes[pair_instances])
-        can_suppress = ((detections.labels[:, None] == pair_classes[None, :]) & (overlaps > nms_iou)
-                        & (detections.scores[:, None] >= pair_scores[None, :]))  # [D, pairs]
+        overlaps = box_iou(
+            instances.mask_boxes[detections.instance_ids], instances.mask_boxes[pair_instances]
+        )
+        can_suppress = (
+            (detections.labels[:, None] == pair_classes[None, :])
+            & (overlaps > nms_iou)
+            & (detections.scores[:, None] >= pair_scores[None, :])
+        )  # [D, pairs]
         ranked = torch.where(can_suppress, detections.scores[:, None], torch.full_like(overlaps, -1.0))
         suppressor = ranked.argmax(dim=0)
         suppressed = can_suppress.any(dim=0)
