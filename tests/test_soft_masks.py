@@ -89,7 +89,8 @@ def test_image_models_write_a_png_per_detection_and_leave_the_scored_masks_alone
     from mnc_bench.training import evaluate_checkpoint
 
     checkpoint = _random_checkpoint(ROOT / config, tmp_path / "random.pth")
-    options = {"data_root": f"{shapes_dataset}/"}
+    # The network sees 96 px: boxes and masks are rescaled to the 128 px images (scale factor 0.75).
+    options = {"data_root": f"{shapes_dataset}/", "test_dataloader.dataset.pipeline.1.scale": (96, 96)}
     evaluate_checkpoint(
         ROOT / config, checkpoint, out=tmp_path / "plain.json", work_dir=tmp_path / "a", cfg_options=options
     )

@@ -232,6 +232,13 @@ def test_video_mnc_propagated_proposals_reach_stage_2():
     assert len(set(tracks[1].tolist()) & set(tracks[0].tolist())) > 0  # seeded detections continue tracks
     for frame in frames:
         assert len(set(frame.pred_track_instances.instances_id.tolist())) == len(frame.pred_track_instances)
+    # The next clip starts afresh: nothing of the last clip is propagated into its first frame.
+    calls = len(warped)
+    inputs, again = _clip()
+    with torch.no_grad():
+        model.predict(model.data_preprocessor(dict(inputs=[inputs[0]], data_samples=again))["inputs"], again)
+    assert len(warped[calls][0]) == len(warped[0][0])
+    assert torch.equal(again[0][0].pred_track_instances.instances_id, tracks[0])
 
 
 def test_video_mnc_training_puts_the_reference_frame_boxes_among_the_proposals():
@@ -342,3 +349,11 @@ def test_short_train_and_test_of_each_video_model(config, video_dataset, tmp_pat
     assert records and {"image_id", "track_id", "segmentation", "score"} <= set(records[0])
     rescored = evaluate_video(video_dataset / "annotations/instances_val.json", records)
     assert rescored["vis/AP"] == pytest.approx(evaluated.metrics["vis/AP"], nan_ok=True)
+
+
+def test_per_frame_mnc_and_video_mnc_checkpoints_are_interchangeable():
+    per_frame = _build(CONFIGS / "mnc_5stage_linked_shapes_video.py")
+    video = _build(CONFIGS / "video_mnc_shapes_video.py")
+    video.load_state_dict(per_frame.state_dict(), strict=True)
+    per_frame.load_state_dict(video.state_dict(), strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(per_frame.state_dict().values(), video.state_dict().values()))
