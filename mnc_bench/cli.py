@@ -168,10 +168,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", required=True, metavar="ANNOTATIONS.json", help="COCO instances ground truth")
     p.add_argument("--pred", required=True, metavar="RESULTS.json",
                    help="COCO results list; for --metric proposals, {image_id, bbox, score} records")
-    p.add_argument("--metric", choices=("coco", "voc_sds", "voc_mnc", "all", "proposals"), default="all",
-                   help="all = coco + voc_sds + voc_mnc (default all)")
+    p.add_argument("--metric", choices=("coco", "voc_sds", "voc_mnc", "all", "proposals", "boundary", "tide"),
+                   default="all", help="all = coco + voc_sds + voc_mnc (default all); boundary: Boundary AP "
+                   "(masks); tide: TIDE's error breakdown (dAP per error type)")
     p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm",
-                   help="IoU for the COCO metrics (default segm); VOC region AP always uses masks")
+                   help="IoU for the COCO metrics and TIDE (default segm); VOC region AP and Boundary AP always "
+                   "use masks")
     p.add_argument("--backend", choices=("pycocotools", "faster_coco_eval"), default="pycocotools",
                    help="COCO evaluation code (default pycocotools; both give the same numbers)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every number (NaN: null)")
