@@ -15,7 +15,7 @@ dAP of a type is AP50 with the errors of that type fixed by an oracle (cls and l
 true positive of its ground truth unless that is taken; dupe, bkg and both: the detection is removed; miss:
 the ground truth is removed) minus AP50, each type fixed alone (not cumulatively), clipped at 0 as tidecv does.
 The summaries: ``FP`` is the AP gain of scoring every false positive below every true positive, ``FN`` of
-removing every missed ground truth. ``AP50`` is tidecv's own AP at IoU 0.5, the base of the dAPs: it uses
+removing every missed ground truth. ``base_AP50`` is tidecv's own AP at IoU 0.5, the base of the dAPs: it uses
 at most 100 detections per image (COCO: per image and category) and so can differ slightly from COCO's AP50.
 Crowd ground truth is an ignore region: an unmatched detection of its class with crowd IoU > t_f is not
 counted. Masks use mask IoU, boxes box IoU. All numbers are fractions (x 100 for points).
@@ -38,7 +38,7 @@ BACKGROUND_IOU = 0.1
 MAX_DETS = 100
 ERROR_TYPES = ("cls", "loc", "both", "dupe", "bkg", "miss")
 SUMMARY_TYPES = ("FP", "FN")
-TIDE_METRIC_NAMES = ("AP50", *(f"dAP_{e}" for e in ERROR_TYPES + SUMMARY_TYPES))
+TIDE_METRIC_NAMES = ("base_AP50", *(f"dAP_{e}" for e in ERROR_TYPES + SUMMARY_TYPES))
 # tidecv's short names of its error classes -> ours.
 _SHORT_NAMES = {"Cls": "cls", "Loc": "loc", "Both": "both", "Dupe": "dupe", "Bkg": "bkg", "Miss": "miss",
                 "FalsePos": "FP", "FalseNeg": "FN"}
@@ -60,7 +60,7 @@ def tide_metrics(gt: GroundTruth, predictions: Predictions, iou_type: str = "seg
         run = quantify.TIDERun(truth, detections, FOREGROUND_IOU, BACKGROUND_IOU, _MODES[iou_type], MAX_DETS,
                                True)
         errors = {**run.fix_main_errors(), **run.fix_special_errors()}
-    results = {"AP50": run.ap / 100}
+    results = {"base_AP50": run.ap / 100}
     results.update({f"dAP_{_SHORT_NAMES[error.short_name]}": value / 100 for error, value in errors.items()})
     return {name: float(results[name]) for name in TIDE_METRIC_NAMES}
 

@@ -5,7 +5,7 @@ undefined):
 
 * ``coco/<segm|bbox>/{AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}``
 * ``coco/boundary/{AP, AP50, AP75, APs, APm, APl}`` (Boundary AP: :mod:`mnc_bench.evaluation.boundary`)
-* ``tide/<segm|bbox>/{AP50, dAP_cls, dAP_loc, dAP_both, dAP_dupe, dAP_bkg, dAP_miss, dAP_FP, dAP_FN}``
+* ``tide/<segm|bbox>/{base_AP50, dAP_cls, dAP_loc, dAP_both, dAP_dupe, dAP_bkg, dAP_miss, dAP_FP, dAP_FN}``
   (TIDE's error breakdown: :mod:`mnc_bench.evaluation.errors`)
 * ``voc_<sds|mnc>/{mAP@0.5, mAP@0.7, mAP_vol}``
 * ``voc_<sds|mnc>/{AP@0.5, AP@0.7, AP_vol}/<name>``
@@ -28,6 +28,13 @@ from mnc_bench.evaluation.results_io import PredictionsSource, load_predictions
 from mnc_bench.evaluation.voc import PROTOCOLS, voc_metrics
 
 METRICS = ("coco", "voc_sds", "voc_mnc", "all", "proposals", "boundary", "tide")
+# Metric families a suite computes only when its `metrics:` names one of their keys: key prefix -> family.
+ON_REQUEST = {"coco/boundary/": "boundary", "tide/": "tide"}
+
+
+def requested_families(keys: Sequence[str]) -> list[str]:
+    """The on-request families (:data:`ON_REQUEST`) that ``keys`` name, in that order."""
+    return [family for prefix, family in ON_REQUEST.items() if any(key.startswith(prefix) for key in keys)]
 
 
 def evaluate(

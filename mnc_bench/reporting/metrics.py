@@ -56,7 +56,7 @@ VOC_LAYOUT = {p: (f"voc_{p}/mAP@0.5", f"voc_{p}/mAP@0.7") for p in ("mnc", "sds"
 # Proposal recall next to mask AP in the proposal-quality figure, first present wins.
 RECALL_KEYS = ("proposals/AR@100", "proposals/AR@300", "proposals/AR@1000", "proposals/AR@10",
                "coco/segm/AR100")
-_PREFIXES = ("coco/", "voc_", "proposals/")
+_PREFIXES = ("coco/", "voc_", "proposals/", "tide/", "robustness/")
 _KNOWN = {c.key: c for c in ACCURACY + COST}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open, check_writable_output
-from mnc_bench.reporting import curves, figures, latex, qualitative, sections
+from mnc_bench.reporting import curves, diagnostics, figures, latex, qualitative, sections
 from mnc_bench.reporting.analysis import Analysis, analyse
 from mnc_bench.reporting.metrics import COCO_LAYOUT, VOC_LAYOUT
 from mnc_bench.reporting.provenance import collect_provenance
@@ -47,6 +47,7 @@ def _draw_figures(a: Analysis, out: Path) -> list[FigureResult | Skipped]:
         ("speed_accuracy", lambda: figures.speed_figure(done, a.inputs.bench, metric, fig_dir)),
         ("training curves", lambda: curves.curve_figures(done, fig_dir)),
         ("qualitative", lambda: qualitative.qualitative_figure(done, fig_dir)),
+        *diagnostics.figures(done, fig_dir),
     ):
         try:
             result = draw()
@@ -135,6 +136,7 @@ def write_report(
         *sections.main_table(a),
         *sections.baseline_section(a),
         *sections.ablation_sections(a),
+        *diagnostics.sections(a.done),
         *sections.figure_section(drawn, out_dir),
         *sections.files_section(tex, out_dir),
         *sections.not_counted(a),
