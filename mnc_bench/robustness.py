@@ -83,14 +83,16 @@ def corrupted_pass(
     conditions: list[tuple[str, int]] = [("clean", 0), *settings.conditions()]
     results: dict[str, dict[int, dict[str, float]]] = {}
     seconds: dict[str, float] = {}
+    cpu_seconds: dict[str, float] = {}  # this process's CPU time: on a shared machine, the cost without the others
     runner.call_hook("before_run")  # as Runner.test does: the logger hook opens its files here
     for done, (corruption, severity) in enumerate(conditions):
         label = corruption if corruption == "clean" else f"{corruption} s{severity}"
         if progress is not None:
             progress(label, done, len(conditions))
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         metrics = _test(runner, _with_corruption(loader, corruption, severity, settings.seed), evaluator)
         seconds[label] = time.time() - t0
+        cpu_seconds[label] = time.process_time() - cpu0
         results.setdefault(corruption, {})[severity] = metrics
     runner.call_hook("after_run")
     if progress is not None:
@@ -100,7 +102,7 @@ def corrupted_pass(
         settings=settings, config=str(config), checkpoint=str(checkpoint), ann_file=str(ann_file),
         image_ids=image_ids, clean=clean, corrupted=results, seconds=time.time() - started,
         details={"threads": get_num_threads(), "seconds_per_condition": seconds,
-                 "imagecorruptions": _version("imagecorruptions")})
+                 "cpu_seconds_per_condition": cpu_seconds, "imagecorruptions": _version("imagecorruptions")})
 
 
 def _plain_loader(test_dataloader: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ BOUNDARY_PAIRS = (("coco/segm/AP", "coco/boundary/AP"), ("coco/segm/AP50", "coco
 ERROR_LABELS = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupe": "Dupe", "bkg": "Bkg", "miss": "Miss",
                 "FP": "FalsePos", "FN": "FalseNeg"}
 KIND_LABELS = {"segm": "mask", "bbox": "box"}
+KIND_PLURALS = {"segm": "masks", "bbox": "boxes"}
 SEVERITY_LEVELS = (1, 2, 3, 4, 5)
 
 
@@ -136,7 +137,7 @@ def tide_section(done: pd.DataFrame) -> list[Block]:
         columns = [_points(f"tide/{kind}/base_AP50", "AP50")]
         columns += [_points(key, ERROR_LABELS[key.rsplit("_", 1)[1]], higher_is_better=False)
                     for key in _tide_keys(kind)]
-        blocks += [Text(f"{KIND_LABELS[kind].capitalize()}s:"), _table(done, columns)]
+        blocks += [Text(f"{KIND_PLURALS[kind].capitalize()}:"), _table(done, columns)]
     blocks.append(Text("TIDE (Bolya et al., ECCV 2020), by the authors' tidecv package: how many points of AP50 "
                        "each kind of error costs, i.e. the AP50 gained when an oracle fixes only that kind: Cls "
                        "wrong class, Loc right class but 0.1 ≤ IoU < 0.5, Both wrong class and poorly placed, "
@@ -162,12 +163,12 @@ def tide_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipped:
             sns.barplot(data=data, x="what", y="value", hue="group", order=[ERROR_LABELS[e] for e in ERROR_TYPES],
                         hue_order=groups, palette=PALETTE, errorbar=("sd", 1), err_kws={"linewidth": 0.6},
                         capsize=0.05, ax=ax)
-            ax.set(xlabel="", ylabel=f"dAP50, {KIND_LABELS[kind]}s (points)")
+            ax.set(xlabel="", ylabel=f"dAP50, {KIND_PLURALS[kind]} (points)")
             ax.get_legend().remove()
         handles, labels = grid[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(groups)), frameon=False)
         caption = ("TIDE error breakdown: AP50 points each error type costs"
-                   + (" (masks top, boxes bottom)" if len(kinds) == 2 else f" ({KIND_LABELS[kinds[0]]}s)")
+                   + (" (masks top, boxes bottom)" if len(kinds) == 2 else f" ({KIND_PLURALS[kinds[0]]})")
                    + ", one bar per model, mean over seeds (bars: ± std).")
         return save(fig, out_dir, name, caption)
 
