@@ -530,7 +530,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from mnc_bench.reporting import write_report
 
     written = write_report(args.suites, args.out, baseline=args.baseline, metric=args.metric,
-                           results_dir=args.results, bench=args.bench, figures=not args.no_figures)
+                           results_dir=args.results, bench=args.bench, figures=not args.no_figures,
+                           claims=args.claims)
     print(f"report {written.out / 'report.md'} and {written.out / 'report.html'} "
           f"({len(written.files) - 2} tables and figures; {len(written.skipped)} figure(s) skipped, see the report)")
     return 0
@@ -556,6 +557,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bench", default="results/bench/models.json",
                    help="bench results for GFLOPs and ms/img; skipped when absent (default results/bench/models.json)")
     p.add_argument("--no-figures", action="store_true", help="text and tables only (seconds instead of a minute)")
+    p.add_argument("--claims", metavar="FILE",
+                   help="claims file (e.g. configs/claims/mnc.yaml): a verdict per claim and metric from these "
+                   "suites' runs, in a Claims section and tables/claims.tex")
     p.set_defaults(handler=_cmd_report)
 
 
