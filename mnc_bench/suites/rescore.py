@@ -16,7 +16,7 @@ FAMILIES = tuple(ON_REQUEST.values())
 def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = "results",
                   echo: Callable[[str], None] = print) -> str:
     """Score the finished runs of ``suite`` with ``families`` (of :data:`FAMILIES`) and merge the keys into their
-    metrics.json; returns one line per run."""
+    metrics.json; ``echo`` gets one line per run as it is done, and the lines are returned."""
     from mnc_bench.evaluation import evaluate
     from mnc_bench.suites.commands import suite_results_dir
     from mnc_bench.suites.status import ordered_run_dirs
@@ -41,6 +41,7 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
             added = evaluate(run["test_ann_file"], predictions, metric=list(families), iou_type=("segm", "bbox"))
         except UserError as exc:
             lines.append(f"{label}: not scored: {one_line(exc)}")
+            echo(lines[-1])
             continue
         metrics = run_dir.read_json("metrics.json") or {}
         run_dir.write_json("metrics.json", {**metrics, **added}, nan_as_null=True)
