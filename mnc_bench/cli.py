@@ -293,7 +293,7 @@ def _add_corruption_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--images", type=_positive_int, default=None,
                        help="only the first N test images (default: all, or the --subset's)")
     group.add_argument("--subset", choices=("full", "quick"), default=None,
-                       help="full: every severity and image (default); quick: severities 1 3 5, first 100 images")
+                       help="full: every severity and image (default); quick: severities 1 3 5, first 50 images")
     group.add_argument("--corruption-seed", type=int, default=0,
                        help="seed of the corrupted images, recorded in the result (default 0)")
     group.add_argument("--robustness-out", metavar="ROBUSTNESS.json", default=None,

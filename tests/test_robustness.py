@@ -168,7 +168,8 @@ def test_suite_command_scores_finished_runs_once_and_collect_shows_the_columns(s
 
     monkeypatch.chdir(REPO)
     suite_file = tmp_path / "tiny.yaml"
-    options = "\n".join(f"  {o.split('=', 1)[0]}: {o.split('=', 1)[1]}" for o in fast_options(shapes_dataset))
+    testing = [o for o in fast_options(shapes_dataset) if o.startswith(("data_root", "model."))]
+    options = "\n".join(f"  {o.split('=', 1)[0]}: {o.split('=', 1)[1]}" for o in testing)
     suite_file.write_text(f"base: {MASK_RCNN}\nseeds: [0]\ncfg_options:\n{options}\n")
     suite = load_suite(suite_file, build_models=False)
     results = tmp_path / "results"
@@ -197,3 +198,17 @@ def test_suite_command_scores_finished_runs_once_and_collect_shows_the_columns(s
     for key in ("robustness/segm/mPC", "robustness/segm/rPC", "robustness/bbox/AP_clean",
                 "robustness/segm/AP@s2", "robustness/segm/AP/contrast"):
         assert table.loc[0, key] == pytest.approx(record["summary"][key], nan_ok=True), key
+
+
+def test_quick_subset_and_explicit_values():
+    from mnc_bench.robustness import PassRequest
+
+    quick = PassRequest(subset="quick").settings()
+    assert (quick.corruptions, quick.severities, quick.images, quick.seed) == (CORRUPTIONS, (1, 3, 5), 50, 0)
+    assert len(quick.conditions()) == 45
+    mine = PassRequest(corruptions=["blur"], subset="quick", images=7, severities=[2], seed=3).settings()
+    assert (mine.corruptions, mine.severities, mine.images, mine.seed) == (CORRUPTION_GROUPS["blur"], (2,), 7, 3)
+    full = PassRequest().settings()
+    assert full.images is None and full.severities == (1, 2, 3, 4, 5) and len(full.conditions()) == 75
+    with pytest.raises(UserError, match="unknown subset 'fast'"):
+        PassRequest(subset="fast").settings()
