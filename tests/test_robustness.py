@@ -197,7 +197,8 @@ def test_suite_command_scores_finished_runs_once_and_collect_shows_the_columns(s
     table = collect(results / "tiny")
     for key in ("robustness/segm/mPC", "robustness/segm/rPC", "robustness/bbox/AP_clean",
                 "robustness/segm/AP@s2", "robustness/segm/AP/contrast"):
-        assert table.loc[0, key] == pytest.approx(record["summary"][key], nan_ok=True), key
+        expected = record["summary"][key]  # null: undefined (rPC of a clean AP of 0)
+        assert math.isnan(table.loc[0, key]) if expected is None else table.loc[0, key] == pytest.approx(expected), key
 
 
 def test_quick_subset_and_explicit_values():
@@ -212,3 +213,22 @@ def test_quick_subset_and_explicit_values():
     assert full.images is None and full.severities == (1, 2, 3, 4, 5) and len(full.conditions()) == 75
     with pytest.raises(UserError, match="unknown subset 'fast'"):
         PassRequest(subset="fast").settings()
+
+
+def test_corrupted_image_cache_keys_on_every_setting_and_hands_out_copies():
+    pytest.importorskip("mmcv")
+    from mnc_bench.data.corruption_transform import CorruptImage
+
+    bgr = np.random.default_rng(2).integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+
+    def corrupted(corruption="gaussian_noise", severity=1, seed=0, image_id=1, path="a.png"):
+        return CorruptImage(corruption, severity, seed).transform({"img": bgr.copy(), "img_id": image_id,
+                                                                   "img_path": path})["img"]
+
+    first = corrupted()
+    for other in (corrupted(severity=5), corrupted(seed=1), corrupted(image_id=2), corrupted("shot_noise")):
+        assert not np.array_equal(other, first)
+    first[:] = 0  # a consumer writing into its image must not change what the cache hands out next
+    again = corrupted()
+    np.testing.assert_array_equal(again[..., ::-1], corrupt_image(bgr[..., ::-1].copy(), "gaussian_noise", 1,
+                                                                  image_id=1))
