@@ -12,8 +12,8 @@ CORRUPT_TRANSFORM = "CorruptImage"
 
 def register_all() -> None:
     """Register mmdet's modules, PANet's (``baselines/``, installed as ``mnc_bench.baselines``), MNC's adapter
-    (model type ``MNC``), the RoI layer ``SeparableRoIAlign``, the evaluation metric ``MNCBenchMetric`` and the
-    test-time transform ``CorruptImage`` (idempotent)."""
+    (model type ``MNC``), the RoI layer ``SeparableRoIAlign``, the evaluation metric ``MNCBenchMetric`` and
+    the test-time transform ``CorruptImage`` (idempotent)."""
     import warnings
 
     import mmcv.ops

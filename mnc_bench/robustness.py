@@ -1,5 +1,5 @@
-"""A corrupted test pass of one checkpoint: its test images clean and under each (corruption, severity), scored
-with COCO AP for masks and boxes, summarised as mPC and rPC (:mod:`mnc_bench.evaluation.robustness`).
+"""A corrupted test pass of one checkpoint: its test images clean and under each (corruption, severity),
+scored with COCO AP for masks and boxes, summarised as mPC and rPC (:mod:`mnc_bench.evaluation.robustness`).
 
 The model is built and loaded once (:func:`mnc_bench.training.build_test_runner`); each condition is one
 mmengine ``TestLoop`` at batch 1 over the same images, with ``CorruptImage`` right after the image is loaded.
@@ -26,9 +26,9 @@ from mnc_bench.evaluation.robustness import PassSettings, RobustnessRecord
 from mnc_bench.io import write_json
 from mnc_bench.registration import CORRUPT_TRANSFORM, METRIC_NAME
 
-# "full" is the benchmark: 15 corruptions x 5 severities on every test image. "quick" fits a quiet hour for the
-# 8 shapes models on 2 CPU cores (docs/analysis.md has the measurement): every corruption at severities 1, 3 and 5
-# on the first 50 test images.
+# "full" is the benchmark: 15 corruptions x 5 severities on every test image. "quick" fits a quiet hour for
+# the 8 shapes models on 2 CPU cores (docs/analysis.md has the measurement): every corruption at severities 1,
+# 3 and 5 on the first 50 test images.
 SUBSETS: dict[str, dict[str, Any]] = {
     "full": dict(severities=SEVERITIES, images=None),
     "quick": dict(severities=(1, 3, 5), images=50),
@@ -67,7 +67,8 @@ def corrupted_pass(
     cfg_options: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
 ) -> RobustnessRecord:
-    """Score ``checkpoint`` on the clean and corrupted test images of ``config`` (see the module docstring)."""
+    """Score ``checkpoint`` on the clean and corrupted test images of ``config`` (see the module
+    docstring)."""
     from torch import get_num_threads
 
     from mnc_bench.training import build_test_runner
@@ -84,7 +85,8 @@ def corrupted_pass(
     conditions: list[tuple[str, int]] = [("clean", 0), *settings.conditions()]
     results: dict[str, dict[int, dict[str, float]]] = {}
     seconds: dict[str, float] = {}
-    cpu_seconds: dict[str, float] = {}  # this process's CPU time: on a shared machine, the cost without the others
+    # This process's CPU time too: on a shared machine, the cost without the other processes.
+    cpu_seconds: dict[str, float] = {}
     runner.call_hook("before_run")  # as Runner.test does: the logger hook opens its files here
     for done, (corruption, severity) in enumerate(conditions):
         label = corruption if corruption == "clean" else f"{corruption} s{severity}"
@@ -110,12 +112,13 @@ def _plain_loader(test_dataloader: Mapping[str, Any]) -> dict[str, Any]:
     loader = copy.deepcopy(dict(test_dataloader))
     dataset = loader.get("dataset")
     if not isinstance(dataset, Mapping) or "pipeline" not in dataset or "ann_file" not in dataset:
-        raise UserError("corrupted test pass: test_dataloader.dataset must be one dataset with an ann_file and a "
-                        "pipeline (no dataset wrappers)")
+        raise UserError("corrupted test pass: test_dataloader.dataset must be one dataset with an ann_file "
+                        "and a pipeline (no dataset wrappers)")
     loader["dataset"] = dict(dataset)
     loader["dataset"]["pipeline"] = [dict(step) for step in dataset["pipeline"]]
     if not any(step.get("type") == "LoadImageFromFile" for step in loader["dataset"]["pipeline"]):
-        raise UserError("corrupted test pass: the test pipeline has no LoadImageFromFile step to corrupt after")
+        raise UserError("corrupted test pass: the test pipeline has no LoadImageFromFile step to corrupt "
+                        "after")
     return loader
 
 
@@ -151,7 +154,8 @@ def _with_corruption(loader: dict[str, Any], corruption: str, severity: int, see
 def _test(runner: Any, loader: dict[str, Any], evaluator: dict[str, Any]) -> dict[str, float]:
     from mmengine.runner import TestLoop
 
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' "loading annotations" of each dataset built
+    # Quiet: pycocotools prints "loading annotations" for each dataset built.
+    with contextlib.redirect_stdout(io.StringIO()):
         loop = TestLoop(runner, copy.deepcopy(loader), copy.deepcopy(evaluator))
     return {key: float(value) for key, value in loop.run().items()}
 
@@ -178,10 +182,12 @@ def test_corrupted(
     from mnc_bench.io import check_writable_output
 
     settings = request.settings()  # argument errors before anything is built
-    work_dir = Path(work_dir) if work_dir is not None else Path("work_dirs") / f"{Path(config).stem}_robustness"
+    if work_dir is None:
+        work_dir = Path("work_dirs") / f"{Path(config).stem}_robustness"
+    work_dir = Path(work_dir)
     out = Path(out) if out is not None else work_dir / RECORD_FILE
     check_writable_output(out, "--robustness-out")
-    with progress_bar() as progress:
+    with ProgressBar() as progress:
         record = corrupted_pass(config, checkpoint, settings, work_dir=work_dir, cfg_options=cfg_options,
                                 progress=progress)
     write_record(out, record)
@@ -189,11 +195,12 @@ def test_corrupted(
 
 
 def format_record(record: RobustnessRecord) -> str:
-    """mPC, rPC and clean AP, then AP per corruption (mean over severities) and per severity, masks and boxes."""
+    """mPC, rPC and clean AP, then AP per severity and per corruption, for masks and boxes."""
     summary, s = record.summary, record.settings
     images = f"first {len(record.image_ids)}" if s.images is not None else f"all {len(record.image_ids)}"
-    lines = [f"{len(s.corruptions)} corruptions x severities {' '.join(map(str, s.severities))} on {images} test "
-             f"images (seed {s.seed}), {record.seconds:.0f} s",
+    severities = " ".join(map(str, s.severities))
+    lines = [f"{len(s.corruptions)} corruptions x severities {severities} on {images} test images "
+             f"(seed {s.seed}), {record.seconds:.0f} s",
              f"{'':<20}{'mask AP':>9}{'box AP':>9}"]
 
     def row(label: str, suffix: str, scale: float = 100.0) -> str:
@@ -207,7 +214,7 @@ def format_record(record: RobustnessRecord) -> str:
     return "\n".join(lines)
 
 
-class progress_bar:
+class ProgressBar:
     """A rich progress bar over the conditions of a pass, as a :data:`ProgressCallback`."""
 
     def __enter__(self) -> ProgressCallback:

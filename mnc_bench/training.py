@@ -119,8 +119,8 @@ def evaluate_checkpoint(
         out = Path(out)
         if out.suffix != ".json":
             raise UserError(f"--out {out}: the results file must end in .json")
-    runner = build_test_runner(config, checkpoint, work_dir=work_dir, cfg_options=cfg_options, launcher=launcher,
-                               results_file=out)
+    runner = build_test_runner(config, checkpoint, work_dir=work_dir, cfg_options=cfg_options,
+                               launcher=launcher, results_file=out)
     metrics = runner.test()
     return RunResult(work_dir=Path(runner.cfg.work_dir),
                      metrics={key: float(value) for key, value in metrics.items()}, predictions=out)

@@ -1,6 +1,7 @@
-"""Boundary AP: checked against an independent computation (boundaries from a chessboard distance transform, IoU
-with numpy, AP of one detection as the share of COCO thresholds its IoU passes) on hand-made cases, against
-faster-coco-eval's own boundary mode on random data, and through `mnc-bench evaluate --metric boundary`."""
+"""Boundary AP: checked against an independent computation (boundaries from a chessboard distance transform,
+IoU with numpy, AP of one detection as the share of COCO thresholds its IoU passes) on hand-made cases,
+against faster-coco-eval's own boundary mode on random data, and through `mnc-bench evaluate --metric
+boundary`."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def reference_boundary_ap(dt: np.ndarray, gt: np.ndarray) -> float:
     """Boundary AP of one detection against one ground truth: the share of COCO's IoU thresholds that
     min(mask IoU, boundary IoU) reaches (precision 1 at recall 1 where it does, no detection where not)."""
     width = boundary_width(*gt.shape)
-    iou = min(reference_iou(dt, gt), reference_iou(reference_boundary(dt, width), reference_boundary(gt, width)))
+    boundary_iou = reference_iou(reference_boundary(dt, width), reference_boundary(gt, width))
+    iou = min(reference_iou(dt, gt), boundary_iou)
     return float(np.mean(iou >= THRESHOLDS))
 
 
@@ -83,7 +85,8 @@ def test_boundary_width_follows_the_image_diagonal():
 def test_mask_boundary_equals_the_distance_transform(width):
     rng = np.random.default_rng(width)
     yy, xx = np.mgrid[:SIZE, :SIZE]
-    masks = [rect(30, 40, 50, 20), rect(0, 0, 40, 128), rect(100, 90, 28, 38),  # the last two touch the border
+    # the second and third touch the image border
+    masks = [rect(30, 40, 50, 20), rect(0, 0, 40, 128), rect(100, 90, 28, 38),
              ((yy - 64) ** 2 / 900 + (xx - 50) ** 2 / 400 <= 1), rng.random((SIZE, SIZE)) < 0.7]
     for mask in masks:
         got = mask_boundary(mask.astype(np.uint8), width).astype(bool)
@@ -93,8 +96,10 @@ def test_mask_boundary_equals_the_distance_transform(width):
 @pytest.mark.parametrize("name, dt, gt", [
     ("square vs shifted square", rect(40, 43, 40, 40), rect(40, 40, 40, 40)),
     ("square vs diagonal shift", rect(42, 42, 40, 40), rect(40, 40, 40, 40)),
-    ("mask vs its dilation", ndimage.binary_dilation(rect(40, 40, 40, 40), iterations=2), rect(40, 40, 40, 40)),
-    ("dilation vs the mask", rect(40, 40, 40, 40), ndimage.binary_dilation(rect(40, 40, 40, 40), iterations=3)),
+    ("mask vs its dilation", ndimage.binary_dilation(rect(40, 40, 40, 40), iterations=2),
+     rect(40, 40, 40, 40)),
+    ("dilation vs the mask", rect(40, 40, 40, 40),
+     ndimage.binary_dilation(rect(40, 40, 40, 40), iterations=3)),
 ])
 def test_hand_made_cases_match_the_independent_computation(name, dt, gt):
     expected = reference_boundary_ap(dt, gt)
@@ -166,7 +171,8 @@ def test_predictions_without_masks_are_one_line_naming_the_file(tmp_path, capsys
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     pred = tmp_path / "boxes_only.json"
     pred.write_text(json.dumps(boxes))
-    assert main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--pred", str(pred), "--metric", "boundary"]) == 2
+    argv = ["evaluate", "--gt", str(tmp_path / "gt.json"), "--pred", str(pred), "--metric", "boundary"]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ")
     assert str(pred) in err and "boundary AP needs masks" in err

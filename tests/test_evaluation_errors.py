@@ -1,6 +1,7 @@
 """TIDE's error breakdown: each error type made once on a hand-built image, and its dAP checked against the
-published definition worked out by hand (which detections the oracle turns into true positives or removes, AP50
-recomputed with COCO's 101-point interpolation); the same numbers for masks and boxes when masks are boxes."""
+published definition worked out by hand (which detections the oracle turns into true positives or removes,
+AP50 recomputed with COCO's 101-point interpolation); the same numbers for masks and boxes when masks are
+boxes."""
 
 from __future__ import annotations
 
@@ -33,13 +34,15 @@ def rle(box: tuple[int, ...]) -> dict:
     return {"size": encoded["size"], "counts": encoded["counts"].decode()}
 
 
-def dataset(detections: list[tuple[tuple[int, ...], int, float]], crowd: list[tuple[tuple[int, ...], int]] = ()):
+def dataset(detections: list[tuple[tuple[int, ...], int, float]], crowd: list[tuple[tuple[int, ...], int]] =
+()):
     """GROUND_TRUTH (+ crowd regions) on one image, and detections (box, class, score) whose masks fill
     their boxes."""
     annotations = [{"id": i + 1, "image_id": 1, "category_id": c, "bbox": list(b), "area": float(b[2] * b[3]),
                     "segmentation": rle(b), "iscrowd": 0} for i, (b, c) in enumerate(GROUND_TRUTH)]
-    annotations += [{"id": 100 + i, "image_id": 1, "category_id": c, "bbox": list(b), "area": float(b[2] * b[3]),
-                     "segmentation": rle(b), "iscrowd": 1} for i, (b, c) in enumerate(crowd)]
+    annotations += [{"id": 100 + i, "image_id": 1, "category_id": c, "bbox": list(b),
+                     "area": float(b[2] * b[3]), "segmentation": rle(b), "iscrowd": 1}
+                    for i, (b, c) in enumerate(crowd)]
     gt = {"images": [{"id": 1, "height": SIZE, "width": SIZE, "file_name": "1.png"}],
           "categories": [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}], "annotations": annotations}
     results = [{"image_id": 1, "category_id": c, "bbox": list(b), "segmentation": rle(b), "score": s}
@@ -138,7 +141,8 @@ def test_evaluate_and_cli_give_stable_keys(tmp_path, capsys):
 def test_masks_needed_for_masks():
     gt, results = dataset([T1])
     ground_truth = load_ground_truth(gt)
-    boxes = load_predictions([{k: v for k, v in r.items() if k != "segmentation"} for r in results], ground_truth)
+    without_masks = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    boxes = load_predictions(without_masks, ground_truth)
     with pytest.raises(UserError, match="TIDE on masks needs masks"):
         tide_metrics(ground_truth, boxes, "segm")
     assert tide_metrics(ground_truth, boxes, "bbox")["dAP_miss"] > 0

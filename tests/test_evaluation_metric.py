@@ -140,7 +140,8 @@ def test_boundary_ap_and_tide_through_the_metric(gt_file, tmp_path):
                             results_file=str(results_file))
     metric.dataset_meta = {"classes": ("dog", "cat")}
     scores = run_metric(metric)
-    assert {"coco/boundary/AP", "coco/boundary/APl", "tide/segm/dAP_dupe", "tide/bbox/base_AP50"} <= scores.keys()
+    assert {"coco/boundary/AP", "coco/boundary/APl", "tide/segm/dAP_dupe",
+            "tide/bbox/base_AP50"} <= scores.keys()
     assert not any(key.startswith(("coco/segm/", "voc_")) for key in scores)
     assert scores == evaluate(gt_file, results_file, metric=["boundary", "tide"], iou_type=["segm", "bbox"])
     assert scores["tide/segm/base_AP50"] == pytest.approx(1.0)  # every object found at IoU 0.5

@@ -18,7 +18,8 @@ from report_browser import find_chromium, inspect_page
 from report_fixtures import build_results
 
 SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "stage3_labels"]
-FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "qualitative",
+FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "qualitative", "boundary_ap",
+           "tide_errors", "robustness",
            "ablation_model_cascade_stage3_labels", "ablation_model_cascade_share_weights",
            *(f"training_loss_{suite}" for suite in SUITES),
            *(f"training_stages_{model}" for model in ("mask_rcnn_shapes", "panet_shapes", "mnc_3stage_shapes",

@@ -1,5 +1,6 @@
-"""The report's Boundary AP, TIDE and robustness tables and figures: drawn from a collected table that has those
-columns, with cells equal to independently computed means; absent, with the reason, from one that has not."""
+"""The report's Boundary AP, TIDE and robustness tables and figures: drawn from a collected table that has
+those columns, with cells equal to independently computed means; absent, with the reason, from one that has
+not."""
 
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ def collected_table(with_diagnostics: bool) -> pd.DataFrame:
         for seed in SEEDS:
             row = {"suite": "diag", "run_id": f"{model}-{seed}", "status": "done", "failure_reason": "",
                    "config": f"configs/x/{model}.py", "model": model, "seed": seed, "variant": "",
-                   "coco/segm/AP": ap + rng.normal(0, 0.01), "coco/segm/AP50": ap + 0.2, "coco/segm/AP75": ap + 0.03,
-                   "coco/bbox/AP": ap + 0.02}
+                   "coco/segm/AP": ap + rng.normal(0, 0.01), "coco/segm/AP50": ap + 0.2,
+                   "coco/segm/AP75": ap + 0.03, "coco/bbox/AP": ap + 0.02}
             if with_diagnostics:
-                row.update({"coco/boundary/AP": ap - 0.1 + rng.normal(0, 0.01), "coco/boundary/AP50": ap + 0.1,
-                            "coco/boundary/AP75": ap - 0.15})
+                row.update({"coco/boundary/AP": ap - 0.1 + rng.normal(0, 0.01),
+                            "coco/boundary/AP50": ap + 0.1, "coco/boundary/AP75": ap - 0.15})
                 for kind in ("segm", "bbox"):
                     row[f"tide/{kind}/base_AP50"] = ap + 0.2
                     for k, error in enumerate(ERROR_TYPES + SUMMARY_TYPES):

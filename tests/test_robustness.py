@@ -1,14 +1,13 @@
 """Robustness to corruptions: the benchmark's corruptions run on this stack and are deterministic per (image,
-corruption, severity); mPC and rPC from per-condition AP; bad corruption names and severities are one-line errors;
-a corrupted pass of a checkpoint through `mnc-bench test --corruptions` and of a suite's finished runs through
-`mnc-bench robustness`, with `collect` columns."""
+corruption, severity); mPC and rPC from per-condition AP; bad corruption names and severities are one-line
+errors; a corrupted pass of a checkpoint through `mnc-bench test --corruptions` and of a suite's finished runs
+through `mnc-bench robustness`, with `collect` columns."""
 
 from __future__ import annotations
 
 import json
 import math
 import shutil
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +77,8 @@ def test_every_corruption_runs_and_is_deterministic_per_image_corruption_and_sev
         first = corrupt_image(image, corruption, 3, image_id=7)
         assert first.shape == image.shape and first.dtype == np.uint8, corruption
         assert not np.array_equal(first, image), corruption
-        np.testing.assert_array_equal(corrupt_image(image, corruption, 3, image_id=7), first, err_msg=corruption)
+        again = corrupt_image(image, corruption, 3, image_id=7)
+        np.testing.assert_array_equal(again, first, err_msg=corruption)
         if corruption in random_ones:
             other_image = corrupt_image(image, corruption, 3, image_id=8)
             other_seed = corrupt_image(image, corruption, 3, image_id=7, seed=1)
@@ -103,8 +103,10 @@ def test_transform_corrupts_in_rgb_and_returns_bgr():
 
 def test_mpc_and_rpc_from_per_condition_ap():
     clean = {"coco/segm/AP": 0.4, "coco/bbox/AP": 0.5}
-    corrupted = {"fog": {1: {"coco/segm/AP": 0.3, "coco/bbox/AP": 0.4}, 3: {"coco/segm/AP": 0.1, "coco/bbox/AP": 0.2}},
-                 "snow": {1: {"coco/segm/AP": 0.2, "coco/bbox/AP": 0.3}, 3: {"coco/segm/AP": 0.0, "coco/bbox/AP": 0.1}}}
+    def ap(segm: float, bbox: float) -> dict[str, float]:
+        return {"coco/segm/AP": segm, "coco/bbox/AP": bbox}
+
+    corrupted = {"fog": {1: ap(0.3, 0.4), 3: ap(0.1, 0.2)}, "snow": {1: ap(0.2, 0.3), 3: ap(0.0, 0.1)}}
     got = summarize(clean, corrupted)
     assert got["robustness/segm/AP_clean"] == 0.4
     assert got["robustness/segm/mPC"] == pytest.approx(0.15)
@@ -114,7 +116,8 @@ def test_mpc_and_rpc_from_per_condition_ap():
     assert got["robustness/segm/AP@s3"] == pytest.approx(0.05)
     assert got["robustness/segm/AP/fog"] == pytest.approx(0.2)
     assert got["robustness/bbox/AP/snow"] == pytest.approx(0.2)
-    assert math.isnan(summarize({"coco/segm/AP": 0.0}, {"fog": {1: {"coco/segm/AP": 0.0}}})["robustness/segm/rPC"])
+    zero = summarize({"coco/segm/AP": 0.0}, {"fog": {1: {"coco/segm/AP": 0.0}}})
+    assert math.isnan(zero["robustness/segm/rPC"])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -122,9 +125,9 @@ def test_mpc_and_rpc_from_per_condition_ap():
 # ------------------------------------------------------------------------------------------------------------
 
 def fast_options(root: Path) -> list[str]:
-    return [f"data_root={root}", "train_cfg.max_iters=1", "train_cfg.val_begin=10000", "train_dataloader.batch_size=2",
-            "default_hooks.checkpoint.interval=1", "model.test_cfg.rcnn.score_thr=0.0",
-            "model.test_cfg.rcnn.max_per_img=10"]
+    return [f"data_root={root}", "train_cfg.max_iters=1", "train_cfg.val_begin=10000",
+            "train_dataloader.batch_size=2", "default_hooks.checkpoint.interval=1",
+            "model.test_cfg.rcnn.score_thr=0.0", "model.test_cfg.rcnn.max_per_img=10"]
 
 
 @pytest.fixture(scope="module")
@@ -155,13 +158,13 @@ def test_corrupted_pass_of_a_checkpoint_through_the_cli(shapes_dataset, checkpoi
     assert "coco/segm/AP" in record["clean"] and "coco/bbox/AP" in record["corrupted"]["brightness"]["5"]
     aps = [record["corrupted"][c][s]["coco/segm/AP"] for c in record["corrupted"] for s in ("1", "5")]
     assert record["summary"]["robustness/segm/mPC"] == pytest.approx(np.mean(aps))
-    assert set(record["details"]["seconds_per_condition"]) == {"clean", "gaussian_noise s1", "gaussian_noise s5",
-                                                               "brightness s1", "brightness s5"}
+    assert set(record["details"]["seconds_per_condition"]) == {
+        "clean", "gaussian_noise s1", "gaussian_noise s5", "brightness s1", "brightness s5"}
 
 
 @pytest.mark.slow
-def test_suite_command_scores_finished_runs_once_and_collect_shows_the_columns(shapes_dataset, checkpoint, tmp_path,
-                                                                              monkeypatch, capsys):
+def test_suite_command_scores_finished_runs_once_and_collect_shows_the_columns(shapes_dataset, checkpoint,
+                                                                              tmp_path, monkeypatch, capsys):
     from mnc_bench.suites.collect import collect
     from mnc_bench.suites.runner import _prepare_run_dir, _write_suite_record, plan_suite
     from mnc_bench.suites.spec import load_suite
@@ -198,7 +201,8 @@ def test_suite_command_scores_finished_runs_once_and_collect_shows_the_columns(s
     for key in ("robustness/segm/mPC", "robustness/segm/rPC", "robustness/bbox/AP_clean",
                 "robustness/segm/AP@s2", "robustness/segm/AP/contrast"):
         expected = record["summary"][key]  # null: undefined (rPC of a clean AP of 0)
-        assert math.isnan(table.loc[0, key]) if expected is None else table.loc[0, key] == pytest.approx(expected), key
+        got = table.loc[0, key]
+        assert math.isnan(got) if expected is None else got == pytest.approx(expected), key
 
 
 def test_quick_subset_and_explicit_values():
@@ -208,7 +212,8 @@ def test_quick_subset_and_explicit_values():
     assert (quick.corruptions, quick.severities, quick.images, quick.seed) == (CORRUPTIONS, (1, 3, 5), 50, 0)
     assert len(quick.conditions()) == 45
     mine = PassRequest(corruptions=["blur"], subset="quick", images=7, severities=[2], seed=3).settings()
-    assert (mine.corruptions, mine.severities, mine.images, mine.seed) == (CORRUPTION_GROUPS["blur"], (2,), 7, 3)
+    assert (mine.corruptions, mine.severities, mine.images, mine.seed) == (
+        CORRUPTION_GROUPS["blur"], (2,), 7, 3)
     full = PassRequest().settings()
     assert full.images is None and full.severities == (1, 2, 3, 4, 5) and len(full.conditions()) == 75
     with pytest.raises(UserError, match="unknown subset 'fast'"):

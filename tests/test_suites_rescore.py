@@ -1,5 +1,6 @@
-"""`mnc-bench rescore SUITE --metric boundary tide`: the finished runs' saved predictions scored again, the keys
-merged into their metrics.json (nothing else changed), other runs left alone; `collect` shows the columns."""
+"""`mnc-bench rescore SUITE --metric boundary tide`: the finished runs' saved predictions scored again, the
+keys merged into their metrics.json (nothing else changed), other runs left alone; `collect` shows the
+columns."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from mnc_bench.suites.spec import load_suite  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_rescore_adds_boundary_and_tide_from_the_saved_predictions(shapes_dataset, tmp_path, monkeypatch, capsys):
+def test_rescore_adds_boundary_and_tide_from_the_saved_predictions(shapes_dataset, tmp_path, monkeypatch,
+                                                                   capsys):
     monkeypatch.chdir(REPO)
     suite_file = tmp_path / "tiny.yaml"
     suite_file.write_text(textwrap.dedent(f"""
@@ -39,8 +41,9 @@ def test_rescore_adds_boundary_and_tide_from_the_saved_predictions(shapes_datase
     ann = shapes_dataset / "annotations" / "instances_val.json"
     gt = json.loads(ann.read_text())
     # imperfect predictions: every object found, one in three with the wrong class
-    predictions = [{"image_id": a["image_id"], "category_id": a["category_id"] if k % 3 else 1 + a["category_id"] % 4,
-                    "segmentation": a["segmentation"], "bbox": a["bbox"], "score": 1.0 - k / 1000}
+    predictions = [{"image_id": a["image_id"], "segmentation": a["segmentation"], "bbox": a["bbox"],
+                    "category_id": a["category_id"] if k % 3 else 1 + a["category_id"] % 4,
+                    "score": 1.0 - k / 1000}
                    for k, a in enumerate(gt["annotations"])]
     done.file("predictions.json").write_text(json.dumps(predictions))
     for run_dir in (done, no_predictions):

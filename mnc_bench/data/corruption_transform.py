@@ -2,10 +2,10 @@
 registry by :func:`mnc_bench.registration.register_all`).
 
 Placed right after ``LoadImageFromFile``, it corrupts the image as loaded, before any resize, so a corruption
-acts at the image's own resolution as in the benchmark. mmcv loads images as BGR while the corruptions expect RGB
-(colour-dependent ones such as frost, fog, brightness, saturation act on the channels), so the image is turned
-to RGB and back around the corruption. mmdet's own ``Corrupt`` transform corrupts the BGR array as it is and
-draws from the unseeded global generator; numbers from it are not identical to ours.
+acts at the image's own resolution as in the benchmark. mmcv loads images as BGR while the corruptions expect
+RGB (colour-dependent ones such as frost, fog, brightness, saturation act on the channels), so the image is
+turned to RGB and back around the corruption. mmdet's own ``Corrupt`` transform corrupts the BGR array as it
+is and draws from the unseeded global generator; numbers from it are not identical to ours.
 
 Corrupted images are kept in memory for the life of the process (up to :data:`CACHE_BYTES`): a pass over
 several models of a suite (``mnc-bench robustness``) corrupts each image once, which matters because one
@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 from mmcv.transforms import BaseTransform
 
-from mnc_bench.evaluation.corruptions import DEFAULT_SEED, check_severities, corrupt_image, resolve_corruptions
+from mnc_bench.evaluation.corruptions import (
+    DEFAULT_SEED,
+    check_severities,
+    corrupt_image,
+    resolve_corruptions,
+)
 
 
 class CorruptImage(BaseTransform):
@@ -45,11 +50,13 @@ class CorruptImage(BaseTransform):
     def _corrupt(self, image: np.ndarray, image_id: int) -> np.ndarray:
         grey = image.ndim == 2
         rgb = np.stack([image] * 3, axis=-1) if grey else np.ascontiguousarray(image[..., ::-1])
-        out = corrupt_image(rgb.astype(np.uint8), self.corruption, self.severity, image_id=image_id, seed=self.seed)
+        out = corrupt_image(rgb.astype(np.uint8), self.corruption, self.severity, image_id=image_id,
+                            seed=self.seed)
         return out[..., 0].copy() if grey else np.ascontiguousarray(out[..., ::-1])
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(corruption={self.corruption!r}, severity={self.severity}, seed={self.seed})"
+        return (f"{type(self).__name__}(corruption={self.corruption!r}, severity={self.severity}, "
+                f"seed={self.seed})")
 
 
 CACHE_BYTES = 4 * 2**30  # a full pass of 200 shapes images (75 conditions at 128 px) takes about 0.7 GiB

@@ -1,7 +1,7 @@
-"""Boundary AP (Cheng, Girshick, Dollár, Berg, Kirillov, "Boundary IoU", CVPR 2021): COCO mask AP whose matching
-IoU is ``min(mask IoU, boundary IoU)``; everything else (greedy matching, crowd handling, area ranges, 101-point
-precision) is pycocotools' ``COCOeval``, subclassed so that only ``computeIoU`` changes, as the authors'
-boundary-iou-api does.
+"""Boundary AP (Cheng, Girshick, Dollár, Berg, Kirillov, "Boundary IoU", CVPR 2021): COCO mask AP whose
+matching IoU is ``min(mask IoU, boundary IoU)``; everything else (greedy matching, crowd handling, area
+ranges, 101-point precision) is pycocotools' ``COCOeval``, subclassed so that only ``computeIoU`` changes, as
+the authors' boundary-iou-api does.
 
 Definitions (the authors' ``mask_to_boundary`` and ``computeBoundaryIoU``):
 
@@ -16,6 +16,7 @@ Definitions (the authors' ``mask_to_boundary`` and ``computeBoundaryIoU``):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -110,7 +111,7 @@ def boundary_metrics(gt: GroundTruth, predictions: Predictions, backend: str = "
     _ = gt.rles  # validates every ground-truth mask before pycocotools sees it
     records = predictions.coco_records("segm")
     if backend == "pycocotools":
-        evaluator = lambda coco_gt, coco_dt, _: BoundaryCOCOeval(coco_gt, coco_dt, dilation_ratio=dilation_ratio)  # noqa: E731
+        evaluator = functools.partial(BoundaryCOCOeval, dilation_ratio=dilation_ratio)
         coco_eval = run_cocoeval(gt, records, "segm", backend, evaluator=evaluator)
     elif backend == "faster_coco_eval":
         coco_eval = run_cocoeval(gt, records, "boundary", backend,

@@ -1,13 +1,14 @@
-"""The corruption benchmark's image corruptions (Michaelis et al. 2019, after Hendrycks & Dietterich's ImageNet-C),
-applied by the ``imagecorruptions`` package, made deterministic per (image, corruption, severity).
+"""The corruption benchmark's image corruptions (Michaelis et al. 2019, after Hendrycks & Dietterich's
+ImageNet-C), applied by the ``imagecorruptions`` package, made deterministic per (image, corruption,
+severity).
 
 The 15 benchmark corruptions in their four groups are the package's ``get_corruption_names(group)`` (a test
 holds this table to it; it is written out here so that argument checking does not import scikit-image). The
 four held-out corruptions are not part of mPC and are not offered.
 
 Determinism: the package draws from numpy's global RandomState. :func:`corrupt_image` seeds it with a hash of
-(seed, image id, corruption, severity) for the one call and restores the previous state afterwards, so the same
-image under the same corruption and severity is the same array in every model's pass, in any order.
+(seed, image id, corruption, severity) for the one call and restores the previous state afterwards, so the
+same image under the same corruption and severity is the same array in every model's pass, in any order.
 """
 
 from __future__ import annotations
@@ -64,14 +65,16 @@ def check_severities(severities: Sequence[int]) -> tuple[int, ...]:
 
 
 def corruption_seed(seed: int, image_id: int, corruption: str, severity: int) -> int:
-    """The numpy seed of one corrupted image: a stable hash (not Python's salted ``hash``) of its four keys."""
+    """The numpy seed of one corrupted image: a stable hash (not Python's salted ``hash``) of its four
+    keys."""
     digest = hashlib.sha256(f"{seed}/{image_id}/{corruption}/{severity}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
 def corrupt_image(image: np.ndarray, corruption: str, severity: int, *, image_id: int,
                   seed: int = DEFAULT_SEED) -> np.ndarray:
-    """``image`` ((H, W, 3) uint8 RGB, H and W >= 32) under ``corruption`` at ``severity``; (H, W, 3) uint8."""
+    """``image`` ((H, W, 3) uint8 RGB, H and W >= 32) under ``corruption`` at ``severity``; (H, W, 3)
+    uint8."""
     corrupt = _corrupt_function()
     state = np.random.get_state()
     np.random.seed(corruption_seed(seed, image_id, corruption, severity))
@@ -95,7 +98,8 @@ def _corrupt_function() -> Any:
     if _CORRUPT is None:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # it imports pkg_resources, which warns about its own deprecation
+                # it imports pkg_resources, which warns about its own deprecation
+                warnings.simplefilter("ignore")
                 import imagecorruptions
                 from imagecorruptions import corruptions
         except ImportError:

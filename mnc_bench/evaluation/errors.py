@@ -1,5 +1,6 @@
-"""TIDE error breakdown (Bolya, Foley, Hays, Hoffman, "TIDE: A General Toolbox for Identifying Object Detection
-Errors", ECCV 2020), computed by the authors' package ``tidecv`` on our validated ground truth and predictions.
+"""TIDE error breakdown (Bolya, Foley, Hays, Hoffman, "TIDE: A General Toolbox for Identifying Object
+Detection Errors", ECCV 2020), computed by the authors' package ``tidecv`` on our validated ground truth and
+predictions.
 
 At IoU threshold t_f = 0.5 (foreground) and t_b = 0.1 (background), every false positive gets one error type,
 tested in this order (``tidecv.quantify.TIDERun._eval_image``, which follows the paper's definitions):
@@ -13,11 +14,11 @@ tested in this order (``tidecv.quantify.TIDERun._eval_image``, which follows the
 
 dAP of a type is AP50 with the errors of that type fixed by an oracle (cls and loc: the detection becomes the
 true positive of its ground truth unless that is taken; dupe, bkg and both: the detection is removed; miss:
-the ground truth is removed) minus AP50, each type fixed alone (not cumulatively), clipped at 0 as tidecv does.
-The summaries: ``FP`` is the AP gain of scoring every false positive below every true positive, ``FN`` of
-removing every missed ground truth. ``base_AP50`` is tidecv's own AP at IoU 0.5, the base of the dAPs: it uses
-at most 100 detections per image (COCO: per image and category) and so can differ slightly from COCO's AP50.
-Crowd ground truth is an ignore region: an unmatched detection of its class with crowd IoU > t_f is not
+the ground truth is removed) minus AP50, each type fixed alone (not cumulatively), clipped at 0 as tidecv
+does. The summaries: ``FP`` is the AP gain of scoring every false positive below every true positive, ``FN``
+of removing every missed ground truth. ``base_AP50`` is tidecv's own AP at IoU 0.5, the base of the dAPs: it
+uses at most 100 detections per image (COCO: per image and category) and so can differ slightly from COCO's
+AP50. Crowd ground truth is an ignore region: an unmatched detection of its class with crowd IoU > t_f is not
 counted. Masks use mask IoU, boxes box IoU. All numbers are fractions (x 100 for points).
 """
 

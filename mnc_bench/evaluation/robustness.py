@@ -1,10 +1,10 @@
-"""Robustness to corruptions (Michaelis et al., "Benchmarking Robustness in Object Detection", 2019): the record
-of a corrupted test pass (``robustness.json``) and its summary numbers.
+"""Robustness to corruptions (Michaelis et al., "Benchmarking Robustness in Object Detection", 2019): the
+record of a corrupted test pass (``robustness.json``) and its summary numbers.
 
 * ``P_clean``: AP on the uncorrupted images of the pass (the same images as the corrupted conditions);
-* ``mPC``: mean AP over every (corruption, severity) of the pass, the paper's mean performance under corruption
-  (over its 15 corruptions x 5 severities when the pass has them all; over the subset it has otherwise, which the
-  record states);
+* ``mPC``: mean AP over every (corruption, severity) of the pass, the paper's mean performance under
+  corruption (over its 15 corruptions x 5 severities when the pass has them all; over the subset it has
+  otherwise, which the record states);
 * ``rPC = mPC / P_clean``, relative performance under corruption.
 
 Flat keys (``<kind>`` segm or bbox, fractions like every AP): ``robustness/<kind>/{AP_clean, mPC, rPC}``,
@@ -87,9 +87,11 @@ def summarize(clean: Mapping[str, float], corrupted: Mapping[str, Mapping[int, M
         results[f"{PREFIX}{kind}/mPC"] = mpc
         results[f"{PREFIX}{kind}/rPC"] = mpc / p_clean if p_clean > 0 else math.nan
         for severity in sorted({s for _, s in values}):
-            results[f"{PREFIX}{kind}/AP@s{severity}"] = _mean(v for (_, s), v in values.items() if s == severity)
+            at = [v for (_, s), v in values.items() if s == severity]
+            results[f"{PREFIX}{kind}/AP@s{severity}"] = _mean(at)
         for corruption in corrupted:
-            results[f"{PREFIX}{kind}/AP/{corruption}"] = _mean(v for (c, _), v in values.items() if c == corruption)
+            under = [v for (c, _), v in values.items() if c == corruption]
+            results[f"{PREFIX}{kind}/AP/{corruption}"] = _mean(under)
     return results
 
 
@@ -107,7 +109,9 @@ def write_record(path: str | os.PathLike[str], record: RobustnessRecord) -> None
 def read_summary(path: str | os.PathLike[str]) -> dict[str, float]:
     """The flat summary keys of a ``robustness.json`` (NaN for null); {} when the file does not exist."""
     data = read_record(path)
-    return {} if data is None else {k: math.nan if v is None else float(v) for k, v in data["summary"].items()}
+    if data is None:
+        return {}
+    return {k: math.nan if v is None else float(v) for k, v in data["summary"].items()}
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -122,7 +126,8 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a robustness record (unreadable JSON: {exc})") from None
-    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT or not isinstance(data.get("summary"), dict):
+    if not (isinstance(data, dict) and data.get("format") == RECORD_FORMAT
+            and isinstance(data.get("summary"), dict)):
         raise UserError(f"{path}: not a robustness record of format {RECORD_FORMAT}")
     return data
 

@@ -1,7 +1,8 @@
 """Why models differ: a table and a figure for each of Boundary AP, TIDE's error breakdown and robustness to
 corruptions, drawn from the collected table where its columns are measured (``coco/boundary/*``, ``tide/*``,
 ``robustness/*``; see :mod:`mnc_bench.evaluation`). Tables are blocks for :mod:`mnc_bench.reporting.sections`'
-page; figures are :class:`FigureResult` or :class:`Skipped` like those of :mod:`mnc_bench.reporting.figures`."""
+page; figures are :class:`FigureResult` or :class:`Skipped` like those of
+:mod:`mnc_bench.reporting.figures`."""
 
 from __future__ import annotations
 
@@ -15,8 +16,16 @@ from mnc_bench.evaluation.errors import ERROR_TYPES, SUMMARY_TYPES
 from mnc_bench.reporting.compare import GROUP_COLUMNS, group_label, group_order, group_summaries, numbers
 from mnc_bench.reporting.metrics import Column, mean_std
 from mnc_bench.reporting.render import Block, Heading, Table, Text
-from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, legend_below, legend_height, new_figure,
-                                       save, style)
+from mnc_bench.reporting.style import (
+    PALETTE,
+    FigureResult,
+    Skipped,
+    legend_below,
+    legend_height,
+    new_figure,
+    save,
+    style,
+)
 
 BOUNDARY_PAIRS = (("coco/segm/AP", "coco/boundary/AP"), ("coco/segm/AP50", "coco/boundary/AP50"),
                   ("coco/segm/AP75", "coco/boundary/AP75"))
@@ -54,7 +63,8 @@ def _table(done: pd.DataFrame, columns: list[Column]) -> Table:
 
 
 def _long(done: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
-    """One row per (run, key): group label, the ``keys`` label, value in points; runs without the key dropped."""
+    """One row per (run, key): group label, the ``keys`` label, value in points; runs without the key
+    dropped."""
     multi_suite = done["suite"].nunique() > 1
     frames = []
     for key, label in keys.items():
@@ -92,11 +102,11 @@ def boundary_section(done: pd.DataFrame) -> list[Block]:
         name = mask_key.rsplit("/", 1)[1]
         columns += [_points(mask_key, f"mask {name}"), _points(boundary_key, f"boundary {name}")]
     return [Heading("Boundary AP"), _table(done, columns),
-            Text("Boundary AP (Cheng et al., CVPR 2021): COCO mask AP whose matching IoU is the smaller of mask IoU "
-                 "and boundary IoU, the IoU of the two masks' pixels within 2 % of the image diagonal of their "
-                 "contours (4 px at 128 px). It weighs a mask's outline as much as its interior: a model whose "
-                 "boundary AP falls further below its mask AP draws coarser outlines. Mean ± std over seeds, "
-                 "points.")]
+            Text("Boundary AP (Cheng et al., CVPR 2021): COCO mask AP whose matching IoU is the smaller of "
+                 "mask IoU and boundary IoU, the IoU of the two masks' pixels within 2 % of the image "
+                 "diagonal of their contours (4 px at 128 px). It weighs a mask's outline as much as its "
+                 "interior: a model whose boundary AP falls further below its mask AP draws coarser "
+                 "outlines. Mean ± std over seeds, points.")]
 
 
 def boundary_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipped:
@@ -105,8 +115,8 @@ def boundary_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipped
             "coco/segm/AP75": "mask AP75", "coco/boundary/AP75": "boundary AP75"}
     data = _long(done, keys)
     if not _measured(done, "coco/boundary/AP") or data.empty:
-        return Skipped(name, "no finished run with coco/boundary/AP (score it: mnc-bench rescore SUITE --metric "
-                             "boundary)")
+        return Skipped(name, "no finished run with coco/boundary/AP (score it: mnc-bench rescore SUITE "
+                             "--metric boundary)")
     order = _group_order(data)
     with style():
         fig = new_figure(1.0 + 0.28 * len(order) + legend_height(list(keys.values())))
@@ -115,8 +125,8 @@ def boundary_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipped
                     palette=PALETTE, errorbar=("sd", 1), err_kws={"linewidth": 0.8}, capsize=0.1, ax=ax)
         ax.set(xlabel="points (bars: ± std over seeds)", ylabel="")
         legend_below(ax, list(keys.values()))
-        caption = ("Mask AP and Boundary AP, at all IoU thresholds and at 0.75: mean over seeds; the gap between "
-                   "a model's mask and boundary bars is what its outlines cost.")
+        caption = ("Mask AP and Boundary AP, at all IoU thresholds and at 0.75: mean over seeds; the gap "
+                   "between a model's mask and boundary bars is what its outlines cost.")
         return save(fig, out_dir, name, caption)
 
 
@@ -138,13 +148,13 @@ def tide_section(done: pd.DataFrame) -> list[Block]:
         columns += [_points(key, ERROR_LABELS[key.rsplit("_", 1)[1]], higher_is_better=False)
                     for key in _tide_keys(kind)]
         blocks += [Text(f"{KIND_PLURALS[kind].capitalize()}:"), _table(done, columns)]
-    blocks.append(Text("TIDE (Bolya et al., ECCV 2020), by the authors' tidecv package: how many points of AP50 "
-                       "each kind of error costs, i.e. the AP50 gained when an oracle fixes only that kind: Cls "
-                       "wrong class, Loc right class but 0.1 ≤ IoU < 0.5, Both wrong class and poorly placed, "
-                       "Dupe a second detection of a found object, Bkg a detection of nothing (IoU ≤ 0.1), Miss "
-                       "an object nothing detected. FalsePos and FalseNeg: the AP50 gained by ranking every false "
-                       "positive last, and by removing every missed object. Mean ± std over seeds, points; lower "
-                       "is better."))
+    blocks.append(Text("TIDE (Bolya et al., ECCV 2020), by the authors' tidecv package: how many points of "
+                       "AP50 each kind of error costs, i.e. the AP50 gained when an oracle fixes only that "
+                       "kind: Cls wrong class, Loc right class but 0.1 ≤ IoU < 0.5, Both wrong class and "
+                       "poorly placed, Dupe a second detection of a found object, Bkg a detection of nothing "
+                       "(IoU ≤ 0.1), Miss an object nothing detected. FalsePos and FalseNeg: the AP50 gained "
+                       "by ranking every false positive last, and by removing every missed object. Mean ± "
+                       "std over seeds, points; lower is better."))
     return blocks
 
 
@@ -152,17 +162,18 @@ def tide_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipped:
     name = "tide_errors"
     kinds = [k for k in KIND_LABELS if _measured(done, f"tide/{k}/dAP_loc")]
     if not kinds:
-        return Skipped(name, "no finished run with tide/* columns (score them: mnc-bench rescore SUITE --metric "
-                             "tide)")
-    panels = {kind: _long(done, {f"tide/{kind}/dAP_{e}": ERROR_LABELS[e] for e in ERROR_TYPES}) for kind in kinds}
+        return Skipped(name, "no finished run with tide/* columns (score them: mnc-bench rescore SUITE "
+                             "--metric tide)")
+    panels = {kind: _long(done, {f"tide/{kind}/dAP_{e}": ERROR_LABELS[e] for e in ERROR_TYPES})
+              for kind in kinds}
     groups = _group_order(pd.concat(panels.values(), ignore_index=True))
     with style():
         fig = new_figure(0.3 + 1.6 * len(kinds) + legend_height(groups))
         grid = fig.subplots(len(kinds), 1, squeeze=False, sharex=True)
         for ax, (kind, data) in zip(grid[:, 0], panels.items()):
-            sns.barplot(data=data, x="what", y="value", hue="group", order=[ERROR_LABELS[e] for e in ERROR_TYPES],
-                        hue_order=groups, palette=PALETTE, errorbar=("sd", 1), err_kws={"linewidth": 0.6},
-                        capsize=0.05, ax=ax)
+            sns.barplot(data=data, x="what", y="value", hue="group",
+                        order=[ERROR_LABELS[e] for e in ERROR_TYPES], hue_order=groups, palette=PALETTE,
+                        errorbar=("sd", 1), err_kws={"linewidth": 0.6}, capsize=0.05, ax=ax)
             ax.set(xlabel="", ylabel=f"dAP50, {KIND_PLURALS[kind]} (points)")
             ax.get_legend().remove()
         handles, labels = grid[0, 0].get_legend_handles_labels()
@@ -190,18 +201,19 @@ def robustness_section(done: pd.DataFrame) -> list[Block]:
     if corruptions:
         per = [_points(c, c.rsplit("/", 1)[1].replace("_", " ")) for c in corruptions]
         blocks += [Text("Mask AP per corruption (mean over its severities):"), _table(done, per)]
-    blocks.append(Text("Michaelis et al. 2019: the test images under the 15 corruptions of the imagecorruptions "
-                       "package (noise, blur, weather, digital), applied at test time only. P: AP on the same "
-                       "images clean; mPC: mean AP over the corruptions and severities of the pass; rPC = mPC / "
-                       "P. Each run's robustness.json states its severities, image count and seed. Mean ± std "
-                       "over seeds, points (rPC in %)."))
+    blocks.append(Text("Michaelis et al. 2019: the test images under the 15 corruptions of the "
+                       "imagecorruptions package (noise, blur, weather, digital), applied at test time only. "
+                       "P: AP on the same images clean; mPC: mean AP over the corruptions and severities of "
+                       "the pass; rPC = mPC / P. Each run's robustness.json states its severities, image "
+                       "count and seed. Mean ± std over seeds, points (rPC in %)."))
     return blocks
 
 
 def robustness_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipped:
     name = "robustness"
     if not _measured(done, "robustness/segm/mPC"):
-        return Skipped(name, "no finished run with robustness/* columns (score them: mnc-bench robustness SUITE)")
+        return Skipped(name, "no finished run with robustness/* columns (score them: mnc-bench robustness "
+                             "SUITE)")
     keys = {"robustness/segm/AP_clean": 0, **{f"robustness/segm/AP@s{s}": s for s in SEVERITY_LEVELS}}
     curve = _long(done, {k: str(v) for k, v in keys.items()})
     curve["severity"] = curve["what"].astype(int)
@@ -211,8 +223,8 @@ def robustness_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipp
         fig = new_figure(1.9 + legend_height(groups))
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
         sns.lineplot(data=curve, x="severity", y="value", hue="group", hue_order=groups, palette=PALETTE,
-                     marker="o", markersize=3.5, errorbar=("sd", 1), err_style="bars", err_kws={"capsize": 1.5},
-                     ax=left, legend=False)
+                     marker="o", markersize=3.5, errorbar=("sd", 1), err_style="bars",
+                     err_kws={"capsize": 1.5}, ax=left, legend=False)
         left.set(xlabel="severity (0: clean)", ylabel="mask AP (points)",
                  xticks=sorted(curve["severity"].unique()))
         sns.barplot(data=ratio, x="group", y="value", hue="group", order=groups, hue_order=groups,
@@ -222,8 +234,9 @@ def robustness_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipp
         colors = sns.color_palette(PALETTE, len(groups))
         handles = [right.bar(0, 0, color=c, label=g, width=0) for c, g in zip(colors, groups)]
         fig.legend(handles, groups, loc="outside lower center", ncols=min(3, len(groups)), frameon=False)
-        caption = ("Robustness to corruptions: mask AP vs severity (mean over the corruptions of each severity; 0 "
-                   "is clean) and mask rPC = mPC / clean AP, per model, mean over seeds (bars: ± std).")
+        caption = ("Robustness to corruptions: mask AP vs severity (mean over the corruptions of each "
+                   "severity; 0 is clean) and mask rPC = mPC / clean AP, per model, mean over seeds (bars: ± "
+                   "std).")
         return save(fig, out_dir, name, caption)
 
 

@@ -2,9 +2,9 @@
 
 Columns (the schema ``mnc-bench report`` reads; see the README): suite, run_id, status, failure_reason, config,
 model, seed, variant, ``axis.<key>`` per suite axis, every standard metric key (NaN when not measured) plus the
-suite's extra ``metrics`` and the ``robustness/...`` keys of the runs' ``robustness.json``, batch_size, lr, max_iters, train_time_s, s_per_iter, threads (torch threads of the
-run), peak_mem_mb, params, git_commit, run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>``
-the run was copied from, or empty).
+suite's extra ``metrics`` and the ``robustness/...`` keys of the runs' ``robustness.json``, batch_size, lr,
+max_iters, train_time_s, s_per_iter, threads (torch threads of the run), peak_mem_mb, params, git_commit,
+run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>`` the run was copied from, or empty).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
             if key not in axes:
                 axes.append(key)
         rows.append(row)
-    robustness = sorted({key for row in rows for key in row if key.startswith(ROBUSTNESS_PREFIX)} - set(metrics),
-                        key=robustness_order)
+    found = {key for row in rows for key in row if key.startswith(ROBUSTNESS_PREFIX)}
+    robustness = sorted(found - set(metrics), key=robustness_order)
     metrics += robustness
     columns = LEADING + [f"axis.{key}" for key in axes] + metrics + TRAILING
     table = pd.DataFrame(rows, columns=columns)
@@ -109,7 +109,8 @@ def robustness_order(key: str) -> tuple:
         rank = (1, name)
     else:
         corruption = name.removeprefix("AP/")
-        rank = (2, CORRUPTIONS.index(corruption) if corruption in CORRUPTIONS else len(CORRUPTIONS), corruption)
+        known = CORRUPTIONS.index(corruption) if corruption in CORRUPTIONS else len(CORRUPTIONS)
+        rank = (2, known, corruption)
     return (kind != "segm", kind, rank)
 
 

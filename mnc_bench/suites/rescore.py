@@ -1,6 +1,6 @@
 """``mnc-bench rescore SUITE --metric boundary tide``: add metric families computed from saved predictions
-(Boundary AP, TIDE) to the ``metrics.json`` of every finished run of a suite, without running a model: each run's
-``predictions.json`` is scored against its test annotation file (``run.json``'s ``test_ann_file``)."""
+(Boundary AP, TIDE) to the ``metrics.json`` of every finished run of a suite, without running a model: each
+run's ``predictions.json`` is scored against its test annotation file (``run.json``'s ``test_ann_file``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ FAMILIES = tuple(ON_REQUEST.values())
 
 def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = "results",
                   echo: Callable[[str], None] = print) -> str:
-    """Score the finished runs of ``suite`` with ``families`` (of :data:`FAMILIES`) and merge the keys into their
-    metrics.json; ``echo`` gets one line per run as it is done, and the lines are returned."""
+    """Score the finished runs of ``suite`` with ``families`` (of :data:`FAMILIES`) and merge the keys into
+    their metrics.json; ``echo`` gets one line per run as it is done, and the lines are returned."""
     from mnc_bench.evaluation import evaluate
     from mnc_bench.suites.commands import suite_results_dir
     from mnc_bench.suites.status import ordered_run_dirs
@@ -38,7 +38,8 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
         try:
             if not predictions.is_file():
                 raise UserError(f"{predictions} not found")
-            added = evaluate(run["test_ann_file"], predictions, metric=list(families), iou_type=("segm", "bbox"))
+            added = evaluate(run["test_ann_file"], predictions, metric=list(families),
+                             iou_type=("segm", "bbox"))
         except UserError as exc:
             lines.append(f"{label}: not scored: {one_line(exc)}")
             echo(lines[-1])

@@ -1,7 +1,7 @@
-"""``mnc-bench robustness SUITE``: a corrupted test pass (:mod:`mnc_bench.robustness`) of every finished run of a
-suite, from its checkpoint and resolved options, without retraining; each writes ``robustness.json`` into its run
-folder, which ``collect`` turns into ``robustness/...`` columns. A run whose record has the same settings is
-skipped, so an interrupted command resumes; a run that fails is reported and the others go on."""
+"""``mnc-bench robustness SUITE``: a corrupted test pass (:mod:`mnc_bench.robustness`) of every finished run
+of a suite, from its checkpoint and resolved options, without retraining; each writes ``robustness.json`` into
+its run folder, which ``collect`` turns into ``robustness/...`` columns. A run whose record has the same
+settings is skipped, so an interrupted command resumes; a run that fails is reported and the others go on."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from typing import Any
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.robustness import RECORD_FILE, PassSettings, read_record, write_record
-from mnc_bench.robustness import PassRequest, corrupted_pass, progress_bar
+from mnc_bench.robustness import PassRequest, ProgressBar, corrupted_pass
 from mnc_bench.suites.rundir import RunDir
 
 WORK_FOLDER = "robustness"  # mmengine's work dir of the pass inside the run folder (its logs)
 
 
-def suite_robustness(suite: str, request: PassRequest, *, results: str | Path = "results", rerun: bool = False,
-                     echo: Callable[[str], None] = print) -> str:
+def suite_robustness(suite: str, request: PassRequest, *, results: str | Path = "results",
+                     rerun: bool = False, echo: Callable[[str], None] = print) -> str:
     """Score every finished run of ``suite`` (latest plan) under ``request``; returns a per-run summary."""
     from mnc_bench.suites.commands import suite_results_dir
     from mnc_bench.suites.status import ordered_run_dirs
@@ -70,7 +70,7 @@ def _score(run_dir: RunDir, run: dict[str, Any], settings: PassSettings):
     checkpoint = latest_good_checkpoint(run_dir.work_dir)
     if checkpoint is None:
         raise UserError(f"{run_dir.work_dir}: no whole checkpoint (it may have been deleted)")
-    with progress_bar() as progress:
+    with ProgressBar() as progress:
         record = corrupted_pass(run["config"], checkpoint, settings, work_dir=run_dir.path / WORK_FOLDER,
                                 cfg_options=dict(run.get("cfg_options") or {}), progress=progress)
     write_record(run_dir.file(RECORD_FILE), record)
