@@ -118,3 +118,11 @@ def test_without_the_columns_nothing_is_shown_and_the_figures_say_why(reports):
     assert "rescore SUITE --metric boundary" in reasons["boundary_ap"]
     assert "rescore SUITE --metric tide" in reasons["tide_errors"]
     assert "mnc-bench robustness SUITE" in reasons["robustness"]
+
+
+def test_a_tide_dap_is_better_lower_when_compared():
+    from mnc_bench.reporting.metrics import column
+
+    assert not column("tide/segm/dAP_loc").higher_is_better
+    assert column("tide/segm/base_AP50").higher_is_better and column("coco/boundary/AP").higher_is_better
+    assert column("robustness/segm/rPC").scale == 100.0

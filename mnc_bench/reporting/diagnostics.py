@@ -6,6 +6,7 @@ page; figures are :class:`FigureResult` or :class:`Skipped` like those of
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +17,8 @@ from mnc_bench.evaluation.errors import ERROR_TYPES, SUMMARY_TYPES
 from mnc_bench.reporting.compare import GROUP_COLUMNS, group_label, group_order, group_summaries, numbers
 from mnc_bench.reporting.metrics import Column, mean_std
 from mnc_bench.reporting.render import Block, Heading, Table, Text
-from mnc_bench.reporting.style import (
-    PALETTE,
-    FigureResult,
-    Skipped,
-    legend_below,
-    legend_height,
-    new_figure,
-    save,
-    style,
-)
+from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, legend_columns,
+                                       legend_height, new_figure, save, style)
 
 BOUNDARY_PAIRS = (("coco/segm/AP", "coco/boundary/AP"), ("coco/segm/AP50", "coco/boundary/AP50"),
                   ("coco/segm/AP75", "coco/boundary/AP75"))
@@ -34,6 +27,7 @@ ERROR_LABELS = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupe": "Dupe", "bkg
 KIND_LABELS = {"segm": "mask", "bbox": "box"}
 KIND_PLURALS = {"segm": "masks", "bbox": "boxes"}
 SEVERITY_LEVELS = (1, 2, 3, 4, 5)
+LABEL_WIDTH = 24  # characters per line of a model label beside a bar
 
 
 def _points(key: str, label: str, higher_is_better: bool = True) -> Column:
@@ -84,6 +78,17 @@ def _long(done: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
     return data
 
 
+def _wrapped(data: pd.DataFrame) -> pd.DataFrame:
+    """Long group labels (suite: model [variant]) wrapped: bars beside them keep the figure's width."""
+    return data.assign(group=data["group"].map(lambda label: textwrap.fill(label, LABEL_WIDTH)))
+
+
+def _rows_height(labels: list[str], bars: int) -> float:
+    """Inches for one row of ``bars`` horizontal bars per label, each row as tall as the longest label."""
+    lines = max((label.count("\n") + 1 for label in labels), default=1)
+    return len(labels) * max(0.06 * bars + 0.05, 0.1 * lines)
+
+
 def _group_order(data: pd.DataFrame) -> list[str]:
     """The group labels of ``data`` in the report's row order."""
     labels = dict(zip(data["key"], data["group"]))
@@ -117,14 +122,17 @@ def boundary_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipped
     if not _measured(done, "coco/boundary/AP") or data.empty:
         return Skipped(name, "no finished run with coco/boundary/AP (score it: mnc-bench rescore SUITE "
                              "--metric boundary)")
+    data = _wrapped(data)
     order = _group_order(data)
     with style():
-        fig = new_figure(1.0 + 0.28 * len(order) + legend_height(list(keys.values())))
+        fig = new_figure(0.6 + _rows_height(order, 4) + legend_height(list(keys.values())))
         ax = fig.subplots()
         sns.barplot(data=data, y="group", x="value", hue="what", order=order, hue_order=list(keys.values()),
                     palette=PALETTE, errorbar=("sd", 1), err_kws={"linewidth": 0.8}, capsize=0.1, ax=ax)
         ax.set(xlabel="points (bars: ± std over seeds)", ylabel="")
-        legend_below(ax, list(keys.values()))
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+        fig.legend(handles, labels, loc="outside lower center", ncols=legend_columns(labels), frameon=False)
         caption = ("Mask AP and Boundary AP, at all IoU thresholds and at 0.75: mean over seeds; the gap "
                    "between a model's mask and boundary bars is what its outlines cost.")
         return save(fig, out_dir, name, caption)
@@ -164,23 +172,25 @@ def tide_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipped:
     if not kinds:
         return Skipped(name, "no finished run with tide/* columns (score them: mnc-bench rescore SUITE "
                              "--metric tide)")
-    panels = {kind: _long(done, {f"tide/{kind}/dAP_{e}": ERROR_LABELS[e] for e in ERROR_TYPES})
+    panels = {kind: _wrapped(_long(done, {f"tide/{kind}/dAP_{e}": ERROR_LABELS[e] for e in ERROR_TYPES}))
               for kind in kinds}
     groups = _group_order(pd.concat(panels.values(), ignore_index=True))
+    types = [ERROR_LABELS[e] for e in ERROR_TYPES]
+    panel_height = 0.45 + _rows_height(groups, len(types))
     with style():
-        fig = new_figure(0.3 + 1.6 * len(kinds) + legend_height(groups))
+        fig = new_figure(panel_height * len(kinds) + legend_height(types))
         grid = fig.subplots(len(kinds), 1, squeeze=False, sharex=True)
         for ax, (kind, data) in zip(grid[:, 0], panels.items()):
-            sns.barplot(data=data, x="what", y="value", hue="group",
-                        order=[ERROR_LABELS[e] for e in ERROR_TYPES], hue_order=groups, palette=PALETTE,
-                        errorbar=("sd", 1), err_kws={"linewidth": 0.6}, capsize=0.05, ax=ax)
-            ax.set(xlabel="", ylabel=f"dAP50, {KIND_PLURALS[kind]} (points)")
+            sns.barplot(data=data, y="group", x="value", hue="what", order=groups, hue_order=types,
+                        palette=PALETTE, errorbar=("sd", 1), err_kws={"linewidth": 0.6}, capsize=0.1, ax=ax)
+            ax.set(ylabel="", xlabel="", title=f"{KIND_PLURALS[kind]}")
             ax.get_legend().remove()
+        grid[-1, 0].set_xlabel("dAP50 (points; bars: ± std over seeds)")
         handles, labels = grid[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(groups)), frameon=False)
-        caption = ("TIDE error breakdown: AP50 points each error type costs"
+        fig.legend(handles, labels, loc="outside lower center", ncols=legend_columns(types), frameon=False)
+        caption = ("TIDE error breakdown: the AP50 points each error type costs, one group of bars per model"
                    + (" (masks top, boxes bottom)" if len(kinds) == 2 else f" ({KIND_PLURALS[kinds[0]]})")
-                   + ", one bar per model, mean over seeds (bars: ± std).")
+                   + ", mean over seeds.")
         return save(fig, out_dir, name, caption)
 
 
@@ -215,12 +225,13 @@ def robustness_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipp
         return Skipped(name, "no finished run with robustness/* columns (score them: mnc-bench robustness "
                              "SUITE)")
     keys = {"robustness/segm/AP_clean": 0, **{f"robustness/segm/AP@s{s}": s for s in SEVERITY_LEVELS}}
-    curve = _long(done, {k: str(v) for k, v in keys.items()})
+    curve = _wrapped(_long(done, {k: str(v) for k, v in keys.items()}))
     curve["severity"] = curve["what"].astype(int)
-    ratio = _long(done, {"robustness/segm/rPC": "rPC"})
+    ratio = _wrapped(_long(done, {"robustness/segm/rPC": "rPC"}))
     groups = _group_order(pd.concat([curve, ratio], ignore_index=True))
     with style():
-        fig = new_figure(1.9 + legend_height(groups))
+        lines = max((label.count("\n") + 1 for label in groups), default=1)
+        fig = new_figure(1.9 + lines * legend_height(groups))
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
         sns.lineplot(data=curve, x="severity", y="value", hue="group", hue_order=groups, palette=PALETTE,
                      marker="o", markersize=3.5, errorbar=("sd", 1), err_style="bars",
@@ -233,7 +244,7 @@ def robustness_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skipp
         right.set(xlabel="", ylabel="mask rPC (%)", xticks=[])
         colors = sns.color_palette(PALETTE, len(groups))
         handles = [right.bar(0, 0, color=c, label=g, width=0) for c, g in zip(colors, groups)]
-        fig.legend(handles, groups, loc="outside lower center", ncols=min(3, len(groups)), frameon=False)
+        fig.legend(handles, groups, loc="outside lower center", ncols=legend_columns(groups), frameon=False)
         caption = ("Robustness to corruptions: mask AP vs severity (mean over the corruptions of each "
                    "severity; 0 is clean) and mask rPC = mPC / clean AP, per model, mean over seeds (bars: ± "
                    "std).")
