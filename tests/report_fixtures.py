@@ -31,7 +31,7 @@ METRIC_OFFSETS = {  # key -> offset from mask AP (so every column differs)
     "proposals/AR@100": 0.15,
     # Boundary AP, TIDE's dAP (small, positive) and robustness (mnc-bench rescore / robustness)
     "coco/boundary/AP": -0.12, "coco/boundary/AP50": 0.05, "coco/boundary/AP75": -0.2,
-    **{f"tide/{kind}/dAP_{e}": -0.36 + 0.02 * k for kind in ("segm", "bbox")
+    **{f"tide/{kind}/dAP_{e}": -0.25 + 0.015 * k for kind in ("segm", "bbox")
        for k, e in enumerate(("cls", "loc", "both", "dupe", "bkg", "miss"))},
     "robustness/segm/AP_clean": 0.0, "robustness/segm/mPC": -0.15, "robustness/segm/rPC": 0.2,
     **{f"robustness/segm/AP@s{s}": -0.05 * s for s in (1, 3, 5)},
