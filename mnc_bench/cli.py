@@ -568,8 +568,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnc-bench",
-        description="Benchmark and ablation harness for instance segmentation: MNC, Mask R-CNN and PANet "
-        "on one training and evaluation path.",
+        description="Benchmark and ablation harness for instance segmentation: MNC beside Mask R-CNN, PANet, "
+        "Cascade Mask R-CNN, HTC, SOLOv2 and Mask2Former on one training and evaluation path.",
     )
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (bad config, dataset, argument) too")
