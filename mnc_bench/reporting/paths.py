@@ -67,6 +67,11 @@ class PathDisplay:
                 return RESULTS if rest == "." else f"{RESULTS}/{rest}"
         return f"{OUTSIDE}/{absolute.name}"
 
+    def recorded(self, path: str | os.PathLike[str]) -> str:
+        """A path another command wrote down (a run's config, a bench file's config or checkpoint): a relative
+        one is relative to the checkout it ran in and prints as it is; an absolute one as :meth:`path`."""
+        return PurePath(path).as_posix() if not PurePath(path).is_absolute() else self.path(path)
+
     def text(self, text: str) -> str:
         """``text`` (a failure reason, a skipped figure's reason) with every absolute path under a known folder
         printed as :meth:`path` prints it (longest folders first, so a results root inside the checkout reads
@@ -76,8 +81,6 @@ class PathDisplay:
             text = pattern.sub(lambda m: self.path(str(root) + (m.group("rest") or "")), text)
         return text
 
-    def paths(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-        return [self.path(p) for p in paths]
 
 
 def shell_join(parts: Iterable[str]) -> str:

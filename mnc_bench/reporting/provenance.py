@@ -67,7 +67,7 @@ def _train_command(run: pd.Series, display: PathDisplay) -> str:
     if isinstance(meta, dict):
         config = meta.get("config", config)
         options = meta.get("cfg_options") if isinstance(meta.get("cfg_options"), dict) else {}
-    parts = ["mnc-bench", "train", display.path(str(config)), "--seed", str(run["seed"])]
+    parts = ["mnc-bench", "train", display.recorded(str(config)), "--seed", str(run["seed"])]
     if options:
         parts += ["--cfg-options", *(_option(k, v) for k, v in sorted(options.items()))]
     return shell_join(parts)
@@ -98,11 +98,11 @@ def _bench_command(bench: pd.DataFrame, source: Path, display: PathDisplay) -> l
     """The ``bench models`` command as far as its results file records it: configs and trained weights."""
     command = ["mnc-bench", "bench", "models"]
     if "config" in bench:
-        command += ["--configs", *display.paths(bench["config"].astype(str))]
+        command += ["--configs", *(display.recorded(c) for c in bench["config"].astype(str))]
     if {"weights", "checkpoint"} <= set(bench.columns):
         trained = bench[bench["weights"] == "checkpoint"]
         if len(trained):
-            command += ["--checkpoint", *(f"{m}={display.path(str(c))}"
+            command += ["--checkpoint", *(f"{m}={display.recorded(str(c))}"
                                           for m, c in zip(trained["model"], trained["checkpoint"]))]
     return command + ["--json", display.path(source)]
 

@@ -69,7 +69,8 @@ def choose_models(done: pd.DataFrame, metric: str, baselines: list[str], names: 
         return ModelChoice(list(dict.fromkeys(chosen)), "as chosen (--qualitative-models)")
     scores = _model_scores(done, metric)
     by_score = sorted(models, key=lambda m: (-scores[m], m))
-    order = [b for b in dict.fromkeys(baselines) if b in models]
+    leading = [b for b in dict.fromkeys(baselines) if b in models]
+    order = list(leading)
     families: set[str] = set()
     for model in by_score:  # the first of a family in score order is its best
         if names.family(model) not in families:
@@ -77,9 +78,9 @@ def choose_models(done: pd.DataFrame, metric: str, baselines: list[str], names: 
             order += [] if model in order else [model]
     order += [m for m in by_score if m not in order]
     label = column(metric).label
-    how = (f"the baseline first, then the best model of each family by {label}, then the others by {label}"
-           if any(b in models for b in baselines) else
-           f"the best model of each family by {label} first, then the others by {label}")
+    first = "the baselines" if len(leading) > 1 else "the baseline"
+    how = (f"{first} first, then the best model of each family by {label}, then the others by {label}" if leading
+           else f"the best model of each family by {label} first, then the others by {label}")
     return ModelChoice(order, how)
 
 

@@ -185,7 +185,9 @@ def write_report(
     for key in unused_keys(widths, tables):
         raise UserError(f"--table-width {key}={widths[key].name}: names no table of this report "
                         f"(tables: {', '.join(tables) or 'none'})")
-    baselines = [b.model for b in a.baselines.values() if b is not None]
+    # A suite of one model has no baseline to speak of: the grid starts with the baselines of comparisons.
+    compared = set(a.done.groupby("suite")["model"].nunique().loc[lambda n: n > 1].index) if len(a.done) else set()
+    baselines = [b.model for suite, b in sorted(a.baselines.items()) if b is not None and suite in compared]
     choice = choose_models(a.done, a.metric, baselines, a.names, list(qualitative_models or []))
     display = PathDisplay.of(results_dir, inputs.runs)
     published = load_published()
