@@ -480,15 +480,16 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="bench results for GFLOPs and ms/img; skipped when absent (default results/bench/models.json)")
     p.add_argument("--no-figures", action="store_true", help="text and tables only (seconds instead of a minute)")
     p.add_argument("--table-width", nargs="+", action="extend", metavar="[TABLE=]WIDTH",
-                   help="print width of the LaTeX tables: column (3.25 in, the default) or text (6.875 in, table*); "
-                   "TABLE= limits it to tables whose file stem is or starts with TABLE, e.g. main_coco=text, "
-                   "ablation=text")
+                   help="print width of the LaTeX tables: column (3.25 in, the default) or text (6.875 in, "
+                   "table*); TABLE= limits it to tables whose file stem is or starts with TABLE, e.g. "
+                   "main_coco=text, ablation=text")
     p.add_argument("--display-name", nargs="+", action="extend", metavar="MODEL=NAME",
-                   help="name printed for a model (config stem or pattern such as 'mnc_*') in tables, figures "
-                   "and the qualitative grid, instead of the built-in one")
+                   help="name printed for a model (config stem or pattern such as 'mnc_*') in tables, "
+                   "figures and the qualitative grid, instead of the built-in one")
     p.add_argument("--qualitative-models", nargs="+", metavar="MODEL",
-                   help="models of the qualitative grid, in order (default: the baseline, then the best model of "
-                   "each family, then the others; models past one figure's width go on in further figures)")
+                   help="models of the qualitative grid, in order (default: the baseline, then the best "
+                   "model of each family, then the others; models past one figure's width go on in further "
+                   "figures)")
     p.set_defaults(handler=_cmd_report)
 
 

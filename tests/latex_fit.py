@@ -1,10 +1,10 @@
-"""Typeset LaTeX tables with pdflatex and measure them (test helper): per table, the width of each tabular, the
-overfull boxes and the errors of the log.
+"""Typeset LaTeX tables with pdflatex and measure them (test helper): per table, the width of each tabular,
+the overfull boxes and the errors of the log.
 
 Each table is ``\\input`` into a page of a 10 pt document: a two-column paper with CVPR/ICCV's text width
-(6.875 in) and a 3.25 in column, or a one-column article with 1 in margins (6.5 in of text). The font is Computer
-Modern, LaTeX's default: its digits are as wide as Times's (0.5 em) and its letters wider, so a table that fits
-here fits a Times paper too.
+(6.875 in) and a 3.25 in column, or a one-column article with 1 in margins (6.5 in of text). The font is
+Computer Modern, LaTeX's default: its digits are as wide as Times's (0.5 em) and its letters wider, so a table
+that fits here fits a Times paper too.
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ def typeset(tables: dict[str, str], document: str, workdir: Path) -> dict[str, T
         (workdir / f"table{i}.tex").write_text(text, encoding="utf-8")
         body.append(rf"\typeout{{TABLE-BEGIN {name}}}\input{{table{i}.tex}}\clearpage")
     (workdir / "doc.tex").write_text(
-        DOCUMENTS[document] + "\n" + MEASURE + "\\begin{document}\n" + "\n".join(body) + "\n\\end{document}\n",
+        "\n".join([DOCUMENTS[document], MEASURE, r"\begin{document}", *body, r"\end{document}", ""]),
         encoding="utf-8")
     env = {**os.environ, "max_print_line": "100000"}  # log lines unwrapped
-    subprocess.run([find_pdflatex() or "pdflatex", "-interaction=nonstopmode", "doc.tex"], cwd=workdir, env=env,
-                   capture_output=True, timeout=120, check=False)
+    subprocess.run([find_pdflatex() or "pdflatex", "-interaction=nonstopmode", "doc.tex"], cwd=workdir,
+                   env=env, capture_output=True, timeout=120, check=False)
     log = (workdir / "doc.log").read_text(encoding="utf-8", errors="replace")
     out = {}
     parts = re.split(r"^TABLE-BEGIN (.+)$", log, flags=re.M)

@@ -170,7 +170,7 @@ def test_latex_tables_balance(fixture_report, name):
     header, rows = body.split(r"\midrule", 1)
     assert _tex_cells(header.strip()) == columns
     lines = [line for line in rows.strip().splitlines() if line.strip()]
-    cells = [line for line in lines if not line.startswith(r"\multicolumn")]  # setting headings span the table
+    cells = [line for line in lines if not line.startswith(r"\multicolumn")]  # headings span the table
     assert cells and all(_tex_cells(line) == columns and line.rstrip().endswith(r"\\") for line in cells)
     assert all(line.startswith(rf"\multicolumn{{{columns}}}") for line in lines if line not in cells)
     assert tex.count("{") == tex.count(r"\{") + tex.count("}") - tex.count(r"\}")  # braces pair up
@@ -210,7 +210,7 @@ def test_figures_are_valid_sized_and_not_blank(fixture_report, name):
 
 
 def _pdf_fonts(pdf: bytes) -> tuple[list[float], set[bytes]]:
-    """The size of every text run (the ``Tf`` operator of each content stream) and the font subtypes of a PDF."""
+    """The size of every text run (``Tf`` operators of the content streams) and the font subtypes of a PDF."""
     sizes = []
     for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, flags=re.S):
         try:
@@ -227,7 +227,7 @@ def test_figure_text_is_legible_at_print_size_and_embedded_as_truetype(fixture_r
     pdf = (out / "figures" / f"{name}.pdf").read_bytes()
     sizes, subtypes = _pdf_fonts(pdf)
     assert sizes and min(sizes) >= 7.0, sorted(set(sizes))
-    # TrueType programs (FontFile2; CIDFontType2 is TrueType in a composite font), no Type 3 (glyphs as drawings)
+    # TrueType programs (FontFile2; CIDFontType2 is TrueType in a composite font); no Type 3 (glyphs drawn)
     assert subtypes & {b"TrueType", b"CIDFontType2"} and b"Type3" not in subtypes and b"/FontFile2" in pdf
     width = float(re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)", pdf).group(1))
     assert width == pytest.approx((6.875 if name.endswith("_textwidth") else 3.25) * 72)

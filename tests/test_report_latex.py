@@ -28,10 +28,13 @@ UNFITTED_COCO = r"""\begin{table}[t]
 \label{tab:cascades_vs_unified-coco}
 \begin{tabular}{lrrlrlrlrlrlrl}
 \toprule
-method & $n$ & AP & $\pm$ & AP$_{50}$ & $\pm$ & AP$_{75}$ & $\pm$ & AP$_S$ & $\pm$ & AP$_M$ & $\pm$ & AP$_L$ & $\pm$ \\
+method & $n$ & AP & $\pm$ & AP$_{50}$ & $\pm$ & AP$_{75}$ & $\pm$
+  & AP$_S$ & $\pm$ & AP$_M$ & $\pm$ & AP$_L$ & $\pm$ \\
 \midrule
-cascade\_mask\_rcnn\_shapes & 3 & 59.1 & $\pm$0.9 & \textbf{75.8} & $\pm$1.2 & \textbf{65.4} & $\pm$1.2 & 50.5 & $\pm$0.9 & \textbf{71.4} & $\pm$0.9 & 62.1 & $\pm$3.1 \\
-mask2former\_shapes & 3 & 11.1 & $\pm$0.2 & 15.8 & $\pm$0.3 & 11.5 & $\pm$0.4 & 7.9 & $\pm$0.8 & 17.8 & $\pm$0.9 & 59.9 & $\pm$12.9 \\
+cascade\_mask\_rcnn\_shapes & 3 & 59.1 & $\pm$0.9 & \textbf{75.8} & $\pm$1.2 & \textbf{65.4} & $\pm$1.2
+  & 50.5 & $\pm$0.9 & \textbf{71.4} & $\pm$0.9 & 62.1 & $\pm$3.1 \\
+mask2former\_shapes & 3 & 11.1 & $\pm$0.2 & 15.8 & $\pm$0.3 & 11.5 & $\pm$0.4
+  & 7.9 & $\pm$0.8 & 17.8 & $\pm$0.9 & 59.9 & $\pm$12.9 \\
 \bottomrule
 \end{tabular}
 \end{table}
@@ -40,8 +43,8 @@ mask2former\_shapes & 3 & 11.1 & $\pm$0.2 & 15.8 & $\pm$0.3 & 11.5 & $\pm$0.4 & 
 
 def _pdflatex() -> None:
     if find_pdflatex() is None:
-        pytest.skip("pdflatex is not installed: Debian's `texlive-latex-recommended` package (.ci/run installs it "
-                    "where it can)")
+        pytest.skip("pdflatex is not installed: Debian's `texlive-latex-recommended` package (.ci/run "
+                    "installs it where it can)")
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +110,8 @@ def test_layouts_per_width(fixture_tables):
     assert r"AP$_S$, AP$_M$, AP$_L$: in the text-width table" in column
     for tex in (column, text):
         rows = [line.split(" & ")[0] for line in tex.splitlines() if " & " in line][1:]
-        assert rows == [DISPLAY_NAMES[m] for m in ("mask_rcnn_shapes", "mnc_3stage_shapes", "mnc_5stage_shapes",
-                                                   "panet_shapes")]
+        models = ("mask_rcnn_shapes", "mnc_3stage_shapes", "mnc_5stage_shapes", "panet_shapes")
+        assert rows == [DISPLAY_NAMES[m] for m in models]
         assert re.search(r" & \d+\.\d\\,\{\\scriptsize\$\\pm\$\d+\.\d+\} ", tex)  # mean and spread, one cell
     ablation = fixture_tables["column"]["ablation_model_cascade_stage3_labels"]
     assert r"\multicolumn{3}{@{}l@{}}{\emph{MNC 3-stage}} \\" in ablation  # a setting heads its rows
@@ -123,15 +126,18 @@ def _report(results: Path, out: Path, widths: list[str]):
 
 def _floats(out: Path) -> dict[str, str]:
     """File stem -> the float each table is set in: table (one column) or table* (the text width)."""
-    return {p.stem: re.match(r"\\begin\{(table\*?)\}", p.read_text()).group(1) for p in (out / "tables").glob("*.tex")}
+    return {p.stem: re.match(r"\\begin\{(table\*?)\}", p.read_text()).group(1)
+            for p in (out / "tables").glob("*.tex")}
 
 
 def test_table_width_option_chooses_per_table(fixture_results, tmp_path):
     floats = _floats(_report(fixture_results, tmp_path / "a", ["main_coco=text"]).out)
     assert floats["main_coco_mnc_vs_successors"] == floats["main_coco_stage3_labels"] == "table*"
-    assert floats["main_voc_mnc_mnc_vs_successors"] == floats["ablation_model_cascade_stage3_labels"] == "table"
+    assert floats["main_voc_mnc_mnc_vs_successors"] == "table"
+    assert floats["ablation_model_cascade_stage3_labels"] == "table"
     floats = _floats(_report(fixture_results, tmp_path / "b", ["text", "ablation=column"]).out)
-    assert floats["main_voc_sds_stage3_labels"] == "table*" and floats["ablation_model_cascade_stage3_labels"] == "table"
+    assert floats["main_voc_sds_stage3_labels"] == "table*"
+    assert floats["ablation_model_cascade_stage3_labels"] == "table"
     text = (tmp_path / "b" / "report.md").read_text()
     assert "--table-width text ablation=column" in text  # the command in the provenance
     assert "`tables/main_coco_stage3_labels.tex` (text width)" in text

@@ -59,7 +59,8 @@ def _with_bench(summaries: dict[GroupKey, dict[str, Summary]], bench: pd.DataFra
 
 def analyse(inputs: Inputs, metric: str, baseline: str | None,
             display_name_overrides: Mapping[str, str] | None = None) -> Analysis:
-    """UserError when ``metric``, ``baseline`` or a display-name override names nothing in a non-empty table."""
+    """UserError when ``metric``, ``baseline`` or a display-name override names nothing in a non-empty table.
+    """
     runs, done = inputs.runs, inputs.done
     if not done.empty:
         metric = resolve_metric(metric, [c for c in runs.columns if is_metric_key(c)])

@@ -110,10 +110,6 @@ class Baseline:
     def key(self) -> GroupKey:
         return (self.suite, self.model, self.variant)
 
-    @property
-    def label(self) -> str:
-        return group_label(self.model, self.variant)
-
 
 def resolve_baselines(done: pd.DataFrame, name: str | None) -> dict[str, Baseline | None]:
     """The baseline group of each suite: ``name`` is a model or a 'model [variant]' label; without one, the
@@ -159,10 +155,6 @@ class Row:
     summary: Summary
     comparison: Comparison | None
 
-    @property
-    def label(self) -> str:
-        return group_label(self.model, self.variant)
-
 
 def numbers(values: pd.Series) -> pd.Series:
     """A column as float64 with NaN for anything missing or not a number (collect writes nullable Int64)."""
@@ -193,8 +185,8 @@ def baseline_rows(done: pd.DataFrame, metric: str, baselines: dict[str, Baseline
 
 @dataclass(frozen=True)
 class AblationRow:
-    """One value of an ablation axis within one setting: the suite (when several have the axis), the model (when
-    several) and the other axes' values, held fixed."""
+    """One value of an ablation axis within one setting: the suite (when several have the axis), the model
+    (when several) and the other axes' values, held fixed."""
 
     suite: str  # '' when one suite has the axis
     model: str  # '' when the suite has one model
@@ -248,8 +240,8 @@ def ablation(done: pd.DataFrame, axis: str, axes: list[str], metric: str) -> Abl
                 group = ctx[texts == value]
                 current = _values(group, metric)
                 comparison = None if i == 0 else compare(current, reference)
-                rows.append(AblationRow(shown_suite, shown_model, setting, value,
-                                        Row(suite, model, group["variant"].iloc[0], summarize(current), comparison)))
+                row = Row(suite, model, group["variant"].iloc[0], summarize(current), comparison)
+                rows.append(AblationRow(shown_suite, shown_model, setting, value, row))
     return Ablation(axis, rows)
 
 

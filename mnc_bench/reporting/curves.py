@@ -43,8 +43,8 @@ def read_scalars(path: Path) -> pd.DataFrame | None:
 
 
 def load_curves(done: pd.DataFrame, names: DisplayNames) -> tuple[pd.DataFrame, list[str]]:
-    """Every finished run's curves with its suite, model and legend label (the model's display name); and the run
-    ids that have none."""
+    """Every finished run's curves with its suite, model and legend label (the model's display name); and the
+    run ids that have none."""
     frames, missing = [], []
     for suite, runs in done.groupby("suite", sort=True):
         with_model = runs["model"].nunique() > 1

@@ -1,6 +1,6 @@
-"""The ablation and speed figures: AP vs cascade depth, loss-weight heatmap, AP vs proposal quality, one figure
-per other ablation axis, speed vs accuracy. Each returns a :class:`FigureResult`, or :class:`Skipped` with the
-reason when its data is absent."""
+"""The ablation and speed figures: AP vs cascade depth, loss-weight heatmap, AP vs proposal quality, one
+figure per other ablation axis, speed vs accuracy. Each returns a :class:`FigureResult`, or :class:`Skipped`
+with the reason when its data is absent."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def _find(axes: list[str], *needles: str) -> list[str]:
 
 
 def _setting(data: pd.DataFrame, columns: list[str], names: DisplayNames) -> pd.Series:
-    """A text label of the values of ``columns`` per row ('' when there are none); model (its display name) and
-    suite included when they vary, so rows of different models or suites are never pooled into one point."""
+    """A text label of the values of ``columns`` per row ('' when there are none); model (its display name)
+    and suite included when they vary, so rows of different models or suites are never pooled into one point.
+    """
     cols = [c for c in ("suite", "model") if data[c].nunique() > 1] + columns
     if not cols:
         return pd.Series("", index=data.index)

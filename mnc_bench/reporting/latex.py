@@ -1,10 +1,10 @@
 r"""Booktabs tables ready to paste, each made to fit a declared print width (:mod:`venue`): one column of a
 two-column paper (3.25 in, ``table``) or its text width (6.875 in, ``table*``).
 
-Layouts: the COCO table of the Mask R-CNN / PANet papers (AP, AP50, AP75 at column width, plus APs, APm, APl at
-text width), the VOC table of the MNC paper (mAP^r@0.5, mAP^r@0.7, time), and one table per ablation axis with
-the rows of each setting under a heading row. A mean and its spread share a cell, the spread in small type
-(``59.1\,{\scriptsize$\pm$0.9}``); the tables need ``\usepackage{booktabs}`` only.
+Layouts: the COCO table of the Mask R-CNN / PANet papers (AP, AP50, AP75 at column width, plus APs, APm, APl
+at text width), the VOC table of the MNC paper (mAP^r@0.5, mAP^r@0.7, time), and one table per ablation axis
+with the rows of each setting under a heading row. A mean and its spread share a cell, the spread in small
+type (``59.1\,{\scriptsize$\pm$0.9}``); the tables need ``\usepackage{booktabs}`` only.
 
 pandas' ``Styler.to_latex`` sets neither a font size, nor the column spacing, nor a heading row spanning the
 columns, so the tabular is written here. The tests compile every table with pdflatex and measure it.
@@ -42,8 +42,8 @@ class Typesetting:
 
 TYPESETTING = {COLUMN.name: Typesetting(r"\footnotesize", 8.0, 3.0, 1.25),
                TEXT.name: Typesetting(r"\small", 9.0, 4.0, 2.0)}
-# Average width of a label character in em, generous (Computer Modern letters ~0.5 em, capitals ~0.7 em; Times is
-# narrower): a label estimated wider than the label column wraps.
+# Average width of a label character in em, generous (Computer Modern letters ~0.5 em, capitals ~0.7 em; Times
+# is narrower): a label estimated wider than the label column wraps.
 CHAR_EM = 0.6
 
 
@@ -71,7 +71,7 @@ def _estimated_pt(text: str, size_pt: float) -> float:
 
 
 def _wrapping(text: str) -> str:
-    """Text set ragged right, line breaks allowed after '_' and '=' too (axis keys and values have no spaces)."""
+    """Text set ragged right, breaking after '_' and '=' too (axis keys and values have no spaces)."""
     tex = _tex_text(text).replace(r"\_", r"\_\allowbreak{}").replace("=", r"=\allowbreak{}")
     return rf"\raggedright {tex}"
 
@@ -81,7 +81,8 @@ def _heading_row(text: str, columns: int, width: Width, ts: Typesetting) -> str:
     redefines \\\\ in the cell that ends the row)."""
     if _estimated_pt(text, ts.size_pt) <= width.points:
         return rf"\multicolumn{{{columns}}}{{@{{}}l@{{}}}}{{\emph{{{_tex_text(text)}}}}} \\"
-    return rf"\multicolumn{{{columns}}}{{@{{}}p{{{width.inches}in}}@{{}}}}{{\itshape{_wrapping(text)}}} \tabularnewline"
+    spec = rf"@{{}}p{{{width.inches}in}}@{{}}"
+    return rf"\multicolumn{{{columns}}}{{{spec}}}{{\itshape{_wrapping(text)}}} \tabularnewline"
 
 
 def render(table: Tabular, width: Width, *, caption: str, label: str) -> str:
@@ -155,8 +156,8 @@ def paper_table(
     time_key: str | None = None,
 ) -> str:
     """One row per group (``summaries`` order): the model's display name (a model with variants: its name as a
-    heading row, then a row per variant), an n column where rows differ in seeds, mean and spread per metric in
-    ``keys``, then the time column when ``time_key`` is given."""
+    heading row, then a row per variant), an n column where rows differ in seeds, mean and spread per metric
+    in ``keys``, then the time column when ``time_key`` is given."""
     cols = [column(k) for k in keys]
     best = {c.key: best_groups(summaries, c) for c in cols}
     runs = {g: max((cells[k].n for k in keys if k in cells), default=0) for g, cells in summaries.items()}
@@ -171,7 +172,9 @@ def paper_table(
         if model in varied and model != previous:
             rows.append(Heading(names(model)))
         previous = model
-        label = (short_label("", variant, with_model=False) or DEFAULT_VALUE) if model in varied else names(model)
+        label = names(model)
+        if model in varied:
+            label = short_label("", variant, with_model=False) or DEFAULT_VALUE
         row = [label] + ([str(runs[group])] if with_n else [])
         row += [value_cell(cells.get(c.key), c, bold=group in best[c.key], runs=runs[group]) for c in cols]
         if time_key:
@@ -202,9 +205,9 @@ def voc_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, protoco
 
 
 def ablation_table(ablation: Ablation, metric: str, names: DisplayNames, width: Width) -> str:
-    """Axis value, n where rows differ, metric mean and spread, difference to the first value [95 % CI]; at text
-    width also its verdict and P(improvement) [95 % CI]. Rows of one setting (the other axes, and the model or
-    suite where several) under a heading row."""
+    """Axis value, n where rows differ, metric mean and spread, difference to the first value [95 % CI]; at
+    text width also its verdict and P(improvement) [95 % CI]. Rows of one setting (the other axes, and the
+    model or suite where several) under a heading row."""
     col = column(metric)
     wide = width == TEXT
     with_n = len({r.row.summary.n for r in ablation.rows}) > 1
@@ -227,10 +230,11 @@ def ablation_table(ablation: Ablation, metric: str, names: DisplayNames, width: 
     header = [escape_tex(ablation.name.split(".")[-1])] + (["$n$"] if with_n else [])
     header += [col.tex, r"$\Delta$ [95\% CI]"] + (["", r"$P(\mathrm{impr.})$ [95\% CI]"] if wide else [])
     aligns = ("r" if with_n else "") + "rr" + ("lr" if wide else "")
-    caption = (f"Ablation of {escape_tex(ablation.name)}: {escape_tex(col.label)} (points), mean {PM} std over "
-               "seeds; $\\Delta$: difference to the first value with a stratified percentile-bootstrap 95\\% "
-               "interval"
-               + ("; $P(\\mathrm{impr.})$: probability that a seed beats a seed of the first value" if wide else "")
+    caption = (f"Ablation of {escape_tex(ablation.name)}: {escape_tex(col.label)} (points), mean {PM} std "
+               "over seeds; $\\Delta$: difference to the first value with a stratified percentile-bootstrap "
+               "95\\% interval"
+               + ("; $P(\\mathrm{impr.})$: probability that a seed beats a seed of the first value"
+                  if wide else "")
                + f"; {_seeds_note([r.row.summary.n for r in ablation.rows])}.")
     return render(Tabular(header, rows, aligns), width, caption=caption,
                   label=f"tab:ablation-{ablation.name.replace('.', '-')}")

@@ -1,10 +1,10 @@
-"""Display names of the compared models in tables, figures and the qualitative grid: one mapping from config stems
-(the ``model`` column of the results) to names as papers print them, overridable per report
-(``mnc-bench report --display-name MODEL=NAME``).
+"""Display names of the compared models in tables, figures and the qualitative grid: one mapping from config
+stems (the ``model`` column of the results) to names as papers print them, overridable per report (``mnc-bench
+report --display-name MODEL=NAME``).
 
-Two configs of one model in the same report (``solov2_shapes`` and ``solov2_shapes_50e``, or an R-50 and an R-101
-backbone) get the stem parts that tell them apart appended ("SOLOv2", "SOLOv2 50e"), so no two rows or columns read
-alike. Command-line options and the report's model list keep the stems: they name the configs.
+Two configs of one model in the same report (``solov2_shapes`` and ``solov2_shapes_50e``, or an R-50 and an
+R-101 backbone) get the stem parts that tell them apart appended ("SOLOv2", "SOLOv2 50e"), so no two rows or
+columns read alike. Command-line options and the report's model list keep the stems: they name the configs.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ KNOWN = (
     Known("mask2former_*", "Mask2Former", "Mask2Former"),
 )
 # Stem parts that tell two configs of one model apart, as printed (others print as they are: '50e', 'coco').
-TOKENS = {"r50": "R-50", "r101": "R-101", "x101": "X-101", "c4": "C4", "fpn": "FPN", "voc": "VOC", "sbd": "SBD",
-          "coco": "COCO"}
+TOKENS = {"r50": "R-50", "r101": "R-101", "x101": "X-101", "c4": "C4", "fpn": "FPN", "voc": "VOC",
+          "sbd": "SBD", "coco": "COCO"}
 
 
 def _known(model: str) -> Known | None:
@@ -46,8 +46,8 @@ def _known(model: str) -> Known | None:
 
 
 def parse_overrides(items: Iterable[str], option: str = "--display-name") -> dict[str, str]:
-    """``MODEL=NAME`` strings (MODEL may be a shell-style pattern such as ``mnc_*``) as a mapping; UserError for
-    one without '=' or with an empty side."""
+    """``MODEL=NAME`` strings (MODEL may be a shell-style pattern such as ``mnc_*``) as a mapping; UserError
+    for one without '=' or with an empty side."""
     out = {}
     for item in items:
         model, sep, name = item.partition("=")
@@ -89,14 +89,15 @@ class DisplayNames:
         return self.families.get(model, model)
 
     def label(self, model: str, variant: str, *, short: bool = False) -> str:
-        """The row or legend label of a group: its name, then its variant (axis keys cut to their last part when
-        ``short``)."""
+        """The row or legend label of a group: its name, then its variant (axis keys cut to their last part
+        when ``short``)."""
         return short_label(self(model), variant) if short else group_label(self(model), variant)
 
 
 def display_names(models: Iterable[str], overrides: Mapping[str, str] | None = None) -> DisplayNames:
-    """The names of ``models``: ``overrides`` (stem or pattern -> name) first, then :data:`KNOWN`, else the stem.
-    UserError for an override that matches none of ``models`` (a typo would otherwise pass unnoticed)."""
+    """The names of ``models``: ``overrides`` (stem or pattern -> name) first, then :data:`KNOWN`, else the
+    stem. UserError for an override that matches none of ``models`` (a typo would otherwise pass unnoticed).
+    """
     models = sorted(set(models))
     overrides = dict(overrides or {})
     for pattern in overrides:

@@ -1,9 +1,9 @@
-"""Paths as a report prints them: relative to the checkout, or ``<results>/...`` for what lies under the results
-folder outside it, never an absolute path of the machine that made the report.
+"""Paths as a report prints them: relative to the checkout, or ``<results>/...`` for what lies under the
+results folder outside it, never an absolute path of the machine that made the report.
 
-The results folder is the one the report read (``--results``) and the ones the collect tables recorded: a run's
-``run_dir`` is ``<results root>/<suite>/<run id>`` on the machine that ran it, and a bench file names checkpoints
-inside such run folders.
+The results folder is the one the report read (``--results``) and the ones the collect tables recorded: a
+run's ``run_dir`` is ``<results root>/<suite>/<run id>`` on the machine that ran it, and a bench file names
+checkpoints inside such run folders.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd
 from mnc_bench.env import CHECKOUT
 
 RESULTS = "<results>"
+_PATH_CHAR = r"[^\s'\"`:,;()\[\]]"  # a path in free text ends at a space, quote or punctuation
 OUTSIDE = "<outside>"  # a path outside the checkout and the results: only its file name is printed
 
 
@@ -73,19 +74,19 @@ class PathDisplay:
         return PurePath(path).as_posix() if not PurePath(path).is_absolute() else self.path(path)
 
     def text(self, text: str) -> str:
-        """``text`` (a failure reason, a skipped figure's reason) with every absolute path under a known folder
-        printed as :meth:`path` prints it (longest folders first, so a results root inside the checkout reads
-        ``results/...``)."""
+        """``text`` (a failure reason, a skipped figure's reason) with every absolute path under a known
+        folder printed as :meth:`path` prints it (longest folders first, so a results root inside the checkout
+        reads ``results/...``)."""
         for root in sorted({*self.results, self.checkout}, key=lambda p: -len(str(p))):
-            pattern = re.compile(re.escape(str(root)) + r"(?P<rest>/[^\s'\"`:,;()\[\]]*)?(?![^\s'\"`:,;()\[\]])")
+            pattern = re.compile(re.escape(str(root)) + rf"(?P<rest>/{_PATH_CHAR}*)?(?!{_PATH_CHAR})")
             text = pattern.sub(lambda m: self.path(str(root) + (m.group("rest") or "")), text)
         return text
 
 
 
 def shell_join(parts: Iterable[str]) -> str:
-    """``shlex.join``, leaving the ``<results>`` / ``<outside>`` placeholders unquoted: they stand for a folder
-    the reader substitutes, not for literal text."""
+    """``shlex.join``, leaving the ``<results>`` / ``<outside>`` placeholders unquoted: they stand for a
+    folder the reader substitutes, not for literal text."""
     out = []
     for part in parts:
         bare = part.replace(RESULTS, "").replace(OUTSIDE, "")

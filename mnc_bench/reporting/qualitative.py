@@ -1,8 +1,8 @@
 """Qualitative grid: the same validation images in rows, ground truth in the first column, then one column per
 model with its predicted masks overlaid (from each run's saved ``predictions.json``), coloured by category.
 
-Which models: the ones named (``--qualitative-models``), else the baseline, then the best model of each family,
-then the others. Models past what one figure holds at its print width go on into further figures
+Which models: the ones named (``--qualitative-models``), else the baseline, then the best model of each
+family, then the others. Models past what one figure holds at its print width go on into further figures
 (``qualitative_2`` ...), each with the ground truth again, so no model is dropped.
 """
 
@@ -51,15 +51,15 @@ def _model_scores(done: pd.DataFrame, metric: str) -> dict[str, float]:
     scores = {}
     for model, runs in done.groupby("model", sort=True):
         plain = runs[runs["variant"] == ""]
-        values = numbers((plain if len(plain) else runs)[metric]) if metric in runs else pd.Series(dtype=float)
+        values = numbers((plain if len(plain) else runs)[metric]) if metric in runs else pd.Series([math.nan])
         scores[str(model)] = float(values.mean()) if values.notna().any() else -math.inf
     return scores
 
 
 def choose_models(done: pd.DataFrame, metric: str, baselines: list[str], names: DisplayNames,
                   chosen: list[str] | None = None) -> ModelChoice:
-    """``chosen`` as given (UserError for a model without a finished run); else the baselines, then the best model
-    of each family by ``metric`` (best family first), then the other models by ``metric``."""
+    """``chosen`` as given (UserError for a model without a finished run); else the baselines, then the best
+    model of each family by ``metric`` (best family first), then the other models by ``metric``."""
     models = sorted(set(done["model"].astype(str)))
     if chosen:
         unknown = [m for m in chosen if m not in models]
@@ -79,14 +79,15 @@ def choose_models(done: pd.DataFrame, metric: str, baselines: list[str], names: 
     order += [m for m in by_score if m not in order]
     label = column(metric).label
     first = "the baselines" if len(leading) > 1 else "the baseline"
-    how = (f"{first} first, then the best model of each family by {label}, then the others by {label}" if leading
-           else f"the best model of each family by {label} first, then the others by {label}")
+    rest = f"the best model of each family by {label}"
+    how = (f"{first} first, then {rest}, then the others by {label}" if leading
+           else f"{rest} first, then the others by {label}")
     return ModelChoice(order, how)
 
 
 def representative_runs(done: pd.DataFrame, models: list[str]) -> tuple[list[pd.Series], list[str]]:
-    """One run per model of ``models``, in that order: of its plain variant when it has one, the lowest seed with
-    a predictions file and a test annotation file; and the models without such a run."""
+    """One run per model of ``models``, in that order: of its plain variant when it has one, the lowest seed
+    with a predictions file and a test annotation file; and the models without such a run."""
     chosen, missing = [], []
     for model in models:
         runs = done[done["model"] == model]
@@ -166,7 +167,8 @@ def _palette(gt: GroundTruth, cells: list[_Cell]) -> dict[int, tuple[float, floa
 
 @dataclass(frozen=True)
 class _Grid:
-    """What every part of the grid shares: the images, their ground truth, the colours, the caption's start."""
+    """What every part of the grid shares: the images, their ground truth, the colours, the caption's start.
+    """
 
     images: list[np.ndarray]
     truth: list[_Cell]
@@ -187,8 +189,10 @@ def _draw_part(grid: _Grid, titles: list[str], predicted: list[list[_Cell]], can
     shown = 1 + len(predicted)
     texts = [_title(t, cell) for t in ["ground truth", *titles]]
     top = LINE_IN * max(t.count("\n") + 1 for t in texts) + 0.04
-    handles = [Patch(facecolor=color, alpha=ALPHA, label=grid.category_names[c]) for c, color in grid.palette.items()]
-    legend_rows = math.ceil(len(handles) / canvas.legend_columns([h.get_label() for h in handles]))
+    handles = [Patch(facecolor=color, alpha=ALPHA, label=grid.category_names[c])
+               for c, color in grid.palette.items()]
+    legend_columns = canvas.legend_columns([h.get_label() for h in handles])
+    legend_rows = math.ceil(len(handles) / legend_columns)
     bottom = LINE_IN * legend_rows + 0.08
     height = cell * len(grid.images) + top + bottom
     fig = Figure(figsize=(canvas.width.inches, height))
@@ -202,16 +206,18 @@ def _draw_part(grid: _Grid, titles: list[str], predicted: list[list[_Cell]], can
             ax.set_visible(False)
     for col, text in enumerate(texts):
         axes[0, col].set_title(text, pad=2)
-    fig.legend(handles=handles, loc="lower center", ncols=canvas.legend_columns([h.get_label() for h in handles]),
-               frameon=False, bbox_to_anchor=(0.5, 0.0), handlelength=1.0, columnspacing=1.0, borderaxespad=0.2)
+    fig.legend(handles=handles, loc="lower center", ncols=legend_columns, frameon=False,
+               bbox_to_anchor=(0.5, 0.0), handlelength=1.0, columnspacing=1.0, borderaxespad=0.2)
     return canvas.save(fig, name, caption)
 
 
-def qualitative_figures(done: pd.DataFrame, canvas: Canvas, choice: ModelChoice) -> list[FigureResult | Skipped]:
+def qualitative_figures(done: pd.DataFrame, canvas: Canvas, choice: ModelChoice
+                        ) -> list[FigureResult | Skipped]:
     """The grid of ``choice.models`` in parts of at most :data:`MODELS_PER_FIGURE` models each."""
     runs, missing = representative_runs(done, choice.models)
     if not runs:
-        return [Skipped(NAME, "no finished run of the chosen models has predictions.json and a test_ann_file")]
+        return [Skipped(NAME, "no finished run of the chosen models has predictions.json and a "
+                              "test_ann_file")]
     ann_file = runs[0]["test_ann_file"]
     other_data = [r["model"] for r in runs if r["test_ann_file"] != ann_file]
     runs = [r for r in runs if r["test_ann_file"] == ann_file]
@@ -227,15 +233,15 @@ def qualitative_figures(done: pd.DataFrame, canvas: Canvas, choice: ModelChoice)
         return [Skipped(NAME, str(exc))]
     except OSError as exc:
         return [Skipped(NAME, f"cannot read a validation image in {img_dir}: {exc}")]
-    notes = [f"; not shown: {', '.join(map(canvas.names, missing))} (no saved predictions)" if missing else "",
-             f"; not shown: {', '.join(map(canvas.names, other_data))} (evaluated on other data)"
-             if other_data else ""]
+    notes = [f"; not shown: {', '.join(map(canvas.names, models))} ({why})"
+             for models, why in ((missing, "no saved predictions"), (other_data, "evaluated on other data"))
+             if models]
     palette = _palette(gt, [*truth, *(c for cells in predicted for c in cells)])
     grid = _Grid(images, truth, palette, gt.category_names,
-                 f"Qualitative results on the {len(image_ids)} validation images with the most objects (ties: "
-                 f"lowest id): ground truth, then each model's predicted masks with score ≥ {SCORE_THR} (at most "
-                 f"{MAX_INSTANCES} per image), one run per model (its lowest seed); colour: category. Models: "
-                 f"{choice.how}{''.join(notes)}.")
+                 f"Qualitative results on the {len(image_ids)} validation images with the most objects "
+                 "(ties: lowest id): ground truth, then each model's predicted masks with score ≥ "
+                 f"{SCORE_THR} (at most {MAX_INSTANCES} per image), one run per model (its lowest seed); "
+                 f"colour: category. Models: {choice.how}{''.join(notes)}.")
     per_figure = MODELS_PER_FIGURE[canvas.width.name]
     parts = math.ceil(len(runs) / per_figure)
     results: list[FigureResult | Skipped] = []
@@ -244,6 +250,7 @@ def qualitative_figures(done: pd.DataFrame, canvas: Canvas, choice: ModelChoice)
             chunk = slice(part * per_figure, (part + 1) * per_figure)
             titles = [canvas.names.label(r["model"], r["variant"], short=True) for r in runs[chunk]]
             name = NAME if part == 0 else f"{NAME}_{part + 1}"
-            caption = grid.caption + (f" Part {part + 1} of {parts}: {', '.join(titles)}." if parts > 1 else "")
+            part_note = f" Part {part + 1} of {parts}: {', '.join(titles)}." if parts > 1 else ""
+            caption = grid.caption + part_note
             results.append(_draw_part(grid, titles, predicted[chunk], canvas, name, caption))
     return results

@@ -119,7 +119,8 @@ def to_html(blocks: list[Block], title: str, root: Path) -> str:
         elif isinstance(block, Text):
             body.append(f"<p>{_inline(block.text)}</p>")
         elif isinstance(block, Alert):
-            body.append(f'<p class="warning" role="alert"><strong>Warning:</strong> {_inline(block.text)}</p>')
+            body.append('<p class="warning" role="alert"><strong>Warning:</strong> '
+                        f"{_inline(block.text)}</p>")
         elif isinstance(block, Bullets):
             body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Table):

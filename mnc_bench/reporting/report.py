@@ -70,8 +70,8 @@ def _draw(drawer: Drawer, canvas: Canvas) -> list[FigureResult | Skipped]:
 
 
 def _draw_figures(a: Analysis, out: Path, choice: ModelChoice) -> list[FigureResult | Skipped]:
-    """Each figure at column width (PDF and PNG), then at text width (PDF); a figure skipped at column width is
-    not tried again."""
+    """Each figure at column width (PDF and PNG), then at text width (PDF); a figure skipped at column width
+    is not tried again."""
     fig_dir = out / "figures"
     if a.done.empty or a.metric not in a.done:
         return [Skipped("all figures", "no finished run with the compared metric")]
@@ -98,11 +98,13 @@ def plan_tables(a: Analysis) -> dict[str, Callable[[Width], str]]:
         suffix = f"_{suite}" if len(suites) > 1 else ""
         measured = {key for cells in rows.values() for key, s in cells.items() if s.n}
         if COCO_LAYOUT[0] in measured:
-            tables[f"main_coco{suffix}"] = lambda w, rows=rows, suite=suite: latex.coco_table(rows, suite, a.names, w)
+            tables[f"main_coco{suffix}"] = (
+                lambda w, rows=rows, suite=suite: latex.coco_table(rows, suite, a.names, w))
         for protocol, keys in VOC_LAYOUT.items():
             if keys[0] in measured:
                 tables[f"main_voc_{protocol}{suffix}"] = (
-                    lambda w, rows=rows, suite=suite, p=protocol: latex.voc_table(rows, suite, p, time_note, a.names, w))
+                    lambda w, rows=rows, suite=suite, p=protocol:
+                    latex.voc_table(rows, suite, p, time_note, a.names, w))
     for ab in a.ablations:
         if ab.rows:
             tables[f"ablation_{ab.name.replace('.', '_')}"] = (
@@ -112,8 +114,11 @@ def plan_tables(a: Analysis) -> dict[str, Callable[[Width], str]]:
 
 def _write_tables(tables: dict[str, Callable[[Width], str]], widths: Mapping[str, Width], out: Path
                   ) -> list[tuple[Path, Width]]:
-    return [(_write_text(out / "tables" / f"{stem}.tex", build(table_width(stem, widths))), table_width(stem, widths))
-            for stem, build in tables.items()]
+    written = []
+    for stem, build in tables.items():
+        width = table_width(stem, widths)
+        written.append((_write_text(out / "tables" / f"{stem}.tex", build(width)), width))
+    return written
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -132,16 +137,18 @@ def _remove_stale(out: Path, keep: set[Path]) -> None:
 
 
 def _shown_argument(argument: str, display: PathDisplay) -> str:
-    """A suite argument as the provenance prints it: a path (suite file, results folder, table) like any path."""
+    """A suite argument as the provenance prints it: a path (suite file, results folder, table) like any path.
+    """
     return display.path(argument) if os.sep in argument or Path(argument).exists() else argument
 
 
 def command_line(suites: Sequence[str], out: str | os.PathLike[str], baseline: str | None, metric: str,
-                 results_dir: str | os.PathLike[str], bench: str | os.PathLike[str] | None, display: PathDisplay,
-                 *, table_widths: Mapping[str, Width] | None = None,
+                 results_dir: str | os.PathLike[str], bench: str | os.PathLike[str] | None,
+                 display: PathDisplay, *, table_widths: Mapping[str, Width] | None = None,
                  display_name_overrides: Mapping[str, str] | None = None,
                  qualitative_models: Sequence[str] | None = None, figures: bool = True) -> list[str]:
-    """The report's command, its paths as ``display`` prints them (relative to the checkout, or <results>/...)."""
+    """The report's command, its paths as ``display`` prints them (relative to the checkout, or
+    <results>/...)."""
     cmd = ["mnc-bench", "report", *(_shown_argument(s, display) for s in suites), "--out", display.path(out),
            "--metric", metric]
     cmd += ["--baseline", baseline] if baseline else []
@@ -186,7 +193,8 @@ def write_report(
         raise UserError(f"--table-width {key}={widths[key].name}: names no table of this report "
                         f"(tables: {', '.join(tables) or 'none'})")
     # A suite of one model has no baseline to speak of: the grid starts with the baselines of comparisons.
-    compared = set(a.done.groupby("suite")["model"].nunique().loc[lambda n: n > 1].index) if len(a.done) else set()
+    models_per_suite = a.done.groupby("suite")["model"].nunique()
+    compared = set(models_per_suite[models_per_suite > 1].index)
     baselines = [b.model for suite, b in sorted(a.baselines.items()) if b is not None and suite in compared]
     choice = choose_models(a.done, a.metric, baselines, a.names, list(qualitative_models or []))
     display = PathDisplay.of(results_dir, inputs.runs)
@@ -216,4 +224,5 @@ def write_report(
     page = _write_text(out_dir / "report.html", to_html(blocks, title, out_dir))
     tex_files = [path for path, _ in tex]
     _remove_stale(out_dir, set(figure_files) | set(tex_files))
-    return Written(out_dir, [md, page, *tex_files, *figure_files], [s for s in drawn if isinstance(s, Skipped)])
+    skipped = [s for s in drawn if isinstance(s, Skipped)]
+    return Written(out_dir, [md, page, *tex_files, *figure_files], skipped)

@@ -33,15 +33,16 @@ def dirty_warning(runs: pd.DataFrame, dirty_runs: list[str]) -> list[Block]:
     commits = ", ".join(sorted(set(dirty["git_commit"].astype(str))))
     return [Alert(f"{len(dirty_runs)} of {len(runs)} runs were trained from code with uncommitted changes "
                     f"({commits}): no commit holds the code that made them, so checking out the commit and "
-                    "rerunning may not reproduce these numbers. Commit, then rerun the suite, for numbers anyone "
-                    "can reproduce. The runs: see 'Code commits' under Provenance.")]
+                    "rerunning may not reproduce these numbers. Commit, then rerun the suite, for numbers "
+                    "anyone can reproduce. The runs: see 'Code commits' under Provenance.")]
 
 
 def _models_table(a: Analysis) -> list[Block]:
     """The printed name of every model and the config it stands for."""
     runs = a.inputs.runs
     configs = runs.groupby("model", sort=True)["config"].first() if "config" in runs else None
-    rows = [[a.names(model), f"`{model}`", f"`{configs[model]}`" if configs is not None and configs[model] else "—"]
+    rows = [[a.names(model), f"`{model}`",
+             f"`{configs[model]}`" if configs is not None and configs[model] else "—"]
             for model in sorted(set(runs["model"].astype(str)))]
     return [Text("Models (tables and figures print the name; options such as `--baseline` take the model):"),
             Table(["name", "model", "config"], rows)]
@@ -161,7 +162,8 @@ def baseline_section(a: Analysis) -> list[Block]:
         if base is None:
             blocks.append(Text(f"Suite {suite}: the baseline is not in this suite; no comparison."))
         else:
-            blocks.append(Text(f"Suite {suite}: baseline {a.names.label(base.model, base.variant)} ({base.note})."))
+            label = a.names.label(base.model, base.variant)
+            blocks.append(Text(f"Suite {suite}: baseline {label} ({base.note})."))
     if not a.comparisons:
         return blocks + [Text("No finished run to compare.")]
     multi_suite = len(a.baselines) > 1
@@ -199,11 +201,12 @@ def figure_section(figures: list[FigureResult | Skipped], out: Path, display: Pa
     for fig in pages:
         blocks.append(Image(fig.png.relative_to(out).as_posix(), fig.caption))
     if pages:
-        blocks.append(Text(f"Each figure is in `figures/` as PDF (vector, for papers) and PNG, {COLUMN.inches} in "
-                           f"wide (one column of a two-column paper), with no text under 7 pt at that size."))
+        blocks.append(Text("Each figure is in `figures/` as PDF (vector, for papers) and PNG, "
+                           f"{COLUMN.inches} in wide (one column of a two-column paper), with no text under "
+                           "7 pt at that size."))
     wide = [f.files[0].relative_to(out).as_posix() for f in drawn if f.png is None]
     if wide:
-        blocks += [Text(f"The same figures {TEXT.inches} in wide (across both columns, `figure*`), PDF only:"),
+        blocks += [Text(f"The same figures {TEXT.inches} in wide (both columns, `figure*`), PDF only:"),
                    Bullets([f"`{path}`" for path in wide])]
     skipped = [f for f in figures if isinstance(f, Skipped)]
     if skipped:
@@ -260,7 +263,7 @@ def files_section(tex: list[tuple[Path, Width]], out: Path) -> list[Block]:
     if not tex:
         return [Heading("LaTeX tables"), Text("None written (no finished run).")]
     return [Heading("LaTeX tables"),
-            Text(f"Booktabs tables (`\\usepackage{{booktabs}}`), ready to paste, each made to fit its width at 10 "
-                 f"pt: one column ({COLUMN.inches} in, `table`) or the text width of a two-column paper "
-                 f"({TEXT.inches} in, `table*`); `--table-width` chooses:"),
+            Text("Booktabs tables (`\\usepackage{booktabs}`), ready to paste, each made to fit its width "
+                 f"at 10 pt: one column ({COLUMN.inches} in, `table`) or the text width of a two-column "
+                 f"paper ({TEXT.inches} in, `table*`); `--table-width` chooses:"),
             Bullets([f"`{p.relative_to(out).as_posix()}` ({w.name} width)" for p, w in tex])]

@@ -1,10 +1,10 @@
 """One figure style for every report figure, and deterministic saving (PDF for papers, PNG for the pages).
 
-Each figure is drawn at the print widths of :mod:`venue`: one column of a two-column paper (3.25 in; PDF and PNG,
-the PNG shown in report.html) and the text width (6.875 in; PDF, ``<name>_textwidth.pdf``), with no text smaller
-than 7 pt at that size. Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot): no backend or global
-state is touched outside the ``style()`` block. Saved files carry no creation date, so the same data gives the same
-bytes.
+Each figure is drawn at the print widths of :mod:`venue`: one column of a two-column paper (3.25 in; PDF and
+PNG, the PNG shown in report.html) and the text width (6.875 in; PDF, ``<name>_textwidth.pdf``), with no text
+smaller than 7 pt at that size. Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot): no
+backend or global state is touched outside the ``style()`` block. Saved files carry no creation date, so the
+same data gives the same bytes.
 """
 
 from __future__ import annotations
@@ -92,9 +92,9 @@ class Canvas:
         return Figure(figsize=(self.width.inches, height_in), layout="constrained")
 
     def save(self, fig: Figure, name: str, caption: str) -> FigureResult:
-        """Write ``name``.pdf and ``name``.png at column width, ``name``_textwidth.pdf at text width, atomically
-        (call inside ``style()``)."""
-        kinds = (("pdf", PDF_METADATA), ("png", PNG_METADATA)) if self.width == COLUMN else (("pdf", PDF_METADATA),)
+        """Write ``name``.pdf and ``name``.png at column width, ``name``_textwidth.pdf at text width,
+        atomically (call inside ``style()``)."""
+        kinds = [("pdf", PDF_METADATA)] + ([("png", PNG_METADATA)] if self.width == COLUMN else [])
         stem = name if self.width == COLUMN else name + TEXT_WIDTH_SUFFIX
         files = []
         for ext, metadata in kinds:

@@ -2,9 +2,9 @@
 paper, and the smallest font legible in print.
 
 CVPR and ICCV print 10 pt Times in a text area 6.875 in wide (their author kits), split into two columns about
-3.25 in wide. A table or figure made for the column also fits a one-column article (4.8 in of text at 10 pt, the
-``article`` class's default; more with smaller margins); one made for the text width spans both columns of a
-two-column paper (``table*``) and needs a one-column article with at least that much text width.
+3.25 in wide. A table or figure made for the column also fits a one-column article (4.8 in of text at 10 pt,
+the ``article`` class's default; more with smaller margins); one made for the text width spans both columns of
+a two-column paper (``table*``) and needs a one-column article with at least that much text width.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ MIN_FONT_PT = 7.0  # the smallest text in a figure at print size
 class Width:
     name: str
     inches: float
-    float_env: str  # the LaTeX float that gives a table this width: table (one column) or table* (both columns)
+    float_env: str  # the float of a table this wide: table (one column) or table* (both columns)
 
     @property
     def points(self) -> float:
@@ -45,8 +45,9 @@ DEFAULT_TABLE_WIDTH = COLUMN
 
 
 def parse_table_widths(items: Iterable[str], option: str = "--table-width") -> dict[str, Width]:
-    """``WIDTH`` (every table) or ``TABLE=WIDTH``, where TABLE is a table's file stem or its start (``main``: the
-    main tables, ``main_coco``, ``ablation``); the key of a bare WIDTH is ''. UserError for anything else."""
+    """``WIDTH`` (every table) or ``TABLE=WIDTH``, where TABLE is a table's file stem or its start (``main``:
+    the main tables, ``main_coco``, ``ablation``); the key of a bare WIDTH is ''. UserError for anything else.
+    """
     out = {}
     for item in items:
         table, sep, name = item.rpartition("=")
