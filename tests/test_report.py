@@ -189,6 +189,7 @@ def test_coco_latex_numbers(fixture_report):
     assert cells[1] == "3"  # PANet lost a seed: the rows differ in n, so the table has an n column
     assert cells[2] == rf"{ap.mean():.1f}\,{{\scriptsize$\pm${ap.std():.1f}}}"  # mean and spread share a cell
     assert len(cells) == 5  # method, n, AP, AP50, AP75: the column-width layout
+    assert r"\label{tab:mnc_vs_successors-coco}" in tex
     assert [line.split(" &")[0] for line in tex.splitlines() if " & " in line][1:] == [
         "Mask R-CNN", "MNC 3-stage", "MNC 5-stage", "PANet"]
 

@@ -108,6 +108,10 @@ def test_layouts_per_width(fixture_tables):
     assert header["column"] == r"method & $n$ & AP & AP$_{50}$ & AP$_{75}$ \\"
     assert header["text"] == r"method & $n$ & AP & AP$_{50}$ & AP$_{75}$ & AP$_S$ & AP$_M$ & AP$_L$ \\"
     assert r"AP$_S$, AP$_M$, AP$_L$: in the text-width table" in column
+    assert all(r"\label{tab:mnc_vs_successors-coco}" in tex for tex in (column, text))
+    for width, tables in fixture_tables.items():  # every table has its own label, for \ref
+        labels = [re.search(r"\\label\{(tab:[^}]+)\}", tex).group(1) for tex in tables.values()]
+        assert len(set(labels)) == len(tables), width
     for tex in (column, text):
         rows = [line.split(" & ")[0] for line in tex.splitlines() if " & " in line][1:]
         models = ("mask_rcnn_shapes", "mnc_3stage_shapes", "mnc_5stage_shapes", "panet_shapes")

@@ -172,10 +172,10 @@ def paper_table(
         if model in varied and model != previous:
             rows.append(Heading(names(model)))
         previous = model
-        label = names(model)
+        row_label = names(model)
         if model in varied:
-            label = short_label("", variant, with_model=False) or DEFAULT_VALUE
-        row = [label] + ([str(runs[group])] if with_n else [])
+            row_label = short_label("", variant, with_model=False) or DEFAULT_VALUE
+        row = [row_label] + ([str(runs[group])] if with_n else [])
         row += [value_cell(cells.get(c.key), c, bold=group in best[c.key], runs=runs[group]) for c in cols]
         if time_key:
             time = cells.get(time_key)
