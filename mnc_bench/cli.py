@@ -451,7 +451,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     written = write_report(args.suites, args.out, baseline=args.baseline, metric=args.metric,
                            results_dir=args.results, bench=args.bench, figures=not args.no_figures,
-                           table_widths=parse_table_widths(args.table_width or []),
+                           claims=args.claims, table_widths=parse_table_widths(args.table_width or []),
                            display_name_overrides=parse_overrides(args.display_name or []),
                            qualitative_models=args.qualitative_models)
     print(f"report {written.out / 'report.md'} and {written.out / 'report.html'} "
@@ -490,14 +490,17 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="models of the qualitative grid, in order (default: the baseline, then the best "
                    "model of each family, then the others; models past one figure's width go on in further "
                    "figures)")
+    p.add_argument("--claims", metavar="FILE",
+                   help="claims file (e.g. configs/claims/mnc.yaml): a verdict per claim and metric from these "
+                   "suites' runs, in a Claims section and tables/claims.tex")
     p.set_defaults(handler=_cmd_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnc-bench",
-        description="Benchmark and ablation harness for instance segmentation: MNC, Mask R-CNN and PANet "
-        "on one training and evaluation path.",
+        description="Benchmark and ablation harness for instance segmentation: MNC beside Mask R-CNN, PANet, "
+        "Cascade Mask R-CNN, HTC, SOLOv2 and Mask2Former on one training and evaluation path.",
     )
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (bad config, dataset, argument) too")

@@ -12,6 +12,7 @@ from mnc_bench.cli import main
 from mnc_bench.errors import UserError
 from mnc_bench.reporting import write_report
 from mnc_bench.reporting.analysis import analyse
+from mnc_bench.reporting.claims import evaluate_claims, load_claims
 from mnc_bench.reporting.report import plan_tables
 from mnc_bench.reporting.table import load_inputs
 from mnc_bench.reporting.venue import COLUMN, TEXT, parse_table_widths
@@ -55,10 +56,13 @@ def fixture_results(tmp_path_factory, shapes_dataset) -> Path:
 
 
 def _tables(results: Path, suites: list[str], bench: Path | None) -> dict[str, dict[str, str]]:
-    """Every table the report writes for ``suites``, at each width: width -> file stem -> LaTeX."""
+    """Every table the report writes for ``suites`` (with the shipped claims file), at each width: width ->
+    file stem -> LaTeX."""
     inputs = load_inputs(suites, results_dir=results, bench=bench)
     a = analyse(inputs, "coco/segm/AP", None)
-    return {w.name: {stem: build(w) for stem, build in plan_tables(a).items()} for w in (COLUMN, TEXT)}
+    claims = evaluate_claims(load_claims(CHECKOUT / "configs" / "claims" / "mnc.yaml"), a.done)
+    tables = plan_tables(a, claims)
+    return {w.name: {stem: build(w) for stem, build in tables.items()} for w in (COLUMN, TEXT)}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mnc_bench.reporting.claims import ClaimResult
 from mnc_bench.reporting.compare import DEFAULT_VALUE, Ablation, GroupKey, best_groups, short_label
 from mnc_bench.reporting.metrics import (COCO_LAYOUT, VOC_LAYOUT, Column, column, escape_tex, number, signed,
                                          spread, verdict_text)
@@ -57,8 +58,9 @@ class Heading:
 @dataclass(frozen=True)
 class Tabular:
     header: list[str]  # LaTeX, the label column's first
-    rows: list[list[str] | Heading]  # label cell as plain text, the others LaTeX
+    rows: list[list[str] | Heading]  # label cell as plain text (LaTeX with ``tex_labels``), the others LaTeX
     aligns: str  # of the columns after the label column
+    tex_labels: bool = False
 
 
 def _tex_text(text: str) -> str:
@@ -68,6 +70,11 @@ def _tex_text(text: str) -> str:
 
 def _estimated_pt(text: str, size_pt: float) -> float:
     return len(text) * CHAR_EM * size_pt
+
+
+def _visible(tex: str) -> str:
+    """The characters LaTeX prints of a short LaTeX label (commands, braces and math marks dropped)."""
+    return re.sub(r"\\[A-Za-z]+|[{}$^_]", "", tex)
 
 
 def _wrapping(text: str) -> str:
@@ -88,7 +95,8 @@ def _heading_row(text: str, columns: int, width: Width, ts: Typesetting) -> str:
 def render(table: Tabular, width: Width, *, caption: str, label: str) -> str:
     """The table in a ``table`` (column) or ``table*`` (text width) float, caption above."""
     ts = TYPESETTING[width.name]
-    labels = [row[0] for row in table.rows if not isinstance(row, Heading)]
+    labels = [_visible(row[0]) if table.tex_labels else row[0]
+              for row in table.rows if not isinstance(row, Heading)]
     wrap = max((_estimated_pt(t, ts.size_pt) for t in labels), default=0.0) > ts.label_in * POINTS_PER_INCH
     spec = "@{}" + (f"p{{{ts.label_in}in}}" if wrap else "l") + table.aligns + "@{}"
     columns = 1 + len(table.aligns)
@@ -97,7 +105,10 @@ def render(table: Tabular, width: Width, *, caption: str, label: str) -> str:
         if isinstance(row, Heading):
             body.append(_heading_row(row.text, columns, width, ts))
         else:
-            body.append(" & ".join([_wrapping(row[0]) if wrap else _tex_text(row[0]), *row[1:]]) + r" \\")
+            cell = row[0] if table.tex_labels else _tex_text(row[0])
+            if wrap:
+                cell = r"\raggedright " + cell if table.tex_labels else _wrapping(row[0])
+            body.append(" & ".join([cell, *row[1:]]) + r" \\")
     return "\n".join([
         rf"\begin{{{width.float_env}}}[t]",
         r"\centering",
@@ -238,3 +249,33 @@ def ablation_table(ablation: Ablation, metric: str, names: DisplayNames, width: 
                + f"; {_seeds_note([r.row.summary.n for r in ablation.rows])}.")
     return render(Tabular(header, rows, aligns), width, caption=caption,
                   label=f"tab:ablation-{ablation.name.replace('.', '-')}")
+
+
+def _claim_measured(result: ClaimResult) -> str:
+    """The effect behind a verdict in one cell: Δ with its interval, or the factor test's p with the range of
+    the cells' means, in small type."""
+    col = column(result.metric)
+    if result.difference is not None:
+        return interval_cell(result.difference, lambda v: signed(v, col))
+    if result.cell_range is not None:
+        low, high = (number(v, col) for v in result.cell_range)
+        p = f"$p$ = {result.p_value:.3f}" if result.p_value is not None else ""
+        return rf"{p}\,{{\scriptsize(means {low}--{high})}}"
+    return MISSING
+
+
+def claims_table(results: list[ClaimResult], width: Width) -> str:
+    """Each claim as a heading row, then one row per metric: the measured effect and the verdict."""
+    rows: list[list[str] | Heading] = []
+    previous = None
+    for result in results:  # a claim's metrics follow one another
+        if result.claim is not previous:
+            rows.append(Heading(result.claim.claim))
+        previous = result.claim
+        rows.append([column(result.metric).tex, _claim_measured(result), escape_tex(result.verdict)])
+    caption = (r"Claims tested on these runs (points): $\Delta$ with a stratified percentile-bootstrap 95\% "
+               "interval over seeds, or a permutation F-test over a factor's cells ($p$, with the range of "
+               "the cells' means); supported / contradicted when the interval excludes 0 ($p < 0.05$), else "
+               "inconclusive.")
+    return render(Tabular(["metric", "measured", "verdict"], rows, "rl", tex_labels=True), width,
+                  caption=caption, label="tab:claims")

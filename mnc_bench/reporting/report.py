@@ -14,6 +14,7 @@ from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open, check_writable_output
 from mnc_bench.reporting import curves, figures, latex, qualitative, sections
 from mnc_bench.reporting.analysis import Analysis, analyse
+from mnc_bench.reporting.claims import ClaimResult, evaluate_claims, load_claims
 from mnc_bench.reporting.metrics import COCO_LAYOUT, VOC_LAYOUT
 from mnc_bench.reporting.paths import PathDisplay
 from mnc_bench.reporting.provenance import collect_provenance
@@ -87,9 +88,9 @@ def _draw_figures(a: Analysis, out: Path, choice: ModelChoice) -> list[FigureRes
     return drawn
 
 
-def plan_tables(a: Analysis) -> dict[str, Callable[[Width], str]]:
-    """File stem -> the table at a given width: per suite the COCO and VOC tables it has metrics for, then one
-    table per ablation axis."""
+def plan_tables(a: Analysis, claims: list[ClaimResult] | None = None) -> dict[str, Callable[[Width], str]]:
+    """File stem -> the table at a given width: per suite the COCO and VOC tables it has metrics for, one
+    table per ablation axis, and the claims table when ``claims`` holds verdicts."""
     tables: dict[str, Callable[[Width], str]] = {}
     suites = sorted({k[0] for k in a.summaries})
     time_note = "" if a.inputs.bench is not None else "No bench results: time not measured."
@@ -109,6 +110,8 @@ def plan_tables(a: Analysis) -> dict[str, Callable[[Width], str]]:
         if ab.rows:
             tables[f"ablation_{ab.name.replace('.', '_')}"] = (
                 lambda w, ab=ab: latex.ablation_table(ab, a.metric, a.names, w))
+    if claims:
+        tables["claims"] = lambda w: latex.claims_table(claims, w)
     return tables
 
 
@@ -144,7 +147,8 @@ def _shown_argument(argument: str, display: PathDisplay) -> str:
 
 def command_line(suites: Sequence[str], out: str | os.PathLike[str], baseline: str | None, metric: str,
                  results_dir: str | os.PathLike[str], bench: str | os.PathLike[str] | None,
-                 display: PathDisplay, *, table_widths: Mapping[str, Width] | None = None,
+                 display: PathDisplay, *, claims: str | os.PathLike[str] | None = None,
+                 table_widths: Mapping[str, Width] | None = None,
                  display_name_overrides: Mapping[str, str] | None = None,
                  qualitative_models: Sequence[str] | None = None, figures: bool = True) -> list[str]:
     """The report's command, its paths as ``display`` prints them (relative to the checkout, or
@@ -152,6 +156,7 @@ def command_line(suites: Sequence[str], out: str | os.PathLike[str], baseline: s
     cmd = ["mnc-bench", "report", *(_shown_argument(s, display) for s in suites), "--out", display.path(out),
            "--metric", metric]
     cmd += ["--baseline", baseline] if baseline else []
+    cmd += ["--claims", display.path(claims)] if claims else []
     cmd += ["--results", display.path(results_dir)] if str(results_dir) != "results" else []
     cmd += ["--bench", display.path(bench)] if bench is not None and str(bench) != DEFAULT_BENCH else []
     if table_widths:
@@ -171,12 +176,14 @@ def write_report(
     results_dir: str | os.PathLike[str] = "results",
     bench: str | os.PathLike[str] | None = DEFAULT_BENCH,
     figures: bool = True,
+    claims: str | os.PathLike[str] | None = None,
     table_widths: Mapping[str, Width] | None = None,
     display_name_overrides: Mapping[str, str] | None = None,
     qualitative_models: Sequence[str] | None = None,
 ) -> Written:
-    """Write the report of ``suites`` into ``out`` (``figures=False``: text and tables only, in seconds);
-    UserError (one line) for unusable input, before anything is written.
+    """Write the report of ``suites`` into ``out`` (``figures=False``: text and tables only, in seconds;
+    ``claims``: a claims file, judged on these suites' runs); UserError (one line) for unusable input, before
+    anything is written.
 
     ``table_widths``: table file stem or its start ('' for every table) -> width (default: one column);
     ``display_name_overrides``: model or pattern -> printed name; ``qualitative_models``: the grid's models in
@@ -185,10 +192,12 @@ def write_report(
         raise UserError("report: name at least one suite")
     check_writable_output(out, "--out", directory=True)
     out_dir = Path(out)
+    claim_list = load_claims(claims) if claims else []
     inputs = load_inputs(list(suites), results_dir=results_dir, bench=bench)
     a = analyse(inputs, metric, baseline, display_name_overrides)
+    verdicts = evaluate_claims(claim_list, a.done)
     widths = dict(table_widths or {})
-    tables = plan_tables(a)
+    tables = plan_tables(a, verdicts)
     for key in unused_keys(widths, tables):
         raise UserError(f"--table-width {key}={widths[key].name}: names no table of this report "
                         f"(tables: {', '.join(tables) or 'none'})")
@@ -204,12 +213,14 @@ def write_report(
              else [Skipped("all figures", "not asked for (--no-figures)")])
     tex = _write_tables(tables, widths, out_dir)
     command = command_line(list(suites), out, baseline, metric, results_dir,
-                           bench, display, table_widths=widths, display_name_overrides=display_name_overrides,
+                           bench, display, claims=claims, table_widths=widths,
+                           display_name_overrides=display_name_overrides,
                            qualitative_models=qualitative_models, figures=figures)
     prov = collect_provenance(inputs, command, display)
     blocks = [
         *sections.overview(a, suites, prov.dirty_runs),
         *sections.main_table(a),
+        *sections.claims_section(verdicts),
         *sections.baseline_section(a),
         *sections.ablation_sections(a),
         *sections.figure_section(drawn, out_dir, display),
