@@ -184,26 +184,26 @@ def _title(text: str, cell_in: float) -> str:
 
 def _draw_part(grid: _Grid, titles: list[str], predicted: list[list[_Cell]], canvas: Canvas, name: str,
                caption: str) -> FigureResult:
-    columns = 1 + (MODELS_PER_FIGURE[canvas.width.name])
-    cell = canvas.width.inches / columns  # square cells; a last part with fewer models keeps the cell size
+    """One figure of the grid: square cells sized for a full part at this width, so every part (and a grid of
+    fewer models) has cells of one size, centred."""
+    width = canvas.width.inches
+    cell = width / (1 + MODELS_PER_FIGURE[canvas.width.name])
     shown = 1 + len(predicted)
     texts = [_title(t, cell) for t in ["ground truth", *titles]]
     top = LINE_IN * max(t.count("\n") + 1 for t in texts) + 0.04
     handles = [Patch(facecolor=color, alpha=ALPHA, label=grid.category_names[c])
                for c, color in grid.palette.items()]
     legend_columns = canvas.legend_columns([h.get_label() for h in handles])
-    legend_rows = math.ceil(len(handles) / legend_columns)
-    bottom = LINE_IN * legend_rows + 0.08
+    bottom = LINE_IN * math.ceil(len(handles) / legend_columns) + 0.08
     height = cell * len(grid.images) + top + bottom
-    fig = Figure(figsize=(canvas.width.inches, height))
-    axes = fig.subplots(len(grid.images), columns, squeeze=False)
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=bottom / height, top=1 - top / height, wspace=0.03,
-                        hspace=0.03)
+    side = (width - cell * shown) / 2 / width
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(len(grid.images), shown, squeeze=False)
+    fig.subplots_adjust(left=side + 0.005, right=1 - side - 0.005, bottom=bottom / height, top=1 - top / height,
+                        wspace=0.03, hspace=0.03)
     for row, image in enumerate(grid.images):
         for col, cells in enumerate([grid.truth, *predicted]):
             _draw(axes[row, col], image, cells[row], grid.palette)
-        for ax in axes[row, shown:]:
-            ax.set_visible(False)
     for col, text in enumerate(texts):
         axes[0, col].set_title(text, pad=2)
     fig.legend(handles=handles, loc="lower center", ncols=legend_columns, frameon=False,
