@@ -14,8 +14,10 @@ from PIL import Image
 from mnc_bench.evaluation.corruptions import CORRUPTIONS
 from mnc_bench.evaluation.errors import ERROR_TYPES, SUMMARY_TYPES, TIDE_METRIC_NAMES
 from mnc_bench.reporting import write_report
+from mnc_bench.reporting.names import display_names
 
 MODELS = {"mask_rcnn_shapes": 0.40, "mnc_3stage_shapes": 0.35, "htc_shapes": 0.45}
+NAMES = display_names(MODELS)  # the rows are labelled with the models' display names
 SEEDS = (0, 1)
 
 
@@ -75,10 +77,10 @@ def _cell(table: pd.DataFrame, model: str, key: str, scale: float = 100) -> str:
 def test_boundary_table_cells_are_the_means_over_seeds(reports):
     table, _, md = reports[True]
     rows = {r[0]: r for r in _table_after(md, "Boundary AP")}
-    assert set(rows) == set(MODELS)
+    assert set(rows) == {NAMES(m) for m in MODELS}
     for model in MODELS:
-        assert rows[model][1] == _cell(table, model, "coco/segm/AP")
-        assert rows[model][2] == _cell(table, model, "coco/boundary/AP")
+        assert rows[NAMES(model)][1] == _cell(table, model, "coco/segm/AP")
+        assert rows[NAMES(model)][2] == _cell(table, model, "coco/boundary/AP")
 
 
 def test_tide_tables_for_masks_and_boxes(reports):
@@ -86,7 +88,7 @@ def test_tide_tables_for_masks_and_boxes(reports):
     for nth, kind in enumerate(("segm", "bbox")):
         rows = {r[0]: r for r in _table_after(md, "Error breakdown (TIDE)", nth)}
         for model in MODELS:
-            cells = rows[model][1:]
+            cells = rows[NAMES(model)][1:]
             assert len(cells) == len(TIDE_METRIC_NAMES)
             assert cells[2] == _cell(table, model, f"tide/{kind}/dAP_loc")
 
@@ -95,10 +97,10 @@ def test_robustness_table(reports):
     table, _, md = reports[True]
     rows = {r[0]: r for r in _table_after(md, "Robustness to corruptions")}
     for model in MODELS:
-        assert rows[model][2] == _cell(table, model, "robustness/segm/mPC")
-        assert rows[model][3] == _cell(table, model, "robustness/segm/rPC")
+        assert rows[NAMES(model)][2] == _cell(table, model, "robustness/segm/mPC")
+        assert rows[NAMES(model)][3] == _cell(table, model, "robustness/segm/rPC")
     per_corruption = {r[0]: r for r in _table_after(md, "Robustness to corruptions", 1)}
-    assert len(per_corruption["htc_shapes"]) == 1 + len(CORRUPTIONS)
+    assert len(per_corruption[NAMES("htc_shapes")]) == 1 + len(CORRUPTIONS)
 
 
 @pytest.mark.parametrize("name", ["boundary_ap", "tide_errors", "robustness"])
