@@ -22,6 +22,7 @@ import copy
 import os
 import shutil
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,18 @@ def require_empty_output(out: str | os.PathLike[str]) -> None:
         )
 
 
-def prepare_output(out: str | os.PathLike[str]) -> Path:
-    """The staging folder the writer fills for ``out`` (which must not be a file or a non-empty folder)."""
+@dataclass(frozen=True)
+class SoftMaskTarget:
+    """Where the writer puts the PNGs (``staging``) and where that folder goes when the test ends (``out``)."""
+
+    staging: Path
+    out: Path
+
+
+def prepare_output(out: str | os.PathLike[str]) -> SoftMaskTarget:
+    """A new staging folder for ``out`` (which must not be a file or a non-empty folder)."""
     require_empty_output(out)
-    return make_staging_dir(out)
+    return SoftMaskTarget(staging=make_staging_dir(out), out=Path(out))
 
 
 class SoftMaskWriter(BaseMetric):

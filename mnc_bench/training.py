@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnc_bench.checkpoints import allow_mmengine_checkpoint_globals, latest_good_checkpoint, require_local_checkpoint
 from mnc_bench.config_loading import load_config
@@ -31,6 +31,9 @@ from mnc_bench.preflight import (
     prepare_datasets,
     require_sections,
 )
+
+if TYPE_CHECKING:
+    from mnc_bench.soft_masks import SoftMaskTarget
 
 LAUNCHERS = ("none", "pytorch", "slurm")
 
@@ -119,39 +122,63 @@ def evaluate_checkpoint(
     (``image_id, category_id, score, bbox [x, y, w, h], segmentation`` RLE with str counts; video models: with
     ``track_id``); ``soft_masks``: a folder to receive every instance's mask probabilities as 8-bit PNGs and
     their index (:mod:`mnc_bench.soft_masks`), the scored masks unchanged."""
+    if out is not None:
+        out = Path(out)
+        if out.suffix != ".json":
+            raise UserError(f"--out {out}: the results file must end in .json")
+    target = None
+    if soft_masks is not None:
+        from mnc_bench.soft_masks import prepare_output
+
+        target = prepare_output(soft_masks)
+    try:
+        runner = build_test_runner(config, checkpoint, work_dir=work_dir, cfg_options=cfg_options,
+                                   launcher=launcher, results_file=out, soft_masks=target)
+        metrics = runner.test()
+    except BaseException:
+        if target is not None:
+            shutil.rmtree(target.staging, ignore_errors=True)
+        raise
+    return RunResult(work_dir=Path(runner.cfg.work_dir),
+                     metrics={key: float(value) for key, value in metrics.items()}, predictions=out)
+
+
+def build_test_runner(
+    config: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str],
+    *,
+    work_dir: str | os.PathLike[str] | None = None,
+    cfg_options: Mapping[str, Any] | Sequence[str] | None = None,
+    launcher: str = "none",
+    results_file: Path | None = None,
+    soft_masks: SoftMaskTarget | None = None,
+):
+    """An mmengine Runner of ``config``'s test split with ``checkpoint`` loaded strictly (checked like
+    :func:`evaluate_checkpoint`'s); ``results_file``: the test evaluator also writes the predictions there;
+    ``soft_masks``: the model also gives its mask probabilities, which an extra evaluator writes there."""
     cfg = load_config(config, cfg_options)
     require_sections(cfg, ("test_dataloader", "test_evaluator", "test_cfg"), "test")
     _configure_run(cfg, work_dir=work_dir, launcher=launcher)
     checkpoint = require_local_checkpoint(checkpoint, "checkpoint")
     cfg.load_from = None  # loaded below, strictly: a checkpoint of another model must not evaluate silently
     cfg.resume = False
-    if out is not None:
-        out = Path(out)
-        if out.suffix != ".json":
-            raise UserError(f"--out {out}: the results file must end in .json")
-        _add_results_file(cfg, out)
+    if results_file is not None:
+        _add_results_file(cfg, results_file)
+    if soft_masks is not None:
+        _add_soft_mask_writer(cfg, soft_masks)
     check_buildable(cfg, ["test"])
     prepare_datasets(cfg, ["test_dataloader"])
     allow_mmengine_checkpoint_globals()
-    staging = _add_soft_mask_writer(cfg, Path(soft_masks)) if soft_masks is not None else None
+    runner = _build_runner(cfg)
     try:
-        runner = _build_runner(cfg)
-        try:
-            runner.load_checkpoint(checkpoint, map_location="cpu", strict=True)
-        except RuntimeError as exc:
-            raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: "
-                            f"{one_line(exc)}") from exc
-        if staging is not None:
-            from mnc_bench.soft_masks import enable_soft_masks
+        runner.load_checkpoint(checkpoint, map_location="cpu", strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: {one_line(exc)}") from exc
+    if soft_masks is not None:
+        from mnc_bench.soft_masks import enable_soft_masks
 
-            enable_soft_masks(runner.model)
-        metrics = runner.test()
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return RunResult(work_dir=Path(cfg.work_dir), metrics={key: float(value) for key, value in metrics.items()},
-                     predictions=out)
+        enable_soft_masks(runner.model)
+    return runner
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
@@ -213,19 +240,17 @@ def _build_runner(cfg):
     return Runner.from_cfg(cfg)
 
 
-def _add_soft_mask_writer(cfg, out: Path) -> Path:
-    """Append the soft-mask writer to the test evaluator; returns the staging folder it fills."""
-    from mnc_bench.soft_masks import WRITER_NAME, prepare_output
+def _add_soft_mask_writer(cfg, target: SoftMaskTarget) -> None:
+    """Append the soft-mask writer, which fills ``target``, to the test evaluator."""
+    from mnc_bench.soft_masks import WRITER_NAME
 
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     ann = next((item.get("ann_file") for item in evaluators if item.get("ann_file")), None)
     if ann is None:
         leaves = leaf_datasets(cfg.test_dataloader.get("dataset"))
         ann, _ = next((dataset_files(d) for d in leaves), (None, None))
-    staging = prepare_output(out)
-    cfg.test_evaluator = [*evaluators, dict(type=WRITER_NAME, staging=str(staging), out=str(out),
+    cfg.test_evaluator = [*evaluators, dict(type=WRITER_NAME, staging=str(target.staging), out=str(target.out),
                                             ann_file=None if ann is None else str(ann))]
-    return staging
 
 
 def _add_results_file(cfg, out: Path) -> None:

@@ -191,3 +191,20 @@ def test_proposal_recall_is_collected_from_the_proposals_stage_2_sees(shapes_dat
     (run_dir,) = run_dirs_of(results, "rpn")
     recall = json.loads(run_dir.file("metrics.json").read_text())["proposals/AR@100"]
     assert 0.0 <= recall <= 1.0  # Mask R-CNN's RPN proposals, with their objectness
+
+
+def test_boundary_ap_and_tide_named_by_a_suite_are_scored_from_the_run_predictions(shapes_dataset, tmp_path):
+    from mnc_bench.evaluation import evaluate
+
+    results = tmp_path / "results"
+    suite = tiny_suite(tmp_path, shapes_dataset, iters=1, seeds=(0,),
+                       extra="metrics: [coco/segm/AP, coco/boundary/AP, tide/bbox/dAP_loc]\n")
+    finish(suite, results)
+    (run_dir,) = run_dirs_of(results)
+    metrics = json.loads(run_dir.file("metrics.json").read_text())
+    again = evaluate(shapes_dataset / "annotations" / "instances_val.json", run_dir.file("predictions.json"),
+                     metric=["boundary", "tide"], iou_type=("segm", "bbox"))
+    for key in ("coco/boundary/AP", "coco/boundary/AP75", "tide/segm/dAP_miss", "tide/bbox/dAP_loc"):
+        assert metrics[key] == pytest.approx(again[key]), key
+    table = collect(results / "tiny")
+    assert table.loc[0, "coco/boundary/AP"] == pytest.approx(metrics["coco/boundary/AP"])

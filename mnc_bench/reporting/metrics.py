@@ -74,16 +74,18 @@ VOC_LAYOUT = {p: (f"voc_{p}/mAP@0.5", f"voc_{p}/mAP@0.7") for p in ("mnc", "sds"
 # Proposal recall next to mask AP in the proposal-quality figure, first present wins.
 RECALL_KEYS = ("proposals/AR@100", "proposals/AR@300", "proposals/AR@1000", "proposals/AR@10",
                "coco/segm/AR100")
-_PREFIXES = ("coco/", "voc_", "proposals/", "vis/")
+_PREFIXES = ("coco/", "voc_", "proposals/", "tide/", "robustness/", "vis/")
 _KNOWN = {c.key: c for c in ACCURACY + COST + VIDEO_ACCURACY + VIDEO_CONSISTENCY}
 
 
 def column(key: str) -> Column:
-    """The column description of ``key``; an unlisted metric key is printed as is, in points."""
+    """The column description of ``key``; an unlisted metric key is printed as is, in points (a TIDE dAP, the
+    AP an error type costs, is better lower)."""
     if key in _KNOWN:
         return _KNOWN[key]
     scale = 100.0 if key.startswith(_PREFIXES) else 1.0
-    return Column(key, key, escape_tex(key), scale=scale, decimals=1 if scale == 100.0 else 3)
+    return Column(key, key, escape_tex(key), higher_is_better=not key.startswith("tide/") or "/dAP_" not in key,
+                  scale=scale, decimals=1 if scale == 100.0 else 3)
 
 
 def is_metric_key(key: str) -> bool:

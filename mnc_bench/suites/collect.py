@@ -2,9 +2,9 @@
 
 Columns (the schema ``mnc-bench report`` reads; see the README): suite, run_id, status, failure_reason, config,
 model, seed, variant, ``axis.<key>`` per suite axis, every standard metric key (NaN when not measured) plus the
-suite's extra ``metrics``, batch_size, lr, max_iters, train_time_s, s_per_iter, threads (torch threads of the
-run), peak_mem_mb, params, git_commit, run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>``
-the run was copied from, or empty).
+suite's extra ``metrics`` and the ``robustness/...`` keys of the runs' ``robustness.json``, batch_size, lr,
+max_iters, train_time_s, s_per_iter, threads (torch threads of the run), peak_mem_mb, params, git_commit,
+run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>`` the run was copied from, or empty).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from typing import Any
 import pandas as pd
 
 from mnc_bench.errors import UserError
+from mnc_bench.evaluation.errors import TIDE_METRIC_NAMES
+from mnc_bench.evaluation.robustness import PREFIX as ROBUSTNESS_PREFIX
+from mnc_bench.evaluation.robustness import RECORD_FILE, read_summary
 from mnc_bench.io import atomic_open
 from mnc_bench.suites.rundir import RunDir
 
@@ -25,6 +28,8 @@ STANDARD_METRICS = (
     [f"coco/{kind}/{name}" for kind in ("segm", "bbox") for name in _COCO]
     + [f"voc_{protocol}/{name}" for protocol in ("sds", "mnc") for name in ("mAP@0.5", "mAP@0.7", "mAP_vol")]
     + [f"proposals/{name}" for name in ("AR@10", "AR@100", "AR@300", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000")]
+    + [f"coco/boundary/{name}" for name in _COCO[:6]]  # evaluation.boundary.BOUNDARY_METRIC_NAMES
+    + [f"tide/{kind}/{name}" for kind in ("segm", "bbox") for name in TIDE_METRIC_NAMES]
 )
 LEADING = ["suite", "run_id", "status", "failure_reason", "config", "model", "seed", "variant"]
 TRAILING = ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "threads", "peak_mem_mb", "params",
@@ -51,6 +56,9 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
             if key not in axes:
                 axes.append(key)
         rows.append(row)
+    found = {key for row in rows for key in row if key.startswith(ROBUSTNESS_PREFIX)}
+    robustness = sorted(found - set(metrics), key=robustness_order)
+    metrics += robustness
     columns = LEADING + [f"axis.{key}" for key in axes] + metrics + TRAILING
     table = pd.DataFrame(rows, columns=columns)
     for key in axes:
@@ -82,9 +90,28 @@ def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
     )
     row.update({f"axis.{key}": value for key, value in axes.items()})
     row.update({key: math.nan if values.get(key) is None else values[key] for key in metrics})
+    if done:
+        row.update(read_summary(run_dir.file(RECORD_FILE)))
     row.update({key: stats.get(key) for key in ("batch_size", "lr", "max_iters", "train_time_s", "s_per_iter",
                                                 "threads", "peak_mem_mb", "params", "git_commit")})
     return row
+
+
+def robustness_order(key: str) -> tuple:
+    """Masks before boxes; clean AP, mPC, rPC, AP per severity, then AP per corruption in benchmark order."""
+    from mnc_bench.evaluation.corruptions import CORRUPTIONS
+
+    kind, _, name = key[len(ROBUSTNESS_PREFIX):].partition("/")
+    head = ("AP_clean", "mPC", "rPC")
+    if name in head:
+        rank: tuple = (0, head.index(name))
+    elif name.startswith("AP@s"):
+        rank = (1, name)
+    else:
+        corruption = name.removeprefix("AP/")
+        known = CORRUPTIONS.index(corruption) if corruption in CORRUPTIONS else len(CORRUPTIONS)
+        rank = (2, known, corruption)
+    return (kind != "segm", kind, rank)
 
 
 def _axis_column(values: pd.Series) -> pd.Series:

@@ -11,7 +11,8 @@ A suite is a YAML file (read with a safe loader: a suite file never runs code)::
       model.loss_weights.cls: [1.0, 1.0]
     seeds: [0, 1, 2]
     cfg_options: {train_cfg.max_iters: 200}  # every run, under the axes
-    metrics: [coco/segm/AP, proposals/AR@100]  # optional: the metric columns `collect` keeps
+    metrics: [coco/segm/AP, proposals/AR@100]  # optional: the metric columns `collect` keeps; proposal
+                                             # recall, coco/boundary/* and tide/* are computed only if named
     slurm: {partition: gpu, gpus_per_run: 1, timeout_min: 720, array_parallelism: 8}
 
 An axis key is any config key in ``--cfg-options`` form and must exist in the run's config; a dict value is
@@ -47,8 +48,8 @@ SLURM_KEYS = {"partition": str, "gpus_per_run": int, "cpus_per_run": int, "timeo
 NEUTRAL_KEYS = ("work_dir", "launcher", "resume", "log_level", "log_processor", "visualizer", "vis_backends",
                 "dataset_layout", "default_hooks.logger", "default_hooks.checkpoint", "default_hooks.timer",
                 "default_hooks.visualization", "randomness.seed")
-METRIC_PATTERN = re.compile(
-    r"^(coco/(segm|bbox)/\w+|voc_(sds|mnc)/[\w@.]+(/.+)?|proposals/\w+@\d+|vis/(\w+/)?\w+)$")
+METRIC_PATTERN = re.compile(r"^(coco/(segm|bbox|boundary)/\w+|voc_(sds|mnc)/[\w@.]+(/.+)?|proposals/\w+@\d+"
+                            r"|tide/(segm|bbox)/\w+|robustness/(segm|bbox)/[\w@]+(/\w+)?|vis/(\w+/)?\w+)$")
 ID_LENGTH = 12
 
 
