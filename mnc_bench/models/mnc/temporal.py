@@ -27,7 +27,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou
 
 from mnc_bench.models.mnc.cascade import CascadeOutput
 from mnc_bench.models.mnc.config import ParameterError
@@ -142,6 +141,8 @@ class TemporalSeeding:
         detection suppressed in class-wise NMS, ``NO_TRACK`` if none. Greedy NMS suppresses a pair by the best
         scoring kept detection of its class that scores at least as high and overlaps it by more than
         ``nms_iou``."""
+        from torchvision.ops import box_iou  # on first use, as the post-processor's NMS
+
         found = torch.full((len(which),), NO_TRACK, dtype=torch.int64, device=seeded.device)
         pair_instances, pair_classes = (instances.class_probs[:, 1:] > score_thr).nonzero(as_tuple=True)
         keep = seeded[pair_instances] != NO_TRACK
