@@ -30,8 +30,7 @@ from mnc_bench.preflight import (
     prepare_datasets,
     require_sections,
 )
-
-LAUNCHERS = ("none", "pytorch", "slurm")
+from mnc_bench.suites.contract import LAUNCHERS
 
 
 @dataclass

@@ -1,12 +1,26 @@
-"""Shared fixtures: a tiny shapes dataset generated once per test session."""
+"""Shared fixtures: a tiny shapes dataset generated once per test session, suite files over it, the CLI started
+as a subprocess (optionally stopping at a chosen point, to be killed there), and finished run directories."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
+from mnc_bench.suites.rundir import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+MASK_RCNN_SHAPES = "configs/mask_rcnn/mask_rcnn_shapes.py"
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +29,206 @@ def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shapes") / "shapes"
     write_shapes_dataset(root, num_train=16, num_val=8, config=ShapesConfig(image_size=128, seed=0), workers=1)
     return root
+
+
+@pytest.fixture()
+def repo_cwd(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The checkout as working directory: config paths in suites are relative to it."""
+    monkeypatch.chdir(REPO)
+    return REPO
+
+
+# ---- suite files ----------------------------------------------------------------------------------------------
+
+
+def _write_suite(path: Path, data_root: Path, cfg_options: Mapping[str, Any], *, seeds: Iterable[int] = (0,),
+                 extra: Mapping[str, Any] | None = None) -> Path:
+    suite = {"base": MASK_RCNN_SHAPES, "seeds": list(seeds),
+             "cfg_options": {"data_root": f"{data_root}/", **cfg_options}, **(extra or {})}
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+@pytest.fixture()
+def write_suite() -> Callable[..., Path]:
+    """``write_suite(path, data_root, cfg_options, *, seeds=(0,), extra=None)``: a suite over Mask R-CNN on the
+    shapes config reading ``data_root``; ``extra`` adds top-level keys (grid, metrics...)."""
+    return _write_suite
+
+
+@pytest.fixture()
+def tiny_suite(tmp_path: Path, shapes_dataset: Path) -> Callable[..., Path]:
+    """``tiny_suite(*, name="tiny", iters=3, seeds=(0, 1, 2), extra="", log_interval=1)``: a Mask R-CNN suite
+    file in ``tmp_path`` on the shapes fixture that checkpoints every iteration (for the kill-and-resume tests);
+    ``extra`` is YAML appended."""
+
+    def make(*, name: str = "tiny", iters: int = 3, seeds: Iterable[int] = (0, 1, 2), extra: str = "",
+             log_interval: int = 1) -> Path:
+        path = _write_suite(tmp_path / f"{name}.yaml", shapes_dataset, {
+            "train_cfg.max_iters": iters,
+            "train_dataloader.batch_size": 2,
+            "default_hooks.logger.interval": log_interval,
+            "default_hooks.checkpoint.interval": 1,
+            "default_hooks.checkpoint.max_keep_ckpts": 5,
+            "model.test_cfg.rcnn.max_per_img": 10,
+        }, seeds=seeds)
+        if extra:
+            path.write_text(path.read_text() + textwrap.dedent(extra))
+        return path
+
+    return make
+
+
+# ---- finished runs --------------------------------------------------------------------------------------------
+
+
+def _finish_run(run_dir: RunDir) -> None:
+    run_dir.work_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir.work_dir / "iter_3.pth").write_bytes(b"weights of " + run_dir.run_id.encode())
+    run_dir.write_json("metrics.json", {"coco/segm/AP": 0.25, "coco/bbox/AP": 0.5})
+    run_dir.write_json("predictions.json", [])
+    with open(run_dir.file("log.txt"), "a", encoding="utf-8") as log:
+        log.write("=== done\n")
+    run_dir.update_status(state="done", started="2026-01-01T00:00:00+00:00", ended="2026-01-01T00:10:00+00:00",
+                          exit_reason="finished", attempt=1)
+
+
+@pytest.fixture()
+def finish_run() -> Callable[[RunDir], None]:
+    """``finish_run(run_dir)``: what a worker leaves in a finished run directory, without training (a
+    checkpoint naming the run, metrics, predictions, the log's last line, a done status)."""
+    return _finish_run
+
+
+class FakeTraining:
+    """An executor that 'trains' by writing a finished run's files (``finish_run``); records which runs it was
+    given."""
+
+    name = "fake"
+    workers = 1
+
+    def __init__(self) -> None:
+        self.trained: list[str] = []
+
+    def execute(self, run_dirs: Iterable[RunDir], events: Any, suite_dir: Path) -> None:
+        for run_dir in run_dirs:
+            self.trained.append(run_dir.run_id)
+            events.started(run_dir)
+            _finish_run(run_dir)
+            events.finished(run_dir, 0, 1.0)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture()
+def fake_training() -> type[FakeTraining]:
+    """``fake_training()``: an executor that finishes each run it is given without training
+    (``.trained``: their ids)."""
+    return FakeTraining
+
+
+# ---- the CLI as a subprocess, stopped at a chosen point --------------------------------------------------------
+
+# Run as `python -c RUNNER POINT ARGS...` in the checkout: `mnc-bench ARGS` that stops, when it reaches POINT, after
+# writing `.paused-POINT` (holding its pid) into the folder of that moment, until it is killed.
+#   between: in the runner, once the first run has finished and its status is settled (the suite folder);
+#   results: in each worker, once metrics.json is written and before the run is recorded done (the run folder).
+RUNNER = r"""
+import os, subprocess, sys, time
+from pathlib import Path
+
+point = sys.argv.pop(1)
+
+
+def pause(folder):
+    Path(folder, f".paused-{point}").write_text(str(os.getpid()))
+    while True:
+        time.sleep(60)
+
+
+if point == "between":
+    from mnc_bench.suites import runner
+
+    finished = runner.RunEvents.finished
+
+    def finished_then_pause(self, run_dir, *args, **kwargs):
+        finished(self, run_dir, *args, **kwargs)
+        pause(run_dir.path.parent)
+
+    runner.RunEvents.finished = finished_then_pause
+elif point == "results":
+    class Popen(subprocess.Popen):  # workers (python -m mnc_bench.suites.worker ARGS) as python -c WORKER ARGS
+        def __init__(self, command, **kwargs):
+            if "mnc_bench.suites.worker" in command:
+                at = command.index("mnc_bench.suites.worker")
+                command = [*command[:at - 1], "-c", __WORKER__, *command[at + 1:]]
+            super().__init__(command, **kwargs)
+
+    subprocess.Popen = Popen
+elif point:
+    raise SystemExit(f"unknown pause point {point!r}")
+
+from mnc_bench.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+WORKER = r"""
+import os, sys, time
+from pathlib import Path
+
+from mnc_bench.suites import worker
+
+
+def pause_then_merge(work_dir):
+    Path(work_dir).parent.joinpath(".paused-results").write_text(str(os.getpid()))
+    while True:
+        time.sleep(60)
+
+
+worker.merge_scalars = pause_then_merge  # called right after metrics.json is written
+sys.exit(worker.main())
+"""
+
+
+class SuiteCli:
+    """``mnc-bench run`` in a subprocess of its own, as a user starts it."""
+
+    def start(self, suite: Path, results: Path, *args: str, pause: str = "") -> subprocess.Popen:
+        """Start ``mnc-bench run SUITE --results RESULTS ARGS``; ``pause``: a point to stop at (see RUNNER)."""
+        script = RUNNER.replace("__WORKER__", repr(WORKER))
+        return subprocess.Popen([sys.executable, "-c", script, pause, "run", str(suite), "--results", str(results),
+                                 *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def finish(self, suite: Path, results: Path, *args: str) -> str:
+        """Run the suite to its end; its output (the exit code must be 0)."""
+        process = self.start(suite, results, *args)
+        out, _ = process.communicate(timeout=900)
+        assert process.returncode == 0, out
+        return out
+
+    @staticmethod
+    def wait_for(predicate: Callable[[], bool], timeout: float = 240.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.2)
+
+    def kill(self, process: subprocess.Popen, run_dirs: list[RunDir]) -> None:
+        """SIGKILL the runner; its workers die with it (PR_SET_PDEATHSIG): no run stays held."""
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        self.wait_for(lambda: not any(run_dir.is_live() for run_dir in run_dirs), 30, "the workers to die")
+
+    @staticmethod
+    def run_dirs(results: Path, name: str = "tiny") -> list[RunDir]:
+        """The run directories of suite ``name``'s plan, in plan order."""
+        suite_dir = results / name
+        plan = json.loads((suite_dir / "suite.json").read_text())["run_ids"]
+        return [RunDir(suite_dir / run_id) for run_id in plan]
+
+
+@pytest.fixture()
+def suite_cli() -> SuiteCli:
+    return SuiteCli()

@@ -14,7 +14,8 @@ from mnc_bench.errors import UserError
 from mnc_bench.reporting import figures, write_report
 from mnc_bench.reporting.qualitative import qualitative_figure
 from mnc_bench.reporting.style import Skipped
-from mnc_bench.reporting.table import REQUIRED, load_inputs, run_folder
+from mnc_bench.reporting.table import load_inputs, run_folder
+from mnc_bench.suites.contract import REQUIRED_COLUMNS
 from report_fixtures import build_results
 
 
@@ -40,7 +41,7 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
 def test_empty_results_still_write_a_report(tmp_path):
     suite = tmp_path / "results" / "empty"
     suite.mkdir(parents=True)
-    pd.DataFrame(columns=[*REQUIRED, "coco/segm/AP"]).to_csv(suite / "collect.csv", index=False)
+    pd.DataFrame(columns=[*REQUIRED_COLUMNS, "coco/segm/AP"]).to_csv(suite / "collect.csv", index=False)
     written = write_report(["empty"], tmp_path / "out", results_dir=tmp_path / "results", bench=None)
     text = (written.out / "report.md").read_text()
     assert "The results hold no runs" in text and "## Main comparison" not in text

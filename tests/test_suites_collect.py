@@ -14,9 +14,10 @@ import pytest
 pytest.importorskip("mmcv.ops")
 
 from mnc_bench.cli import main  # noqa: E402
-from mnc_bench.suites.collect import STANDARD_METRICS, collect  # noqa: E402
+from mnc_bench.suites.collect import collect  # noqa: E402
+from mnc_bench.suites.contract import STANDARD_METRICS  # noqa: E402
 from mnc_bench.suites.rundir import RunDir  # noqa: E402
-from mnc_bench.suites.runner import plan_suite, _prepare_run_dir, _write_suite_record  # noqa: E402
+from mnc_bench.suites.runner import plan_suite, prepare_runs  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,9 +39,7 @@ def suite(tmp_path, monkeypatch):
 
 def _prepare(suite, suite_dir: Path) -> list[RunDir]:
     plan = plan_suite(suite, suite_dir)
-    for planned in plan:
-        _prepare_run_dir(planned, suite)
-    _write_suite_record(suite, suite_dir)
+    prepare_runs(plan, suite, suite_dir)
     return [planned.run_dir for planned in plan]
 
 

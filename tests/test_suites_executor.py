@@ -14,17 +14,22 @@ pytest.importorskip("mmcv.ops")
 
 from mnc_bench.suites.executors import LocalExecutor  # noqa: E402
 from mnc_bench.suites.rundir import RunDir  # noqa: E402
-from test_suites_reuse import finish_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def done_run(path: Path) -> RunDir:
-    """A finished run: a worker given it returns at once (no training)."""
-    run_dir = RunDir(path)
-    run_dir.write_json("run.json", {"run_id": run_dir.run_id, "config": "missing.py", "cfg_options": {}, "seed": 0})
-    finish_run(run_dir)
-    return run_dir
+@pytest.fixture()
+def done_run(finish_run):
+    """``done_run(path)``: a finished run; a worker given it returns at once (no training)."""
+
+    def make(path: Path) -> RunDir:
+        run_dir = RunDir(path)
+        run_dir.write_json("run.json", {"run_id": run_dir.run_id, "config": "missing.py", "cfg_options": {},
+                                        "seed": 0})
+        finish_run(run_dir)
+        return run_dir
+
+    return make
 
 
 class Events:
@@ -34,7 +39,7 @@ class Events:
     def started(self, run_dir: RunDir) -> None:
         pass
 
-    def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float) -> None:
+    def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float, failure: str = "") -> None:
         self.finished_codes.append(exit_code)
 
     def tick(self) -> None:
@@ -46,7 +51,7 @@ def worker_pid(run_dir: RunDir) -> int:
 
 
 @pytest.mark.slow  # ~8 s of real worker processes importing torch/mmdet; CI runs it
-def test_prestarted_workers_take_the_runs_and_the_spare_is_stopped(tmp_path, monkeypatch):
+def test_prestarted_workers_take_the_runs_and_the_spare_is_stopped(tmp_path, monkeypatch, done_run):
     monkeypatch.chdir(REPO)
     runs = [done_run(tmp_path / "suite" / name) for name in ("0123456789ab", "ba9876543210")]
     executor = LocalExecutor(workers=2, threads=1)
@@ -70,7 +75,7 @@ def test_an_idle_worker_whose_stdin_closes_exits_without_a_run(tmp_path):
 
 
 @pytest.mark.slow  # ~8 s of real worker processes importing torch/mmdet; CI runs it
-def test_while_runs_remain_a_worker_is_started_ahead_for_the_next_one(tmp_path, monkeypatch):
+def test_while_runs_remain_a_worker_is_started_ahead_for_the_next_one(tmp_path, monkeypatch, done_run):
     monkeypatch.chdir(REPO)
     runs = [done_run(tmp_path / "suite" / name) for name in ("0123456789ab", "ba9876543210", "aaaaaaaaaaaa")]
     executor = LocalExecutor(workers=1, threads=1)

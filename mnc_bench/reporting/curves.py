@@ -16,6 +16,7 @@ from mnc_bench.reporting.compare import short_label
 from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, legend_below, legend_height,
                                        new_figure, save, style)
 from mnc_bench.reporting.table import run_folder
+from mnc_bench.suites.contract import SCALARS_JSON
 
 MAX_STAGE_FIGURES = 6
 
@@ -48,7 +49,7 @@ def load_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for suite, runs in done.groupby("suite", sort=True):
         with_model = runs["model"].nunique() > 1
         for _, run in runs.iterrows():
-            curve = read_scalars(run_folder(run) / "scalars.json")
+            curve = read_scalars(run_folder(run) / SCALARS_JSON)
             if curve is None:
                 missing.append(run["run_id"])
                 continue

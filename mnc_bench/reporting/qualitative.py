@@ -20,6 +20,7 @@ from mnc_bench.evaluation import GroundTruth, load_ground_truth, load_prediction
 from mnc_bench.reporting.compare import group_label
 from mnc_bench.reporting.style import WIDTH_IN, FigureResult, Skipped, save, style
 from mnc_bench.reporting.table import run_folder
+from mnc_bench.suites.contract import PREDICTIONS_JSON
 
 NAME = "qualitative"
 MAX_IMAGES = 3
@@ -36,7 +37,7 @@ def representative_runs(done: pd.DataFrame) -> list[pd.Series]:
     for model, runs in done.groupby("model", sort=True):
         runs = runs.assign(_varied=runs["variant"] != "").sort_values(["_varied", "suite", "variant", "seed"])
         for _, run in runs.iterrows():
-            if (run_folder(run) / "predictions.json").is_file() and run.get("test_ann_file", ""):
+            if (run_folder(run) / PREDICTIONS_JSON).is_file() and run.get("test_ann_file", ""):
                 chosen.append(run)
                 break
     return chosen
@@ -134,7 +135,7 @@ def qualitative_figure(done: pd.DataFrame, out_dir: Path) -> FigureResult | Skip
         gt = load_ground_truth(ann_file)
         image_ids = _pick_images(gt)
         truth = [_ground_truth_cell(gt, i) for i in image_ids]
-        predicted = [_prediction_cells(run_folder(r) / "predictions.json", gt, image_ids) for r in runs]
+        predicted = [_prediction_cells(run_folder(r) / PREDICTIONS_JSON, gt, image_ids) for r in runs]
         files = {img["id"]: img.get("file_name", "") for img in gt.dataset["images"]}
         images = [np.asarray(Image.open(img_dir / files[i]).convert("RGB")) for i in image_ids]
     except UserError as exc:

@@ -18,7 +18,8 @@ from mnc_bench.reporting.published import BLOCK_TITLE, display_value, relevant
 from mnc_bench.reporting.render import Block, Bullets, Code, Heading, Image, Table, Text
 from mnc_bench.reporting.stats import CONFIDENCE, N_BOOT, SEED
 from mnc_bench.reporting.style import FigureResult, Skipped
-from mnc_bench.reporting.table import STATUSES, bench_weights
+from mnc_bench.reporting.table import bench_weights
+from mnc_bench.suites.contract import RUN_STATES, RunState
 
 MAIN_TABLE_ID = "main-table"
 
@@ -30,15 +31,15 @@ def overview(a: Analysis, suites: Sequence[str]) -> list[Block]:
         return blocks + [Text("The results hold no runs: there is nothing to compare. Run the suite "
                               "(`mnc-bench run SUITE`) and collect it (`mnc-bench collect SUITE`) first.")]
     counts = runs.groupby("suite")["status"].value_counts().unstack(fill_value=0)
-    counts = counts.reindex(columns=STATUSES, fill_value=0)
+    counts = counts.reindex(columns=RUN_STATES, fill_value=0)
     rows = []
     for suite, c in counts.iterrows():
         done = a.done[a.done["suite"] == suite]
-        rows.append([suite, *(str(int(c[s])) for s in STATUSES), str(done["model"].nunique()),
+        rows.append([suite, *(str(int(c[s])) for s in RUN_STATES), str(done["model"].nunique()),
                      ", ".join(str(s) for s in sorted(done["seed"].unique())) or "—"])
     blocks += [Text(f"Compared metric: `{a.metric}` ({column(a.metric).label}). Numbers below are what this "
                     "project measured; published numbers appear only in their own block near the end."),
-               Table(["suite", *STATUSES, "models", "seeds (finished)"], rows)]
+               Table(["suite", *RUN_STATES, "models", "seeds (finished)"], rows)]
     for suite in counts.index[counts["done"] == 0]:
         blocks.append(Text(f"Suite {suite} has no finished run: it appears only under 'Runs not counted'."))
     return blocks
@@ -181,7 +182,7 @@ def figure_section(figures: list[FigureResult | Skipped], out: Path) -> list[Blo
 
 
 def not_counted(a: Analysis) -> list[Block]:
-    runs = a.inputs.runs[a.inputs.runs["status"] != "done"]
+    runs = a.inputs.runs[a.inputs.runs["status"] != RunState.DONE]
     if runs.empty:
         return []
     reason = runs["failure_reason"] if "failure_reason" in runs else pd.Series("", index=runs.index)
