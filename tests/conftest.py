@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ def tiny_suite(tmp_path: Path, shapes_dataset: Path) -> Callable[..., Path]:
             "default_hooks.checkpoint.interval": 1,
             "default_hooks.checkpoint.max_keep_ckpts": 5,
             "model.test_cfg.rcnn.max_per_img": 10,
+            "model.test_cfg.rcnn.score_thr": 0.0,  # every run predicts, however little it trained
         }, seeds=seeds)
         if extra:
             path.write_text(path.read_text() + textwrap.dedent(extra))
@@ -194,21 +195,27 @@ sys.exit(worker.main())
 class SuiteCli:
     """``mnc-bench run`` in a subprocess of its own, as a user starts it."""
 
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
     def start(self, suite: Path, results: Path, *args: str, pause: str = "") -> subprocess.Popen:
         """Start ``mnc-bench run SUITE --results RESULTS ARGS``; ``pause``: a point to stop at (see RUNNER)."""
         script = RUNNER.replace("__WORKER__", repr(WORKER))
-        return subprocess.Popen([sys.executable, "-c", script, pause, "run", str(suite), "--results", str(results),
-                                 *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen([sys.executable, "-c", script, pause, "run", str(suite), "--results",
+                                    str(results), *args], cwd=REPO, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        self.started.append(process)
+        return process
 
     def finish(self, suite: Path, results: Path, *args: str) -> str:
         """Run the suite to its end; its output (the exit code must be 0)."""
         process = self.start(suite, results, *args)
-        out, _ = process.communicate(timeout=900)
+        out, _ = process.communicate(timeout=1800)
         assert process.returncode == 0, out
         return out
 
     @staticmethod
-    def wait_for(predicate: Callable[[], bool], timeout: float = 240.0, what: str = "") -> None:
+    def wait_for(predicate: Callable[[], bool], timeout: float = 900.0, what: str = "") -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
@@ -230,5 +237,11 @@ class SuiteCli:
 
 
 @pytest.fixture()
-def suite_cli() -> SuiteCli:
-    return SuiteCli()
+def suite_cli() -> Iterator[SuiteCli]:
+    """Runners a test leaves running (it failed while waiting) are killed, and their workers with them."""
+    cli = SuiteCli()
+    yield cli
+    for process in cli.started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
 from pathlib import Path
@@ -12,6 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from mnc_bench.reporting import curves as curve_code
+from mnc_bench.reporting import figures as figure_code
 from mnc_bench.reporting import provenance, write_report
 from mnc_bench.reporting.table import bench_weights
 from report_browser import find_chromium, inspect_page
@@ -30,18 +33,31 @@ TABLES = ["main_coco_mnc_vs_successors", "main_voc_mnc_mnc_vs_successors", "main
           "ablation_model_cascade_stage3_labels"]
 
 
+def _keeping(save, drawn: dict):
+    def keeping_save(fig, out_dir, name, caption):
+        drawn[name] = fig
+        return save(fig, out_dir, name, caption)
+
+    return keeping_save
+
+
 @pytest.fixture(scope="module")
 def fixture_report(tmp_path_factory, shapes_dataset):
+    """(results root, the collected table, report folder, what write_report returned, the matplotlib Figure of
+    each figure drawn, by name)."""
     root = tmp_path_factory.mktemp("report")
     table = build_results(root, shapes_dataset)
     out = root / "reports" / "fixture"
+    drawn = {}
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         # The report names the checkout's commit; other work committing meanwhile must not change "same code".
         patch.setattr(provenance, "checkout_commit", lambda: ("c0ffee", False))
+        for module in (figure_code, curve_code):  # keep each Figure for the tests of what it plots
+            patch.setattr(module, "save", _keeping(module.save, drawn))
         warnings.simplefilter("error", UserWarning)  # e.g. matplotlib's "constrained_layout not applied"
         written = write_report(SUITES, out, results_dir=root / "results",
                                bench=root / "results" / "bench" / "models.json")
-        yield root, table, out, written
+        yield root, table, out, written, drawn
 
 
 def md_table(text: str, heading: str, index: int = 0) -> pd.DataFrame:
@@ -60,7 +76,7 @@ def independent_aggregates(table: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def test_every_file_is_written(fixture_report):
-    _, _, out, written = fixture_report
+    _, _, out, written, _ = fixture_report
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     for name in TABLES:
         assert (out / "tables" / f"{name}.tex").is_file(), name
@@ -75,7 +91,7 @@ def test_every_file_is_written(fixture_report):
 @pytest.mark.parametrize("key,label", [("coco/segm/AP", "mask AP"), ("coco/bbox/AP", "box AP"),
                                        ("voc_mnc/mAP@0.7", "mAP^r@0.7 (MNC protocol)")])
 def test_main_table_cells_equal_independent_aggregates(fixture_report, key, label):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     main = md_table((out / "report.md").read_text(), "## Main comparison")
     expected = independent_aggregates(table, key)
     assert len(main) == len(expected)  # one row per (suite, model, variant) with a finished run
@@ -93,7 +109,7 @@ def test_main_table_cells_equal_independent_aggregates(fixture_report, key, labe
 
 
 def test_main_table_marks_the_best_mask_ap_per_suite(fixture_report):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     text = (out / "report.md").read_text()
     best = independent_aggregates(table, "coco/segm/AP").query("suite == 'mnc_vs_successors'")
     top = best.loc[best["mean"].idxmax()]
@@ -102,7 +118,7 @@ def test_main_table_marks_the_best_mask_ap_per_suite(fixture_report):
 
 
 def test_difference_to_baseline_matches_independent_means(fixture_report):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     diff = md_table((out / "report.md").read_text(), "## Difference to the baseline")
     done = table[(table.status == "done") & (table.suite == "mnc_vs_successors")]
     means = done.groupby("model")["coco/segm/AP"].mean() * 100
@@ -117,7 +133,7 @@ def test_difference_to_baseline_matches_independent_means(fixture_report):
 
 
 def test_ablation_tables_and_one_seed_group(fixture_report):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     text = (out / "report.md").read_text()
     depth = md_table(text, "## Ablation: model.cascade.num_stages")
     assert set(depth["num_stages"]) == {"3", "5", "7"}
@@ -135,7 +151,7 @@ def test_ablation_tables_and_one_seed_group(fixture_report):
 
 
 def test_published_rows_are_a_separate_labelled_block(fixture_report):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     text = (out / "report.md").read_text()
     head, published = text.split("## Published — different data, backbone and hardware", 1)
     assert "mmdetection model zoo" in published and "mmdetection model zoo" not in head
@@ -150,7 +166,7 @@ def _tex_cells(line: str) -> int:
 
 @pytest.mark.parametrize("name", TABLES)
 def test_latex_tables_balance(fixture_report, name):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     tex = (out / "tables" / f"{name}.tex").read_text()
     begins, ends = re.findall(r"\\begin\{(\w+)\}", tex), re.findall(r"\\end\{(\w+)\}", tex)
     assert begins == ends[::-1] and begins[:2] == ["table", "tabular"]
@@ -165,7 +181,7 @@ def test_latex_tables_balance(fixture_report, name):
 
 
 def test_coco_latex_numbers(fixture_report):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     tex = (out / "tables" / "main_coco_mnc_vs_successors.tex").read_text()
     row = next(line for line in tex.splitlines() if line.startswith(r"mask\_rcnn\_shapes"))
     done = table[(table.status == "done") & (table.model == "mask_rcnn_shapes")
@@ -178,7 +194,7 @@ def test_coco_latex_numbers(fixture_report):
 
 @pytest.mark.parametrize("name", FIGURES)
 def test_figures_are_valid_sized_and_not_blank(fixture_report, name):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     png = Image.open(out / "figures" / f"{name}.png")
     png.verify()
     png = Image.open(out / "figures" / f"{name}.png").convert("L")
@@ -192,9 +208,49 @@ def test_figures_are_valid_sized_and_not_blank(fixture_report, name):
     assert b"CreationDate" not in pdf
 
 
+def _plotted_means(ax) -> list[float]:
+    """The y of every marker seaborn's pointplot drew on ``ax``: its means over seeds."""
+    return sorted(float(y) for line in ax.get_lines() if line.get_marker() not in ("", "None", None)
+                  for y in line.get_ydata() if np.isfinite(y))
+
+
+def _group_means(table: pd.DataFrame, key: str, axis: str) -> list[float]:
+    """Means over seeds, in points, of every (suite, model, variant) with a value on ``axis``."""
+    done = table[(table["status"] == "done") & table[axis].notna()]
+    return sorted((done.groupby(["suite", "model", "variant"])[key].mean() * 100).dropna())
+
+
+def test_the_ablation_figures_plot_the_compared_metric_of_each_group(fixture_report):
+    _, table, _, _, drawn = fixture_report
+    depth = sorted(y for ax in drawn["ap_vs_depth"].axes for y in _plotted_means(ax))  # panels: other axes
+    assert depth == pytest.approx(_group_means(table, "coco/segm/AP", "axis.model.cascade.num_stages"))
+    heatmap = drawn["loss_weights"].axes[0].collections[0].get_array()
+    assert sorted(np.ma.compressed(heatmap)) == pytest.approx(
+        _group_means(table.assign(both=table["axis.model.loss_weights.mask"] + table["axis.model.loss_weights.cls"]),
+                     "coco/segm/AP", "both"))
+    # an axis of its own: one panel per metric, the compared one first, then AP75 and mAP^r@0.7
+    panels = drawn["ablation_model_cascade_stage3_labels"].axes
+    assert [ax.get_title() for ax in panels] == ["mask AP", "AP75", "mAP^r@0.7\n(MNC protocol)"]
+    for ax, key in zip(panels, ("coco/segm/AP", "coco/segm/AP75", "voc_mnc/mAP@0.7")):
+        assert _plotted_means(ax) == pytest.approx(_group_means(table, key, "axis.model.cascade.stage3_labels"))
+
+
+def test_the_training_loss_figure_plots_each_models_mean_total_loss_on_a_log_axis(fixture_report):
+    root, table, _, _, drawn = fixture_report
+    (ax,) = drawn["training_loss_mnc_vs_successors"].axes
+    assert ax.get_yscale() == "log"  # every fixture loss is positive
+    runs = table[(table["status"] == "done") & (table["suite"] == "mnc_vs_successors")]
+    records = [dict(json.loads(line), model=run.model) for run in runs.itertuples()
+               for line in (root / "results" / run.suite / run.run_id / "scalars.json").read_text().splitlines()
+               if "loss" in json.loads(line)]
+    expected = pd.DataFrame(records).groupby(["model", "iter"])["loss"].mean()
+    plotted = sorted(tuple(np.round(line.get_ydata(), 9)) for line in ax.get_lines() if len(line.get_ydata()))
+    assert plotted == sorted(tuple(np.round(expected[model].to_numpy(), 9)) for model in sorted(set(runs.model)))
+
+
 @pytest.mark.slow  # writes a second whole report (~5 s); CI runs it
 def test_same_input_gives_byte_identical_report(fixture_report):
-    root, _, out, written = fixture_report
+    root, _, out, written, _ = fixture_report
     assert "- report code: c0ffee" in (out / "report.md").read_text()
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in written.files}
     write_report(SUITES, out, results_dir=root / "results", bench=root / "results" / "bench" / "models.json")
@@ -226,7 +282,7 @@ def _chromium() -> str:
 
 
 def test_report_html_in_headless_chromium(fixture_report, tmp_path):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     shot = tmp_path / "report.png"
     page = inspect_page(_chromium(), out / "report.html", PAGE_CHECKS, shot)
     assert page.errors == []
@@ -242,7 +298,7 @@ def test_report_html_in_headless_chromium(fixture_report, tmp_path):
 
 def test_browser_check_catches_a_broken_image(fixture_report, tmp_path):
     """The check above has teeth: the same page with one corrupted figure fails it."""
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     html = (out / "report.html").read_text()
     start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
     broken = tmp_path / "broken.html"
@@ -252,7 +308,7 @@ def test_browser_check_catches_a_broken_image(fixture_report, tmp_path):
 
 
 def test_the_report_says_which_weights_the_bench_used_and_how_to_rerun_it(fixture_report):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     text = (out / "report.md").read_text()
     assert "batch 1, random weights; plain model configs only" in text
     bench_line = next(line for line in text.splitlines() if line.startswith("mnc-bench bench models"))
@@ -274,7 +330,7 @@ def test_bench_weights_and_command_name_the_trained_checkpoints():
 def test_total_loss_axis_is_logarithmic_for_positive_losses(fixture_report):
     from mnc_bench.reporting.curves import loss_scale
 
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     assert "Log scale" in (out / "report.md").read_text()  # the fixture's losses are positive
     assert loss_scale(pd.Series([100.0, 40.0, 1.2, 0.9])) == "log"
     assert loss_scale(pd.Series([0.5, -0.1])) == "linear"  # a signed loss term: log would drop points
@@ -285,7 +341,7 @@ def test_s_per_iter_from_different_thread_counts_is_flagged_per_suite(fixture_re
 
     from mnc_bench.reporting.sections import _mixed_threads
 
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     assert "thread counts" not in (out / "report.md").read_text()  # every fixture run: 1 thread
     done = pd.DataFrame({"suite": ["a", "a", "a", "b", "b"], "model": ["m1", "m1", "m2", "m1", "m2"],
                          "variant": ["", "", "", "", ""], "threads": pd.array([1, 1, 2, 2, 2], dtype="Int64"),

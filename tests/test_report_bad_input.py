@@ -170,6 +170,17 @@ def test_a_figure_that_cannot_be_drawn_costs_only_that_figure(results, tmp_path,
     assert "## Main comparison" in text and (written.out / "figures" / "training_loss.png").is_file()
 
 
+def test_a_bug_in_a_figure_stops_the_report_with_its_traceback(results, tmp_path, monkeypatch):
+    """Only data a figure cannot draw (ValueError) costs just that figure; a TypeError or KeyError is a bug."""
+    for error in (TypeError("unsupported operand type(s)"), KeyError("coco/segm/AP")):
+        def broken(*args, error=error):
+            raise error
+
+        monkeypatch.setattr(figures, "loss_weight_figure", broken)
+        with pytest.raises(type(error)):
+            write_report(["loss_weights"], tmp_path / "out", results_dir=results, bench=None)
+
+
 def test_the_reused_from_column_of_collect_is_text_not_a_metric(results, tmp_path):
     """`collect` writes `reused_from` (empty for runs trained in the suite); read back from CSV an all-empty column
     is NaN, which must not turn into a metric column of the report."""

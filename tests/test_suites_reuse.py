@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -170,13 +171,20 @@ def test_a_kill_while_copying_leaves_no_half_run(tmp_path, point, finish_run):
     dest.write_json("status.json", {"state": "pending"})
     killed = subprocess.run([sys.executable, "-c", KILLER, str(source.path), str(dest.path), point], cwd=REPO)
     assert killed.returncode == -9
-    leftovers = [p for p in dest.path.parent.iterdir() if p.name.startswith(".")]
-    assert leftovers  # the staging folder, hidden
-    if point == "copy":
-        assert dest.state == "pending" and not dest.file("metrics.json").exists()  # as it was
+    leftovers = sorted(p for p in dest.path.parent.iterdir() if p != dest.path)
+    # hidden staging folders of this run only, none listed as a run
+    assert leftovers and all(re.fullmatch(rf"\.{dest.run_id}\..+\.tmp", p.name) and p.is_dir() for p in leftovers)
+    staged = [RunDir(p) for p in leftovers]
+    if point == "copy":  # the copy was being built: the run is as it was
+        assert dest.state == "pending" and not dest.file("metrics.json").exists()
         assert [r.run_id for r in list_run_dirs(dest.path.parent)] == [dest.run_id]
-    else:
-        assert not dest.path.exists() and list_run_dirs(dest.path.parent) == []  # planned again as new
+        files = [{p.relative_to(r) for p in r.rglob("*") if p.is_file()} for r in (staged[0].path, source.path)]
+        assert len(staged) == 1 and files[0] < files[1]  # a part of the source, killed while copying
+    else:  # the run moved aside, its whole copy not yet in place: planned again as new
+        assert not dest.path.exists() and list_run_dirs(dest.path.parent) == []
+        assert sorted(r.state for r in staged) == ["done", "pending"]
+        (copy,) = [r for r in staged if r.state == "done"]
+        assert copy.read_json("metrics.json") == source.read_json("metrics.json")
 
     copy_run(source, dest, write_identity=lambda run_dir: run_dir.write_json("run.json", {"suite": "b"}))
     assert dest.state == "done" and dest.read_json("metrics.json") == source.read_json("metrics.json")
