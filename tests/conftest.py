@@ -11,10 +11,13 @@ import textwrap
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
 from mnc_bench.suites.rundir import RunDir
@@ -36,6 +39,149 @@ def repo_cwd(monkeypatch: pytest.MonkeyPatch) -> Path:
     """The checkout as working directory: config paths in suites are relative to it."""
     monkeypatch.chdir(REPO)
     return REPO
+
+
+# ---- report inputs --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def build_results() -> Callable[[Path, Path], Any]:
+    """``build_results(root, shapes_dataset)``: a realistic results tree of six suites under ``root/results``,
+    built without training (see ``report_fixtures``); returns the collected table of every run."""
+    from report_fixtures import build_results as build
+
+    return build
+
+
+# ---- a tiny MNC cascade ---------------------------------------------------------------------------------------
+
+
+def _tiny_mnc_kit() -> SimpleNamespace:
+    """The tiny cascade's parts (built here, so that torch is imported only by the tests that use them)."""
+    import torch
+    from torch import nn
+
+    from mnc_bench.models.mnc import ClassStage, InstanceTargets, MaskStage, MNCCascade, RoISampling, RoIWarp
+
+    IMAGE = 64
+    CHANNELS = 8
+    NUM_CLASSES = 3
+
+
+    class TinyBackbone(nn.Module):
+        """Two-level features from a 64 x 64 image (strides 4 and 8), so the cascade's inputs carry gradient."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv4 = nn.Conv2d(3, CHANNELS, 4, stride=4)
+            self.conv8 = nn.Conv2d(CHANNELS, CHANNELS, 2, stride=2)
+
+        def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+            level0 = torch.relu(self.conv4(images))
+            return [level0, torch.relu(self.conv8(level0))]
+
+
+    def make_cascade(num_stages: int = 3, labels: str = "box", **kwargs) -> MNCCascade:
+        return MNCCascade(
+            roi_warp=RoIWarp(featmap_strides=[4, 8], output_size=8, finest_scale=16.0),
+            mask_stage=MaskStage(in_channels=CHANNELS, warp_size=8, mask_size=6, hidden_dim=16),
+            class_stage=ClassStage(
+                in_channels=CHANNELS, num_classes=NUM_CLASSES, pooled_size=2, fc_dim=16, num_fcs=2, labels=labels
+            ),
+            num_stages=num_stages,
+            sampling=RoISampling(num_rois=16, fg_fraction=0.25),
+            **kwargs,
+        )
+
+
+    def _target(boxes: list[list[float]], labels: list[int]) -> InstanceTargets:
+        masks = torch.zeros(len(boxes), IMAGE, IMAGE, dtype=torch.bool)
+        for mask, (x1, y1, x2, y2) in zip(masks, boxes):
+            mask[int(y1) + 2 : int(y2) - 2, int(x1) + 1 : int(x2) - 1] = True
+        return InstanceTargets(
+            boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            labels=torch.tensor(labels, dtype=torch.long),
+            masks=masks,
+        )
+
+
+    def make_batch(seed: int = 0):
+        """Three images with 2, 0 and 1 objects; proposals jittered around the objects plus random boxes."""
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.rand(3, 3, IMAGE, IMAGE, generator=generator)
+        targets = [
+            _target([[4, 6, 30, 28], [30, 30, 60, 58]], [1, 3]),
+            _target([], []),
+            _target([[10, 12, 50, 40]], [2]),
+        ]
+        proposals = []
+        for target in targets:
+            around = target.boxes.repeat(6, 1) + torch.randn(6 * len(target.boxes), 4, generator=generator) * 2
+            corners = torch.rand(10, 2, generator=generator) * 40
+            random = torch.cat((corners, corners + 8 + torch.rand(10, 2, generator=generator) * 20), dim=1)
+            proposals.append(torch.cat((around, random)).requires_grad_())
+        return images, proposals, targets
+
+    return SimpleNamespace(IMAGE=IMAGE, CHANNELS=CHANNELS, NUM_CLASSES=NUM_CLASSES, TinyBackbone=TinyBackbone,
+                           make_cascade=make_cascade, make_batch=make_batch)
+
+
+@pytest.fixture(scope="session")
+def tiny_mnc() -> SimpleNamespace:
+    """A cascade small enough to train in milliseconds: ``IMAGE`` (64 px), ``NUM_CLASSES`` (3), ``CHANNELS``,
+    ``TinyBackbone()`` (two feature levels, strides 4 and 8), ``make_cascade(num_stages=3, labels="box",
+    **kwargs)`` and ``make_batch(seed=0)`` (three images with 2, 0 and 1 objects, their proposals and targets)."""
+    return _tiny_mnc_kit()
+
+
+# ---- training on the shapes fixture ----------------------------------------------------------------------------
+
+
+def _fast_options(root: Path, iters: int = 2, val: bool = True) -> list[str]:
+    """Tiny runs on the 16/8-image fixture: small batches, few detections to paste, checkpoint every iter."""
+    return [
+        f"data_root={root}",
+        f"train_cfg.max_iters={iters}",
+        f"train_cfg.val_interval={iters}",
+        f"train_cfg.val_begin={1 if val else 10_000}",  # mmengine validates after the last iteration otherwise
+        "train_dataloader.batch_size=2",
+        "default_hooks.logger.interval=1",
+        "default_hooks.checkpoint.interval=1",
+        "default_hooks.checkpoint.max_keep_ckpts=5",
+        "model.test_cfg.rcnn.score_thr=0.0",
+        "model.test_cfg.rcnn.max_per_img=10",
+    ]
+
+
+def _check_results_file(path: Path, ann_file: Path) -> tuple[list[dict], float]:
+    """The records (checked field by field) and the mask AP pycocotools gives the file as it is."""
+    records = json.loads(path.read_text())
+    assert isinstance(records, list) and records
+    gt = COCO(str(ann_file))
+    for record in records[:50]:
+        assert set(record) >= {"image_id", "category_id", "score", "bbox", "segmentation"}
+        assert isinstance(record["segmentation"]["counts"], str)
+        assert len(record["bbox"]) == 4 and record["bbox"][2] >= 0 and record["bbox"][3] >= 0
+        assert record["category_id"] in gt.getCatIds()
+    detections = gt.loadRes(str(path))  # pycocotools accepts the file as it is
+    evaluator = COCOeval(gt, detections, "segm")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return records, float(evaluator.stats[0])
+
+
+@pytest.fixture(scope="session")
+def fast_options() -> Callable[..., list[str]]:
+    """``fast_options(data_root, iters=2, val=True)``: --cfg-options for tiny runs on the shapes fixture."""
+    return _fast_options
+
+
+@pytest.fixture(scope="session")
+def check_results_file() -> Callable[[Path, Path], tuple[list[dict], float]]:
+    """``check_results_file(predictions, ann_file)``: the records (checked field by field) and the mask AP
+    pycocotools gives the results file as it is."""
+    return _check_results_file
 
 
 # ---- suite files ----------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from mnc_bench.reporting import figures as figure_code
 from mnc_bench.reporting import provenance, write_report
 from mnc_bench.reporting.table import bench_weights
 from report_browser import find_chromium, inspect_page
-from report_fixtures import build_results
 
 SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "stage3_labels"]
 FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "qualitative",
@@ -42,7 +41,7 @@ def _keeping(save, drawn: dict):
 
 
 @pytest.fixture(scope="module")
-def fixture_report(tmp_path_factory, shapes_dataset):
+def fixture_report(tmp_path_factory, shapes_dataset, build_results):
     """(results root, the collected table, report folder, what write_report returned, the matplotlib Figure of
     each figure drawn, by name)."""
     root = tmp_path_factory.mktemp("report")
@@ -322,7 +321,7 @@ def test_bench_weights_and_command_name_the_trained_checkpoints():
     assert bench_weights(bench) == "trained weights for a, random weights for the others"
     assert bench_weights(bench.assign(weights="checkpoint")) == "trained weights (--checkpoint)"
     assert bench_weights(bench.drop(columns="weights")) == "weights not recorded"
-    command = provenance._bench_command(bench, Path("results/bench/x.json"))
+    command = provenance.bench_command(bench, Path("results/bench/x.json"))
     assert command == ["mnc-bench", "bench", "models", "--configs", "configs/a.py", "configs/b.py",
                        "--checkpoint", "a=/w/a.pth", "--json", "results/bench/x.json"]
 
@@ -339,19 +338,19 @@ def test_total_loss_axis_is_logarithmic_for_positive_losses(fixture_report):
 def test_s_per_iter_from_different_thread_counts_is_flagged_per_suite(fixture_report):
     from types import SimpleNamespace
 
-    from mnc_bench.reporting.sections import _mixed_threads
+    from mnc_bench.reporting.sections import mixed_thread_notes
 
     _, _, out, _, _ = fixture_report
     assert "thread counts" not in (out / "report.md").read_text()  # every fixture run: 1 thread
     done = pd.DataFrame({"suite": ["a", "a", "a", "b", "b"], "model": ["m1", "m1", "m2", "m1", "m2"],
                          "variant": ["", "", "", "", ""], "threads": pd.array([1, 1, 2, 2, 2], dtype="Int64"),
                          "s_per_iter": [1.0, 1.1, 0.6, 0.5, np.nan]})
-    (note,) = _mixed_threads(SimpleNamespace(done=done))
+    (note,) = mixed_thread_notes(SimpleNamespace(done=done))
     assert note.startswith("s/iter in suite a was measured with different torch thread counts "
                            "(1 thread: m1; 2 threads: m2)")
     done.loc[2, "s_per_iter"] = np.nan  # m2's s/iter unmeasured: nothing to compare
-    assert _mixed_threads(SimpleNamespace(done=done)) == []
-    assert _mixed_threads(SimpleNamespace(done=done.drop(columns="threads"))) == []  # an older collect table
+    assert mixed_thread_notes(SimpleNamespace(done=done)) == []
+    assert mixed_thread_notes(SimpleNamespace(done=done.drop(columns="threads"))) == []  # an older collect table
 
 
 def test_log_loss_axis_labels_ticks_as_plain_numbers():

@@ -16,11 +16,10 @@ from mnc_bench.reporting.qualitative import qualitative_figure
 from mnc_bench.reporting.style import Skipped
 from mnc_bench.reporting.table import load_inputs, run_folder
 from mnc_bench.suites.contract import REQUIRED_COLUMNS
-from report_fixtures import build_results
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, shapes_dataset):
+def results(tmp_path_factory, shapes_dataset, build_results):
     root = tmp_path_factory.mktemp("report_inputs")
     build_results(root, shapes_dataset)
     return root / "results"

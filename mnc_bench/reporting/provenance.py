@@ -100,7 +100,7 @@ def _machine(bench_machine: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _bench_command(bench: pd.DataFrame, source: Path) -> list[str]:
+def bench_command(bench: pd.DataFrame, source: Path) -> list[str]:
     """The ``bench models`` command as far as its results file records it: configs and trained weights."""
     command = ["mnc-bench", "bench", "models"]
     if "config" in bench:
@@ -124,7 +124,7 @@ def collect_provenance(inputs: Inputs, suites: list[str], command: list[str]) ->
         prov.files.append((_display(source), _digest(source)))
     if inputs.bench_source is not None:
         prov.files.append((_display(inputs.bench_source), _digest(inputs.bench_source)))
-        prov.commands.append(shlex.join(_bench_command(inputs.bench, inputs.bench_source)))
+        prov.commands.append(shlex.join(bench_command(inputs.bench, inputs.bench_source)))
     prov.commands.append(shlex.join(command))
     for _, run in inputs.runs.iterrows():
         prov.run_commands.append((str(run["run_id"]), _train_command(run)))

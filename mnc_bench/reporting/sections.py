@@ -82,7 +82,7 @@ def main_table(a: Analysis) -> list[Block]:
     single = sorted(group_label(k[1], k[2]) for k, n in a.group_runs.items() if n == 1)
     if single:
         notes.append(f"One seed only (no spread, no interval): {', '.join(single)}.")
-    notes.extend(_mixed_threads(a))
+    notes.extend(mixed_thread_notes(a))
     for key, run_ids in a.missing.items():
         notes.append(f"`{key}` is missing from {len(run_ids)} finished run(s): {', '.join(run_ids)}; their "
                      "cells use the runs that have it.")
@@ -93,7 +93,7 @@ def main_table(a: Analysis) -> list[Block]:
     return [Heading("Main comparison"), table, *map(Text, notes)]
 
 
-def _mixed_threads(a: Analysis) -> list[str]:
+def mixed_thread_notes(a: Analysis) -> list[str]:
     """A note per suite whose runs' s/iter were measured with different torch thread counts (a run reused from
     another suite, or another --workers): those s/iter are wall times under different settings, not costs."""
     done = a.done
