@@ -447,7 +447,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from mnc_bench.reporting import write_report
 
     written = write_report(args.suites, args.out, baseline=args.baseline, metric=args.metric,
-                           results_dir=args.results, bench=args.bench, figures=not args.no_figures)
+                           results_dir=args.results, bench=args.bench, figures=not args.no_figures,
+                           claims=args.claims)
     print(f"report {written.out / 'report.md'} and {written.out / 'report.html'} "
           f"({len(written.files) - 2} tables and figures; {len(written.skipped)} figure(s) skipped, see the report)")
     return 0
@@ -473,14 +474,17 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bench", default="results/bench/models.json",
                    help="bench results for GFLOPs and ms/img; skipped when absent (default results/bench/models.json)")
     p.add_argument("--no-figures", action="store_true", help="text and tables only (seconds instead of a minute)")
+    p.add_argument("--claims", metavar="FILE",
+                   help="claims file (e.g. configs/claims/mnc.yaml): a verdict per claim and metric from these "
+                   "suites' runs, in a Claims section and tables/claims.tex")
     p.set_defaults(handler=_cmd_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnc-bench",
-        description="Benchmark and ablation harness for instance segmentation: MNC, Mask R-CNN and PANet "
-        "on one training and evaluation path.",
+        description="Benchmark and ablation harness for instance segmentation: MNC beside Mask R-CNN, PANet, "
+        "Cascade Mask R-CNN, HTC, SOLOv2 and Mask2Former on one training and evaluation path.",
     )
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (bad config, dataset, argument) too")

@@ -66,6 +66,7 @@ def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
     data = _measured(done[done[depth[0]].notna()], metric)
     if data.empty:
         return Skipped(name, f"no finished run with {metric} on the depth axis")
+    data = _single_round_in_every_sharing_panel(data, depth[0], axes)
     data["depth"] = data[depth[0]].map(value_text)
     grad = [a for a in _find(axes, "box_grad") if data[a].nunique() > 1]
     hue = None
@@ -90,44 +91,73 @@ def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
         caption = (f"{col.label} vs cascade depth: mean over seeds, 95 % percentile-bootstrap interval"
                    + (" (none where a point has one seed)"
                       if data.groupby(["panel", "depth"]).size().min() < 2 else "")
-                   + ("; end-to-end vs step-wise training as colour." if hue else "."))
+                   + ("; end-to-end vs step-wise training as colour" if hue else "")
+                   + ("; a 3-stage cascade has one round and nothing to share, so its runs appear in every "
+                      "weight-sharing panel." if _find(axes, "share_weights") else "."))
         return save(fig, out_dir, name, caption)
+
+
+def _single_round_in_every_sharing_panel(data: pd.DataFrame, depth: str, axes: list[str]) -> pd.DataFrame:
+    """A 3-stage cascade (one mask/classification round) is the same model whatever the weight-sharing flag
+    says: copy its runs into every sharing setting, so each panel's curve starts at 3 stages."""
+    share = [a for a in _find(axes, "share_weights") if data[a].nunique() > 1]
+    if not share:
+        return data
+    single_round = numbers(data[depth]) == 3
+    copies = [data[single_round].assign(**{share[0]: value}) for value in data[share[0]].dropna().unique()]
+    return pd.concat([data[~single_round], *copies], ignore_index=True)
 
 
 def loss_weight_figure(
     done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
 ) -> FigureResult | Skipped:
+    """One heatmap per metric, one above the other: the compared metric and the first measured high-IoU metric
+    (AXIS_FIGURE_METRICS), where a loss balance that favours masks or classes should show."""
     name = "loss_weights"
     weights = _find(axes, "loss_weight")
     if not weights:
         return Skipped(name, "no loss-weight axis (*loss_weight*) varies in the results")
     if len(weights) > 2:
         return Skipped(name, f"{len(weights)} loss-weight axes; the heatmap shows two")
-    data = _measured(done[done[weights].notna().all(axis=1)], metric)
+    rows_axis, cols_axis = weights[0], weights[-1] if len(weights) == 2 else None
+    runs = done[done[weights].notna().all(axis=1)]
+    strict = [m for m in AXIS_FIGURE_METRICS if m != metric and m in runs and numbers(runs[m]).notna().any()]
+    panels = [(m, _measured(runs, m)) for m in [metric, *strict[:1]]]
+    data = panels[0][1]
     others = _setting(data, _varying(data, axes, weights))
     if data.empty or others.nunique() > 1:
         reason = ("no finished run with the metric" if data.empty
                   else "other axes vary too: one heatmap would pool them")
         return Skipped(name, reason)
-    rows_axis, cols_axis = weights[0], weights[-1] if len(weights) == 2 else None
-    data["row"] = data[rows_axis].map(value_text)
-    data["col"] = data[cols_axis].map(value_text) if cols_axis else ""
+    with style():
+        fig = new_figure(2.2 * len(panels))  # stacked: one column wide, as every report figure
+        for ax, (key, values) in zip(fig.subplots(len(panels), 1, squeeze=False).flat, panels):
+            mean, annot = _heatmap_cells(values, rows_axis, cols_axis)
+            sns.heatmap(mean, annot=annot, fmt="", cmap="viridis", linewidths=0.5, annot_kws={"fontsize": 5.5},
+                        cbar_kws={"label": column(key).label}, ax=ax)
+            ax.set(ylabel=_weight_label(rows_axis), xlabel=_weight_label(cols_axis) if cols_axis else "")
+            ax.invert_yaxis()
+        labels = " and ".join(column(key).label for key, _ in panels)
+        caption = f"{labels} by loss weights: mean ± std over seeds in each cell."
+        return save(fig, out_dir, name, caption)
+
+
+def _heatmap_cells(data: pd.DataFrame, rows_axis: str, cols_axis: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Cell means [rows x columns] of ``data['value']`` and their 'mean\n±std' (or '(n=1)') annotations."""
+    data = data.assign(row=data[rows_axis].map(value_text),
+                       col=data[cols_axis].map(value_text) if cols_axis else "")
     stats = data.groupby(["row", "col"])["value"].agg(["mean", "std", "count"])
     mean = stats["mean"].unstack("col").reindex(index=_ordered(data[rows_axis]),
                                                 columns=_ordered(data[cols_axis]) if cols_axis else [""])
     annot = mean.copy().astype(object)
     for (r, c), s in stats.iterrows():
         annot.loc[r, c] = f"{s['mean']:.1f}" + (f"\n±{s['std']:.1f}" if s["count"] > 1 else "\n(n=1)")
-    col = column(metric)
-    with style():
-        fig = new_figure(2.4)
-        ax = fig.subplots()
-        sns.heatmap(mean.astype(float), annot=annot.fillna("").to_numpy(), fmt="", cmap="viridis",
-                    linewidths=0.5, annot_kws={"fontsize": 5.5}, cbar_kws={"label": col.label}, ax=ax)
-        ax.set(ylabel=axis_name(rows_axis), xlabel=axis_name(cols_axis) if cols_axis else "")
-        ax.invert_yaxis()
-        caption = f"{col.label} by loss weights: mean ± std over seeds in each cell."
-        return save(fig, out_dir, name, caption)
+    return mean.astype(float), annot.fillna("").to_numpy()
+
+
+def _weight_label(axis: str) -> str:
+    """'model.loss_weights.cls' -> 'cls loss weight' (the term it weighs)."""
+    return f"{axis_name(axis).split('.')[-1]} loss weight"
 
 
 def _numeric(values: pd.Series) -> bool:

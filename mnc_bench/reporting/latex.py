@@ -10,6 +10,7 @@ import re
 
 import pandas as pd
 
+from mnc_bench.reporting.claims import ClaimResult, measured_text
 from mnc_bench.reporting.compare import Ablation, GroupKey, best_groups, group_label
 from mnc_bench.reporting.metrics import (COCO_LAYOUT, VOC_LAYOUT, Column, column, difference_text, escape_tex,
                                          number, probability_text, spread, verdict_text)
@@ -108,3 +109,14 @@ def ablation_table(ablation: Ablation, metric: str) -> str:
                    "interval, "
                    "probability of improvement over seeds.",
                    label=f"tab:ablation-{ablation.name.replace('.', '-')}", column_format="llrrlllr")
+
+
+def claims_table(results: list[ClaimResult]) -> str:
+    """One row per claim and metric: the claim, the metric, the measured effect and the verdict."""
+    rows = [[escape_tex(r.claim.claim), column(r.metric).tex, _tex_number(measured_text(r)),
+             escape_tex(r.verdict)] for r in results]
+    frame = pd.DataFrame(rows, columns=["claim", "metric", "measured", "verdict"])
+    return _render(frame, caption=r"Claims tested on these runs (points): $\Delta$ with a stratified "
+                   r"percentile-bootstrap 95\% interval over seeds, or a permutation F-test over a factor's "
+                   "cells; supported / contradicted when the interval excludes 0 (p $<$ 0.05), else "
+                   "inconclusive.", label="tab:claims", column_format=r"p{0.34\linewidth}lp{0.26\linewidth}l")

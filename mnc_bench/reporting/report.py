@@ -13,6 +13,7 @@ from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open, check_writable_output
 from mnc_bench.reporting import curves, figures, latex, qualitative, sections
 from mnc_bench.reporting.analysis import Analysis, analyse
+from mnc_bench.reporting.claims import ClaimResult, evaluate_claims, load_claims
 from mnc_bench.reporting.metrics import COCO_LAYOUT, VOC_LAYOUT
 from mnc_bench.reporting.provenance import collect_provenance
 from mnc_bench.reporting.published import load_published
@@ -82,6 +83,10 @@ def _write_tables(a: Analysis, out: Path) -> list[Path]:
     return written
 
 
+def _write_claims_table(results: list[ClaimResult], out: Path) -> list[Path]:
+    return [_write_text(out / "tables" / "claims.tex", latex.claims_table(results))] if results else []
+
+
 def _write_text(path: Path, text: str) -> Path:
     with atomic_open(path, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
@@ -98,9 +103,11 @@ def _remove_stale(out: Path, keep: set[Path]) -> None:
 
 
 def command_line(suites: list[str], out: str | os.PathLike[str], baseline: str | None, metric: str,
-                 results_dir: str | os.PathLike[str], bench: str | os.PathLike[str] | None) -> list[str]:
+                 results_dir: str | os.PathLike[str], bench: str | os.PathLike[str] | None,
+                 claims: str | os.PathLike[str] | None = None) -> list[str]:
     cmd = ["mnc-bench", "report", *suites, "--out", str(out), "--metric", metric]
     cmd += ["--baseline", baseline] if baseline else []
+    cmd += ["--claims", str(claims)] if claims else []
     cmd += ["--results", str(results_dir)] if str(results_dir) != "results" else []
     cmd += ["--bench", str(bench)] if bench is not None and str(bench) != DEFAULT_BENCH else []
     return cmd
@@ -115,25 +122,29 @@ def write_report(
     results_dir: str | os.PathLike[str] = "results",
     bench: str | os.PathLike[str] | None = DEFAULT_BENCH,
     figures: bool = True,
+    claims: str | os.PathLike[str] | None = None,
 ) -> Written:
-    """Write the report of ``suites`` into ``out`` (``figures=False``: text and tables only, in seconds);
-    UserError (one line) for unusable input."""
+    """Write the report of ``suites`` into ``out`` (``figures=False``: text and tables only, in seconds;
+    ``claims``: a claims file, judged on these suites' runs); UserError (one line) for unusable input."""
     if not suites:
         raise UserError("report: name at least one suite")
     check_writable_output(out, "--out", directory=True)
     out_dir = Path(out)
+    claim_list = load_claims(claims) if claims else []
     inputs = load_inputs(list(suites), results_dir=results_dir, bench=bench)
     a = analyse(inputs, metric, baseline)
+    verdicts = evaluate_claims(claim_list, a.done)
     published = load_published()
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn = _draw_figures(a, out_dir) if figures else [Skipped("all figures", "not asked for (--no-figures)")]
-    tex = _write_tables(a, out_dir)
-    command = command_line(list(suites), out, baseline, metric, results_dir, bench)
+    tex = _write_tables(a, out_dir) + _write_claims_table(verdicts, out_dir)
+    command = command_line(list(suites), out, baseline, metric, results_dir, bench, claims)
     command += [] if figures else ["--no-figures"]
     prov = collect_provenance(inputs, list(suites), command)
     blocks = [
         *sections.overview(a, suites),
         *sections.main_table(a),
+        *sections.claims_section(verdicts),
         *sections.baseline_section(a),
         *sections.ablation_sections(a),
         *sections.figure_section(drawn, out_dir),
