@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny shapes dataset generated once per test session, suite files over it, the CLI started
-as a subprocess (optionally stopping at a chosen point, to be killed there), and finished run directories."""
+"""Shared fixtures: a tiny shapes dataset generated once per test session, suite files over it, the CLI
+started as a subprocess (optionally stopping at a chosen point, to be killed there), finished run directories,
+report inputs, a tiny MNC cascade and the options of tiny trainings."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ MASK_RCNN_SHAPES = "configs/mask_rcnn/mask_rcnn_shapes.py"
 def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small shapes dataset (16 train, 8 val, 128 px) in COCO layout; treat it as read-only."""
     root = tmp_path_factory.mktemp("shapes") / "shapes"
-    write_shapes_dataset(root, num_train=16, num_val=8, config=ShapesConfig(image_size=128, seed=0), workers=1)
+    write_shapes_dataset(root, num_train=16, num_val=8, config=ShapesConfig(image_size=128, seed=0),
+                         workers=1)
     return root
 
 
@@ -41,7 +43,7 @@ def repo_cwd(monkeypatch: pytest.MonkeyPatch) -> Path:
     return REPO
 
 
-# ---- report inputs --------------------------------------------------------------------------------------------
+# ---- report inputs -----------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +55,7 @@ def build_results() -> Callable[[Path, Path], Any]:
     return build
 
 
-# ---- a tiny MNC cascade ---------------------------------------------------------------------------------------
+# ---- a tiny MNC cascade ------------------------------------------------------------------------------------
 
 
 def _tiny_mnc_kit() -> SimpleNamespace:
@@ -69,7 +71,7 @@ def _tiny_mnc_kit() -> SimpleNamespace:
 
 
     class TinyBackbone(nn.Module):
-        """Two-level features from a 64 x 64 image (strides 4 and 8), so the cascade's inputs carry gradient."""
+        """Two-level features from a 64 x 64 image (strides 4 and 8): the cascade's inputs carry gradient."""
 
         def __init__(self):
             super().__init__()
@@ -86,7 +88,8 @@ def _tiny_mnc_kit() -> SimpleNamespace:
             roi_warp=RoIWarp(featmap_strides=[4, 8], output_size=8, finest_scale=16.0),
             mask_stage=MaskStage(in_channels=CHANNELS, warp_size=8, mask_size=6, hidden_dim=16),
             class_stage=ClassStage(
-                in_channels=CHANNELS, num_classes=NUM_CLASSES, pooled_size=2, fc_dim=16, num_fcs=2, labels=labels
+                in_channels=CHANNELS, num_classes=NUM_CLASSES, pooled_size=2, fc_dim=16, num_fcs=2,
+                labels=labels
             ),
             num_stages=num_stages,
             sampling=RoISampling(num_rois=16, fg_fraction=0.25),
@@ -116,7 +119,8 @@ def _tiny_mnc_kit() -> SimpleNamespace:
         ]
         proposals = []
         for target in targets:
-            around = target.boxes.repeat(6, 1) + torch.randn(6 * len(target.boxes), 4, generator=generator) * 2
+            noise = torch.randn(6 * len(target.boxes), 4, generator=generator) * 2
+            around = target.boxes.repeat(6, 1) + noise
             corners = torch.rand(10, 2, generator=generator) * 40
             random = torch.cat((corners, corners + 8 + torch.rand(10, 2, generator=generator) * 20), dim=1)
             proposals.append(torch.cat((around, random)).requires_grad_())
@@ -130,11 +134,12 @@ def _tiny_mnc_kit() -> SimpleNamespace:
 def tiny_mnc() -> SimpleNamespace:
     """A cascade small enough to train in milliseconds: ``IMAGE`` (64 px), ``NUM_CLASSES`` (3), ``CHANNELS``,
     ``TinyBackbone()`` (two feature levels, strides 4 and 8), ``make_cascade(num_stages=3, labels="box",
-    **kwargs)`` and ``make_batch(seed=0)`` (three images with 2, 0 and 1 objects, their proposals and targets)."""
+    **kwargs)`` and ``make_batch(seed=0)`` (three images with 2, 0 and 1 objects, their proposals and
+    targets)."""
     return _tiny_mnc_kit()
 
 
-# ---- training on the shapes fixture ----------------------------------------------------------------------------
+# ---- training on the shapes fixture ------------------------------------------------------------------------
 
 
 def _fast_options(root: Path, iters: int = 2, val: bool = True) -> list[str]:
@@ -143,7 +148,7 @@ def _fast_options(root: Path, iters: int = 2, val: bool = True) -> list[str]:
         f"data_root={root}",
         f"train_cfg.max_iters={iters}",
         f"train_cfg.val_interval={iters}",
-        f"train_cfg.val_begin={1 if val else 10_000}",  # mmengine validates after the last iteration otherwise
+        f"train_cfg.val_begin={1 if val else 10_000}",  # else mmengine validates after the last iteration
         "train_dataloader.batch_size=2",
         "default_hooks.logger.interval=1",
         "default_hooks.checkpoint.interval=1",
@@ -184,7 +189,7 @@ def check_results_file() -> Callable[[Path, Path], tuple[list[dict], float]]:
     return _check_results_file
 
 
-# ---- suite files ----------------------------------------------------------------------------------------------
+# ---- suite files -------------------------------------------------------------------------------------------
 
 
 def _write_suite(path: Path, data_root: Path, cfg_options: Mapping[str, Any], *, seeds: Iterable[int] = (0,),
@@ -197,16 +202,16 @@ def _write_suite(path: Path, data_root: Path, cfg_options: Mapping[str, Any], *,
 
 @pytest.fixture()
 def write_suite() -> Callable[..., Path]:
-    """``write_suite(path, data_root, cfg_options, *, seeds=(0,), extra=None)``: a suite over Mask R-CNN on the
-    shapes config reading ``data_root``; ``extra`` adds top-level keys (grid, metrics...)."""
+    """``write_suite(path, data_root, cfg_options, *, seeds=(0,), extra=None)``: a suite over Mask R-CNN on
+    the shapes config reading ``data_root``; ``extra`` adds top-level keys (grid, metrics...)."""
     return _write_suite
 
 
 @pytest.fixture()
 def tiny_suite(tmp_path: Path, shapes_dataset: Path) -> Callable[..., Path]:
-    """``tiny_suite(*, name="tiny", iters=3, seeds=(0, 1, 2), extra="", log_interval=1)``: a Mask R-CNN suite
-    file in ``tmp_path`` on the shapes fixture that checkpoints every iteration (for the kill-and-resume tests);
-    ``extra`` is YAML appended."""
+    """``tiny_suite(*, name="tiny", iters=3, seeds=(0, 1, 2), extra="", log_interval=1)``: a Mask R-CNN
+    suite file in ``tmp_path`` on the shapes fixture that checkpoints every iteration (for the kill-and-resume
+    tests); ``extra`` is YAML appended."""
 
     def make(*, name: str = "tiny", iters: int = 3, seeds: Iterable[int] = (0, 1, 2), extra: str = "",
              log_interval: int = 1) -> Path:
@@ -226,7 +231,7 @@ def tiny_suite(tmp_path: Path, shapes_dataset: Path) -> Callable[..., Path]:
     return make
 
 
-# ---- finished runs --------------------------------------------------------------------------------------------
+# ---- finished runs -----------------------------------------------------------------------------------------
 
 
 def _finish_run(run_dir: RunDir) -> None:
@@ -236,8 +241,8 @@ def _finish_run(run_dir: RunDir) -> None:
     run_dir.write_json("predictions.json", [])
     with open(run_dir.file("log.txt"), "a", encoding="utf-8") as log:
         log.write("=== done\n")
-    run_dir.update_status(state="done", started="2026-01-01T00:00:00+00:00", ended="2026-01-01T00:10:00+00:00",
-                          exit_reason="finished", attempt=1)
+    run_dir.update_status(state="done", started="2026-01-01T00:00:00+00:00",
+                          ended="2026-01-01T00:10:00+00:00", exit_reason="finished", attempt=1)
 
 
 @pytest.fixture()
@@ -275,12 +280,12 @@ def fake_training() -> type[FakeTraining]:
     return FakeTraining
 
 
-# ---- the CLI as a subprocess, stopped at a chosen point --------------------------------------------------------
+# ---- the CLI as a subprocess, stopped at a chosen point ----------------------------------------------------
 
-# Run as `python -c RUNNER POINT ARGS...` in the checkout: `mnc-bench ARGS` that stops, when it reaches POINT, after
-# writing `.paused-POINT` (holding its pid) into the folder of that moment, until it is killed.
+# Run as `python -c RUNNER POINT ARGS...` in the checkout: `mnc-bench ARGS` that stops, when it reaches
+# POINT, after writing `.paused-POINT` (holding its pid) into the folder of that moment, until it is killed.
 #   between: in the runner, once the first run has finished and its status is settled (the suite folder);
-#   results: in each worker, once metrics.json is written and before the run is recorded done (the run folder).
+#   results: in each worker, once metrics.json is written, before the run is recorded done (the run folder).
 RUNNER = r"""
 import os, subprocess, sys, time
 from pathlib import Path
@@ -305,7 +310,7 @@ if point == "between":
 
     runner.RunEvents.finished = finished_then_pause
 elif point == "results":
-    class Popen(subprocess.Popen):  # workers (python -m mnc_bench.suites.worker ARGS) as python -c WORKER ARGS
+    class Popen(subprocess.Popen):  # workers (-m mnc_bench.suites.worker ARGS) start as -c WORKER ARGS
         def __init__(self, command, **kwargs):
             if "mnc_bench.suites.worker" in command:
                 at = command.index("mnc_bench.suites.worker")
@@ -345,7 +350,7 @@ class SuiteCli:
         self.started: list[subprocess.Popen] = []
 
     def start(self, suite: Path, results: Path, *args: str, pause: str = "") -> subprocess.Popen:
-        """Start ``mnc-bench run SUITE --results RESULTS ARGS``; ``pause``: a point to stop at (see RUNNER)."""
+        """Start ``mnc-bench run SUITE --results RESULTS ARGS``; ``pause``: where to stop (see RUNNER)."""
         script = RUNNER.replace("__WORKER__", repr(WORKER))
         process = subprocess.Popen([sys.executable, "-c", script, pause, "run", str(suite), "--results",
                                     str(results), *args], cwd=REPO, stdout=subprocess.PIPE,

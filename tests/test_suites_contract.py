@@ -28,8 +28,8 @@ pytestmark = pytest.mark.usefixtures("repo_cwd")
 
 # Run ids of the shipped demo suite as `mnc-bench run demo` names them: finished runs are found (and reused
 # across suites) by id, so a change to how configs resolve or ids hash must not move them.
-DEMO_RUN_IDS = ["f0fe540edf5c", "a3af8a02ec57", "2ea64c4a71a3", "0c8a2034fd12", "897e395fa747", "cd8bd509b0ef",
-                "9f8ebdfaffe6", "0ade7aa315cd"]
+DEMO_RUN_IDS = ["f0fe540edf5c", "a3af8a02ec57", "2ea64c4a71a3", "0c8a2034fd12", "897e395fa747",
+                "cd8bd509b0ef", "9f8ebdfaffe6", "0ade7aa315cd"]
 
 
 @pytest.mark.parametrize("given,name,is_file", [
@@ -41,9 +41,8 @@ def test_a_suite_name_keeps_its_dots(given, name, is_file):
     assert is_suite_file(given) is is_file
 
 
-def test_a_dotted_suite_runs_into_the_folder_that_status_collect_and_report_read(tmp_path, write_suite,
-                                                                                 shapes_dataset, fake_training,
-                                                                                 monkeypatch, capsys):
+def test_a_dotted_suite_runs_into_the_folder_that_status_collect_and_report_read(
+        tmp_path, write_suite, shapes_dataset, fake_training, monkeypatch, capsys):
     results = tmp_path / "results"
     suite_file = write_suite(tmp_path / "v1.2.yaml", shapes_dataset, {"train_cfg.max_iters": 2}, seeds=(0, 1))
     executor = fake_training()
@@ -66,7 +65,7 @@ def test_the_demo_suite_keeps_its_run_ids():
 
 
 def test_shipped_results_are_found_by_the_run_ids_their_suite_files_give():
-    """The committed collect tables were run from the shipped suite files: the same files give the same ids."""
+    """The committed collect tables were run from the shipped suite files: the same files, the same ids."""
     for name in ("mnc_vs_successors", "stage3_labels"):
         committed = pd.read_csv(REPO / "results" / name / "collect.csv")["run_id"].tolist()
         assert [run.run_id for run in load_suite(name, build_models=False).runs] == committed, name
@@ -92,5 +91,5 @@ def test_the_evaluation_writes_the_metric_keys_that_collect_keeps():
     keys = set(evaluate(gt, [detection], metric="all", iou_type=("segm", "bbox")))
     keys |= set(evaluate(gt, [{"image_id": 1, "bbox": [8, 0, 8, 16], "score": 1.0}], metric="proposals"))
     assert set(STANDARD_METRICS) <= keys, sorted(set(STANDARD_METRICS) - keys)
-    assert all(METRIC_PATTERN.match(key) for key in keys), sorted(k for k in keys if not METRIC_PATTERN.match(k))
+    assert all(METRIC_PATTERN.match(key) for key in keys), [k for k in keys if not METRIC_PATTERN.match(k)]
     assert any(key.startswith("voc_mnc/AP@0.5/") for key in keys)  # a per-class key

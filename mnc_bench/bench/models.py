@@ -340,7 +340,8 @@ def _bench_size(size: int, settings: ModelsBenchSettings, peak: float, print_fn:
     return records
 
 
-def _time_inference(variants: list[_Variant], arrays: list[np.ndarray], settings: ModelsBenchSettings) -> None:
+def _time_inference(variants: list[_Variant], arrays: list[np.ndarray],
+                    settings: ModelsBenchSettings) -> None:
     """Image r of every variant before image r + 1 of any; the warm-up images leave no sample."""
     for index in range(settings.warmup + settings.repeats):
         for variant in variants:

@@ -8,15 +8,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnc_bench.errors import UserError
-from mnc_bench.suites.contract import COLLECT_TABLES, EXECUTORS, RESULTS_ROOT, SUITE_RECORD, RunState, suite_results_dir
+from mnc_bench.suites.contract import (
+    COLLECT_TABLES,
+    EXECUTORS,
+    RESULTS_ROOT,
+    SUITE_RECORD,
+    RunState,
+    suite_results_dir,
+)
 
 if TYPE_CHECKING:
     from mnc_bench.suites.executors import Executor, LocalExecutor
 
 
 def results_dir_of(suite: str, results: str | Path = RESULTS_ROOT) -> Path:
-    """The results folder a ``status`` or ``collect`` argument stands for: a suite's results folder as is, else
-    ``<results>/<suite name>`` for a suite name or file."""
+    """The results folder a ``status`` or ``collect`` argument stands for: a suite's results folder as is,
+    else ``<results>/<suite name>`` for a suite name or file."""
     if (Path(suite) / SUITE_RECORD).is_file():
         return Path(suite)
     return suite_results_dir(suite, results)

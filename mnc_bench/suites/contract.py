@@ -44,7 +44,7 @@ def is_suite_file(suite: str | os.PathLike[str]) -> bool:
 
 
 def suite_file_candidates(name: str, roots: tuple[Path, ...]) -> list[Path]:
-    """Where suite ``name`` may be defined: ``<root>/configs/ablations/<name>.yaml`` (then ``.yml``) per root."""
+    """Where suite ``name`` may be defined: ``<root>/configs/ablations/<name>.yaml`` (or .yml) per root."""
     return [root / SUITES_DIR / f"{name}{suffix}" for root in roots for suffix in SUITE_SUFFIXES]
 
 
@@ -121,7 +121,7 @@ def is_proposal_metric(key: str) -> bool:
     return key.startswith(PROPOSAL_PREFIX)
 
 
-# ---- columns of the collected table -------------------------------------------------------------------------
+# ---- columns of the collected table ------------------------------------------------------------------------
 
 AXIS_PREFIX = "axis."  # one column per suite axis: axis.<config key>
 LEADING_COLUMNS = ("suite", "run_id", "status", "failure_reason", "config", "model", "seed", "variant")
@@ -133,7 +133,7 @@ INTEGER_COLUMNS = ("seed", "batch_size", "max_iters", "threads", "params")  # pa
 FLOAT_COLUMNS = ("lr", "train_time_s", "s_per_iter", "peak_mem_mb")  # besides the metric columns
 TEXT_COLUMNS = ("suite", "run_id", "status", "failure_reason", "config", "model", "variant", "git_commit",
                 "run_dir", "test_ann_file", "test_img_dir", "reused_from")
-REQUIRED_COLUMNS = ("suite", "run_id", "status", "model", "seed", "variant")  # what a report cannot do without
+REQUIRED_COLUMNS = ("suite", "run_id", "status", "model", "seed", "variant")  # what a report needs
 
 
 def axis_column(key: str) -> str:
@@ -145,7 +145,7 @@ def table_columns(axes: list[str], metrics: list[str]) -> list[str]:
     return [*LEADING_COLUMNS, *(axis_column(key) for key in axes), *metrics, *TRAILING_COLUMNS]
 
 
-# ---- how runs are launched ----------------------------------------------------------------------------------
+# ---- how runs are launched ---------------------------------------------------------------------------------
 
 EXECUTORS = ("local", "slurm")  # `mnc-bench run --executor`: worker subprocesses here, or a Slurm job array
 LAUNCHERS = ("none", "pytorch", "slurm")  # mmengine's distributed launchers (`--launcher`)

@@ -221,8 +221,8 @@ class SubmititExecutor:
 
 
 def job_outcome(job: Any) -> tuple[int | None, str]:
-    """(the worker's exit code, '') of a finished submitit job; (None, why) when the job produced no exit code:
-    killed, lost with its node, or an exception outside the worker's own handling. submitit's exceptions are
+    """(the worker's exit code, '') of a finished submitit job; (None, why) when the job produced no exit
+    code: killed, lost with its node, or an exception outside the worker's own handling. submitit's exceptions are
     pages of log; ``why`` is their gist in one line, with where the job's full log is."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
@@ -231,7 +231,7 @@ def job_outcome(job: Any) -> tuple[int | None, str]:
     except UncompletedJobError as exc:  # FailedJobError is one too
         if isinstance(exc, FailedJobError):
             gist = _last_trace_line(str(exc)) or "failed"
-        else:  # "Job <id> (task: <n>) with path <result file>" / "has not produced any output (state: <state>)"
+        else:  # "Job <id> (task: <n>) with path <file>" / "has not produced any output (state: <state>)"
             gist = " ".join(line.strip() for line in str(exc).splitlines()[:2])
         stderr = getattr(getattr(job, "paths", None), "stderr", None)
         return None, f"submitit job {job.job_id}: {gist}" + (f" (log: {stderr})" if stderr else "")

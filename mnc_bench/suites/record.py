@@ -1,6 +1,6 @@
-"""``results/<suite>/suite.json``: the suite's latest plan (run ids in order, axes, metrics), which ``status`` and
-``collect`` read, and one record per ``mnc-bench run`` invocation (wall time, the runs' own time, time to the
-first training iteration), which the runner appends."""
+"""``results/<suite>/suite.json``: the suite's latest plan (run ids in order, axes, metrics), which
+``status`` and ``collect`` read, and one record per ``mnc-bench run`` invocation (wall time, the runs' own
+time, time to the first training iteration), which the runner appends."""
 
 from __future__ import annotations
 

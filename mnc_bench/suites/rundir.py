@@ -32,7 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from mnc_bench.io import write_json
-from mnc_bench.suites.contract import LOCK_FILE, LOG_TXT, RUN_JSON, RUN_STATES, STATUS_JSON, WORK_DIR, RunState
+from mnc_bench.suites.contract import (
+    LOCK_FILE,
+    LOG_TXT,
+    RUN_JSON,
+    RUN_STATES,
+    STATUS_JSON,
+    WORK_DIR,
+    RunState,
+)
 
 LOG_TAIL_LINES = 20
 LOCK_TRIES = 10

@@ -142,7 +142,8 @@ def _progress(suite: Suite, plan: list[PlannedRun], todo: list[PlannedRun], work
     return SuiteProgress(suite.name, {p.spec.run_id: p.spec.label for p in plan},
                          done=left_alone.count(RunState.DONE), failed=left_alone.count(RunState.FAILED),
                          queue=[p.spec.run_id for p in todo], workers=workers,
-                         kinds={p.spec.run_id: f"{p.spec.model} {p.spec.variant}" for p in plan}, stream=stream)
+                         kinds={p.spec.run_id: f"{p.spec.model} {p.spec.variant}" for p in plan},
+                         stream=stream)
 
 
 class RunEvents:
@@ -179,7 +180,8 @@ class RunEvents:
         fields.update(ended_at=ended_at, wall_s=ended_at - started_at, runs=len(self.durations),
                       runs_time_s=sum(self.durations.values()))
         if self.launches:
-            fields["tail_idle_s"] = idle_after(self.launches[-1], ended_at, list(self.spans.values()), workers)
+            spans = list(self.spans.values())
+            fields["tail_idle_s"] = idle_after(self.launches[-1], ended_at, spans, workers)
         return fields
 
 
@@ -257,8 +259,8 @@ def _settle(run_dir: RunDir, exit_code: int | None, failure: str = "") -> dict[s
         return status
     if run_dir.is_live():  # a requeued Slurm job, or another runner took it over
         return status
-    return run_dir.update_status(state=RunState.FAILED, ended=now_iso(), exit_reason=failure or _exit_reason(exit_code),
-                                 log_tail=run_dir.log_tail())
+    return run_dir.update_status(state=RunState.FAILED, ended=now_iso(),
+                                 exit_reason=failure or _exit_reason(exit_code), log_tail=run_dir.log_tail())
 
 
 def _exit_reason(exit_code: int | None) -> str:

@@ -122,7 +122,7 @@ class _Sections:
         return list(self.grid) + list(self.zipped)
 
     def combinations(self) -> list[dict[str, Any]]:
-        """The axis values of each run but the seed: the grid's cartesian product crossed with the zip's rows."""
+        """The axis values of each run but the seed: the grid's product crossed with the zip's rows."""
         return [dict(a, **b) for a in _product(self.grid) for b in _rows(self.zipped)]
 
 
@@ -142,7 +142,7 @@ def load_suite(name_or_path: str | os.PathLike[str], *, seeds: Sequence[int] | N
 
 def _check_sections(data: Mapping[str, Any], where: str, seeds: Sequence[int] | None,
                     extra_options: Mapping[str, Any] | None) -> _Sections:
-    """Each section of a suite file checked, in the order of the file format (the first problem is reported)."""
+    """Each section of a suite file checked, in the file format's order (the first problem is reported)."""
     grid, zipped = _axes(data, "grid", where), _axes(data, "zip", where)
     _check_zip_lengths(zipped, where)
     options = _mapping(data.get("cfg_options"), f"{where}: cfg_options")
@@ -170,7 +170,8 @@ def _check_axes_set_once(axis_keys: list[str], options: Mapping[str, Any], extra
                 raise UserError(f"{where}: duplicate axis {key}: also set in {what}")
 
 
-def _base(data: Mapping[str, Any], grid: Mapping[str, Any], zipped: Mapping[str, Any], where: str) -> str | None:
+def _base(data: Mapping[str, Any], grid: Mapping[str, Any], zipped: Mapping[str, Any],
+          where: str) -> str | None:
     """The ``base`` model config; a suite needs it unless ``config`` is an axis."""
     base = data.get("base")
     if "base" in data and not isinstance(base, str):
@@ -198,8 +199,8 @@ def _expand_runs(name: str, sections: _Sections, where: str, build_models: bool)
                            axes=dict(axes), seed=seed, variant=variant, test_ann_file=ann, test_img_dir=images,
                            cfg=cfg)
             if spec.run_id in seen:
-                raise UserError(f"{where}: runs [{seen[spec.run_id].label}] and [{spec.label}] resolve to the "
-                                "same config and seed")
+                raise UserError(f"{where}: runs [{seen[spec.run_id].label}] and [{spec.label}] resolve to "
+                                "the same config and seed")
             seen[spec.run_id] = spec
             runs.append(spec)
     return runs
