@@ -445,10 +445,14 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from mnc_bench.reporting import write_report
+    from mnc_bench.reporting.names import parse_overrides
+    from mnc_bench.reporting.venue import parse_table_widths
 
     written = write_report(args.suites, args.out, baseline=args.baseline, metric=args.metric,
                            results_dir=args.results, bench=args.bench, figures=not args.no_figures,
-                           claims=args.claims)
+                           claims=args.claims, table_widths=parse_table_widths(args.table_width or []),
+                           display_name_overrides=parse_overrides(args.display_name or []),
+                           qualitative_models=args.qualitative_models)
     print(f"report {written.out / 'report.md'} and {written.out / 'report.html'} "
           f"({len(written.files) - 2} tables and figures; {len(written.skipped)} figure(s) skipped, see the report)")
     return 0
@@ -474,6 +478,17 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bench", default="results/bench/models.json",
                    help="bench results for GFLOPs and ms/img; skipped when absent (default results/bench/models.json)")
     p.add_argument("--no-figures", action="store_true", help="text and tables only (seconds instead of a minute)")
+    p.add_argument("--table-width", nargs="+", action="extend", metavar="[TABLE=]WIDTH",
+                   help="print width of the LaTeX tables: column (3.25 in, the default) or text (6.875 in, "
+                   "table*); TABLE= limits it to tables whose file stem is or starts with TABLE, e.g. "
+                   "main_coco=text, ablation=text")
+    p.add_argument("--display-name", nargs="+", action="extend", metavar="MODEL=NAME",
+                   help="name printed for a model (config stem or pattern such as 'mnc_*') in tables, "
+                   "figures and the qualitative grid, instead of the built-in one")
+    p.add_argument("--qualitative-models", nargs="+", metavar="MODEL",
+                   help="models of the qualitative grid, in order (default: the baseline, then the best "
+                   "model of each family, then the others; models past one figure's width go on in further "
+                   "figures)")
     p.add_argument("--claims", metavar="FILE",
                    help="claims file (e.g. configs/claims/mnc.yaml): a verdict per claim and metric from these "
                    "suites' runs, in a Claims section and tables/claims.tex")

@@ -24,6 +24,9 @@ SHAPES_MODELS = {  # model -> (config, true mask AP)
     "mnc_3stage_shapes": ("configs/mnc/mnc_3stage_shapes.py", 0.390),
     "mnc_5stage_shapes": ("configs/mnc/mnc_5stage_shapes.py", 0.500),
 }
+# The names tables, figures and the qualitative grid print for them (the report's built-in mapping).
+DISPLAY_NAMES = {"mask_rcnn_shapes": "Mask R-CNN", "panet_shapes": "PANet",
+                 "mnc_3stage_shapes": "MNC 3-stage", "mnc_5stage_shapes": "MNC 5-stage"}
 METRIC_OFFSETS = {  # key -> offset from mask AP (so every column differs)
     "coco/segm/AP": 0.0, "coco/segm/AP50": 0.20, "coco/segm/AP75": 0.04, "coco/segm/APs": -0.15,
     "coco/segm/APm": 0.05, "coco/segm/APl": 0.12, "coco/bbox/AP": 0.03, "voc_mnc/mAP@0.5": 0.18,

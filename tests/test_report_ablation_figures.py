@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from mnc_bench.reporting import figures
-from mnc_bench.reporting.style import FigureResult
+from mnc_bench.reporting.names import display_names
+from mnc_bench.reporting.style import Canvas, FigureResult
 from mnc_bench.reporting.table import load_inputs
+from mnc_bench.reporting.venue import COLUMN
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +25,16 @@ def _done(results, suite: str) -> tuple[pd.DataFrame, list[str]]:
     return inputs.done, inputs.axes
 
 
+def _canvas(done: pd.DataFrame, folder) -> Canvas:
+    return Canvas(folder, COLUMN, display_names(done["model"]))
+
+
 def test_loss_weight_heatmaps_show_mask_ap_and_ap75_cell_means(results, tmp_path, monkeypatch):
     done, axes = _done(results, "loss_weights")
     drawn = []
     real = figures.sns.heatmap
     monkeypatch.setattr(figures.sns, "heatmap", lambda data, **kw: drawn.append((data, kw)) or real(data, **kw))
-    result = figures.loss_weight_figure(done, axes, "coco/segm/AP", tmp_path)
+    result = figures.loss_weight_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
     assert isinstance(result, FigureResult) and "mask AP and AP75" in result.caption
     assert [kw["cbar_kws"]["label"] for _, kw in drawn] == ["mask AP", "AP75"]
     rows, cols = [a for a in axes if "loss_weights" in a]  # heatmap rows: the suite's first weight axis
@@ -49,7 +55,7 @@ def test_three_stage_runs_appear_in_every_weight_sharing_panel(results, tmp_path
         real(ax, data, x, order, hue, **kw)
 
     monkeypatch.setattr(figures, "_pointplot", record)
-    result = figures.depth_figure(done, axes, "coco/segm/AP", tmp_path)
+    result = figures.depth_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
     assert isinstance(result, FigureResult) and "nothing to share" in result.caption
     three = set(done.loc[done["axis.model.cascade.num_stages"] == 3, "run_id"])
     assert len(drawn) == 2 and three

@@ -12,9 +12,11 @@ import pytest
 from mnc_bench.cli import main
 from mnc_bench.errors import UserError
 from mnc_bench.reporting import figures, write_report
-from mnc_bench.reporting.qualitative import qualitative_figure
-from mnc_bench.reporting.style import Skipped
+from mnc_bench.reporting.names import display_names
+from mnc_bench.reporting.qualitative import ModelChoice, qualitative_figures
+from mnc_bench.reporting.style import Canvas, Skipped
 from mnc_bench.reporting.table import load_inputs, run_folder
+from mnc_bench.reporting.venue import COLUMN
 from mnc_bench.suites.contract import REQUIRED_COLUMNS
 
 
@@ -136,7 +138,7 @@ def test_parquet_and_csv_tables_give_the_same_report(results, tmp_path):
                                results_dir=tmp_path / fmt / "results", bench=None, figures=False)
         reports[fmt] = (written.out / "report.md").read_text().split("## Provenance")[0]
     assert reports["parquet"] == reports["csv"]
-    assert "| mnc_3stage_shapes [model.cascade.box_grad=True, model.cascade.num_stages=7, " in reports["csv"]
+    assert "| MNC 3-stage [model.cascade.box_grad=True, model.cascade.num_stages=7, " in reports["csv"]
 
 
 def test_box_only_or_broken_predictions_skip_the_qualitative_figure(results, tmp_path):
@@ -149,10 +151,12 @@ def test_box_only_or_broken_predictions_skip_the_qualitative_figure(results, tmp
         path = run_folder(done.loc[run.Index]) / "predictions.json"
         records = json.loads(path.read_text())
         path.write_text(json.dumps([{k: v for k, v in r.items() if k != "segmentation"} for r in records]))
-    skipped = qualitative_figure(done, tmp_path / "figs")
+    canvas = Canvas(tmp_path / "figs", COLUMN, display_names(done["model"]))
+    choice = ModelChoice(sorted(set(done["model"])), "by name")
+    (skipped,) = qualitative_figures(done, canvas, choice)
     assert isinstance(skipped, Skipped) and "needs masks" in skipped.reason
     first.write_text("[{not json")
-    skipped = qualitative_figure(done, tmp_path / "figs")
+    (skipped,) = qualitative_figures(done, canvas, choice)
     assert isinstance(skipped, Skipped) and "invalid JSON" in skipped.reason
     assert not (tmp_path / "figs").exists()
 
