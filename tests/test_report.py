@@ -25,7 +25,8 @@ from report_fixtures import DISPLAY_NAMES
 SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "stage3_labels"]
 # Main figures: 3.25 in (PDF, PNG) and 6.875 in (<name>_textwidth.pdf). The grid holds 3 models at column
 # width: the fixture's 4 go on in qualitative_2; at text width one figure holds all.
-MAIN_FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "qualitative",
+MAIN_FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "qualitative", "boundary_ap",
+                "tide_errors", "robustness",
                 "ablation_model_cascade_stage3_labels", "ablation_model_cascade_share_weights"]
 FIGURES = [*MAIN_FIGURES, "qualitative_2",
            *(f"training_loss_{suite}" for suite in SUITES),

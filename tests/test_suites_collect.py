@@ -17,7 +17,8 @@ from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.suites.collect import collect  # noqa: E402
 from mnc_bench.suites.contract import STANDARD_METRICS  # noqa: E402
 from mnc_bench.suites.rundir import RunDir  # noqa: E402
-from mnc_bench.suites.runner import plan_suite, prepare_runs  # noqa: E402
+from mnc_bench.suites.record import write_plan  # noqa: E402
+from mnc_bench.suites.runner import plan_suite, prepare_run_dir  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +40,9 @@ def suite(tmp_path, monkeypatch):
 
 def _prepare(suite, suite_dir: Path) -> list[RunDir]:
     plan = plan_suite(suite, suite_dir)
-    prepare_runs(plan, suite, suite_dir)
+    for planned in plan:
+        prepare_run_dir(planned, suite)
+    write_plan(suite, suite_dir)
     return [planned.run_dir for planned in plan]
 
 

@@ -112,6 +112,14 @@ def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(write_suite
     assert [p.action for p in plan_suite(load_suite(c, build_models=False), results / "ccc")] == ["start"]
     whole.write_json("metrics.json", {**whole.read_json("metrics.json"), "proposals/AR@100": 0.5})
     assert [p.action for p in plan_suite(load_suite(c, build_models=False), results / "ccc")] == ["reuse"]
+    # so with Boundary AP and TIDE, which a run computes only when its suite names them
+    d = write_suite("dddd", seeds=(3,),
+                    extra="metrics: [coco/boundary/AP, tide/segm/dAP_loc]\n")
+    assert [p.action for p in plan_suite(load_suite(d, build_models=False), results / "dddd")] == ["start"]
+    whole.write_json("metrics.json", {**whole.read_json("metrics.json"), "coco/boundary/AP": 0.4})
+    assert [p.action for p in plan_suite(load_suite(d, build_models=False), results / "dddd")] == ["start"]
+    whole.write_json("metrics.json", {**whole.read_json("metrics.json"), "tide/segm/dAP_loc": 0.1})
+    assert [p.action for p in plan_suite(load_suite(d, build_models=False), results / "dddd")] == ["reuse"]
 
 
 def test_no_reuse_trains_runs_done_elsewhere(write_suite, run, fake_training, tmp_path, monkeypatch, capsys):

@@ -159,3 +159,20 @@ def test_proposal_recall_is_collected_from_the_proposals_stage_2_sees(tiny_suite
     checkpoint = json.loads(run_dir.file("run_stats.json").read_text())["checkpoint"]
     alone = proposal_recall(load_config(spec["config"], spec["cfg_options"]), checkpoint, spec["test_ann_file"])
     assert recall == pytest.approx(alone["proposals/AR@100"], abs=1e-9) and recall > 0
+
+
+def test_boundary_ap_and_tide_named_by_a_suite_are_scored_from_the_run_predictions(tiny_suite, suite_cli, shapes_dataset, tmp_path):
+    from mnc_bench.evaluation import evaluate
+
+    results = tmp_path / "results"
+    suite = tiny_suite(iters=1, seeds=(0,),
+                       extra="metrics: [coco/segm/AP, coco/boundary/AP, tide/bbox/dAP_loc]\n")
+    suite_cli.finish(suite, results)
+    (run_dir,) = suite_cli.run_dirs(results)
+    metrics = json.loads(run_dir.file("metrics.json").read_text())
+    again = evaluate(shapes_dataset / "annotations" / "instances_val.json", run_dir.file("predictions.json"),
+                     metric=["boundary", "tide"], iou_type=("segm", "bbox"))
+    for key in ("coco/boundary/AP", "coco/boundary/AP75", "tide/segm/dAP_miss", "tide/bbox/dAP_loc"):
+        assert metrics[key] == pytest.approx(again[key]), key
+    table = collect(results / "tiny")
+    assert table.loc[0, "coco/boundary/AP"] == pytest.approx(metrics["coco/boundary/AP"])

@@ -57,11 +57,13 @@ _KNOWN = {c.key: c for c in ACCURACY + COST}
 
 
 def column(key: str) -> Column:
-    """The column description of ``key``; an unlisted metric key is printed as is, in points."""
+    """The column description of ``key``; an unlisted metric key is printed as is, in points (a TIDE dAP, the
+    AP an error type costs, is better lower)."""
     if key in _KNOWN:
         return _KNOWN[key]
     scale = 100.0 if key.startswith(METRIC_PREFIXES) else 1.0
-    return Column(key, key, escape_tex(key), scale=scale, decimals=1 if scale == 100.0 else 3)
+    return Column(key, key, escape_tex(key), higher_is_better=not key.startswith("tide/") or "/dAP_" not in key,
+                  scale=scale, decimals=1 if scale == 100.0 else 3)
 
 
 def resolve_metric(name: str, available: list[str]) -> str:

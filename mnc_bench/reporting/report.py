@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open, check_writable_output
-from mnc_bench.reporting import curves, figures, latex, qualitative, sections
+from mnc_bench.reporting import curves, diagnostics, figures, latex, qualitative, sections
 from mnc_bench.reporting.analysis import Analysis, analyse
 from mnc_bench.reporting.claims import ClaimResult, evaluate_claims, load_claims
 from mnc_bench.reporting.metrics import COCO_LAYOUT, VOC_LAYOUT
@@ -57,6 +57,7 @@ def figure_drawers(a: Analysis, choice: ModelChoice) -> list[Drawer]:
         Drawer("speed_accuracy", lambda c: figures.speed_figure(done, a.inputs.bench, metric, c)),
         Drawer("training curves", lambda c: curves.curve_figures(done, c), text_width=False),
         Drawer("qualitative", lambda c: qualitative.qualitative_figures(done, c, choice)),
+        *(Drawer(name, draw) for name, draw in diagnostics.figures(done)),
     ]
 
 
@@ -224,6 +225,7 @@ def write_report(
         *sections.claims_section(verdicts),
         *sections.baseline_section(a),
         *sections.ablation_sections(a),
+        *diagnostics.sections(a.done, a.names),
         *sections.figure_section(drawn, out_dir, display),
         *sections.files_section(tex, out_dir),
         *sections.not_counted(a, display),

@@ -1,10 +1,10 @@
 """``mnc-bench collect``: a suite's results as one tidy table (a row per run), parquet and CSV, with pandas.
 
-Columns (the schema ``mnc-bench report`` reads, defined in :mod:`~mnc_bench.suites.contract`): suite, run_id, status, failure_reason, config,
-model, seed, variant, ``axis.<key>`` per suite axis, every standard metric key (NaN when not measured) plus the
-suite's extra ``metrics``, batch_size, lr, max_iters, train_time_s, s_per_iter, threads (torch threads of the
-run), peak_mem_mb, params, git_commit, run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>``
-the run was copied from, or empty).
+Columns (the schema ``mnc-bench report`` reads, defined in :mod:`~mnc_bench.suites.contract`): suite,
+run_id, status, failure_reason, config, model, seed, variant, ``axis.<key>`` per suite axis, every standard metric key (NaN when not measured) plus the
+suite's extra ``metrics`` and the ``robustness/...`` keys of the runs' ``robustness.json``, batch_size, lr,
+max_iters, train_time_s, s_per_iter, threads (torch threads of the run), peak_mem_mb, params, git_commit,
+run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>`` the run was copied from, or empty).
 """
 
 from __future__ import annotations
@@ -17,8 +17,12 @@ from typing import Any
 import pandas as pd
 
 from mnc_bench.errors import UserError
+from mnc_bench.evaluation.errors import TIDE_METRIC_NAMES
+from mnc_bench.evaluation.robustness import PREFIX as ROBUSTNESS_PREFIX
+from mnc_bench.evaluation.robustness import RECORD_FILE, read_summary
 from mnc_bench.io import atomic_open
 from mnc_bench.suites.contract import (
+    COCO_IOU_TYPES,
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
     METRICS_JSON,
@@ -36,6 +40,9 @@ from mnc_bench.suites.record import read_suite_record
 from mnc_bench.suites.rundir import RunDir
 from mnc_bench.suites.status import ordered_run_dirs
 
+# The metric columns of every table: the contract's, then TIDE's (named with its error types).
+COLLECTED_METRICS = [*STANDARD_METRICS,
+                     *(f"tide/{kind}/{name}" for kind in COCO_IOU_TYPES for name in TIDE_METRIC_NAMES)]
 # What the printed summary shows when the suite names no metrics.
 SUMMARY_METRICS = ["coco/segm/AP", "coco/segm/AP50", "coco/bbox/AP", "voc_sds/mAP@0.5", "voc_mnc/mAP@0.5"]
 
@@ -47,7 +54,7 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
         raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run SUITE)")
     record = read_suite_record(suite_dir)
     axes: list[str] = list(record.get("axes") or [])
-    metrics = list(dict.fromkeys([*STANDARD_METRICS, *(record.get("metrics") or [])]))
+    metrics = list(dict.fromkeys([*COLLECTED_METRICS, *(record.get("metrics") or [])]))
     rows = []
     for run_dir, _ in ordered_run_dirs(suite_dir, include_all=include_all):
         row = _row(run_dir, metrics)
@@ -55,6 +62,9 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
             if key not in axes:
                 axes.append(key)
         rows.append(row)
+    found = {key for row in rows for key in row if key.startswith(ROBUSTNESS_PREFIX)}
+    robustness = sorted(found - set(metrics), key=robustness_order)
+    metrics += robustness
     table = pd.DataFrame(rows, columns=table_columns(axes, metrics))
     for key in axes:
         table[axis_column(key)] = _axis_column(table[axis_column(key)])
@@ -85,8 +95,27 @@ def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
     )
     row.update({axis_column(key): value for key, value in axes.items()})
     row.update({key: math.nan if values.get(key) is None else values[key] for key in metrics})
+    if done:
+        row.update(read_summary(run_dir.file(RECORD_FILE)))
     row.update({key: stats.get(key) for key in RUN_STATS_COLUMNS})
     return row
+
+
+def robustness_order(key: str) -> tuple:
+    """Masks before boxes; clean AP, mPC, rPC, AP per severity, then AP per corruption in benchmark order."""
+    from mnc_bench.evaluation.corruptions import CORRUPTIONS
+
+    kind, _, name = key[len(ROBUSTNESS_PREFIX):].partition("/")
+    head = ("AP_clean", "mPC", "rPC")
+    if name in head:
+        rank: tuple = (0, head.index(name))
+    elif name.startswith("AP@s"):
+        rank = (1, name)
+    else:
+        corruption = name.removeprefix("AP/")
+        known = CORRUPTIONS.index(corruption) if corruption in CORRUPTIONS else len(CORRUPTIONS)
+        rank = (2, known, corruption)
+    return (kind != "segm", kind, rank)
 
 
 def _axis_column(values: pd.Series) -> pd.Series:

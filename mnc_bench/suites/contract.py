@@ -101,14 +101,19 @@ VOC_PROTOCOLS = ("sds", "mnc")
 VOC_METRIC_NAMES = ("mAP@0.5", "mAP@0.7", "mAP_vol")
 PROPOSAL_METRIC_NAMES = ("AR@10", "AR@100", "AR@300", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000")
 PROPOSAL_PREFIX = "proposals/"  # measured only when a suite asks for them (a second pass over the test split)
-METRIC_PREFIXES = ("coco/", "voc_", PROPOSAL_PREFIX)
-# Every metric key a run can record: COCO, VOC region AP (also per class), proposal recall.
-METRIC_PATTERN = re.compile(r"^(coco/(segm|bbox)/\w+|voc_(sds|mnc)/[\w@.]+(/.+)?|proposals/\w+@\d+)$")
-# Metric columns of every collected table (NaN where a run did not measure them), in this order.
+BOUNDARY_METRIC_NAMES = COCO_METRIC_NAMES[:6]  # Boundary AP: COCO's AP columns with boundary IoU
+METRIC_PREFIXES = ("coco/", "voc_", PROPOSAL_PREFIX, "tide/", "robustness/")
+# Every metric key a run can record: COCO (boundary IoU too), VOC region AP (also per class), proposal recall,
+# TIDE's error breakdown, robustness to corruptions.
+METRIC_PATTERN = re.compile(r"^(coco/(segm|bbox|boundary)/\w+|voc_(sds|mnc)/[\w@.]+(/.+)?|proposals/\w+@\d+"
+                            r"|tide/(segm|bbox)/\w+|robustness/(segm|bbox)/[\w@]+(/\w+)?)$")
+# Metric columns of every collected table (NaN where a run did not measure them), in this order; collect
+# adds TIDE's, whose names come with its error types (mnc_bench.evaluation.errors).
 STANDARD_METRICS = (
     [f"coco/{kind}/{name}" for kind in COCO_IOU_TYPES for name in COCO_METRIC_NAMES]
     + [f"voc_{protocol}/{name}" for protocol in VOC_PROTOCOLS for name in VOC_METRIC_NAMES]
     + [f"{PROPOSAL_PREFIX}{name}" for name in PROPOSAL_METRIC_NAMES]
+    + [f"coco/boundary/{name}" for name in BOUNDARY_METRIC_NAMES]
 )
 
 

@@ -3,7 +3,8 @@
 instead of training it again (``--no-reuse`` refuses).
 
 A source qualifies when its ``status.json`` says ``done``, its ``metrics.json`` is whole and it holds every
-``proposals/...`` metric the new suite asks for (the only metrics a run computes on request). The copy is built
+``proposals/...``, ``coco/boundary/...`` and ``tide/...`` metric the new suite asks for (the metrics a run
+computes on request). The copy is built
 in a hidden staging folder beside the destination and renamed into place, so a kill leaves either no run
 directory or a whole one; checkpoints (the bulk of the bytes, never written again) are hard links where the
 file system allows, every other file is copied, so deleting or editing the source never changes the copy.
@@ -16,8 +17,9 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mnc_bench.evaluation.evaluate import ON_REQUEST
 from mnc_bench.io import fsync_dir, make_staging_dir
-from mnc_bench.suites.contract import METRICS_JSON, RUN_JSON, STATUS_JSON, RunState, is_proposal_metric
+from mnc_bench.suites.contract import METRICS_JSON, PROPOSAL_PREFIX, RUN_JSON, STATUS_JSON, RunState
 from mnc_bench.suites.rundir import RunDir, now_iso
 
 # Files only hard-linked: written once, whole, and never opened for writing again.
@@ -34,7 +36,7 @@ def find_done_run(results_root: str | os.PathLike[str], run_id: str, *, exclude:
     """A finished run ``run_id`` under another suite of ``results_root`` (not the suite folder ``exclude``)
     that can stand in for a new one asking for ``metrics``; the first by suite name, or None."""
     exclude = Path(exclude).resolve()
-    wanted = [key for key in metrics or () if is_proposal_metric(key)]
+    wanted = [key for key in metrics or () if key.startswith((PROPOSAL_PREFIX, *ON_REQUEST))]
     root = Path(results_root)
     if not root.is_dir():
         return None

@@ -131,7 +131,7 @@ def prepare_runs(todo: list[PlannedRun], suite: Suite, suite_dir: str | Path) ->
     """Before any worker starts: the datasets, the directory of each run to execute, and the suite's plan."""
     _prepare_data(todo)
     for planned in todo:
-        _prepare_run_dir(planned, suite)
+        prepare_run_dir(planned, suite)
     write_plan(suite, suite_dir)
 
 
@@ -222,7 +222,8 @@ def _prepare_data(todo: list[PlannedRun]) -> None:
             prepare_datasets(cfg, ["train_dataloader", "test_dataloader"])
 
 
-def _prepare_run_dir(planned: PlannedRun, suite: Suite) -> None:
+def prepare_run_dir(planned: PlannedRun, suite: Suite) -> None:
+    """The run's directory as this invocation needs it: cleared for a rerun, its identity written."""
     run_dir = planned.run_dir
     if planned.action == "rerun":
         for name in RESULT_FILES:

@@ -11,7 +11,8 @@ A suite is a YAML file (read with a safe loader: a suite file never runs code)::
       model.loss_weights.cls: [1.0, 1.0]
     seeds: [0, 1, 2]
     cfg_options: {train_cfg.max_iters: 200}  # every run, under the axes
-    metrics: [coco/segm/AP, proposals/AR@100]  # optional: the metric columns `collect` keeps
+    metrics: [coco/segm/AP, proposals/AR@100]  # optional: the metric columns `collect` keeps; proposal
+                                             # recall, coco/boundary/* and tide/* are computed only if named
     slurm: {partition: gpu, gpus_per_run: 1, timeout_min: 720, array_parallelism: 8}
 
 An axis key is any config key in ``--cfg-options`` form and must exist in the run's config; a dict value is

@@ -115,6 +115,7 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
                         track: str | None = None) -> dict[str, Any]:
     from mnc_bench.checkpoints import latest_good_checkpoint
     from mnc_bench.config_loading import load_config
+    from mnc_bench.evaluation.evaluate import evaluate, requested_families
     from mnc_bench.suites import hooks  # noqa: F401 - registers SuiteRunHook
     from mnc_bench.training import evaluate_checkpoint, train
 
@@ -147,6 +148,10 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
 
         metrics.update(proposal_recall(load_config(config, test_options), str(result.checkpoint),
                                        spec["test_ann_file"]))
+    families = requested_families(wanted)
+    if families and main:  # scored from the predictions just written (rank 0 wrote them)
+        metrics.update(evaluate(spec["test_ann_file"], run_dir.file("predictions.json"), metric=families,
+                                iou_type=("segm", "bbox")))
     eval_time = time.time() - t1
     if not main:
         return {}
