@@ -14,6 +14,7 @@ pytest.importorskip("mmcv.ops")
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.reporting.table import find_table  # noqa: E402
 from mnc_bench.suites import commands  # noqa: E402
+from mnc_bench.suites.collect import COLLECTED_METRICS  # noqa: E402
 from mnc_bench.suites.contract import (  # noqa: E402
     METRIC_PATTERN,
     STANDARD_METRICS,
@@ -72,8 +73,9 @@ def test_shipped_results_are_found_by_the_run_ids_their_suite_files_give():
 
 
 def test_the_evaluation_writes_the_metric_keys_that_collect_keeps():
-    """Every standard metric column is a key the evaluation writes (masks and boxes, both VOC protocols,
-    proposals), and every key it writes (per-class VOC keys too) matches the pattern suites may list."""
+    """Every metric column collect keeps is a key the evaluation writes (masks and boxes, both VOC protocols,
+    proposals, Boundary AP, TIDE), and every key it writes (per-class VOC keys too) matches the pattern suites
+    may list."""
     import numpy as np
     from pycocotools import mask as mask_utils
 
@@ -88,8 +90,8 @@ def test_the_evaluation_writes_the_metric_keys_that_collect_keeps():
           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 0, 8, 16], "area": 128,
                            "iscrowd": 0, "segmentation": rle}]}
     detection = {"image_id": 1, "category_id": 1, "score": 0.9, "bbox": [8, 0, 8, 16], "segmentation": rle}
-    keys = set(evaluate(gt, [detection], metric="all", iou_type=("segm", "bbox")))
+    keys = set(evaluate(gt, [detection], metric=("all", "boundary", "tide"), iou_type=("segm", "bbox")))
     keys |= set(evaluate(gt, [{"image_id": 1, "bbox": [8, 0, 8, 16], "score": 1.0}], metric="proposals"))
-    assert set(STANDARD_METRICS) <= keys, sorted(set(STANDARD_METRICS) - keys)
+    assert set(STANDARD_METRICS) <= set(COLLECTED_METRICS) <= keys, sorted(set(COLLECTED_METRICS) - keys)
     assert all(METRIC_PATTERN.match(key) for key in keys), [k for k in keys if not METRIC_PATTERN.match(k)]
     assert any(key.startswith("voc_mnc/AP@0.5/") for key in keys)  # a per-class key
