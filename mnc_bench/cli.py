@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from mnc_bench.allocator import tune_allocator
 from mnc_bench.errors import UserError
 from mnc_bench.io import check_writable_output
-
-Handler = Callable[[argparse.Namespace], int]
+from mnc_bench.suites.contract import EXECUTORS, LAUNCHERS, RESULTS_ROOT
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
@@ -355,7 +354,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", help="logs and checkpoints (default work_dirs/<config name>)")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", type=_cfg_option,
                    help="override config entries, e.g. data_root=/data/coco/ train_cfg.max_iters=100")
-    p.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none",
+    p.add_argument("--launcher", choices=LAUNCHERS, default="none",
                    help="distributed launcher: pytorch under torchrun, slurm under srun (default none)")
     p.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -616,7 +615,7 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     p.add_argument("suite", help=suite_help)
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="runs at a time on this machine; the cores are divided between them (default 1)")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: subprocesses here; slurm: one job array through submitit (default local)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
     p.add_argument("--rerun-failed", action="store_true", help="run failed runs again, from scratch")
@@ -628,7 +627,7 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", type=_cfg_option,
                    help="options for every run, on top of the suite's (e.g. data_root=/data/coco/); part of "
                    "the run ids")
-    p.add_argument("--results", default="results", help=results_help)
+    p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
     p.add_argument("--track", metavar="mlflow[=URI]", default=None,
                    help="also log each run (params, training scalars, test metrics, result files) to MLflow; "
                    "default store sqlite:///RESULTS/mlflow.db")
@@ -646,7 +645,7 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
                        description="List every run of a suite's results directory with its state, duration "
                        "and, for failed runs, the reason.")
     p.add_argument("suite", help=suite_help)
-    p.add_argument("--results", default="results", help=results_help)
+    p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
     p.set_defaults(handler=_cmd_status)
 
     p = sub.add_parser("collect", help="a suite's results as one tidy table (parquet + CSV)",
@@ -657,7 +656,7 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="FILE.parquet or FILE.csv; the other format is written beside it")
     p.add_argument("--all", action="store_true",
                    help="also runs no longer in the suite file (default: the suite's latest plan)")
-    p.add_argument("--results", default="results", help=results_help)
+    p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
     p.set_defaults(handler=_cmd_collect)
 
 
@@ -692,7 +691,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default="coco/segm/AP",
                    help="metric of the comparisons and figures, a full key or a unique suffix such as segm/AP "
                    "(default coco/segm/AP)")
-    p.add_argument("--results", default="results", help="results root holding <suite>/ (default results)")
+    p.add_argument("--results", default=RESULTS_ROOT, help="results root holding <suite>/ (default results)")
     p.add_argument("--bench", default="results/bench/models.json",
                    help="bench results for GFLOPs and ms/img; skipped when absent (default results/bench/models.json)")
     p.add_argument("--no-figures", action="store_true", help="text and tables only (seconds instead of a minute)")

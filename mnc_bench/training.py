@@ -31,11 +31,10 @@ from mnc_bench.preflight import (
     prepare_datasets,
     require_sections,
 )
+from mnc_bench.suites.contract import LAUNCHERS
 
 if TYPE_CHECKING:
     from mnc_bench.soft_masks import SoftMaskTarget
-
-LAUNCHERS = ("none", "pytorch", "slurm")
 
 
 @dataclass
@@ -249,8 +248,9 @@ def _add_soft_mask_writer(cfg, target: SoftMaskTarget) -> None:
     if ann is None:
         leaves = leaf_datasets(cfg.test_dataloader.get("dataset"))
         ann, _ = next((dataset_files(d) for d in leaves), (None, None))
-    cfg.test_evaluator = [*evaluators, dict(type=WRITER_NAME, staging=str(target.staging), out=str(target.out),
-                                            ann_file=None if ann is None else str(ann))]
+    writer = dict(type=WRITER_NAME, staging=str(target.staging), out=str(target.out),
+                  ann_file=None if ann is None else str(ann))
+    cfg.test_evaluator = [*evaluators, writer]
 
 
 def _add_results_file(cfg, out: Path) -> None:

@@ -15,7 +15,6 @@ from mnc_bench.data.video import VideoConfig, _camera_path, render_clip, write_v
 from mnc_bench.data.video_check import check_dataset
 from mnc_bench.data.video_format import convert_youtube_vis
 from mnc_bench.errors import UserError
-from tests.video_fixtures import TINY_VIDEOS, video_dataset  # noqa: F401
 
 
 def _load(root, name):
@@ -26,14 +25,14 @@ def _decode(rle):
     return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
 
 
-def test_same_seed_gives_byte_identical_clips_and_another_seed_others(tmp_path):
-    write_video_dataset(tmp_path / "a", num_train=3, num_val=1, config=TINY_VIDEOS, workers=1)
-    write_video_dataset(tmp_path / "b", num_train=3, num_val=1, config=TINY_VIDEOS, workers=2)
+def test_same_seed_gives_byte_identical_clips_and_another_seed_others(tmp_path, tiny_videos):
+    write_video_dataset(tmp_path / "a", num_train=3, num_val=1, config=tiny_videos, workers=1)
+    write_video_dataset(tmp_path / "b", num_train=3, num_val=1, config=tiny_videos, workers=2)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len([f for f in files if f.suffix == ".png"]) >= 4 * 4
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    other = replace(TINY_VIDEOS, shapes=replace(TINY_VIDEOS.shapes, seed=4))
+    other = replace(tiny_videos, shapes=replace(tiny_videos.shapes, seed=4))
     write_video_dataset(tmp_path / "c", num_train=3, num_val=0, config=other, workers=1)
     assert (
         _load(tmp_path / "a", "ytvis_train.json")["annotations"]
@@ -41,7 +40,7 @@ def test_same_seed_gives_byte_identical_clips_and_another_seed_others(tmp_path):
     )
 
 
-def test_tracks_are_consistent_with_their_masks(video_dataset):
+def test_tracks_are_consistent_with_their_masks(video_dataset, tiny_videos):
     official = _load(video_dataset, "ytvis_val.json")
     lengths = {v["id"]: v["length"] for v in official["videos"]}
     masks = {}  # (video, frame) -> {track id: mask}
@@ -60,7 +59,7 @@ def test_tracks_are_consistent_with_their_masks(video_dataset):
                 continue
             mask = _decode(rle)
             ys, xs = np.nonzero(mask)
-            assert area == mask.sum() >= TINY_VIDEOS.shapes.min_visible_pixels
+            assert area == mask.sum() >= tiny_videos.shapes.min_visible_pixels
             assert box == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
             masks.setdefault((track["video_id"], frame), {})[track["id"]] = mask
     kept = 0
@@ -90,21 +89,21 @@ def test_tracks_are_consistent_with_their_masks(video_dataset):
     assert len(per_instance) == len(official["annotations"])
 
 
-def test_frames_are_the_clips_pngs_in_youtube_vis_folders(video_dataset):
+def test_frames_are_the_clips_pngs_in_youtube_vis_folders(video_dataset, tiny_videos):
     official = _load(video_dataset, "ytvis_train.json")
     for video in official["videos"]:
-        assert TINY_VIDEOS.min_frames <= video["length"] <= TINY_VIDEOS.max_frames
+        assert tiny_videos.min_frames <= video["length"] <= tiny_videos.max_frames
         for name in video["file_names"]:
             pixels = np.asarray(Image.open(video_dataset / "train/JPEGImages" / name))
             assert pixels.shape == (64, 64, 3) and pixels.std() > 10
 
 
-def test_objects_enter_and_leave_the_frame_and_occlude_each_other(tmp_path):
+def test_objects_enter_and_leave_the_frame_and_occlude_each_other(tmp_path, tiny_videos):
     write_video_dataset(
         tmp_path / "d",
         num_train=30,
         num_val=0,
-        config=replace(TINY_VIDEOS, min_frames=8, max_frames=12),
+        config=replace(tiny_videos, min_frames=8, max_frames=12),
         workers=2,
     )
     tracks = _load(tmp_path / "d", "ytvis_train.json")["annotations"]

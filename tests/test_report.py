@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
 import zlib
@@ -15,9 +16,11 @@ from PIL import Image
 
 from mnc_bench.reporting import provenance, write_report
 from mnc_bench.reporting.paths import PathDisplay
+from mnc_bench.reporting.style import Canvas
 from mnc_bench.reporting.table import bench_weights
+from mnc_bench.reporting.venue import COLUMN
 from report_browser import find_chromium, inspect_page
-from report_fixtures import DISPLAY_NAMES, build_results
+from report_fixtures import DISPLAY_NAMES
 
 SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "stage3_labels"]
 # Main figures: 3.25 in (PDF, PNG) and 6.875 in (<name>_textwidth.pdf). The grid holds 3 models at column
@@ -37,18 +40,33 @@ TABLES = ["main_coco_mnc_vs_successors", "main_voc_mnc_mnc_vs_successors", "main
           "ablation_model_cascade_stage3_labels"]
 
 
+def _keeping(save, drawn: dict):
+    """Canvas.save that also keeps each column-width Figure, by name."""
+
+    def keeping_save(canvas, fig, name, caption):
+        if canvas.width == COLUMN:
+            drawn[name] = fig
+        return save(canvas, fig, name, caption)
+
+    return keeping_save
+
+
 @pytest.fixture(scope="module")
-def fixture_report(tmp_path_factory, shapes_dataset):
+def fixture_report(tmp_path_factory, shapes_dataset, build_results):
+    """(results root, the collected table, report folder, what write_report returned, the matplotlib Figure of
+    each figure drawn, by name)."""
     root = tmp_path_factory.mktemp("report")
     table = build_results(root, shapes_dataset)
     out = root / "reports" / "fixture"
+    drawn = {}
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         # The report names the checkout's commit; other work committing meanwhile must not change "same code".
         patch.setattr(provenance, "checkout_commit", lambda: ("c0ffee", False))
+        patch.setattr(Canvas, "save", _keeping(Canvas.save, drawn))  # for the tests of what each figure plots
         warnings.simplefilter("error", UserWarning)  # e.g. matplotlib's "constrained_layout not applied"
         written = write_report(SUITES, out, results_dir=root / "results",
                                bench=root / "results" / "bench" / "models.json")
-        yield root, table, out, written
+        yield root, table, out, written, drawn
 
 
 def md_table(text: str, heading: str, index: int = 0) -> pd.DataFrame:
@@ -67,7 +85,7 @@ def independent_aggregates(table: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def test_every_file_is_written(fixture_report):
-    _, _, out, written = fixture_report
+    _, _, out, written, _ = fixture_report
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     for name in TABLES:
         assert (out / "tables" / f"{name}.tex").is_file(), name
@@ -84,7 +102,7 @@ def test_every_file_is_written(fixture_report):
 @pytest.mark.parametrize("key,label", [("coco/segm/AP", "mask AP"), ("coco/bbox/AP", "box AP"),
                                        ("voc_mnc/mAP@0.7", "mAP^r@0.7 (MNC protocol)")])
 def test_main_table_cells_equal_independent_aggregates(fixture_report, key, label):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     main = md_table((out / "report.md").read_text(), "## Main comparison")
     expected = independent_aggregates(table, key)
     assert len(main) == len(expected)  # one row per (suite, model, variant) with a finished run
@@ -103,7 +121,7 @@ def test_main_table_cells_equal_independent_aggregates(fixture_report, key, labe
 
 
 def test_main_table_marks_the_best_mask_ap_per_suite(fixture_report):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     text = (out / "report.md").read_text()
     best = independent_aggregates(table, "coco/segm/AP").query("suite == 'mnc_vs_successors'")
     top = best.loc[best["mean"].idxmax()]
@@ -112,7 +130,7 @@ def test_main_table_marks_the_best_mask_ap_per_suite(fixture_report):
 
 
 def test_difference_to_baseline_matches_independent_means(fixture_report):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     diff = md_table((out / "report.md").read_text(), "## Difference to the baseline")
     done = table[(table.status == "done") & (table.suite == "mnc_vs_successors")]
     means = done.groupby("model")["coco/segm/AP"].mean() * 100
@@ -128,7 +146,7 @@ def test_difference_to_baseline_matches_independent_means(fixture_report):
 
 
 def test_ablation_tables_and_one_seed_group(fixture_report):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     text = (out / "report.md").read_text()
     depth = md_table(text, "## Ablation: model.cascade.num_stages")
     assert set(depth["num_stages"]) == {"3", "5", "7"}
@@ -146,7 +164,7 @@ def test_ablation_tables_and_one_seed_group(fixture_report):
 
 
 def test_published_rows_are_a_separate_labelled_block(fixture_report):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     text = (out / "report.md").read_text()
     head, published = text.split("## Published — different data, backbone and hardware", 1)
     assert "mmdetection model zoo" in published and "mmdetection model zoo" not in head
@@ -161,7 +179,7 @@ def _tex_cells(line: str) -> int:
 
 @pytest.mark.parametrize("name", TABLES)
 def test_latex_tables_balance(fixture_report, name):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     tex = (out / "tables" / f"{name}.tex").read_text()
     begins, ends = re.findall(r"\\begin\{(\w+)\}", tex), re.findall(r"\\end\{(\w+)\}", tex)
     assert begins == ends[::-1] and begins[:2] == ["table", "tabular"]  # column width by default
@@ -180,7 +198,7 @@ def test_latex_tables_balance(fixture_report, name):
 
 
 def test_coco_latex_numbers(fixture_report):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     tex = (out / "tables" / "main_coco_mnc_vs_successors.tex").read_text()
     row = next(line for line in tex.splitlines() if line.startswith("Mask R-CNN &"))
     done = table[(table.status == "done") & (table.model == "mask_rcnn_shapes")
@@ -197,7 +215,7 @@ def test_coco_latex_numbers(fixture_report):
 
 @pytest.mark.parametrize("name", FIGURES)
 def test_figures_are_valid_sized_and_not_blank(fixture_report, name):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     png = Image.open(out / "figures" / f"{name}.png")
     png.verify()
     png = Image.open(out / "figures" / f"{name}.png").convert("L")
@@ -209,6 +227,47 @@ def test_figures_are_valid_sized_and_not_blank(fixture_report, name):
     width = float(re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)", pdf).group(1))
     assert width == pytest.approx(3.25 * 72)
     assert b"CreationDate" not in pdf
+
+
+def _plotted_means(ax) -> list[float]:
+    """The y of every marker seaborn's pointplot drew on ``ax``: its means over seeds."""
+    return sorted(float(y) for line in ax.get_lines() if line.get_marker() not in ("", "None", None)
+                  for y in line.get_ydata() if np.isfinite(y))
+
+
+def _group_means(table: pd.DataFrame, key: str, axis: str) -> list[float]:
+    """Means over seeds, in points, of every (suite, model, variant) with a value on ``axis``."""
+    done = table[(table["status"] == "done") & table[axis].notna()]
+    return sorted((done.groupby(["suite", "model", "variant"])[key].mean() * 100).dropna())
+
+
+def test_the_ablation_figures_plot_the_compared_metric_of_each_group(fixture_report):
+    _, table, _, _, drawn = fixture_report
+    # panels: the other axes' settings (the 3-stage runs, with one round to share, drawn in each)
+    depth = sorted({round(y, 9) for ax in drawn["ap_vs_depth"].axes for y in _plotted_means(ax)})
+    assert depth == pytest.approx(_group_means(table, "coco/segm/AP", "axis.model.cascade.num_stages"))
+    weights = table.assign(both=table["axis.model.loss_weights.mask"] + table["axis.model.loss_weights.cls"])
+    for ax, key in zip(drawn["loss_weights"].axes, ("coco/segm/AP", "coco/segm/AP75")):  # one heatmap per metric
+        heatmap = np.ma.compressed(ax.collections[0].get_array())
+        assert sorted(heatmap) == pytest.approx(_group_means(weights, key, "both"))
+    # an axis of its own: one panel per metric, the compared one first, then AP75 and mAP^r@0.7
+    panels = drawn["ablation_model_cascade_stage3_labels"].axes
+    assert [ax.get_title() for ax in panels] == ["mask AP", "AP75", "mAP^r@0.7\n(MNC protocol)"]
+    for ax, key in zip(panels, ("coco/segm/AP", "coco/segm/AP75", "voc_mnc/mAP@0.7")):
+        assert _plotted_means(ax) == pytest.approx(_group_means(table, key, "axis.model.cascade.stage3_labels"))
+
+
+def test_the_training_loss_figure_plots_each_models_mean_total_loss_on_a_log_axis(fixture_report):
+    root, table, _, _, drawn = fixture_report
+    (ax,) = drawn["training_loss_mnc_vs_successors"].axes
+    assert ax.get_yscale() == "log"  # every fixture loss is positive
+    runs = table[(table["status"] == "done") & (table["suite"] == "mnc_vs_successors")]
+    records = [dict(json.loads(line), model=run.model) for run in runs.itertuples()
+               for line in (root / "results" / run.suite / run.run_id / "scalars.json").read_text().splitlines()
+               if "loss" in json.loads(line)]
+    expected = pd.DataFrame(records).groupby(["model", "iter"])["loss"].mean()
+    plotted = sorted(tuple(np.round(line.get_ydata(), 9)) for line in ax.get_lines() if len(line.get_ydata()))
+    assert plotted == sorted(tuple(np.round(expected[model].to_numpy(), 9)) for model in sorted(set(runs.model)))
 
 
 def _pdf_fonts(pdf: bytes) -> tuple[list[float], set[bytes]]:
@@ -225,7 +284,7 @@ def _pdf_fonts(pdf: bytes) -> tuple[list[float], set[bytes]]:
 
 @pytest.mark.parametrize("name", [*FIGURES, *(f"{name}_textwidth" for name in MAIN_FIGURES)])
 def test_figure_text_is_legible_at_print_size_and_embedded_as_truetype(fixture_report, name):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     pdf = (out / "figures" / f"{name}.pdf").read_bytes()
     sizes, subtypes = _pdf_fonts(pdf)
     assert sizes and min(sizes) >= 7.0, sorted(set(sizes))
@@ -237,7 +296,7 @@ def test_figure_text_is_legible_at_print_size_and_embedded_as_truetype(fixture_r
 
 @pytest.mark.slow  # writes a second whole report (~5 s); CI runs it
 def test_same_input_gives_byte_identical_report(fixture_report):
-    root, _, out, written = fixture_report
+    root, _, out, written, _ = fixture_report
     assert "- report code: c0ffee" in (out / "report.md").read_text()
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in written.files}
     write_report(SUITES, out, results_dir=root / "results", bench=root / "results" / "bench" / "models.json")
@@ -269,7 +328,7 @@ def _chromium() -> str:
 
 
 def test_report_html_in_headless_chromium(fixture_report, tmp_path):
-    _, table, out, _ = fixture_report
+    _, table, out, _, _ = fixture_report
     shot = tmp_path / "report.png"
     page = inspect_page(_chromium(), out / "report.html", PAGE_CHECKS, shot)
     assert page.errors == []
@@ -285,7 +344,7 @@ def test_report_html_in_headless_chromium(fixture_report, tmp_path):
 
 def test_browser_check_catches_a_broken_image(fixture_report, tmp_path):
     """The check above has teeth: the same page with one corrupted figure fails it."""
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     html = (out / "report.html").read_text()
     start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
     broken = tmp_path / "broken.html"
@@ -295,7 +354,7 @@ def test_browser_check_catches_a_broken_image(fixture_report, tmp_path):
 
 
 def test_the_report_says_which_weights_the_bench_used_and_how_to_rerun_it(fixture_report):
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     text = (out / "report.md").read_text()
     assert "batch 1, random weights; plain model configs only" in text
     bench_line = next(line for line in text.splitlines() if line.startswith("mnc-bench bench models"))
@@ -318,7 +377,7 @@ def test_bench_weights_and_command_name_the_trained_checkpoints():
 def test_total_loss_axis_is_logarithmic_for_positive_losses(fixture_report):
     from mnc_bench.reporting.curves import loss_scale
 
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     assert "Log scale" in (out / "report.md").read_text()  # the fixture's losses are positive
     assert loss_scale(pd.Series([100.0, 40.0, 1.2, 0.9])) == "log"
     assert loss_scale(pd.Series([0.5, -0.1])) == "linear"  # a signed loss term: log would drop points
@@ -328,21 +387,21 @@ def test_s_per_iter_from_different_thread_counts_is_flagged_per_suite(fixture_re
     from types import SimpleNamespace
 
     from mnc_bench.reporting.names import display_names
-    from mnc_bench.reporting.sections import _mixed_threads
+    from mnc_bench.reporting.sections import mixed_thread_notes
 
-    _, _, out, _ = fixture_report
+    _, _, out, _, _ = fixture_report
     assert "thread counts" not in (out / "report.md").read_text()  # every fixture run: 1 thread
     done = pd.DataFrame({"suite": ["a", "a", "a", "b", "b"], "model": ["m1", "m1", "m2", "m1", "m2"],
                          "variant": ["", "", "", "", ""], "threads": pd.array([1, 1, 2, 2, 2], dtype="Int64"),
                          "s_per_iter": [1.0, 1.1, 0.6, 0.5, np.nan]})
     names = display_names(["m1", "m2"])
-    (note,) = _mixed_threads(SimpleNamespace(done=done, names=names))
+    (note,) = mixed_thread_notes(SimpleNamespace(done=done, names=names))
     assert note.startswith("s/iter in suite a was measured with different torch thread counts "
                            "(1 thread: m1; 2 threads: m2)")
     done.loc[2, "s_per_iter"] = np.nan  # m2's s/iter unmeasured: nothing to compare
-    assert _mixed_threads(SimpleNamespace(done=done, names=names)) == []
+    assert mixed_thread_notes(SimpleNamespace(done=done, names=names)) == []
     # an older collect table
-    assert _mixed_threads(SimpleNamespace(done=done.drop(columns="threads"), names=names)) == []
+    assert mixed_thread_notes(SimpleNamespace(done=done.drop(columns="threads"), names=names)) == []
 
 
 def test_log_loss_axis_labels_ticks_as_plain_numbers():

@@ -11,11 +11,10 @@ from mnc_bench.reporting.names import display_names
 from mnc_bench.reporting.style import Canvas, FigureResult
 from mnc_bench.reporting.table import load_inputs
 from mnc_bench.reporting.venue import COLUMN
-from report_fixtures import build_results
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, shapes_dataset):
+def results(tmp_path_factory, shapes_dataset, build_results):
     root = tmp_path_factory.mktemp("ablation_figures")
     build_results(root, shapes_dataset)
     return root / "results"

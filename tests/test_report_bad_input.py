@@ -15,13 +15,13 @@ from mnc_bench.reporting import figures, write_report
 from mnc_bench.reporting.names import display_names
 from mnc_bench.reporting.qualitative import ModelChoice, qualitative_figures
 from mnc_bench.reporting.style import Canvas, Skipped
+from mnc_bench.reporting.table import load_inputs, run_folder
 from mnc_bench.reporting.venue import COLUMN
-from mnc_bench.reporting.table import REQUIRED, load_inputs, run_folder
-from report_fixtures import build_results
+from mnc_bench.suites.contract import REQUIRED_COLUMNS
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, shapes_dataset):
+def results(tmp_path_factory, shapes_dataset, build_results):
     root = tmp_path_factory.mktemp("report_inputs")
     build_results(root, shapes_dataset)
     return root / "results"
@@ -42,7 +42,7 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
 def test_empty_results_still_write_a_report(tmp_path):
     suite = tmp_path / "results" / "empty"
     suite.mkdir(parents=True)
-    pd.DataFrame(columns=[*REQUIRED, "coco/segm/AP"]).to_csv(suite / "collect.csv", index=False)
+    pd.DataFrame(columns=[*REQUIRED_COLUMNS, "coco/segm/AP"]).to_csv(suite / "collect.csv", index=False)
     written = write_report(["empty"], tmp_path / "out", results_dir=tmp_path / "results", bench=None)
     text = (written.out / "report.md").read_text()
     assert "The results hold no runs" in text and "## Main comparison" not in text
@@ -171,6 +171,17 @@ def test_a_figure_that_cannot_be_drawn_costs_only_that_figure(results, tmp_path,
     assert ("- loss_weights: could not be drawn from these results: ValueError: cannot convert float NaN to "
             "integer") in text
     assert "## Main comparison" in text and (written.out / "figures" / "training_loss.png").is_file()
+
+
+def test_a_bug_in_a_figure_stops_the_report_with_its_traceback(results, tmp_path, monkeypatch):
+    """Only data a figure cannot draw (ValueError) costs just that figure; a TypeError or KeyError is a bug."""
+    for error in (TypeError("unsupported operand type(s)"), KeyError("coco/segm/AP")):
+        def broken(*args, error=error):
+            raise error
+
+        monkeypatch.setattr(figures, "loss_weight_figure", broken)
+        with pytest.raises(type(error)):
+            write_report(["loss_weights"], tmp_path / "out", results_dir=results, bench=None)
 
 
 def test_the_reused_from_column_of_collect_is_text_not_a_metric(results, tmp_path):

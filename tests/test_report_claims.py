@@ -16,7 +16,6 @@ from mnc_bench.reporting import write_report
 from mnc_bench.reporting.claims import Claim, evaluate_claims, load_claims
 from mnc_bench.reporting.stats import compare
 from mnc_bench.suites.spec import load_suite
-from report_fixtures import build_results
 
 AP = "coco/segm/AP"
 
@@ -143,7 +142,7 @@ def test_the_shipped_claims_select_runs_of_the_shipped_suites():
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, shapes_dataset):
+def results(tmp_path_factory, shapes_dataset, build_results):
     root = tmp_path_factory.mktemp("claims_inputs")
     build_results(root, shapes_dataset)
     return root / "results"

@@ -13,14 +13,13 @@ import pytest
 
 from mnc_bench.reporting import write_report
 from mnc_bench.reporting.paths import PathDisplay, shell_join
-from report_fixtures import build_results
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 ELSEWHERE = "/cluster/scratch/ana/results"  # where the suites ran, as the collect tables recorded it
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, shapes_dataset) -> Path:
+def results(tmp_path_factory, shapes_dataset, build_results) -> Path:
     root = tmp_path_factory.mktemp("provenance")
     build_results(root, shapes_dataset)
     return root / "results"

@@ -11,8 +11,7 @@ from PIL import Image
 
 from mnc_bench.evaluation.video import evaluate_video
 from mnc_bench.reporting import write_report
-from mnc_bench.suites.collect import LEADING, STANDARD_METRICS, TRAILING
-from tests.video_fixtures import video_dataset  # noqa: F401
+from mnc_bench.suites.contract import LEADING_COLUMNS, STANDARD_METRICS, TRAILING_COLUMNS
 
 MODELS = {
     "steady_shapes_video": "configs/video/video_mnc_shapes_video.py",
@@ -62,7 +61,7 @@ def video_report(video_dataset, tmp_path_factory):
             (run_dir / "metrics.json").write_text(
                 json.dumps({k: None if np.isnan(v) else v for k, v in metrics.items()})
             )
-            row = dict.fromkeys(LEADING + ["axis.config"] + STANDARD_METRICS + TRAILING, np.nan)
+            row = dict.fromkeys([*LEADING_COLUMNS, "axis.config", *STANDARD_METRICS, *TRAILING_COLUMNS], np.nan)
             row.update(
                 suite="video_consistency",
                 run_id=run_id,
@@ -126,9 +125,8 @@ def test_video_figures_are_drawn_from_the_predictions(video_report):
     assert not [s for s in written.skipped if s.name.startswith("video")]
 
 
-def test_a_report_without_video_runs_has_no_video_part(tmp_path, shapes_dataset):
+def test_a_report_without_video_runs_has_no_video_part(tmp_path, shapes_dataset, build_results):
     from mnc_bench.reporting.video import figures as video_figures
-    from tests.report_fixtures import build_results
 
     table = build_results(tmp_path, shapes_dataset)
     written = write_report(

@@ -166,7 +166,8 @@ def test_corrupted_pass_of_a_checkpoint_through_the_cli(shapes_dataset, checkpoi
 def test_suite_command_scores_finished_runs_once_and_collect_shows_the_columns(shapes_dataset, checkpoint,
                                                                               tmp_path, monkeypatch, capsys):
     from mnc_bench.suites.collect import collect
-    from mnc_bench.suites.runner import _prepare_run_dir, _write_suite_record, plan_suite
+    from mnc_bench.suites.record import write_plan
+    from mnc_bench.suites.runner import plan_suite, prepare_run_dir
     from mnc_bench.suites.spec import load_suite
 
     monkeypatch.chdir(REPO)
@@ -178,8 +179,8 @@ def test_suite_command_scores_finished_runs_once_and_collect_shows_the_columns(s
     results = tmp_path / "results"
     plan = plan_suite(suite, results / "tiny")
     for planned in plan:
-        _prepare_run_dir(planned, suite)
-    _write_suite_record(suite, results / "tiny")
+        prepare_run_dir(planned, suite)
+    write_plan(suite, results / "tiny")
     run_dir = plan[0].run_dir
     run_dir.work_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(checkpoint, run_dir.work_dir / checkpoint.name)

@@ -18,7 +18,6 @@ from mnc_bench.errors import UserError  # noqa: E402
 from mnc_bench.models.mnc.cascade import CascadeOutput  # noqa: E402
 from mnc_bench.models.mnc.postprocess import MNCPostProcessor  # noqa: E402
 from mnc_bench.soft_masks import enable_soft_masks  # noqa: E402
-from tests.video_fixtures import video_dataset  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 

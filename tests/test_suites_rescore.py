@@ -16,7 +16,8 @@ pytest.importorskip("mmcv.ops")
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.evaluation import evaluate  # noqa: E402
 from mnc_bench.suites.collect import collect  # noqa: E402
-from mnc_bench.suites.runner import _prepare_run_dir, _write_suite_record, plan_suite  # noqa: E402
+from mnc_bench.suites.record import write_plan  # noqa: E402
+from mnc_bench.suites.runner import plan_suite, prepare_run_dir  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,8 +36,8 @@ def test_rescore_adds_boundary_and_tide_from_the_saved_predictions(shapes_datase
     suite_dir = tmp_path / "results" / "tiny"
     plan = plan_suite(suite, suite_dir)
     for planned in plan:
-        _prepare_run_dir(planned, suite)
-    _write_suite_record(suite, suite_dir)
+        prepare_run_dir(planned, suite)
+    write_plan(suite, suite_dir)
     done, no_predictions, pending = (p.run_dir for p in plan)
     ann = shapes_dataset / "annotations" / "instances_val.json"
     gt = json.loads(ann.read_text())

@@ -20,7 +20,6 @@ from mnc_bench.models.linking import MaskIoULinker  # noqa: E402
 from mnc_bench.models.mnc.cascade import CascadeOutput  # noqa: E402
 from mnc_bench.models.mnc.postprocess import Detections  # noqa: E402
 from mnc_bench.models.mnc.temporal import NO_TRACK, TemporalSeeding  # noqa: E402
-from tests.video_fixtures import video_dataset  # noqa: E402,F401
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "video"
 VIDEO_CONFIGS = sorted(CONFIGS.glob("*.py"))
@@ -356,4 +355,5 @@ def test_per_frame_mnc_and_video_mnc_checkpoints_are_interchangeable():
     video = _build(CONFIGS / "video_mnc_shapes_video.py")
     video.load_state_dict(per_frame.state_dict(), strict=True)
     per_frame.load_state_dict(video.state_dict(), strict=True)
-    assert all(torch.equal(a, b) for a, b in zip(per_frame.state_dict().values(), video.state_dict().values()))
+    pairs = zip(per_frame.state_dict().values(), video.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in pairs)

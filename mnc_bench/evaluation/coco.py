@@ -18,11 +18,10 @@ from typing import Any
 from mnc_bench.errors import UserError
 from mnc_bench.evaluation.ground_truth import GroundTruth, GroundTruthSource, load_ground_truth
 from mnc_bench.evaluation.results_io import Predictions, PredictionsSource, load_predictions
+from mnc_bench.suites.contract import COCO_IOU_TYPES as IOU_TYPES
+from mnc_bench.suites.contract import COCO_METRIC_NAMES  # the first twelve entries of COCOeval.stats
 
-IOU_TYPES = ("segm", "bbox")
 BACKENDS = ("pycocotools", "faster_coco_eval")
-# The first twelve entries of COCOeval.stats, in order.
-COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def evaluate_coco(

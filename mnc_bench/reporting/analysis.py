@@ -11,10 +11,11 @@ import pandas as pd
 
 from mnc_bench.reporting.compare import (Ablation, Baseline, GroupKey, Row, ablation, baseline_rows,
                                          group_summaries, missing_metric_runs, numbers, resolve_baselines)
-from mnc_bench.reporting.metrics import ACCURACY, COST, Column, column, is_metric_key, resolve_metric
+from mnc_bench.reporting.metrics import ACCURACY, COST, Column, column, resolve_metric
 from mnc_bench.reporting.names import DisplayNames, display_names
 from mnc_bench.reporting.stats import Summary
 from mnc_bench.reporting.table import Inputs
+from mnc_bench.suites.contract import is_metric_key
 
 # Cost columns that describe a model, not a run: printed as one number, without a spread over seeds.
 PER_MODEL = ("params", "gflops", "infer_ms_median")

@@ -17,7 +17,7 @@ import pandas as pd
 from mnc_bench.errors import UserError
 from mnc_bench.reporting.metrics import Column, number
 from mnc_bench.reporting.stats import Comparison, Summary, compare, summarize
-from mnc_bench.reporting.table import AXIS_PREFIX
+from mnc_bench.suites.contract import AXIS_PREFIX
 
 GroupKey = tuple[str, str, str]  # suite, model, variant
 GROUP_COLUMNS = ["suite", "model", "variant"]

@@ -16,6 +16,7 @@ from mnc_bench.reporting.compare import short_label
 from mnc_bench.reporting.names import DisplayNames
 from mnc_bench.reporting.style import PALETTE, Canvas, FigureResult, Skipped, style
 from mnc_bench.reporting.table import run_folder
+from mnc_bench.suites.contract import SCALARS_JSON
 
 MAX_STAGE_FIGURES = 6
 
@@ -49,7 +50,7 @@ def load_curves(done: pd.DataFrame, names: DisplayNames) -> tuple[pd.DataFrame, 
     for suite, runs in done.groupby("suite", sort=True):
         with_model = runs["model"].nunique() > 1
         for _, run in runs.iterrows():
-            curve = read_scalars(run_folder(run) / "scalars.json")
+            curve = read_scalars(run_folder(run) / SCALARS_JSON)
             if curve is None:
                 missing.append(run["run_id"])
                 continue

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from mnc_bench.errors import UserError
 from mnc_bench.reporting.stats import Interval, Summary
+from mnc_bench.suites.contract import METRIC_PREFIXES, is_metric_key
 
 
 @dataclass(frozen=True)
@@ -22,25 +23,21 @@ class Column:
     decimals: int = 1
 
 
-def _ap(key: str, label: str, tex: str) -> Column:
-    return Column(key, label, tex)
-
-
 # The main table's accuracy columns, in this order, where the table has them.
 ACCURACY = (
-    _ap("coco/segm/AP", "mask AP", "AP"),
-    _ap("coco/segm/AP50", "AP50", "AP$_{50}$"),
-    _ap("coco/segm/AP75", "AP75", "AP$_{75}$"),
-    _ap("coco/segm/APs", "APs", "AP$_S$"),
-    _ap("coco/segm/APm", "APm", "AP$_M$"),
-    _ap("coco/segm/APl", "APl", "AP$_L$"),
-    _ap("coco/bbox/AP", "box AP", "AP$^{bb}$"),
-    _ap("voc_mnc/mAP@0.5", "mAP^r@0.5 (MNC protocol)", "mAP$^r$@0.5"),
-    _ap("voc_mnc/mAP@0.7", "mAP^r@0.7 (MNC protocol)", "mAP$^r$@0.7"),
-    _ap("voc_sds/mAP@0.5", "mAP^r@0.5 (SDS protocol)", "mAP$^r$@0.5"),
-    _ap("voc_sds/mAP@0.7", "mAP^r@0.7 (SDS protocol)", "mAP$^r$@0.7"),
-    _ap("coco/segm/AR100", "mask AR100", "AR$_{100}$"),
-    _ap("proposals/AR@100", "proposal AR@100", "AR@100"),
+    Column("coco/segm/AP", "mask AP", "AP"),
+    Column("coco/segm/AP50", "AP50", "AP$_{50}$"),
+    Column("coco/segm/AP75", "AP75", "AP$_{75}$"),
+    Column("coco/segm/APs", "APs", "AP$_S$"),
+    Column("coco/segm/APm", "APm", "AP$_M$"),
+    Column("coco/segm/APl", "APl", "AP$_L$"),
+    Column("coco/bbox/AP", "box AP", "AP$^{bb}$"),
+    Column("voc_mnc/mAP@0.5", "mAP^r@0.5 (MNC protocol)", "mAP$^r$@0.5"),
+    Column("voc_mnc/mAP@0.7", "mAP^r@0.7 (MNC protocol)", "mAP$^r$@0.7"),
+    Column("voc_sds/mAP@0.5", "mAP^r@0.5 (SDS protocol)", "mAP$^r$@0.5"),
+    Column("voc_sds/mAP@0.7", "mAP^r@0.7 (SDS protocol)", "mAP$^r$@0.7"),
+    Column("coco/segm/AR100", "mask AR100", "AR$_{100}$"),
+    Column("proposals/AR@100", "proposal AR@100", "AR@100"),
 )
 # Cost columns: from the collected table (params, s/iter) or the bench results (GFLOPs, ms/img).
 COST = (
@@ -51,20 +48,20 @@ COST = (
 )
 # The video tables (mnc_bench.reporting.video): video AP beside per-frame mask AP; the consistency measures.
 VIDEO_ACCURACY = (
-    _ap("vis/AP", "video AP", "AP$^{vid}$"),
-    _ap("vis/AP50", "video AP50", "AP$^{vid}_{50}$"),
-    _ap("vis/AP75", "video AP75", "AP$^{vid}_{75}$"),
-    _ap("vis/AR10", "video AR10", "AR$^{vid}_{10}$"),
-    _ap("vis/frame/AP", "per-frame mask AP", "AP$^{frame}$"),
-    _ap("vis/frame/AP50", "per-frame AP50", "AP$^{frame}_{50}$"),
+    Column("vis/AP", "video AP", "AP$^{vid}$"),
+    Column("vis/AP50", "video AP50", "AP$^{vid}_{50}$"),
+    Column("vis/AP75", "video AP75", "AP$^{vid}_{75}$"),
+    Column("vis/AR10", "video AR10", "AR$^{vid}_{10}$"),
+    Column("vis/frame/AP", "per-frame mask AP", "AP$^{frame}$"),
+    Column("vis/frame/AP50", "per-frame AP50", "AP$^{frame}_{50}$"),
 )
 VIDEO_CONSISTENCY = (
-    _ap("vis/mots/sMOTSA", "sMOTSA", "sMOTSA"),
-    _ap("vis/mots/MOTSA", "MOTSA", "MOTSA"),
+    Column("vis/mots/sMOTSA", "sMOTSA", "sMOTSA"),
+    Column("vis/mots/MOTSA", "MOTSA", "MOTSA"),
     Column("vis/mots/IDSW", "ID switches", "IDSW", higher_is_better=False, scale=1.0, decimals=1),
-    _ap("vis/hota/HOTA", "HOTA", "HOTA"),
-    _ap("vis/hota/AssA", "AssA", "AssA"),
-    _ap("vis/idf1", "IDF1", "IDF1"),
+    Column("vis/hota/HOTA", "HOTA", "HOTA"),
+    Column("vis/hota/AssA", "AssA", "AssA"),
+    Column("vis/idf1", "IDF1", "IDF1"),
     Column("vis/stability/iou_change", "IoU change", r"$\Delta$IoU", higher_is_better=False, decimals=2),
 )
 # Paper table layouts (tables/*.tex): the MNC paper's VOC table and the Mask R-CNN / PANet COCO tables.
@@ -74,7 +71,6 @@ VOC_LAYOUT = {p: (f"voc_{p}/mAP@0.5", f"voc_{p}/mAP@0.7") for p in ("mnc", "sds"
 # Proposal recall next to mask AP in the proposal-quality figure, first present wins.
 RECALL_KEYS = ("proposals/AR@100", "proposals/AR@300", "proposals/AR@1000", "proposals/AR@10",
                "coco/segm/AR100")
-_PREFIXES = ("coco/", "voc_", "proposals/", "tide/", "robustness/", "vis/")
 _KNOWN = {c.key: c for c in ACCURACY + COST + VIDEO_ACCURACY + VIDEO_CONSISTENCY}
 
 
@@ -83,13 +79,9 @@ def column(key: str) -> Column:
     AP an error type costs, is better lower)."""
     if key in _KNOWN:
         return _KNOWN[key]
-    scale = 100.0 if key.startswith(_PREFIXES) else 1.0
+    scale = 100.0 if key.startswith(METRIC_PREFIXES) else 1.0
     return Column(key, key, escape_tex(key), higher_is_better=not key.startswith("tide/") or "/dAP_" not in key,
                   scale=scale, decimals=1 if scale == 100.0 else 3)
-
-
-def is_metric_key(key: str) -> bool:
-    return key.startswith(_PREFIXES)
 
 
 def resolve_metric(name: str, available: list[str]) -> str:

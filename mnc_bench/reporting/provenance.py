@@ -21,10 +21,10 @@ import pandas as pd
 from mnc_bench.env import checkout_commit
 from mnc_bench.reporting.paths import PathDisplay, shell_join
 from mnc_bench.reporting.table import Inputs, run_folder
+from mnc_bench.suites.contract import RUN_JSON, suite_file_candidates
 
 PACKAGES = ("mnc-bench", "torch", "torchvision", "mmcv", "mmdet", "mmengine", "numpy", "scipy", "pandas",
             "matplotlib", "seaborn", "pycocotools")
-SUITE_DIR = Path("configs/ablations")
 
 
 @dataclass
@@ -46,7 +46,7 @@ def _digest(path: Path) -> str:
 
 
 def _suite_file(suite: str) -> Path | None:
-    for candidate in (SUITE_DIR / f"{suite}.yaml", SUITE_DIR / f"{suite}.yml"):
+    for candidate in suite_file_candidates(suite, (Path(),)):
         if candidate.is_file():
             return candidate
     return None
@@ -61,7 +61,7 @@ def _train_command(run: pd.Series, display: PathDisplay) -> str:
     """The single-run command equivalent to a suite run, from its run.json (config, overrides, seed)."""
     config, options = run.get("config", ""), {}
     try:
-        meta = json.loads((run_folder(run) / "run.json").read_text(encoding="utf-8"))
+        meta = json.loads((run_folder(run) / RUN_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = None
     if isinstance(meta, dict):

@@ -30,6 +30,7 @@ from mnc_bench.reporting.metrics import column
 from mnc_bench.reporting.names import DisplayNames
 from mnc_bench.reporting.style import FONT_PT, Canvas, FigureResult, Skipped, style
 from mnc_bench.reporting.table import run_folder
+from mnc_bench.suites.contract import PREDICTIONS_JSON
 
 NAME = "qualitative"
 MAX_IMAGES = 3
@@ -93,7 +94,7 @@ def representative_runs(done: pd.DataFrame, models: list[str]) -> tuple[list[pd.
         runs = done[done["model"] == model]
         runs = runs.assign(_varied=runs["variant"] != "").sort_values(["_varied", "suite", "variant", "seed"])
         run = next((r for _, r in runs.iterrows()
-                    if (run_folder(r) / "predictions.json").is_file() and r.get("test_ann_file", "")), None)
+                    if (run_folder(r) / PREDICTIONS_JSON).is_file() and r.get("test_ann_file", "")), None)
         if run is None:
             missing.append(model)
         else:
@@ -226,7 +227,7 @@ def qualitative_figures(done: pd.DataFrame, canvas: Canvas, choice: ModelChoice
         gt = load_ground_truth(ann_file)
         image_ids = _pick_images(gt)
         truth = [_ground_truth_cell(gt, i) for i in image_ids]
-        predicted = [_prediction_cells(run_folder(r) / "predictions.json", gt, image_ids) for r in runs]
+        predicted = [_prediction_cells(run_folder(r) / PREDICTIONS_JSON, gt, image_ids) for r in runs]
         files = {img["id"]: img.get("file_name", "") for img in gt.dataset["images"]}
         images = [np.asarray(Image.open(img_dir / files[i]).convert("RGB")) for i in image_ids]
     except UserError as exc:

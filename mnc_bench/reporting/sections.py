@@ -20,8 +20,9 @@ from mnc_bench.reporting.published import BLOCK_TITLE, display_value, relevant
 from mnc_bench.reporting.render import Alert, Block, Bullets, Code, Heading, Image, Table, Text
 from mnc_bench.reporting.stats import CONFIDENCE, N_BOOT, SEED
 from mnc_bench.reporting.style import FigureResult, Skipped
-from mnc_bench.reporting.table import STATUSES, bench_weights
+from mnc_bench.reporting.table import bench_weights
 from mnc_bench.reporting.venue import COLUMN, TEXT, Width
+from mnc_bench.suites.contract import RUN_STATES, RunState
 
 MAIN_TABLE_ID = "main-table"
 
@@ -56,15 +57,15 @@ def overview(a: Analysis, suites: Sequence[str], dirty_runs: list[str] | None = 
         return blocks + [Text("The results hold no runs: there is nothing to compare. Run the suite "
                               "(`mnc-bench run SUITE`) and collect it (`mnc-bench collect SUITE`) first.")]
     counts = runs.groupby("suite")["status"].value_counts().unstack(fill_value=0)
-    counts = counts.reindex(columns=STATUSES, fill_value=0)
+    counts = counts.reindex(columns=RUN_STATES, fill_value=0)
     rows = []
     for suite, c in counts.iterrows():
         done = a.done[a.done["suite"] == suite]
-        rows.append([suite, *(str(int(c[s])) for s in STATUSES), str(done["model"].nunique()),
+        rows.append([suite, *(str(int(c[s])) for s in RUN_STATES), str(done["model"].nunique()),
                      ", ".join(str(s) for s in sorted(done["seed"].unique())) or "—"])
     blocks += [Text(f"Compared metric: `{a.metric}` ({column(a.metric).label}). Numbers below are what this "
                     "project measured; published numbers appear only in their own block near the end."),
-               Table(["suite", *STATUSES, "models", "seeds (finished)"], rows), *_models_table(a)]
+               Table(["suite", *RUN_STATES, "models", "seeds (finished)"], rows), *_models_table(a)]
     for suite in counts.index[counts["done"] == 0]:
         blocks.append(Text(f"Suite {suite} has no finished run: it appears only under 'Runs not counted'."))
     return blocks
@@ -107,7 +108,7 @@ def main_table(a: Analysis) -> list[Block]:
     single = sorted(a.names.label(k[1], k[2]) for k, n in a.group_runs.items() if n == 1)
     if single:
         notes.append(f"One seed only (no spread, no interval): {', '.join(single)}.")
-    notes.extend(_mixed_threads(a))
+    notes.extend(mixed_thread_notes(a))
     for key, run_ids in a.missing.items():
         notes.append(f"`{key}` is missing from {len(run_ids)} finished run(s): {', '.join(run_ids)}; their "
                      "cells use the runs that have it.")
@@ -118,7 +119,7 @@ def main_table(a: Analysis) -> list[Block]:
     return [Heading("Main comparison"), table, *map(Text, notes)]
 
 
-def _mixed_threads(a: Analysis) -> list[str]:
+def mixed_thread_notes(a: Analysis) -> list[str]:
     """A note per suite whose runs' s/iter were measured with different torch thread counts (a run reused from
     another suite, or another --workers): those s/iter are wall times under different settings, not costs."""
     done = a.done
@@ -235,7 +236,7 @@ def figure_section(figures: list[FigureResult | Skipped], out: Path, display: Pa
 
 
 def not_counted(a: Analysis, display: PathDisplay) -> list[Block]:
-    runs = a.inputs.runs[a.inputs.runs["status"] != "done"]
+    runs = a.inputs.runs[a.inputs.runs["status"] != RunState.DONE]
     if runs.empty:
         return []
     reason = runs["failure_reason"] if "failure_reason" in runs else pd.Series("", index=runs.index)
