@@ -221,13 +221,16 @@ class SubmititExecutor:
 
 
 def job_outcome(job: Any) -> tuple[int | None, str]:
-    """(the worker's exit code, '') of a finished submitit job; (None, why) when the job produced no exit
-    code: killed, lost with its node, or an exception outside the worker's own handling. submitit's exceptions are
-    pages of log; ``why`` is their gist in one line, with where the job's full log is."""
+    """(the worker's exit code, '') of a finished submitit job, whose tasks (one per GPU) exit with the first
+    non-zero code among them; (None, why) when the job produced no exit code: killed, lost with its node, or an
+    exception outside the worker's own handling. submitit's exceptions are pages of log; ``why`` is their gist in
+    one line, with where the job's full log is."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     try:
-        return int(job.result()), ""
+        # results(), not result(): the latter refuses a job of several tasks
+        codes = [int(code) for code in job.results()]
+        return next((code for code in codes if code != 0), 0), ""
     except UncompletedJobError as exc:  # FailedJobError is one too
         if isinstance(exc, FailedJobError):
             gist = _last_trace_line(str(exc)) or "failed"
