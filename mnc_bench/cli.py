@@ -27,11 +27,17 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
-
     check_writable_output(args.out, "--out", directory=True)
-    config = ShapesConfig(image_size=args.size, seed=args.seed)
-    summary = write_shapes_dataset(args.out, num_train=args.train, num_val=args.val, config=config)
+    if args.layout == "shapes":
+        from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
+
+        config = ShapesConfig(image_size=args.size or ShapesConfig.image_size, seed=args.seed)
+        summary = write_shapes_dataset(args.out, num_train=args.train, num_val=args.val, config=config)
+    else:
+        from mnc_bench.data.layouts import write_layout_dataset
+
+        summary = write_layout_dataset(args.out, args.layout, num_train=args.train, num_val=args.val,
+                                       image_size=args.size, seed=args.seed)
     print(summary)
     return 0
 
@@ -74,10 +80,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_env(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("env", help="versions of the stack, whether mmcv ops load, threads, device",
-                       description="Print the Python, torch, mmcv, mmdet and mmengine versions, whether mmcv's "
-                       "compiled ops (RoIAlign, NMS) load, the torch thread count and the device. Exits 1, naming "
-                       "the problem, when a required package does not import or the ops do not load.")
+    p = sub.add_parser("env", help="versions of the stack, whether mmcv ops load (and run on the GPU), "
+                       "device",
+                       description="Print the Python, torch, mmcv, mmdet and mmengine versions, whether "
+                       "mmcv's compiled ops (RoIAlign, NMS) load and have CUDA kernels (tried on the GPU "
+                       "when one is visible), the torch thread count and the device. Exits 1, naming the "
+                       "problem, when a required package does not import, the ops do not load, or a GPU is "
+                       "visible and the ops cannot run on it.")
     p.set_defaults(handler=_cmd_env)
 
 
@@ -95,7 +104,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--train", type=_non_negative_int, default=1000, help="train images (default 1000)")
     synth.add_argument("--val", type=_non_negative_int, default=200, help="val images (default 200)")
-    synth.add_argument("--size", type=_positive_int, default=128, help="image side in pixels (default 128)")
+    synth.add_argument("--size", type=_positive_int, default=None,
+                       help="image side in pixels (default 128; 800 in the coco layout, 600 in the voc "
+                       "layout)")
+    synth.add_argument("--layout", choices=("shapes", "coco", "voc"), default="shapes",
+                       help="file layout: the shapes' own, or that of COCO 2017 / SBD for VOC with every "
+                       "class of the dataset listed (to rehearse the COCO and VOC suites: run --smoke; "
+                       "default shapes)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.set_defaults(handler=_cmd_data_synth)
 
@@ -303,7 +318,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     result = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, seed=args.seed,
                    deterministic=args.deterministic, resume=args.resume, resume_from=args.resume_from,
-                   load_from=args.load_from, launcher=args.launcher)
+                   load_from=args.load_from, launcher=args.launcher, amp=args.amp)
     if not _main_process():
         return 0
     if result.metrics:
@@ -332,7 +347,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     result = evaluate_checkpoint(args.config, args.checkpoint, out=args.out, work_dir=args.work_dir,
                                  cfg_options=args.cfg_options, launcher=args.launcher,
-                                 soft_masks=args.soft_masks)
+                                 soft_masks=args.soft_masks, amp=args.amp)
     if not _main_process():
         return 0
     print(format_metrics(result.metrics))
@@ -356,6 +371,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="override config entries, e.g. data_root=/data/coco/ train_cfg.max_iters=100")
     p.add_argument("--launcher", choices=LAUNCHERS, default="none",
                    help="distributed launcher: pytorch under torchrun, slurm under srun (default none)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision on the GPU (mmengine's AmpOptimWrapper for training, fp16 test "
+                   "loop)")
     p.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -576,13 +594,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mnc_bench.config_loading import parse_cfg_options
     from mnc_bench.suites.commands import run_command
 
-    slurm = dict(partition=args.partition, gpus_per_run=args.gpus_per_run, timeout_min=args.timeout_min,
-                 array_parallelism=args.array_parallelism)
+    slurm = dict(partition=args.partition, gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                 mem_gb=args.mem_gb, timeout_min=args.timeout_min, array_parallelism=args.array_parallelism)
+    smoke = None
+    if args.smoke or args.smoke_iters is not None or args.smoke_images is not None:
+        from mnc_bench.suites.smoke import SmokeSettings
+
+        if not args.smoke:
+            raise UserError("--smoke-iters and --smoke-images go with --smoke")
+        sizes = dict(zip(("train_images", "test_images"), args.smoke_images or ()))
+        smoke = SmokeSettings(**({"iters": args.smoke_iters} if args.smoke_iters else {}), **sizes)
     return run_command(args.suite, results=args.results, workers=args.workers, executor=args.executor,
                        dry_run=args.dry_run, rerun_failed=args.rerun_failed, reuse=not args.no_reuse,
                        seeds=args.seeds,
                        cfg_options=parse_cfg_options(args.cfg_options), slurm=slurm, track=args.track,
-                       started_at=started_at)
+                       started_at=started_at, amp=args.amp, smoke=smoke)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -628,6 +654,16 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
                    help="options for every run, on top of the suite's (e.g. data_root=/data/coco/); part of "
                    "the run ids")
     p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
+    p.add_argument("--amp", action="store_true",
+                   help="every run in mixed precision on its GPU (mmengine's AmpOptimWrapper, fp16 test "
+                   "loop); part of the run ids")
+    smoke = p.add_argument_group("smoke (a rehearsal: every run for a few iterations on a few images, "
+                                 "full-size otherwise, under RESULTS/smoke/; a verdict per run)")
+    smoke.add_argument("--smoke", action="store_true", help="rehearse the suite instead of running it")
+    smoke.add_argument("--smoke-iters", type=_positive_int, default=None, metavar="N",
+                       help="training iterations per run (default 2)")
+    smoke.add_argument("--smoke-images", type=_positive_int, nargs=2, default=None, metavar=("TRAIN", "TEST"),
+                       help="training and test images per run (default 4 2)")
     p.add_argument("--track", metavar="mlflow[=URI]", default=None,
                    help="also log each run (params, training scalars, test metrics, result files) to MLflow; "
                    "default store sqlite:///RESULTS/mlflow.db")
@@ -635,6 +671,11 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     slurm.add_argument("--partition", help="Slurm partition")
     slurm.add_argument("--gpus-per-run", type=_positive_int, default=None,
                        help="GPUs per run (> 1: one task per GPU, joined by mmengine's pytorch launcher)")
+    slurm.add_argument("--cpus-per-run", type=_positive_int, default=None,
+                       help="CPUs per run, shared by its tasks (default 4 per GPU: the rank, its data-loader "
+                       "workers, evaluation)")
+    slurm.add_argument("--mem-gb", type=_positive_int, default=None,
+                       help="host memory per run in GB (default 32 per GPU)")
     slurm.add_argument("--timeout-min", type=_positive_int, default=None,
                        help="time limit per job; a run that hits it is requeued and resumes")
     slurm.add_argument("--array-parallelism", type=_positive_int, default=None,

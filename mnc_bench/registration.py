@@ -15,7 +15,8 @@ def register_all() -> None:
     """Register mmdet's modules, PANet's (``baselines/``, installed as ``mnc_bench.baselines``), MNC's adapter
     (model type ``MNC``), the video models (``FrameLinkVIS``, ``VideoMNC``), the RoI layer
     ``SeparableRoIAlign``, the evaluation metrics ``MNCBenchMetric`` and ``MNCBenchVideoMetric``, the
-    soft-mask writer and the test-time transform ``CorruptImage`` (idempotent)."""
+    soft-mask writer, the test-time transform ``CorruptImage`` and the hook ``LossScaleHook`` of mixed precision
+    (idempotent)."""
     import warnings
 
     import mmcv.ops
@@ -26,6 +27,7 @@ def register_all() -> None:
         # mmdet's transforms import imagecorruptions, which imports setuptools' deprecated pkg_resources.
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         register_all_modules(init_default_scope=False)
+    import mnc_bench.amp  # noqa: F401  (registers LossScaleHook on import)
     import mnc_bench.baselines  # noqa: F401  (registers on import)
     import mnc_bench.models.mmdet_adapter  # noqa: F401  (registers on import)
     import mnc_bench.models.video_adapter  # noqa: F401  (registers FrameLinkVIS and VideoMNC on import)

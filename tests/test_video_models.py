@@ -245,9 +245,9 @@ def test_video_mnc_training_puts_the_reference_frame_boxes_among_the_proposals()
     seen = {}
     original = model.detector.cascade.loss
 
-    def record(features, proposals, targets, image_sizes):
+    def record(features, proposals, targets, image_sizes, **options):
         seen["proposals"] = [p.detach().clone() for p in proposals]
-        return original(features, proposals, targets, image_sizes)
+        return original(features, proposals, targets, image_sizes, **options)
 
     model.detector.cascade.loss = record
     frames = []

@@ -58,7 +58,7 @@ class MaskIoULinker:
         W]."""
         self._frame += 1
         self._tracks = [t for t in self._tracks if self._frame - t.last_seen <= self.max_age]
-        ids = torch.full((masks.shape[0],), -1, dtype=torch.int64)
+        ids = torch.full((masks.shape[0],), -1, dtype=torch.int64, device=masks.device)
         if self._tracks and masks.shape[0]:
             ious = mask_iou(masks, torch.stack([t.mask for t in self._tracks])).cpu().numpy()
             rows, cols = linear_sum_assignment(ious, maximize=True)

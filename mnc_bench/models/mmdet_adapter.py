@@ -260,6 +260,9 @@ class MNC(BaseDetector):
         self.proposal_control = _build_proposal_control(proposal_control)
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
+        # The factor a GradScaler multiplies the loss by under mixed precision (kept current by
+        # mnc_bench.amp.LossScaleHook): the box-gradient clamp bounds the true gradient, not the scaled one.
+        self.loss_scale = 1.0
 
     def extract_feat(self, batch_inputs: Tensor) -> tuple[Tensor, ...]:
         """[B, 3, H, W] -> per-level features [B, C, H_l, W_l]."""
@@ -283,7 +286,7 @@ class MNC(BaseDetector):
             bbox_preds,
             image_sizes,
             **settings,
-            delta_grad_clip=self.cascade.box_grad_bound(len(batch_data_samples)),
+            delta_grad_clip=self.cascade.box_grad_bound(len(batch_data_samples), self.loss_scale),
         )
         has_gt = all("gt_instances" in s and "bboxes" in s.gt_instances for s in batch_data_samples)
         gt_boxes = [_gt_boxes(s, training=training) for s in batch_data_samples] if has_gt else None
@@ -326,7 +329,8 @@ class MNC(BaseDetector):
             name: [self.rpn_loss_weights[name] * term for term in terms] for name, terms in rpn_losses.items()
         }
         targets = [self._targets(s, batch_inputs.device) for s in batch_data_samples]
-        losses.update(self.cascade.loss(features, proposals, targets, _image_sizes(batch_data_samples)))
+        losses.update(self.cascade.loss(features, proposals, targets, _image_sizes(batch_data_samples),
+                                        loss_scale=self.loss_scale))
         return losses
 
     @staticmethod

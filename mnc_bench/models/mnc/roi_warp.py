@@ -85,6 +85,10 @@ def _warp(
     """
     batch, channels = features[0].shape[:2]
     dtype, device = features[0].dtype, features[0].device
+    # Box and grid coordinates stay in (at least) fp32 under mixed precision: between 1024 and 2048 px fp16
+    # spaces values 1 px apart and bf16 8 px. The features are sampled in that precision too (autocast runs
+    # grid_sample in fp32 as well) and the result is cast back to their dtype.
+    coord_dtype = torch.promote_types(dtype, torch.float32)
     if boxes.shape[0] == 0:
         return features[0].new_zeros(channels, 0, output_size, output_size).transpose(0, 1)
     tile_height = max(f.shape[2] for f in features)
@@ -94,22 +98,22 @@ def _warp(
     atlas = atlas.transpose(0, 1).reshape(1, channels, batch * tile_height, atlas.shape[3])
     atlas_height, atlas_width = (1 << n.bit_length() for n in atlas.shape[2:])  # a power of two > n
     atlas = F.pad(atlas, (0, atlas_width - atlas.shape[3], 0, atlas_height - atlas.shape[2]))
-    widths = torch.tensor([f.shape[3] for f in features], dtype=dtype, device=device)
-    heights = torch.tensor([f.shape[2] for f in features], dtype=dtype, device=device)
+    widths = torch.tensor([f.shape[3] for f in features], dtype=coord_dtype, device=device)
+    heights = torch.tensor([f.shape[2] for f in features], dtype=coord_dtype, device=device)
     column_offsets = torch.cumsum(widths, dim=0) - widths
-    level_strides = torch.tensor(list(strides), dtype=dtype, device=device)
+    level_strides = torch.tensor(list(strides), dtype=coord_dtype, device=device)
     stride, width, height = level_strides[levels, None], widths[levels, None], heights[levels, None]  # [R, 1]
 
-    bins = torch.arange(output_size, dtype=dtype, device=device)
+    bins = torch.arange(output_size, dtype=coord_dtype, device=device)
     bin_centres = (bins + 0.5) / output_size
-    x1, y1, x2, y2 = boxes.to(dtype).unbind(dim=1)
+    x1, y1, x2, y2 = boxes.to(coord_dtype).unbind(dim=1)
     xs = x1[:, None] + bin_centres[None, :] * (x2 - x1)[:, None]  # [R, S] input pixels
     ys = y1[:, None] + bin_centres[None, :] * (y2 - y1)[:, None]
     # Cell j of a level spans [j, j + 1) * stride; its centre is coordinate j.
     columns = _clamp_to_centres(xs / stride - 0.5, width)
     rows = _clamp_to_centres(ys / stride - 0.5, height)
     columns = columns + column_offsets[levels, None]
-    rows = rows + (image_ids * tile_height).to(dtype)[:, None]
+    rows = rows + (image_ids * tile_height).to(coord_dtype)[:, None]
     # grid_sample with align_corners=False reads coordinate c of an n-cell axis at (c + 0.5) / n * 2 - 1.
     grid_x = (columns + 0.5) / atlas_width * 2 - 1
     grid_y = (rows + 0.5) / atlas_height * 2 - 1
@@ -126,12 +130,12 @@ def _warp(
     # groups given as batch items sharing the grid, use every core without changing the output's storage.
     groups = math.gcd(channels, _CHANNEL_GROUPS)
     sampled = F.grid_sample(
-        atlas.view(groups, channels // groups, atlas_height, atlas_width),
+        atlas.view(groups, channels // groups, atlas_height, atlas_width).to(coord_dtype),
         grid.reshape(1, num_boxes * output_size, output_size, 2).expand(groups, -1, -1, -1),
         mode="bilinear",
         padding_mode="zeros",
         align_corners=False,
-    )  # [groups, C / groups, R * S, S]
+    ).to(dtype)  # [groups, C / groups, R * S, S]
     sampled = sampled.view(channels, num_boxes, output_size, output_size).transpose(0, 1)
     inside_x = ((xs >= 0) & (xs <= stride * width)).detach()  # [R, S]: within the level's extent
     inside_y = ((ys >= 0) & (ys <= stride * height)).detach()

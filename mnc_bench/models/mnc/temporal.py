@@ -82,16 +82,21 @@ class TemporalSeeding:
         ranked = sorted(self._tracks.items(), key=lambda kv: (-kv[1].last_seen, -kv[1].score))
         ranked = ranked[: self.max_propagated]
         if not ranked:
-            return Seeds(rpn_proposals, torch.full((len(rpn_proposals),), NO_TRACK, dtype=torch.int64))
+            return Seeds(rpn_proposals, self._untracked(rpn_proposals))
         factor = rpn_proposals.new_tensor([scale[0], scale[1], scale[0], scale[1]])
         boxes = torch.stack([t.box.to(rpn_proposals) for _, t in ranked]) * factor
-        tracks = torch.tensor([k for k, _ in ranked], dtype=torch.int64)
+        tracks = torch.tensor([k for k, _ in ranked], dtype=torch.int64, device=rpn_proposals.device)
         if self.mode == "replace":
             return Seeds(boxes, tracks)
         return Seeds(
             torch.cat((rpn_proposals, boxes)),
-            torch.cat((torch.full((len(rpn_proposals),), NO_TRACK, dtype=torch.int64), tracks)),
+            torch.cat((self._untracked(rpn_proposals), tracks)),
         )
+
+    @staticmethod
+    def _untracked(proposals: Tensor) -> Tensor:
+        """``NO_TRACK`` [P] (int64, on the proposals' device) for proposals that continue no track."""
+        return torch.full((len(proposals),), NO_TRACK, dtype=torch.int64, device=proposals.device)
 
     def associate(
         self,
