@@ -26,7 +26,7 @@ DEMO_DIR ?= results/demo
 # The demo suite's 8 runs, 2 at a time (one thread each on the 2-core reference machine).
 DEMO_WORKERS ?= 2
 
-.PHONY: install demo test test-all test-gpu test-long bench clean-venv
+.PHONY: install demo test test-all test-gpu test-long lint bench clean-venv
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -m "$(PYTEST_MARK)"
+
+# ruff with the rules in pyproject.toml; CI runs it before the tests.
+lint: install
+	$(VENV)/bin/ruff check .
 
 test-all: install
 	$(PY) -m pytest -m "not long and not gpu"
