@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
+from mnc_bench.models.mnc.window_kernels import COMPILE_ENV
+
+# MNC's fused RoI pooling kernels run eagerly in tests (the same functions; compiling them for each tiny test
+# model would take minutes): test_compiled_kernels_equal_the_eager_ones checks the compiled ones.
+os.environ.setdefault(COMPILE_ENV, "0")
 
 
 @pytest.fixture(scope="session")
