@@ -19,6 +19,7 @@ from mnc_bench.models.mnc import ClassStage, MaskStage
 from mnc_bench.models.mnc import window_kernels
 from mnc_bench.models.mnc.roi_features import (
     DenseRoIFeatures,
+    PooledLinear,
     WindowedRoIFeatures,
     masked_max_pool,
     pool_warped,
@@ -290,6 +291,29 @@ def test_pooled_warp_falls_back_to_dense_pooling_when_the_windows_do_not_nest():
     assert isinstance(pooled, DenseRoIFeatures)
     reference = _reference_warp(features, boxes, (4.0, 8.0), 12, 4.0)
     torch.testing.assert_close(pooled.max_pool(4), F.adaptive_max_pool2d(reference, 4), rtol=1e-12, atol=1e-12)
+
+
+def test_pooled_linear_reads_channels_last_maps_as_their_flattening():
+    """The fused path's channels-last maxima go through the fc layers without a copy, the weight's columns
+    permuted instead: outputs and gradients of `linear(maps.flatten(1))`; at inference the permuted weight is
+    kept, and follows an in-place update of the weight."""
+    torch.manual_seed(19)
+    linear = PooledLinear(4 * 3 * 3, 5).double()
+    maps = torch.randn(6, 3, 3, 4, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
+    assert maps.is_contiguous(memory_format=torch.channels_last) and not maps.is_contiguous()
+    weights = torch.randn(6, 5, dtype=torch.float64)
+
+    def run(function):
+        out = function(maps)
+        return [out, *torch.autograd.grad((out * weights).sum(), (maps, linear.weight, linear.bias))]
+
+    reference = lambda x: F.linear(x.flatten(1), linear.weight, linear.bias)  # noqa: E731
+    for got, expected in zip(run(linear), run(reference)):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(maps), reference(maps), rtol=1e-12, atol=1e-12)
+        linear.weight.mul_(-2.0)  # an optimizer step between two evaluations
+        torch.testing.assert_close(linear(maps), reference(maps), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.slow

@@ -9,13 +9,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnc_bench.models.mnc.config import STAGE3_LABELS, MNCConfig, ParameterError
-from mnc_bench.models.mnc.roi_features import RoIFeatures, as_roi_features
+from mnc_bench.models.mnc.roi_features import PooledLinear, RoIFeatures, as_roi_features
 
 
 def _fc_path(in_features: int, width: int, num_fcs: int) -> nn.Sequential:
+    """`num_fcs` fc + ReLU layers; the first reads pooled features [R, C, h, w] (`PooledLinear`)."""
     layers: list[nn.Module] = []
     for index in range(num_fcs):
-        linear = nn.Linear(in_features if index == 0 else width, width)
+        linear = PooledLinear(in_features, width) if index == 0 else nn.Linear(width, width)
         nn.init.xavier_uniform_(linear.weight)
         nn.init.zeros_(linear.bias)
         layers += [linear, nn.ReLU(inplace=True)]
@@ -102,8 +103,8 @@ class ClassStage(nn.Module):
         masks = torch.sigmoid(mask_logits)[:, None]
         if tuple(masks.shape[-2:]) != warp_size:  # also for a batch without RoIs: the product needs the shape
             masks = F.interpolate(masks, size=warp_size, mode="bilinear", align_corners=False)
-        box_features = self.box_path(features.max_pool(self.pooled_size).flatten(1))
-        mask_features = self.mask_path(features.masked_max_pool(masks, self.pooled_size).flatten(1))
+        box_features = self.box_path(features.max_pool(self.pooled_size))
+        mask_features = self.mask_path(features.masked_max_pool(masks, self.pooled_size))
         joint = torch.cat((mask_features, box_features), dim=1)
         return ClassStageOutput(
             cls_logits=self.classifier(joint) if self.classifier is not None else None,

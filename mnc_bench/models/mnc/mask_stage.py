@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnc_bench.models.mnc.config import MNCConfig, ParameterError
-from mnc_bench.models.mnc.roi_features import RoIFeatures, as_roi_features
+from mnc_bench.models.mnc.roi_features import PooledLinear, RoIFeatures, as_roi_features
 
 
 class MaskStage(nn.Module):
@@ -35,7 +35,7 @@ class MaskStage(nn.Module):
         self.warp_size = warp_size
         self.mask_size = mask_size
         pooled = warp_size // 2
-        self.hidden = nn.Linear(in_channels * pooled * pooled, hidden_dim)
+        self.hidden = PooledLinear(in_channels * pooled * pooled, hidden_dim)
         self.predictor = nn.Linear(hidden_dim, mask_size * mask_size)
         nn.init.xavier_uniform_(self.hidden.weight)
         nn.init.zeros_(self.hidden.bias)
@@ -52,7 +52,7 @@ class MaskStage(nn.Module):
         """Warped features [R, C, S, S] (or the `RoIFeatures` the cascade shares with stage 3) -> [R, m, m]
         mask logits over each RoI."""
         pooled = as_roi_features(roi_features).max_pool(self.pooled_size)
-        hidden = F.relu(self.hidden(pooled.flatten(1)))
+        hidden = F.relu(self.hidden(pooled))
         return self.predictor(hidden).view(-1, self.mask_size, self.mask_size)
 
 

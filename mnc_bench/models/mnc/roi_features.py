@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from mnc_bench.models.mnc import window_kernels as kernels
@@ -151,131 +151,123 @@ class DenseRoIFeatures:
         return masked_max_pool(self.features, masks, output_size)
 
 
+class PooledLinear(nn.Linear):
+    """`nn.Linear` over pooled RoI features [R, C, h, w], flattened as (C, h, w) like `flatten(1)`.
+
+    Features in channels-last memory format (`WindowedRoIFeatures`' maxima) are read as they are stored, with the
+    weight's columns permuted to (h, w, C) instead: a copy of the weight rather than of R times as many
+    features, kept between calls while the weight does not change and takes no gradient (inference). The
+    products are the same; their sum runs in another order.
+    """
+
+    _permuted: tuple[tuple[int, ...], Tensor] | None = None
+
+    def forward(self, maps: Tensor) -> Tensor:
+        if maps.dim() == 4 and not maps.is_contiguous() and maps.is_contiguous(memory_format=torch.channels_last):
+            return F.linear(maps.permute(0, 2, 3, 1).reshape(maps.shape[0], -1), self._hwc_weight(maps.shape[1:]),
+                            self.bias)
+        return super().forward(maps.flatten(1))
+
+    def _hwc_weight(self, chw: tuple[int, ...]) -> Tensor:
+        """The weight [out, C * h * w] with its columns in (h, w, C) order."""
+        channels, height, width = chw
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            self._permuted = None
+            return self.weight.view(-1, channels, height, width).permute(0, 2, 3, 1).reshape(self.out_features, -1)
+        key = (self.weight.data_ptr(), self.weight._version, channels, height, width)
+        if self._permuted is None or self._permuted[0] != key:
+            permuted = self.weight.detach().view(-1, channels, height, width).permute(0, 2, 3, 1)
+            self._permuted = (key, permuted.reshape(self.out_features, -1))
+        return self._permuted[1]
+
+
 def as_roi_features(features: Tensor | RoIFeatures) -> RoIFeatures:
     """Warped features [R, C, S, S] as `DenseRoIFeatures`; RoIFeatures as they are."""
     return DenseRoIFeatures(features) if isinstance(features, Tensor) else features
 
 
-def _fine_to_rois(fine: Tensor, rois: int, m: int) -> Tensor:
-    """Window-major fine maxima [C, m * m, R * s * s] -> [R, C, s * m, s * m], RoI-major (what the fc layers
-    read without a copy)."""
-    channels, size = fine.shape[0], math.isqrt(fine.shape[2] // rois)
-    return fine.view(channels, m, m, rois, size, size).permute(3, 0, 4, 1, 5, 2).reshape(
-        rois, channels, size * m, size * m)
+class _SamplePool(torch.autograd.Function):
+    """Stage 2's and stage 3's maxima of the RoI samples, computed from the atlas without storing the samples
+    (`window_kernels.sample_pool`); the backward scatters to the atlas and to the sampling coordinates.
 
-
-def _fine_from_rois(fine: Tensor, m: int) -> Tensor:
-    """The inverse of `_fine_to_rois`: [R, C, s * m, s * m] -> [C, m * m, R * s * s] (contiguous)."""
-    rois, channels, side = fine.shape[:3]
-    size = side // m
-    return fine.reshape(rois, channels, size, m, size, m).permute(1, 3, 5, 0, 2, 4).reshape(channels, m * m, -1)
-
-
-def _coarse_to_rois(coarse: Tensor, rois: int) -> Tensor:
-    """[C, R * s * s] -> [R, C, s, s] (a transposed view; flattening it per RoI copies)."""
-    size = math.isqrt(coarse.shape[1] // rois)
-    return coarse.view(coarse.shape[0], rois, size, size).transpose(0, 1)
-
-
-def _coarse_from_rois(coarse: Tensor) -> Tensor:
-    """[R, C, s, s] -> [C, R * s * s] (contiguous)."""
-    return coarse.transpose(0, 1).reshape(coarse.shape[1], -1)
-
-
-def _masks_window_major(masks: Tensor, k: int, m: int) -> Tensor:
-    """Masks [R, S, S] -> [k * k, m * m, R * s * s], each element at its sample's window-major position."""
-    rois, size = masks.shape[0], masks.shape[-1] // (k * m)
-    return masks.reshape(rois, size, m, k, size, m, k).permute(3, 6, 2, 5, 0, 1, 4).reshape(k * k, m * m, -1)
-
-
-def _masks_from_window_major(masks: Tensor, k: int, m: int, rois: int) -> Tensor:
-    """The inverse of `_masks_window_major`: [k * k, m * m, R * s * s] -> [R, S, S]."""
-    size = math.isqrt(masks.shape[2] // rois)
-    side = size * m * k
-    return masks.view(k, k, m, m, rois, size, size).permute(4, 5, 2, 0, 6, 3, 1).reshape(rois, side, side)
-
-
-class _WarpAndPool(torch.autograd.Function):
-    """grid_sample of window-ordered points, then their fine and coarse maxima (`window_kernels.pool_samples`).
-
-    Inputs: atlas [G, C / G, H, W] (channel groups as batch items, `roi_warp`); grid [1, P, s, 2] with
-    P * s = k * k * m * m * R * s * s points in window-major order; inside [k * k, m * m, R * s * s] (0/1: the
-    sample lies on its level's map) or None when all do. Outputs: the samples [C, k * k, m * m, R * s * s],
-    the fine [R, C, s * m, s * m] and the coarse [R, C, s, s] maxima.
+    Inputs: atlas [H * W, C] (channels-last); rows, cols [R, S] (atlas cell coordinates, clamped by the caller);
+    inside_rows, inside_cols [R, S] (1 where the sample lies on its level's map, else 0). Outputs: the fine
+    [R, S / k, S / k, C] and coarse [R, s, s, C] maxima, and a stand-in [R, S, S, C] for the samples (an
+    expanded zero: the masked pooling recomputes the samples and hands their gradient back through it).
     """
 
     @staticmethod
-    def forward(ctx, atlas: Tensor, grid: Tensor, inside: Tensor | None, k: int, m: int, rois: int):
-        groups, group_channels = atlas.shape[:2]
-        samples = F.grid_sample(atlas, grid.expand(groups, -1, -1, -1), mode="bilinear", padding_mode="zeros",
-                                align_corners=False)  # [G, C / G, P, s]
-        samples = samples.view(groups * group_channels, k * k, m * m, -1)
-        if inside is not None:
-            samples = samples * inside
-        fine, fine_argmax, coarse, coarse_argmax = kernels.run(kernels.pool_samples, samples,
-                                                               any(ctx.needs_input_grad))
-        ctx.save_for_backward(atlas, grid, inside, fine_argmax, coarse_argmax)
-        ctx.windows = (k, m)
-        return samples, _fine_to_rois(fine, rois, m), _coarse_to_rois(coarse, rois)
+    def forward(ctx, atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tensor, inside_cols: Tensor,
+                width: int, k: int, m: int):
+        fine, fine_argmax, coarse, coarse_argmax = kernels.run(
+            kernels.sample_pool, atlas, rows, cols, inside_rows, inside_cols, width, k, m,
+            any(ctx.needs_input_grad))
+        ctx.save_for_backward(atlas, rows, cols, inside_rows, inside_cols, fine_argmax, coarse_argmax)
+        ctx.sizes = (width, k, m)
+        stand_in = atlas.new_zeros(()).expand(rows.shape[0], rows.shape[1], cols.shape[1], atlas.shape[1])
+        return fine, coarse, stand_in
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_samples: Tensor | None, grad_fine: Tensor | None, grad_coarse: Tensor | None):
-        atlas, grid, inside, fine_argmax, coarse_argmax = ctx.saved_tensors
-        k, m = ctx.windows
-        grad_fine = torch.zeros_like(fine_argmax, dtype=atlas.dtype) if grad_fine is None else \
-            _fine_from_rois(grad_fine, m)
-        grad_coarse = torch.zeros_like(coarse_argmax, dtype=atlas.dtype) if grad_coarse is None else \
-            _coarse_from_rois(grad_coarse)
-        grad = kernels.run(kernels.pool_gradient, grad_fine, grad_coarse, fine_argmax, coarse_argmax, k,
-                           grad_samples)
-        if inside is not None:
-            grad = grad * inside
-        groups = atlas.shape[0]
-        grad_atlas, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
-            grad.view(groups, -1, grid.shape[1], grid.shape[2]), atlas, grid.expand(groups, -1, -1, -1),
-            0, 0, False, [ctx.needs_input_grad[0], ctx.needs_input_grad[1]])  # bilinear, zeros, align_corners
-        if grad_grid is not None:
-            grad_grid = grad_grid.sum(dim=0, keepdim=True)  # the channel groups share the grid
-        return grad_atlas, grad_grid, None, None, None, None
+    def backward(ctx, grad_fine: Tensor | None, grad_coarse: Tensor | None, grad_samples: Tensor | None):
+        atlas, rows, cols, inside_rows, inside_cols, fine_argmax, coarse_argmax = ctx.saved_tensors
+        width, k, m = ctx.sizes
+        if grad_fine is None:
+            grad_fine = atlas.new_zeros(fine_argmax.shape)
+        if grad_coarse is None:
+            grad_coarse = atlas.new_zeros(coarse_argmax.shape)
+        grad, grad_rows, grad_cols = kernels.run(
+            kernels.sample_gradient, atlas, rows, cols, inside_rows, inside_cols, width, fine_argmax,
+            coarse_argmax, grad_fine, grad_coarse, grad_samples, k, m)
+        grad_atlas = kernels.run(kernels.atlas_gradient, atlas, rows, cols, grad, width) \
+            if ctx.needs_input_grad[0] else None
+        # A row coordinate is shared by its row of samples, a column coordinate by its column.
+        return grad_atlas, grad_rows.sum(dim=2), grad_cols.sum(dim=1), None, None, None, None, None
 
 
-class _MaskedPool(torch.autograd.Function):
-    """`window_kernels.masked_pool_samples`: the coarse maxima of samples x masks, differentiable in both.
-    Args: samples [C, k * k, m * m, R * s * s]; masks [R, S, S]. Returns [R, C, s, s]."""
+class _MaskedSamplePool(torch.autograd.Function):
+    """Stage 3's maxima of the samples times the stage-2 masks (`window_kernels.masked_sample_pool`): the samples
+    recomputed from the atlas, their gradient handed to `_SamplePool` through its stand-in.
+
+    Inputs: the stand-in [R, S, S, C]; masks [R, S, S]; then `_SamplePool`'s atlas, coordinates and inside
+    factors (read, not differentiated here). Output: [R, s, s, C].
+    """
 
     @staticmethod
-    def forward(ctx, samples: Tensor, masks: Tensor, k: int, m: int) -> Tensor:
-        rois = masks.shape[0]
-        with_argmax = any(ctx.needs_input_grad)
+    def forward(ctx, stand_in: Tensor, masks: Tensor, atlas: Tensor, rows: Tensor, cols: Tensor,
+                inside_rows: Tensor, inside_cols: Tensor, width: int, window: int) -> Tensor:
         pooled, argmax, sample_values, mask_values = kernels.run(
-            kernels.masked_pool_samples, samples, _masks_window_major(masks, k, m), k, m, with_argmax)
+            kernels.masked_sample_pool, atlas, rows, cols, inside_rows, inside_cols, masks, width, window,
+            ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         ctx.save_for_backward(argmax, sample_values, mask_values)
-        ctx.windows = (k, m, rois)
-        return _coarse_to_rois(pooled, rois)
+        ctx.window = window
+        return pooled
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
         argmax, sample_values, mask_values = ctx.saved_tensors
-        k, m, rois = ctx.windows
-        grad_samples, grad_masks = kernels.run(kernels.masked_pool_gradient, _coarse_from_rois(grad), argmax,
-                                               sample_values, mask_values, k, m)
-        return grad_samples, _masks_from_window_major(grad_masks, k, m, rois), None, None
+        grad_samples, grad_masks = kernels.run(kernels.masked_gradient, grad, argmax, sample_values, mask_values,
+                                               ctx.window)
+        return grad_samples, grad_masks, None, None, None, None, None, None, None
+
+
+def _channels_first(maps: Tensor) -> Tensor:
+    """[R, h, w, C] -> [R, C, h, w], a view in channels-last memory format (`PooledLinear` reads it so)."""
+    return maps.permute(0, 3, 1, 2)
 
 
 class WindowedRoIFeatures:
     """The fused warp-and-pool's RoI features: the fine [R, C, S / k, S / k] and coarse [R, C, s, s] maxima
-    taken when warping, and the window-major samples for the masked pooling (`_WarpAndPool`)."""
+    taken when warping (channels-last memory format), and what the masked pooling needs to resample."""
 
-    def __init__(self, atlas: Tensor, grid: Tensor, inside: Tensor | None, k: int, m: int, rois: int):
-        self.windows = (k, m)
-        self.samples, self.fine, self.coarse = _WarpAndPool.apply(atlas, grid, inside, k, m, rois)
-
-    @property
-    def size(self) -> int:
-        k, m = self.windows
-        return self.coarse.shape[-1] * k * m
+    def __init__(self, atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tensor, inside_cols: Tensor,
+                 width: int, k: int, m: int):
+        self._sampling = (atlas, rows, cols, inside_rows, inside_cols, width)
+        self.size = rows.shape[1]
+        self._window = k * m
+        fine, coarse, self._stand_in = _SamplePool.apply(atlas, rows, cols, inside_rows, inside_cols, width, k, m)
+        self.fine, self.coarse = _channels_first(fine), _channels_first(coarse)
 
     def max_pool(self, output_size: int) -> Tensor:
         for pooled in (self.fine, self.coarse):
@@ -287,5 +279,5 @@ class WindowedRoIFeatures:
     def masked_max_pool(self, masks: Tensor, output_size: int) -> Tensor:
         if output_size != self.coarse.shape[-1]:
             raise ValueError(f"warped for masked pooling to {self.coarse.shape[-1]}, not to {output_size}")
-        k, m = self.windows
-        return _MaskedPool.apply(self.samples, masks.reshape(masks.shape[0], self.size, self.size), k, m)
+        masks = masks.reshape(masks.shape[0], self.size, self.size)
+        return _channels_first(_MaskedSamplePool.apply(self._stand_in, masks, *self._sampling, self._window))

@@ -65,13 +65,19 @@ def _concatenate(boxes: Sequence[Tensor], device: torch.device) -> tuple[Tensor,
 
 @dataclass
 class _SamplingGrid:
-    """Where `_warp` samples: the atlas and, per box r and bin j, grid_sample's normalised coordinates."""
+    """Where `_warp` samples: the atlas and, per box r and bin j, the atlas cell coordinates of the samples."""
 
     atlas: Tensor  # [G, C / G, H, W]: every level of every image, channels split into G groups (see _warp)
-    grid_x: Tensor  # [R, S] the normalised x of bin column j's samples
-    grid_y: Tensor  # [R, S] the normalised y of bin row i's samples
+    columns: Tensor  # [R, S] the atlas column of bin column j's samples (cell j's centre is coordinate j)
+    rows: Tensor  # [R, S] the atlas row of bin row i's samples
     inside_x: Tensor  # [R, S] bool: column j lies on the box's level's map
     inside_y: Tensor  # [R, S] bool
+
+    def normalised(self) -> tuple[Tensor, Tensor]:
+        """grid_sample's normalised x [R, S] and y [R, S] of the samples: with align_corners=False it reads
+        coordinate c of an n-cell axis at (c + 0.5) / n * 2 - 1."""
+        height, width = self.atlas.shape[2:]
+        return (self.columns + 0.5) / width * 2 - 1, (self.rows + 0.5) / height * 2 - 1
 
 
 def _sampling_grid(
@@ -124,9 +130,8 @@ def _sampling_grid(
     groups = math.gcd(channels, _CHANNEL_GROUPS)
     return _SamplingGrid(
         atlas=atlas.view(groups, channels // groups, atlas_height, atlas_width),
-        # grid_sample with align_corners=False reads coordinate c of an n-cell axis at (c + 0.5) / n * 2 - 1.
-        grid_x=(columns + 0.5) / atlas_width * 2 - 1,
-        grid_y=(rows + 0.5) / atlas_height * 2 - 1,
+        columns=columns,
+        rows=rows,
         inside_x=((xs >= 0) & (xs <= stride * width)).detach(),  # within the level's extent
         inside_y=((ys >= 0) & (ys <= stride * height)).detach(),
     )
@@ -152,10 +157,11 @@ def _warp(
         return features[0].new_zeros(channels, 0, output_size, output_size).transpose(0, 1)
     sampling = _sampling_grid(features, strides, boxes, image_ids, levels, output_size)
     num_boxes = boxes.shape[0]
+    grid_x, grid_y = sampling.normalised()
     grid = torch.stack(
         (
-            sampling.grid_x[:, None, :].expand(num_boxes, output_size, output_size),
-            sampling.grid_y[:, :, None].expand(num_boxes, output_size, output_size),
+            grid_x[:, None, :].expand(num_boxes, output_size, output_size),
+            grid_y[:, :, None].expand(num_boxes, output_size, output_size),
         ),
         dim=-1,
     )  # [R, S, S, 2], last dim (x, y)
@@ -175,12 +181,6 @@ def _warp(
     return sampled
 
 
-def _window_major(per_bin: Tensor, k: int, m: int) -> Tensor:
-    """[R, S] per bin column (or row) j = (q * m + b) * k + a -> [k (a), m (b), R, s (q)]."""
-    rois, size = per_bin.shape[0], per_bin.shape[1] // (k * m)
-    return per_bin.view(rois, size, m, k).permute(3, 2, 0, 1)
-
-
 def _warp_windowed(
     features: Sequence[Tensor],
     strides: Sequence[float],
@@ -191,23 +191,15 @@ def _warp_windowed(
     k: int,
     m: int,
 ) -> WindowedRoIFeatures:
-    """`_warp` with the sampling points in window-major order (`window_kernels`), pooled as they are sampled:
-    by k (stage 2) and by k * m (stage 3). Args as `_warp`'s (R > 0); S = `output_size` divisible by k * m."""
+    """`_warp`'s samples, pooled as they are sampled (by k for stage 2, by k * m for stage 3) from a
+    channels-last copy of the atlas, without storing them (`WindowedRoIFeatures`). Args as `_warp`'s (R > 0);
+    S = `output_size` divisible by k * m."""
     sampling = _sampling_grid(features, strides, boxes, image_ids, levels, output_size)
-    grid_x = _window_major(sampling.grid_x, k, m)  # [k (b1), m (b2), R, s (q)]
-    grid_y = _window_major(sampling.grid_y, k, m)  # [k (a1), m (a2), R, s (p)]
-    rois, size = boxes.shape[0], output_size // (k * m)
-    shape = (k, k, m, m, rois, size, size)  # (a1, b1, a2, b2, r, p, q)
-    grid = torch.stack(
-        (grid_x[None, :, None, :, :, None, :].expand(shape), grid_y[:, None, :, None, :, :, None].expand(shape)),
-        dim=-1,
-    ).reshape(1, -1, size, 2)
-    inside = None
-    if not (sampling.inside_x.all() and sampling.inside_y.all()):
-        inside_x = _window_major(sampling.inside_x, k, m)[None, :, None, :, :, None, :]
-        inside_y = _window_major(sampling.inside_y, k, m)[:, None, :, None, :, :, None]
-        inside = (inside_x & inside_y).to(grid.dtype).reshape(k * k, m * m, -1)
-    return WindowedRoIFeatures(sampling.atlas, grid, inside, k, m, rois)
+    channels, height, width = sampling.atlas.shape[0] * sampling.atlas.shape[1], *sampling.atlas.shape[2:]
+    atlas = sampling.atlas.reshape(channels, height * width).t().contiguous()  # [H * W, C]
+    dtype = atlas.dtype
+    return WindowedRoIFeatures(atlas, sampling.rows, sampling.columns, sampling.inside_y.to(dtype),
+                               sampling.inside_x.to(dtype), width, k, m)
 
 
 def _clamp_to_centres(coordinates: Tensor, cells: Tensor) -> Tensor:
