@@ -3,10 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Built mmcv wheels are cached outside the clone: the cold build takes ~15 min on 2 cores.
+# The tested torch / torchvision pair, installed first; the rest of the install keeps it. Where your package
+# index lacks it, name another pair here: `make demo TORCH=X.Y.Z TORCHVISION=A.B.C` (docs/installation.md).
+TORCH ?= 2.14.1
+TORCHVISION ?= 0.29.1
+# Built mmcv wheels are cached outside the clone, keyed by torch version: the cold build takes ~15 min on 2 cores.
 WHEEL_CACHE ?= $(HOME)/.cache/mnc-bench/wheels
-# The stamp names a hash of everything that decides the install, so editing pyproject reinstalls once.
-INSTALL_HASH := $(shell cat pyproject.toml setup.py tools/build_mmcv_wheel.sh | sha1sum | cut -c1-12)
+# The stamp names a hash of everything that decides the install, so editing pyproject (or choosing another
+# torch) reinstalls once.
+INSTALL_HASH := $(shell (cat pyproject.toml setup.py tools/build_mmcv_wheel.sh; echo $(TORCH) $(TORCHVISION)) \
+	| sha1sum | cut -c1-12)
 STAMP := $(VENV)/.mnc-bench-installed-$(INSTALL_HASH)
 # CI (CI=true) also runs the slow training tier; a developer's plain `make test` runs the fast tier.
 PYTEST_MARK ?= $(if $(filter true 1,$(CI)),not long,not slow and not long)
@@ -21,12 +27,12 @@ install: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch/torchvision pinned: pip takes them from this machine's disk; unpinned would pull a multi-GB build.
+# torch/torchvision pinned (TORCH, TORCHVISION above): an unpinned torch makes pip pull a multi-GB build.
 # setuptools 80.x: still ships pkg_resources (mmcv 2.1.0's setup.py imports it) and meets torch's >=77.0.3.
 # mmcv 2.1.0 with C++ ops is built once from the sdist with the C++20 flag fix (see the script's comments).
 # --no-build-isolation: the editable install must see the venv's setuptools 80.x, not a fresh one.
 $(STAMP): | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" "setuptools==80.9.0" wheel
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch==$(TORCH)" "torchvision==$(TORCHVISION)" "setuptools==80.9.0" wheel
 	bash tools/build_mmcv_wheel.sh $(PY) $(WHEEL_CACHE)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[test,fast-eval]"
 	rm -f $(VENV)/.mnc-bench-installed-*

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from mnc_bench.allocator import tune_allocator
 from mnc_bench.errors import UserError
 from mnc_bench.io import check_writable_output
-
-Handler = Callable[[argparse.Namespace], int]
+from mnc_bench.suites.contract import EXECUTORS, LAUNCHERS, RESULTS_ROOT
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
@@ -168,10 +167,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", required=True, metavar="ANNOTATIONS.json", help="COCO instances ground truth")
     p.add_argument("--pred", required=True, metavar="RESULTS.json",
                    help="COCO results list; for --metric proposals, {image_id, bbox, score} records")
-    p.add_argument("--metric", choices=("coco", "voc_sds", "voc_mnc", "all", "proposals"), default="all",
-                   help="all = coco + voc_sds + voc_mnc (default all)")
+    p.add_argument("--metric", choices=("coco", "voc_sds", "voc_mnc", "all", "proposals", "boundary", "tide"),
+                   default="all", help="all = coco + voc_sds + voc_mnc (default all); boundary: Boundary AP "
+                   "(masks); tide: TIDE's error breakdown (dAP per error type)")
     p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm",
-                   help="IoU for the COCO metrics (default segm); VOC region AP always uses masks")
+                   help="IoU for the COCO metrics and TIDE (default segm); VOC region AP and Boundary AP "
+                   "always use masks")
     p.add_argument("--backend", choices=("pycocotools", "faster_coco_eval"), default="pycocotools",
                    help="COCO evaluation code (default pycocotools; both give the same numbers)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every number (NaN: null)")
@@ -199,6 +200,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_test(args: argparse.Namespace) -> int:
     import os
 
+    if args.corruptions is not None:
+        return _cmd_test_corrupted(args)
+    if args.severities is not None or args.images is not None or args.subset is not None:
+        raise UserError("--severities, --images and --subset shape a corrupted pass: give --corruptions too")
     if args.out is not None:
         check_writable_output(args.out, "--out")
     from mnc_bench.training import evaluate_checkpoint, format_metrics
@@ -226,7 +231,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", help="logs and checkpoints (default work_dirs/<config name>)")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", type=_cfg_option,
                    help="override config entries, e.g. data_root=/data/coco/ train_cfg.max_iters=100")
-    p.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none",
+    p.add_argument("--launcher", choices=LAUNCHERS, default="none",
                    help="distributed launcher: pytorch under torchrun, slurm under srun (default none)")
     p.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -257,7 +262,85 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint file (.pth)")
     p.add_argument("--out", metavar="PRED.json", help="also write the predictions as a COCO results file")
     _add_run_options(p)
+    _add_corruption_options(p)
     p.set_defaults(handler=_cmd_test)
+
+
+def _cmd_test_corrupted(args: argparse.Namespace) -> int:
+    from mnc_bench.config_loading import parse_cfg_options
+    from mnc_bench.robustness import PassRequest, test_corrupted
+
+    if args.out is not None:
+        raise UserError("--out writes the predictions of a plain test; a corrupted pass writes "
+                        "--robustness-out")
+    if args.launcher != "none":
+        raise UserError("a corrupted pass runs in one process: leave out --launcher")
+    request = PassRequest(corruptions=args.corruptions, severities=args.severities, images=args.images,
+                          subset=args.subset or "full", seed=args.corruption_seed)
+    print(test_corrupted(args.config, args.checkpoint, request, work_dir=args.work_dir,
+                         cfg_options=parse_cfg_options(args.cfg_options), out=args.robustness_out))
+    return 0
+
+
+def _add_corruption_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("robustness to corruptions (test time only; the 15 benchmark corruptions of "
+                                 "the imagecorruptions package)")
+    group.add_argument("--corruptions", nargs="+", metavar="NAME", default=None,
+                       help="score the test images clean and under these corruptions: all, a group (noise, "
+                       "blur, weather, digital) or corruption names; prints mPC, rPC and AP per corruption")
+    group.add_argument("--severities", nargs="+", type=int, metavar="S", default=None,
+                       help="severities from 1 to 5 (default: all five, or the --subset's)")
+    group.add_argument("--images", type=_positive_int, default=None,
+                       help="only the first N test images (default: all, or the --subset's)")
+    group.add_argument("--subset", choices=("full", "quick"), default=None,
+                       help="full: every severity and image (default); quick: severities 1 3 5, first 50 "
+                       "images")
+    group.add_argument("--corruption-seed", type=int, default=0,
+                       help="seed of the corrupted images, recorded in the result (default 0)")
+    group.add_argument("--robustness-out", metavar="ROBUSTNESS.json", default=None,
+                       help="where the record goes (default WORK_DIR/robustness.json)")
+
+
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from mnc_bench.robustness import PassRequest
+    from mnc_bench.suites.robustness import suite_robustness
+
+    request = PassRequest(corruptions=args.corruptions or ["all"], severities=args.severities,
+                          images=args.images, subset=args.subset or "full", seed=args.corruption_seed)
+    print(suite_robustness(args.suite, request, results=args.results, rerun=args.rerun))
+    return 0
+
+
+def _cmd_rescore(args: argparse.Namespace) -> int:
+    from mnc_bench.suites.rescore import rescore_suite
+
+    rescore_suite(args.suite, args.metric, results=args.results)
+    return 0
+
+
+def _add_rescore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rescore", help="add Boundary AP or TIDE to the finished runs of a suite from their "
+                       "saved predictions", description="Score the predictions.json of every finished run of "
+                       "a suite with metric families that need no model (Boundary AP, TIDE) and add the keys "
+                       "to its metrics.json; run `mnc-bench collect SUITE` afterwards.")
+    p.add_argument("suite", help="suite name in configs/ablations/ or a suite .yaml file")
+    p.add_argument("--metric", nargs="+", choices=("boundary", "tide"), required=True,
+                   help="families to add: boundary (coco/boundary/*), tide (tide/segm/*, tide/bbox/*)")
+    p.add_argument("--results", default="results", help="results root (default results)")
+    p.set_defaults(handler=_cmd_rescore)
+
+
+def _add_robustness(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("robustness", help="score the finished runs of a suite on corrupted test images",
+                       description="For every finished run of a suite, test its checkpoint on the clean and "
+                       "corrupted test images (no retraining) and write robustness.json into the run's "
+                       "folder (mPC, rPC, AP per corruption and severity); `collect` adds them as "
+                       "robustness/* columns. Runs whose robustness.json has the same settings are skipped.")
+    p.add_argument("suite", help="suite name in configs/ablations/ or a suite .yaml file")
+    p.add_argument("--results", default="results", help="results root (default results)")
+    p.add_argument("--rerun", action="store_true", help="score runs again that have a record already")
+    _add_corruption_options(p)
+    p.set_defaults(handler=_cmd_robustness)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -410,7 +493,7 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     p.add_argument("suite", help=suite_help)
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="runs at a time on this machine; the cores are divided between them (default 1)")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: subprocesses here; slurm: one job array through submitit (default local)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
     p.add_argument("--rerun-failed", action="store_true", help="run failed runs again, from scratch")
@@ -422,7 +505,7 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", type=_cfg_option,
                    help="options for every run, on top of the suite's (e.g. data_root=/data/coco/); part of "
                    "the run ids")
-    p.add_argument("--results", default="results", help=results_help)
+    p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
     p.add_argument("--track", metavar="mlflow[=URI]", default=None,
                    help="also log each run (params, training scalars, test metrics, result files) to MLflow; "
                    "default store sqlite:///RESULTS/mlflow.db")
@@ -440,7 +523,7 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
                        description="List every run of a suite's results directory with its state, duration "
                        "and, for failed runs, the reason.")
     p.add_argument("suite", help=suite_help)
-    p.add_argument("--results", default="results", help=results_help)
+    p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
     p.set_defaults(handler=_cmd_status)
 
     p = sub.add_parser("collect", help="a suite's results as one tidy table (parquet + CSV)",
@@ -451,15 +534,20 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="FILE.parquet or FILE.csv; the other format is written beside it")
     p.add_argument("--all", action="store_true",
                    help="also runs no longer in the suite file (default: the suite's latest plan)")
-    p.add_argument("--results", default="results", help=results_help)
+    p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
     p.set_defaults(handler=_cmd_collect)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from mnc_bench.reporting import write_report
+    from mnc_bench.reporting.names import parse_overrides
+    from mnc_bench.reporting.venue import parse_table_widths
 
     written = write_report(args.suites, args.out, baseline=args.baseline, metric=args.metric,
-                           results_dir=args.results, bench=args.bench, figures=not args.no_figures)
+                           results_dir=args.results, bench=args.bench, figures=not args.no_figures,
+                           claims=args.claims, table_widths=parse_table_widths(args.table_width or []),
+                           display_name_overrides=parse_overrides(args.display_name or []),
+                           qualitative_models=args.qualitative_models)
     print(f"report {written.out / 'report.md'} and {written.out / 'report.html'} "
           f"({len(written.files) - 2} tables and figures; {len(written.skipped)} figure(s) skipped, see the report)")
     return 0
@@ -481,24 +569,38 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default="coco/segm/AP",
                    help="metric of the comparisons and figures, a full key or a unique suffix such as segm/AP "
                    "(default coco/segm/AP)")
-    p.add_argument("--results", default="results", help="results root holding <suite>/ (default results)")
+    p.add_argument("--results", default=RESULTS_ROOT, help="results root holding <suite>/ (default results)")
     p.add_argument("--bench", default="results/bench/models.json",
                    help="bench results for GFLOPs and ms/img; skipped when absent (default results/bench/models.json)")
     p.add_argument("--no-figures", action="store_true", help="text and tables only (seconds instead of a minute)")
+    p.add_argument("--table-width", nargs="+", action="extend", metavar="[TABLE=]WIDTH",
+                   help="print width of the LaTeX tables: column (3.25 in, the default) or text (6.875 in, "
+                   "table*); TABLE= limits it to tables whose file stem is or starts with TABLE, e.g. "
+                   "main_coco=text, ablation=text")
+    p.add_argument("--display-name", nargs="+", action="extend", metavar="MODEL=NAME",
+                   help="name printed for a model (config stem or pattern such as 'mnc_*') in tables, "
+                   "figures and the qualitative grid, instead of the built-in one")
+    p.add_argument("--qualitative-models", nargs="+", metavar="MODEL",
+                   help="models of the qualitative grid, in order (default: the baseline, then the best "
+                   "model of each family, then the others; models past one figure's width go on in further "
+                   "figures)")
+    p.add_argument("--claims", metavar="FILE",
+                   help="claims file (e.g. configs/claims/mnc.yaml): a verdict per claim and metric from these "
+                   "suites' runs, in a Claims section and tables/claims.tex")
     p.set_defaults(handler=_cmd_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnc-bench",
-        description="Benchmark and ablation harness for instance segmentation: MNC, Mask R-CNN and PANet "
-        "on one training and evaluation path.",
+        description="Benchmark and ablation harness for instance segmentation: MNC beside Mask R-CNN, PANet, "
+        "Cascade Mask R-CNN, HTC, SOLOv2 and Mask2Former on one training and evaluation path.",
     )
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (bad config, dataset, argument) too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_train, _add_test, _add_suites,
-                _add_bench, _add_report):
+                _add_robustness, _add_rescore, _add_bench, _add_report):
         add(sub)
     return parser
 

@@ -10,6 +10,12 @@ from typing import Any
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.registration import register_all
 
+# What reading a broken config raises, besides mmengine's ConfigParsingError: Python that does not parse or run
+# (a name, an import, a `_base_` file or variable that is missing, a value of the wrong kind) and the rules
+# mmengine asserts. Anything else (a RuntimeError, say) is a bug and keeps its traceback.
+CONFIG_PROBLEMS = (SyntaxError, NameError, ImportError, OSError, KeyError, AttributeError, IndexError, TypeError,
+                   ValueError, AssertionError)
+
 
 def parse_cfg_options(options: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
     """``["a.b=1", "c=[1,2]"]`` (CLI form, values parsed as mmengine's ``--cfg-options`` does) or a mapping."""
@@ -37,6 +43,7 @@ def load_config(config: str | os.PathLike[str], cfg_options: Mapping[str, Any] |
     paths starting with it (``data_root + 'annotations/...'``).
     """
     from mmengine.config import Config
+    from mmengine.config.utils import ConfigParsingError
 
     path = Path(config)
     if not path.is_file():
@@ -50,7 +57,7 @@ def load_config(config: str | os.PathLike[str], cfg_options: Mapping[str, Any] |
         # mmengine 0.10.7 drops that argument for non-lazy .py configs; set it on the object (as its own
         # lazy-import branch does).
         object.__setattr__(cfg, "_format_python_code", False)
-    except Exception as exc:  # a config is Python: whatever reading it raises is a problem with the config
+    except (*CONFIG_PROBLEMS, ConfigParsingError) as exc:
         raise UserError(f"config {path}: {type(exc).__name__}: {one_line(exc)}") from exc
     options = parse_cfg_options(cfg_options)
     renamed = {key: (cfg[key], value) for key, value in options.items()

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mnc_bench.suites.contract import COLLECT_TABLES, RunState
+
 DEMO_SUITE = "demo"
 
 
@@ -35,7 +37,7 @@ def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, report_dir: s
     finally:
         executor.close()
     table = collect(out_dir)
-    paths = write_table(table, out_dir / "collect.parquet")
+    paths = write_table(table, out_dir / COLLECT_TABLES[0])
     echo("")
     echo(format_summary(table, suite.metrics))
     echo("")
@@ -45,9 +47,9 @@ def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, report_dir: s
         echo(f"report: {written.out / 'report.md'}, {written.out / 'report.html'}")
     echo(format_timing(record))
     echo("Demo numbers come from a schedule of minutes on a small synthetic set: they show the harness working, "
-         "not what the models can do (README, Benchmarks; suite mnc_vs_successors for the full schedule).")
-    failed = table[table["status"] != "done"]
-    zero = sorted(set(table.loc[(table["status"] == "done") & ~(table["coco/segm/AP"] > 0), "model"]))
+         "not what the models can do (docs/results.md: suite mnc_vs_successors, the full schedule).")
+    failed = table[table["status"] != RunState.DONE]
+    zero = sorted(set(table.loc[(table["status"] == RunState.DONE) & ~(table["coco/segm/AP"] > 0), "model"]))
     if not failed.empty:
         echo(f"{len(failed)} run(s) did not finish: mnc-bench status {out_dir}")
     if zero:

@@ -79,5 +79,5 @@ def env_problems(info: dict[str, str]) -> list[str]:
     problems = [f"{name} is {info[name]}" for name in REQUIRED if info[name].startswith(_NOT_IMPORTABLE)]
     if info[OPS_KEY] != OPS_LOADED:
         problems.append(f"mmcv ops {info[OPS_KEY]}: mmdet's models cannot run (mmcv must be built with its ops "
-                        "for this torch; see the README's setup details)")
+                        "for this torch; see docs/installation.md)")
     return problems

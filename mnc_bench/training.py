@@ -30,8 +30,7 @@ from mnc_bench.preflight import (
     prepare_datasets,
     require_sections,
 )
-
-LAUNCHERS = ("none", "pytorch", "slurm")
+from mnc_bench.suites.contract import LAUNCHERS
 
 
 @dataclass
@@ -115,17 +114,36 @@ def evaluate_checkpoint(
 ) -> RunResult:
     """Evaluate ``checkpoint`` on the config's test split; ``out`` receives a COCO results list
     (``image_id, category_id, score, bbox [x, y, w, h], segmentation`` RLE with str counts)."""
+    if out is not None:
+        out = Path(out)
+        if out.suffix != ".json":
+            raise UserError(f"--out {out}: the results file must end in .json")
+    runner = build_test_runner(config, checkpoint, work_dir=work_dir, cfg_options=cfg_options,
+                               launcher=launcher, results_file=out)
+    metrics = runner.test()
+    return RunResult(work_dir=Path(runner.cfg.work_dir),
+                     metrics={key: float(value) for key, value in metrics.items()}, predictions=out)
+
+
+def build_test_runner(
+    config: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str],
+    *,
+    work_dir: str | os.PathLike[str] | None = None,
+    cfg_options: Mapping[str, Any] | Sequence[str] | None = None,
+    launcher: str = "none",
+    results_file: Path | None = None,
+):
+    """An mmengine Runner of ``config``'s test split with ``checkpoint`` loaded strictly (checked like
+    :func:`evaluate_checkpoint`'s); ``results_file``: the test evaluator also writes the predictions there."""
     cfg = load_config(config, cfg_options)
     require_sections(cfg, ("test_dataloader", "test_evaluator", "test_cfg"), "test")
     _configure_run(cfg, work_dir=work_dir, launcher=launcher)
     checkpoint = require_local_checkpoint(checkpoint, "checkpoint")
     cfg.load_from = None  # loaded below, strictly: a checkpoint of another model must not evaluate silently
     cfg.resume = False
-    if out is not None:
-        out = Path(out)
-        if out.suffix != ".json":
-            raise UserError(f"--out {out}: the results file must end in .json")
-        _add_results_file(cfg, out)
+    if results_file is not None:
+        _add_results_file(cfg, results_file)
     check_buildable(cfg, ["test"])
     prepare_datasets(cfg, ["test_dataloader"])
     allow_mmengine_checkpoint_globals()
@@ -134,9 +152,7 @@ def evaluate_checkpoint(
         runner.load_checkpoint(checkpoint, map_location="cpu", strict=True)
     except RuntimeError as exc:
         raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: {one_line(exc)}") from exc
-    metrics = runner.test()
-    return RunResult(work_dir=Path(cfg.work_dir), metrics={key: float(value) for key, value in metrics.items()},
-                     predictions=out)
+    return runner
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:

@@ -24,11 +24,20 @@ SHAPES_MODELS = {  # model -> (config, true mask AP)
     "mnc_3stage_shapes": ("configs/mnc/mnc_3stage_shapes.py", 0.390),
     "mnc_5stage_shapes": ("configs/mnc/mnc_5stage_shapes.py", 0.500),
 }
+# The names tables, figures and the qualitative grid print for them (the report's built-in mapping).
+DISPLAY_NAMES = {"mask_rcnn_shapes": "Mask R-CNN", "panet_shapes": "PANet",
+                 "mnc_3stage_shapes": "MNC 3-stage", "mnc_5stage_shapes": "MNC 5-stage"}
 METRIC_OFFSETS = {  # key -> offset from mask AP (so every column differs)
     "coco/segm/AP": 0.0, "coco/segm/AP50": 0.20, "coco/segm/AP75": 0.04, "coco/segm/APs": -0.15,
     "coco/segm/APm": 0.05, "coco/segm/APl": 0.12, "coco/bbox/AP": 0.03, "voc_mnc/mAP@0.5": 0.18,
     "voc_mnc/mAP@0.7": 0.08, "voc_sds/mAP@0.5": 0.17, "voc_sds/mAP@0.7": 0.07, "coco/segm/AR100": 0.10,
     "proposals/AR@100": 0.15,
+    # Boundary AP, TIDE's dAP (small, positive) and robustness (mnc-bench rescore / robustness)
+    "coco/boundary/AP": -0.12, "coco/boundary/AP50": 0.05, "coco/boundary/AP75": -0.2,
+    **{f"tide/{kind}/dAP_{e}": -0.25 + 0.015 * k for kind in ("segm", "bbox")
+       for k, e in enumerate(("cls", "loc", "both", "dupe", "bkg", "miss"))},
+    "robustness/segm/AP_clean": 0.0, "robustness/segm/mPC": -0.15, "robustness/segm/rPC": 0.2,
+    **{f"robustness/segm/AP@s{s}": -0.05 * s for s in (1, 3, 5)},
 }
 PARAMS = {"mask_rcnn_shapes": 14_200_000, "panet_shapes": 15_100_000, "mnc_3stage_shapes": 13_900_000,
           "mnc_5stage_shapes": 13_900_000}

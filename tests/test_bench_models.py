@@ -178,7 +178,7 @@ def test_post_processing_timer_finds_plain_and_last_stage_heads(monkeypatch):
     cascade.roi_head = nn.Module()
     cascade.roi_head.bbox_head = nn.ModuleList([_Head(), _Head()])  # a cascade predicts with its last stage
     cascade.mask_head = _Head()  # a single-stage model's head (SOLOv2)
-    timer = bench_models._PostProcessingTimer(cascade, torch.device("cpu"))
+    timer = bench_models.PostProcessingTimer(cascade, torch.device("cpu"))
     assert timer.timed == ["roi_head.bbox_head.-1.predict_by_feat", "mask_head.predict_by_feat"]
     assert cascade.roi_head.bbox_head[-1].predict_by_feat(2.0) == "detections"
     cascade.roi_head.bbox_head[0].predict_by_feat(50.0)  # an earlier stage's head is not timed
@@ -199,7 +199,7 @@ def test_post_processing_timer_finds_mask2formers_fusion_head(monkeypatch):
     mask2former = nn.Module()
     mask2former.panoptic_head = _Head()  # its transformer decoder: network time, not post-processing
     mask2former.panoptic_fusion_head = _FusionHead()
-    timer = bench_models._PostProcessingTimer(mask2former, torch.device("cpu"))
+    timer = bench_models.PostProcessingTimer(mask2former, torch.device("cpu"))
     assert timer.timed == ["panoptic_fusion_head.predict"]
     assert mask2former.panoptic_fusion_head.predict(4.0) == "instances"
     assert timer.seconds == 4.0
@@ -208,11 +208,11 @@ def test_post_processing_timer_finds_mask2formers_fusion_head(monkeypatch):
 def test_score_threshold_is_found_where_each_model_keeps_it():
     from mmengine.config import Config
 
-    from mnc_bench.bench.models import _score_threshold_key
+    from mnc_bench.bench.models import score_threshold_key
 
     two_stage = Config(dict(model=dict(test_cfg=dict(rpn=dict(), rcnn=dict(score_thr=0.05)))))
     single_stage = Config(dict(model=dict(test_cfg=dict(score_thr=0.1, mask_thr=0.5))))
-    assert _score_threshold_key(two_stage) == ("test_cfg", "rcnn", "score_thr")
-    assert _score_threshold_key(single_stage) == ("test_cfg", "score_thr")
+    assert score_threshold_key(two_stage) == ("test_cfg", "rcnn", "score_thr")
+    assert score_threshold_key(single_stage) == ("test_cfg", "score_thr")
     # Mask2Former's instance mode has none: it keeps its top max_per_image pairs, i.e. always runs at 0.
-    assert _score_threshold_key(Config(dict(model=dict(test_cfg=dict(instance_on=True))))) is None
+    assert score_threshold_key(Config(dict(model=dict(test_cfg=dict(instance_on=True))))) is None

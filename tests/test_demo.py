@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 
 from mnc_bench import demo
-from suite_files import write_suite
 
 
 @pytest.mark.slow
 def test_demo_runs_its_suite_prints_the_table_writes_the_report_and_flags_a_zero_ap(shapes_dataset, tmp_path,
-                                                                                    monkeypatch):
+                                                                                    monkeypatch, write_suite):
     suite = write_suite(tmp_path / "tiny_demo.yaml", shapes_dataset, {
         "train_cfg.max_iters": 2, "train_dataloader.batch_size": 1, "model.test_cfg.rcnn.score_thr": 2.0})
     monkeypatch.setattr(demo, "DEMO_SUITE", str(suite))

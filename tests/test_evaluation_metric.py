@@ -132,3 +132,16 @@ def test_registered_in_mmdet_metrics(gt_file):
     metric = METRICS.build({"type": METRIC_NAME, "ann_file": str(gt_file), "metric": "voc_sds"})
     assert isinstance(metric, MNCBenchMetric)
     assert run_metric(metric)["voc_sds/AP@0.5/dog"] == pytest.approx(1.0)
+
+
+def test_boundary_ap_and_tide_through_the_metric(gt_file, tmp_path):
+    results_file = tmp_path / "results.json"
+    metric = MNCBenchMetric(ann_file=str(gt_file), metric=("boundary", "tide"), iou_type=("segm", "bbox"),
+                            results_file=str(results_file))
+    metric.dataset_meta = {"classes": ("dog", "cat")}
+    scores = run_metric(metric)
+    assert {"coco/boundary/AP", "coco/boundary/APl", "tide/segm/dAP_dupe",
+            "tide/bbox/base_AP50"} <= scores.keys()
+    assert not any(key.startswith(("coco/segm/", "voc_")) for key in scores)
+    assert scores == evaluate(gt_file, results_file, metric=["boundary", "tide"], iou_type=["segm", "bbox"])
+    assert scores["tide/segm/base_AP50"] == pytest.approx(1.0)  # every object found at IoU 0.5

@@ -14,83 +14,22 @@ from mnc_bench.models.mnc import (
     MaskStage,
     MNCCascade,
     RoISampling,
-    RoIWarp,
     StageLossWeights,
 )
 from mnc_bench.models.mnc.boxes import clip_gradient
 from mnc_bench.models.mnc.targets import RoIAssignment, assign_rois, mask_targets, sample_rois
 
-IMAGE = 64
-CHANNELS = 8
-NUM_CLASSES = 3
-
-
-class TinyBackbone(nn.Module):
-    """Two-level features from a 64 x 64 image (strides 4 and 8), so the cascade's inputs carry gradient."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv4 = nn.Conv2d(3, CHANNELS, 4, stride=4)
-        self.conv8 = nn.Conv2d(CHANNELS, CHANNELS, 2, stride=2)
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        level0 = torch.relu(self.conv4(images))
-        return [level0, torch.relu(self.conv8(level0))]
-
-
-def make_cascade(num_stages: int = 3, labels: str = "box", **kwargs) -> MNCCascade:
-    return MNCCascade(
-        roi_warp=RoIWarp(featmap_strides=[4, 8], output_size=8, finest_scale=16.0),
-        mask_stage=MaskStage(in_channels=CHANNELS, warp_size=8, mask_size=6, hidden_dim=16),
-        class_stage=ClassStage(
-            in_channels=CHANNELS, num_classes=NUM_CLASSES, pooled_size=2, fc_dim=16, num_fcs=2, labels=labels
-        ),
-        num_stages=num_stages,
-        sampling=RoISampling(num_rois=16, fg_fraction=0.25),
-        **kwargs,
-    )
-
-
-def _target(boxes: list[list[float]], labels: list[int]) -> InstanceTargets:
-    masks = torch.zeros(len(boxes), IMAGE, IMAGE, dtype=torch.bool)
-    for mask, (x1, y1, x2, y2) in zip(masks, boxes):
-        mask[int(y1) + 2 : int(y2) - 2, int(x1) + 1 : int(x2) - 1] = True
-    return InstanceTargets(
-        boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        labels=torch.tensor(labels, dtype=torch.long),
-        masks=masks,
-    )
-
-
-def make_batch(seed: int = 0):
-    """Three images with 2, 0 and 1 objects; proposals jittered around the objects plus random boxes."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(3, 3, IMAGE, IMAGE, generator=generator)
-    targets = [
-        _target([[4, 6, 30, 28], [30, 30, 60, 58]], [1, 3]),
-        _target([], []),
-        _target([[10, 12, 50, 40]], [2]),
-    ]
-    proposals = []
-    for target in targets:
-        around = target.boxes.repeat(6, 1) + torch.randn(6 * len(target.boxes), 4, generator=generator) * 2
-        corners = torch.rand(10, 2, generator=generator) * 40
-        random = torch.cat((corners, corners + 8 + torch.rand(10, 2, generator=generator) * 20), dim=1)
-        proposals.append(torch.cat((around, random)).requires_grad_())
-    return images, proposals, targets
-
-
-def run_losses(cascade: MNCCascade, backbone: nn.Module, seed: int = 0):
-    images, proposals, targets = make_batch(seed)
-    losses = cascade.loss(backbone(images), proposals, targets, [(IMAGE, IMAGE)] * 3)
+def run_losses(tiny_mnc, cascade: MNCCascade, backbone: nn.Module, seed: int = 0):
+    images, proposals, targets = tiny_mnc.make_batch(seed)
+    losses = cascade.loss(backbone(images), proposals, targets, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     return losses, proposals
 
 
 @pytest.mark.parametrize("num_stages", [3, 5])
-def test_forward_backward_reaches_every_stage(num_stages):
+def test_forward_backward_reaches_every_stage(num_stages, tiny_mnc):
     torch.manual_seed(0)
-    backbone, cascade = TinyBackbone(), make_cascade(num_stages, share_weights=False)
-    losses, proposals = run_losses(cascade, backbone)
+    backbone, cascade = tiny_mnc.TinyBackbone(), tiny_mnc.make_cascade(num_stages, share_weights=False)
+    losses, proposals = run_losses(tiny_mnc, cascade, backbone)
     expected = {"loss_mask_s2", "loss_cls_s3", "loss_box_s3"}
     if num_stages == 5:
         expected |= {"loss_mask_s4", "loss_cls_s5", "loss_box_s5"}
@@ -102,36 +41,36 @@ def test_forward_backward_reaches_every_stage(num_stages):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in proposals)
 
 
-def test_later_stages_alone_reach_the_proposals_and_the_first_round_regressor():
+def test_later_stages_alone_reach_the_proposals_and_the_first_round_regressor(tiny_mnc):
     """Stage 4/5 losses train the proposal boxes and stage 3's box regressor through the re-entering boxes."""
     torch.manual_seed(0)
-    cascade = make_cascade(5, share_weights=False)
-    losses, proposals = run_losses(cascade, TinyBackbone())
+    cascade = tiny_mnc.make_cascade(5, share_weights=False)
+    losses, proposals = run_losses(tiny_mnc, cascade, tiny_mnc.TinyBackbone())
     (losses["loss_mask_s4"] + losses["loss_cls_s5"]).backward()
     assert cascade.class_stages[0].box_regressor.weight.grad.abs().sum() > 0
     assert sum(p.grad.abs().sum() for p in proposals) > 0
 
 
 @pytest.mark.parametrize("num_stages", [3, 5])
-def test_box_grad_false_gives_exactly_zero_gradient_into_the_proposals(num_stages):
+def test_box_grad_false_gives_exactly_zero_gradient_into_the_proposals(num_stages, tiny_mnc):
     torch.manual_seed(0)
-    cascade = make_cascade(num_stages, box_grad=False)
-    losses, proposals = run_losses(cascade, TinyBackbone())
+    cascade = tiny_mnc.make_cascade(num_stages, box_grad=False)
+    losses, proposals = run_losses(tiny_mnc, cascade, tiny_mnc.TinyBackbone())
     sum(losses.values()).backward()
     assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in proposals)
     if num_stages == 5:  # stage 3's regressor then learns only from its own loss
         torch.manual_seed(0)
-        cascade = make_cascade(5, box_grad=False, share_weights=False)
-        losses, _ = run_losses(cascade, TinyBackbone())
+        cascade = tiny_mnc.make_cascade(5, box_grad=False, share_weights=False)
+        losses, _ = run_losses(tiny_mnc, cascade, tiny_mnc.TinyBackbone())
         (losses["loss_mask_s4"] + losses["loss_cls_s5"]).backward()
         assert cascade.class_stages[0].box_regressor.weight.grad is None
 
 
-def test_box_grad_clip_bounds_the_gradient_into_the_first_round_box_deltas():
+def test_box_grad_clip_bounds_the_gradient_into_the_first_round_box_deltas(tiny_mnc):
     def regressor_gradient(clip):
         torch.manual_seed(0)
-        cascade = make_cascade(5, share_weights=False, box_grad_clip=clip)
-        losses, _ = run_losses(cascade, TinyBackbone())
+        cascade = tiny_mnc.make_cascade(5, share_weights=False, box_grad_clip=clip)
+        losses, _ = run_losses(tiny_mnc, cascade, tiny_mnc.TinyBackbone())
         (1000 * losses["loss_mask_s4"]).backward()
         return cascade.class_stages[0].box_regressor.weight.grad
 
@@ -139,10 +78,10 @@ def test_box_grad_clip_bounds_the_gradient_into_the_first_round_box_deltas():
     assert unclipped.abs().sum() > 100 * clipped.abs().sum() > 0
 
 
-def test_regressed_boxes_clipped_at_the_border_send_no_gradient_into_their_deltas():
-    cascade = make_cascade(5)
+def test_regressed_boxes_clipped_at_the_border_send_no_gradient_into_their_deltas(tiny_mnc):
+    cascade = tiny_mnc.make_cascade(5)
     boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [40.0, 40.0, 60.0, 60.0]])
-    box_deltas = torch.zeros(2, NUM_CLASSES, 4)
+    box_deltas = torch.zeros(2, tiny_mnc.NUM_CLASSES, 4)
     box_deltas[1, :, 0] = 5.0  # moves the second box 5 * 0.1 * 20 px right, past the 64 px border
     box_deltas.requires_grad_(True)
     output = ClassStageOutput(
@@ -150,8 +89,8 @@ def test_regressed_boxes_clipped_at_the_border_send_no_gradient_into_their_delta
         seg_cls_logits=None,
         box_deltas=box_deltas,
     )
-    (regressed,) = cascade._regress([boxes], output, [(IMAGE, IMAGE)])
-    assert regressed[1, 2] == IMAGE
+    (regressed,) = cascade._regress([boxes], output, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)])
+    assert regressed[1, 2] == tiny_mnc.IMAGE
     regressed.sum().backward()
     assert box_deltas.grad[0].abs().sum() > 0
     assert torch.count_nonzero(box_deltas.grad[1]) == 0
@@ -166,22 +105,22 @@ def test_clip_gradient_is_identity_forward_and_clamps_backward():
     assert clip_gradient(values, None) is values
 
 
-def test_share_weights_uses_one_module_per_stage_kind():
-    assert len(make_cascade(7, share_weights=True).mask_stages) == 1
-    unshared = make_cascade(7, share_weights=False)
+def test_share_weights_uses_one_module_per_stage_kind(tiny_mnc):
+    assert len(tiny_mnc.make_cascade(7, share_weights=True).mask_stages) == 1
+    unshared = tiny_mnc.make_cascade(7, share_weights=False)
     assert len(unshared.mask_stages) == 3 and len(unshared.class_stages) == 3
     assert unshared.mask_stages[0].hidden.weight is not unshared.mask_stages[1].hidden.weight
 
 
-def test_same_seed_gives_identical_losses_over_iterations():
+def test_same_seed_gives_identical_losses_over_iterations(tiny_mnc):
     def train(seed: int) -> list[list[float]]:
         torch.manual_seed(seed)
-        backbone, cascade = TinyBackbone(), make_cascade(5)
+        backbone, cascade = tiny_mnc.TinyBackbone(), tiny_mnc.make_cascade(5)
         parameters = list(backbone.parameters()) + list(cascade.parameters())
         optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9)
         history = []
         for iteration in range(3):
-            losses, _ = run_losses(cascade, backbone, seed=iteration)
+            losses, _ = run_losses(tiny_mnc, cascade, backbone, seed=iteration)
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
@@ -193,10 +132,10 @@ def test_same_seed_gives_identical_losses_over_iterations():
     assert train(8) != first
 
 
-def test_loss_weights_scale_their_terms_per_round():
+def test_loss_weights_scale_their_terms_per_round(tiny_mnc):
     def losses_with(weights):
         torch.manual_seed(0)
-        return run_losses(make_cascade(5, loss_weights=weights), TinyBackbone())[0]
+        return run_losses(tiny_mnc, tiny_mnc.make_cascade(5, loss_weights=weights), tiny_mnc.TinyBackbone())[0]
 
     base = losses_with(StageLossWeights())
     weighted = losses_with([StageLossWeights(mask=2.0, cls=0.5, box=0.0), StageLossWeights(mask=3.0)])
@@ -206,17 +145,17 @@ def test_loss_weights_scale_their_terms_per_round():
     torch.testing.assert_close(weighted["loss_mask_s4"], 3 * base["loss_mask_s4"])
 
 
-def test_predict_pools_all_rounds():
+def test_predict_pools_all_rounds(tiny_mnc):
     torch.manual_seed(0)
-    backbone, cascade = TinyBackbone(), make_cascade(5).eval()
-    images, proposals, _ = make_batch()
+    backbone, cascade = tiny_mnc.TinyBackbone(), tiny_mnc.make_cascade(5).eval()
+    images, proposals, _ = tiny_mnc.make_batch()
     with torch.no_grad():
-        outputs = cascade.predict(backbone(images), proposals, [(IMAGE, IMAGE)] * 3)
+        outputs = cascade.predict(backbone(images), proposals, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     for output, image_proposals in zip(outputs, proposals):
         n = 2 * len(image_proposals)
         assert output.mask_boxes.shape == (n, 4) and output.mask_logits.shape == (n, 6, 6)
-        assert output.class_probs.shape == (n, NUM_CLASSES + 1)
-        assert output.class_boxes.shape == (n, NUM_CLASSES, 4)
+        assert output.class_probs.shape == (n, tiny_mnc.NUM_CLASSES + 1)
+        assert output.class_boxes.shape == (n, tiny_mnc.NUM_CLASSES, 4)
         torch.testing.assert_close(output.mask_boxes[: len(image_proposals)], image_proposals.detach())
         torch.testing.assert_close(output.class_probs.sum(dim=1), torch.ones(n))
         # Round 2 runs on round 1's boxes, each regressed for its best foreground class.
@@ -270,19 +209,19 @@ def test_box_coder_round_trip_and_class_stage_uses_the_mask():
 
 
 @pytest.mark.parametrize("build, field", [
-    (lambda: make_cascade(4), "num_stages"),
-    (lambda: make_cascade(1), "num_stages"),
-    (lambda: make_cascade(3, box_grad_clip=0.0), "box_grad_clip"),
-    (lambda: make_cascade(5, loss_weights=[StageLossWeights()] * 3), "loss_weights"),
-    (lambda: StageLossWeights(mask=-1.0), "loss_weights.mask"),
-    (lambda: MaskStage(in_channels=4, mask_size=3), "mask_size"),
-    (lambda: MaskStage(in_channels=4, warp_size=7), "warp_size"),
-    (lambda: ClassStage(in_channels=4, num_classes=0), "num_classes"),
-    (lambda: ClassStage(in_channels=4, num_classes=2, fc_dim=0), "cls_fc_dim"),
-    (lambda: RoISampling(fg_fraction=0.0), "fg_fraction"),
-    (lambda: RoISampling(num_rois=0), "num_rois"),
-    (lambda: BoxCoder(stds=(0.1, 0.1, 0.2)), "box_target_stds"),
+    (lambda kit: kit.make_cascade(4), "num_stages"),
+    (lambda kit: kit.make_cascade(1), "num_stages"),
+    (lambda kit: kit.make_cascade(3, box_grad_clip=0.0), "box_grad_clip"),
+    (lambda kit: kit.make_cascade(5, loss_weights=[StageLossWeights()] * 3), "loss_weights"),
+    (lambda kit: StageLossWeights(mask=-1.0), "loss_weights.mask"),
+    (lambda kit: MaskStage(in_channels=4, mask_size=3), "mask_size"),
+    (lambda kit: MaskStage(in_channels=4, warp_size=7), "warp_size"),
+    (lambda kit: ClassStage(in_channels=4, num_classes=0), "num_classes"),
+    (lambda kit: ClassStage(in_channels=4, num_classes=2, fc_dim=0), "cls_fc_dim"),
+    (lambda kit: RoISampling(fg_fraction=0.0), "fg_fraction"),
+    (lambda kit: RoISampling(num_rois=0), "num_rois"),
+    (lambda kit: BoxCoder(stds=(0.1, 0.1, 0.2)), "box_target_stds"),
 ])
-def test_invalid_settings_raise_value_error_naming_the_field(build, field):
+def test_invalid_settings_raise_value_error_naming_the_field(build, field, tiny_mnc):
     with pytest.raises(ValueError, match=field):
-        build()
+        build(tiny_mnc)

@@ -10,7 +10,6 @@ import torch
 from mnc_bench.models.mnc import InstanceTargets
 from mnc_bench.models.mnc.class_stage import classification_loss
 from mnc_bench.models.mnc.targets import mask_level_labels
-from test_mnc_cascade import IMAGE, NUM_CLASSES, TinyBackbone, make_batch, make_cascade
 
 M = 4  # mask grid of the hand-made cases: 4 x 4 cells of 4 x 4 px over a 16 x 16 px RoI
 
@@ -68,15 +67,15 @@ def test_mask_level_iou_counts_the_object_outside_the_roi():
     assert label(256.0) == 1 and label(328.0) == 0
 
 
-def test_cascade_labels_box_level_foreground_by_mask_iou_and_box_level_background_never():
+def test_cascade_labels_box_level_foreground_by_mask_iou_and_box_level_background_never(tiny_mnc):
     """An object made of a 16 x 16 square and a thin line to its right (box [8, 8, 56, 24], 288 px), and
     three RoIs: its box with a mask on the square (box and mask positive: mask IoU 256 / 288), its box with a
     mask on half the square (box positive, mask IoU 128 / 288: mask-level background), and the square's box
     with a mask on the square (box IoU 1/3, mask IoU 0.89, but box-level background: MNC-code's MaskLayer
     labels only the box-level foreground). The same three again with probability 0.45 where the mask is on:
     binarised at 0.4, as MNC-code."""
-    cascade = make_cascade(3, labels="both")
-    masks = torch.zeros(1, IMAGE, IMAGE)
+    cascade = tiny_mnc.make_cascade(3, labels="both")
+    masks = torch.zeros(1, tiny_mnc.IMAGE, tiny_mnc.IMAGE)
     masks[0, 8:24, 8:24] = 1
     masks[0, 8, 24:56] = 1
     box = torch.tensor([[8.0, 8.0, 56.0, 24.0]])
@@ -91,7 +90,7 @@ def test_cascade_labels_box_level_foreground_by_mask_iou_and_box_level_backgroun
     result = cascade._round_targets([rois], mask_logits, [target], areas)
     assert result.labels.tolist() == [3, 3, 0] * 2
     assert result.seg_labels.tolist() == [3, 0, 0] * 2
-    strict = make_cascade(3, labels="both", seg_label_iou=0.9)  # the best mask IoU here is 256 / 288 = 0.89
+    strict = tiny_mnc.make_cascade(3, labels="both", seg_label_iou=0.9)  # the best mask IoU here is 256 / 288 = 0.89
     assert strict._round_targets([rois], mask_logits, [target], areas).seg_labels.tolist() == [0] * 6
 
 
@@ -100,32 +99,32 @@ def test_cascade_labels_box_level_foreground_by_mask_iou_and_box_level_backgroun
     ("mask", ("seg_classifier",), {"loss_seg_cls_s3"}),
     ("both", ("classifier", "seg_classifier"), {"loss_cls_s3", "loss_seg_cls_s3"}),
 ])
-def test_stage3_labels_choose_the_classifiers_and_their_losses(labels, heads, keys):
+def test_stage3_labels_choose_the_classifiers_and_their_losses(labels, heads, keys, tiny_mnc):
     torch.manual_seed(0)
-    cascade = make_cascade(5, labels=labels)
+    cascade = tiny_mnc.make_cascade(5, labels=labels)
     stage = cascade.class_stages[0]
     present = [name for name in ("classifier", "seg_classifier") if getattr(stage, name) is not None]
     assert present == list(heads)
-    images, proposals, targets = make_batch()
-    losses = cascade.loss(TinyBackbone()(images), proposals, targets, [(IMAGE, IMAGE)] * 3)
+    images, proposals, targets = tiny_mnc.make_batch()
+    losses = cascade.loss(tiny_mnc.TinyBackbone()(images), proposals, targets, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     stage3_keys = {key for key in losses if "cls" in key}
     assert stage3_keys == keys | {key.replace("_s3", "_s5") for key in keys}
     assert all(torch.isfinite(value) and value > 0 for value in losses.values())
 
 
 @pytest.mark.parametrize("labels", ["box", "both"])
-def test_classification_gradient_reaches_only_the_masks_of_the_scoring_classifiers_positives(labels):
+def test_classification_gradient_reaches_only_the_masks_of_the_scoring_classifiers_positives(labels, tiny_mnc):
     """MNC-code's MaskLayer passes the classification gradient into the masks of its mask-level positives
     only; with the box-level classifier alone, of the box-level foreground."""
     torch.manual_seed(0)
-    cascade = make_cascade(3, labels=labels)
-    images, proposals, targets = make_batch()
-    features = TinyBackbone()(images)
+    cascade = tiny_mnc.make_cascade(3, labels=labels)
+    images, proposals, targets = tiny_mnc.make_batch()
+    features = tiny_mnc.TinyBackbone()(images)
     # Plus each object's box moved 7 px right: box IoU ~0.58, but an untrained mask (all probabilities ~0.5,
     # so the whole RoI once binarised) has mask IoU < 0.5 with the object.
     shift = torch.tensor([7.0, 0.0, 7.0, 0.0])
     boxes = [torch.cat((p.detach(), t.boxes + shift)) for p, t in zip(proposals, targets)]
-    (result,) = cascade._run_rounds(features, boxes, [(IMAGE, IMAGE)] * 3, targets)
+    (result,) = cascade._run_rounds(features, boxes, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3, targets)
     result.mask_logits.retain_grad()
     stage3, round_targets = result.stage3, result.targets
     heads = ((stage3.cls_logits, round_targets.labels), (stage3.seg_cls_logits, round_targets.seg_labels))
@@ -147,9 +146,9 @@ def _set_head(linear: torch.nn.Linear, favourite: int) -> None:
 
 
 @pytest.mark.parametrize("labels, scoring_class", [("box", 1), ("mask", 2), ("both", 2)])
-def test_test_scores_and_the_stage_bridge_use_the_configured_classifier(labels, scoring_class):
+def test_test_scores_and_the_stage_bridge_use_the_configured_classifier(labels, scoring_class, tiny_mnc):
     torch.manual_seed(0)
-    cascade = make_cascade(5, labels=labels).eval()
+    cascade = tiny_mnc.make_cascade(5, labels=labels).eval()
     stage = cascade.class_stages[0]
     if stage.classifier is not None:
         _set_head(stage.classifier, favourite=1)
@@ -158,10 +157,10 @@ def test_test_scores_and_the_stage_bridge_use_the_configured_classifier(labels, 
     with torch.no_grad():  # class c's deltas move a box by c * 0.1 widths to the right
         stage.box_regressor.weight.zero_()
         stage.box_regressor.bias.zero_()
-        stage.box_regressor.bias.view(NUM_CLASSES, 4)[:, 0] = torch.arange(1.0, NUM_CLASSES + 1)
-    images, proposals, _ = make_batch()
+        stage.box_regressor.bias.view(tiny_mnc.NUM_CLASSES, 4)[:, 0] = torch.arange(1.0, tiny_mnc.NUM_CLASSES + 1)
+    images, proposals, _ = tiny_mnc.make_batch()
     with torch.no_grad():
-        outputs = cascade.predict(TinyBackbone()(images), proposals, [(IMAGE, IMAGE)] * 3)
+        outputs = cascade.predict(tiny_mnc.TinyBackbone()(images), proposals, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     for output, image_proposals in zip(outputs, proposals):
         count = len(image_proposals)
         assert torch.all(output.class_probs.argmax(dim=1) == scoring_class)

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from test_mnc_cascade import IMAGE, NUM_CLASSES, TinyBackbone, make_batch, make_cascade
 
 from mnc_bench.models.mnc import BoxCoder, InstanceTargets, RoISampling
 from mnc_bench.models.mnc.class_stage import box_loss
@@ -75,8 +74,8 @@ def test_invalid_background_ranges_name_the_field(kwargs, field):
         RoISampling(**kwargs)
 
 
-def test_box_loss_is_normalised_by_all_rois_not_the_foreground():
-    deltas = torch.zeros(4, NUM_CLASSES, 4)
+def test_box_loss_is_normalised_by_all_rois_not_the_foreground(tiny_mnc):
+    deltas = torch.zeros(4, tiny_mnc.NUM_CLASSES, 4)
     labels = torch.tensor([2, 0, 0, 0])
     targets = torch.zeros(4, 4)
     targets[0] = torch.tensor([0.5, 0.0, 0.0, 0.0])  # smooth L1 (beta 1) of 0.5: 0.125
@@ -96,13 +95,13 @@ def test_decoding_clamps_the_log_scale_deltas():
     assert coder.max_log_scale == pytest.approx(math.log(1000 / 16))
 
 
-def test_later_rounds_see_the_regressed_rois_plus_the_ground_truth():
+def test_later_rounds_see_the_regressed_rois_plus_the_ground_truth(tiny_mnc):
     torch.manual_seed(0)
-    cascade = make_cascade(5)
+    cascade = tiny_mnc.make_cascade(5)
     seen: list[list[torch.Tensor]] = []
     cascade.roi_warp.register_forward_pre_hook(lambda module, args: seen.append(list(args[1])))
-    images, proposals, targets = make_batch()
-    cascade.loss(TinyBackbone()(images), proposals, targets, [(IMAGE, IMAGE)] * 3)
+    images, proposals, targets = tiny_mnc.make_batch()
+    cascade.loss(tiny_mnc.TinyBackbone()(images), proposals, targets, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     first, second = seen
     for before, after, target in zip(first, second, targets):
         count = len(target.boxes)
@@ -111,25 +110,25 @@ def test_later_rounds_see_the_regressed_rois_plus_the_ground_truth():
 
 
 @pytest.mark.parametrize("labels", ["box", "both"])
-def test_predict_with_no_proposal_in_any_image(labels):
+def test_predict_with_no_proposal_in_any_image(labels, tiny_mnc):
     """Warp 8 and mask 6 differ: stage 3 resizes the masks, which must cope with an empty batch."""
-    cascade = make_cascade(5, labels=labels).eval()
-    images, _, _ = make_batch()
+    cascade = tiny_mnc.make_cascade(5, labels=labels).eval()
+    images, _, _ = tiny_mnc.make_batch()
     with torch.no_grad():
-        outputs = cascade.predict(TinyBackbone()(images), [torch.zeros(0, 4)] * 3, [(IMAGE, IMAGE)] * 3)
+        outputs = cascade.predict(tiny_mnc.TinyBackbone()(images), [torch.zeros(0, 4)] * 3, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     for output in outputs:
         assert output.mask_boxes.shape == (0, 4) and output.mask_logits.shape == (0, 6, 6)
-        assert output.class_probs.shape == (0, NUM_CLASSES + 1)
-        assert output.class_boxes.shape == (0, NUM_CLASSES, 4)
+        assert output.class_probs.shape == (0, tiny_mnc.NUM_CLASSES + 1)
+        assert output.class_boxes.shape == (0, tiny_mnc.NUM_CLASSES, 4)
 
 
 @pytest.mark.parametrize("labels", ["box", "both"])
-def test_loss_without_ground_truth_or_proposals(labels):
-    cascade = make_cascade(5, labels=labels)
-    backbone = TinyBackbone()
-    images, _, _ = make_batch()
+def test_loss_without_ground_truth_or_proposals(labels, tiny_mnc):
+    cascade = tiny_mnc.make_cascade(5, labels=labels)
+    backbone = tiny_mnc.TinyBackbone()
+    images, _, _ = tiny_mnc.make_batch()
     empty = InstanceTargets(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long),
-                            masks=torch.zeros(0, IMAGE, IMAGE))
-    losses = cascade.loss(backbone(images), [torch.zeros(0, 4)] * 3, [empty] * 3, [(IMAGE, IMAGE)] * 3)
+                            masks=torch.zeros(0, tiny_mnc.IMAGE, tiny_mnc.IMAGE))
+    losses = cascade.loss(backbone(images), [torch.zeros(0, 4)] * 3, [empty] * 3, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     assert all(value.item() == 0 for value in losses.values())
     sum(losses.values()).backward()

@@ -12,14 +12,16 @@ import pytest
 from mnc_bench.cli import main
 from mnc_bench.errors import UserError
 from mnc_bench.reporting import figures, write_report
-from mnc_bench.reporting.qualitative import qualitative_figure
-from mnc_bench.reporting.style import Skipped
-from mnc_bench.reporting.table import REQUIRED, load_inputs, run_folder
-from report_fixtures import build_results
+from mnc_bench.reporting.names import display_names
+from mnc_bench.reporting.qualitative import ModelChoice, qualitative_figures
+from mnc_bench.reporting.style import Canvas, Skipped
+from mnc_bench.reporting.table import load_inputs, run_folder
+from mnc_bench.reporting.venue import COLUMN
+from mnc_bench.suites.contract import REQUIRED_COLUMNS
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, shapes_dataset):
+def results(tmp_path_factory, shapes_dataset, build_results):
     root = tmp_path_factory.mktemp("report_inputs")
     build_results(root, shapes_dataset)
     return root / "results"
@@ -40,7 +42,7 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
 def test_empty_results_still_write_a_report(tmp_path):
     suite = tmp_path / "results" / "empty"
     suite.mkdir(parents=True)
-    pd.DataFrame(columns=[*REQUIRED, "coco/segm/AP"]).to_csv(suite / "collect.csv", index=False)
+    pd.DataFrame(columns=[*REQUIRED_COLUMNS, "coco/segm/AP"]).to_csv(suite / "collect.csv", index=False)
     written = write_report(["empty"], tmp_path / "out", results_dir=tmp_path / "results", bench=None)
     text = (written.out / "report.md").read_text()
     assert "The results hold no runs" in text and "## Main comparison" not in text
@@ -136,7 +138,7 @@ def test_parquet_and_csv_tables_give_the_same_report(results, tmp_path):
                                results_dir=tmp_path / fmt / "results", bench=None, figures=False)
         reports[fmt] = (written.out / "report.md").read_text().split("## Provenance")[0]
     assert reports["parquet"] == reports["csv"]
-    assert "| mnc_3stage_shapes [model.cascade.box_grad=True, model.cascade.num_stages=7, " in reports["csv"]
+    assert "| MNC 3-stage [model.cascade.box_grad=True, model.cascade.num_stages=7, " in reports["csv"]
 
 
 def test_box_only_or_broken_predictions_skip_the_qualitative_figure(results, tmp_path):
@@ -149,10 +151,12 @@ def test_box_only_or_broken_predictions_skip_the_qualitative_figure(results, tmp
         path = run_folder(done.loc[run.Index]) / "predictions.json"
         records = json.loads(path.read_text())
         path.write_text(json.dumps([{k: v for k, v in r.items() if k != "segmentation"} for r in records]))
-    skipped = qualitative_figure(done, tmp_path / "figs")
+    canvas = Canvas(tmp_path / "figs", COLUMN, display_names(done["model"]))
+    choice = ModelChoice(sorted(set(done["model"])), "by name")
+    (skipped,) = qualitative_figures(done, canvas, choice)
     assert isinstance(skipped, Skipped) and "needs masks" in skipped.reason
     first.write_text("[{not json")
-    skipped = qualitative_figure(done, tmp_path / "figs")
+    (skipped,) = qualitative_figures(done, canvas, choice)
     assert isinstance(skipped, Skipped) and "invalid JSON" in skipped.reason
     assert not (tmp_path / "figs").exists()
 
@@ -167,6 +171,17 @@ def test_a_figure_that_cannot_be_drawn_costs_only_that_figure(results, tmp_path,
     assert ("- loss_weights: could not be drawn from these results: ValueError: cannot convert float NaN to "
             "integer") in text
     assert "## Main comparison" in text and (written.out / "figures" / "training_loss.png").is_file()
+
+
+def test_a_bug_in_a_figure_stops_the_report_with_its_traceback(results, tmp_path, monkeypatch):
+    """Only data a figure cannot draw (ValueError) costs just that figure; a TypeError or KeyError is a bug."""
+    for error in (TypeError("unsupported operand type(s)"), KeyError("coco/segm/AP")):
+        def broken(*args, error=error):
+            raise error
+
+        monkeypatch.setattr(figures, "loss_weight_figure", broken)
+        with pytest.raises(type(error)):
+            write_report(["loss_weights"], tmp_path / "out", results_dir=results, bench=None)
 
 
 def test_the_reused_from_column_of_collect_is_text_not_a_metric(results, tmp_path):

@@ -13,7 +13,6 @@ pytest.importorskip("mmcv.ops")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
-from test_training_path import _check_results_file, fast_options  # noqa: E402
 
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.config_loading import load_config  # noqa: E402
@@ -35,7 +34,7 @@ TEST_SETTINGS = {
 }
 
 
-def _options(config: Path, root: Path) -> list[str]:
+def _options(config: Path, root: Path, fast_options) -> list[str]:
     options = fast_options(root)
     if config in TEST_SETTINGS:
         options = [o for o in options if not o.startswith("model.test_cfg.rcnn.")] + TEST_SETTINGS[config]
@@ -77,20 +76,20 @@ def cpu_fallbacks(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("config", [CASCADE, HTC, SOLOV2, MASK2FORMER], ids=lambda p: p.stem)
 def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, tmp_path, capsys,
-                                                        cpu_fallbacks):
+                                                        cpu_fallbacks, fast_options, check_results_file):
     work = tmp_path / "work"
     code = main(["train", str(config), "--work-dir", str(work), "--seed", "3",
-                 "--cfg-options", *_options(config, shapes_dataset)])
+                 "--cfg-options", *_options(config, shapes_dataset, fast_options)])
     printed = capsys.readouterr().out
     assert code == 0 and "iter_2.pth" in printed
     assert "coco/segm/AP " in printed and "voc_mnc/mAP@0.5 " in printed
     out = tmp_path / "pred.json"
     code = main(["test", str(config), str(work / "iter_2.pth"), "--out", str(out), "--work-dir", str(work),
-                 "--cfg-options", *_options(config, shapes_dataset)])
+                 "--cfg-options", *_options(config, shapes_dataset, fast_options)])
     printed = capsys.readouterr().out
     assert code == 0 and f"predictions {out}" in printed
     val_ann = shapes_dataset / "annotations" / "instances_val.json"
-    records, file_ap = _check_results_file(out, val_ann)
+    records, file_ap = check_results_file(out, val_ann)
     assert file_ap == pytest.approx(float(printed.split("coco/segm/AP ")[1].split()[0]), abs=5e-5)
     assert torch.load(work / "iter_2.pth", map_location="cpu", weights_only=False)["meta"]["seed"] == 3
     # The CPU fall-backs the issue names carried the run (both would be 0 if a CUDA-only op had been taken).

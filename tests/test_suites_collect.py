@@ -14,9 +14,11 @@ import pytest
 pytest.importorskip("mmcv.ops")
 
 from mnc_bench.cli import main  # noqa: E402
-from mnc_bench.suites.collect import STANDARD_METRICS, collect  # noqa: E402
+from mnc_bench.suites.collect import collect  # noqa: E402
+from mnc_bench.suites.contract import STANDARD_METRICS  # noqa: E402
 from mnc_bench.suites.rundir import RunDir  # noqa: E402
-from mnc_bench.suites.runner import plan_suite, _prepare_run_dir, _write_suite_record  # noqa: E402
+from mnc_bench.suites.record import write_plan  # noqa: E402
+from mnc_bench.suites.runner import plan_suite, prepare_run_dir  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,8 +41,8 @@ def suite(tmp_path, monkeypatch):
 def _prepare(suite, suite_dir: Path) -> list[RunDir]:
     plan = plan_suite(suite, suite_dir)
     for planned in plan:
-        _prepare_run_dir(planned, suite)
-    _write_suite_record(suite, suite_dir)
+        prepare_run_dir(planned, suite)
+    write_plan(suite, suite_dir)
     return [planned.run_dir for planned in plan]
 
 
@@ -103,8 +105,15 @@ def test_collect_writes_one_row_per_run_in_the_shared_schema(suite, tmp_path, ca
     assert table.groupby(["model", "variant"]).size().tolist() == [2, 2, 2, 2]
 
     code = main(["collect", "tiny", "--results", str(tmp_path / "results")])
-    out = capsys.readouterr().out
-    assert code == 0 and "wrote" in out and "coco/segm/AP mean" in out
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and out[-1] == f"wrote {suite_dir / 'collect.parquet'}, {suite_dir / 'collect.csv'}"
+    # the summary ends with the suite's first metric over seeds: mean, sd and n of each finished group
+    means = out[out.index(next(line for line in out if "coco/segm/AP mean" in line)):-1]
+    assert means[0].split() == ["model", "variant", "coco/segm/AP", "mean", "sd", "seeds"]
+    assert [line.split() for line in means[1:]] == [
+        ["mask_rcnn_shapes", "train_cfg.max_iters=2", "0.450", "0.071", "2"],
+        ["mnc_3stage_shapes", "train_cfg.max_iters=2", "0.050", "0.071", "2"],
+        ["mnc_3stage_shapes", "train_cfg.max_iters=3", "0.250", "0.071", "2"]]
     parquet = pd.read_parquet(suite_dir / "collect.parquet")
     csv = pd.read_csv(suite_dir / "collect.csv")
     assert parquet["run_id"].tolist() == table["run_id"].tolist() == csv["run_id"].tolist()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,63 +22,36 @@ from mnc_bench.suites.commands import status_command  # noqa: E402
 from mnc_bench.suites.rundir import RunDir, list_run_dirs  # noqa: E402
 from mnc_bench.suites.runner import format_plan, plan_suite, run_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
-from suite_files import tiny_suite  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # config paths in suites are relative to the working directory
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch):
-    monkeypatch.chdir(REPO)  # config paths in suites are relative to the working directory
+@pytest.fixture()
+def write_suite(tiny_suite):
+    """``write_suite(name, *, seeds=(0, 1), extra="")``: a Mask R-CNN suite; suites that differ only in a logging
+    interval (not part of a run id) share runs."""
+    return lambda name, *, seeds=(0, 1), extra="": tiny_suite(name=name, seeds=seeds, extra=extra,
+                                                               log_interval=len(name))
 
 
-def write_suite(tmp_path: Path, name: str, data_root: Path, *, seeds=(0, 1), extra: str = "") -> Path:
-    """A Mask R-CNN suite; suites that differ only in a logging interval (not part of a run id) share runs."""
-    return tiny_suite(tmp_path, data_root, name=name, seeds=seeds, extra=extra, log_interval=len(name))
+@pytest.fixture()
+def run(fake_training):
+    """``run(suite_file, results, **run_suite_options)``: the suite through the runner with a fake training; the
+    executor (what it trained) and the lines the runner printed."""
+
+    def run_with_fake_training(path: Path, results: Path, **kwargs):
+        executor, lines = fake_training(), []
+        run_suite(load_suite(path, build_models=False), results / path.stem, executor=executor,
+                  echo=lines.append, progress_stream=io.StringIO(), **kwargs)
+        return executor, lines
+
+    return run_with_fake_training
 
 
-def finish_run(run_dir: RunDir) -> None:
-    """What a worker leaves in a finished run directory (without training)."""
-    run_dir.work_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir.work_dir / "iter_3.pth").write_bytes(b"weights of " + run_dir.run_id.encode())
-    run_dir.write_json("metrics.json", {"coco/segm/AP": 0.25, "coco/bbox/AP": 0.5})
-    run_dir.write_json("predictions.json", [])
-    with open(run_dir.file("log.txt"), "a", encoding="utf-8") as log:
-        log.write("=== done\n")
-    run_dir.update_status(state="done", started="2026-01-01T00:00:00+00:00", ended="2026-01-01T00:10:00+00:00",
-                          exit_reason="finished", attempt=1)
-
-
-class FakeTraining:
-    """An executor that 'trains' by writing a finished run's files; records which runs it was given."""
-
-    name = "fake"
-    workers = 1
-
-    def __init__(self) -> None:
-        self.trained: list[str] = []
-
-    def execute(self, run_dirs, events, suite_dir) -> None:
-        for run_dir in run_dirs:
-            self.trained.append(run_dir.run_id)
-            events.started(run_dir)
-            finish_run(run_dir)
-            events.finished(run_dir, 0, 1.0)
-
-    def close(self) -> None:
-        pass
-
-
-def run(path: Path, results: Path, **kwargs) -> tuple[FakeTraining, list[str]]:
-    executor, lines = FakeTraining(), []
-    run_suite(load_suite(path, build_models=False), results / path.stem, executor=executor, echo=lines.append,
-              progress_stream=io.StringIO(), **kwargs)
-    return executor, lines
-
-
-def test_a_run_done_in_another_suite_is_copied_not_trained_and_stands_alone(shapes_dataset, tmp_path):
+def test_a_run_done_in_another_suite_is_copied_not_trained_and_stands_alone(write_suite, run, tmp_path):
     results = tmp_path / "results"
-    a, b = write_suite(tmp_path, "a", shapes_dataset), write_suite(tmp_path, "bb", shapes_dataset, seeds=(0, 1, 2))
+    a, b = write_suite("a"), write_suite("bb", seeds=(0, 1, 2))
     trained_a, _ = run(a, results)
     ids = trained_a.trained
     assert len(ids) == 2
@@ -118,16 +91,16 @@ def test_a_run_done_in_another_suite_is_copied_not_trained_and_stands_alone(shap
     assert trained_again.trained == []
 
 
-def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(shapes_dataset, tmp_path):
+def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(write_suite, run, tmp_path):
     results = tmp_path / "results"
-    a = write_suite(tmp_path, "a", shapes_dataset, seeds=(0, 1, 2, 3))
+    a = write_suite("a", seeds=(0, 1, 2, 3))
     failed, interrupted, truncated, whole = (RunDir(results / "a" / run_id) for run_id in run(a, results)[0].trained)
     failed.update_status(state="failed", exit_reason="non-finite loss")
     interrupted.update_status(state="running")  # killed: no worker holds it
     metrics = truncated.file("metrics.json")
     metrics.write_text(metrics.read_text()[:10])
 
-    b = write_suite(tmp_path, "bb", shapes_dataset, seeds=(0, 1, 2, 3))
+    b = write_suite("bb", seeds=(0, 1, 2, 3))
     plan = plan_suite(load_suite(b, build_models=False), results / "bb")
     assert [(p.spec.run_id, p.action) for p in plan] == [
         (failed.run_id, "start"), (interrupted.run_id, "start"), (truncated.run_id, "start"), (whole.run_id, "reuse")]
@@ -135,18 +108,26 @@ def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(shapes_data
     assert trained.trained == [failed.run_id, interrupted.run_id, truncated.run_id]
 
     # a suite that asks for proposal recall cannot take a run that did not measure it
-    c = write_suite(tmp_path, "ccc", shapes_dataset, seeds=(3,), extra="metrics: [proposals/AR@100]\n")
+    c = write_suite("ccc", seeds=(3,), extra="metrics: [proposals/AR@100]\n")
     assert [p.action for p in plan_suite(load_suite(c, build_models=False), results / "ccc")] == ["start"]
     whole.write_json("metrics.json", {**whole.read_json("metrics.json"), "proposals/AR@100": 0.5})
     assert [p.action for p in plan_suite(load_suite(c, build_models=False), results / "ccc")] == ["reuse"]
+    # so with Boundary AP and TIDE, which a run computes only when its suite names them
+    d = write_suite("dddd", seeds=(3,),
+                    extra="metrics: [coco/boundary/AP, tide/segm/dAP_loc]\n")
+    assert [p.action for p in plan_suite(load_suite(d, build_models=False), results / "dddd")] == ["start"]
+    whole.write_json("metrics.json", {**whole.read_json("metrics.json"), "coco/boundary/AP": 0.4})
+    assert [p.action for p in plan_suite(load_suite(d, build_models=False), results / "dddd")] == ["start"]
+    whole.write_json("metrics.json", {**whole.read_json("metrics.json"), "tide/segm/dAP_loc": 0.1})
+    assert [p.action for p in plan_suite(load_suite(d, build_models=False), results / "dddd")] == ["reuse"]
 
 
-def test_no_reuse_trains_runs_done_elsewhere(shapes_dataset, tmp_path, monkeypatch, capsys):
+def test_no_reuse_trains_runs_done_elsewhere(write_suite, run, fake_training, tmp_path, monkeypatch, capsys):
     results = tmp_path / "results"
-    a, b = write_suite(tmp_path, "a", shapes_dataset, seeds=(0,)), write_suite(tmp_path, "bb", shapes_dataset, seeds=(0,))
+    a, b = write_suite("a", seeds=(0,)), write_suite("bb", seeds=(0,))
     (run_id,) = run(a, results)[0].trained
     executors = []
-    monkeypatch.setattr(commands, "local_executor", lambda *a, **k: executors.append(FakeTraining()) or executors[-1])
+    monkeypatch.setattr(commands, "local_executor", lambda *a, **k: executors.append(fake_training()) or executors[-1])
     lines = []
     assert commands.run_command(str(b), results=results, dry_run=True, echo=lines.append) == 0
     assert lines[-1].strip() == "1 reuse"
@@ -187,7 +168,7 @@ reuse.copy_run(RunDir(source), RunDir(dest), write_identity=lambda run_dir: run_
 
 
 @pytest.mark.parametrize("point", ["copy", "swap"])
-def test_a_kill_while_copying_leaves_no_half_run(tmp_path, point):
+def test_a_kill_while_copying_leaves_no_half_run(tmp_path, point, finish_run):
     from mnc_bench.suites.reuse import copy_run
 
     source, dest = RunDir(tmp_path / "a" / "0123456789ab"), RunDir(tmp_path / "b" / "0123456789ab")
@@ -197,20 +178,27 @@ def test_a_kill_while_copying_leaves_no_half_run(tmp_path, point):
     dest.write_json("status.json", {"state": "pending"})
     killed = subprocess.run([sys.executable, "-c", KILLER, str(source.path), str(dest.path), point], cwd=REPO)
     assert killed.returncode == -9
-    leftovers = [p for p in dest.path.parent.iterdir() if p.name.startswith(".")]
-    assert leftovers  # the staging folder, hidden
-    if point == "copy":
-        assert dest.state == "pending" and not dest.file("metrics.json").exists()  # as it was
+    leftovers = sorted(p for p in dest.path.parent.iterdir() if p != dest.path)
+    # hidden staging folders of this run only, none listed as a run
+    assert leftovers and all(re.fullmatch(rf"\.{dest.run_id}\..+\.tmp", p.name) and p.is_dir() for p in leftovers)
+    staged = [RunDir(p) for p in leftovers]
+    if point == "copy":  # the copy was being built: the run is as it was
+        assert dest.state == "pending" and not dest.file("metrics.json").exists()
         assert [r.run_id for r in list_run_dirs(dest.path.parent)] == [dest.run_id]
-    else:
-        assert not dest.path.exists() and list_run_dirs(dest.path.parent) == []  # planned again as new
+        files = [{p.relative_to(r) for p in r.rglob("*") if p.is_file()} for r in (staged[0].path, source.path)]
+        assert len(staged) == 1 and files[0] < files[1]  # a part of the source, killed while copying
+    else:  # the run moved aside, its whole copy not yet in place: planned again as new
+        assert not dest.path.exists() and list_run_dirs(dest.path.parent) == []
+        assert sorted(r.state for r in staged) == ["done", "pending"]
+        (copy,) = [r for r in staged if r.state == "done"]
+        assert copy.read_json("metrics.json") == source.read_json("metrics.json")
 
     copy_run(source, dest, write_identity=lambda run_dir: run_dir.write_json("run.json", {"suite": "b"}))
     assert dest.state == "done" and dest.read_json("metrics.json") == source.read_json("metrics.json")
     assert not [p for p in dest.path.parent.iterdir() if p.name.startswith(".")]  # leftovers cleared
 
 
-def test_a_worker_given_a_done_run_leaves_it_alone(tmp_path):
+def test_a_worker_given_a_done_run_leaves_it_alone(tmp_path, finish_run):
     run_dir = RunDir(tmp_path / "suite" / "0123456789ab")
     run_dir.write_json("run.json", {"run_id": run_dir.run_id, "config": "missing.py", "cfg_options": {}, "seed": 0})
     finish_run(run_dir)

@@ -168,9 +168,17 @@ def test_unknown_config_file(tmp_path):
         tmp_path, f"grid: {{config: [{MNC}, configs/mnc/nope.py]}}\n")
 
 
-@pytest.mark.parametrize("seeds", ["[a]", "[1.5]", "[true]", "[]", "3"])
-def test_seeds_must_be_integers(tmp_path, seeds):
-    assert "seeds:" in _error(tmp_path, f"base: {MNC}\nseeds: {seeds}\n")
+@pytest.mark.parametrize("seeds,problem", [
+    ("[a]", "'a' is not a non-negative integer"),
+    ("[1.5]", "1.5 is not a non-negative integer"),
+    ("[true]", "True is not a non-negative integer"),  # YAML's true is no seed, though Python's bool is an int
+    ("[0, -1]", "-1 is not a non-negative integer"),
+    ("[]", "expected a non-empty list of integers, got []"),
+    ("3", "expected a non-empty list of integers, got 3"),
+    ("[1, 2, 1]", "a seed is listed twice"),
+])
+def test_seeds_must_be_distinct_non_negative_integers(tmp_path, seeds, problem):
+    assert _error(tmp_path, f"base: {MNC}\nseeds: {seeds}\n") == f"suite s: seeds: {problem}"
 
 
 def test_malformed_yaml(tmp_path):

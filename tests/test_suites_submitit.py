@@ -14,17 +14,10 @@ submitit = pytest.importorskip("submitit")
 from pycocotools.coco import COCO  # noqa: E402
 
 from mnc_bench.suites.executors import SubmititExecutor, SuiteJob, submitit_executor  # noqa: E402
-from mnc_bench.suites.runner import _prepare_data, _prepare_run_dir, plan_suite, run_suite  # noqa: E402
+from mnc_bench.suites.runner import plan_suite, prepare_runs, run_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
-from suite_files import tiny_suite, write_suite  # noqa: E402
-from test_suites_runner import REPO  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch):
-    monkeypatch.chdir(REPO)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("repo_cwd")]
 
 
 def local_executor(folder: Path):
@@ -33,8 +26,8 @@ def local_executor(folder: Path):
     return executor
 
 
-def test_submitit_local_executor_runs_the_suite_at_most_n_at_a_time(shapes_dataset, tmp_path):
-    suite = load_suite(tiny_suite(tmp_path, shapes_dataset, iters=2, seeds=(0, 1, 2)))
+def test_submitit_local_executor_runs_the_suite_at_most_n_at_a_time(tiny_suite, tmp_path):
+    suite = load_suite(tiny_suite(iters=2, seeds=(0, 1, 2)))
     suite_dir = tmp_path / "results" / "tiny"
     executor = SubmititExecutor(local_executor(tmp_path / "submitit"), max_parallel=2, threads=1)
     run_suite(suite, suite_dir, executor=executor, echo=lambda line: None)
@@ -43,19 +36,18 @@ def test_submitit_local_executor_runs_the_suite_at_most_n_at_a_time(shapes_datas
         stats = json.loads((suite_dir / run.run_id / "run_stats.json").read_text())
         assert json.loads((suite_dir / run.run_id / "status.json").read_text())["state"] == "done"
         spans.append((stats["worker_started_at"], stats["worker_started_at"] + stats["worker_time_s"]))
-    # at no moment were more than 2 runs executing
-    for start, _ in spans:
-        assert sum(s <= start < e for s, e in spans) <= 2
+    # runs executing when each run began: 2 at once at some moment, never more
+    at_once = [sum(s <= start < e for s, e in spans) for start, _ in spans]
+    assert max(at_once) == 2
     assert max(s for s, _ in spans) >= sorted(e for _, e in spans)[0]  # the third waited for a free slot
 
 
-def test_a_timed_out_job_is_requeued_and_resumes_from_its_checkpoint(shapes_dataset, tmp_path):
+def test_a_timed_out_job_is_requeued_and_resumes_from_its_checkpoint(tiny_suite, tmp_path):
     """submitit's local executor sends the timeout signal (USR2) 30 s before its time limit, as Slurm does; the
     job checkpoints (requeues itself) and the requeued worker resumes the run, until it finishes."""
-    suite = load_suite(tiny_suite(tmp_path, shapes_dataset, iters=40, seeds=(0,)))
+    suite = load_suite(tiny_suite(iters=40, seeds=(0,)))
     plan = plan_suite(suite, tmp_path / "results" / "tiny")
-    _prepare_data(plan)
-    _prepare_run_dir(plan[0], suite)
+    prepare_runs(plan, suite, tmp_path / "results" / "tiny")
     run_dir = plan[0].run_dir
     executor = submitit.LocalExecutor(folder=str(tmp_path / "submitit"), max_num_timeout=20)
     executor.update_parameters(timeout_min=1, signal_delay_s=30)  # USR2 30 s into every attempt
@@ -69,7 +61,7 @@ def test_a_timed_out_job_is_requeued_and_resumes_from_its_checkpoint(shapes_data
     assert steps == list(range(1, 41))
 
 
-def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path):
+def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path, write_suite):
     """`gpus_per_run: 2` (what --executor slurm submits as two tasks, one per GPU) on submitit's local executor
     and the CPU: the tasks join one process group through submitit's environment; the run trains at world size 2,
     its test predictions cover every image and its proposal recall is that of the whole test split."""

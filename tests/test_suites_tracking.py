@@ -10,8 +10,6 @@ pytest.importorskip("mmcv.ops")
 mlflow = pytest.importorskip("mlflow")
 
 from mnc_bench.suites.tracking import metric_name, tracking_uri  # noqa: E402
-from suite_files import tiny_suite  # noqa: E402
-from test_suites_runner import finish, run_dirs_of  # noqa: E402
 
 
 def test_track_option():
@@ -22,13 +20,13 @@ def test_track_option():
 
 
 @pytest.mark.slow
-def test_runs_are_logged_to_a_local_mlflow_store(shapes_dataset, tmp_path):
+def test_runs_are_logged_to_a_local_mlflow_store(tiny_suite, suite_cli, tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    suite = tiny_suite(tmp_path, shapes_dataset, iters=3, seeds=(0,))
-    finish(suite, tmp_path / "results", "--track", f"mlflow={uri}")
-    (run_dir,) = run_dirs_of(tmp_path / "results")
+    suite = tiny_suite(iters=3, seeds=(0,))
+    suite_cli.finish(suite, tmp_path / "results", "--track", f"mlflow={uri}")
+    (run_dir,) = suite_cli.run_dirs(tmp_path / "results")
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("tiny")
     (logged,) = client.search_runs([experiment.experiment_id])

@@ -44,6 +44,27 @@ def test_config_with_a_syntax_error(tmp_path, capsys):
     assert "SyntaxError" in _one_line_error(capsys)
 
 
+def test_a_config_that_does_not_run_is_a_user_error_and_a_bug_in_reading_keeps_its_traceback(tmp_path,
+                                                                                            monkeypatch):
+    undefined = tmp_path / "undefined.py"
+    undefined.write_text("model = dict(type=MaskRCNN)\n")  # a name the config never defines
+    with pytest.raises(UserError, match=r"undefined\.py: NameError: name 'MaskRCNN' is not defined"):
+        load_config(undefined)
+    missing_base = tmp_path / "missing_base.py"
+    missing_base.write_text("_base_ = ['./nope.py']\n")
+    with pytest.raises(UserError, match=r"missing_base\.py: \w*Error"):
+        load_config(missing_base)
+
+    from mmengine.config import Config
+
+    def reading_bug(*args, **kwargs):
+        raise RuntimeError("a bug while reading configs")
+
+    monkeypatch.setattr(Config, "fromfile", staticmethod(reading_bug))
+    with pytest.raises(RuntimeError, match="a bug while reading configs"):
+        load_config(MASK_RCNN)
+
+
 def test_unknown_model_type_is_named(tmp_path, shapes_dataset, capsys):
     bad = tmp_path / "bad_type.py"
     bad.write_text(f"_base_ = '{MASK_RCNN}'\nmodel = dict(type='MaskRCNNN')\n")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import pickle
 import re
@@ -22,7 +21,6 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 from mnc_bench.checkpoints import allow_mmengine_checkpoint_globals  # noqa: E402
 from mnc_bench.cli import main  # noqa: E402
@@ -38,40 +36,6 @@ MNC = CONFIGS / "mnc" / "mnc_3stage_shapes.py"
 MNC_5 = CONFIGS / "mnc" / "mnc_5stage_shapes.py"
 
 
-def fast_options(root: Path, iters: int = 2, val: bool = True) -> list[str]:
-    """Tiny runs on the 16/8-image fixture: small batches, few detections to paste, checkpoint every iter."""
-    return [
-        f"data_root={root}",
-        f"train_cfg.max_iters={iters}",
-        f"train_cfg.val_interval={iters}",
-        f"train_cfg.val_begin={1 if val else 10_000}",  # mmengine validates after the last iteration otherwise
-        "train_dataloader.batch_size=2",
-        "default_hooks.logger.interval=1",
-        "default_hooks.checkpoint.interval=1",
-        "default_hooks.checkpoint.max_keep_ckpts=5",
-        "model.test_cfg.rcnn.score_thr=0.0",
-        "model.test_cfg.rcnn.max_per_img=10",
-    ]
-
-
-def _check_results_file(path: Path, ann_file: Path) -> tuple[list[dict], float]:
-    """The records (checked field by field) and the mask AP pycocotools gives the file as it is."""
-    records = json.loads(path.read_text())
-    assert isinstance(records, list) and records
-    gt = COCO(str(ann_file))
-    for record in records[:50]:
-        assert set(record) >= {"image_id", "category_id", "score", "bbox", "segmentation"}
-        assert isinstance(record["segmentation"]["counts"], str)
-        assert len(record["bbox"]) == 4 and record["bbox"][2] >= 0 and record["bbox"][3] >= 0
-        assert record["category_id"] in gt.getCatIds()
-    detections = gt.loadRes(str(path))  # pycocotools accepts the file as it is
-    evaluator = COCOeval(gt, detections, "segm")
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    return records, float(evaluator.stats[0])
-
-
 def _printed_metric(printed: str, key: str) -> float:
     return float(re.search(rf"^{re.escape(key)} (\S+)$", printed, re.MULTILINE)[1])
 
@@ -80,7 +44,8 @@ def _printed_metric(printed: str, key: str) -> float:
 # slow tier (the fast tier's Mask R-CNN checkpoint fixture also trains through it).
 @pytest.mark.parametrize("config", [pytest.param(MASK_RCNN, marks=pytest.mark.slow),
                                     pytest.param(PANET, marks=pytest.mark.slow), MNC], ids=lambda p: p.stem)
-def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, tmp_path, capsys):
+def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, tmp_path, capsys,
+                                                        fast_options, check_results_file):
     work = tmp_path / "work"
     code = main(["train", str(config), "--work-dir", str(work), "--seed", "3",
                  "--cfg-options", *fast_options(shapes_dataset)])
@@ -92,7 +57,7 @@ def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, 
     printed = capsys.readouterr().out
     assert code == 0 and f"predictions {out}" in printed
     val_ann = shapes_dataset / "annotations" / "instances_val.json"
-    records, file_ap = _check_results_file(out, val_ann)
+    records, file_ap = check_results_file(out, val_ann)
     assert {r["image_id"] for r in records} <= set(COCO(str(val_ann)).getImgIds())
     # The file holds what the test scored: pycocotools on it gives the printed mask AP (4 decimals).
     assert file_ap == pytest.approx(_printed_metric(printed, "coco/segm/AP"), abs=5e-5)
@@ -107,7 +72,8 @@ def _train_log(work: Path) -> str:
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_and_test_as_one_run_under_torchrun(shapes_dataset, tmp_path):
+def test_two_cpu_processes_train_and_test_as_one_run_under_torchrun(shapes_dataset, tmp_path, fast_options,
+                                                                    check_results_file):
     """The multi-GPU path (mmengine's pytorch launcher: distributed sampler, DDP over every parameter of MNC,
     checkpoints from rank 0, test results gathered from every rank) on two CPU processes joined by gloo."""
     work, out = tmp_path / "work", tmp_path / "pred.json"
@@ -128,7 +94,7 @@ def test_two_cpu_processes_train_and_test_as_one_run_under_torchrun(shapes_datas
     assert sorted(path.name for path in work.glob("iter_*.pth")) == ["iter_1.pth", "iter_2.pth"]
     torchrun("test", str(MNC), str(work / "iter_2.pth"), "--out", str(out))
     val_ann = shapes_dataset / "annotations" / "instances_val.json"
-    records, _ = _check_results_file(out, val_ann)
+    records, _ = check_results_file(out, val_ann)
     # score threshold 0: every image has detections, and each rank scored half of the images
     assert {record["image_id"] for record in records} == set(COCO(str(val_ann)).getImgIds())
 
@@ -153,7 +119,7 @@ def _same_optimizer_state(a: dict, b: dict) -> bool:
         for index in a)
 
 
-def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path):
+def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path, fast_options):
     work = tmp_path / "work"
     recording = {"custom_hooks": [dict(type="_RecordOptimizerState")]}
     _RecordOptimizerState.states.clear()
@@ -185,7 +151,7 @@ def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path):
     assert (other / "iter_3.pth").is_file() and not (other / "iter_1.pth").exists()
 
 
-def test_load_from_initialises_weights_and_restarts_the_count(shapes_dataset, tmp_path):
+def test_load_from_initialises_weights_and_restarts_the_count(shapes_dataset, tmp_path, fast_options):
     work = tmp_path / "work"
     first = train(MASK_RCNN, work_dir=work, cfg_options=fast_options(shapes_dataset, iters=1, val=False))
     again = tmp_path / "again"
@@ -214,24 +180,26 @@ def test_checkpoint_allowlist_does_not_open_getattr(tmp_path):
         torch.load(path)
 
 
-def test_resume_without_a_checkpoint_is_a_user_error(shapes_dataset, tmp_path):
+def test_resume_without_a_checkpoint_is_a_user_error(shapes_dataset, tmp_path, fast_options):
     with pytest.raises(UserError, match="no checkpoint to resume"):
         train(MASK_RCNN, work_dir=tmp_path / "empty", resume=True, cfg_options=fast_options(shapes_dataset))
 
 
 @pytest.fixture(scope="module")
-def mask_rcnn_checkpoint(shapes_dataset, tmp_path_factory) -> Path:
+def mask_rcnn_checkpoint(shapes_dataset, tmp_path_factory, fast_options) -> Path:
     """Mask R-CNN after one iteration on the fixture dataset."""
     work = tmp_path_factory.mktemp("mask_rcnn_one_iteration")
     return train(MASK_RCNN, work_dir=work, cfg_options=fast_options(shapes_dataset, iters=1, val=False)).checkpoint
 
 
-def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, mask_rcnn_checkpoint):
+def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, mask_rcnn_checkpoint, fast_options):
     with pytest.raises(UserError, match="does not fit the model"):
         evaluate_checkpoint(PANET, mask_rcnn_checkpoint, cfg_options=fast_options(shapes_dataset))
 
 
-def test_out_beside_another_evaluator_adds_a_coco_only_metric_of_ours(shapes_dataset, mask_rcnn_checkpoint, tmp_path):
+def test_out_beside_another_evaluator_adds_a_coco_only_metric_of_ours(shapes_dataset, mask_rcnn_checkpoint,
+                                                                      tmp_path, fast_options,
+                                                                      check_results_file):
     val_ann = shapes_dataset / "annotations" / "instances_val.json"
     mmdet_metric = dict(type="CocoMetric", ann_file=str(val_ann), metric=["segm"])
     out = tmp_path / "pred.json"
@@ -241,7 +209,7 @@ def test_out_beside_another_evaluator_adds_a_coco_only_metric_of_ours(shapes_dat
     ours = {key for key in result.metrics if not key.startswith("coco/segm_")}
     assert "coco/segm/AP" in ours and not any(key.startswith(("voc_", "proposals/")) for key in ours)
     assert result.predictions == out
-    _, file_ap = _check_results_file(out, val_ann)
+    _, file_ap = check_results_file(out, val_ann)
     assert file_ap == pytest.approx(result.metrics["coco/segm/AP"], abs=1e-9)
 
 
@@ -252,7 +220,7 @@ def _logged_losses(work: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_deterministic_runs_repeat_bit_for_bit(shapes_dataset, tmp_path):
+def test_deterministic_runs_repeat_bit_for_bit(shapes_dataset, tmp_path, fast_options):
     enabled_before = torch.are_deterministic_algorithms_enabled()
     runs = []
     try:
@@ -292,7 +260,8 @@ def test_default_shapes_schedule_learns(config, tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_two_runs_of_one_config_within_a_second_keep_their_own_logs(shapes_dataset, tmp_path, monkeypatch):
+def test_two_runs_of_one_config_within_a_second_keep_their_own_logs(shapes_dataset, tmp_path, monkeypatch,
+                                                                    fast_options):
     """mmengine hands out its logger by name, '<experiment>_<timestamp to the second>', and its visualizer by the
     config's name ('visualizer' in mmdet's configs): runs in one process must not share either (the second run's
     log, scalars and config would land in the first's work dir, or in an earlier test's)."""

@@ -6,8 +6,8 @@
 # the RPN and its proposal settings, data, schedule, evaluator. The second stage is mmdet's, narrowed as
 # cascade_mask_rcnn_shapes.py (mask_rcnn_shapes.py's widths and RoI sampler at every stage) plus one cut (our
 # choice): 2 convs per mask head instead of 4, because mask information flow re-runs the earlier stages' mask
-# heads at every stage. With 4 convs a training step cost ~2-2.5x a Mask R-CNN step, with 2 ~1.5-1.9x
-# (measured side by side on a loaded 2-core machine). mmdet's RPN (SmoothL1 beta 1/9, allowed_border 0, 2000
+# heads at every stage, which makes mmdet's 4 convs the dearest part of a training step on CPU (the measured
+# cost per step is in docs/benchmarks.md). mmdet's RPN (SmoothL1 beta 1/9, allowed_border 0, 2000
 # training proposals) gives way to the shared one, and score_thr is 0.05 as on every shapes model (mmdet's HTC
 # tests at 0.001, the HTC paper's setting).
 _base_ = [

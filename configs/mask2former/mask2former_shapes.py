@@ -15,8 +15,8 @@
 # queries x 4 classes = 100 candidates = max_per_image, the detection cap of every shapes model), 12544 ->
 # 1024 sampled points per mask (the 32 x 32 mask logits of a 128 px image hold 1024 pixels). Depth, losses,
 # matching costs, class weights: mmdet's (6 encoder layers; 9 decoder layers = 3 masked-attention rounds over
-# the 3 levels, each supervised). 100 queries and 12544 points would cost ~2.5x a Mask R-CNN training step on
-# shapes; this config ~0.8-0.9x.
+# the 3 levels, each supervised). The narrowing is for CPU cost: mmdet's 100 queries and 12544 points make a
+# training step several times dearer (this config's measured cost: docs/benchmarks.md).
 #
 # Runs on CPU through mmcv's pure-PyTorch multi-scale deformable attention (mmcv 2.1 falls back to it whenever
 # the input is not on a CUDA/MLU device). Mask2Former is known to need long schedules (mmdet: 50 epochs of

@@ -1,5 +1,5 @@
 # Mask2Former on shapes with a model-specific schedule: a separate, labelled row, never a shapes-table row.
-# Issue 11 asks what schedule Mask2Former needs on shapes. On the shared one (1000 iterations of batch 8 = 8 epochs
+# What schedule does Mask2Former need on shapes? On the shared one (1000 iterations of batch 8 = 8 epochs
 # of the 1000 shapes-train images) it reaches 11.1 mask AP (3 seeds), and its loss falls more slowly than any
 # other model's (8-10 % between iterations 400-500 and 650-750, at constant lr; the others 17-26 %).
 #
@@ -15,7 +15,7 @@
 # so they are lower bounds for a schedule of that length.
 #   mnc-bench run mask2former_schedule     (configs/ablations/mask2former_schedule.yaml: 1x beside this config)
 # Measured (seed 0): 40.2 mask AP at 6250 iterations, against 10.9 for the 1x run; part-way scores and the cost
-# comparison are in the README ("Cascades against unified models").
+# comparison are in docs/results.md ("Mask2Former at mmdet's length").
 _base_ = './mask2former_shapes.py'
 
 max_iters = 6250

@@ -14,7 +14,7 @@
 # so they are lower bounds for a schedule of that length.
 #   mnc-bench run solov2_schedule     (configs/ablations/solov2_schedule.yaml: 1x beside this config)
 # Measured (seed 0): 33.3 mask AP at 6250 iterations, against 19.7 for the 1x run (Mask2Former: 40.2 and 10.9);
-# part-way scores are in the README ("Cascades against unified models").
+# part-way scores are in docs/results.md ("SOLOv2 at the same length").
 _base_ = './solov2_shapes.py'
 
 max_iters = 6250

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -111,14 +112,15 @@ class _Variant:
     stem: str
     score_thr: float
     predictor: Any
-    post_timer: _PostProcessingTimer
+    post_timer: PostProcessingTimer
     memory: PeakMemory
     samples: dict[str, list[float]] = field(
         default_factory=lambda: {key: [] for key in ("pre", "net", "post", "total")})
     detections: list[int] = field(default_factory=list)
+    gflops: float = math.nan  # of one inference, measured after the timing
 
 
-class _PostProcessingTimer:
+class PostProcessingTimer:
     """Wraps a detector's `POST_PROCESSING` callables and accumulates the seconds spent in them."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device):
@@ -170,7 +172,7 @@ def _set_input_size(cfg, size: int, loaders: Sequence[str]) -> None:
             step["scale"] = (size, size)
 
 
-def _score_threshold_key(cfg) -> tuple[str, ...] | None:
+def score_threshold_key(cfg) -> tuple[str, ...] | None:
     """Where the config keeps its score threshold; None for a model without one (Mask2Former's instance mode
     keeps its top ``max_per_image`` query-class pairs whatever their score, i.e. it always runs "at 0")."""
     for key in SCORE_THRESHOLDS:
@@ -264,7 +266,7 @@ def _load_variants(config: str, settings: ModelsBenchSettings, size: int) -> tup
     stem = Path(config).stem
     cfg = load_config(config)
     _set_input_size(cfg, size, ["test_dataloader"] + (["train_dataloader"] if settings.train_iters else []))
-    key = _score_threshold_key(cfg)
+    key = score_threshold_key(cfg)
     own = 0.0 if key is None else float(functools.reduce(getattr, key[:-1], cfg.model)[key[-1]])
     variants = []
     for score_thr in (own, 0.0):
@@ -275,13 +277,14 @@ def _load_variants(config: str, settings: ModelsBenchSettings, size: int) -> tup
         predictor = load_model(variant_cfg, settings.checkpoints.get(stem), device=settings.device)
         device = torch.device(settings.device)
         variants.append(_Variant(stem=stem, score_thr=score_thr, predictor=predictor,
-                                 post_timer=_PostProcessingTimer(predictor.model, device),
+                                 post_timer=PostProcessingTimer(predictor.model, device),
                                  memory=PeakMemory(device)))
     return variants[0], variants[1]
 
 
-def _inference_fields(variant: _Variant, gflops: float, peak: float, suffix: str) -> dict[str, Any]:
+def _inference_fields(variant: _Variant, peak: float, suffix: str) -> dict[str, Any]:
     q1, median, q3 = quartiles(variant.samples["total"])
+    gflops = variant.gflops
     fields = {
         "detections": float(np.mean(variant.detections)),
         "gflops": gflops,
@@ -298,15 +301,48 @@ def _inference_fields(variant: _Variant, gflops: float, peak: float, suffix: str
     return {f"{key}{suffix}": value for key, value in fields.items()}
 
 
+@dataclass
+class _Model:
+    """One config at one input size: the model at its score threshold and at 0, and its trainer."""
+
+    config: str
+    own: _Variant
+    zero: _Variant
+    trainer: _Trainer | None = None
+
+
 def _bench_size(size: int, settings: ModelsBenchSettings, peak: float, print_fn: Callable[[str], None]
                 ) -> list[dict[str, Any]]:
+    """Every model's record at input size ``size``, in the order of ``settings.configs``."""
     print_fn(f"-- {size} px: building {len(settings.configs)} models and {IMAGE_POOL} images ...")
-    pairs = [_load_variants(config, settings, size) for config in settings.configs]
-    variants = [variant for pair in pairs for variant in pair]
+    models = [_Model(config, *_load_variants(config, settings, size)) for config in settings.configs]
+    variants = [variant for model in models for variant in (model.own, model.zero)]
     images = render_images(size, settings.seed)
     arrays = [bgr(image) for image in images]
     print_fn(f"-- {size} px: inference, {settings.warmup} warm-up + {settings.repeats} images per model and "
              "threshold")
+    _time_inference(variants, arrays, settings)
+    for variant in variants:
+        variant.gflops = _inference_gflops(variant, arrays[:min(_FLOP_IMAGES, settings.repeats)])
+    if settings.profile_dir:
+        profile_inference(Path(settings.profile_dir), size, variants, arrays[0])
+    if settings.train_iters:
+        print_fn(f"-- {size} px: training, {settings.warmup} warm-up + {settings.train_iters} iterations per "
+                 "model")
+        for model in models:
+            model.trainer = _trainer(model.own.stem, model.own.predictor, images, settings)
+        trainers = [model.trainer for model in models]
+        _time_training(trainers, settings)
+        if settings.profile_dir:
+            profile_training(Path(settings.profile_dir), size, trainers)
+    records = [_record(model, size, settings, peak) for model in models]
+    _add_ratios(records)
+    return records
+
+
+def _time_inference(variants: list[_Variant], arrays: list[np.ndarray],
+                    settings: ModelsBenchSettings) -> None:
+    """Image r of every variant before image r + 1 of any; the warm-up images leave no sample."""
     for index in range(settings.warmup + settings.repeats):
         for variant in variants:
             _infer(variant, arrays[index % len(arrays)])
@@ -315,57 +351,57 @@ def _bench_size(size: int, settings: ModelsBenchSettings, peak: float, print_fn:
                     samples.pop()
                 variant.detections.pop()
                 variant.memory.peak_mb = 0.0
-    flop_images = arrays[:min(_FLOP_IMAGES, settings.repeats)]
-    flops = [np.mean([count_flops(lambda: v.predictor(a)) for a in flop_images]) / 1e9 for v in variants]
-    if settings.profile_dir:
-        profile_inference(Path(settings.profile_dir), size, variants, arrays[0])
 
-    trainers: list[_Trainer] = []
-    if settings.train_iters:
-        print_fn(f"-- {size} px: training, {settings.warmup} warm-up + {settings.train_iters} iterations per "
-                 "model")
-        trainers = [_trainer(config_variant.stem, config_variant.predictor, images, settings)
-                    for config_variant, _ in pairs]
-        for index in range(settings.warmup + settings.train_iters):
-            for trainer in trainers:
-                seconds = trainer.timed_step(index)
-                if index >= settings.warmup:
-                    trainer.seconds.append(seconds)
-                else:
-                    trainer.memory.peak_mb = 0.0
-        if settings.profile_dir:
-            profile_training(Path(settings.profile_dir), size, trainers)
-    records = []
-    for position, (config, (config_variant, zero_variant)) in enumerate(zip(settings.configs, pairs)):
-        cfg, model = config_variant.predictor.config, config_variant.predictor.model
-        record: dict[str, Any] = {
-            "model": config_variant.stem,
-            "config": config,
-            "model_type": cfg.model.type,
-            "size": size,
-            "params": sum(p.numel() for p in model.parameters()),
-            "proposals": ((cfg.model.get("test_cfg") or {}).get("rpn") or {}).get("max_per_img"),
-            "weights": "checkpoint" if config_variant.stem in settings.checkpoints else "random",
-            "checkpoint": settings.checkpoints.get(config_variant.stem),
-            "score_thr": config_variant.score_thr,
-            "post_processing_timed": config_variant.post_timer.timed,
-            **_inference_fields(config_variant, flops[2 * position], peak, ""),
-            **_inference_fields(zero_variant, flops[2 * position + 1], peak, "_thr0"),
-        }
-        if trainers:
-            trainer = trainers[position]
-            train_flops = count_flops(lambda: trainer.run(trainer.batch(0))) / 1e9
-            q1, median, q3 = quartiles(trainer.seconds)
-            record.update(
-                train_batch=trainer.batch_size, train_s_per_iter=median, train_s_per_iter_q1=q1,
-                train_s_per_iter_q3=q3, train_img_per_s=trainer.batch_size / median,
-                train_data_s_per_iter=quartiles(trainer.data_seconds)[1], train_gflops_per_iter=train_flops,
-                gflops_per_s=train_flops / median, share_of_peak=train_flops / median / peak,
-                peak_rss_mb=trainer.memory.peak_mb,
-            )
-        records.append(record)
-    _add_ratios(records)
-    return records
+
+def _inference_gflops(variant: _Variant, arrays: list[np.ndarray]) -> float:
+    """GFLOPs of one inference, the mean over ``arrays`` (the count follows the detections)."""
+    return float(np.mean([count_flops(lambda: variant.predictor(array)) for array in arrays])) / 1e9
+
+
+def _time_training(trainers: list[_Trainer], settings: ModelsBenchSettings) -> None:
+    """Iteration i of every model before iteration i + 1 of any; the warm-up iterations leave no sample."""
+    for index in range(settings.warmup + settings.train_iters):
+        for trainer in trainers:
+            seconds = trainer.timed_step(index)
+            if index >= settings.warmup:
+                trainer.seconds.append(seconds)
+            else:
+                trainer.memory.peak_mb = 0.0
+
+
+def _record(model: _Model, size: int, settings: ModelsBenchSettings, peak: float) -> dict[str, Any]:
+    """The results row of one model: what it is, its inference at both thresholds, its training."""
+    own = model.own
+    cfg, network = own.predictor.config, own.predictor.model
+    record: dict[str, Any] = {
+        "model": own.stem,
+        "config": model.config,
+        "model_type": cfg.model.type,
+        "size": size,
+        "params": sum(p.numel() for p in network.parameters()),
+        "proposals": ((cfg.model.get("test_cfg") or {}).get("rpn") or {}).get("max_per_img"),
+        "weights": "checkpoint" if own.stem in settings.checkpoints else "random",
+        "checkpoint": settings.checkpoints.get(own.stem),
+        "score_thr": own.score_thr,
+        "post_processing_timed": own.post_timer.timed,
+        **_inference_fields(own, peak, ""),
+        **_inference_fields(model.zero, peak, "_thr0"),
+    }
+    if model.trainer is not None:
+        record.update(_training_fields(model.trainer, peak))
+    return record
+
+
+def _training_fields(trainer: _Trainer, peak: float) -> dict[str, Any]:
+    train_flops = count_flops(lambda: trainer.run(trainer.batch(0))) / 1e9
+    q1, median, q3 = quartiles(trainer.seconds)
+    return dict(
+        train_batch=trainer.batch_size, train_s_per_iter=median, train_s_per_iter_q1=q1,
+        train_s_per_iter_q3=q3, train_img_per_s=trainer.batch_size / median,
+        train_data_s_per_iter=quartiles(trainer.data_seconds)[1], train_gflops_per_iter=train_flops,
+        gflops_per_s=train_flops / median, share_of_peak=train_flops / median / peak,
+        peak_rss_mb=trainer.memory.peak_mb,
+    )
 
 
 def _add_ratios(records: list[dict[str, Any]]) -> None:

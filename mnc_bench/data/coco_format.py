@@ -163,26 +163,46 @@ def check_instances(data: Any, source: str, out: Problems, *, dataset: bool) -> 
     if not isinstance(data, dict):
         raise UserError(f"{source}: top level must be a JSON object with 'images', 'annotations', 'categories'")
     found = Instances({}, {}, {}, [], 0)
+    if not _top_level_lists(data, out):
+        return found
+    images = _check_images(data["images"], out, found, dataset=dataset)
+    category_ids = _check_categories(data["categories"], out, found)
+    _check_annotations(data["annotations"], out, found, images, category_ids, dataset=dataset)
+    return found
+
+
+def _top_level_lists(data: dict[str, Any], out: Problems) -> bool:
+    """Whether 'images', 'annotations' and 'categories' are lists (each one that is not is reported)."""
     lists_ok = True
     for key in TOP_LEVEL:
         if not isinstance(data.get(key), list):
             out.add("top level", f"{key!r} must be a list")
             lists_ok = False
-    if not lists_ok:
-        return found
+    return lists_ok
 
-    # Ids of every image record, valid or not: an annotation of a broken image is not also "unknown".
-    image_ids: set[int] = set()
-    unusable_images: set[int] = set()  # reported already; their annotations cannot be checked
+
+@dataclass
+class _ImageIds:
+    """Ids of every image record, valid or not (an annotation of a broken image is not also "unknown"), and
+    of those reported already, whose annotations cannot be checked."""
+
+    all: set[int] = field(default_factory=set)
+    unusable: set[int] = field(default_factory=set)
+
+
+def _check_images(images: list[Any], out: Problems, found: Instances, *, dataset: bool) -> _ImageIds:
+    """Each image record: a unique id, positive sizes (then in ``found.image_sizes``), a file name for a
+    dataset (then in ``found.file_names``)."""
+    ids = _ImageIds()
     image_keys = IMAGE_KEYS + (DATASET_IMAGE_KEYS if dataset else ())
-    for i, image in enumerate(data["images"]):
-        image_id = _record_id(out, "image", i, image, image_keys, image_ids)
+    for i, image in enumerate(images):
+        image_id = _record_id(out, "image", i, image, image_keys, ids.all)
         if image_id is None:
-            if isinstance(image, dict) and is_int(image.get("id")) and image["id"] not in image_ids:
-                image_ids.add(image["id"])
-                unusable_images.add(image["id"])
+            if isinstance(image, dict) and is_int(image.get("id")) and image["id"] not in ids.all:
+                ids.all.add(image["id"])
+                ids.unusable.add(image["id"])
             continue
-        image_ids.add(image_id)
+        ids.all.add(image_id)
         where = out.name("image", image_id, i)
         sizes_ok = True
         for key in ("height", "width"):
@@ -196,11 +216,16 @@ def check_instances(data: Any, source: str, out: Problems, *, dataset: bool) -> 
         if sizes_ok:
             found.image_sizes[image_id] = (image["height"], image["width"])
         else:
-            unusable_images.add(image_id)
+            ids.unusable.add(image_id)
+    return ids
 
-    category_ids: set[int] = set()  # of every category record, as for images
+
+def _check_categories(categories: list[Any], out: Problems, found: Instances) -> set[int]:
+    """Each category record: a unique id and a unique name (then in ``found.category_names``). Returns the ids
+    of every category record, valid or not, as for images."""
+    category_ids: set[int] = set()
     names: set[str] = set()
-    for i, category in enumerate(data["categories"]):
+    for i, category in enumerate(categories):
         category_id = _record_id(out, "category", i, category, CATEGORY_KEYS, category_ids)
         if category_id is None:
             if isinstance(category, dict) and is_int(category.get("id")):
@@ -214,10 +239,16 @@ def check_instances(data: Any, source: str, out: Problems, *, dataset: bool) -> 
             continue
         names.add(name)
         found.category_names[category_id] = name
+    return category_ids
 
+
+def _check_annotations(annotations: list[Any], out: Problems, found: Instances, images: _ImageIds,
+                       category_ids: set[int], *, dataset: bool) -> None:
+    """Each annotation: a unique non-zero id, a known image and category, valid fields (then in
+    ``found.annotations``)."""
     annotation_keys = ANNOTATION_KEYS + (DATASET_ANNOTATION_KEYS if dataset else ())
     seen: set[int] = set()
-    for i, ann in enumerate(data["annotations"]):
+    for i, ann in enumerate(annotations):
         # pycocotools keeps matched ground-truth ids in an array where 0 means "unmatched".
         ann_id = _record_id(out, "annotation", i, ann, annotation_keys, seen, nonzero=True)
         if ann_id is None:
@@ -225,18 +256,17 @@ def check_instances(data: Any, source: str, out: Problems, *, dataset: bool) -> 
         seen.add(ann_id)
         where = out.name("annotation", ann_id)
         image_id, category_id = ann["image_id"], ann["category_id"]
-        if not is_int(image_id) or image_id not in image_ids:
+        if not is_int(image_id) or image_id not in images.all:
             out.add(where, f"'image_id' {image_id!r} is not in 'images' (unknown image_id)")
             continue
         if not is_int(category_id) or category_id not in category_ids:
             out.add(where, f"'category_id' {category_id!r} is not in 'categories' (unknown category_id)")
             continue
-        if image_id in unusable_images:
+        if image_id in images.unusable:
             continue
         if _annotation_fields_ok(ann, image_id, found.image_sizes[image_id], where, out):
             found.annotations.append(ann)
     found.num_annotations = len(seen)
-    return found
 
 
 def _record_id(

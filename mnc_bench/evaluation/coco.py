@@ -9,18 +9,19 @@ tripping ``COCO.loadRes``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
+from collections.abc import Callable
 from typing import Any
 
 from mnc_bench.errors import UserError
 from mnc_bench.evaluation.ground_truth import GroundTruth, GroundTruthSource, load_ground_truth
 from mnc_bench.evaluation.results_io import Predictions, PredictionsSource, load_predictions
+from mnc_bench.suites.contract import COCO_IOU_TYPES as IOU_TYPES
+from mnc_bench.suites.contract import COCO_METRIC_NAMES  # the first twelve entries of COCOeval.stats
 
-IOU_TYPES = ("segm", "bbox")
 BACKENDS = ("pycocotools", "faster_coco_eval")
-# The first twelve entries of COCOeval.stats, in order.
-COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def evaluate_coco(
@@ -41,9 +42,14 @@ def coco_metrics(gt: GroundTruth, predictions: Predictions, iou_type: str, backe
     if iou_type == "segm":
         _ = gt.rles  # validates every ground-truth mask before pycocotools sees it
     coco_eval = run_cocoeval(gt, predictions.coco_records(iou_type), iou_type, backend)
+    return dict(zip(COCO_METRIC_NAMES, summarize(coco_eval)))
+
+
+def summarize(coco_eval: Any) -> list[float]:
+    """The first twelve ``COCOeval.stats`` of an accumulated evaluation, undefined ones (-1) as NaN."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.summarize()
-    return {name: _undefined_to_nan(value) for name, value in zip(COCO_METRIC_NAMES, coco_eval.stats[:12])}
+    return [_undefined_to_nan(value) for value in coco_eval.stats[:12]]
 
 
 def run_cocoeval(
@@ -54,9 +60,16 @@ def run_cocoeval(
     *,
     use_categories: bool = True,
     max_dets: tuple[int, ...] | None = None,
+    evaluator: Callable[[Any, Any, str], Any] | None = None,
+    evaluator_options: dict[str, Any] | None = None,
 ) -> Any:
-    """Run the chosen backend's COCOeval up to ``accumulate()`` and return it."""
+    """Run the chosen backend's COCOeval up to ``accumulate()`` and return it.
+
+    ``evaluator(coco_gt, coco_dt, iou_type)`` replaces the backend's COCOeval class (a subclass that changes
+    the IoU, e.g. Boundary AP); ``evaluator_options`` are keyword arguments of the backend's class."""
     coco_cls, cocoeval_cls = _backend(backend)
+    if evaluator is None:
+        evaluator = functools.partial(cocoeval_cls, **(evaluator_options or {}))
     # pycocotools prints progress to stdout, which would corrupt `mnc-bench evaluate --json`.
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = coco_cls()
@@ -72,7 +85,7 @@ def run_cocoeval(
             coco_dt = coco_cls()
             coco_dt.dataset = {**gt.dataset, "annotations": []}
             coco_dt.createIndex()
-        coco_eval = cocoeval_cls(coco_gt, coco_dt, iou_type)
+        coco_eval = evaluator(coco_gt, coco_dt, iou_type)
         coco_eval.params.useCats = int(use_categories)
         if max_dets is not None:
             coco_eval.params.maxDets = list(max_dets)

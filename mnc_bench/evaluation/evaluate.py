@@ -4,6 +4,9 @@ Keys (``<name>`` is a category name from the ground truth; NaN marks a number th
 undefined):
 
 * ``coco/<segm|bbox>/{AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}``
+* ``coco/boundary/{AP, AP50, AP75, APs, APm, APl}`` (Boundary AP: :mod:`mnc_bench.evaluation.boundary`)
+* ``tide/<segm|bbox>/{base_AP50, dAP_cls, dAP_loc, dAP_both, dAP_dupe, dAP_bkg, dAP_miss, dAP_FP, dAP_FN}``
+  (TIDE's error breakdown: :mod:`mnc_bench.evaluation.errors`)
 * ``voc_<sds|mnc>/{mAP@0.5, mAP@0.7, mAP_vol}``
 * ``voc_<sds|mnc>/{AP@0.5, AP@0.7, AP_vol}/<name>``
 * ``proposals/{AR@10, AR@100, AR@300, AR@1000, ARs@1000, ARm@1000, ARl@1000}``
@@ -16,13 +19,22 @@ import math
 from collections.abc import Mapping, Sequence
 
 from mnc_bench.errors import UserError
+from mnc_bench.evaluation.boundary import boundary_metrics
 from mnc_bench.evaluation.coco import IOU_TYPES, coco_metrics
+from mnc_bench.evaluation.errors import tide_metrics
 from mnc_bench.evaluation.ground_truth import GroundTruthSource, load_ground_truth
 from mnc_bench.evaluation.proposals import ProposalArrays, evaluate_proposals
 from mnc_bench.evaluation.results_io import PredictionsSource, load_predictions
 from mnc_bench.evaluation.voc import PROTOCOLS, voc_metrics
 
-METRICS = ("coco", "voc_sds", "voc_mnc", "all", "proposals")
+METRICS = ("coco", "voc_sds", "voc_mnc", "all", "proposals", "boundary", "tide")
+# Metric families a suite computes only when its `metrics:` names one of their keys: key prefix -> family.
+ON_REQUEST = {"coco/boundary/": "boundary", "tide/": "tide"}
+
+
+def requested_families(keys: Sequence[str]) -> list[str]:
+    """The on-request families (:data:`ON_REQUEST`) that ``keys`` name, in that order."""
+    return [family for prefix, family in ON_REQUEST.items() if any(key.startswith(prefix) for key in keys)]
 
 
 def evaluate(
@@ -35,8 +47,9 @@ def evaluate(
     """Score predictions (results file, list of result records, or proposal arrays for
     ``metric="proposals"``) against a COCO ground truth (file or dict).
 
-    ``metric`` is one name of :data:`METRICS` or several; ``"all"`` means COCO plus both VOC protocols.
-    ``iou_type`` ("segm", "bbox" or both) selects the COCO IoU; VOC region AP always uses masks.
+    ``metric`` is one name of :data:`METRICS` or several; ``"all"`` means COCO plus both VOC protocols
+    (Boundary AP and TIDE are asked for by name). ``iou_type`` ("segm", "bbox" or both) selects the IoU of
+    COCO and TIDE; VOC region AP and Boundary AP always use masks.
     Predictions are validated once and shared by all metrics.
     """
     metrics = _names(metric, METRICS, "metric")
@@ -54,6 +67,11 @@ def evaluate(
     for protocol in PROTOCOLS:
         if {f"voc_{protocol}", "all"} & set(metrics):
             results.update(_prefixed(f"voc_{protocol}", voc_metrics(gt, loaded, protocol)))
+    if "boundary" in metrics:
+        results.update(_prefixed("coco/boundary", boundary_metrics(gt, loaded, backend)))
+    if "tide" in metrics:
+        for kind in iou_types:
+            results.update(_prefixed(f"tide/{kind}", tide_metrics(gt, loaded, kind)))
     return results
 
 

@@ -4,15 +4,18 @@ costs), baselines, comparisons, ablations, missing values."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
 from mnc_bench.reporting.compare import (Ablation, Baseline, GroupKey, Row, ablation, baseline_rows,
                                          group_summaries, missing_metric_runs, numbers, resolve_baselines)
-from mnc_bench.reporting.metrics import ACCURACY, COST, Column, column, is_metric_key, resolve_metric
+from mnc_bench.reporting.metrics import ACCURACY, COST, Column, column, resolve_metric
+from mnc_bench.reporting.names import DisplayNames, display_names
 from mnc_bench.reporting.stats import Summary
 from mnc_bench.reporting.table import Inputs
+from mnc_bench.suites.contract import is_metric_key
 
 # Cost columns that describe a model, not a run: printed as one number, without a spread over seeds.
 PER_MODEL = ("params", "gflops", "infer_ms_median")
@@ -30,6 +33,7 @@ class Analysis:
     comparisons: list[Row]
     ablations: list[Ablation]
     missing: dict[str, list[str]]
+    names: DisplayNames
 
     @property
     def done(self) -> pd.DataFrame:
@@ -54,8 +58,10 @@ def _with_bench(summaries: dict[GroupKey, dict[str, Summary]], bench: pd.DataFra
                 cells[key] = Summary(float(value), math.nan, 1)
 
 
-def analyse(inputs: Inputs, metric: str, baseline: str | None) -> Analysis:
-    """UserError when ``metric`` or ``baseline`` names nothing in a non-empty table."""
+def analyse(inputs: Inputs, metric: str, baseline: str | None,
+            display_name_overrides: Mapping[str, str] | None = None) -> Analysis:
+    """UserError when ``metric``, ``baseline`` or a display-name override names nothing in a non-empty table.
+    """
     runs, done = inputs.runs, inputs.done
     if not done.empty:
         metric = resolve_metric(metric, [c for c in runs.columns if is_metric_key(c)])
@@ -78,4 +84,5 @@ def analyse(inputs: Inputs, metric: str, baseline: str | None) -> Analysis:
         comparisons=baseline_rows(done, metric, baselines) if metric in done else [],
         ablations=[ablation(done, a, inputs.axes, metric) for a in inputs.axes] if metric in done else [],
         missing=missing_metric_runs(done, [c.key for c in ACCURACY] + [metric]),
+        names=display_names(runs["model"].astype(str), display_name_overrides),
     )

@@ -17,7 +17,7 @@ import pandas as pd
 from mnc_bench.errors import UserError
 from mnc_bench.reporting.metrics import Column, number
 from mnc_bench.reporting.stats import Comparison, Summary, compare, summarize
-from mnc_bench.reporting.table import AXIS_PREFIX
+from mnc_bench.suites.contract import AXIS_PREFIX
 
 GroupKey = tuple[str, str, str]  # suite, model, variant
 GROUP_COLUMNS = ["suite", "model", "variant"]
@@ -42,11 +42,13 @@ def group_label(model: str, variant: str) -> str:
 
 
 def short_label(model: str, variant: str, *, with_model: bool = True) -> str:
-    """A legend-sized label: axis keys cut to their last component ('box_grad=False, num_stages=3')."""
+    """A legend-sized label: axis keys cut to their last component ('box_grad=False, num_stages=3'), mapping
+    values as 'k=v' ('proposal_control={jitter=0.2}')."""
     parts = []
     for part in filter(None, _VARIANT_PARTS.split(variant)):
         key, sep, value = part.partition("=")
-        parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{value}")
+        shown = value_text(value) if sep else value
+        parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{'{' + shown + '}' if value.startswith('{') else shown}")
     short = ", ".join(parts)
     if not with_model:
         return short or model
@@ -108,10 +110,6 @@ class Baseline:
     def key(self) -> GroupKey:
         return (self.suite, self.model, self.variant)
 
-    @property
-    def label(self) -> str:
-        return group_label(self.model, self.variant)
-
 
 def resolve_baselines(done: pd.DataFrame, name: str | None) -> dict[str, Baseline | None]:
     """The baseline group of each suite: ``name`` is a model or a 'model [variant]' label; without one, the
@@ -157,10 +155,6 @@ class Row:
     summary: Summary
     comparison: Comparison | None
 
-    @property
-    def label(self) -> str:
-        return group_label(self.model, self.variant)
-
 
 def numbers(values: pd.Series) -> pd.Series:
     """A column as float64 with NaN for anything missing or not a number (collect writes nullable Int64)."""
@@ -191,9 +185,22 @@ def baseline_rows(done: pd.DataFrame, metric: str, baselines: dict[str, Baseline
 
 @dataclass(frozen=True)
 class AblationRow:
-    context: str  # the other axes' values (and the model when several), '' when none
+    """One value of an ablation axis within one setting: the suite (when several have the axis), the model
+    (when several) and the other axes' values, held fixed."""
+
+    suite: str  # '' when one suite has the axis
+    model: str  # '' when the suite has one model
+    others: tuple[tuple[str, str], ...]  # (axis name, value as printed)
     value: str  # as printed
     row: Row
+
+    def context(self, model_name: str = "", *, short: bool = False) -> str:
+        """The setting as text, '' when none: suite, model (printed as ``model_name`` when given), then
+        ``axis=value`` (axis keys cut to their last part when ``short``)."""
+        parts = [self.suite] if self.suite else []
+        parts += [model_name or self.model] if self.model else []
+        parts += [f"{axis.rsplit('.', 1)[-1] if short else axis}={value}" for axis, value in self.others]
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -226,16 +233,15 @@ def ablation(done: pd.DataFrame, axis: str, axes: list[str], metric: str) -> Abl
                 v for v in values if v != DEFAULT_VALUE]
             if len(values) < 2:
                 continue
-            parts = [f"{axis_name(a)}={value_text(v)}" for a, v in zip(others, context_key[1:])]
-            prefix = ([suite] if len(suites) > 1 else []) + ([model] if multi_model else [])
-            context = ", ".join(prefix + parts)
+            setting = tuple((axis_name(a), value_text(v)) for a, v in zip(others, context_key[1:]))
+            shown_suite, shown_model = suite if len(suites) > 1 else "", model if multi_model else ""
             reference = _values(ctx[texts == values[0]], metric)
             for i, value in enumerate(values):
                 group = ctx[texts == value]
                 current = _values(group, metric)
                 comparison = None if i == 0 else compare(current, reference)
-                rows.append(AblationRow(context, value, Row(suite, model, group["variant"].iloc[0],
-                                                            summarize(current), comparison)))
+                row = Row(suite, model, group["variant"].iloc[0], summarize(current), comparison)
+                rows.append(AblationRow(shown_suite, shown_model, setting, value, row))
     return Ablation(axis, rows)
 
 

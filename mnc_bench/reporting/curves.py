@@ -13,9 +13,10 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import LogFormatter
 
 from mnc_bench.reporting.compare import short_label
-from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, legend_below, legend_height,
-                                       new_figure, save, style)
+from mnc_bench.reporting.names import DisplayNames
+from mnc_bench.reporting.style import PALETTE, Canvas, FigureResult, Skipped, style
 from mnc_bench.reporting.table import run_folder
+from mnc_bench.suites.contract import SCALARS_JSON
 
 MAX_STAGE_FIGURES = 6
 
@@ -42,17 +43,19 @@ def read_scalars(path: Path) -> pd.DataFrame | None:
     return frame.dropna(subset=["iter", "loss"])
 
 
-def load_curves(done: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Every finished run's curves with its suite, model and legend label; and the run ids that have none."""
+def load_curves(done: pd.DataFrame, names: DisplayNames) -> tuple[pd.DataFrame, list[str]]:
+    """Every finished run's curves with its suite, model and legend label (the model's display name); and the
+    run ids that have none."""
     frames, missing = [], []
     for suite, runs in done.groupby("suite", sort=True):
         with_model = runs["model"].nunique() > 1
         for _, run in runs.iterrows():
-            curve = read_scalars(run_folder(run) / "scalars.json")
+            curve = read_scalars(run_folder(run) / SCALARS_JSON)
             if curve is None:
                 missing.append(run["run_id"])
                 continue
-            curve["label"] = short_label(run["model"], run["variant"], with_model=with_model)
+            curve["label"] = (names.label(run["model"], run["variant"], short=True) if with_model
+                              else short_label(run["model"], run["variant"], with_model=False))
             curve["suite"], curve["model"], curve["variant"] = suite, run["model"], run["variant"]
             curve["run_id"] = run["run_id"]
             frames.append(curve)
@@ -84,21 +87,21 @@ def set_loss_scale(ax: Axes, loss: pd.Series) -> str:
     return scale
 
 
-def _total_loss(curves: pd.DataFrame, suite: str, name: str, out_dir: Path, note: str) -> FigureResult:
+def _total_loss(curves: pd.DataFrame, suite: str, name: str, canvas: Canvas, note: str) -> FigureResult:
     labels = sorted(curves["label"].unique())
-    fig = new_figure(2.1 + legend_height(labels))
+    fig = canvas.figure(2.1 + canvas.legend_height(labels))
     ax = fig.subplots()
     sns.lineplot(data=curves, x="iter", y="loss", hue="label", hue_order=labels, palette=PALETTE,
                  errorbar="sd", ax=ax)
     ax.set(xlabel="iteration", ylabel="total loss")
     scale = set_loss_scale(ax, curves["loss"])
-    legend_below(ax, labels)
+    canvas.legend_below(ax, labels)
     axis = " Log scale: models whose losses differ in size show their relative fall alike." if scale == "log" else ""
     caption = f"Total training loss vs iteration, suite {suite}: mean over seeds, band ±1 std.{axis}{note}"
-    return save(fig, out_dir, name, caption)
+    return canvas.save(fig, name, caption)
 
 
-def _stage_losses(runs: pd.DataFrame, title: str, name: str, out_dir: Path) -> FigureResult | Skipped:
+def _stage_losses(runs: pd.DataFrame, title: str, name: str, canvas: Canvas) -> FigureResult | Skipped:
     stages = [c for c in sorted(runs.columns) if c.startswith("loss_") and runs[c].notna().any()]
     if not stages:
         return Skipped(name, f"{title}: no per-stage losses logged")
@@ -106,20 +109,20 @@ def _stage_losses(runs: pd.DataFrame, title: str, name: str, out_dir: Path) -> F
     long = long.dropna()
     long["term"] = long["term"].str.removeprefix("loss_")
     terms = [s.removeprefix("loss_") for s in stages]
-    fig = new_figure(2.1 + legend_height(terms))
+    fig = canvas.figure(2.1 + canvas.legend_height(terms))
     ax = fig.subplots()
     sns.lineplot(data=long, x="iter", y="value", hue="term", hue_order=terms,
                  palette=PALETTE, errorbar="sd", ax=ax)
     ax.set(xlabel="iteration", ylabel="loss")
-    ax.set_title(title, fontsize=6)
-    legend_below(ax, terms)
-    return save(fig, out_dir, name, f"Per-stage training losses of {title}: mean over seeds, band ±1 std.")
+    ax.set_title(title)
+    canvas.legend_below(ax, terms)
+    return canvas.save(fig, name, f"Per-stage training losses of {title}: mean over seeds, band ±1 std.")
 
 
-def curve_figures(done: pd.DataFrame, out_dir: Path) -> list[FigureResult | Skipped]:
+def curve_figures(done: pd.DataFrame, canvas: Canvas) -> list[FigureResult | Skipped]:
     """Total loss per suite; per-stage losses of each model (its plain variant when it has one), at most
     MAX_STAGE_FIGURES models."""
-    curves, missing = load_curves(done)
+    curves, missing = load_curves(done, canvas.names)
     note = (f" {len(missing)} finished run(s) have no scalars.json: {', '.join(missing[:5])}"
             f"{' ...' if len(missing) > 5 else ''}.") if missing else ""
     if curves.empty:
@@ -129,15 +132,15 @@ def curve_figures(done: pd.DataFrame, out_dir: Path) -> list[FigureResult | Skip
     with style():
         for suite in suites:
             name = "training_loss" if len(suites) == 1 else f"training_loss_{suite}"
-            results.append(_total_loss(curves[curves["suite"] == suite], suite, name, out_dir, note))
+            results.append(_total_loss(curves[curves["suite"] == suite], suite, name, canvas, note))
         models = sorted(curves["model"].unique())
         for model in models[:MAX_STAGE_FIGURES]:
             runs = curves[curves["model"] == model]
             plain = runs[runs["variant"] == ""]
             suite, variant = (plain if len(plain) else runs).iloc[0][["suite", "variant"]]
             runs = runs[(runs["suite"] == suite) & (runs["variant"] == variant)]
-            title = f"{suite}: {short_label(model, variant)}"
-            results.append(_stage_losses(runs, title, f"training_stages_{model}", out_dir))
+            title = f"{suite}: {canvas.names.label(model, variant, short=True)}"
+            results.append(_stage_losses(runs, title, f"training_stages_{model}", canvas))
     if len(models) > MAX_STAGE_FIGURES:
         results.append(Skipped("training_stages", f"per-stage curves drawn for the first {MAX_STAGE_FIGURES} "
                                                   f"of {len(models)} models"))

@@ -1,19 +1,18 @@
-"""The ablation and speed figures: AP vs cascade depth, loss-weight heatmap, AP vs proposal quality, one figure
-per other ablation axis, speed vs accuracy. Each returns a :class:`FigureResult`, or :class:`Skipped` with the
-reason when its data is absent."""
+"""The ablation and speed figures: AP vs cascade depth, loss-weight heatmap, AP vs proposal quality, one
+figure per other ablation axis, speed vs accuracy. Each returns a :class:`FigureResult`, or :class:`Skipped`
+with the reason when its data is absent."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import math
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from mnc_bench.reporting.compare import GROUP_COLUMNS, axis_name, numbers, sort_values, value_text
 from mnc_bench.reporting.metrics import RECALL_KEYS, column
-from mnc_bench.reporting.style import (PALETTE, FigureResult, Skipped, ci95, legend_below, legend_columns,
-                                       legend_height, new_figure, save, style)
+from mnc_bench.reporting.names import DisplayNames
+from mnc_bench.reporting.style import FONT_PT, PALETTE, Canvas, FigureResult, Skipped, ci95, style
 
 MAX_PANELS = 4
 # An ablation axis is read at three strictnesses: the compared metric, COCO's AP at IoU 0.75 and VOC mAP^r@0.7
@@ -32,15 +31,20 @@ def _find(axes: list[str], *needles: str) -> list[str]:
     return [a for a in axes if any(n in axis_name(a) for n in needles)]
 
 
-def _setting(data: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """A text label of the values of ``columns`` per row ('' when there are none); model and suite included
-    when they vary, so rows of different models or suites are never pooled into one point."""
+def _setting(data: pd.DataFrame, columns: list[str], names: DisplayNames) -> pd.Series:
+    """A text label of the values of ``columns`` per row ('' when there are none); model (its display name)
+    and suite included when they vary, so rows of different models or suites are never pooled into one point.
+    """
     cols = [c for c in ("suite", "model") if data[c].nunique() > 1] + columns
     if not cols:
         return pd.Series("", index=data.index)
-    return data[cols].apply(lambda r: ", ".join(
-        value_text(v) if c in ("suite", "model") else f"{axis_name(c).split('.')[-1]}={value_text(v)}"
-        for c, v in zip(cols, r)), axis=1)
+
+    def text(c: str, v: object) -> str:
+        if c == "model":
+            return names(str(v))
+        return value_text(v) if c == "suite" else f"{axis_name(c).split('.')[-1]}={value_text(v)}"
+
+    return data[cols].apply(lambda r: ", ".join(text(c, v) for c, v in zip(cols, r)), axis=1)
 
 
 def _ordered(values: pd.Series) -> list[str]:
@@ -58,7 +62,7 @@ def _pointplot(ax, data: pd.DataFrame, x: str, order: list[str], hue: str | None
                   err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
 
 
-def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path) -> FigureResult | Skipped:
+def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, canvas: Canvas) -> FigureResult | Skipped:
     name = "ap_vs_depth"
     depth = _find(axes, "num_stages")
     if not depth:
@@ -66,20 +70,23 @@ def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
     data = _measured(done[done[depth[0]].notna()], metric)
     if data.empty:
         return Skipped(name, f"no finished run with {metric} on the depth axis")
+    data = _single_round_in_every_sharing_panel(data, depth[0], axes)
     data["depth"] = data[depth[0]].map(value_text)
     grad = [a for a in _find(axes, "box_grad") if data[a].nunique() > 1]
     hue = None
     if grad:
         data["training"] = data[grad[0]].map(lambda v: END_TO_END.get(value_text(v), value_text(v)))
         hue = "training"
-    data["panel"] = _setting(data, _varying(data, axes, depth + grad))
+    data["panel"] = _setting(data, _varying(data, axes, depth + grad), canvas.names)
     panels = sorted(data["panel"].unique())
     if len(panels) > MAX_PANELS:
         return Skipped(name, f"{len(panels)} settings of the other axes (at most {MAX_PANELS} panels)")
     col = column(metric)
+    per_row = len(panels) if canvas.wide else min(len(panels), 2)  # the text width holds every panel in a row
+    rows = math.ceil(len(panels) / per_row)
     with style():
-        fig = new_figure(2.3 if len(panels) <= 2 else 4.2)
-        grid = fig.subplots(1 if len(panels) <= 2 else 2, min(len(panels), 2), squeeze=False, sharey=True)
+        fig = canvas.figure(2.3 if rows == 1 else 4.4)
+        grid = fig.subplots(rows, per_row, squeeze=False, sharey=True)
         for ax, panel in zip(grid.flat, panels):
             _pointplot(ax, data[data["panel"] == panel], "depth", _ordered(data[depth[0]]), hue)
             ax.set(xlabel="cascade stages", ylabel=col.label, title=panel)
@@ -90,44 +97,75 @@ def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
         caption = (f"{col.label} vs cascade depth: mean over seeds, 95 % percentile-bootstrap interval"
                    + (" (none where a point has one seed)"
                       if data.groupby(["panel", "depth"]).size().min() < 2 else "")
-                   + ("; end-to-end vs step-wise training as colour." if hue else "."))
-        return save(fig, out_dir, name, caption)
+                   + ("; end-to-end vs step-wise training as colour" if hue else "")
+                   + ("; a 3-stage cascade has one round and nothing to share, so its runs appear in every "
+                      "weight-sharing panel." if _find(axes, "share_weights") else "."))
+        return canvas.save(fig, name, caption)
+
+
+def _single_round_in_every_sharing_panel(data: pd.DataFrame, depth: str, axes: list[str]) -> pd.DataFrame:
+    """A 3-stage cascade (one mask/classification round) is the same model whatever the weight-sharing flag
+    says: copy its runs into every sharing setting, so each panel's curve starts at 3 stages."""
+    share = [a for a in _find(axes, "share_weights") if data[a].nunique() > 1]
+    if not share:
+        return data
+    single_round = numbers(data[depth]) == 3
+    copies = [data[single_round].assign(**{share[0]: value}) for value in data[share[0]].dropna().unique()]
+    return pd.concat([data[~single_round], *copies], ignore_index=True)
 
 
 def loss_weight_figure(
-    done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
+    done: pd.DataFrame, axes: list[str], metric: str, canvas: Canvas
 ) -> FigureResult | Skipped:
+    """One heatmap per metric, one above the other at column width (side by side at text width): the compared
+    metric and the first measured high-IoU metric (AXIS_FIGURE_METRICS), where a loss balance that favours
+    masks or classes should show."""
     name = "loss_weights"
     weights = _find(axes, "loss_weight")
     if not weights:
         return Skipped(name, "no loss-weight axis (*loss_weight*) varies in the results")
     if len(weights) > 2:
         return Skipped(name, f"{len(weights)} loss-weight axes; the heatmap shows two")
-    data = _measured(done[done[weights].notna().all(axis=1)], metric)
-    others = _setting(data, _varying(data, axes, weights))
+    rows_axis, cols_axis = weights[0], weights[-1] if len(weights) == 2 else None
+    runs = done[done[weights].notna().all(axis=1)]
+    strict = [m for m in AXIS_FIGURE_METRICS if m != metric and m in runs and numbers(runs[m]).notna().any()]
+    panels = [(m, _measured(runs, m)) for m in [metric, *strict[:1]]]
+    data = panels[0][1]
+    others = _setting(data, _varying(data, axes, weights), canvas.names)
     if data.empty or others.nunique() > 1:
         reason = ("no finished run with the metric" if data.empty
                   else "other axes vary too: one heatmap would pool them")
         return Skipped(name, reason)
-    rows_axis, cols_axis = weights[0], weights[-1] if len(weights) == 2 else None
-    data["row"] = data[rows_axis].map(value_text)
-    data["col"] = data[cols_axis].map(value_text) if cols_axis else ""
+    with style():
+        shape = (1, len(panels)) if canvas.wide else (len(panels), 1)
+        fig = canvas.figure(2.4 if canvas.wide else 2.2 * len(panels))
+        for ax, (key, values) in zip(fig.subplots(*shape, squeeze=False).flat, panels):
+            mean, annot = _heatmap_cells(values, rows_axis, cols_axis)
+            sns.heatmap(mean, annot=annot, fmt="", cmap="viridis", linewidths=0.5,
+                        annot_kws={"fontsize": FONT_PT}, cbar_kws={"label": column(key).label}, ax=ax)
+            ax.set(ylabel=_weight_label(rows_axis), xlabel=_weight_label(cols_axis) if cols_axis else "")
+            ax.invert_yaxis()
+        labels = " and ".join(column(key).label for key, _ in panels)
+        caption = f"{labels} by loss weights: mean ± std over seeds in each cell."
+        return canvas.save(fig, name, caption)
+
+
+def _heatmap_cells(data: pd.DataFrame, rows_axis: str, cols_axis: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Cell means [rows x columns] of ``data['value']`` and their 'mean\n±std' (or '(n=1)') annotations."""
+    data = data.assign(row=data[rows_axis].map(value_text),
+                       col=data[cols_axis].map(value_text) if cols_axis else "")
     stats = data.groupby(["row", "col"])["value"].agg(["mean", "std", "count"])
     mean = stats["mean"].unstack("col").reindex(index=_ordered(data[rows_axis]),
                                                 columns=_ordered(data[cols_axis]) if cols_axis else [""])
     annot = mean.copy().astype(object)
     for (r, c), s in stats.iterrows():
         annot.loc[r, c] = f"{s['mean']:.1f}" + (f"\n±{s['std']:.1f}" if s["count"] > 1 else "\n(n=1)")
-    col = column(metric)
-    with style():
-        fig = new_figure(2.4)
-        ax = fig.subplots()
-        sns.heatmap(mean.astype(float), annot=annot.fillna("").to_numpy(), fmt="", cmap="viridis",
-                    linewidths=0.5, annot_kws={"fontsize": 5.5}, cbar_kws={"label": col.label}, ax=ax)
-        ax.set(ylabel=axis_name(rows_axis), xlabel=axis_name(cols_axis) if cols_axis else "")
-        ax.invert_yaxis()
-        caption = f"{col.label} by loss weights: mean ± std over seeds in each cell."
-        return save(fig, out_dir, name, caption)
+    return mean.astype(float), annot.fillna("").to_numpy()
+
+
+def _weight_label(axis: str) -> str:
+    """'model.loss_weights.cls' -> 'cls loss weight' (the term it weighs)."""
+    return f"{axis_name(axis).split('.')[-1]} loss weight"
 
 
 def _numeric(values: pd.Series) -> bool:
@@ -135,7 +173,7 @@ def _numeric(values: pd.Series) -> bool:
 
 
 def proposal_figure(
-    done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
+    done: pd.DataFrame, axes: list[str], metric: str, canvas: Canvas
 ) -> FigureResult | Skipped:
     """One row of panels per proposal axis, mask AP left and proposal recall right. A numeric axis (proposals
     kept, jitter) is the x axis, points joined; a categorical one (a proposal_control setting) lists its
@@ -149,7 +187,7 @@ def proposal_figure(
     keys = [metric] + ([recall] if recall else [])
     heights = [1.5 if _numeric(done[k]) else max(1.5, 0.6 + 0.18 * done[k].nunique()) for k in knobs]
     with style():
-        fig = new_figure(sum(heights) + 0.2)
+        fig = canvas.figure(sum(heights) + 0.2)
         grid = fig.subplots(len(knobs), len(keys), squeeze=False, gridspec_kw={"height_ratios": heights})
         for i, knob in enumerate(knobs):
             for j, key in enumerate(keys):
@@ -160,7 +198,7 @@ def proposal_figure(
                                     transform=grid[i, j].transAxes)
                     continue
                 data["x"] = data[knob].map(value_text)
-                data["setting"] = _setting(data, _varying(data, axes, [knob]))
+                data["setting"] = _setting(data, _varying(data, axes, [knob]), canvas.names)
                 hue = "setting" if data["setting"].nunique() > 1 else None
                 ax, order, label = grid[i, j], _ordered(data[knob]), axis_name(knob).split(".")[-1]
                 if _numeric(done[knob]):
@@ -172,7 +210,7 @@ def proposal_figure(
                                   capsize=0.2, markersize=3.5,
                                   err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
                     ax.set(xlabel=column(key).label, ylabel="")
-                    ax.set_title(label if j == 0 else "", loc="left", fontsize=6)
+                    ax.set_title(label if j == 0 else "", loc="left")
                     if j:
                         ax.set_yticklabels([])
                 if hue and (i, j) != (0, 0):
@@ -182,7 +220,7 @@ def proposal_figure(
                       else " (no recall column in the results)")
                    + " vs proposal quality, one row per proposal axis: mean over seeds, 95 % "
                    "percentile-bootstrap interval.")
-        return save(fig, out_dir, name, caption)
+        return canvas.save(fig, name, caption)
 
 
 def _specialised_axes(axes: list[str]) -> list[str]:
@@ -191,7 +229,8 @@ def _specialised_axes(axes: list[str]) -> list[str]:
     return depth + (_find(axes, "box_grad") if depth else []) + _find(axes, "loss_weight", "proposal")
 
 
-def axis_figures(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path) -> list[FigureResult | Skipped]:
+def axis_figures(done: pd.DataFrame, axes: list[str], metric: str, canvas: Canvas
+                 ) -> list[FigureResult | Skipped]:
     """One figure per ablation axis that no specialised figure draws (e.g. which labels train stage 3): the
     axis values along x, one panel per metric (the compared one, then AP75 and mAP^r@0.7 where measured), the
     settings of the other varying axes (and the model, where models vary) as colour."""
@@ -204,12 +243,12 @@ def axis_figures(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
         if metric not in keys:
             drawn.append(Skipped(name, f"no finished run with {metric} on this axis"))
             continue
-        setting = _setting(rows, _varying(rows, axes, [axis]))
+        setting = _setting(rows, _varying(rows, axes, [axis]), canvas.names)
         hue = "setting" if setting.nunique() > 1 else None
         labels = sorted(setting.unique()) if hue else []
         label = axis_name(axis).split(".")[-1]
         with style():
-            fig = new_figure(1.9 + legend_height(labels))
+            fig = canvas.figure(2.1 + canvas.legend_height(labels))
             grid = fig.subplots(1, len(keys), squeeze=False)
             for ax, key in zip(grid.flat, keys):
                 data = _measured(rows, key)
@@ -221,18 +260,18 @@ def axis_figures(done: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
                     handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
                     legend.remove()
             if hue:  # one legend for the panels, under them
-                fig.legend(handles, texts, loc="outside lower center", ncols=legend_columns(labels),
+                fig.legend(handles, texts, loc="outside lower center", ncols=canvas.legend_columns(labels),
                            frameon=False)
             single = rows.assign(setting=setting).groupby(["setting", axis], dropna=False).size().min() < 2
             caption = (f"{', '.join(column(k).label for k in keys)} by {label}: mean over seeds, 95 % "
                        "percentile-bootstrap interval" + (" (none where a point has one seed)" if single else "")
                        + ("; colour: " + ", ".join(labels) if hue else "") + ".")
-            drawn.append(save(fig, out_dir, name, caption))
+            drawn.append(canvas.save(fig, name, caption))
     return drawn
 
 
 def speed_figure(
-    done: pd.DataFrame, bench: pd.DataFrame | None, metric: str, out_dir: Path
+    done: pd.DataFrame, bench: pd.DataFrame | None, metric: str, canvas: Canvas
 ) -> FigureResult | Skipped:
     name = "speed_accuracy"
     if bench is None or "infer_ms_median" not in bench:
@@ -247,7 +286,8 @@ def speed_figure(
             continue
         s = speed.iloc[0]
         q1, q3 = s.get("infer_ms_q1", np.nan), s.get("infer_ms_q3", np.nan)
-        points.append({"label": f"{suite}: {model}" if multi_suite else model, "ms": s["infer_ms_median"],
+        shown = canvas.names(model)
+        points.append({"label": f"{suite}: {shown}" if multi_suite else shown, "ms": s["infer_ms_median"],
                        "ms_lo": s["infer_ms_median"] - q1, "ms_hi": q3 - s["infer_ms_median"],
                        "value": runs["value"].mean(), "std": runs["value"].std(ddof=1)})
     if not points:
@@ -256,16 +296,16 @@ def speed_figure(
     points_df = pd.DataFrame(points)
     colors = dict(zip(points_df["label"], sns.color_palette(PALETTE, len(points_df))))
     with style():
-        fig = new_figure(2.1 + legend_height(list(points_df["label"])))
+        fig = canvas.figure(2.1 + canvas.legend_height(list(points_df["label"])))
         ax = fig.subplots()
         for p in points_df.itertuples():
             ax.errorbar(p.ms, p.value, xerr=[[p.ms_lo], [p.ms_hi]], yerr=None if np.isnan(p.std) else p.std,
                         fmt="o", color=colors[p.label], label=p.label, capsize=1.5, elinewidth=0.8,
                         markersize=3.5)
         ax.set(xlabel="inference ms/img (median; bars: IQR)", ylabel=f"{column(metric).label} (bars: ± std)")
-        legend_below(ax, list(points_df["label"]))
+        canvas.legend_below(ax, list(points_df["label"]))
         caption = (f"Speed vs {column(metric).label}: inference median ms/img with its interquartile range "
                    "(bench results, batch 1) against mean ± std over seeds; runs of plain model configs "
                    "only.")
-        return save(fig, out_dir, name, caption)
+        return canvas.save(fig, name, caption)
 

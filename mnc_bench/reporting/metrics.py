@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from mnc_bench.errors import UserError
 from mnc_bench.reporting.stats import Interval, Summary
+from mnc_bench.suites.contract import METRIC_PREFIXES, is_metric_key
 
 
 @dataclass(frozen=True)
@@ -22,25 +23,21 @@ class Column:
     decimals: int = 1
 
 
-def _ap(key: str, label: str, tex: str) -> Column:
-    return Column(key, label, tex)
-
-
 # The main table's accuracy columns, in this order, where the table has them.
 ACCURACY = (
-    _ap("coco/segm/AP", "mask AP", "AP"),
-    _ap("coco/segm/AP50", "AP50", "AP$_{50}$"),
-    _ap("coco/segm/AP75", "AP75", "AP$_{75}$"),
-    _ap("coco/segm/APs", "APs", "AP$_S$"),
-    _ap("coco/segm/APm", "APm", "AP$_M$"),
-    _ap("coco/segm/APl", "APl", "AP$_L$"),
-    _ap("coco/bbox/AP", "box AP", "AP$^{bb}$"),
-    _ap("voc_mnc/mAP@0.5", "mAP^r@0.5 (MNC protocol)", "mAP$^r$@0.5"),
-    _ap("voc_mnc/mAP@0.7", "mAP^r@0.7 (MNC protocol)", "mAP$^r$@0.7"),
-    _ap("voc_sds/mAP@0.5", "mAP^r@0.5 (SDS protocol)", "mAP$^r$@0.5"),
-    _ap("voc_sds/mAP@0.7", "mAP^r@0.7 (SDS protocol)", "mAP$^r$@0.7"),
-    _ap("coco/segm/AR100", "mask AR100", "AR$_{100}$"),
-    _ap("proposals/AR@100", "proposal AR@100", "AR@100"),
+    Column("coco/segm/AP", "mask AP", "AP"),
+    Column("coco/segm/AP50", "AP50", "AP$_{50}$"),
+    Column("coco/segm/AP75", "AP75", "AP$_{75}$"),
+    Column("coco/segm/APs", "APs", "AP$_S$"),
+    Column("coco/segm/APm", "APm", "AP$_M$"),
+    Column("coco/segm/APl", "APl", "AP$_L$"),
+    Column("coco/bbox/AP", "box AP", "AP$^{bb}$"),
+    Column("voc_mnc/mAP@0.5", "mAP^r@0.5 (MNC protocol)", "mAP$^r$@0.5"),
+    Column("voc_mnc/mAP@0.7", "mAP^r@0.7 (MNC protocol)", "mAP$^r$@0.7"),
+    Column("voc_sds/mAP@0.5", "mAP^r@0.5 (SDS protocol)", "mAP$^r$@0.5"),
+    Column("voc_sds/mAP@0.7", "mAP^r@0.7 (SDS protocol)", "mAP$^r$@0.7"),
+    Column("coco/segm/AR100", "mask AR100", "AR$_{100}$"),
+    Column("proposals/AR@100", "proposal AR@100", "AR@100"),
 )
 # Cost columns: from the collected table (params, s/iter) or the bench results (GFLOPs, ms/img).
 COST = (
@@ -56,20 +53,17 @@ VOC_LAYOUT = {p: (f"voc_{p}/mAP@0.5", f"voc_{p}/mAP@0.7") for p in ("mnc", "sds"
 # Proposal recall next to mask AP in the proposal-quality figure, first present wins.
 RECALL_KEYS = ("proposals/AR@100", "proposals/AR@300", "proposals/AR@1000", "proposals/AR@10",
                "coco/segm/AR100")
-_PREFIXES = ("coco/", "voc_", "proposals/")
 _KNOWN = {c.key: c for c in ACCURACY + COST}
 
 
 def column(key: str) -> Column:
-    """The column description of ``key``; an unlisted metric key is printed as is, in points."""
+    """The column description of ``key``; an unlisted metric key is printed as is, in points (a TIDE dAP, the
+    AP an error type costs, is better lower)."""
     if key in _KNOWN:
         return _KNOWN[key]
-    scale = 100.0 if key.startswith(_PREFIXES) else 1.0
-    return Column(key, key, escape_tex(key), scale=scale, decimals=1 if scale == 100.0 else 3)
-
-
-def is_metric_key(key: str) -> bool:
-    return key.startswith(_PREFIXES)
+    scale = 100.0 if key.startswith(METRIC_PREFIXES) else 1.0
+    return Column(key, key, escape_tex(key), higher_is_better=not key.startswith("tide/") or "/dAP_" not in key,
+                  scale=scale, decimals=1 if scale == 100.0 else 3)
 
 
 def resolve_metric(name: str, available: list[str]) -> str:

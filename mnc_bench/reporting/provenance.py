@@ -10,7 +10,6 @@ import json
 import importlib.metadata
 import os
 import platform
-import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -20,11 +19,12 @@ from typing import Any
 import pandas as pd
 
 from mnc_bench.env import checkout_commit
+from mnc_bench.reporting.paths import PathDisplay, shell_join
 from mnc_bench.reporting.table import Inputs, run_folder
+from mnc_bench.suites.contract import RUN_JSON, suite_file_candidates
 
 PACKAGES = ("mnc-bench", "torch", "torchvision", "mmcv", "mmdet", "mmengine", "numpy", "scipy", "pandas",
             "matplotlib", "seaborn", "pycocotools")
-SUITE_DIR = Path("configs/ablations")
 
 
 @dataclass
@@ -35,13 +35,7 @@ class Provenance:
     commits: list[tuple[str, str]] = field(default_factory=list)  # (what, commit)
     packages: list[tuple[str, str]] = field(default_factory=list)
     machine: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    dirty_runs: list[str] = field(default_factory=list)  # run ids trained from code with uncommitted changes
 
 
 def _digest(path: Path) -> str:
@@ -52,7 +46,7 @@ def _digest(path: Path) -> str:
 
 
 def _suite_file(suite: str) -> Path | None:
-    for candidate in (SUITE_DIR / f"{suite}.yaml", SUITE_DIR / f"{suite}.yml"):
+    for candidate in suite_file_candidates(suite, (Path(),)):
         if candidate.is_file():
             return candidate
     return None
@@ -63,20 +57,20 @@ def _option(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
 
 
-def _train_command(run: pd.Series) -> str:
+def _train_command(run: pd.Series, display: PathDisplay) -> str:
     """The single-run command equivalent to a suite run, from its run.json (config, overrides, seed)."""
     config, options = run.get("config", ""), {}
     try:
-        meta = json.loads((run_folder(run) / "run.json").read_text(encoding="utf-8"))
+        meta = json.loads((run_folder(run) / RUN_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = None
     if isinstance(meta, dict):
         config = meta.get("config", config)
         options = meta.get("cfg_options") if isinstance(meta.get("cfg_options"), dict) else {}
-    parts = ["mnc-bench", "train", str(config), "--seed", str(run["seed"])]
+    parts = ["mnc-bench", "train", display.recorded(str(config)), "--seed", str(run["seed"])]
     if options:
         parts += ["--cfg-options", *(_option(k, v) for k, v in sorted(options.items()))]
-    return shlex.join(parts)
+    return shell_join(parts)
 
 
 def _machine(bench_machine: dict[str, Any]) -> list[tuple[str, str]]:
@@ -100,37 +94,47 @@ def _machine(bench_machine: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _bench_command(bench: pd.DataFrame, source: Path) -> list[str]:
+def _bench_command(bench: pd.DataFrame, source: Path, display: PathDisplay) -> list[str]:
     """The ``bench models`` command as far as its results file records it: configs and trained weights."""
     command = ["mnc-bench", "bench", "models"]
     if "config" in bench:
-        command += ["--configs", *bench["config"].astype(str)]
+        command += ["--configs", *(display.recorded(c) for c in bench["config"].astype(str))]
     if {"weights", "checkpoint"} <= set(bench.columns):
         trained = bench[bench["weights"] == "checkpoint"]
         if len(trained):
-            command += ["--checkpoint", *(f"{m}={c}" for m, c in zip(trained["model"], trained["checkpoint"]))]
-    return command + ["--json", _display(source)]
+            command += ["--checkpoint", *(f"{m}={display.recorded(str(c))}"
+                                          for m, c in zip(trained["model"], trained["checkpoint"]))]
+    return command + ["--json", display.path(source)]
 
 
-def collect_provenance(inputs: Inputs, suites: list[str], command: list[str]) -> Provenance:
+def dirty_runs(runs: pd.DataFrame) -> list[str]:
+    """Run ids whose ``git_commit`` says the code had uncommitted changes (``<commit>+dirty``)."""
+    if "git_commit" not in runs:
+        return []
+    return sorted(runs.loc[runs["git_commit"].astype(str).str.endswith("+dirty"), "run_id"].astype(str))
+
+
+def collect_provenance(inputs: Inputs, command: list[str], display: PathDisplay) -> Provenance:
+    """``command``: the report's own command line, its paths already as ``display`` prints them."""
     prov = Provenance()
     for suite in sorted(set(inputs.runs["suite"])):
         path = _suite_file(suite)
         if path is not None:
-            prov.files.append((_display(path), _digest(path)))
-            prov.commands.append(shlex.join(["mnc-bench", "run", _display(path)]))
-        prov.commands.append(shlex.join(["mnc-bench", "collect", suite]))
+            prov.files.append((display.path(path), _digest(path)))
+            prov.commands.append(shell_join(["mnc-bench", "run", display.path(path)]))
+        prov.commands.append(shell_join(["mnc-bench", "collect", suite]))
     for source in inputs.sources:
-        prov.files.append((_display(source), _digest(source)))
+        prov.files.append((display.path(source), _digest(source)))
     if inputs.bench_source is not None:
-        prov.files.append((_display(inputs.bench_source), _digest(inputs.bench_source)))
-        prov.commands.append(shlex.join(_bench_command(inputs.bench, inputs.bench_source)))
-    prov.commands.append(shlex.join(command))
+        prov.files.append((display.path(inputs.bench_source), _digest(inputs.bench_source)))
+        prov.commands.append(shell_join(_bench_command(inputs.bench, inputs.bench_source, display)))
+    prov.commands.append(shell_join(command))
     for _, run in inputs.runs.iterrows():
-        prov.run_commands.append((str(run["run_id"]), _train_command(run)))
+        prov.run_commands.append((str(run["run_id"]), _train_command(run, display)))
     if "git_commit" in inputs.runs:
         for commit in sorted(c for c in set(inputs.runs["git_commit"]) if c):
             prov.commits.append(("runs", commit))
+    prov.dirty_runs = dirty_runs(inputs.runs)
     head, dirty = checkout_commit()
     prov.commits.append(("report code", (head or "unknown (not a git checkout)")
                          + (" (with uncommitted changes)" if dirty else "")))

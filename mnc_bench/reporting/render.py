@@ -24,6 +24,13 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Alert:
+    """A warning the reader must see before the numbers, e.g. runs trained from uncommitted code."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Bullets:
     items: list[str]
 
@@ -47,7 +54,7 @@ class Code:
     text: str
 
 
-Block = Heading | Text | Bullets | Table | Image | Code
+Block = Heading | Text | Alert | Bullets | Table | Image | Code
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 _NUMERIC = re.compile(r"^[-+−]?\d|^—$")  # right-aligned cells: numbers, intervals, the missing mark
@@ -64,6 +71,8 @@ def to_markdown(blocks: list[Block]) -> str:
             out.append(f"{'#' * block.level} {block.text}")
         elif isinstance(block, Text):
             out.append(block.text)
+        elif isinstance(block, Alert):
+            out.append(f"> **Warning:** {block.text}")
         elif isinstance(block, Bullets):
             out.append("\n".join(f"- {item}" for item in block.items))
         elif isinstance(block, Table):
@@ -97,6 +106,7 @@ figure img { max-width: 100%; width: 495px; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #444; max-width: 700px; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 code { font-size: 0.9em; }
+p.warning { background: #fff4e5; border-left: 4px solid #e08a00; padding: 0.6em 0.8em; }
 """
 
 
@@ -108,6 +118,9 @@ def to_html(blocks: list[Block], title: str, root: Path) -> str:
             body.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
         elif isinstance(block, Text):
             body.append(f"<p>{_inline(block.text)}</p>")
+        elif isinstance(block, Alert):
+            body.append('<p class="warning" role="alert"><strong>Warning:</strong> '
+                        f"{_inline(block.text)}</p>")
         elif isinstance(block, Bullets):
             body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Table):

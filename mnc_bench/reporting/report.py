@@ -6,23 +6,30 @@ It only reads what ``mnc-bench collect`` (and ``mnc-bench bench``) wrote; it nev
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open, check_writable_output
-from mnc_bench.reporting import curves, figures, latex, qualitative, sections
+from mnc_bench.reporting import curves, diagnostics, figures, latex, qualitative, sections
 from mnc_bench.reporting.analysis import Analysis, analyse
+from mnc_bench.reporting.claims import ClaimResult, evaluate_claims, load_claims
 from mnc_bench.reporting.metrics import COCO_LAYOUT, VOC_LAYOUT
+from mnc_bench.reporting.paths import PathDisplay
 from mnc_bench.reporting.provenance import collect_provenance
 from mnc_bench.reporting.published import load_published
+from mnc_bench.reporting.qualitative import ModelChoice, choose_models
 from mnc_bench.reporting.render import to_html, to_markdown
-from mnc_bench.reporting.style import FigureResult, Skipped
+from mnc_bench.reporting.style import Canvas, FigureResult, Skipped
 from mnc_bench.reporting.table import load_inputs
+from mnc_bench.reporting.venue import COLUMN, TEXT, Width, table_width, unused_keys
 
 DEFAULT_METRIC = "coco/segm/AP"
 FIGURE_FAILED = "could not be drawn from these results"
 DEFAULT_BENCH = "results/bench/models.json"
+
+Drawn = FigureResult | Skipped | list[FigureResult | Skipped]
 
 
 @dataclass(frozen=True)
@@ -32,52 +39,90 @@ class Written:
     skipped: list[Skipped]
 
 
-def _draw_figures(a: Analysis, out: Path) -> list[FigureResult | Skipped]:
-    fig_dir = out / "figures"
+@dataclass(frozen=True)
+class Drawer:
+    name: str
+    draw: Callable[[Canvas], Drawn]
+    text_width: bool = True  # also drawn 6.875 in wide; training curves are diagnostics, one column only
+
+
+def figure_drawers(a: Analysis, choice: ModelChoice) -> list[Drawer]:
+    """Every figure of the report, in page order (a new report section adds its own here)."""
     done, axes, metric = a.done, a.inputs.axes, a.metric
-    if done.empty or metric not in done:
+    return [
+        Drawer("ap_vs_depth", lambda c: figures.depth_figure(done, axes, metric, c)),
+        Drawer("loss_weights", lambda c: figures.loss_weight_figure(done, axes, metric, c)),
+        Drawer("ap_vs_proposals", lambda c: figures.proposal_figure(done, axes, metric, c)),
+        Drawer("ablation axes", lambda c: figures.axis_figures(done, axes, metric, c)),
+        Drawer("speed_accuracy", lambda c: figures.speed_figure(done, a.inputs.bench, metric, c)),
+        Drawer("training curves", lambda c: curves.curve_figures(done, c), text_width=False),
+        Drawer("qualitative", lambda c: qualitative.qualitative_figures(done, c, choice)),
+        *(Drawer(name, draw) for name, draw in diagnostics.figures(done)),
+    ]
+
+
+def _draw(drawer: Drawer, canvas: Canvas) -> list[FigureResult | Skipped]:
+    try:
+        result = drawer.draw(canvas)
+    except ValueError as exc:
+        # A figure is one part of the report: data it cannot draw (what pandas, seaborn and matplotlib say
+        # with ValueError) costs that figure, named with the reason, not the tables. Any other exception is
+        # a bug in the figure code and stops the report with its traceback.
+        result = Skipped(drawer.name, f"{FIGURE_FAILED}: {type(exc).__name__}: {one_line(exc)}")
+    return result if isinstance(result, list) else [result]
+
+
+def _draw_figures(a: Analysis, out: Path, choice: ModelChoice) -> list[FigureResult | Skipped]:
+    """Each figure at column width (PDF and PNG), then at text width (PDF); a figure skipped at column width
+    is not tried again."""
+    fig_dir = out / "figures"
+    if a.done.empty or a.metric not in a.done:
         return [Skipped("all figures", "no finished run with the compared metric")]
     fig_dir.mkdir(parents=True, exist_ok=True)
+    column, text = Canvas(fig_dir, COLUMN, a.names), Canvas(fig_dir, TEXT, a.names)
     drawn: list[FigureResult | Skipped] = []
-    for name, draw in (
-        ("ap_vs_depth", lambda: figures.depth_figure(done, axes, metric, fig_dir)),
-        ("loss_weights", lambda: figures.loss_weight_figure(done, axes, metric, fig_dir)),
-        ("ap_vs_proposals", lambda: figures.proposal_figure(done, axes, metric, fig_dir)),
-        ("ablation axes", lambda: figures.axis_figures(done, axes, metric, fig_dir)),
-        ("speed_accuracy", lambda: figures.speed_figure(done, a.inputs.bench, metric, fig_dir)),
-        ("training curves", lambda: curves.curve_figures(done, fig_dir)),
-        ("qualitative", lambda: qualitative.qualitative_figure(done, fig_dir)),
-    ):
-        try:
-            result = draw()
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            # A figure is one part of the report: data it cannot draw costs that figure, named with the
-            # reason, not the tables (the tests require every fixture figure to draw).
-            result = Skipped(name, f"{FIGURE_FAILED}: {type(exc).__name__}: {one_line(exc)}")
-        drawn += result if isinstance(result, list) else [result]
+    for drawer in figure_drawers(a, choice):
+        narrow = _draw(drawer, column)
+        drawn += narrow
+        if drawer.text_width and any(isinstance(d, FigureResult) for d in narrow):
+            drawn += [d if isinstance(d, FigureResult) else Skipped(f"{d.name} (text width)", d.reason)
+                      for d in _draw(drawer, text)]
     return drawn
 
 
-def _write_tables(a: Analysis, out: Path) -> list[Path]:
-    written = []
+def plan_tables(a: Analysis, claims: list[ClaimResult] | None = None) -> dict[str, Callable[[Width], str]]:
+    """File stem -> the table at a given width: per suite the COCO and VOC tables it has metrics for, one
+    table per ablation axis, and the claims table when ``claims`` holds verdicts."""
+    tables: dict[str, Callable[[Width], str]] = {}
     suites = sorted({k[0] for k in a.summaries})
     time_note = "" if a.inputs.bench is not None else "No bench results: time not measured."
     for suite in suites:
         rows = {k: v for k, v in a.summaries.items() if k[0] == suite}
         suffix = f"_{suite}" if len(suites) > 1 else ""
         measured = {key for cells in rows.values() for key, s in cells.items() if s.n}
-        tables = {}
         if COCO_LAYOUT[0] in measured:
-            tables[f"main_coco{suffix}.tex"] = latex.coco_table(rows, suite)
+            tables[f"main_coco{suffix}"] = (
+                lambda w, rows=rows, suite=suite: latex.coco_table(rows, suite, a.names, w))
         for protocol, keys in VOC_LAYOUT.items():
             if keys[0] in measured:
-                tables[f"main_voc_{protocol}{suffix}.tex"] = latex.voc_table(rows, suite, protocol, time_note)
-        for name, text in tables.items():
-            written.append(_write_text(out / "tables" / name, text))
+                tables[f"main_voc_{protocol}{suffix}"] = (
+                    lambda w, rows=rows, suite=suite, p=protocol:
+                    latex.voc_table(rows, suite, p, time_note, a.names, w))
     for ab in a.ablations:
         if ab.rows:
-            written.append(_write_text(out / "tables" / f"ablation_{ab.name.replace('.', '_')}.tex",
-                                       latex.ablation_table(ab, a.metric)))
+            tables[f"ablation_{ab.name.replace('.', '_')}"] = (
+                lambda w, ab=ab: latex.ablation_table(ab, a.metric, a.names, w))
+    if claims:
+        tables["claims"] = lambda w: latex.claims_table(claims, w)
+    return tables
+
+
+def _write_tables(tables: dict[str, Callable[[Width], str]], widths: Mapping[str, Width], out: Path
+                  ) -> list[tuple[Path, Width]]:
+    written = []
+    for stem, build in tables.items():
+        width = table_width(stem, widths)
+        written.append((_write_text(out / "tables" / f"{stem}.tex", build(width)), width))
     return written
 
 
@@ -96,13 +141,32 @@ def _remove_stale(out: Path, keep: set[Path]) -> None:
                     path.unlink()
 
 
-def command_line(suites: list[str], out: str | os.PathLike[str], baseline: str | None, metric: str,
-                 results_dir: str | os.PathLike[str], bench: str | os.PathLike[str] | None) -> list[str]:
-    cmd = ["mnc-bench", "report", *suites, "--out", str(out), "--metric", metric]
+def _shown_argument(argument: str, display: PathDisplay) -> str:
+    """A suite argument as the provenance prints it: a path (suite file, results folder, table) like any path.
+    """
+    return display.path(argument) if os.sep in argument or Path(argument).exists() else argument
+
+
+def command_line(suites: Sequence[str], out: str | os.PathLike[str], baseline: str | None, metric: str,
+                 results_dir: str | os.PathLike[str], bench: str | os.PathLike[str] | None,
+                 display: PathDisplay, *, claims: str | os.PathLike[str] | None = None,
+                 table_widths: Mapping[str, Width] | None = None,
+                 display_name_overrides: Mapping[str, str] | None = None,
+                 qualitative_models: Sequence[str] | None = None, figures: bool = True) -> list[str]:
+    """The report's command, its paths as ``display`` prints them (relative to the checkout, or
+    <results>/...)."""
+    cmd = ["mnc-bench", "report", *(_shown_argument(s, display) for s in suites), "--out", display.path(out),
+           "--metric", metric]
     cmd += ["--baseline", baseline] if baseline else []
-    cmd += ["--results", str(results_dir)] if str(results_dir) != "results" else []
-    cmd += ["--bench", str(bench)] if bench is not None and str(bench) != DEFAULT_BENCH else []
-    return cmd
+    cmd += ["--claims", display.path(claims)] if claims else []
+    cmd += ["--results", display.path(results_dir)] if str(results_dir) != "results" else []
+    cmd += ["--bench", display.path(bench)] if bench is not None and str(bench) != DEFAULT_BENCH else []
+    if table_widths:
+        cmd += ["--table-width", *(f"{k}={w.name}" if k else w.name for k, w in table_widths.items())]
+    if display_name_overrides:
+        cmd += ["--display-name", *(f"{k}={v}" for k, v in display_name_overrides.items())]
+    cmd += ["--qualitative-models", *qualitative_models] if qualitative_models else []
+    return cmd + ([] if figures else ["--no-figures"])
 
 
 def write_report(
@@ -114,30 +178,57 @@ def write_report(
     results_dir: str | os.PathLike[str] = "results",
     bench: str | os.PathLike[str] | None = DEFAULT_BENCH,
     figures: bool = True,
+    claims: str | os.PathLike[str] | None = None,
+    table_widths: Mapping[str, Width] | None = None,
+    display_name_overrides: Mapping[str, str] | None = None,
+    qualitative_models: Sequence[str] | None = None,
 ) -> Written:
-    """Write the report of ``suites`` into ``out`` (``figures=False``: text and tables only, in seconds);
-    UserError (one line) for unusable input."""
+    """Write the report of ``suites`` into ``out`` (``figures=False``: text and tables only, in seconds;
+    ``claims``: a claims file, judged on these suites' runs); UserError (one line) for unusable input, before
+    anything is written.
+
+    ``table_widths``: table file stem or its start ('' for every table) -> width (default: one column);
+    ``display_name_overrides``: model or pattern -> printed name; ``qualitative_models``: the grid's models in
+    order (default: the baseline, then the best model of each family, then the others)."""
     if not suites:
         raise UserError("report: name at least one suite")
     check_writable_output(out, "--out", directory=True)
     out_dir = Path(out)
+    claim_list = load_claims(claims) if claims else []
     inputs = load_inputs(list(suites), results_dir=results_dir, bench=bench)
-    a = analyse(inputs, metric, baseline)
+    a = analyse(inputs, metric, baseline, display_name_overrides)
+    verdicts = evaluate_claims(claim_list, a.done)
+    widths = dict(table_widths or {})
+    tables = plan_tables(a, verdicts)
+    for key in unused_keys(widths, tables):
+        raise UserError(f"--table-width {key}={widths[key].name}: names no table of this report "
+                        f"(tables: {', '.join(tables) or 'none'})")
+    # A suite of one model has no baseline to speak of: the grid starts with the baselines of comparisons.
+    models_per_suite = a.done.groupby("suite")["model"].nunique()
+    compared = set(models_per_suite[models_per_suite > 1].index)
+    baselines = [b.model for suite, b in sorted(a.baselines.items()) if b is not None and suite in compared]
+    choice = choose_models(a.done, a.metric, baselines, a.names, list(qualitative_models or []))
+    display = PathDisplay.of(results_dir, inputs.runs)
     published = load_published()
     out_dir.mkdir(parents=True, exist_ok=True)
-    drawn = _draw_figures(a, out_dir) if figures else [Skipped("all figures", "not asked for (--no-figures)")]
-    tex = _write_tables(a, out_dir)
-    command = command_line(list(suites), out, baseline, metric, results_dir, bench)
-    command += [] if figures else ["--no-figures"]
-    prov = collect_provenance(inputs, list(suites), command)
+    drawn = (_draw_figures(a, out_dir, choice) if figures
+             else [Skipped("all figures", "not asked for (--no-figures)")])
+    tex = _write_tables(tables, widths, out_dir)
+    command = command_line(list(suites), out, baseline, metric, results_dir,
+                           bench, display, claims=claims, table_widths=widths,
+                           display_name_overrides=display_name_overrides,
+                           qualitative_models=qualitative_models, figures=figures)
+    prov = collect_provenance(inputs, command, display)
     blocks = [
-        *sections.overview(a, suites),
+        *sections.overview(a, suites, prov.dirty_runs),
         *sections.main_table(a),
+        *sections.claims_section(verdicts),
         *sections.baseline_section(a),
         *sections.ablation_sections(a),
-        *sections.figure_section(drawn, out_dir),
+        *diagnostics.sections(a.done, a.names),
+        *sections.figure_section(drawn, out_dir, display),
         *sections.files_section(tex, out_dir),
-        *sections.not_counted(a),
+        *sections.not_counted(a, display),
         *sections.published_section(published, sorted(set(a.done["model"]))),
         *sections.provenance_section(prov),
     ]
@@ -145,5 +236,7 @@ def write_report(
     md = _write_text(out_dir / "report.md", to_markdown(blocks))
     title = f"mnc-bench report: {', '.join(suites)}"
     page = _write_text(out_dir / "report.html", to_html(blocks, title, out_dir))
-    _remove_stale(out_dir, set(figure_files) | set(tex))
-    return Written(out_dir, [md, page, *tex, *figure_files], [s for s in drawn if isinstance(s, Skipped)])
+    tex_files = [path for path, _ in tex]
+    _remove_stale(out_dir, set(figure_files) | set(tex_files))
+    skipped = [s for s in drawn if isinstance(s, Skipped)]
+    return Written(out_dir, [md, page, *tex_files, *figure_files], skipped)

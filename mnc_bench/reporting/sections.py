@@ -10,35 +10,62 @@ from pathlib import Path
 import pandas as pd
 
 from mnc_bench.reporting.analysis import PER_MODEL, Analysis
-from mnc_bench.reporting.compare import best_groups, group_label
+from mnc_bench.reporting.claims import ClaimResult, measured_text, tested_text
+from mnc_bench.reporting.compare import best_groups
 from mnc_bench.reporting.metrics import (column, difference_text, mean_std, number, probability_text,
                                          verdict_text)
+from mnc_bench.reporting.paths import PathDisplay
 from mnc_bench.reporting.provenance import Provenance
 from mnc_bench.reporting.published import BLOCK_TITLE, display_value, relevant
-from mnc_bench.reporting.render import Block, Bullets, Code, Heading, Image, Table, Text
+from mnc_bench.reporting.render import Alert, Block, Bullets, Code, Heading, Image, Table, Text
 from mnc_bench.reporting.stats import CONFIDENCE, N_BOOT, SEED
 from mnc_bench.reporting.style import FigureResult, Skipped
-from mnc_bench.reporting.table import STATUSES, bench_weights
+from mnc_bench.reporting.table import bench_weights
+from mnc_bench.reporting.venue import COLUMN, TEXT, Width
+from mnc_bench.suites.contract import RUN_STATES, RunState
 
 MAIN_TABLE_ID = "main-table"
 
 
-def overview(a: Analysis, suites: Sequence[str]) -> list[Block]:
+def dirty_warning(runs: pd.DataFrame, dirty_runs: list[str]) -> list[Block]:
+    """The warning at the top of a report whose runs were trained from code with uncommitted changes."""
+    if not dirty_runs:
+        return []
+    dirty = runs[runs["run_id"].astype(str).isin(dirty_runs)]
+    commits = ", ".join(sorted(set(dirty["git_commit"].astype(str))))
+    return [Alert(f"{len(dirty_runs)} of {len(runs)} runs were trained from code with uncommitted changes "
+                    f"({commits}): no commit holds the code that made them, so checking out the commit and "
+                    "rerunning may not reproduce these numbers. Commit, then rerun the suite, for numbers "
+                    "anyone can reproduce. The runs: see 'Code commits' under Provenance.")]
+
+
+def _models_table(a: Analysis) -> list[Block]:
+    """The printed name of every model and the config it stands for."""
     runs = a.inputs.runs
-    blocks: list[Block] = [Heading(f"Report: {', '.join(suites)}", 1)]
+    configs = runs.groupby("model", sort=True)["config"].first() if "config" in runs else None
+    rows = [[a.names(model), f"`{model}`",
+             f"`{configs[model]}`" if configs is not None and configs[model] else "—"]
+            for model in sorted(set(runs["model"].astype(str)))]
+    return [Text("Models (tables and figures print the name; options such as `--baseline` take the model):"),
+            Table(["name", "model", "config"], rows)]
+
+
+def overview(a: Analysis, suites: Sequence[str], dirty_runs: list[str] | None = None) -> list[Block]:
+    runs = a.inputs.runs
+    blocks: list[Block] = [Heading(f"Report: {', '.join(suites)}", 1), *dirty_warning(runs, dirty_runs or [])]
     if runs.empty:
         return blocks + [Text("The results hold no runs: there is nothing to compare. Run the suite "
                               "(`mnc-bench run SUITE`) and collect it (`mnc-bench collect SUITE`) first.")]
     counts = runs.groupby("suite")["status"].value_counts().unstack(fill_value=0)
-    counts = counts.reindex(columns=STATUSES, fill_value=0)
+    counts = counts.reindex(columns=RUN_STATES, fill_value=0)
     rows = []
     for suite, c in counts.iterrows():
         done = a.done[a.done["suite"] == suite]
-        rows.append([suite, *(str(int(c[s])) for s in STATUSES), str(done["model"].nunique()),
+        rows.append([suite, *(str(int(c[s])) for s in RUN_STATES), str(done["model"].nunique()),
                      ", ".join(str(s) for s in sorted(done["seed"].unique())) or "—"])
     blocks += [Text(f"Compared metric: `{a.metric}` ({column(a.metric).label}). Numbers below are what this "
                     "project measured; published numbers appear only in their own block near the end."),
-               Table(["suite", *STATUSES, "models", "seeds (finished)"], rows)]
+               Table(["suite", *RUN_STATES, "models", "seeds (finished)"], rows), *_models_table(a)]
     for suite in counts.index[counts["done"] == 0]:
         blocks.append(Text(f"Suite {suite} has no finished run: it appears only under 'Runs not counted'."))
     return blocks
@@ -65,7 +92,7 @@ def main_table(a: Analysis) -> list[Block]:
     rows, bold = [], set()
     for i, key in enumerate(a.summaries):
         runs = a.group_runs[key]
-        row = ([key[0]] if multi_suite else []) + [group_label(key[1], key[2]), str(runs)]
+        row = ([key[0]] if multi_suite else []) + [a.names.label(key[1], key[2]), str(runs)]
         for j, c in enumerate(a.columns):
             row.append(_cell(a, key, c.key, runs))
             if key in best[c.key]:
@@ -78,10 +105,10 @@ def main_table(a: Analysis) -> list[Block]:
              "column within a suite. params, GFLOPs and ms/img are per model (ms/img: median of the bench "
              f"results, batch 1{weights}; plain model configs only); s/iter is the median logged iteration "
              "time of each run, mean ± std over seeds."]
-    single = sorted(group_label(k[1], k[2]) for k, n in a.group_runs.items() if n == 1)
+    single = sorted(a.names.label(k[1], k[2]) for k, n in a.group_runs.items() if n == 1)
     if single:
         notes.append(f"One seed only (no spread, no interval): {', '.join(single)}.")
-    notes.extend(_mixed_threads(a))
+    notes.extend(mixed_thread_notes(a))
     for key, run_ids in a.missing.items():
         notes.append(f"`{key}` is missing from {len(run_ids)} finished run(s): {', '.join(run_ids)}; their "
                      "cells use the runs that have it.")
@@ -92,7 +119,7 @@ def main_table(a: Analysis) -> list[Block]:
     return [Heading("Main comparison"), table, *map(Text, notes)]
 
 
-def _mixed_threads(a: Analysis) -> list[str]:
+def mixed_thread_notes(a: Analysis) -> list[str]:
     """A note per suite whose runs' s/iter were measured with different torch thread counts (a run reused from
     another suite, or another --workers): those s/iter are wall times under different settings, not costs."""
     done = a.done
@@ -105,7 +132,7 @@ def _mixed_threads(a: Analysis) -> list[str]:
             continue
         by_threads = "; ".join(
             f"{threads} thread{'s' if threads != 1 else ''}: "
-            + ", ".join(sorted({group_label(m, v) for m, v in zip(group["model"], group["variant"])}))
+            + ", ".join(sorted({a.names.label(m, v) for m, v in zip(group["model"], group["variant"])}))
             for threads, group in runs.groupby("threads", sort=True))
         notes.append(f"s/iter in suite {suite} was measured with different torch thread counts ({by_threads}): "
                      "compare those rows' s/iter as wall times under different settings, not as model costs.")
@@ -137,14 +164,16 @@ def baseline_section(a: Analysis) -> list[Block]:
         if base is None:
             blocks.append(Text(f"Suite {suite}: the baseline is not in this suite; no comparison."))
         else:
-            blocks.append(Text(f"Suite {suite}: baseline {base.label} ({base.note})."))
+            label = a.names.label(base.model, base.variant)
+            blocks.append(Text(f"Suite {suite}: baseline {label} ({base.note})."))
     if not a.comparisons:
         return blocks + [Text("No finished run to compare.")]
     multi_suite = len(a.baselines) > 1
     header = (["suite"] if multi_suite else []) + ["model", "n", col.label, "Δ [95 % CI]", "Δ verdict",
                                                     "P(model > baseline) [95 % CI]", "P verdict"]
-    rows = [([r.suite] if multi_suite else []) + [r.label, str(r.summary.n), mean_std(r.summary, col),
-                                                  *_comparison_cells(r, col)] for r in a.comparisons]
+    rows = [([r.suite] if multi_suite else []) + [a.names.label(r.model, r.variant), str(r.summary.n),
+                                                  mean_std(r.summary, col), *_comparison_cells(r, col)]
+            for r in a.comparisons]
     return blocks + [Table(header, rows), _method()]
 
 
@@ -159,34 +188,60 @@ def ablation_sections(a: Analysis) -> list[Block]:
             continue
         header = ["setting", ab.name.split(".")[-1], "n", col.label, "Δ [95 % CI]", "Δ verdict",
                   "P(improvement) [95 % CI]", "P verdict"]
-        rows = [[r.context or "—", r.value, str(r.row.summary.n), mean_std(r.row.summary, col),
-                 *_comparison_cells(r.row, col)] for r in ab.rows]
+        rows = [[r.context(a.names(r.model) if r.model else "") or "—", r.value, str(r.row.summary.n),
+                 mean_std(r.row.summary, col), *_comparison_cells(r.row, col)] for r in ab.rows]
         note = Text("Δ and P against the first value of the axis within the same setting (suite, model "
                     "and the other axes fixed); method as for the baseline.")
         blocks += [Table(header, rows), note]
     return blocks
 
 
-def figure_section(figures: list[FigureResult | Skipped], out: Path) -> list[Block]:
+def claims_section(results: list[ClaimResult]) -> list[Block]:
+    if not results:
+        return []
+    header = ["claim", "source", "suite", "tested", "metric", "n", "measured", "verdict"]
+    rows = [[r.claim.claim, r.claim.source or "—", r.claim.suite, tested_text(r.claim), column(r.metric).label,
+             " / ".join(str(n) for n in r.n), measured_text(r),
+             r.verdict + (f" ({r.reason})" if r.reason else "")] for r in results]
+    notes = sorted({f"{r.claim.claim}: {r.claim.note}" for r in results if r.claim.note})
+    method = Text(
+        "Each claim is tested on the finished runs of its suite, one row per metric, in points. A comparison "
+        "gives Δ = mean(first setting) − mean(second) with a stratified percentile-bootstrap 95 % interval over "
+        "seeds: *supported* when the interval lies above 0, *contradicted* below, *inconclusive* when it "
+        "contains 0. A factor ('across') is tested by a permutation test of one-way ANOVA's F over its cells "
+        "(seeds as replicates): *supported* when p < 0.05, else *inconclusive*, since no test shows that a "
+        "factor does not matter. n: finished runs per side or per cell. Verdicts hold for this data and "
+        "schedule only; with 2-3 seeds the intervals are coarse.")
+    return [Heading("Claims"), Table(header, rows), method] + ([Bullets(notes)] if notes else [])
+
+
+def figure_section(figures: list[FigureResult | Skipped], out: Path, display: PathDisplay) -> list[Block]:
     blocks: list[Block] = [Heading("Figures")]
     drawn = [f for f in figures if isinstance(f, FigureResult)]
-    for fig in drawn:
+    pages = [f for f in drawn if f.png is not None]
+    for fig in pages:
         blocks.append(Image(fig.png.relative_to(out).as_posix(), fig.caption))
-    if drawn:
-        blocks.append(Text("Each figure is also in `figures/` as PDF (vector, for papers) and PNG."))
+    if pages:
+        blocks.append(Text("Each figure is in `figures/` as PDF (vector, for papers) and PNG, "
+                           f"{COLUMN.inches} in wide (one column of a two-column paper), with no text under "
+                           "7 pt at that size."))
+    wide = [f.files[0].relative_to(out).as_posix() for f in drawn if f.png is None]
+    if wide:
+        blocks += [Text(f"The same figures {TEXT.inches} in wide (both columns, `figure*`), PDF only:"),
+                   Bullets([f"`{path}`" for path in wide])]
     skipped = [f for f in figures if isinstance(f, Skipped)]
     if skipped:
-        blocks += [Text("Not drawn:"), Bullets([f"{s.name}: {s.reason}" for s in skipped])]
+        blocks += [Text("Not drawn:"), Bullets([f"{s.name}: {display.text(s.reason)}" for s in skipped])]
     return blocks
 
 
-def not_counted(a: Analysis) -> list[Block]:
-    runs = a.inputs.runs[a.inputs.runs["status"] != "done"]
+def not_counted(a: Analysis, display: PathDisplay) -> list[Block]:
+    runs = a.inputs.runs[a.inputs.runs["status"] != RunState.DONE]
     if runs.empty:
         return []
     reason = runs["failure_reason"] if "failure_reason" in runs else pd.Series("", index=runs.index)
-    rows = [[r.suite, r.run_id, group_label(r.model, r.variant), str(r.seed), r.status, reason[i] or "—"]
-            for i, r in zip(runs.index, runs.itertuples())]
+    rows = [[r.suite, r.run_id, a.names.label(r.model, r.variant), str(r.seed), r.status,
+             display.text(reason[i]) or "—"] for i, r in zip(runs.index, runs.itertuples())]
     return [Heading("Runs not counted"), Text("Runs that did not finish are left out of every number above."),
             Table(["suite", "run id", "model", "seed", "status", "reason"], rows)]
 
@@ -225,8 +280,11 @@ def provenance_section(p: Provenance) -> list[Block]:
     ]
 
 
-def files_section(tex: list[Path], out: Path) -> list[Block]:
+def files_section(tex: list[tuple[Path, Width]], out: Path) -> list[Block]:
     if not tex:
         return [Heading("LaTeX tables"), Text("None written (no finished run).")]
-    return [Heading("LaTeX tables"), Text("Booktabs tables (`\\usepackage{booktabs}`), ready to paste:"),
-            Bullets([f"`{p.relative_to(out).as_posix()}`" for p in tex])]
+    return [Heading("LaTeX tables"),
+            Text("Booktabs tables (`\\usepackage{booktabs}`), ready to paste, each made to fit its width "
+                 f"at 10 pt: one column ({COLUMN.inches} in, `table`) or the text width of a two-column "
+                 f"paper ({TEXT.inches} in, `table*`); `--table-width` chooses:"),
+            Bullets([f"`{p.relative_to(out).as_posix()}` ({w.name} width)" for p, w in tex])]

@@ -15,13 +15,21 @@ from typing import Any
 import pandas as pd
 
 from mnc_bench.errors import UserError
+from mnc_bench.suites.contract import (
+    AXIS_PREFIX,
+    COLLECT_TABLES,
+    REQUIRED_COLUMNS,
+    RESULTS_ROOT,
+    RUN_STATES,
+    TABLE_FORMATS,
+    TEXT_COLUMNS,
+    RunState,
+    axis_column,
+    is_suite_file,
+    suite_name,
+)
 
-REQUIRED = ("suite", "run_id", "status", "model", "seed", "variant")
-STATUSES = ("done", "failed", "running", "pending")
-AXIS_PREFIX = "axis."
 TABLE_DIR = "_table_dir"  # added on reading: where a run's folder is looked for when run_dir does not exist
-TEXT_COLUMNS = ("suite", "run_id", "status", "failure_reason", "config", "model", "variant", "git_commit",
-                "run_dir", "test_ann_file", "test_img_dir", "reused_from")
 
 
 @dataclass
@@ -37,7 +45,7 @@ class Inputs:
 
     @property
     def done(self) -> pd.DataFrame:
-        return self.runs[self.runs["status"] == "done"]
+        return self.runs[self.runs["status"] == RunState.DONE]
 
     @property
     def axes(self) -> list[str]:
@@ -45,7 +53,7 @@ class Inputs:
         the model column says the same)."""
         varying = []
         for col in sorted(c for c in self.runs.columns if c.startswith(AXIS_PREFIX)):
-            if col == AXIS_PREFIX + "config":
+            if col == axis_column("config"):
                 continue
             per_suite = self.done.groupby("suite")[col].nunique(dropna=False)
             if (per_suite > 1).any():
@@ -56,14 +64,13 @@ class Inputs:
 def find_table(suite: str, results_dir: str | os.PathLike[str]) -> Path:
     """The collect table a suite argument stands for (parquet preferred when pyarrow can read it)."""
     given = Path(suite)
-    if given.is_file() and given.suffix in (".parquet", ".csv"):
+    if given.is_file() and given.suffix in TABLE_FORMATS:
         return given
     if given.is_dir():
         folder = given
     else:
-        name = given.stem if given.suffix in (".yaml", ".yml") else suite
-        folder = Path(results_dir) / name
-    candidates = [folder / "collect.parquet", folder / "collect.csv"]
+        folder = Path(results_dir) / (suite_name(given) if is_suite_file(given) else suite)
+    candidates = [folder / name for name in COLLECT_TABLES]
     existing = [c for c in candidates if c.is_file()]
     if not existing:
         raise UserError(f"{suite}: no collected results ({candidates[0]} or {candidates[1].name}); "
@@ -96,16 +103,16 @@ def read_table(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: cannot read the results table: {first}") from None
-    missing = [c for c in REQUIRED if c not in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: not a collect table: missing column(s) {', '.join(missing)}")
     for col in TEXT_COLUMNS:
         if col in frame.columns:
             frame[col] = frame[col].fillna("").astype(str)
-    bad = frame.loc[~frame["status"].isin(STATUSES), "status"]
+    bad = frame.loc[~frame["status"].isin(RUN_STATES), "status"]
     if len(bad):
         raise UserError(f"{path}: run {frame.loc[bad.index[0], 'run_id']}: status {bad.iloc[0]!r} "
-                        f"is not one of {', '.join(STATUSES)}")
+                        f"is not one of {', '.join(RUN_STATES)}")
     seeds = pd.to_numeric(frame["seed"], errors="coerce")
     if seeds.isna().any() or (seeds % 1 != 0).any():
         row = frame.loc[(seeds.isna() | (seeds % 1 != 0)).idxmax()]
@@ -126,7 +133,7 @@ def read_table(path: Path) -> pd.DataFrame:
 def load_inputs(
     suites: list[str],
     *,
-    results_dir: str | os.PathLike[str] = "results",
+    results_dir: str | os.PathLike[str] = RESULTS_ROOT,
     bench: str | os.PathLike[str] | None = None,
 ) -> Inputs:
     """Every suite's table concatenated (sorted by suite, model, variant, seed, run id) and the bench results
@@ -137,7 +144,7 @@ def load_inputs(
         if path not in paths:
             paths.append(path)
     frames = [read_table(p) for p in paths]
-    empty = pd.DataFrame(columns=list(REQUIRED))
+    empty = pd.DataFrame(columns=list(REQUIRED_COLUMNS))
     runs = pd.concat(frames, ignore_index=True, sort=False) if frames else empty
     twice = runs.loc[runs["run_id"].duplicated(), "run_id"]
     if len(twice):

@@ -1,10 +1,10 @@
 """``mnc-bench collect``: a suite's results as one tidy table (a row per run), parquet and CSV, with pandas.
 
-Columns (the schema ``mnc-bench report`` reads; see the README): suite, run_id, status, failure_reason, config,
-model, seed, variant, ``axis.<key>`` per suite axis, every standard metric key (NaN when not measured) plus the
-suite's extra ``metrics``, batch_size, lr, max_iters, train_time_s, s_per_iter, threads (torch threads of the
-run), peak_mem_mb, params, git_commit, run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>``
-the run was copied from, or empty).
+Columns (the schema ``mnc-bench report`` reads, defined in :mod:`~mnc_bench.suites.contract`): suite,
+run_id, status, failure_reason, config, model, seed, variant, ``axis.<key>`` per suite axis, every standard metric key (NaN when not measured) plus the
+suite's extra ``metrics`` and the ``robustness/...`` keys of the runs' ``robustness.json``, batch_size, lr,
+max_iters, train_time_s, s_per_iter, threads (torch threads of the run), peak_mem_mb, params, git_commit,
+run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>`` the run was copied from, or empty).
 """
 
 from __future__ import annotations
@@ -17,33 +17,44 @@ from typing import Any
 import pandas as pd
 
 from mnc_bench.errors import UserError
+from mnc_bench.evaluation.errors import TIDE_METRIC_NAMES
+from mnc_bench.evaluation.robustness import PREFIX as ROBUSTNESS_PREFIX
+from mnc_bench.evaluation.robustness import RECORD_FILE, read_summary
 from mnc_bench.io import atomic_open
-from mnc_bench.suites.rundir import RunDir
-
-_COCO = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-STANDARD_METRICS = (
-    [f"coco/{kind}/{name}" for kind in ("segm", "bbox") for name in _COCO]
-    + [f"voc_{protocol}/{name}" for protocol in ("sds", "mnc") for name in ("mAP@0.5", "mAP@0.7", "mAP_vol")]
-    + [f"proposals/{name}" for name in ("AR@10", "AR@100", "AR@300", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000")]
+from mnc_bench.suites.contract import (
+    COCO_IOU_TYPES,
+    FLOAT_COLUMNS,
+    INTEGER_COLUMNS,
+    METRICS_JSON,
+    RUN_JSON,
+    RUN_STATS_COLUMNS,
+    RUN_STATS_JSON,
+    STANDARD_METRICS,
+    TABLE_FORMATS,
+    TEXT_COLUMNS,
+    RunState,
+    axis_column,
+    table_columns,
 )
-LEADING = ["suite", "run_id", "status", "failure_reason", "config", "model", "seed", "variant"]
-TRAILING = ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "threads", "peak_mem_mb", "params",
-            "git_commit", "run_dir", "test_ann_file", "test_img_dir", "reused_from"]
+from mnc_bench.suites.record import read_suite_record
+from mnc_bench.suites.rundir import RunDir
+from mnc_bench.suites.status import ordered_run_dirs
+
+# The metric columns of every table: the contract's, then TIDE's (named with its error types).
+COLLECTED_METRICS = [*STANDARD_METRICS,
+                     *(f"tide/{kind}/{name}" for kind in COCO_IOU_TYPES for name in TIDE_METRIC_NAMES)]
 # What the printed summary shows when the suite names no metrics.
 SUMMARY_METRICS = ["coco/segm/AP", "coco/segm/AP50", "coco/bbox/AP", "voc_sds/mAP@0.5", "voc_mnc/mAP@0.5"]
 
 
 def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame:
     """The tidy table of the runs in ``suite_dir`` (the suite's latest plan; ``include_all``: every run dir)."""
-    from mnc_bench.suites.runner import read_suite_record
-    from mnc_bench.suites.status import ordered_run_dirs
-
     suite_dir = Path(suite_dir)
     if not suite_dir.is_dir():
         raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run SUITE)")
     record = read_suite_record(suite_dir)
     axes: list[str] = list(record.get("axes") or [])
-    metrics = list(dict.fromkeys([*STANDARD_METRICS, *(record.get("metrics") or [])]))
+    metrics = list(dict.fromkeys([*COLLECTED_METRICS, *(record.get("metrics") or [])]))
     rows = []
     for run_dir, _ in ordered_run_dirs(suite_dir, include_all=include_all):
         row = _row(run_dir, metrics)
@@ -51,40 +62,60 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
             if key not in axes:
                 axes.append(key)
         rows.append(row)
-    columns = LEADING + [f"axis.{key}" for key in axes] + metrics + TRAILING
-    table = pd.DataFrame(rows, columns=columns)
+    found = {key for row in rows for key in row if key.startswith(ROBUSTNESS_PREFIX)}
+    robustness = sorted(found - set(metrics), key=robustness_order)
+    metrics += robustness
+    table = pd.DataFrame(rows, columns=table_columns(axes, metrics))
     for key in axes:
-        table[f"axis.{key}"] = _axis_column(table[f"axis.{key}"])
-    for column in metrics + ["lr", "train_time_s", "s_per_iter", "peak_mem_mb"]:
+        table[axis_column(key)] = _axis_column(table[axis_column(key)])
+    for column in [*metrics, *FLOAT_COLUMNS]:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
-    for column in ("seed", "batch_size", "max_iters", "threads", "params"):
+    for column in INTEGER_COLUMNS:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
-    for column in ("failure_reason", "variant", "git_commit", "reused_from"):
+    for column in TEXT_COLUMNS:
         table[column] = table[column].fillna("").astype(str)
     return table
 
 
 def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
-    run = run_dir.read_json("run.json") or {}
+    run = run_dir.read_json(RUN_JSON) or {}
     status = run_dir.status()
-    done = status["state"] == "done"
-    values = (run_dir.read_json("metrics.json") or {}) if done else {}
-    stats = run_dir.read_json("run_stats.json") or {}
+    done = status["state"] == RunState.DONE
+    values = (run_dir.read_json(METRICS_JSON) or {}) if done else {}
+    stats = run_dir.read_json(RUN_STATS_JSON) or {}
     config = str(run.get("config", ""))
     axes = dict(run.get("axes") or {})
     row: dict[str, Any] = dict(
         suite=run.get("suite", run_dir.path.parent.name), run_id=run_dir.run_id, status=status["state"],
-        failure_reason=(status.get("exit_reason") or "") if status["state"] == "failed" else "",
+        failure_reason=(status.get("exit_reason") or "") if status["state"] == RunState.FAILED else "",
         config=config, model=Path(config).stem, seed=run.get("seed"), variant=run.get("variant", ""),
         _axes=list(axes),
         run_dir=str(run_dir.path), test_ann_file=run.get("test_ann_file", ""), test_img_dir=run.get("test_img_dir", ""),
         reused_from=status.get("reused_from") or "",
     )
-    row.update({f"axis.{key}": value for key, value in axes.items()})
+    row.update({axis_column(key): value for key, value in axes.items()})
     row.update({key: math.nan if values.get(key) is None else values[key] for key in metrics})
-    row.update({key: stats.get(key) for key in ("batch_size", "lr", "max_iters", "train_time_s", "s_per_iter",
-                                                "threads", "peak_mem_mb", "params", "git_commit")})
+    if done:
+        row.update(read_summary(run_dir.file(RECORD_FILE)))
+    row.update({key: stats.get(key) for key in RUN_STATS_COLUMNS})
     return row
+
+
+def robustness_order(key: str) -> tuple:
+    """Masks before boxes; clean AP, mPC, rPC, AP per severity, then AP per corruption in benchmark order."""
+    from mnc_bench.evaluation.corruptions import CORRUPTIONS
+
+    kind, _, name = key[len(ROBUSTNESS_PREFIX):].partition("/")
+    head = ("AP_clean", "mPC", "rPC")
+    if name in head:
+        rank: tuple = (0, head.index(name))
+    elif name.startswith("AP@s"):
+        rank = (1, name)
+    else:
+        corruption = name.removeprefix("AP/")
+        known = CORRUPTIONS.index(corruption) if corruption in CORRUPTIONS else len(CORRUPTIONS)
+        rank = (2, known, corruption)
+    return (kind != "segm", kind, rank)
 
 
 def _axis_column(values: pd.Series) -> pd.Series:
@@ -101,9 +132,9 @@ def _axis_column(values: pd.Series) -> pd.Series:
 def write_table(table: pd.DataFrame, out: str | Path) -> list[Path]:
     """``out`` (.parquet or .csv) and the other format beside it, each written atomically."""
     out = Path(out)
-    if out.suffix not in (".parquet", ".csv"):
+    if out.suffix not in TABLE_FORMATS:
         raise UserError(f"--out {out}: expected a .parquet or .csv file name")
-    paths = [out.with_suffix(".parquet"), out.with_suffix(".csv")]
+    paths = [out.with_suffix(suffix) for suffix in TABLE_FORMATS]
     with atomic_open(paths[0], "wb") as handle:
         table.to_parquet(handle, index=False)
     with atomic_open(paths[1], "w", encoding="utf-8", newline="") as handle:
@@ -119,7 +150,7 @@ def format_summary(table: pd.DataFrame, metrics: list[str] | None = None) -> str
     view = table[["run_id", "model", "variant", "seed", "status", *shown, "train_time_s"]].copy()
     view = view.sort_values(["model", "variant", "seed"], kind="stable")
     text = view.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
-    done = table[table["status"] == "done"]
+    done = table[table["status"] == RunState.DONE]
     if done.empty or not shown:
         return text
     grouped = done.groupby(["model", "variant"], sort=True)[shown[0]].agg(["mean", "std", "count"]).reset_index()

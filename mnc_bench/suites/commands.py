@@ -5,21 +5,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnc_bench.errors import UserError
+from mnc_bench.suites.contract import (
+    COLLECT_TABLES,
+    EXECUTORS,
+    RESULTS_ROOT,
+    SUITE_RECORD,
+    RunState,
+    suite_results_dir,
+)
 
-EXECUTORS = ("local", "slurm")
+if TYPE_CHECKING:
+    from mnc_bench.suites.executors import Executor, LocalExecutor
 
 
-def suite_results_dir(suite: str, results: str | Path = "results") -> Path:
-    """``results/<suite name>`` for a suite name or a suite file path; a suite's results directory as is."""
-    if (Path(suite) / "suite.json").is_file():
+def results_dir_of(suite: str, results: str | Path = RESULTS_ROOT) -> Path:
+    """The results folder a ``status`` or ``collect`` argument stands for: a suite's results folder as is,
+    else ``<results>/<suite name>`` for a suite name or file."""
+    if (Path(suite) / SUITE_RECORD).is_file():
         return Path(suite)
-    return Path(results) / Path(suite).stem
+    return suite_results_dir(suite, results)
 
 
-def run_command(suite: str, *, results: str | Path = "results", workers: int = 1, executor: str = "local",
+def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int = 1, executor: str = "local",
                 dry_run: bool = False, rerun_failed: bool = False, reuse: bool = True,
                 seeds: Sequence[int] | None = None, cfg_options: Mapping[str, Any] | None = None, slurm: Mapping[str, Any] | None = None,
                 track: str | None = None, started_at: float | None = None,
@@ -45,7 +55,7 @@ def run_command(suite: str, *, results: str | Path = "results", workers: int = 1
     local = local_executor(workers, uri, prestart=not dry_run) if executor == "local" else None
     try:
         spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
-        suite_dir = Path(results) / spec.name
+        suite_dir = suite_results_dir(spec.name, results)
         runner = local or _slurm_executor(
             {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}}, suite_dir, len(spec.runs), uri)
         before = _failed_ids(suite_dir)
@@ -63,7 +73,7 @@ def run_command(suite: str, *, results: str | Path = "results", workers: int = 1
     return 1 if newly_failed else 0
 
 
-def local_executor(workers: int, track: str | None, *, prestart: bool) -> Any:
+def local_executor(workers: int, track: str | None, *, prestart: bool) -> LocalExecutor:
     from mnc_bench.suites.executors import LocalExecutor, available_cores
 
     executor = LocalExecutor(workers, track=track)
@@ -74,7 +84,7 @@ def local_executor(workers: int, track: str | None, *, prestart: bool) -> Any:
     return executor
 
 
-def _slurm_executor(slurm: dict[str, Any], suite_dir: Path, num_runs: int, track: str | None) -> Any:
+def _slurm_executor(slurm: dict[str, Any], suite_dir: Path, num_runs: int, track: str | None) -> Executor:
     from mnc_bench.suites.executors import SubmititExecutor, submitit_executor
 
     threads = slurm.get("cpus_per_run")
@@ -88,7 +98,7 @@ def _slurm_executor(slurm: dict[str, Any], suite_dir: Path, num_runs: int, track
 def _failed_ids(suite_dir: Path) -> set[str]:
     from mnc_bench.suites.rundir import list_run_dirs
 
-    return {run_dir.run_id for run_dir in list_run_dirs(suite_dir) if run_dir.state == "failed"}
+    return {run_dir.run_id for run_dir in list_run_dirs(suite_dir) if run_dir.state == RunState.FAILED}
 
 
 def format_timing(record: Mapping[str, Any]) -> str:
@@ -120,24 +130,24 @@ def format_timing(record: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def status_command(suite: str, *, results: str | Path = "results") -> str:
+def status_command(suite: str, *, results: str | Path = RESULTS_ROOT) -> str:
     from mnc_bench.suites.status import format_status
 
-    suite_dir = suite_results_dir(suite, results)
+    suite_dir = results_dir_of(suite, results)
     if not suite_dir.is_dir():
         raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run {suite})")
     return format_status(suite_dir)
 
 
-def collect_command(suite: str, *, results: str | Path = "results", out: str | Path | None = None,
+def collect_command(suite: str, *, results: str | Path = RESULTS_ROOT, out: str | Path | None = None,
                     include_all: bool = False) -> tuple[list[Path], str]:
     """Write the tidy table (parquet + CSV); return the paths and a printable summary."""
     from mnc_bench.suites.collect import collect, format_summary, write_table
-    from mnc_bench.suites.runner import read_suite_record
+    from mnc_bench.suites.record import read_suite_record
 
-    suite_dir = suite_results_dir(suite, results)
+    suite_dir = results_dir_of(suite, results)
     table = collect(suite_dir, include_all=include_all)
     if table.empty:
         raise UserError(f"no runs in {suite_dir}")
-    paths = write_table(table, out or suite_dir / "collect.parquet")
+    paths = write_table(table, out or suite_dir / COLLECT_TABLES[0])
     return paths, format_summary(table, read_suite_record(suite_dir).get("metrics"))

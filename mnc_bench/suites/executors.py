@@ -1,6 +1,7 @@
 """Where runs execute: a local pool of worker subprocesses, or submitit (a Slurm job array; submitit's local
-executor drives the same path in tests). Both start each run as ``mnc_bench.suites.worker`` and report to the
-runner through :class:`Events`; neither schedules anything beyond "at most N at a time".
+executor drives the same path in tests). Both are an :class:`Executor`: they start each run as
+``mnc_bench.suites.worker`` and report to the runner through :class:`Events`; neither schedules anything
+beyond "at most N at a time".
 """
 
 from __future__ import annotations
@@ -16,16 +17,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from mnc_bench.suites.rundir import RunDir, pause_point
+from mnc_bench.suites.contract import LOG_TXT
+from mnc_bench.suites.rundir import RunDir
 
 POLL_S = 0.5
 _PR_SET_PDEATHSIG = 1
 
 
 class Events(Protocol):
-    def started(self, run_dir: RunDir) -> None: ...
-    def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float) -> None: ...
-    def tick(self) -> None: ...
+    """What an executor reports to the runner while it executes."""
+
+    def started(self, run_dir: RunDir) -> None:
+        """A worker has the run."""
+
+    def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float, failure: str = "") -> None:
+        """The run's worker is gone: its exit code (None when unknown) and, when the executor knows why it
+        failed beyond the exit code, one line saying so."""
+
+    def tick(self) -> None:
+        """Called every poll, for a live display."""
+
+
+class Executor(Protocol):
+    """Executes run directories, at most :attr:`workers` at a time."""
+
+    name: str  # recorded in suite.json's invocations
+
+    @property
+    def workers(self) -> int:
+        """Runs that execute at once."""
+
+    def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
+        """Run each of ``run_dirs`` (prepared by the runner) and report through ``events``; return when every
+        run's worker is gone."""
 
 
 def available_cores() -> int:
@@ -86,8 +110,6 @@ class LocalExecutor:
                 for process in [p for p in active if p.poll() is not None]:
                     run_dir, start = active.pop(process)
                     events.finished(run_dir, process.returncode, time.time() - start)
-                    if pending:
-                        pause_point("between", suite_dir)
                 events.tick()
         except BaseException:
             # Ctrl-C reached the workers too (same process group): they stop and stay `running`, to resume.
@@ -114,7 +136,7 @@ class LocalExecutor:
             # Died while idle (its imports failed?): a new worker says why, in the run's log.
             process.kill()
             process.wait()
-        with open(run_dir.file("log.txt"), "ab") as log:
+        with open(run_dir.file(LOG_TXT), "ab") as log:
             return self._popen([str(run_dir.path)], stdin=subprocess.DEVNULL, stdout=log)
 
     def _popen(self, args: list[str], *, stdin: Any, stdout: Any) -> subprocess.Popen:
@@ -174,6 +196,10 @@ class SubmititExecutor:
         self.track = track
         self.name = f"submitit-{getattr(executor, 'cluster', 'local')}"
 
+    @property
+    def workers(self) -> int:
+        return self.max_parallel
+
     def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
         pending = collections.deque(run_dirs)
         active: dict[Any, tuple[RunDir, float]] = {}
@@ -189,15 +215,34 @@ class SubmititExecutor:
             time.sleep(POLL_S)
             for submitted in [j for j in active if j.done()]:
                 run_dir, start = active.pop(submitted)
-                events.finished(run_dir, _job_exit_code(submitted), time.time() - start)
+                exit_code, failure = job_outcome(submitted)
+                events.finished(run_dir, exit_code, time.time() - start, failure)
             events.tick()
 
 
-def _job_exit_code(job: Any) -> int | None:
+def job_outcome(job: Any) -> tuple[int | None, str]:
+    """(the worker's exit code, '') of a finished submitit job; (None, why) when the job produced no exit
+    code: killed, lost with its node, or an exception outside the worker's own handling. submitit's exceptions are
+    pages of log; ``why`` is their gist in one line, with where the job's full log is."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
     try:
-        return int(job.result())
-    except Exception:  # noqa: BLE001 - the job died (killed, node failure); the runner records it from the status
-        return None
+        return int(job.result()), ""
+    except UncompletedJobError as exc:  # FailedJobError is one too
+        if isinstance(exc, FailedJobError):
+            gist = _last_trace_line(str(exc)) or "failed"
+        else:  # "Job <id> (task: <n>) with path <file>" / "has not produced any output (state: <state>)"
+            gist = " ".join(line.strip() for line in str(exc).splitlines()[:2])
+        stderr = getattr(getattr(job, "paths", None), "stderr", None)
+        return None, f"submitit job {job.job_id}: {gist}" + (f" (log: {stderr})" if stderr else "")
+
+
+def _last_trace_line(text: str) -> str:
+    """The exception line of the traceback that submitit's FailedJobError quotes between dashed rules."""
+    parts = text.split("-" * 22)
+    trace = parts[1] if len(parts) >= 3 else text
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any], threads: int) -> Any:

@@ -23,6 +23,7 @@ from mmdet.registry import HOOKS
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
+from mnc_bench.suites.contract import RUN_STATS_JSON
 from mnc_bench.suites.rundir import RunDir
 
 PROGRESS_EVERY_S = 5.0
@@ -51,7 +52,7 @@ class SuiteRunHook(Hook):
         group = runner.optim_wrapper.optimizer.param_groups[0]
         loader = runner.train_dataloader
         batch = getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", None)
-        stats = self.run_dir.read_json("run_stats.json") or {}
+        stats = self.run_dir.read_json(RUN_STATS_JSON) or {}
         self._started = time.time()
         # A run resumed from a checkpoint (iteration > 0) adds to the time its earlier attempts trained.
         self._earlier_attempts_s = float(stats.get("train_time_s") or 0.0) if runner.iter > 0 else 0.0
@@ -65,7 +66,7 @@ class SuiteRunHook(Hook):
             start_iter=int(runner.iter),
             runner_built_at=time.time(),
         )
-        self.run_dir.write_json("run_stats.json", stats)
+        self.run_dir.write_json(RUN_STATS_JSON, stats)
         self.run_dir.update_status(iter=int(runner.iter), max_iters=int(runner.max_iters))
 
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
@@ -94,9 +95,9 @@ class SuiteRunHook(Hook):
             self._record()
 
     def _record(self, **fields: Any) -> None:
-        stats = self.run_dir.read_json("run_stats.json") or {}
+        stats = self.run_dir.read_json(RUN_STATS_JSON) or {}
         stats.update(fields, train_time_s=self._earlier_attempts_s + time.time() - self._started)
-        self.run_dir.write_json("run_stats.json", stats)
+        self.run_dir.write_json(RUN_STATS_JSON, stats)
 
 
 def _number(value: Any) -> float:

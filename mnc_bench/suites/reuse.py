@@ -3,7 +3,8 @@
 instead of training it again (``--no-reuse`` refuses).
 
 A source qualifies when its ``status.json`` says ``done``, its ``metrics.json`` is whole and it holds every
-``proposals/...`` metric the new suite asks for (the only metrics a run computes on request). The copy is built
+``proposals/...``, ``coco/boundary/...`` and ``tide/...`` metric the new suite asks for (the metrics a run
+computes on request). The copy is built
 in a hidden staging folder beside the destination and renamed into place, so a kill leaves either no run
 directory or a whole one; checkpoints (the bulk of the bytes, never written again) are hard links where the
 file system allows, every other file is copied, so deleting or editing the source never changes the copy.
@@ -16,7 +17,9 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mnc_bench.evaluation.evaluate import ON_REQUEST
 from mnc_bench.io import fsync_dir, make_staging_dir
+from mnc_bench.suites.contract import METRICS_JSON, PROPOSAL_PREFIX, RUN_JSON, STATUS_JSON, RunState
 from mnc_bench.suites.rundir import RunDir, now_iso
 
 # Files only hard-linked: written once, whole, and never opened for writing again.
@@ -33,16 +36,16 @@ def find_done_run(results_root: str | os.PathLike[str], run_id: str, *, exclude:
     """A finished run ``run_id`` under another suite of ``results_root`` (not the suite folder ``exclude``)
     that can stand in for a new one asking for ``metrics``; the first by suite name, or None."""
     exclude = Path(exclude).resolve()
-    wanted = [key for key in metrics or () if key.startswith("proposals/")]
+    wanted = [key for key in metrics or () if key.startswith((PROPOSAL_PREFIX, *ON_REQUEST))]
     root = Path(results_root)
     if not root.is_dir():
         return None
     for suite_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if suite_dir.resolve() == exclude or not (suite_dir / run_id / "run.json").is_file():
+        if suite_dir.resolve() == exclude or not (suite_dir / run_id / RUN_JSON).is_file():
             continue
         source = RunDir(suite_dir / run_id)
-        values = source.read_json("metrics.json")
-        if source.state == "done" and isinstance(values, dict) and all(key in values for key in wanted):
+        values = source.read_json(METRICS_JSON)
+        if source.state == RunState.DONE and isinstance(values, dict) and all(key in values for key in wanted):
             return source
     return None
 
@@ -61,7 +64,7 @@ def copy_run(source: RunDir, dest: RunDir, *, write_identity: Callable[[RunDir],
             copy = RunDir(staging)
             write_identity(copy)
             status = {**source.status(), "reused_from": source_name(source), "reused_at": now_iso(), "pid": None}
-            copy.write_json("status.json", status)
+            copy.write_json(STATUS_JSON, status)
             old = make_staging_dir(dest.path)
             os.rename(dest.path, old)  # dest exists (it holds the lock file): moved aside, then replaced
             try:

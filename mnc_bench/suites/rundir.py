@@ -32,13 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from mnc_bench.io import write_json
+from mnc_bench.suites.contract import (
+    LOCK_FILE,
+    LOG_TXT,
+    RUN_JSON,
+    RUN_STATES,
+    STATUS_JSON,
+    WORK_DIR,
+    RunState,
+)
 
-STATES = ("pending", "running", "done", "failed")
 LOG_TAIL_LINES = 20
 LOCK_TRIES = 10
-# Test seam: `MNC_BENCH_PAUSE_AT=<point>` makes the runner or a worker stop at that point (after writing a
-# `.paused-<point>` marker) until it is killed, so tests can SIGKILL a suite at a chosen moment.
-PAUSE_ENV = "MNC_BENCH_PAUSE_AT"
 
 
 class RunBusy(Exception):
@@ -67,7 +72,7 @@ class RunDir:
 
     @property
     def work_dir(self) -> Path:
-        return self.path / "work"
+        return self.path / WORK_DIR
 
     def read_json(self, name: str) -> Any:
         """Parsed ``name`` or None when it is missing; a corrupt file (not written by us) also reads as None."""
@@ -82,14 +87,14 @@ class RunDir:
         write_json(self.file(name), _strict(data) if nan_as_null else data, indent=1)
 
     def read_run(self) -> dict[str, Any]:
-        run = self.read_json("run.json")
+        run = self.read_json(RUN_JSON)
         if not isinstance(run, dict):
-            raise FileNotFoundError(f"{self.file('run.json')} missing or unreadable")
+            raise FileNotFoundError(f"{self.file(RUN_JSON)} missing or unreadable")
         return run
 
     def status(self) -> dict[str, Any]:
-        status = self.read_json("status.json")
-        return status if isinstance(status, dict) and status.get("state") in STATES else {"state": "pending"}
+        status = self.read_json(STATUS_JSON)
+        return status if isinstance(status, dict) and status.get("state") in RUN_STATES else {"state": RunState.PENDING}
 
     @property
     def state(self) -> str:
@@ -98,12 +103,12 @@ class RunDir:
     def update_status(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into status.json (atomically) and return the new status."""
         status = {**self.status(), **fields}
-        self.write_json("status.json", status)
+        self.write_json(STATUS_JSON, status)
         return status
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
-            with open(self.file("log.txt"), "rb") as handle:
+            with open(self.file(LOG_TXT), "rb") as handle:
                 handle.seek(0, os.SEEK_END)
                 handle.seek(max(0, handle.tell() - 16384))
                 text = handle.read().decode("utf-8", errors="replace")
@@ -114,7 +119,7 @@ class RunDir:
     def is_live(self) -> bool:
         """True if a process holds the run's lock (it is being worked on right now)."""
         try:
-            fd = os.open(self.file(".lock"), os.O_RDONLY)
+            fd = os.open(self.file(LOCK_FILE), os.O_RDONLY)
         except FileNotFoundError:
             return False
         try:
@@ -131,7 +136,7 @@ class RunDir:
     def hold(self) -> Iterator[None]:
         """Hold the run's exclusive lock for the block; RunBusy if another process holds it."""
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.file(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.file(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             # A few tries: another runner's is_live() probe holds a shared lock for a moment.
             for attempt in range(LOCK_TRIES):
@@ -155,16 +160,7 @@ def list_run_dirs(suite_dir: str | os.PathLike[str]) -> list[RunDir]:
     root = Path(suite_dir)
     if not root.is_dir():
         return []
-    return [RunDir(p) for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / "run.json").is_file()]
-
-
-def pause_point(point: str, marker_dir: str | os.PathLike[str]) -> None:
-    """Test seam (see PAUSE_ENV): stop here until killed when the environment asks for this point."""
-    if os.environ.get(PAUSE_ENV) != point:
-        return
-    Path(marker_dir, f".paused-{point}").write_text(str(os.getpid()))
-    while True:
-        time.sleep(60)
+    return [RunDir(p) for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / RUN_JSON).is_file()]
 
 
 def _strict(data: Any) -> Any:

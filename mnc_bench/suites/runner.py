@@ -13,8 +13,8 @@ A run that would execute (start, resume, rerun) but is ``done`` under another su
 (same id: same resolved config and seed) is copied from there instead (``reuse``; see
 :mod:`~mnc_bench.suites.reuse`), unless ``reuse=False`` (``--no-reuse``).
 
-``results/<suite>/suite.json`` keeps the plan (run ids in order, axes, metrics) for ``status`` and ``collect``,
-and one record per invocation (wall time, the runs' own time, time to the first training iteration).
+The plan goes to ``results/<suite>/suite.json`` for ``status`` and ``collect``, with one record per invocation
+(see :mod:`~mnc_bench.suites.record`).
 """
 
 from __future__ import annotations
@@ -26,18 +26,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from mnc_bench.errors import UserError
 from mnc_bench.io import atomic_open
+from mnc_bench.suites.contract import (
+    CONFIG_PY,
+    FINISHED_STATES,
+    RESULT_DIRS,
+    RESULT_FILES,
+    RUN_JSON,
+    RUN_STATS_JSON,
+    STATUS_JSON,
+    RunState,
+)
+from mnc_bench.suites.executors import Executor
+from mnc_bench.suites.progress import SuiteProgress
+from mnc_bench.suites.record import append_invocation, write_plan
 from mnc_bench.suites.reuse import copy_run, find_done_run, source_name
 from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso
 from mnc_bench.suites.spec import RunSpec, Suite
 from mnc_bench.suites.worker import EXIT_BUSY, EXIT_INTERRUPTED
 
-# Files of a finished or failed attempt that a rerun from scratch removes (the log is kept and appended to).
-RESULT_FILES = ("metrics.json", "predictions.json", "scalars.json", "run_stats.json")
-RESULT_DIRS = ("work", "eval")
 EXECUTING = ("start", "resume", "rerun")
 ACTIONS = (*EXECUTING, "reuse", "skip (done)", "skip (failed)", "skip (running elsewhere)")
 
@@ -70,12 +79,12 @@ def plan_suite(suite: Suite, suite_dir: str | Path, *, rerun_failed: bool = Fals
 
 def _action(run_dir: RunDir, rerun_failed: bool) -> str:
     """What the run's own directory calls for."""
-    state = run_dir.state if run_dir.file("run.json").is_file() else "new"
-    if state == "done":
+    state = run_dir.state if run_dir.file(RUN_JSON).is_file() else "new"
+    if state == RunState.DONE:
         return "skip (done)"
-    if state == "failed":
+    if state == RunState.FAILED:
         return "rerun" if rerun_failed else "skip (failed)"
-    if state == "running":
+    if state == RunState.RUNNING:
         return "skip (running elsewhere)" if run_dir.is_live() else "resume"
     return "start"
 
@@ -91,64 +100,89 @@ def format_plan(suite: Suite, plan: list[PlannedRun]) -> list[str]:
     return lines
 
 
-def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Any, rerun_failed: bool = False,
+def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Executor, rerun_failed: bool = False,
               reuse: bool = True, dry_run: bool = False, started_at: float | None = None,
-              echo: Callable[[str], None] = print, progress_stream: Any = None) -> dict[str, Any]:
+              echo: Callable[[str], None] = print, progress_stream: IO[str] | None = None) -> dict[str, Any]:
     """Plan, print the plan, and (unless ``dry_run``) copy the reusable runs and execute those that need it.
     Returns the invocation record (also appended to suite.json)."""
-    from mnc_bench.suites.progress import SuiteProgress
-
     started_at = started_at or time.time()
     suite_dir = Path(suite_dir)
     plan = plan_suite(suite, suite_dir, rerun_failed=rerun_failed, reuse=reuse)
     for line in format_plan(suite, plan):
         echo(line)
     record: dict[str, Any] = dict(started_at=started_at, validated_at=time.time(), executor=executor.name,
-                                  workers=getattr(executor, "workers", getattr(executor, "max_parallel", 1)))
+                                  workers=executor.workers)
     if dry_run:
         return record
     record["reused"] = sum(_reuse(p, suite, rerun_failed, echo) for p in plan if p.action == "reuse")
     todo = [p for p in plan if p.executes]
+    prepare_runs(todo, suite, suite_dir)
+    events = RunEvents(_progress(suite, plan, todo, executor.workers, progress_stream))
+    if todo:
+        with events.progress:
+            executor.execute([p.run_dir for p in todo], events, suite_dir)
+    record.update(events.record(time.time(), started_at, executor.workers), **_first_iteration(todo))
+    append_invocation(suite_dir, record)
+    echo(events.progress.summary().rsplit(", ETA", 1)[0])
+    return record
+
+
+def prepare_runs(todo: list[PlannedRun], suite: Suite, suite_dir: str | Path) -> None:
+    """Before any worker starts: the datasets, the directory of each run to execute, and the suite's plan."""
     _prepare_data(todo)
     for planned in todo:
-        _prepare_run_dir(planned, suite)
-    _write_suite_record(suite, suite_dir)
-    counts = {state: sum(p.run_dir.state == state for p in plan if not p.executes) for state in ("done", "failed")}
-    run_times: dict[str, float] = {}
-    run_spans: dict[str, tuple[float, float]] = {}  # (start, end), for the idle tail
-    progress = SuiteProgress(suite.name, {p.spec.run_id: p.spec.label for p in plan}, done=counts["done"],
-                             failed=counts["failed"], queue=[p.spec.run_id for p in todo], workers=record["workers"],
-                             kinds={p.spec.run_id: f"{p.spec.model} {p.spec.variant}" for p in plan},
-                             stream=progress_stream)
+        prepare_run_dir(planned, suite)
+    write_plan(suite, suite_dir)
 
-    class _Events:
-        def started(self, run_dir: RunDir) -> None:
-            record.setdefault("first_launch_at", time.time())
-            record["last_launch_at"] = time.time()
-            progress.started(run_dir)
 
-        def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float) -> None:
-            run_times[run_dir.run_id] = duration_s
-            ended_at = time.time()
-            run_spans[run_dir.run_id] = (ended_at - duration_s, ended_at)
-            status = _settle(run_dir, exit_code)
-            progress.finished(run_dir, status["state"], duration_s, status.get("exit_reason") or "")
+def _progress(suite: Suite, plan: list[PlannedRun], todo: list[PlannedRun], workers: int,
+              stream: IO[str] | None) -> SuiteProgress:
+    """The progress display, counting the runs this invocation leaves as they are."""
+    left_alone = [p.run_dir.state for p in plan if not p.executes]
+    return SuiteProgress(suite.name, {p.spec.run_id: p.spec.label for p in plan},
+                         done=left_alone.count(RunState.DONE), failed=left_alone.count(RunState.FAILED),
+                         queue=[p.spec.run_id for p in todo], workers=workers,
+                         kinds={p.spec.run_id: f"{p.spec.model} {p.spec.variant}" for p in plan},
+                         stream=stream)
 
-        def tick(self) -> None:
-            progress.tick()
 
-    if todo:
-        with progress:
-            executor.execute([p.run_dir for p in todo], _Events(), suite_dir)
-    ended = time.time()
-    record.update(ended_at=ended, wall_s=ended - started_at, runs=len(run_times), runs_time_s=sum(run_times.values()),
-                  **_first_iteration(todo))
-    if record.get("last_launch_at"):
-        record["tail_idle_s"] = idle_after(record["last_launch_at"], ended, list(run_spans.values()),
-                                           record["workers"])
-    _append_invocation(suite_dir, record)
-    echo(progress.summary().rsplit(", ETA", 1)[0])
-    return record
+class RunEvents:
+    """What the executor reports during one invocation (see :class:`~mnc_bench.suites.executors.Events`):
+    shown by the progress display, each run's status settled once its worker is gone, and the launch times
+    and run spans kept for the invocation record."""
+
+    def __init__(self, progress: SuiteProgress) -> None:
+        self.progress = progress
+        self.launches: list[float] = []
+        self.durations: dict[str, float] = {}  # run id -> seconds its worker ran
+        self.spans: dict[str, tuple[float, float]] = {}  # run id -> (start, end), for the idle tail
+
+    def started(self, run_dir: RunDir) -> None:
+        self.launches.append(time.time())
+        self.progress.started(run_dir)
+
+    def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float, failure: str = "") -> None:
+        ended_at = time.time()
+        self.durations[run_dir.run_id] = duration_s
+        self.spans[run_dir.run_id] = (ended_at - duration_s, ended_at)
+        status = _settle(run_dir, exit_code, failure)
+        self.progress.finished(run_dir, status["state"], duration_s, status.get("exit_reason") or "")
+
+    def tick(self) -> None:
+        self.progress.tick()
+
+    def record(self, ended_at: float, started_at: float, workers: int) -> dict[str, Any]:
+        """The invocation record's fields of the execution: launch times, wall time, the runs' own time and
+        the worker slots left idle after the last launch."""
+        fields: dict[str, Any] = {}
+        if self.launches:
+            fields.update(first_launch_at=self.launches[0], last_launch_at=self.launches[-1])
+        fields.update(ended_at=ended_at, wall_s=ended_at - started_at, runs=len(self.durations),
+                      runs_time_s=sum(self.durations.values()))
+        if self.launches:
+            spans = list(self.spans.values())
+            fields["tail_idle_s"] = idle_after(self.launches[-1], ended_at, spans, workers)
+        return fields
 
 
 def idle_after(since: float, until: float, intervals: list[tuple[float, float]], workers: int) -> float:
@@ -188,91 +222,64 @@ def _prepare_data(todo: list[PlannedRun]) -> None:
             prepare_datasets(cfg, ["train_dataloader", "test_dataloader"])
 
 
-def _prepare_run_dir(planned: PlannedRun, suite: Suite) -> None:
+def prepare_run_dir(planned: PlannedRun, suite: Suite) -> None:
+    """The run's directory as this invocation needs it: cleared for a rerun, its identity written."""
     run_dir = planned.run_dir
     if planned.action == "rerun":
         for name in RESULT_FILES:
             run_dir.file(name).unlink(missing_ok=True)
         for name in RESULT_DIRS:
             shutil.rmtree(run_dir.path / name, ignore_errors=True)
-        run_dir.write_json("status.json", {"state": "pending"})
+        run_dir.write_json(STATUS_JSON, {"state": RunState.PENDING})
     if planned.action == "resume":
         return
     run_dir.path.mkdir(parents=True, exist_ok=True)
     _write_identity(run_dir, planned.spec, suite)
-    if not run_dir.file("status.json").is_file():
-        run_dir.write_json("status.json", {"state": "pending"})
+    if not run_dir.file(STATUS_JSON).is_file():
+        run_dir.write_json(STATUS_JSON, {"state": RunState.PENDING})
 
 
 def _write_identity(run_dir: RunDir, spec: RunSpec, suite: Suite) -> None:
     """run.json (what the run is, in this suite) and config.py (the resolved config, seed included)."""
     from mmengine.config import Config
 
-    run_dir.write_json("run.json", {**spec.record(), "metrics": suite.metrics})
+    run_dir.write_json(RUN_JSON, {**spec.record(), "metrics": suite.metrics})
     resolved = spec.cfg.to_dict()
     resolved["randomness"] = dict(resolved.get("randomness") or {}, seed=spec.seed)
-    with atomic_open(run_dir.file("config.py"), "w", encoding="utf-8") as handle:
+    with atomic_open(run_dir.file(CONFIG_PY), "w", encoding="utf-8") as handle:
         # format_python_code=False: yapf would take ~0.4 s per run for no gain in content
         handle.write(Config(resolved, format_python_code=False).pretty_text)
 
 
-def _settle(run_dir: RunDir, exit_code: int | None) -> dict[str, Any]:
-    """The run's status once its worker is gone; a worker that died without a verdict is recorded as failed
-    (except when it was interrupted or never got the run: those stay as they are)."""
+def _settle(run_dir: RunDir, exit_code: int | None, failure: str = "") -> dict[str, Any]:
+    """The run's status once its worker is gone; a worker that died without a verdict is recorded as failed,
+    with ``failure`` (what the executor knows of it) as the reason when given (except when it was interrupted
+    or never got the run: those stay as they are)."""
     status = run_dir.status()
-    if status["state"] in ("done", "failed") or exit_code in (EXIT_BUSY, EXIT_INTERRUPTED, -signal.SIGINT):
+    if status["state"] in FINISHED_STATES or exit_code in (EXIT_BUSY, EXIT_INTERRUPTED, -signal.SIGINT):
         return status
     if run_dir.is_live():  # a requeued Slurm job, or another runner took it over
         return status
+    return run_dir.update_status(state=RunState.FAILED, ended=now_iso(),
+                                 exit_reason=failure or _exit_reason(exit_code), log_tail=run_dir.log_tail())
+
+
+def _exit_reason(exit_code: int | None) -> str:
     if exit_code is not None and exit_code < 0:
         name = signal.Signals(-exit_code).name
-        reason = f"worker killed by {name}" + (" (out of memory? the kernel's OOM killer sends SIGKILL)"
-                                               if -exit_code == signal.SIGKILL else "")
-    else:
-        reason = f"worker ended (exit code {exit_code}) without recording a result"
-    return run_dir.update_status(state="failed", ended=now_iso(), exit_reason=reason, log_tail=run_dir.log_tail())
+        return f"worker killed by {name}" + (" (out of memory? the kernel's OOM killer sends SIGKILL)"
+                                             if -exit_code == signal.SIGKILL else "")
+    return f"worker ended (exit code {exit_code}) without recording a result"
 
 
 def _first_iteration(todo: list[PlannedRun]) -> dict[str, float | None]:
     """When the first of this invocation's runs began and finished a training iteration, and how long that run's
     worker took to build its runner (config, model, data, hooks) after it got the run."""
     stats = [s for p in todo
-             if isinstance(s := p.run_dir.read_json("run_stats.json"), dict) and s.get("first_iter_at")]
+             if isinstance(s := p.run_dir.read_json(RUN_STATS_JSON), dict) and s.get("first_iter_at")]
     if not stats:
         return dict(first_iter_started_at=None, first_iter_at=None, first_run_build_s=None)
     first = min(stats, key=lambda s: s["first_iter_at"])
     got_run, built = first.get("worker_started_at"), first.get("runner_built_at")
     return dict(first_iter_started_at=first.get("first_iter_started_at"), first_iter_at=first["first_iter_at"],
                 first_run_build_s=built - got_run if got_run and built and built >= got_run else None)
-
-
-def suite_record_path(suite_dir: Path) -> Path:
-    return Path(suite_dir) / "suite.json"
-
-
-def read_suite_record(suite_dir: str | Path) -> dict[str, Any]:
-    path = suite_record_path(Path(suite_dir))
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg})") from exc
-    return data if isinstance(data, dict) else {}
-
-
-def _write_suite_record(suite: Suite, suite_dir: Path) -> None:
-    record = read_suite_record(suite_dir)
-    record.update(name=suite.name, suite_file=str(suite.path), axes=suite.axes, metrics=suite.metrics,
-                  run_ids=[spec.run_id for spec in suite.runs])
-    _save_suite_record(suite_dir, record)
-
-
-def _append_invocation(suite_dir: Path, invocation: dict[str, Any]) -> None:
-    record = read_suite_record(suite_dir)
-    record.setdefault("invocations", []).append(invocation)
-    _save_suite_record(suite_dir, record)
-
-
-def _save_suite_record(suite_dir: Path, record: dict[str, Any]) -> None:
-    RunDir(suite_dir).write_json("suite.json", record)

@@ -11,7 +11,8 @@ A suite is a YAML file (read with a safe loader: a suite file never runs code)::
       model.loss_weights.cls: [1.0, 1.0]
     seeds: [0, 1, 2]
     cfg_options: {train_cfg.max_iters: 200}  # every run, under the axes
-    metrics: [coco/segm/AP, proposals/AR@100]  # optional: the metric columns `collect` keeps
+    metrics: [coco/segm/AP, proposals/AR@100]  # optional: the metric columns `collect` keeps; proposal
+                                             # recall, coco/boundary/* and tide/* are computed only if named
     slurm: {partition: gpu, gpus_per_run: 1, timeout_min: 720, array_parallelism: 8}
 
 An axis key is any config key in ``--cfg-options`` form and must exist in the run's config; a dict value is
@@ -30,7 +31,6 @@ import itertools
 import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from mnc_bench.errors import UserError, one_line
+from mnc_bench.suites.contract import METRIC_PATTERN, is_suite_file, suite_file_candidates, suite_name
 
 SUITE_KEYS = ("base", "grid", "zip", "seeds", "cfg_options", "metrics", "slurm")
 SLURM_KEYS = {"partition": str, "gpus_per_run": int, "cpus_per_run": int, "timeout_min": int,
@@ -54,7 +55,6 @@ def is_neutral_option(key: str) -> bool:
     return any(key == neutral or key.startswith(neutral + ".") for neutral in NEUTRAL_KEYS)
 
 
-METRIC_PATTERN = re.compile(r"^(coco/(segm|bbox)/\w+|voc_(sds|mnc)/[\w@.]+(/.+)?|proposals/\w+@\d+)$")
 ID_LENGTH = 12
 
 
@@ -101,15 +101,37 @@ class Suite:
 def find_suite(name_or_path: str | os.PathLike[str]) -> Path:
     """A suite file path, or a name looked up in ``configs/ablations/`` (here, then beside the package)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
+    if is_suite_file(path):
         if not path.is_file():
             raise UserError(f"suite file {path} not found")
         return path
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = root / "configs" / "ablations" / f"{path.name}.yaml"
+    for candidate in suite_file_candidates(path.name, (Path.cwd(), Path(__file__).resolve().parents[2])):
         if candidate.is_file():
             return candidate
     raise UserError(f"suite {name_or_path!r} not found (give a .yaml path or a name in configs/ablations/)")
+
+
+@dataclass
+class _Sections:
+    """A suite file's sections, each checked on its own; ``options`` are the suite's ``cfg_options``,
+    ``extra`` those given on the command line."""
+
+    grid: dict[str, list[Any]]
+    zipped: dict[str, list[Any]]
+    options: dict[str, Any]
+    extra: dict[str, Any]
+    base: str | None
+    seeds: list[int]
+    metrics: list[str] | None
+    slurm: dict[str, Any]
+
+    @property
+    def axis_keys(self) -> list[str]:
+        return list(self.grid) + list(self.zipped)
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """The axis values of each run but the seed: the grid's product crossed with the zip's rows."""
+        return [dict(a, **b) for a in _product(self.grid) for b in _rows(self.zipped)]
 
 
 def load_suite(name_or_path: str | os.PathLike[str], *, seeds: Sequence[int] | None = None,
@@ -118,54 +140,78 @@ def load_suite(name_or_path: str | os.PathLike[str], *, seeds: Sequence[int] | N
     ``build_models``) before anything runs. ``seeds`` replaces the suite's; ``extra_options`` apply on top of
     the suite's ``cfg_options`` (e.g. ``data_root``)."""
     path = find_suite(name_or_path)
-    name = path.stem
-    data = read_suite_file(path)
+    name = suite_name(path)
     where = f"suite {name}"
+    sections = _check_sections(read_suite_file(path), where, seeds, extra_options)
+    runs = _expand_runs(name, sections, where, build_models)
+    return Suite(name=name, path=path, runs=runs, axes=sections.axis_keys, metrics=sections.metrics,
+                 slurm=sections.slurm)
+
+
+def _check_sections(data: Mapping[str, Any], where: str, seeds: Sequence[int] | None,
+                    extra_options: Mapping[str, Any] | None) -> _Sections:
+    """Each section of a suite file checked, in the file format's order (the first problem is reported)."""
     grid, zipped = _axes(data, "grid", where), _axes(data, "zip", where)
-    lengths = {len(values) for values in zipped.values()}
-    if len(lengths) > 1:
-        raise UserError(f"{where}: zip: lists of different lengths "
-                        f"({', '.join(f'{k}: {len(v)}' for k, v in zipped.items())})")
+    _check_zip_lengths(zipped, where)
     options = _mapping(data.get("cfg_options"), f"{where}: cfg_options")
     extra = dict(extra_options or {})
-    for key in options:
-        if key == "config":
-            raise UserError(f"{where}: cfg_options.config: the model config is `base` or a `config` axis")
-    for key in (*grid, *zipped):
+    if "config" in options:
+        raise UserError(f"{where}: cfg_options.config: the model config is `base` or a `config` axis")
+    _check_axes_set_once([*grid, *zipped], options, extra, where)
+    base = _base(data, grid, zipped, where)
+    return _Sections(grid=grid, zipped=zipped, options=options, extra=extra, base=base,
+                     seeds=_seeds(data.get("seeds", [0]) if seeds is None else list(seeds), where),
+                     metrics=_metrics(data.get("metrics"), where), slurm=_slurm(data.get("slurm"), where))
+
+
+def _check_zip_lengths(zipped: Mapping[str, list[Any]], where: str) -> None:
+    if len({len(values) for values in zipped.values()}) > 1:
+        raise UserError(f"{where}: zip: lists of different lengths "
+                        f"({', '.join(f'{k}: {len(v)}' for k, v in zipped.items())})")
+
+
+def _check_axes_set_once(axis_keys: list[str], options: Mapping[str, Any], extra: Mapping[str, Any],
+                         where: str) -> None:
+    for key in axis_keys:
         for other, what in ((options, "cfg_options"), (extra, "the command line options")):
             if key in other:
                 raise UserError(f"{where}: duplicate axis {key}: also set in {what}")
-    if "base" in data and not isinstance(data["base"], str):
-        raise UserError(f"{where}: base: must be a config path, got {data['base']!r}")
-    if "config" not in grid and "config" not in zipped and not data.get("base"):
-        raise UserError(f"{where}: no model config: give `base` or a `config` axis")
-    seed_list = _seeds(data.get("seeds", [0]) if seeds is None else list(seeds), where)
-    metrics = _metrics(data.get("metrics"), where)
-    slurm = _slurm(data.get("slurm"), where)
 
+
+def _base(data: Mapping[str, Any], grid: Mapping[str, Any], zipped: Mapping[str, Any],
+          where: str) -> str | None:
+    """The ``base`` model config; a suite needs it unless ``config`` is an axis."""
+    base = data.get("base")
+    if "base" in data and not isinstance(base, str):
+        raise UserError(f"{where}: base: must be a config path, got {base!r}")
+    if "config" not in grid and "config" not in zipped and not base:
+        raise UserError(f"{where}: no model config: give `base` or a `config` axis")
+    return base
+
+
+def _expand_runs(name: str, sections: _Sections, where: str, build_models: bool) -> list[RunSpec]:
+    """One RunSpec per axis combination and seed, in that order; two runs with one id are an error."""
     resolver = _Resolver(where)
-    combos = [dict(a, **b) for a in _product(grid) for b in _rows(zipped)]
-    axis_keys = list(grid) + list(zipped)
     runs: list[RunSpec] = []
     seen: dict[str, RunSpec] = {}
-    for axes in combos:
-        config = str(axes.get("config", data.get("base")))
-        variant = ", ".join(f"{k}={_label(v)}" for k, v in axes.items() if k != "config")
-        cfg, run_options = resolver.resolve(config, {**options, **{k: v for k, v in axes.items() if k != "config"},
-                                                     **extra})
+    for axes in sections.combinations():
+        config = str(axes.get("config", sections.base))
+        settings = {k: v for k, v in axes.items() if k != "config"}
+        variant = ", ".join(f"{k}={_label(v)}" for k, v in settings.items())
+        cfg, run_options = resolver.resolve(config, {**sections.options, **settings, **sections.extra})
         if build_models:
             resolver.build_model(f"{config}{' with ' + variant if variant else ''}", cfg)
         ann, images = _test_files(cfg)
-        for seed in seed_list:
+        for seed in sections.seeds:
             spec = RunSpec(suite=name, run_id=run_id(cfg, seed), config=config, cfg_options=run_options,
                            axes=dict(axes), seed=seed, variant=variant, test_ann_file=ann, test_img_dir=images,
                            cfg=cfg)
             if spec.run_id in seen:
-                raise UserError(f"{where}: runs [{seen[spec.run_id].label}] and [{spec.label}] resolve to the same "
-                                "config and seed")
+                raise UserError(f"{where}: runs [{seen[spec.run_id].label}] and [{spec.label}] resolve to "
+                                "the same config and seed")
             seen[spec.run_id] = spec
             runs.append(spec)
-    return Suite(name=name, path=path, runs=runs, axes=axis_keys, metrics=metrics, slurm=slurm)
+    return runs
 
 
 def read_suite_file(path: Path) -> dict[str, Any]:
@@ -183,7 +229,8 @@ def read_suite_file(path: Path) -> dict[str, Any]:
         raise UserError(f"suite {path}: expected a mapping of {', '.join(SUITE_KEYS)}")
     unknown = [key for key in data if key not in SUITE_KEYS]
     if unknown:
-        raise UserError(f"suite {path.stem}: unknown section {unknown[0]!r} (expected {', '.join(SUITE_KEYS)})")
+        raise UserError(f"suite {suite_name(path)}: unknown section {unknown[0]!r} "
+                        f"(expected {', '.join(SUITE_KEYS)})")
     return data
 
 

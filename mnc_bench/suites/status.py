@@ -7,15 +7,15 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from mnc_bench.suites.contract import RUN_JSON, RUN_STATES, RunState
 from mnc_bench.suites.progress import format_duration
+from mnc_bench.suites.record import read_suite_record
 from mnc_bench.suites.rundir import RunDir, list_run_dirs
 
 
 def ordered_run_dirs(suite_dir: str | Path, *, include_all: bool = True) -> list[tuple[RunDir, bool]]:
     """(run dir, in the suite's latest plan) pairs: the plan's runs in plan order, then (``include_all``) the
     other run directories found, e.g. those of axis values since removed from the suite file."""
-    from mnc_bench.suites.runner import read_suite_record
-
     suite_dir = Path(suite_dir)
     planned = read_suite_record(suite_dir).get("run_ids") or []
     found = {run_dir.run_id: run_dir for run_dir in list_run_dirs(suite_dir)}
@@ -28,12 +28,12 @@ def ordered_run_dirs(suite_dir: str | Path, *, include_all: bool = True) -> list
 def status_rows(suite_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
     for run_dir, in_plan in ordered_run_dirs(suite_dir):
-        run = run_dir.read_json("run.json") or {}
+        run = run_dir.read_json(RUN_JSON) or {}
         status = run_dir.status()
         state = status["state"]
-        if state == "running" and not run_dir.is_live():
+        if state == RunState.RUNNING and not run_dir.is_live():
             state = "running (interrupted: resumes at the next `mnc-bench run`)"
-        elif state == "running" and status.get("max_iters"):
+        elif state == RunState.RUNNING and status.get("max_iters"):
             state = f"running (iteration {status.get('iter', 0)}/{status['max_iters']})"
         rows.append(dict(
             run_id=run_dir.run_id,
@@ -42,7 +42,7 @@ def status_rows(suite_dir: str | Path) -> list[dict[str, Any]]:
             state=state + ("" if in_plan else " [not in the suite file any more]"),
             duration=format_duration(_duration(status)),
             reused_from=status.get("reused_from") or "",
-            reason=status.get("exit_reason") if status["state"] == "failed" else "",
+            reason=status.get("exit_reason") if status["state"] == RunState.FAILED else "",
         ))
     return rows
 
@@ -58,7 +58,7 @@ def format_status(suite_dir: str | Path) -> str:
     for row in rows:
         lines.append("  ".join(f"{str(row[c] or ''):<{widths[c]}}" for c in columns) + f"  {row['reason'] or ''}")
     states = [row["state"].split(" ")[0] for row in rows]
-    lines.append(", ".join(f"{states.count(s)} {s}" for s in ("done", "failed", "running", "pending") if s in states))
+    lines.append(", ".join(f"{states.count(s)} {s}" for s in RUN_STATES if s in states))
     return "\n".join(lines)
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from mnc_bench.errors import UserError
+from mnc_bench.suites.contract import CONFIG_PY, METRICS_JSON, RESULT_FILES, RUN_JSON
 
 # MLflow metric names allow letters, digits, '_', '-', '.', ' ', '/' (our VOC keys carry '@').
 _NAME_SUBSTITUTES = {"@": "_at_"}
-RESULT_FILES = ("metrics.json", "predictions.json", "scalars.json", "run_stats.json", "config.py", "run.json")
+# Logged as the MLflow run's artifacts.
+ARTIFACTS = (*RESULT_FILES, CONFIG_PY, RUN_JSON)
 
 
 def tracking_uri(track: str | None, results: str | Path) -> str | None:
@@ -68,14 +70,14 @@ def log_results(uri: str, run: Mapping[str, Any], run_dir: Path) -> None:
 
     from mlflow.entities import Metric
 
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((run_dir / METRICS_JSON).read_text(encoding="utf-8"))
     client, mlflow_run = _latest_run(uri, run)
     now = int(time.time() * 1000)
     entries = [Metric(key=metric_name(f"test/{key}"), value=float(value), timestamp=now, step=0)
                for key, value in metrics.items() if value is not None and math.isfinite(value)]
     for start in range(0, len(entries), 500):  # MLflow's log_batch takes at most 1000 metrics
         client.log_batch(mlflow_run.info.run_id, metrics=entries[start:start + 500])
-    for name in RESULT_FILES:
+    for name in ARTIFACTS:
         if (run_dir / name).is_file():
             client.log_artifact(mlflow_run.info.run_id, str(run_dir / name))
     client.set_terminated(mlflow_run.info.run_id, status="FINISHED")

@@ -30,7 +30,18 @@ from mnc_bench.env import checkout_commit
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open
 from mnc_bench.suites import tracking
-from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso, pause_point
+from mnc_bench.suites.contract import (
+    EVAL_DIR,
+    LAUNCHERS,
+    LOG_TXT,
+    METRICS_JSON,
+    PREDICTIONS_JSON,
+    RUN_STATS_JSON,
+    SCALARS_JSON,
+    RunState,
+    is_proposal_metric,
+)
+from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso
 
 EXIT_DONE, EXIT_FAILED, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 75, 130
 
@@ -44,7 +55,7 @@ def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none", 
 
         torch.set_num_threads(threads)
     if _rank(launcher) != 0:  # other ranks of a multi-GPU run only compute
-        if run_dir.status()["state"] != "done":  # else rank 0 returns at once and there is no one to join
+        if run_dir.state != RunState.DONE:  # else rank 0 returns at once and there is no one to join
             _train_and_evaluate(run_dir, run_dir.read_run(), launcher, main=False, track=track)
         return EXIT_DONE
     try:
@@ -56,16 +67,16 @@ def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none", 
 
 
 def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: str, track: str | None) -> int:
-    _redirect_output(run_dir.file("log.txt"))
+    _redirect_output(run_dir.file(LOG_TXT))
     spec = run_dir.read_run()
     previous = run_dir.status()
-    if previous["state"] == "done":  # finished (or copied from another suite) since this worker was started
+    if previous["state"] == RunState.DONE:  # finished (or copied from another suite) since this worker was started
         print(f"=== mnc-bench worker: run {spec['run_id']} is done already ({now_iso()}, pid {os.getpid()})",
               flush=True)
         return EXIT_DONE
     attempt = int(previous.get("attempt", 0)) + 1
     print(f"=== mnc-bench worker: run {spec['run_id']} attempt {attempt} ({now_iso()}, pid {os.getpid()})", flush=True)
-    run_dir.update_status(state="running", started=previous.get("started") or now_iso(), ended=None,
+    run_dir.update_status(state=RunState.RUNNING, started=previous.get("started") or now_iso(), ended=None,
                           exit_reason=None, log_tail=None, attempt=attempt, pid=os.getpid(), host=os.uname().nodename)
     try:
         stats = _train_and_evaluate(run_dir, spec, launcher, main=True, track=track)
@@ -81,7 +92,7 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
         sys.stdout.flush()
         sys.stderr.flush()
         reason = failure_reason(exc)
-        run_dir.update_status(state="failed", ended=now_iso(), exit_reason=reason, log_tail=run_dir.log_tail())
+        run_dir.update_status(state=RunState.FAILED, ended=now_iso(), exit_reason=reason, log_tail=run_dir.log_tail())
         if track:
             _tracking_step(lambda: tracking.mark_failed(track, spec, reason))
         return EXIT_FAILED
@@ -92,10 +103,10 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
     # The threads torch used (not only an explicit --threads): s/iter means little without them.
     stats.update(worker_time_s=time.time() - started, worker_started_at=started, threads=torch.get_num_threads(),
                  cpu_time_s=usage.ru_utime + usage.ru_stime)
-    run_dir.write_json("run_stats.json", {**(run_dir.read_json("run_stats.json") or {}), **stats})
+    run_dir.write_json(RUN_STATS_JSON, {**(run_dir.read_json(RUN_STATS_JSON) or {}), **stats})
     if track:
         _tracking_step(lambda: tracking.log_results(track, spec, run_dir.path))
-    run_dir.update_status(state="done", ended=now_iso(), exit_reason="finished", log_tail=None)
+    run_dir.update_status(state=RunState.DONE, ended=now_iso(), exit_reason="finished", log_tail=None)
     print(f"=== done ({now_iso()})", flush=True)
     return EXIT_DONE
 
@@ -104,6 +115,7 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
                         track: str | None = None) -> dict[str, Any]:
     from mnc_bench.checkpoints import latest_good_checkpoint
     from mnc_bench.config_loading import load_config
+    from mnc_bench.evaluation.evaluate import evaluate, requested_families
     from mnc_bench.suites import hooks  # noqa: F401 - registers SuiteRunHook
     from mnc_bench.training import evaluate_checkpoint, train
 
@@ -127,22 +139,25 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
         raise RuntimeError(f"training saved no checkpoint in {run_dir.work_dir}")
     t1 = time.time()
     test_options = {**options, "test_dataloader.batch_size": 1}  # batch > 1 changes AP (padding) in mmdet
-    evaluation = evaluate_checkpoint(config, result.checkpoint, out=run_dir.file("predictions.json"),
-                                     work_dir=run_dir.path / "eval", cfg_options=test_options, launcher=launcher)
+    evaluation = evaluate_checkpoint(config, result.checkpoint, out=run_dir.file(PREDICTIONS_JSON),
+                                     work_dir=run_dir.path / EVAL_DIR, cfg_options=test_options, launcher=launcher)
     metrics = dict(evaluation.metrics)
     wanted = spec.get("metrics") or []
-    if any(key.startswith("proposals/") for key in wanted):
+    if any(is_proposal_metric(key) for key in wanted):
         from mnc_bench.suites.proposals import proposal_recall
 
         metrics.update(proposal_recall(load_config(config, test_options), str(result.checkpoint),
                                        spec["test_ann_file"]))
+    families = requested_families(wanted)
+    if families and main:  # scored from the predictions just written (rank 0 wrote them)
+        metrics.update(evaluate(spec["test_ann_file"], run_dir.file("predictions.json"), metric=families,
+                                iou_type=("segm", "bbox")))
     eval_time = time.time() - t1
     if not main:
         return {}
-    run_dir.write_json("metrics.json", metrics, nan_as_null=True)
-    pause_point("results", run_dir.path)
+    run_dir.write_json(METRICS_JSON, metrics, nan_as_null=True)
     scalars = merge_scalars(run_dir.work_dir)
-    with atomic_open(run_dir.file("scalars.json"), "w", encoding="utf-8") as handle:
+    with atomic_open(run_dir.file(SCALARS_JSON), "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in scalars)
     return dict(eval_time_s=eval_time, s_per_iter=median_iter_time(scalars),
                 peak_mem_mb=peak_memory_mb(), git_commit=git_commit(), checkpoint=str(result.checkpoint))
@@ -255,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="results/<suite>/<run-id>/ with its run.json (default: read from stdin once the "
                         "libraries are loaded)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="none")
     parser.add_argument("--track", metavar="URI", default=None, help="MLflow tracking URI")
     args = parser.parse_args(argv)
     if argv is None:  # the worker process itself, as the runner starts it (as the CLI: mnc_bench/allocator.py)
@@ -281,7 +296,7 @@ def _await_run() -> RunDir | None:
     if not line:
         return None
     run_dir = RunDir(line)
-    _redirect_output(run_dir.file("log.txt"))
+    _redirect_output(run_dir.file(LOG_TXT))
     return run_dir
 
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Stage3Labels = Literal["box", "mask", "both"]
 STAGE3_LABELS: tuple[str, ...] = ("box", "mask", "both")
 
 

@@ -1,0 +1,64 @@
+"""The named ablations' figures draw the right data: the loss-weight heatmaps (the compared metric and a
+high-IoU one) and the depth figure's 3-stage runs in every weight-sharing panel."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mnc_bench.reporting import figures
+from mnc_bench.reporting.names import display_names
+from mnc_bench.reporting.style import Canvas, FigureResult
+from mnc_bench.reporting.table import load_inputs
+from mnc_bench.reporting.venue import COLUMN
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, shapes_dataset, build_results):
+    root = tmp_path_factory.mktemp("ablation_figures")
+    build_results(root, shapes_dataset)
+    return root / "results"
+
+
+def _done(results, suite: str) -> tuple[pd.DataFrame, list[str]]:
+    inputs = load_inputs([suite], results_dir=results, bench=None)
+    return inputs.done, inputs.axes
+
+
+def _canvas(done: pd.DataFrame, folder) -> Canvas:
+    return Canvas(folder, COLUMN, display_names(done["model"]))
+
+
+def test_loss_weight_heatmaps_show_mask_ap_and_ap75_cell_means(results, tmp_path, monkeypatch):
+    done, axes = _done(results, "loss_weights")
+    drawn = []
+    real = figures.sns.heatmap
+    monkeypatch.setattr(figures.sns, "heatmap", lambda data, **kw: drawn.append((data, kw)) or real(data, **kw))
+    result = figures.loss_weight_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
+    assert isinstance(result, FigureResult) and "mask AP and AP75" in result.caption
+    assert [kw["cbar_kws"]["label"] for _, kw in drawn] == ["mask AP", "AP75"]
+    rows, cols = [a for a in axes if "loss_weights" in a]  # heatmap rows: the suite's first weight axis
+    for (matrix, _), key in zip(drawn, ("coco/segm/AP", "coco/segm/AP75")):
+        expected = 100 * done.groupby([rows, cols])[key].mean()
+        assert matrix.size == len(expected)
+        for (row, col), value in expected.items():
+            assert matrix.loc[f"{row:g}", f"{col:g}"] == pytest.approx(value)
+
+
+def test_three_stage_runs_appear_in_every_weight_sharing_panel(results, tmp_path, monkeypatch):
+    done, axes = _done(results, "cascade_depth")
+    drawn = {}
+    real = figures._pointplot
+
+    def record(ax, data, x, order, hue, **kw):
+        drawn.setdefault(id(ax), data)
+        real(ax, data, x, order, hue, **kw)
+
+    monkeypatch.setattr(figures, "_pointplot", record)
+    result = figures.depth_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
+    assert isinstance(result, FigureResult) and "nothing to share" in result.caption
+    three = set(done.loc[done["axis.model.cascade.num_stages"] == 3, "run_id"])
+    assert len(drawn) == 2 and three
+    for data in drawn.values():
+        assert set(data.loc[data["depth"] == "3", "run_id"]) == three
+        assert data["axis.model.cascade.share_weights"].nunique() == 1

@@ -1,0 +1,73 @@
+"""`mnc-bench rescore SUITE --metric boundary tide`: the finished runs' saved predictions scored again, the
+keys merged into their metrics.json (nothing else changed), other runs left alone; `collect` shows the
+columns."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mmcv.ops")
+
+from mnc_bench.cli import main  # noqa: E402
+from mnc_bench.evaluation import evaluate  # noqa: E402
+from mnc_bench.suites.collect import collect  # noqa: E402
+from mnc_bench.suites.record import write_plan  # noqa: E402
+from mnc_bench.suites.runner import plan_suite, prepare_run_dir  # noqa: E402
+from mnc_bench.suites.spec import load_suite  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_rescore_adds_boundary_and_tide_from_the_saved_predictions(shapes_dataset, tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.chdir(REPO)
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text(textwrap.dedent(f"""
+        base: configs/mask_rcnn/mask_rcnn_shapes.py
+        seeds: [0, 1, 2]
+        cfg_options: {{data_root: {shapes_dataset}/}}
+    """))
+    suite = load_suite(suite_file, build_models=False)
+    suite_dir = tmp_path / "results" / "tiny"
+    plan = plan_suite(suite, suite_dir)
+    for planned in plan:
+        prepare_run_dir(planned, suite)
+    write_plan(suite, suite_dir)
+    done, no_predictions, pending = (p.run_dir for p in plan)
+    ann = shapes_dataset / "annotations" / "instances_val.json"
+    gt = json.loads(ann.read_text())
+    # imperfect predictions: every object found, one in three with the wrong class
+    predictions = [{"image_id": a["image_id"], "segmentation": a["segmentation"], "bbox": a["bbox"],
+                    "category_id": a["category_id"] if k % 3 else 1 + a["category_id"] % 4,
+                    "score": 1.0 - k / 1000}
+                   for k, a in enumerate(gt["annotations"])]
+    done.file("predictions.json").write_text(json.dumps(predictions))
+    for run_dir in (done, no_predictions):
+        run_dir.write_json("metrics.json", {"coco/segm/AP": 0.5})
+        run_dir.update_status(state="done")
+
+    assert main(["rescore", str(suite_file), "--results", str(tmp_path / "results"), "--metric", "boundary",
+                 "tide"]) == 0
+    printed = capsys.readouterr().out
+    assert "keys added" in printed and "predictions.json not found" in printed
+    metrics = json.loads(done.file("metrics.json").read_text())
+    expected = evaluate(ann, predictions, metric=["boundary", "tide"], iou_type=("segm", "bbox"))
+    assert metrics["coco/segm/AP"] == 0.5  # kept
+    for key, value in expected.items():  # NaN (undefined, e.g. no large objects) is stored as null
+        assert metrics[key] is None if math.isnan(value) else metrics[key] == pytest.approx(value), key
+    assert metrics["tide/segm/dAP_cls"] > 0.1 and metrics["coco/boundary/AP"] < 1.0
+    assert json.loads(no_predictions.file("metrics.json").read_text()) == {"coco/segm/AP": 0.5}
+    assert not pending.file("metrics.json").exists()
+    table = collect(suite_dir).set_index("run_id")
+    assert table.loc[done.run_id, "tide/bbox/dAP_cls"] == pytest.approx(expected["tide/bbox/dAP_cls"])
+
+
+def test_rescore_of_an_unknown_suite_is_one_line(tmp_path, capsys):
+    assert main(["rescore", "nowhere", "--results", str(tmp_path), "--metric", "boundary"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no results at") and err.count("\n") == 1
