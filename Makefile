@@ -9,18 +9,24 @@ TORCH ?= 2.14.1
 TORCHVISION ?= 0.29.1
 # Built mmcv wheels are cached outside the clone, keyed by torch version: the cold build takes ~15 min on 2 cores.
 WHEEL_CACHE ?= $(HOME)/.cache/mnc-bench/wheels
+# What decides mmcv's build (tools/mmcv_build_target.py): the visible GPUs' architectures and the overrides,
+# so an install made on a login node without GPUs runs again (and builds CUDA kernels) on a GPU node.
+MMCV_TARGET := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | sort -u \
+	| tr '\n' ' ')
+MMCV_TARGET += arch=$(TORCH_CUDA_ARCH_LIST) cpu_only=$(MNC_BENCH_CPU_ONLY)
 # The stamp names a hash of everything that decides the install, so editing pyproject (or choosing another
-# torch) reinstalls once.
-INSTALL_HASH := $(shell (cat pyproject.toml setup.py tools/build_mmcv_wheel.sh; echo $(TORCH) $(TORCHVISION)) \
-	| sha1sum | cut -c1-12)
+# torch, or another mmcv build) reinstalls once.
+INSTALL_HASH := $(shell (cat pyproject.toml setup.py tools/build_mmcv_wheel.sh tools/mmcv_build_target.py; \
+	echo $(TORCH) $(TORCHVISION) '$(MMCV_TARGET)') | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.mnc-bench-installed-$(INSTALL_HASH)
-# CI (CI=true) also runs the slow training tier; a developer's plain `make test` runs the fast tier.
-PYTEST_MARK ?= $(if $(filter true 1,$(CI)),not long,not slow and not long)
+# CI (CI=true) also runs the slow training tier; a developer's plain `make test` runs the fast tier. The GPU
+# tier runs only under `make test-gpu`.
+PYTEST_MARK ?= $(if $(filter true 1,$(CI)),not long and not gpu,not slow and not long and not gpu)
 DEMO_DIR ?= results/demo
 # The demo suite's 8 runs, 2 at a time (one thread each on the 2-core reference machine).
 DEMO_WORKERS ?= 2
 
-.PHONY: install demo test test-all test-long bench clean-venv
+.PHONY: install demo test test-all test-gpu test-long bench clean-venv
 
 install: $(STAMP)
 
@@ -46,7 +52,13 @@ test: install
 	$(PY) -m pytest -m "$(PYTEST_MARK)"
 
 test-all: install
-	$(PY) -m pytest -m "not long"
+	$(PY) -m pytest -m "not long and not gpu"
+
+# On a GPU machine: MNC's modules on CPU vs CUDA (torch only), then every shapes model on CUDA in fp32 and
+# with --amp and `bench models --device cuda` (mmcv with CUDA kernels). Without a GPU every test is skipped,
+# saying why.
+test-gpu: install
+	$(PY) -m pytest -m gpu -rs
 
 # Full default schedules: measures that the shapes configs reach their documented AP (hours on CPU).
 test-long: install

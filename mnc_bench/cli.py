@@ -27,19 +27,25 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
-
     check_writable_output(args.out, "--out", directory=True)
-    config = ShapesConfig(image_size=args.size, seed=args.seed)
-    summary = write_shapes_dataset(args.out, num_train=args.train, num_val=args.val, config=config)
+    if args.layout == "shapes":
+        from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
+
+        config = ShapesConfig(image_size=args.size or ShapesConfig.image_size, seed=args.seed)
+        summary = write_shapes_dataset(args.out, num_train=args.train, num_val=args.val, config=config)
+    else:
+        from mnc_bench.data.layouts import write_layout_dataset
+
+        summary = write_layout_dataset(args.out, args.layout, num_train=args.train, num_val=args.val,
+                                       image_size=args.size, seed=args.seed)
     print(summary)
     return 0
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from mnc_bench.data.check import check_coco_dataset
+    from mnc_bench.data.video_check import check_dataset
 
-    report = check_coco_dataset(args.annotations, images_dir=args.images, max_problems=args.max_problems)
+    report = check_dataset(args.annotations, images_dir=args.images, max_problems=args.max_problems)
     for problem in report.problems:
         print(problem, file=sys.stderr)
     print(report.summary())
@@ -74,10 +80,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_env(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("env", help="versions of the stack, whether mmcv ops load, threads, device",
-                       description="Print the Python, torch, mmcv, mmdet and mmengine versions, whether mmcv's "
-                       "compiled ops (RoIAlign, NMS) load, the torch thread count and the device. Exits 1, naming "
-                       "the problem, when a required package does not import or the ops do not load.")
+    p = sub.add_parser("env", help="versions of the stack, whether mmcv ops load (and run on the GPU), "
+                       "device",
+                       description="Print the Python, torch, mmcv, mmdet and mmengine versions, whether "
+                       "mmcv's compiled ops (RoIAlign, NMS) load and have CUDA kernels (tried on the GPU "
+                       "when one is visible), the torch thread count and the device. Exits 1, naming the "
+                       "problem, when a required package does not import, the ops do not load, or a GPU is "
+                       "visible and the ops cannot run on it.")
     p.set_defaults(handler=_cmd_env)
 
 
@@ -85,7 +94,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="make, convert and validate datasets",
                           description="Datasets in COCO format: generate the synthetic shapes dataset (synth), "
                           "validate a COCO instances file (check), convert SBD's VOC instance masks (sbd2coco).")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{synth,check,sbd2coco}")
+    data_sub = data.add_subparsers(dest="data_command", required=True,
+                                   metavar="{synth,synth-video,check,sbd2coco,ytvis2coco}")
 
     synth = data_sub.add_parser("synth", help="write the procedural 'shapes' dataset in COCO format",
                                 description="Write the procedural shapes dataset (4 classes, RLE masks) to OUT: "
@@ -94,15 +104,25 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--train", type=_non_negative_int, default=1000, help="train images (default 1000)")
     synth.add_argument("--val", type=_non_negative_int, default=200, help="val images (default 200)")
-    synth.add_argument("--size", type=_positive_int, default=128, help="image side in pixels (default 128)")
+    synth.add_argument("--size", type=_positive_int, default=None,
+                       help="image side in pixels (default 128; 800 in the coco layout, 600 in the voc "
+                       "layout)")
+    synth.add_argument("--layout", choices=("shapes", "coco", "voc"), default="shapes",
+                       help="file layout: the shapes' own, or that of COCO 2017 / SBD for VOC with every "
+                       "class of the dataset listed (to rehearse the COCO and VOC suites: run --smoke; "
+                       "default shapes)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.set_defaults(handler=_cmd_data_synth)
 
-    check = data_sub.add_parser("check", help="validate a COCO-format instance-segmentation dataset",
-                                description="List every problem of a COCO instances file, one line each naming "
-                                "the record (the evaluators apply the same rules and stop at the first). Exit 0 "
-                                "when clean, 1 when problems were found, 2 when the file cannot be read.")
-    check.add_argument("annotations", help="COCO instances JSON")
+    _add_data_synth_video(data_sub)
+
+    check = data_sub.add_parser(
+        "check", help="validate a COCO-format instance-segmentation dataset (or a video one)",
+        description="List every problem of a COCO instances file, a COCO-video file or an official "
+        "YouTube-VIS file (the layout is read from the file), one line each naming the record (the "
+        "evaluators apply the same rules and stop at the first). Exit 0 when clean, 1 when problems were "
+        "found, 2 when the file cannot be read.")
+    check.add_argument("annotations", help="COCO instances, COCO-video or YouTube-VIS JSON")
     check.add_argument("--images", help="image directory (checks that every image file exists)")
     check.add_argument("--max-problems", type=_positive_int, default=200, help="stop listing after this many")
     check.set_defaults(handler=_cmd_data_check)
@@ -118,6 +138,81 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                      help="mnc: VOC12 train/val images with SBD masks, 5623/5732 (default); sbd: SBD's train/val.txt")
     sbd.add_argument("--copy-images", action="store_true", help="copy the images used instead of linking the folder")
     sbd.set_defaults(handler=_cmd_data_sbd2coco)
+    _add_data_ytvis2coco(data_sub)
+
+
+def _cmd_data_synth_video(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from mnc_bench.data.video import VideoConfig, write_video_dataset
+
+    check_writable_output(args.out, "--out", directory=True)
+    low, high = args.frames
+    default = VideoConfig()
+    config = VideoConfig(shapes=replace(default.shapes, image_size=args.size, seed=args.seed),
+                         min_frames=low, max_frames=high, camera_shake=args.camera_shake)
+    print(write_video_dataset(args.out, num_train=args.videos, num_val=args.val_videos, config=config))
+    return 0
+
+
+def _frame_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high) if sep else int(low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T or MIN-MAX frames per clip, got {text!r}") from None
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX frames, got {text!r}")
+    return bounds
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _add_data_synth_video(data_sub: argparse._SubParsersAction) -> None:
+    p = data_sub.add_parser("synth-video", help="write procedural shapes clips (YouTube-VIS layout)",
+                            description="Write clips of the shapes world in motion to OUT: "
+                            "{train,val}/JPEGImages/<video>/<frame>.png, annotations/ytvis_{train,val}.json "
+                            "(official YouTube-VIS layout) and annotations/instances_{train,val}.json (its "
+                            "COCO-video conversion: what mmdet's YouTubeVISDataset reads, and a per-frame "
+                            "COCO file for image models). Deterministic from --seed; built in a temporary "
+                            "folder and renamed into place.")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--videos", type=_non_negative_int, default=60, help="train clips (default 60)")
+    p.add_argument("--val-videos", type=_non_negative_int, default=20,
+                   help="val clips, the test split (default 20)")
+    p.add_argument("--frames", type=_frame_range, default=(8, 12), metavar="T|MIN-MAX",
+                   help="frames per clip, fixed or drawn per clip (default 8-12)")
+    p.add_argument("--size", type=_positive_int, default=128, help="frame side in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--camera-shake", type=_non_negative_float, default=1.0, metavar="PX",
+                   help="std of the camera's per-frame step in pixels, 0 for a still camera (default 1)")
+    p.set_defaults(handler=_cmd_data_synth_video)
+
+
+def _cmd_data_ytvis2coco(args: argparse.Namespace) -> int:
+    from mnc_bench.data.video_format import convert_youtube_vis
+
+    check_writable_output(args.out, "--out")
+    print(convert_youtube_vis(args.annotations, args.out))
+    return 0
+
+
+def _add_data_ytvis2coco(data_sub: argparse._SubParsersAction) -> None:
+    p = data_sub.add_parser("ytvis2coco", help="convert an official YouTube-VIS/OVIS json to COCO-video",
+                            description="Check an official YouTube-VIS (2019, 2021) or OVIS annotation file "
+                            "and write its COCO-video conversion (ids numbered as mmdet's youtubevis2coco.py "
+                            "does), the layout the video configs and evaluators read.")
+    p.add_argument("annotations", help="official YouTube-VIS JSON (a record per track)")
+    p.add_argument("--out", required=True, metavar="OUT.json", help="COCO-video JSON to write")
+    p.set_defaults(handler=_cmd_data_ytvis2coco)
 
 
 # argparse names a type function in its message when it raises ValueError ("invalid _positive_int value"):
@@ -179,6 +274,41 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_evaluate)
 
 
+def _cmd_evaluate_video(args: argparse.Namespace) -> int:
+    from mnc_bench.evaluation import format_results, results_to_json
+    from mnc_bench.evaluation.video import evaluate_video
+
+    results = evaluate_video(args.gt, args.pred, score_thr=args.score_thr)
+    print(results_to_json(results) if args.json else format_results(results))
+    return 0
+
+
+def _score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _add_evaluate_video(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate-video",
+                       help="score tracked predictions: video AP, per-frame AP, MOTS, HOTA, stability",
+                       description="Score tracked predictions (COCO result records with a track_id) against "
+                       "a COCO-video ground truth: YouTube-VIS video AP, per-frame mask AP, MOTS (sMOTSA, "
+                       "IDSW), HOTA, IDF1 and the mask-stability measure (docs/video.md). Bad input is one "
+                       "`error:` line naming the record (exit 2).")
+    p.add_argument("--gt", required=True, metavar="INSTANCES.json", help="COCO-video ground truth")
+    p.add_argument("--pred", required=True, metavar="RESULTS.json", help="tracked result records")
+    p.add_argument("--score-thr", type=_score, default=0.5,
+                   help="per-frame score an instance needs for the tracking and stability measures "
+                   "(default 0.5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every number (NaN: null)")
+    p.set_defaults(handler=_cmd_evaluate_video)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
@@ -188,7 +318,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     result = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, seed=args.seed,
                    deterministic=args.deterministic, resume=args.resume, resume_from=args.resume_from,
-                   load_from=args.load_from, launcher=args.launcher)
+                   load_from=args.load_from, launcher=args.launcher, amp=args.amp)
     if not _main_process():
         return 0
     if result.metrics:
@@ -206,17 +336,25 @@ def _cmd_test(args: argparse.Namespace) -> int:
         raise UserError("--severities, --images and --subset shape a corrupted pass: give --corruptions too")
     if args.out is not None:
         check_writable_output(args.out, "--out")
+    if args.soft_masks is not None:
+        from mnc_bench.soft_masks import require_empty_output
+
+        check_writable_output(args.soft_masks, "--soft-masks", directory=True)
+        require_empty_output(args.soft_masks)
     from mnc_bench.training import evaluate_checkpoint, format_metrics
 
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     result = evaluate_checkpoint(args.config, args.checkpoint, out=args.out, work_dir=args.work_dir,
-                                 cfg_options=args.cfg_options, launcher=args.launcher)
+                                 cfg_options=args.cfg_options, launcher=args.launcher,
+                                 soft_masks=args.soft_masks, amp=args.amp)
     if not _main_process():
         return 0
     print(format_metrics(result.metrics))
     if result.predictions is not None:
         print(f"predictions {result.predictions}")
+    if args.soft_masks is not None:
+        print(f"soft masks {args.soft_masks} (index.json)")
     return 0
 
 
@@ -233,6 +371,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="override config entries, e.g. data_root=/data/coco/ train_cfg.max_iters=100")
     p.add_argument("--launcher", choices=LAUNCHERS, default="none",
                    help="distributed launcher: pytorch under torchrun, slurm under srun (default none)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision on the GPU (mmengine's AmpOptimWrapper for training, fp16 test "
+                   "loop)")
     p.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -261,9 +402,17 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="model config the checkpoint was trained with")
     p.add_argument("checkpoint", help="checkpoint file (.pth)")
     p.add_argument("--out", metavar="PRED.json", help="also write the predictions as a COCO results file")
+    _add_soft_masks_option(p)
     _add_run_options(p)
     _add_corruption_options(p)
     p.set_defaults(handler=_cmd_test)
+
+
+def _add_soft_masks_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--soft-masks", metavar="DIR",
+                   help="also write each instance's mask probabilities as 8-bit PNGs at image size with an "
+                   "index (per image and detection; per frame and track for video models); the scored masks "
+                   "are unchanged. DIR must not exist or be empty")
 
 
 def _cmd_test_corrupted(args: argparse.Namespace) -> int:
@@ -273,6 +422,8 @@ def _cmd_test_corrupted(args: argparse.Namespace) -> int:
     if args.out is not None:
         raise UserError("--out writes the predictions of a plain test; a corrupted pass writes "
                         "--robustness-out")
+    if args.soft_masks is not None:
+        raise UserError("--soft-masks writes the mask probabilities of a plain test: leave out --corruptions")
     if args.launcher != "none":
         raise UserError("a corrupted pass runs in one process: leave out --launcher")
     request = PassRequest(corruptions=args.corruptions, severities=args.severities, images=args.images,
@@ -454,13 +605,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mnc_bench.config_loading import parse_cfg_options
     from mnc_bench.suites.commands import run_command
 
-    slurm = dict(partition=args.partition, gpus_per_run=args.gpus_per_run, timeout_min=args.timeout_min,
-                 array_parallelism=args.array_parallelism)
+    slurm = dict(partition=args.partition, gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                 mem_gb=args.mem_gb, timeout_min=args.timeout_min, array_parallelism=args.array_parallelism)
+    smoke = None
+    if args.smoke or args.smoke_iters is not None or args.smoke_images is not None:
+        from mnc_bench.suites.smoke import SmokeSettings
+
+        if not args.smoke:
+            raise UserError("--smoke-iters and --smoke-images go with --smoke")
+        sizes = dict(zip(("train_images", "test_images"), args.smoke_images or ()))
+        smoke = SmokeSettings(**({"iters": args.smoke_iters} if args.smoke_iters else {}), **sizes)
     return run_command(args.suite, results=args.results, workers=args.workers, executor=args.executor,
                        dry_run=args.dry_run, rerun_failed=args.rerun_failed, reuse=not args.no_reuse,
                        seeds=args.seeds,
                        cfg_options=parse_cfg_options(args.cfg_options), slurm=slurm, track=args.track,
-                       started_at=started_at)
+                       started_at=started_at, amp=args.amp, smoke=smoke)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -506,6 +665,16 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
                    help="options for every run, on top of the suite's (e.g. data_root=/data/coco/); part of "
                    "the run ids")
     p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
+    p.add_argument("--amp", action="store_true",
+                   help="every run in mixed precision on its GPU (mmengine's AmpOptimWrapper, fp16 test "
+                   "loop); part of the run ids")
+    smoke = p.add_argument_group("smoke (a rehearsal: every run for a few iterations on a few images, "
+                                 "full-size otherwise, under RESULTS/smoke/; a verdict per run)")
+    smoke.add_argument("--smoke", action="store_true", help="rehearse the suite instead of running it")
+    smoke.add_argument("--smoke-iters", type=_positive_int, default=None, metavar="N",
+                       help="training iterations per run (default 2)")
+    smoke.add_argument("--smoke-images", type=_positive_int, nargs=2, default=None, metavar=("TRAIN", "TEST"),
+                       help="training and test images per run (default 4 2)")
     p.add_argument("--track", metavar="mlflow[=URI]", default=None,
                    help="also log each run (params, training scalars, test metrics, result files) to MLflow; "
                    "default store sqlite:///RESULTS/mlflow.db")
@@ -513,6 +682,11 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     slurm.add_argument("--partition", help="Slurm partition")
     slurm.add_argument("--gpus-per-run", type=_positive_int, default=None,
                        help="GPUs per run (> 1: one task per GPU, joined by mmengine's pytorch launcher)")
+    slurm.add_argument("--cpus-per-run", type=_positive_int, default=None,
+                       help="CPUs per run, shared by its tasks (default 4 per GPU: the rank, its data-loader "
+                       "workers, evaluation)")
+    slurm.add_argument("--mem-gb", type=_positive_int, default=None,
+                       help="host memory per run in GB (default 32 per GPU)")
     slurm.add_argument("--timeout-min", type=_positive_int, default=None,
                        help="time limit per job; a run that hits it is requeued and resumes")
     slurm.add_argument("--array-parallelism", type=_positive_int, default=None,
@@ -599,8 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (bad config, dataset, argument) too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_train, _add_test, _add_suites,
-                _add_robustness, _add_rescore, _add_bench, _add_report):
+    for add in (_add_env, _add_data, _add_demo, _add_evaluate, _add_evaluate_video, _add_train, _add_test,
+                _add_suites, _add_robustness, _add_rescore, _add_bench, _add_report):
         add(sub)
     return parser
 

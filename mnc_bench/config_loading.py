@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,7 +60,9 @@ def load_config(config: str | os.PathLike[str], cfg_options: Mapping[str, Any] |
         object.__setattr__(cfg, "_format_python_code", False)
     except (*CONFIG_PROBLEMS, ConfigParsingError) as exc:
         raise UserError(f"config {path}: {type(exc).__name__}: {one_line(exc)}") from exc
-    options = parse_cfg_options(cfg_options)
+    # A copy: mmengine's merge pops `_delete_` from the dict values it is given, and callers apply their
+    # options more than once (a suite's worker loads its run's config for training and again for testing).
+    options = copy.deepcopy(parse_cfg_options(cfg_options))
     renamed = {key: (cfg[key], value) for key, value in options.items()
                if "." not in key and isinstance(cfg.get(key), str) and cfg[key] != value}
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 OPS_KEY, OPS_LOADED = "mmcv ops", "loaded"
+OPS_CUDA_KEY = "mmcv ops on the GPU"
 # Without these nothing trains or tests; the other entries are information.
 REQUIRED = ("torch", "torchvision", "mmcv", "mmdet", "mmengine", "pycocotools")
 _NOT_IMPORTABLE = "not importable"
@@ -46,7 +47,8 @@ def _version(module: str) -> str:
 
 
 def collect_env() -> dict[str, str]:
-    """Versions of the pinned stack, whether mmcv ops load, thread count and the device training would use."""
+    """Versions of the pinned stack, whether mmcv ops load and have CUDA kernels (and, with a GPU, run on it),
+    thread count and the device training would use."""
     info = {"python": platform.python_version(), "platform": platform.platform()}
     for name in (*REQUIRED, "numpy"):
         info[name] = _version(name)
@@ -56,16 +58,32 @@ def collect_env() -> dict[str, str]:
         info[OPS_KEY] = OPS_LOADED
     except Exception as exc:
         info[OPS_KEY] = f"NOT loaded ({type(exc).__name__}: {exc})"
+    cuda = False
     try:
         import torch
 
+        info["torch CUDA"] = torch.version.cuda or "none (a CPU-only torch)"
         info["torch threads"] = str(torch.get_num_threads())
         cuda = torch.cuda.is_available()
         info["device"] = f"cuda ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})" if cuda else "cpu"
     except Exception as exc:
         info["device"] = f"unknown ({exc})"
+    if info[OPS_KEY] == OPS_LOADED:
+        info[OPS_CUDA_KEY] = _ops_on_gpu(cuda)
     info["executable"] = sys.executable
     return info
+
+
+def _ops_on_gpu(cuda: bool) -> str:
+    """Whether mmcv's ops have CUDA kernels and, with a GPU visible, whether they run there."""
+    from mnc_bench.gpu import mmcv_cuda_version, mmcv_ops_on_cuda_problem
+
+    version = mmcv_cuda_version()
+    if not cuda:
+        return (f"CUDA {version} kernels (no GPU visible)" if version
+                else "no CUDA kernels (a CPU-only build; enough without a GPU)")
+    problem = mmcv_ops_on_cuda_problem("cuda")
+    return f"CUDA {version} kernels, run on cuda" if problem is None else f"NOT usable: {problem}"
 
 
 def format_env(info: dict[str, str]) -> str:
@@ -80,4 +98,8 @@ def env_problems(info: dict[str, str]) -> list[str]:
     if info[OPS_KEY] != OPS_LOADED:
         problems.append(f"mmcv ops {info[OPS_KEY]}: mmdet's models cannot run (mmcv must be built with its ops "
                         "for this torch; see docs/installation.md)")
+    elif info.get(OPS_CUDA_KEY, "").startswith("NOT usable"):
+        from mnc_bench.gpu import FIX
+
+        problems.append(f"{OPS_CUDA_KEY} {info[OPS_CUDA_KEY]}: mmdet's models fail on the GPU; {FIX}")
     return problems

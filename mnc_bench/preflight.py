@@ -59,7 +59,8 @@ def dataset_files(dataset: Mapping[str, Any]) -> tuple[Path | None, Path | None]
     """(annotation file, image directory) of a leaf dataset dict; None where the dict names none."""
     root = dataset.get("data_root") or ""
     ann = dataset.get("ann_file")
-    prefix = (dataset.get("data_prefix") or {}).get("img")
+    prefixes = dataset.get("data_prefix") or {}
+    prefix = prefixes.get("img", prefixes.get("img_path"))  # img_path: mmdet's video datasets
     ann_path = Path(os.path.join(root, ann)) if ann else None
     img_path = Path(os.path.join(root, prefix)) if prefix is not None else None
     return ann_path, img_path
@@ -78,6 +79,11 @@ def prepare_datasets(cfg, loaders: Sequence[str]) -> None:
             if key not in settings:
                 raise ConfigError(f"synthetic_shapes.{key}: unknown setting (it takes {', '.join(settings)})")
         ensure_shapes_dataset(cfg.data_root, **spec)
+    videos = cfg.get("synthetic_videos")
+    if videos and cfg.get("data_root"):
+        from mnc_bench.data.video import ensure_video_dataset
+
+        ensure_video_dataset(cfg.data_root, videos)
     layout = cfg.get("dataset_layout") or "a COCO-format annotation file and its image directory"
     checked: set[tuple[str, str]] = set()
     for loader in loaders:

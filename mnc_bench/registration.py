@@ -7,13 +7,16 @@ Configs therefore need no ``custom_imports``: :func:`mnc_bench.config_loading.lo
 from __future__ import annotations
 
 METRIC_NAME = "MNCBenchMetric"
+VIDEO_METRIC_NAME = "MNCBenchVideoMetric"
 CORRUPT_TRANSFORM = "CorruptImage"
 
 
 def register_all() -> None:
     """Register mmdet's modules, PANet's (``baselines/``, installed as ``mnc_bench.baselines``), MNC's adapter
-    (model type ``MNC``), the RoI layer ``SeparableRoIAlign``, the evaluation metric ``MNCBenchMetric`` and
-    the test-time transform ``CorruptImage`` (idempotent)."""
+    (model type ``MNC``), the video models (``FrameLinkVIS``, ``VideoMNC``), the RoI layer
+    ``SeparableRoIAlign``, the evaluation metrics ``MNCBenchMetric`` and ``MNCBenchVideoMetric``, the
+    soft-mask writer, the test-time transform ``CorruptImage`` and the hook ``LossScaleHook`` of mixed precision
+    (idempotent)."""
     import warnings
 
     import mmcv.ops
@@ -24,10 +27,14 @@ def register_all() -> None:
         # mmdet's transforms import imagecorruptions, which imports setuptools' deprecated pkg_resources.
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         register_all_modules(init_default_scope=False)
+    import mnc_bench.amp  # noqa: F401  (registers LossScaleHook on import)
     import mnc_bench.baselines  # noqa: F401  (registers on import)
     import mnc_bench.models.mmdet_adapter  # noqa: F401  (registers on import)
+    import mnc_bench.models.video_adapter  # noqa: F401  (registers FrameLinkVIS and VideoMNC on import)
     from mnc_bench.data.corruption_transform import CorruptImage
     from mnc_bench.evaluation.metric import MNCBenchMetric
+    from mnc_bench.evaluation.video_metric import MNCBenchVideoMetric
+    from mnc_bench.soft_masks import WRITER_NAME, SoftMaskWriter
     from mnc_bench.models.roi_align import SeparableRoIAlign
 
     # mmdet's RoI extractors resolve `roi_layer.type` as an attribute of mmcv.ops, not through a registry
@@ -36,4 +43,6 @@ def register_all() -> None:
 
     # force=True: a second call (or a reload of the metric module) must not fail on the existing name.
     METRICS.register_module(name=METRIC_NAME, module=MNCBenchMetric, force=True)
+    METRICS.register_module(name=VIDEO_METRIC_NAME, module=MNCBenchVideoMetric, force=True)
+    METRICS.register_module(name=WRITER_NAME, module=SoftMaskWriter, force=True)
     TRANSFORMS.register_module(name=CORRUPT_TRANSFORM, module=CorruptImage, force=True)

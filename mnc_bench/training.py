@@ -13,15 +13,18 @@ Every problem with what the user gave us is a one-line :class:`~mnc_bench.errors
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mnc_bench.amp import TEST_OPTIONS, TRAIN_OPTIONS, add_loss_scale_hook, require_amp_device
 from mnc_bench.checkpoints import allow_mmengine_checkpoint_globals, latest_good_checkpoint, require_local_checkpoint
 from mnc_bench.config_loading import load_config
 from mnc_bench.errors import UserError, one_line
+from mnc_bench.gpu import require_mmcv_ops_for, training_device
 from mnc_bench.preflight import (
     check_buildable,
     check_pretrained_weights,
@@ -31,6 +34,9 @@ from mnc_bench.preflight import (
     require_sections,
 )
 from mnc_bench.suites.contract import LAUNCHERS
+
+if TYPE_CHECKING:
+    from mnc_bench.soft_masks import SoftMaskTarget
 
 
 @dataclass
@@ -54,12 +60,14 @@ def train(
     resume_from: str | os.PathLike[str] | None = None,
     load_from: str | os.PathLike[str] | None = None,
     launcher: str = "none",
+    amp: bool = False,
 ) -> RunResult:
     """Train ``config`` with mmengine's Runner; validate as the schedule says; return the last val metrics.
 
     ``resume=True`` continues from the latest whole checkpoint in ``work_dir`` (model, optimizer, schedulers,
     iteration; a truncated last checkpoint is skipped with a warning); ``resume_from=PATH`` from that
     checkpoint. ``load_from=PATH`` only initialises the weights. At most one of the three may be given.
+    ``amp``: mixed precision through mmengine's AmpOptimWrapper (see :mod:`mnc_bench.amp`; needs a GPU).
     """
     given = [name for name, value in (("resume", resume), ("resume_from", resume_from), ("load_from", load_from))
              if value not in (False, None)]
@@ -67,6 +75,10 @@ def train(
         raise UserError(f"give at most one of resume, resume_from and load_from, got {' and '.join(given)}")
     cfg = load_config(config, cfg_options)
     require_sections(cfg, ("train_dataloader", "train_cfg", "optim_wrapper"), "train")
+    if amp:
+        cfg.merge_from_dict(TRAIN_OPTIONS)
+    add_loss_scale_hook(cfg)
+    require_amp_device(cfg, "train")
     _configure_run(cfg, work_dir=work_dir, launcher=launcher)
     if seed is not None or deterministic:
         randomness = dict(cfg.get("randomness") or {})
@@ -111,16 +123,31 @@ def evaluate_checkpoint(
     work_dir: str | os.PathLike[str] | None = None,
     cfg_options: Mapping[str, Any] | Sequence[str] | None = None,
     launcher: str = "none",
+    soft_masks: str | os.PathLike[str] | None = None,
+    amp: bool = False,
 ) -> RunResult:
     """Evaluate ``checkpoint`` on the config's test split; ``out`` receives a COCO results list
-    (``image_id, category_id, score, bbox [x, y, w, h], segmentation`` RLE with str counts)."""
+    (``image_id, category_id, score, bbox [x, y, w, h], segmentation`` RLE with str counts; video models: with
+    ``track_id``); ``soft_masks``: a folder to receive every instance's mask probabilities as 8-bit PNGs and
+    their index (:mod:`mnc_bench.soft_masks`), the scored masks unchanged. ``amp``: test in mixed precision
+    (mmengine's ``TestLoop(fp16=True)``; needs a GPU)."""
     if out is not None:
         out = Path(out)
         if out.suffix != ".json":
             raise UserError(f"--out {out}: the results file must end in .json")
-    runner = build_test_runner(config, checkpoint, work_dir=work_dir, cfg_options=cfg_options,
-                               launcher=launcher, results_file=out)
-    metrics = runner.test()
+    target = None
+    if soft_masks is not None:
+        from mnc_bench.soft_masks import prepare_output
+
+        target = prepare_output(soft_masks)
+    try:
+        runner = build_test_runner(config, checkpoint, work_dir=work_dir, cfg_options=cfg_options,
+                                   launcher=launcher, results_file=out, soft_masks=target, amp=amp)
+        metrics = runner.test()
+    except BaseException:
+        if target is not None:
+            shutil.rmtree(target.staging, ignore_errors=True)
+        raise
     return RunResult(work_dir=Path(runner.cfg.work_dir),
                      metrics={key: float(value) for key, value in metrics.items()}, predictions=out)
 
@@ -133,17 +160,26 @@ def build_test_runner(
     cfg_options: Mapping[str, Any] | Sequence[str] | None = None,
     launcher: str = "none",
     results_file: Path | None = None,
+    soft_masks: SoftMaskTarget | None = None,
+    amp: bool = False,
 ):
     """An mmengine Runner of ``config``'s test split with ``checkpoint`` loaded strictly (checked like
-    :func:`evaluate_checkpoint`'s); ``results_file``: the test evaluator also writes the predictions there."""
+    :func:`evaluate_checkpoint`'s); ``results_file``: the test evaluator also writes the predictions there;
+    ``soft_masks``: the model also gives its mask probabilities, which an extra evaluator writes there;
+    ``amp``: mixed precision."""
     cfg = load_config(config, cfg_options)
     require_sections(cfg, ("test_dataloader", "test_evaluator", "test_cfg"), "test")
+    if amp:
+        cfg.merge_from_dict(TEST_OPTIONS)
+    require_amp_device(cfg, "test")
     _configure_run(cfg, work_dir=work_dir, launcher=launcher)
     checkpoint = require_local_checkpoint(checkpoint, "checkpoint")
     cfg.load_from = None  # loaded below, strictly: a checkpoint of another model must not evaluate silently
     cfg.resume = False
     if results_file is not None:
         _add_results_file(cfg, results_file)
+    if soft_masks is not None:
+        _add_soft_mask_writer(cfg, soft_masks)
     check_buildable(cfg, ["test"])
     prepare_datasets(cfg, ["test_dataloader"])
     allow_mmengine_checkpoint_globals()
@@ -152,6 +188,10 @@ def build_test_runner(
         runner.load_checkpoint(checkpoint, map_location="cpu", strict=True)
     except RuntimeError as exc:
         raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: {one_line(exc)}") from exc
+    if soft_masks is not None:
+        from mnc_bench.soft_masks import enable_soft_masks
+
+        enable_soft_masks(runner.model)
     return runner
 
 
@@ -163,6 +203,7 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
 def _configure_run(cfg, *, work_dir, launcher: str) -> None:
     if launcher not in LAUNCHERS:
         raise UserError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    require_mmcv_ops_for(training_device(), "the model")
     cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = str(work_dir)
@@ -214,11 +255,25 @@ def _build_runner(cfg):
     return Runner.from_cfg(cfg)
 
 
-def _add_results_file(cfg, out: Path) -> None:
-    """Have the test evaluator write the predictions: our metric writes them as it scores; for any other
-    evaluator, add one of ours that only computes COCO AP."""
+def _add_soft_mask_writer(cfg, target: SoftMaskTarget) -> None:
+    """Append the soft-mask writer, which fills ``target``, to the test evaluator."""
+    from mnc_bench.soft_masks import WRITER_NAME
+
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
-    ours = [item for item in evaluators if item.get("type") == "MNCBenchMetric"]
+    ann = next((item.get("ann_file") for item in evaluators if item.get("ann_file")), None)
+    if ann is None:
+        leaves = leaf_datasets(cfg.test_dataloader.get("dataset"))
+        ann, _ = next((dataset_files(d) for d in leaves), (None, None))
+    writer = dict(type=WRITER_NAME, staging=str(target.staging), out=str(target.out),
+                  ann_file=None if ann is None else str(ann))
+    cfg.test_evaluator = [*evaluators, writer]
+
+
+def _add_results_file(cfg, out: Path) -> None:
+    """Have the test evaluator write the predictions: our metrics write them as they score (the video metric:
+    tracked records); for any other evaluator, add one of ours that only computes COCO AP."""
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    ours = [item for item in evaluators if item.get("type") in ("MNCBenchMetric", "MNCBenchVideoMetric")]
     if ours:
         ours[0]["results_file"] = str(out)
         return

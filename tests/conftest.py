@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny shapes dataset generated once per test session, suite files over it, the CLI
+"""Shared fixtures: a tiny shapes dataset and tiny shapes clips generated once per test session, suite files
+over it, the CLI
 started as a subprocess (optionally stopping at a chosen point, to be killed there), finished run directories,
 report inputs, a tiny MNC cascade and the options of tiny trainings."""
 
@@ -17,11 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import yaml
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
 from mnc_bench.models.mnc.window_kernels import COMPILE_ENV
 from mnc_bench.suites.rundir import RunDir
 
@@ -35,9 +32,31 @@ os.environ.setdefault(COMPILE_ENV, "0")
 @pytest.fixture(scope="session")
 def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small shapes dataset (16 train, 8 val, 128 px) in COCO layout; treat it as read-only."""
+    # Imported here: the GPU tier's torch-only half runs where only torch (no pycocotools) is installed.
+    from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
+
     root = tmp_path_factory.mktemp("shapes") / "shapes"
     write_shapes_dataset(root, num_train=16, num_val=8, config=ShapesConfig(image_size=128, seed=0),
                          workers=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_videos():
+    """The clip settings of :func:`video_dataset` (4-6 frames at 64 px, up to 4 objects, seed 3)."""
+    from mnc_bench.data.synthetic import ShapesConfig
+    from mnc_bench.data.video import VideoConfig
+
+    return VideoConfig(shapes=ShapesConfig(image_size=64, seed=3, max_objects=4), min_frames=4, max_frames=6)
+
+
+@pytest.fixture(scope="session")
+def video_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_videos) -> Path:
+    """6 train and 3 val clips in the layout of `mnc-bench data synth-video`; treat it as read-only."""
+    from mnc_bench.data.video import write_video_dataset
+
+    root = tmp_path_factory.mktemp("videos") / "videos"
+    write_video_dataset(root, num_train=6, num_val=3, config=tiny_videos, workers=1)
     return root
 
 
@@ -165,6 +184,9 @@ def _fast_options(root: Path, iters: int = 2, val: bool = True) -> list[str]:
 
 def _check_results_file(path: Path, ann_file: Path) -> tuple[list[dict], float]:
     """The records (checked field by field) and the mask AP pycocotools gives the file as it is."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     records = json.loads(path.read_text())
     assert isinstance(records, list) and records
     gt = COCO(str(ann_file))
@@ -199,6 +221,8 @@ def check_results_file() -> Callable[[Path, Path], tuple[list[dict], float]]:
 
 def _write_suite(path: Path, data_root: Path, cfg_options: Mapping[str, Any], *, seeds: Iterable[int] = (0,),
                  extra: Mapping[str, Any] | None = None) -> Path:
+    import yaml
+
     suite = {"base": MASK_RCNN_SHAPES, "seeds": list(seeds),
              "cfg_options": {"data_root": f"{data_root}/", **cfg_options}, **(extra or {})}
     path.write_text(yaml.safe_dump(suite, sort_keys=False))

@@ -147,7 +147,8 @@ def test_every_head_predicts_the_datasets_classes(config):
 def test_full_size_configs_read_pretrained_weights_from_a_local_path_only():
     for config in CONFIGS:
         cfg = load_config(config)
-        init_cfg = cfg.model.backbone.get("init_cfg")
+        detector = cfg.model.get("detector", cfg.model)  # video models wrap an image detector
+        init_cfg = detector.backbone.get("init_cfg")
         if init_cfg:
             assert "://" not in init_cfg["checkpoint"], config.name
             assert init_cfg["checkpoint"] == cfg.backbone_checkpoint

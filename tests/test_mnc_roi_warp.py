@@ -134,3 +134,22 @@ def test_multi_level_output_equals_per_level_warp():
 def test_invalid_settings_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         RoIWarp(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_features_keep_full_precision_box_and_grid_coordinates(dtype):
+    """Under mixed precision the features come in fp16/bf16, where coordinates between 1024 and 2048 px are
+    1 px (fp16) or 8 px (bf16) apart: the warp must sample where the fp32 boxes say, as it does in fp32."""
+    torch.manual_seed(0)
+    features = torch.randn(1, 4, 100, 100).to(dtype)  # stride 16: a 1600 px image
+    boxes = torch.tensor([[1030.3, 1101.7, 1517.9, 1399.1], [1203.6, 1041.2, 1290.4, 1150.8]],
+                         requires_grad=True)
+    reference_boxes = boxes.detach().clone().requires_grad_()
+    warp = RoIWarp(featmap_strides=[16], output_size=7)
+    out = warp([features], [boxes])
+    reference = warp([features.float()], [reference_boxes])  # the same features, sampled in fp32
+    assert out.dtype == dtype
+    assert torch.equal(out, reference.to(dtype))
+    out.float().sum().backward()
+    reference.sum().backward()
+    torch.testing.assert_close(boxes.grad, reference_boxes.grad)

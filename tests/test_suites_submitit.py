@@ -4,6 +4,7 @@ time in our code, and a preempted job requeued by submitit's checkpointing resum
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,51 @@ def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path,
                             stats["checkpoint"], str(val_ann))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["proposals/AR@100"] == pytest.approx(alone["proposals/AR@100"], abs=1e-6)
+
+
+class _NaNLossOnRankOne(SuiteJob):
+    """A task whose rank 1 has a NaN loss at its first iteration (rank 0's is finite): mmengine's
+    parse_losses, which every rank's train_step calls, is wrapped in the task's own process."""
+
+    def __call__(self, run_dir: str) -> int:
+        import os
+
+        from mmengine.model import BaseModel
+
+        parse_losses = BaseModel.parse_losses
+
+        def nan_on_rank_one(model, losses):
+            loss, log_vars = parse_losses(model, losses)
+            if os.environ.get("RANK") == "1":
+                loss = loss * float("nan")
+                log_vars["loss"] = loss
+            return loss, log_vars
+
+        BaseModel.parse_losses = nan_on_rank_one
+        return super().__call__(run_dir)
+
+
+def test_a_nan_loss_on_one_rank_stops_both_ranks_with_its_reason(shapes_dataset, tmp_path, write_suite):
+    """Two tasks joined by gloo (as two GPUs of one run): rank 1 alone sees a NaN loss; both ranks stop at
+    that iteration with the same non-finite-loss reason, which the run records, instead of rank 0 waiting for
+    rank 1 in the next gradient all-reduce."""
+    suite = load_suite(write_suite(tmp_path / "nan.yaml", shapes_dataset, {
+        "train_cfg.max_iters": 3, "train_dataloader.batch_size": 2}))
+    plan = plan_suite(suite, tmp_path / "results" / "nan")
+    prepare_runs(plan, suite, tmp_path / "results" / "nan")
+    run_dir = plan[0].run_dir
+    executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 10},
+                                 threads=1)
+    cloudpickle = pytest.importorskip("cloudpickle")
+    # by value: the task processes cannot import this module
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        job = executor.submit(_NaNLossOnRankOne(threads=1, launcher="pytorch"), str(run_dir.path))
+        job.wait()
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    reason = "non-finite loss: loss is nan at iteration 1 on rank 1"
+    status = run_dir.status()
+    assert status["state"] == "failed" and status["exit_reason"] == reason
+    rank_one = job.task(1).paths.stderr.read_text()
+    assert "NonFiniteLoss: loss is nan at iteration 1 on rank 1" in rank_one

@@ -101,8 +101,12 @@ class ModelsBenchSettings:
                 raise UserError(f"--checkpoint {stem}={checkpoint}: no config named {stem} among "
                                 f"{', '.join(stems)}")
             require_local_checkpoint(checkpoint, f"--checkpoint {stem}:")
-        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {self.device}: CUDA is not available")
+        if torch.device(self.device).type == "cuda":
+            if not torch.cuda.is_available():
+                raise UserError(f"--device {self.device}: CUDA is not available")
+            from mnc_bench.gpu import require_mmcv_ops_for
+
+            require_mmcv_ops_for(self.device, "bench models")
 
 
 @dataclass

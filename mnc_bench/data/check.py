@@ -11,6 +11,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mnc_bench.data.coco_format import (
     CollectProblems,
@@ -46,11 +47,13 @@ class CheckReport:
 
 
 def check_coco_dataset(
-    annotations: str | os.PathLike[str], *, images_dir: str | os.PathLike[str] | None = None, max_problems: int = 200
+    annotations: str | os.PathLike[str], *, images_dir: str | os.PathLike[str] | None = None,
+    max_problems: int = 200, data: Any = None,
 ) -> CheckReport:
-    """Check a COCO instances json (and, given ``images_dir``, that every image file exists)."""
+    """Check a COCO instances json (and, given ``images_dir``, that every image file exists); ``data``: the
+    file's parsed content when the caller has read it already."""
     source = str(annotations)
-    data = read_json(annotations)
+    data = read_json(annotations) if data is None else data
     report = CheckReport(path=source)
     out = CollectProblems(limit=max_problems)
     try:
@@ -72,7 +75,9 @@ def check_coco_dataset(
 
 def require_valid_dataset(annotations: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None) -> None:
     """Raise a UserError naming the first problems if the dataset is not valid (used before building models)."""
-    report = check_coco_dataset(annotations, images_dir=images_dir, max_problems=5)
+    from mnc_bench.data.video_check import check_dataset  # COCO's rules, and the clips' for COCO-video
+
+    report = check_dataset(annotations, images_dir=images_dir, max_problems=5)
     if not report.ok:
         shown = "; ".join(report.problems[:3])
         raise UserError(f"{annotations}: {len(report.problems)}+ problem(s), e.g. {shown} "

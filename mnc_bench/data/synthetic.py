@@ -11,9 +11,9 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +60,23 @@ class RenderedImage:
     category_ids: list[int]  # 1-based, into CATEGORIES
 
 
-def _draw_shape(kind: str, rng: np.random.Generator, config: ShapesConfig, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """Rasterise one shape at a random position, scale and rotation. Returns [H, W] bool."""
+@dataclass(frozen=True)
+class Shape:
+    """One object's geometry in image pixels: kind, centre, radius (half its extent), rotation, and the
+    kind's own proportions (relative, so a scaled shape keeps them)."""
+
+    kind: str
+    cx: float
+    cy: float
+    radius: float
+    theta: float
+    aspect: float = 1.0  # rectangle: half-height / half-width
+    inner: float = 0.0  # ring: inner radius / radius
+    corner_angles: tuple[float, ...] = ()  # triangle: its corners' angles in the shape's own frame
+
+
+def sample_shape(kind: str, rng: np.random.Generator, config: ShapesConfig) -> Shape:
+    """A shape of ``kind`` at a random position, scale and rotation (generator version 1's draws)."""
     size = config.image_size
     # Log-uniform extent so small, medium and large objects all occur.
     extent = size * np.exp(rng.uniform(np.log(config.min_object_frac), np.log(config.max_object_frac)))
@@ -69,20 +84,34 @@ def _draw_shape(kind: str, rng: np.random.Generator, config: ShapesConfig, yy: n
     # Centres may lie near the border: objects cut by the image edge are part of the task.
     cx, cy = rng.uniform(-0.1 * size + radius * 0.5, 1.1 * size - radius * 0.5, size=2)
     theta = rng.uniform(0, 2 * np.pi)
-    cos, sin = np.cos(theta), np.sin(theta)
-    u = (xx - cx) * cos + (yy - cy) * sin  # coordinates in the shape's rotated frame
-    v = -(xx - cx) * sin + (yy - cy) * cos
+    shape = Shape(kind=kind, cx=float(cx), cy=float(cy), radius=float(radius), theta=float(theta))
     if kind == "circle":
-        return u**2 + v**2 <= radius**2
+        return shape
     if kind == "ring":
-        inner = radius * rng.uniform(0.45, 0.7)
-        d2 = u**2 + v**2
-        return (d2 <= radius**2) & (d2 >= inner**2)
+        return replace(shape, inner=float(rng.uniform(0.45, 0.7)))
     if kind == "rectangle":
-        aspect = np.exp(rng.uniform(np.log(0.45), np.log(1.0)))
-        return (np.abs(u) <= radius) & (np.abs(v) <= radius * aspect)
+        return replace(shape, aspect=float(np.exp(rng.uniform(np.log(0.45), np.log(1.0)))))
     if kind == "triangle":
         angles = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.35, 0.35, size=3)
+        return replace(shape, corner_angles=tuple(float(a) for a in angles))
+    raise ValueError(f"unknown shape kind {kind!r}")
+
+
+def rasterise(shape: Shape, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """The pixels whose centres (yy, xx: [H, W] coordinates) lie inside ``shape``. Returns [H, W] bool."""
+    radius = shape.radius
+    cos, sin = np.cos(shape.theta), np.sin(shape.theta)
+    u = (xx - shape.cx) * cos + (yy - shape.cy) * sin  # coordinates in the shape's rotated frame
+    v = -(xx - shape.cx) * sin + (yy - shape.cy) * cos
+    if shape.kind == "circle":
+        return u**2 + v**2 <= radius**2
+    if shape.kind == "ring":
+        d2 = u**2 + v**2
+        return (d2 <= radius**2) & (d2 >= (radius * shape.inner) ** 2)
+    if shape.kind == "rectangle":
+        return (np.abs(u) <= radius) & (np.abs(v) <= radius * shape.aspect)
+    if shape.kind == "triangle":
+        angles = np.asarray(shape.corner_angles)
         corners = np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
         inside = np.ones_like(u, dtype=bool)
         for i in range(3):
@@ -90,10 +119,10 @@ def _draw_shape(kind: str, rng: np.random.Generator, config: ShapesConfig, yy: n
             # Counter-clockwise corners: the interior is left of every edge.
             inside &= (x1 - x0) * (v - y0) - (y1 - y0) * (u - x0) >= 0
         return inside
-    raise ValueError(f"unknown shape kind {kind!r}")
+    raise ValueError(f"unknown shape kind {shape.kind!r}")
 
 
-def _background(rng: np.random.Generator, config: ShapesConfig) -> np.ndarray:
+def background(rng: np.random.Generator, config: ShapesConfig) -> np.ndarray:
     """A textured background: colour gradient + low-frequency blobs + stripes + pixel noise. [H, W, 3] float."""
     size = config.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -113,40 +142,57 @@ def _background(rng: np.random.Generator, config: ShapesConfig) -> np.ndarray:
     return image
 
 
+def pick_colour(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A random object colour [3], replaced by a dark or light one when too close to the background under
+    ``mask``: an object indistinguishable from its surroundings would make the task label noise."""
+    colour = rng.uniform(0, 255, size=3)
+    local = image[mask].mean(axis=0) if mask.any() else image.mean(axis=(0, 1))
+    if np.abs(colour - local).sum() < 120:
+        colour = np.where(local > 127, rng.uniform(0, 60, size=3), rng.uniform(195, 255, size=3))
+    return colour
+
+
+def paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, colour: np.ndarray,
+          yy: np.ndarray) -> np.ndarray:
+    """``image`` [H, W, 3] float with ``mask`` filled by ``colour`` under a fresh noise texture and a
+    vertical shading ramp (``yy``: [H, W] row coordinates)."""
+    size = image.shape[0]
+    texture = rng.normal(0, 10, size=(size, image.shape[1], 1))
+    texture = texture + rng.uniform(-20, 20) * (yy / size)[..., None]
+    return np.where(mask[..., None], colour + texture, image)
+
+
+def visible_masks(full_masks: list[np.ndarray], min_visible_pixels: int) -> list[np.ndarray | None]:
+    """Per object in painting order, what later objects leave visible of its mask; None where fewer than
+    ``min_visible_pixels`` pixels remain (the object is not annotated there)."""
+    visible: list[np.ndarray | None] = []
+    covered = np.zeros_like(full_masks[0]) if full_masks else None
+    for mask in reversed(full_masks):
+        left = mask & ~covered
+        covered |= mask
+        visible.append(left if left.sum() >= min_visible_pixels else None)
+    return visible[::-1]
+
+
 def render_image(rng: np.random.Generator, config: ShapesConfig) -> RenderedImage:
     """Draw one image; later objects occlude earlier ones."""
     size = config.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    image = _background(rng, config)
+    image = background(rng, config)
     num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
     full_masks: list[np.ndarray] = []
     category_ids: list[int] = []
     for _ in range(num_objects):
         category = int(rng.integers(len(CATEGORIES)))
-        mask = _draw_shape(CATEGORIES[category], rng, config, yy, xx)
-        colour = rng.uniform(0, 255, size=3)
-        # Keep objects distinguishable from the local background, else the task is label noise.
-        local = image[mask].mean(axis=0) if mask.any() else image.mean(axis=(0, 1))
-        if np.abs(colour - local).sum() < 120:
-            colour = np.where(local > 127, rng.uniform(0, 60, size=3), rng.uniform(195, 255, size=3))
-        texture = rng.normal(0, 10, size=(size, size, 1)) + rng.uniform(-20, 20) * (yy / size)[..., None]
-        image = np.where(mask[..., None], colour + texture, image)
+        mask = rasterise(sample_shape(CATEGORIES[category], rng, config), yy, xx)
+        image = paint(rng, image, mask, pick_colour(rng, image, mask), yy)
         full_masks.append(mask)
         category_ids.append(category + 1)
-
-    visible_masks, visible_categories = [], []
-    covered = np.zeros((size, size), dtype=bool)
-    for mask, category_id in zip(reversed(full_masks), reversed(category_ids)):
-        visible = mask & ~covered
-        covered |= mask
-        if visible.sum() >= config.min_visible_pixels:
-            visible_masks.append(visible)
-            visible_categories.append(category_id)
-    # Back to painting order so annotation order is bottom-to-top, like the drawing.
-    visible_masks.reverse()
-    visible_categories.reverse()
+    # Annotation order is painting order (bottom to top), like the drawing.
+    visible = visible_masks(full_masks, config.min_visible_pixels)
+    kept = [(mask, category_id) for mask, category_id in zip(visible, category_ids) if mask is not None]
     pixels = np.clip(image, 0, 255).astype(np.uint8)
-    return RenderedImage(pixels=pixels, masks=visible_masks, category_ids=visible_categories)
+    return RenderedImage(pixels=pixels, masks=[m for m, _ in kept], category_ids=[c for _, c in kept])
 
 
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -228,6 +274,27 @@ def summarize(coco: dict) -> str:
     return f"{len(coco['images'])} images, {len(coco['annotations'])} annotations ({per_class})"
 
 
+def build_atomically(out_dir: str | os.PathLike[str], build: Callable[[Path], list[str]], *,
+                     overwrite: bool = False) -> str:
+    """Run ``build(staging)`` in a temporary sibling of ``out_dir``, then rename it into place, so an
+    interrupted run never leaves a half-written dataset. ``build`` returns summary lines; returns them after
+    "wrote OUT"."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"output directory {out} exists and is not empty (choose another --out or remove it)")
+    staging = make_staging_dir(out)
+    try:
+        lines = build(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return f"wrote {out}\n" + "\n".join(lines)
+
+
 def write_shapes_dataset(
     out_dir: str | os.PathLike[str],
     *,
@@ -237,29 +304,19 @@ def write_shapes_dataset(
     workers: int | None = None,
     overwrite: bool = False,
 ) -> str:
-    """Write the dataset to ``out_dir`` ({train,val}/*.png, annotations/instances_{split}.json).
-
-    The dataset is built in a temporary sibling directory and renamed into place at the end, so an interrupted
-    run never leaves a half-written dataset. Returns a one-line summary per split.
+    """Write the dataset to ``out_dir`` ({train,val}/*.png, annotations/instances_{split}.json), atomically
+    (:func:`build_atomically`). Returns a one-line summary per split.
     """
     config = config or ShapesConfig()
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output directory {out} exists and is not empty (choose another --out or remove it)")
     workers = workers or min(2, os.cpu_count() or 1)
-    staging = make_staging_dir(out)
-    try:
+
+    def build(staging: Path) -> list[str]:
         lines = []
         for split, count in (("train", num_train), ("val", num_val)):
             coco = build_split(staging, split, count, config, workers)
             with atomic_open(staging / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as fh:
                 json.dump(coco, fh, separators=(",", ":"))
             lines.append(f"{split}: {summarize(coco)}")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-        fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return f"wrote {out}\n" + "\n".join(lines)
+        return lines
+
+    return build_atomically(out_dir, build, overwrite=overwrite)

@@ -55,6 +55,7 @@ from torch import Tensor
 
 from mnc_bench.errors import ConfigError
 from mnc_bench.models.mnc import (
+    Detections,
     InstanceTargets,
     MNCCascade,
     MNCConfig,
@@ -197,6 +198,15 @@ def _gt_boxes(data_sample, *, training: bool) -> Tensor:
     return boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
 
 
+def detection_instances(detections: Detections) -> InstanceData:
+    """mmdet's ``pred_instances`` of one image's detections (with ``soft_masks`` when they were asked for)."""
+    fields = dict(bboxes=detections.boxes, scores=detections.scores, labels=detections.labels,
+                  masks=detections.masks)
+    if detections.soft_masks is not None:
+        fields["soft_masks"] = detections.soft_masks
+    return InstanceData(**fields)
+
+
 @MODELS.register_module()
 class MNC(BaseDetector):
     """MNC as an mmdet detector: mmdet backbone/neck/RPN (stage 1) + `MNCCascade` (stages 2..num_stages)."""
@@ -250,6 +260,9 @@ class MNC(BaseDetector):
         self.proposal_control = _build_proposal_control(proposal_control)
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
+        # The factor a GradScaler multiplies the loss by under mixed precision (kept current by
+        # mnc_bench.amp.LossScaleHook): the box-gradient clamp bounds the true gradient, not the scaled one.
+        self.loss_scale = 1.0
 
     def extract_feat(self, batch_inputs: Tensor) -> tuple[Tensor, ...]:
         """[B, 3, H, W] -> per-level features [B, C, H_l, W_l]."""
@@ -273,7 +286,7 @@ class MNC(BaseDetector):
             bbox_preds,
             image_sizes,
             **settings,
-            delta_grad_clip=self.cascade.box_grad_bound(len(batch_data_samples)),
+            delta_grad_clip=self.cascade.box_grad_bound(len(batch_data_samples), self.loss_scale),
         )
         has_gt = all("gt_instances" in s and "bboxes" in s.gt_instances for s in batch_data_samples)
         gt_boxes = [_gt_boxes(s, training=training) for s in batch_data_samples] if has_gt else None
@@ -293,11 +306,16 @@ class MNC(BaseDetector):
         _, proposals = self._proposals(features, batch_data_samples, training=False)
         return proposals
 
-    def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> dict[str, Tensor | list[Tensor]]:
+    def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList,
+             extra_proposals: Sequence[Tensor] | None = None) -> dict[str, Tensor | list[Tensor]]:
         """Weighted losses: loss_rpn_cls, loss_rpn_bbox (per FPN level) and the cascade's
-        loss_{mask,cls,seg_cls,box}_s<stage>."""
+        loss_{mask,cls,seg_cls,box}_s<stage>. ``extra_proposals``: per image [E, 4] boxes (network-input
+        pixels) that join the RPN's proposals before stage 2 samples its RoIs (Video MNC's propagated
+        instances)."""
         features = self.extract_feat(batch_inputs)
         (cls_scores, bbox_preds), proposals = self._proposals(features, batch_data_samples, training=True)
+        if extra_proposals is not None:
+            proposals = [torch.cat((p, e.to(p).detach())) for p, e in zip(proposals, extra_proposals)]
 
         metas = [s.metainfo for s in batch_data_samples]
         # The RPN is class-agnostic: its targets are the boxes with label 0 (as mmdet's two-stage detectors).
@@ -311,7 +329,8 @@ class MNC(BaseDetector):
             name: [self.rpn_loss_weights[name] * term for term in terms] for name, terms in rpn_losses.items()
         }
         targets = [self._targets(s, batch_inputs.device) for s in batch_data_samples]
-        losses.update(self.cascade.loss(features, proposals, targets, _image_sizes(batch_data_samples)))
+        losses.update(self.cascade.loss(features, proposals, targets, _image_sizes(batch_data_samples),
+                                        loss_scale=self.loss_scale))
         return losses
 
     @staticmethod
@@ -345,12 +364,7 @@ class MNC(BaseDetector):
             else:
                 image_size, scale = tuple(meta["img_shape"][:2]), (1.0, 1.0)
             detections = self.postprocessor(output, image_size=image_size, scale=scale)
-            data_sample.pred_instances = InstanceData(
-                bboxes=detections.boxes,
-                scores=detections.scores,
-                labels=detections.labels,
-                masks=detections.masks,
-            )
+            data_sample.pred_instances = detection_instances(detections)
         return batch_data_samples
 
     def _forward(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> tuple:

@@ -49,9 +49,10 @@ def rpn_proposals(
         B tensors [R_b, 4], differentiable w.r.t. `bbox_preds`.
     """
     featmap_sizes = [score.shape[-2:] for score in cls_scores]
-    anchors = rpn_head.prior_generator.grid_priors(
-        featmap_sizes, dtype=bbox_preds[0].dtype, device=bbox_preds[0].device
-    )
+    # Anchors and boxes in fp32 whatever the heads' dtype under mixed precision (mmdet makes the anchors in
+    # the heads' dtype): fp16 places coordinates between 1024 and 2048 px 1 px apart.
+    device = bbox_preds[0].device
+    anchors = rpn_head.prior_generator.grid_priors(featmap_sizes, dtype=torch.float32, device=device)
     proposals = []
     for image_index, image_shape in enumerate(image_shapes):
         level_boxes, level_scores, level_ids = [], [], []
@@ -60,6 +61,7 @@ def rpn_proposals(
             # mmdet's softmax RPN puts the object class at index 0.
             scores = logits.sigmoid()[:, 0] if rpn_head.use_sigmoid_cls else logits.softmax(dim=-1)[:, 0]
             deltas = delta_map[image_index].permute(1, 2, 0).reshape(-1, rpn_head.bbox_coder.encode_size)
+            deltas = deltas.float()
             if 0 < nms_pre < scores.numel():
                 scores, top = scores.topk(nms_pre)
                 deltas, level_anchors = deltas[top], level_anchors[top]

@@ -46,6 +46,24 @@ COST = (
     Column("infer_ms_median", "ms/img", "ms/img", higher_is_better=False, scale=1.0, decimals=1),
     Column("s_per_iter", "s/iter", "s/iter", higher_is_better=False, scale=1.0, decimals=2),
 )
+# The video tables (mnc_bench.reporting.video): video AP beside per-frame mask AP; the consistency measures.
+VIDEO_ACCURACY = (
+    Column("vis/AP", "video AP", "AP$^{vid}$"),
+    Column("vis/AP50", "video AP50", "AP$^{vid}_{50}$"),
+    Column("vis/AP75", "video AP75", "AP$^{vid}_{75}$"),
+    Column("vis/AR10", "video AR10", "AR$^{vid}_{10}$"),
+    Column("vis/frame/AP", "per-frame mask AP", "AP$^{frame}$"),
+    Column("vis/frame/AP50", "per-frame AP50", "AP$^{frame}_{50}$"),
+)
+VIDEO_CONSISTENCY = (
+    Column("vis/mots/sMOTSA", "sMOTSA", "sMOTSA"),
+    Column("vis/mots/MOTSA", "MOTSA", "MOTSA"),
+    Column("vis/mots/IDSW", "ID switches", "IDSW", higher_is_better=False, scale=1.0, decimals=1),
+    Column("vis/hota/HOTA", "HOTA", "HOTA"),
+    Column("vis/hota/AssA", "AssA", "AssA"),
+    Column("vis/idf1", "IDF1", "IDF1"),
+    Column("vis/stability/iou_change", "IoU change", r"$\Delta$IoU", higher_is_better=False, decimals=2),
+)
 # Paper table layouts (tables/*.tex): the MNC paper's VOC table and the Mask R-CNN / PANet COCO tables.
 COCO_LAYOUT = ("coco/segm/AP", "coco/segm/AP50", "coco/segm/AP75", "coco/segm/APs", "coco/segm/APm",
                "coco/segm/APl")
@@ -53,7 +71,7 @@ VOC_LAYOUT = {p: (f"voc_{p}/mAP@0.5", f"voc_{p}/mAP@0.7") for p in ("mnc", "sds"
 # Proposal recall next to mask AP in the proposal-quality figure, first present wins.
 RECALL_KEYS = ("proposals/AR@100", "proposals/AR@300", "proposals/AR@1000", "proposals/AR@10",
                "coco/segm/AR100")
-_KNOWN = {c.key: c for c in ACCURACY + COST}
+_KNOWN = {c.key: c for c in ACCURACY + COST + VIDEO_ACCURACY + VIDEO_CONSISTENCY}
 
 
 def column(key: str) -> Column:

@@ -25,6 +25,11 @@ class Known:
 
 
 KNOWN = (
+    # The video models (configs/video/): per-frame models linked by mask IoU, Video MNC, MaskTrack R-CNN.
+    Known("mnc_5stage_linked_*", "MNC 5-stage + linking", "MNC"),
+    Known("mask_rcnn_linked_*", "Mask R-CNN + linking", "Mask R-CNN"),
+    Known("video_mnc_*", "Video MNC", "MNC"),
+    Known("masktrack_rcnn_*", "MaskTrack R-CNN", "MaskTrack R-CNN"),
     Known("mnc_3stage_*", "MNC 3-stage", "MNC"),
     Known("mnc_5stage_c4_*", "MNC 5-stage C4", "MNC"),
     Known("mnc_5stage_*", "MNC 5-stage", "MNC"),

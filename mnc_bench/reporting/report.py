@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open, check_writable_output
-from mnc_bench.reporting import curves, diagnostics, figures, latex, qualitative, sections
+from mnc_bench.reporting import curves, diagnostics, figures, latex, qualitative, sections, video
 from mnc_bench.reporting.analysis import Analysis, analyse
 from mnc_bench.reporting.claims import ClaimResult, evaluate_claims, load_claims
 from mnc_bench.reporting.metrics import COCO_LAYOUT, VOC_LAYOUT
@@ -58,6 +58,7 @@ def figure_drawers(a: Analysis, choice: ModelChoice) -> list[Drawer]:
         Drawer("training curves", lambda c: curves.curve_figures(done, c), text_width=False),
         Drawer("qualitative", lambda c: qualitative.qualitative_figures(done, c, choice)),
         *(Drawer(name, draw) for name, draw in diagnostics.figures(done)),
+        *(Drawer(name, draw) for name, draw in video.figures(done)),  # nothing without video runs
     ]
 
 
@@ -226,6 +227,7 @@ def write_report(
         *sections.baseline_section(a),
         *sections.ablation_sections(a),
         *diagnostics.sections(a.done, a.names),
+        *video.sections(a.done, a.names),
         *sections.figure_section(drawn, out_dir, display),
         *sections.files_section(tex, out_dir),
         *sections.not_counted(a, display),

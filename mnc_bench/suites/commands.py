@@ -16,6 +16,7 @@ from mnc_bench.suites.contract import (
     RunState,
     suite_results_dir,
 )
+from mnc_bench.suites.smoke import SmokeSettings
 
 if TYPE_CHECKING:
     from mnc_bench.suites.executors import Executor, LocalExecutor
@@ -32,11 +33,14 @@ def results_dir_of(suite: str, results: str | Path = RESULTS_ROOT) -> Path:
 def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int = 1, executor: str = "local",
                 dry_run: bool = False, rerun_failed: bool = False, reuse: bool = True,
                 seeds: Sequence[int] | None = None, cfg_options: Mapping[str, Any] | None = None, slurm: Mapping[str, Any] | None = None,
-                track: str | None = None, started_at: float | None = None,
-                echo: Callable[[str], None] = print) -> int:
+                track: str | None = None, started_at: float | None = None, amp: bool = False,
+                smoke: SmokeSettings | None = None, echo: Callable[[str], None] = print) -> int:
     """Validate and run a suite; returns the exit code (1 if a run failed in this invocation). ``reuse``: copy
-    runs finished under another suite of ``results`` instead of training them (see :mod:`mnc_bench.suites.reuse`).
-    ``track``: ``mlflow`` or ``mlflow=URI`` (see :mod:`mnc_bench.suites.tracking`)."""
+    runs finished under another suite of ``results`` instead of training them (see
+    :mod:`mnc_bench.suites.reuse`). ``track``: ``mlflow`` or ``mlflow=URI`` (see
+    :mod:`mnc_bench.suites.tracking`). ``amp``: every run in mixed precision (part of the run ids). ``smoke``:
+    a rehearsal of every run (see :mod:`mnc_bench.suites.smoke`); returns 1 unless every run's verdict is
+    ok."""
     from mnc_bench.suites.runner import run_suite
     from mnc_bench.suites.spec import load_suite
     from mnc_bench.suites.tracking import tracking_uri
@@ -46,6 +50,13 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
         raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers < 1:
         raise UserError(f"--workers must be a positive integer, got {workers}")
+    _require_gpu_ready(executor, f"suite {Path(suite).stem}", amp=amp)
+    if smoke is not None and track:
+        raise UserError("--smoke rehearses the runs; it does not track them (drop --track)")
+    if amp:
+        from mnc_bench.amp import amp_options
+
+        cfg_options = {**amp_options(), **(cfg_options or {})}
     uri = tracking_uri(track, results)
     if uri is not None:
         try:
@@ -55,6 +66,14 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
     local = local_executor(workers, uri, prestart=not dry_run) if executor == "local" else None
     try:
         spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
+        notes: dict[str, str] = {}
+        if smoke is not None:
+            from mnc_bench.suites.smoke import clear_smoke_results, smoke_root, smoke_suite
+
+            spec, notes = smoke_suite(spec, smoke)
+            results, reuse = smoke_root(results), False  # fresh verdicts, apart from the real runs
+            if not dry_run:
+                clear_smoke_results(suite_results_dir(spec.name, results))
         suite_dir = suite_results_dir(spec.name, results)
         runner = local or _slurm_executor(
             {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}}, suite_dir, len(spec.runs), uri)
@@ -67,10 +86,32 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
     if dry_run:
         return 0
     echo(format_timing(record))
+    if smoke is not None:
+        from mnc_bench.suites.smoke import format_verdicts, verdicts
+
+        results_of_runs = verdicts(spec, suite_dir, notes)
+        for line in format_verdicts(spec, results_of_runs):
+            echo(line)
+        return 0 if all(verdict.startswith("ok") for _, verdict in results_of_runs) else 1
     newly_failed = _failed_ids(suite_dir) - before
     if newly_failed:
         echo(f"{len(newly_failed)} run(s) failed: see `mnc-bench status {spec.name}`; --rerun-failed runs them again")
     return 1 if newly_failed else 0
+
+
+def _require_gpu_ready(executor: str, what: str, *, amp: bool) -> None:
+    """Runs on a GPU need mmcv's ops with CUDA kernels, runs with --amp a GPU: stop before any run starts (one
+    line) when they lack them."""
+    from mnc_bench.gpu import require_mmcv_cuda_build, require_mmcv_ops_for, training_device
+
+    if executor == "slurm":
+        require_mmcv_cuda_build(what)
+        return
+    device = training_device()
+    if amp and device == "cpu":
+        raise UserError(f"{what}: --amp needs a CUDA GPU and none is visible here (or run with --executor "
+                        "slurm)")
+    require_mmcv_ops_for(device, what)
 
 
 def local_executor(workers: int, track: str | None, *, prestart: bool) -> LocalExecutor:
@@ -85,11 +126,11 @@ def local_executor(workers: int, track: str | None, *, prestart: bool) -> LocalE
 
 
 def _slurm_executor(slurm: dict[str, Any], suite_dir: Path, num_runs: int, track: str | None) -> Executor:
-    from mnc_bench.suites.executors import SubmititExecutor, submitit_executor
+    from mnc_bench.suites.executors import SubmititExecutor, slurm_resources, submitit_executor
 
-    threads = slurm.get("cpus_per_run")
+    threads = slurm_resources(slurm)["cpus_per_task"]  # the rank's torch threads
     gpus = int(slurm.get("gpus_per_run", 1))
-    executor = submitit_executor("slurm", suite_dir / ".submitit", slurm=slurm, threads=threads or 1)
+    executor = submitit_executor("slurm", suite_dir / ".submitit", slurm=slurm, threads=threads)
     # All runs go out as one job array; Slurm's array parallelism (suite or --array-parallelism) caps them.
     return SubmititExecutor(executor, max_parallel=num_runs, threads=threads,
                             launcher="pytorch" if gpus > 1 else "none", track=track)

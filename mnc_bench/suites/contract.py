@@ -102,11 +102,11 @@ VOC_METRIC_NAMES = ("mAP@0.5", "mAP@0.7", "mAP_vol")
 PROPOSAL_METRIC_NAMES = ("AR@10", "AR@100", "AR@300", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000")
 PROPOSAL_PREFIX = "proposals/"  # measured only when a suite asks for them (a second pass over the test split)
 BOUNDARY_METRIC_NAMES = COCO_METRIC_NAMES[:6]  # Boundary AP: COCO's AP columns with boundary IoU
-METRIC_PREFIXES = ("coco/", "voc_", PROPOSAL_PREFIX, "tide/", "robustness/")
+METRIC_PREFIXES = ("coco/", "voc_", PROPOSAL_PREFIX, "tide/", "robustness/", "vis/")
 # Every metric key a run can record: COCO (boundary IoU too), VOC region AP (also per class), proposal recall,
-# TIDE's error breakdown, robustness to corruptions.
+# TIDE's error breakdown, robustness to corruptions, the video metrics (mnc_bench.evaluation.video).
 METRIC_PATTERN = re.compile(r"^(coco/(segm|bbox|boundary)/\w+|voc_(sds|mnc)/[\w@.]+(/.+)?|proposals/\w+@\d+"
-                            r"|tide/(segm|bbox)/\w+|robustness/(segm|bbox)/[\w@]+(/\w+)?)$")
+                            r"|tide/(segm|bbox)/\w+|robustness/(segm|bbox)/[\w@]+(/\w+)?|vis/(\w+/)?\w+)$")
 # Metric columns of every collected table (NaN where a run did not measure them), in this order; collect
 # adds TIDE's, whose names come with its error types (mnc_bench.evaluation.errors).
 STANDARD_METRICS = (

@@ -13,15 +13,24 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from mnc_bench.errors import UserError
 from mnc_bench.suites.contract import LOG_TXT
 from mnc_bench.suites.rundir import RunDir
 
 POLL_S = 0.5
 _PR_SET_PDEATHSIG = 1
+# Slurm resources of a run, per GPU (one task per GPU), when the suite and the command line leave them out.
+# Sized for the full-size configs: a task holds the rank, its 2 data-loader workers (their num_workers) and a
+# core for the pin-memory thread and the test pass's evaluation; its memory holds the rank's model, CUDA
+# context and the COCO annotations, the workers' decoded images and masks at 1333 x 800, and rank 0's COCO
+# evaluation. An estimate from the configs, not a measurement on a cluster: --cpus-per-run and --mem-gb
+# override it.
+SLURM_CPUS_PER_GPU = 4
+SLURM_MEM_GB_PER_GPU = 32
 
 
 class Events(Protocol):
@@ -64,8 +73,30 @@ def threads_per_run(workers: int) -> int:
     return max(1, available_cores() // max(1, workers))
 
 
+def _nvidia_driver_loaded() -> bool:
+    return Path("/proc/driver/nvidia/version").is_file()
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs runs may use on this machine, as ``CUDA_VISIBLE_DEVICES`` names them (indices or UUIDs); []
+    without any. torch is imported only where NVIDIA's driver is loaded (it takes seconds, and runs start
+    meanwhile)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if (listed is not None and not listed.strip()) or not _nvidia_driver_loaded():
+        return []
+    import torch
+
+    count = torch.cuda.device_count()
+    names = [name.strip() for name in listed.split(",")] if listed else [str(index) for index in range(count)]
+    return names[:count]
+
+
 class LocalExecutor:
     """Up to ``workers`` worker subprocesses at a time on this machine, ``threads`` torch/OpenMP threads each.
+
+    On a machine with GPUs each worker sees one (``CUDA_VISIBLE_DEVICES``), the one with the fewest runs on
+    it: with as many workers as GPUs, every run has a GPU to itself (else torch would put every run on the
+    first GPU).
 
     Workers are started from the main thread and die with the runner (Linux ``PR_SET_PDEATHSIG``): a runner
     killed with SIGKILL takes its runs down with it, and the next ``mnc-bench run`` resumes them.
@@ -78,16 +109,22 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int = 1, threads: int | None = None, track: str | None = None) -> None:
+    def __init__(self, workers: int = 1, threads: int | None = None, track: str | None = None,
+                 gpus: Sequence[str] | None = None) -> None:
+        """``gpus``: the GPUs to spread the workers over (default: :func:`visible_gpus`)."""
         self.workers = max(1, workers)
         self.threads = threads or threads_per_run(self.workers)
         self.track = track
+        self.gpus = list(visible_gpus() if gpus is None else gpus)
         self._idle: collections.deque[subprocess.Popen] = collections.deque()
+        self._gpu_of: dict[subprocess.Popen, str | None] = {}
 
     def prestart(self, count: int | None = None) -> None:
-        """Have ``count`` idle workers (default: one per slot) loading their libraries."""
+        """Have ``count`` idle workers (default: one per slot) loading their libraries, spread over the
+        GPUs."""
         while len(self._idle) < (self.workers if count is None else count):
-            self._idle.append(self._popen([], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL))
+            gpu = self._least_used_gpu([*self._gpu_of])
+            self._idle.append(self._popen([], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, gpu=gpu))
 
     def close(self) -> None:
         """Stop the idle workers (they hold no run)."""
@@ -95,6 +132,14 @@ class LocalExecutor:
             process = self._idle.popleft()
             process.kill()
             process.wait()
+            self._gpu_of.pop(process, None)
+
+    def _least_used_gpu(self, processes: Iterable[subprocess.Popen]) -> str | None:
+        """The GPU with the fewest of ``processes`` on it (the first such); None without GPUs."""
+        if not self.gpus:
+            return None
+        load = collections.Counter(self._gpu_of.get(process) for process in processes)
+        return min(self.gpus, key=lambda gpu: load[gpu])
 
     def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
         pending = collections.deque(run_dirs)
@@ -103,12 +148,13 @@ class LocalExecutor:
             while pending or active:
                 while pending and len(active) < self.workers:
                     run_dir = pending.popleft()
-                    active[self._spawn(run_dir)] = (run_dir, time.time())
+                    active[self._spawn(run_dir, self._least_used_gpu(active))] = (run_dir, time.time())
                     events.started(run_dir)
                     self.prestart(min(self.workers, len(pending)))
                 time.sleep(POLL_S)
                 for process in [p for p in active if p.poll() is not None]:
                     run_dir, start = active.pop(process)
+                    self._gpu_of.pop(process, None)
                     events.finished(run_dir, process.returncode, time.time() - start)
                 events.tick()
         except BaseException:
@@ -122,10 +168,11 @@ class LocalExecutor:
         finally:
             self.close()
 
-    def _spawn(self, run_dir: RunDir) -> subprocess.Popen:
-        """A worker on ``run_dir``: an idle one if one is alive (it logs into the run from then on), else a new one."""
-        while self._idle:
-            process = self._idle.popleft()
+    def _spawn(self, run_dir: RunDir, gpu: str | None) -> subprocess.Popen:
+        """A worker on ``run_dir`` seeing ``gpu``: an idle one on that GPU if one is alive (it logs into the
+        run from then on), else a new one."""
+        for process in [p for p in self._idle if self._gpu_of.get(p) == gpu]:
+            self._idle.remove(process)
             try:
                 if process.poll() is None:
                     process.stdin.write(f"{run_dir.path}\n".encode())
@@ -136,16 +183,21 @@ class LocalExecutor:
             # Died while idle (its imports failed?): a new worker says why, in the run's log.
             process.kill()
             process.wait()
+            self._gpu_of.pop(process, None)
         with open(run_dir.file(LOG_TXT), "ab") as log:
-            return self._popen([str(run_dir.path)], stdin=subprocess.DEVNULL, stdout=log)
+            return self._popen([str(run_dir.path)], stdin=subprocess.DEVNULL, stdout=log, gpu=gpu)
 
-    def _popen(self, args: list[str], *, stdin: Any, stdout: Any) -> subprocess.Popen:
+    def _popen(self, args: list[str], *, stdin: Any, stdout: Any, gpu: str | None = None) -> subprocess.Popen:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
         command = [sys.executable, "-m", "mnc_bench.suites.worker", *args, "--threads", str(self.threads)]
         if self.track:
             command += ["--track", self.track]
-        return subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent)
+        process = subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=_die_with_parent)
+        self._gpu_of[process] = gpu
+        return process
 
 
 def _die_with_parent() -> None:
@@ -221,13 +273,16 @@ class SubmititExecutor:
 
 
 def job_outcome(job: Any) -> tuple[int | None, str]:
-    """(the worker's exit code, '') of a finished submitit job; (None, why) when the job produced no exit
-    code: killed, lost with its node, or an exception outside the worker's own handling. submitit's exceptions are
-    pages of log; ``why`` is their gist in one line, with where the job's full log is."""
+    """(the worker's exit code, '') of a finished submitit job, whose tasks (one per GPU) exit with the first
+    non-zero code among them; (None, why) when the job produced no exit code: killed, lost with its node, or an
+    exception outside the worker's own handling. submitit's exceptions are pages of log; ``why`` is their gist in
+    one line, with where the job's full log is."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     try:
-        return int(job.result()), ""
+        # results(), not result(): the latter refuses a job of several tasks
+        codes = [int(code) for code in job.results()]
+        return next((code for code in codes if code != 0), 0), ""
     except UncompletedJobError as exc:  # FailedJobError is one too
         if isinstance(exc, FailedJobError):
             gist = _last_trace_line(str(exc)) or "failed"
@@ -245,8 +300,21 @@ def _last_trace_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def slurm_resources(slurm: Mapping[str, Any]) -> dict[str, int]:
+    """Tasks (one per GPU), CPUs per task and memory (GB, the node's: a run's tasks share one node) of a run
+    on Slurm: the suite's ``cpus_per_run`` and ``mem_gb`` (whole run), by default :data:`SLURM_CPUS_PER_GPU`
+    and :data:`SLURM_MEM_GB_PER_GPU` per GPU."""
+    gpus = int(slurm.get("gpus_per_run", 1))
+    cpus = int(slurm.get("cpus_per_run") or SLURM_CPUS_PER_GPU * gpus)
+    if cpus < gpus:
+        raise UserError(f"slurm.cpus_per_run: {cpus} CPUs cannot serve the run's {gpus} tasks (one per GPU)")
+    return dict(tasks=max(1, gpus), cpus_per_task=cpus // max(1, gpus),
+                mem_gb=int(slurm.get("mem_gb") or SLURM_MEM_GB_PER_GPU * gpus))
+
+
 def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any], threads: int) -> Any:
-    """A submitit executor for ``cluster`` ('slurm' or 'local') with the suite's Slurm settings."""
+    """A submitit executor for ``cluster`` ('slurm' or 'local') with the suite's Slurm settings (resources:
+    :func:`slurm_resources`)."""
     try:
         import submitit
     except ImportError as exc:
@@ -260,11 +328,11 @@ def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any], thre
     params: dict[str, Any] = dict(timeout_min=int(slurm.get("timeout_min", 24 * 60)), name=folder.parent.name,
                                   tasks_per_node=max(1, gpus))
     if cluster == "slurm":
-        params.update(gpus_per_node=gpus, cpus_per_task=int(slurm.get("cpus_per_run", threads)),
+        resources = slurm_resources(slurm)
+        params.update(gpus_per_node=gpus, cpus_per_task=resources["cpus_per_task"],
+                      mem_gb=resources["mem_gb"],
                       slurm_array_parallelism=int(slurm.get("array_parallelism", 256)))
         if "partition" in slurm:
             params["slurm_partition"] = slurm["partition"]
-        if "mem_gb" in slurm:
-            params["mem_gb"] = int(slurm["mem_gb"])
     executor.update_parameters(**params)
     return executor

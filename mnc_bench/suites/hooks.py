@@ -10,7 +10,9 @@ run directory (main process only):
 - ``status.json``: the current iteration, every few seconds, for the progress display and ``status``.
 
 A NaN/inf loss raises :class:`NonFiniteLoss` naming the iteration and the loss terms (mmdet's
-``CheckInvalidLossHook`` does the same check but raises a bare AssertionError).
+``CheckInvalidLossHook`` does the same check but raises a bare AssertionError). In a distributed run every
+rank raises it, with the same reason (the first rank's that saw one): a rank that stopped alone would leave
+the others waiting in the next gradient all-reduce until NCCL's timeout, the run ``running`` without a reason.
 """
 
 from __future__ import annotations
@@ -75,10 +77,14 @@ class SuiteRunHook(Hook):
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         loss = _number((outputs or {}).get("loss", 0.0))
+        reason = None
         if not math.isfinite(loss):
             bad = [name for name, value in outputs.items() if name != "loss" and not math.isfinite(_number(value))]
-            raise NonFiniteLoss(f"loss is {loss} at iteration {runner.iter + 1}"
-                                + (f" ({', '.join(bad)} non-finite)" if bad else ""))
+            reason = f"loss is {loss} at iteration {runner.iter + 1}"
+            reason += f" ({', '.join(bad)} non-finite)" if bad else ""
+        reason = first_reason_of_any_rank(reason)
+        if reason is not None:
+            raise NonFiniteLoss(reason)
         if not is_main_process():
             return
         now = time.time()
@@ -98,6 +104,25 @@ class SuiteRunHook(Hook):
         stats = self.run_dir.read_json(RUN_STATS_JSON) or {}
         stats.update(fields, train_time_s=self._earlier_attempts_s + time.time() - self._started)
         self.run_dir.write_json(RUN_STATS_JSON, stats)
+
+
+def first_reason_of_any_rank(reason: str | None) -> str | None:
+    """On every rank of a distributed run: the reason of the lowest rank that has one ('... on rank R'), or
+    None. One all-reduce of a flag per call, a gather of the reasons only when some rank has one. mmengine's
+    ``all_reduce`` moves the flag to the process group's device and back (NCCL reduces CUDA tensors only)."""
+    from mmengine.dist import all_gather_object, all_reduce, get_world_size
+
+    if get_world_size() == 1:
+        return reason
+    import torch
+
+    flag = torch.tensor([0 if reason is None else 1], dtype=torch.int32)
+    all_reduce(flag, op="max")
+    if int(flag.item()) == 0:
+        return None
+    reasons = all_gather_object(reason)
+    rank = next(rank for rank, text in enumerate(reasons) if text is not None)
+    return f"{reasons[rank]} on rank {rank}"
 
 
 def _number(value: Any) -> float:

@@ -19,10 +19,13 @@ from mnc_bench.errors import UserError
 
 
 def proposal_recall(cfg: Any, checkpoint: str, ann_file: str) -> dict[str, float]:
-    """``proposals/AR@k`` keys of the model in ``cfg`` (a resolved mmengine Config) with ``checkpoint``'s weights.
-    In a distributed run every rank calls it and scores its share of the images."""
+    """``proposals/AR@k`` keys of the model in ``cfg`` (a resolved mmengine Config) with ``checkpoint``'s
+    weights, on the device the Runner trains on (mmengine's ``get_device``: the current GPU, which a
+    distributed launcher sets per rank). In a distributed run every rank calls it and scores its share of the
+    images."""
     import torch
     from mmdet.registry import MODELS
+    from mmengine.device import get_device
     from mmengine.dist import all_gather_object, is_distributed
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner, load_checkpoint
@@ -34,6 +37,7 @@ def proposal_recall(cfg: Any, checkpoint: str, ann_file: str) -> dict[str, float
     allow_mmengine_checkpoint_globals()
     model = MODELS.build(cfg.model)
     load_checkpoint(model, checkpoint, map_location="cpu", strict=True, logger="silent")
+    model.to(get_device())  # mmengine's BaseModel.to also moves the data preprocessor's inputs there
     model.eval()
     loader_cfg = dict(cfg.test_dataloader, batch_size=1)
     loader = Runner.build_dataloader(loader_cfg)

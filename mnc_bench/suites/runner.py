@@ -48,6 +48,8 @@ from mnc_bench.suites.spec import RunSpec, Suite
 from mnc_bench.suites.worker import EXIT_BUSY, EXIT_INTERRUPTED
 
 EXECUTING = ("start", "resume", "rerun")
+# How long a finished worker's forked children may hold its run's lock (see _still_held).
+ORPHAN_WAIT_S = 15.0
 ACTIONS = (*EXECUTING, "reuse", "skip (done)", "skip (failed)", "skip (running elsewhere)")
 
 
@@ -258,7 +260,7 @@ def _settle(run_dir: RunDir, exit_code: int | None, failure: str = "") -> dict[s
     status = run_dir.status()
     if status["state"] in FINISHED_STATES or exit_code in (EXIT_BUSY, EXIT_INTERRUPTED, -signal.SIGINT):
         return status
-    if run_dir.is_live():  # a requeued Slurm job, or another runner took it over
+    if _still_held(run_dir, exit_code):  # a requeued Slurm job, or another runner took it over
         return status
     return run_dir.update_status(state=RunState.FAILED, ended=now_iso(),
                                  exit_reason=failure or _exit_reason(exit_code), log_tail=run_dir.log_tail())
@@ -270,6 +272,18 @@ def _exit_reason(exit_code: int | None) -> str:
         return f"worker killed by {name}" + (" (out of memory? the kernel's OOM killer sends SIGKILL)"
                                              if -exit_code == signal.SIGKILL else "")
     return f"worker ended (exit code {exit_code}) without recording a result"
+
+
+def _still_held(run_dir: RunDir, exit_code: int | None) -> bool:
+    """Whether another process holds the run. A local worker that exited hands its lock down to the processes
+    it forked (data-loader workers, ``num_workers`` > 0) until they notice: torch's workers check their parent
+    every 5 s (``MP_STATUS_CHECK_INTERVAL``), so the lock of a worker known to have exited is waited for."""
+    deadline = time.monotonic() + (ORPHAN_WAIT_S if exit_code is not None else 0.0)
+    while run_dir.is_live():
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _first_iteration(todo: list[PlannedRun]) -> dict[str, float | None]:

@@ -399,7 +399,7 @@ def _metrics(value: Any, where: str) -> list[str] | None:
     for key in value:
         if not isinstance(key, str) or not METRIC_PATTERN.match(key):
             raise UserError(f"{where}: metrics: {key!r} is not a metric key (e.g. coco/segm/AP, voc_mnc/mAP@0.5, "
-                            "proposals/AR@100)")
+                            "proposals/AR@100, vis/AP)")
     return list(value)
 
 

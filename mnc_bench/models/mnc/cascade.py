@@ -173,17 +173,22 @@ class MNCCascade(nn.Module):
     def stage3_labels(self) -> str:
         return self.class_stages[0].labels
 
-    def box_grad_bound(self, num_images: int) -> float | None:
+    def box_grad_bound(self, num_images: int, loss_scale: float = 1.0) -> float | None:
         """The element-wise bound on the box gradient of a batch of `num_images` images.
 
         MNC-code trains on one image per batch and clips that image's gradient at `box_grad_clip`. The losses
         here are means over the batch, which scales each image's gradient by 1 / num_images, so the same
         per-image bound is `box_grad_clip / num_images`; otherwise the box gradient outweighs the RPN's own
         regression loss num_images times more than in MNC-code.
+
+        Under mixed precision a GradScaler multiplies the loss by `loss_scale` before the backward pass
+        (mmengine's AmpOptimWrapper: `loss_scaler.scale(loss).backward()`) and divides the gradients only at
+        the optimizer step, so every gradient reaching the clamp is `loss_scale` times the true one: the bound
+        is scaled alike, and the clamp acts on the true gradient.
         """
         if self.box_grad_clip is None:
             return None
-        return self.box_grad_clip / max(num_images, 1)
+        return self.box_grad_clip / max(num_images, 1) * loss_scale
 
     def _round_targets(
         self,
@@ -254,11 +259,12 @@ class MNCCascade(nn.Module):
         boxes: list[Tensor],
         image_sizes: Sequence[tuple[int, int]],
         targets: Sequence[InstanceTargets] | None = None,
+        loss_scale: float = 1.0,
     ) -> list[_Round]:
         """Every round, each on the boxes the previous one regressed: the loop `loss` and `predict` share
         (detectron2's CascadeROIHeads._forward_box)."""
         gt_areas = None if targets is None else [t.masks.flatten(1).sum(dim=1) for t in targets]
-        grad_bound = self.box_grad_bound(len(boxes))
+        grad_bound = self.box_grad_bound(len(boxes), loss_scale)
         rounds: list[_Round] = []
         for round_index in range(self.num_rounds):
             if round_index > 0:
@@ -301,6 +307,7 @@ class MNCCascade(nn.Module):
         proposals: Sequence[Tensor],
         targets: Sequence[InstanceTargets],
         image_sizes: Sequence[tuple[int, int]],
+        loss_scale: float = 1.0,
     ) -> dict[str, Tensor]:
         """Weighted losses of every stage 2..num_stages.
 
@@ -309,6 +316,7 @@ class MNCCascade(nn.Module):
             proposals: B tensors [P_b, 4] (input pixels), differentiable w.r.t. stage 1 when box_grad is True.
             targets: B ground truths (labels 1..N).
             image_sizes: B (height, width) of the unpadded network inputs.
+            loss_scale: the factor a GradScaler multiplies the loss by before backward (see `box_grad_bound`).
 
         Returns:
             {"loss_mask_s2", "loss_cls_s3" (box-level classifier), "loss_seg_cls_s3" (mask-level classifier),
@@ -322,7 +330,8 @@ class MNCCascade(nn.Module):
         boxes = [c[sample_rois(c, t.boxes, self.sampling)] for c, t in zip(candidates, targets)]
 
         losses: dict[str, Tensor] = {}
-        for round_index, result in enumerate(self._run_rounds(features, boxes, image_sizes, targets)):
+        rounds = self._run_rounds(features, boxes, image_sizes, targets, loss_scale)
+        for round_index, result in enumerate(rounds):
             weights, round_targets, stage3 = self.loss_weights[round_index], result.targets, result.stage3
             mask_stage_number, class_stage_number = 2 * round_index + 2, 2 * round_index + 3
             foreground = round_targets.labels > 0

@@ -42,6 +42,8 @@ class Detections:
     scores: Tensor  # [D]
     labels: Tensor  # [D] int64, 0-based class index
     masks: Tensor  # [D, H, W] bool
+    instance_ids: Tensor  # [D] int64: the cascade instance each detection keeps (its NMS winner)
+    soft_masks: Tensor | None = None  # [D, H, W] uint8 floor(255 p), the probabilities `masks` binarises
 
 
 def _tent_weights(positions: Tensor, start: Tensor, end: Tensor, cells: int) -> Tensor:
@@ -98,8 +100,18 @@ def _size_batches(heights: list[int], widths: list[int]) -> list[list[int]]:
 
 def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, threshold: float) -> Tensor:
     """Paste soft masks [N, h, w] into boxes [N, 4] on an (H, W) image -> [N, H, W] bool (>= threshold)."""
+    return _paste(masks, boxes, image_size, threshold)
+
+
+def paste_soft_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """As :func:`paste_masks`, the probabilities themselves -> [N, H, W] float in [0, 1] (0 outside boxes)."""
+    return _paste(masks, boxes, image_size, None)
+
+
+def _paste(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], threshold: float | None) -> Tensor:
     height, width = image_size
-    pasted = torch.zeros(masks.shape[0], height, width, dtype=torch.bool, device=masks.device)
+    dtype = torch.bool if threshold is not None else torch.float32
+    pasted = torch.zeros(masks.shape[0], height, width, dtype=dtype, device=masks.device)
     if masks.shape[0] == 0:
         return pasted
     masks, boxes = masks.float(), boxes.float()
@@ -122,8 +134,14 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, th
         in_rows = (rows >= y_begin[index, None]) & (rows < y_end[index, None])
         in_columns = (columns >= x_begin[index, None]) & (columns < x_end[index, None])
         inside = in_rows[:, :, None] & in_columns[:, None, :]
-        pasted[index[:, None, None], rows[:, :, None], columns[:, None, :]] = (soft >= threshold) & inside
+        window = (soft >= threshold) & inside if threshold is not None else soft.clamp(0, 1) * inside
+        pasted[index[:, None, None], rows[:, :, None], columns[:, None, :]] = window
     return pasted
+
+
+def to_8bit(probabilities: Tensor) -> Tensor:
+    """Probabilities in [0, 1] -> uint8 floor(255 p), as mmdet's mask heads write soft masks."""
+    return (probabilities * 255).to(torch.uint8)
 
 
 class MNCPostProcessor:
@@ -159,6 +177,8 @@ class MNCPostProcessor:
         self.mask_voting = mask_voting
         self.voting_iou = voting_iou
         self.voting_resolution = voting_resolution
+        # Also return each detection's pasted probabilities (soft-mask export): set by callers, not a setting.
+        self.soft_masks = False
 
     def __call__(
         self,
@@ -192,11 +212,16 @@ class MNCPostProcessor:
             )
         else:
             paste_boxes, paste_probs = mask_boxes[instance_ids], mask_probs[instance_ids]
+        soft_masks = None
+        if self.soft_masks:
+            soft_masks = to_8bit(paste_soft_masks(paste_probs, paste_boxes, image_size))
         return Detections(
             boxes=clip_boxes(class_boxes[instance_ids, class_ids], image_size),
             scores=scores,
             labels=class_ids,
             masks=paste_masks(paste_probs, paste_boxes, image_size, threshold=self.mask_thr),
+            instance_ids=instance_ids,
+            soft_masks=soft_masks,
         )
 
     def vote(

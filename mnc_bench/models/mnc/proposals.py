@@ -8,7 +8,9 @@ control applies in training, at test time or both (`apply_at`). Oracle and rando
 and the cap keep the gradient to stage 1. All randomness comes from a private generator seeded by `seed` (plus
 the process rank under a distributed launcher, so GPUs draw different noise), so a run is reproducible and the
 controls do not shift the global RNG stream that the rest of training uses. The generator state is not part
-of checkpoints: a resumed run draws a fresh noise stream from the seed.
+of checkpoints: a resumed run draws a fresh noise stream from the seed. The generator lives on the CPU and
+every draw is made there, then moved to the proposals' device: a run on a GPU draws the same boxes as on the
+CPU.
 """
 
 from __future__ import annotations
@@ -102,9 +104,9 @@ class ProposalControl:
         result = []
         for index, (boxes, size) in enumerate(zip(proposals, image_sizes)):
             if self.mode == "oracle":
-                boxes = self.oracle_boxes(gt_boxes[index].to(boxes), self.oracle_iou).to(boxes)
+                boxes = self.oracle_boxes(gt_boxes[index].to(boxes), self.oracle_iou)
             elif self.mode == "random":
-                boxes = self.random_boxes(size).to(boxes)
+                boxes = self.random_boxes(size, device=boxes.device).to(boxes.dtype)
             if self.jitter > 0:
                 boxes = self.jitter_boxes(boxes)
             if self.max_proposals is not None:
@@ -112,30 +114,33 @@ class ProposalControl:
             result.append(boxes)
         return result
 
-    def _normal(self, shape: Sequence[int]) -> Tensor:
-        return torch.randn(*shape, generator=self.generator, dtype=torch.float64)
+    def _normal(self, shape: Sequence[int], device: torch.device) -> Tensor:
+        """float64 N(0, 1) draws of the CPU generator, on `device`."""
+        return torch.randn(*shape, generator=self.generator, dtype=torch.float64, device="cpu").to(device)
 
-    def _uniform(self, shape: Sequence[int]) -> Tensor:
-        return torch.rand(*shape, generator=self.generator, dtype=torch.float64)
+    def _uniform(self, shape: Sequence[int], device: torch.device) -> Tensor:
+        """float64 U[0, 1) draws of the CPU generator, on `device`."""
+        return torch.rand(*shape, generator=self.generator, dtype=torch.float64, device="cpu").to(device)
 
     def jitter_boxes(self, boxes: Tensor) -> Tensor:
         """Add N(0, (jitter * w)^2) to x1, x2 and N(0, (jitter * h)^2) to y1, y2; corners are re-sorted."""
         widths = (boxes[:, 2] - boxes[:, 0]).detach()
         heights = (boxes[:, 3] - boxes[:, 1]).detach()
         scale = torch.stack((widths, heights, widths, heights), dim=1)
-        noise = self._normal((boxes.shape[0], 4)).to(boxes) * self.jitter * scale
+        noise = self._normal((boxes.shape[0], 4), boxes.device).to(boxes.dtype) * self.jitter * scale
         moved = boxes + noise
         x_low, x_high = torch.minimum(moved[:, 0], moved[:, 2]), torch.maximum(moved[:, 0], moved[:, 2])
         y_low, y_high = torch.minimum(moved[:, 1], moved[:, 3]), torch.maximum(moved[:, 1], moved[:, 3])
         return torch.stack((x_low, y_low, x_high, y_high), dim=1)
 
-    def random_boxes(self, image_size: tuple[int, int]) -> Tensor:
-        """`num_random` boxes uniformly placed in the image, at least `min_random_size` pixels per side."""
+    def random_boxes(self, image_size: tuple[int, int], device: torch.device | str = "cpu") -> Tensor:
+        """`num_random` boxes [num_random, 4] (float32, on `device`) uniformly placed in the image, at least
+        `min_random_size` pixels per side."""
         height, width = image_size
-        sizes = torch.tensor([width, height], dtype=torch.float64)
+        sizes = torch.tensor([width, height], dtype=torch.float64, device=device)
         min_size = torch.minimum(sizes, torch.full_like(sizes, self.min_random_size))
-        extent = min_size + self._uniform((self.num_random, 2)) * (sizes - min_size)
-        top_left = self._uniform((self.num_random, 2)) * (sizes - extent)
+        extent = min_size + self._uniform((self.num_random, 2), device) * (sizes - min_size)
+        top_left = self._uniform((self.num_random, 2), device) * (sizes - extent)
         return torch.cat((top_left, top_left + extent), dim=1).float()
 
     def oracle_boxes(self, gt_boxes: Tensor, target_iou: float) -> Tensor:
@@ -149,11 +154,11 @@ class ProposalControl:
         if gt_boxes.shape[0] == 0:
             return gt_boxes.new_zeros(0, 4)
         gt = gt_boxes.detach().double().repeat(self.oracle_per_gt, 1)  # [M, 4]
-        direction = self._normal((gt.shape[0], 4))
+        direction = self._normal((gt.shape[0], 4), gt.device)
         direction = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        low = torch.zeros(gt.shape[0], dtype=torch.float64)
+        low = torch.zeros(gt.shape[0], dtype=torch.float64, device=gt.device)
         # At distance 16 some coordinate moved >= 8 widths or scaled by e^8: IoU below any valid target.
-        high = torch.full((gt.shape[0],), 16.0, dtype=torch.float64)
+        high = torch.full((gt.shape[0],), 16.0, dtype=torch.float64, device=gt.device)
         for _ in range(60):
             middle = (low + high) / 2
             still_close = self._iou_along(gt, direction, middle) >= target_iou

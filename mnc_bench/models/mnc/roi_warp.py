@@ -104,6 +104,10 @@ def _sampling_grid(
     """
     batch, channels = features[0].shape[:2]
     dtype, device = features[0].dtype, features[0].device
+    # Box and grid coordinates stay in (at least) fp32 under mixed precision: between 1024 and 2048 px fp16
+    # spaces values 1 px apart and bf16 8 px. The features are sampled in that precision too (autocast runs
+    # grid_sample in fp32 as well) and the result is cast back to their dtype.
+    coord_dtype = torch.promote_types(dtype, torch.float32)
     tile_height = max(f.shape[2] for f in features)
     atlas = torch.cat(
         [F.pad(f, (0, 0, 0, tile_height - f.shape[2])) for f in features], dim=3
@@ -111,22 +115,22 @@ def _sampling_grid(
     atlas = atlas.transpose(0, 1).reshape(1, channels, batch * tile_height, atlas.shape[3])
     atlas_height, atlas_width = (1 << n.bit_length() for n in atlas.shape[2:])  # a power of two > n
     atlas = F.pad(atlas, (0, atlas_width - atlas.shape[3], 0, atlas_height - atlas.shape[2]))
-    widths = torch.tensor([f.shape[3] for f in features], dtype=dtype, device=device)
-    heights = torch.tensor([f.shape[2] for f in features], dtype=dtype, device=device)
+    widths = torch.tensor([f.shape[3] for f in features], dtype=coord_dtype, device=device)
+    heights = torch.tensor([f.shape[2] for f in features], dtype=coord_dtype, device=device)
     column_offsets = torch.cumsum(widths, dim=0) - widths
-    level_strides = torch.tensor(list(strides), dtype=dtype, device=device)
+    level_strides = torch.tensor(list(strides), dtype=coord_dtype, device=device)
     stride, width, height = level_strides[levels, None], widths[levels, None], heights[levels, None]  # [R, 1]
 
-    bins = torch.arange(output_size, dtype=dtype, device=device)
+    bins = torch.arange(output_size, dtype=coord_dtype, device=device)
     bin_centres = (bins + 0.5) / output_size
-    x1, y1, x2, y2 = boxes.to(dtype).unbind(dim=1)
+    x1, y1, x2, y2 = boxes.to(coord_dtype).unbind(dim=1)
     xs = x1[:, None] + bin_centres[None, :] * (x2 - x1)[:, None]  # [R, S] input pixels
     ys = y1[:, None] + bin_centres[None, :] * (y2 - y1)[:, None]
     # Cell j of a level spans [j, j + 1) * stride; its centre is coordinate j.
     columns = _clamp_to_centres(xs / stride - 0.5, width)
     rows = _clamp_to_centres(ys / stride - 0.5, height)
     columns = columns + column_offsets[levels, None]
-    rows = rows + (image_ids * tile_height).to(dtype)[:, None]
+    rows = rows + (image_ids * tile_height).to(coord_dtype)[:, None]
     groups = math.gcd(channels, _CHANNEL_GROUPS)
     return _SamplingGrid(
         atlas=atlas.view(groups, channels // groups, atlas_height, atlas_width),
@@ -168,12 +172,12 @@ def _warp(
     # Stacking the R grids vertically samples all boxes in one call without copying the atlas once per box.
     atlas = sampling.atlas
     sampled = F.grid_sample(
-        atlas,
+        atlas.to(grid.dtype),
         grid.reshape(1, num_boxes * output_size, output_size, 2).expand(atlas.shape[0], -1, -1, -1),
         mode="bilinear",
         padding_mode="zeros",
         align_corners=False,
-    )  # [groups, C / groups, R * S, S]
+    ).to(dtype)  # [groups, C / groups, R * S, S]
     sampled = sampled.view(channels, num_boxes, output_size, output_size).transpose(0, 1)
     inside = sampling.inside_y[:, :, None] & sampling.inside_x[:, None, :]  # [R, S(y), S(x)]
     if not inside.all():  # boxes clipped to the image never leave the map: skip the product then

@@ -1,0 +1,82 @@
+"""Whether mmcv's compiled ops can run on the GPU that training, testing or benchmarking would use.
+
+mmcv 2.1.0 compiles its CUDA kernels only when its setup.py sees ``torch.cuda.is_available()`` or
+``FORCE_CUDA=1`` (``tools/build_mmcv_wheel.sh`` sees to it); a CPU-only build imports fine and says so through
+``mmcv.ops.get_compiling_cuda_version()``, which returns ``"not available"`` (mmcv/ops/csrc/pytorch/info.cpp).
+Such a build fails only at the first CUDA forward of mmdet's RoIAlign, NMS or deformable attention
+("nms_impl: implementation for device cuda:0 not found"); a build for other GPU architectures fails there with
+"no kernel image is available". Both are caught here before anything is built, in one line.
+"""
+
+from __future__ import annotations
+
+from mnc_bench.errors import UserError, one_line
+
+CPU_ONLY_BUILD = "not available"  # what a CPU-only mmcv build reports as its CUDA version
+FIX = ("rebuild mmcv on a GPU machine with `make install` (or set TORCH_CUDA_ARCH_LIST and run "
+       "tools/build_mmcv_wheel.sh; see docs/gpu.md), or hide the GPUs (CUDA_VISIBLE_DEVICES=) to run on the "
+       "CPU")
+
+
+def mmcv_cuda_version() -> str | None:
+    """The CUDA version mmcv's ops were compiled with; None for a CPU-only build. Raises ImportError when the
+    ops do not load at all."""
+    from mmcv.ops import get_compiling_cuda_version
+
+    version = get_compiling_cuda_version()
+    return None if version == CPU_ONLY_BUILD else version
+
+
+def mmcv_ops_on_cuda_problem(device: str = "cuda") -> str | None:
+    """Why mmcv's ops cannot run on ``device`` (a CUDA device), or None when they can: the build has no CUDA
+    kernels, or a probe (NMS of two boxes) fails there, e.g. for kernels of other GPU architectures."""
+    try:
+        version = mmcv_cuda_version()
+    except ImportError as exc:
+        return f"mmcv's ops do not load ({type(exc).__name__}: {one_line(exc)})"
+    if version is None:
+        return "mmcv's ops were built without CUDA kernels (a CPU-only build)"
+    import torch
+    from mmcv.ops import nms
+
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0]], device="cpu")
+    try:
+        nms(boxes.to(device), torch.tensor([0.9, 0.8], device="cpu").to(device), 0.5)
+    except RuntimeError as exc:
+        return f"mmcv's ops (built with CUDA {version}) fail on {device}: {one_line(exc)}"
+    return None
+
+
+def require_mmcv_ops_for(device: str, what: str) -> None:
+    """A one-line UserError when ``what`` would run on a CUDA ``device`` that mmcv's ops cannot serve."""
+    if not device.startswith("cuda"):
+        return
+    problem = mmcv_ops_on_cuda_problem(device)
+    if problem is not None:
+        raise UserError(f"{what} would run on {device}, but {problem}: mmdet's models fail at their first "
+                        f"CUDA forward; {FIX}")
+
+
+def require_mmcv_cuda_build(what: str) -> None:
+    """A one-line UserError when ``what`` will run on GPUs elsewhere (Slurm nodes, from this environment) and
+    mmcv's ops here have no CUDA kernels; with a GPU visible here, the ops are also tried on it."""
+    import torch
+
+    if torch.cuda.is_available():
+        require_mmcv_ops_for("cuda", what)
+        return
+    try:
+        version = mmcv_cuda_version()
+    except ImportError as exc:
+        raise UserError(f"{what}: mmcv's ops do not load ({type(exc).__name__}: {one_line(exc)})") from exc
+    if version is None:
+        raise UserError(f"{what} will run on GPUs, but mmcv's ops in this environment were built without "
+                        "CUDA kernels (a CPU-only build): mmdet's models fail at their first CUDA forward; "
+                        f"{FIX}")
+
+
+def training_device() -> str:
+    """The device mmengine's Runner puts the model on: the current CUDA device when one is visible."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

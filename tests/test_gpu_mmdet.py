@@ -1,0 +1,87 @@
+"""GPU tier, half that needs mmcv built with CUDA kernels: mmcv's ops on CUDA against the CPU, every shapes
+config for 5 iterations and a test pass on the GPU in fp32 and with --amp, and `bench models --device cuda`.
+
+Run with `make test-gpu` (about 20 short trainings). Skipped, saying why, without a GPU or without CUDA
+kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("mmcv.ops")
+from mnc_bench.cli import main  # noqa: E402
+from mnc_bench.gpu import mmcv_ops_on_cuda_problem  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPES_CONFIGS = sorted(REPO.glob("configs/*/*_shapes*.py"))
+
+
+def _skip_reason() -> str | None:
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU: torch.cuda.is_available() is False"
+    return mmcv_ops_on_cuda_problem("cuda")
+
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))]
+
+
+def test_mmcv_roi_align_and_nms_match_the_cpu():
+    from mmcv.ops import RoIAlign, nms
+
+    torch.manual_seed(0)
+    features = torch.randn(2, 16, 32, 32)
+    rois = torch.tensor([[0, 1.5, 2.0, 20.3, 25.1], [1, 8.0, 3.5, 30.0, 12.2], [1, -4.0, -2.0, 6.0, 9.0]])
+    align = RoIAlign(output_size=7, spatial_scale=0.5, sampling_ratio=2, aligned=True)
+    torch.testing.assert_close(align(features.cuda(), rois.cuda()).cpu(), align(features, rois),
+                               rtol=1e-4, atol=1e-5)
+    boxes = torch.rand(200, 2) * 100
+    boxes = torch.cat((boxes, boxes + 5 + torch.rand(200, 2) * 40), dim=1)
+    scores = torch.rand(200)
+    _, keep_cpu = nms(boxes, scores, 0.5)
+    _, keep_cuda = nms(boxes.cuda(), scores.cuda(), 0.5)
+    assert torch.equal(keep_cuda.cpu(), keep_cpu)
+
+
+def _options(root: Path) -> list[str]:
+    return [f"data_root={root}/", "train_cfg.max_iters=5", "train_cfg.val_interval=5",
+            "train_cfg.val_begin=100", "train_dataloader.batch_size=2", "default_hooks.checkpoint.interval=5",
+            "default_hooks.logger.interval=1"]
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "amp"])
+@pytest.mark.parametrize("config", SHAPES_CONFIGS, ids=lambda path: path.stem)
+def test_five_iterations_and_a_test_pass_on_the_gpu(config, amp, shapes_dataset, tmp_path, capsys):
+    work = tmp_path / "work"
+    precision = ["--amp"] if amp else []
+    torch.cuda.reset_peak_memory_stats()
+    code = main(["train", str(config), "--work-dir", str(work), *precision,
+                 "--cfg-options", *_options(shapes_dataset)])
+    assert code == 0 and (work / "iter_5.pth").is_file(), capsys.readouterr().err[-2000:]
+    assert torch.cuda.max_memory_allocated() > 0  # the model trained on the GPU
+    checkpoint = torch.load(work / "iter_5.pth", map_location="cpu", weights_only=False)
+    assert ("loss_scaler" in checkpoint["optimizer"]) == amp  # AmpOptimWrapper's GradScaler state
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    out = tmp_path / "pred.json"
+    code = main(["test", str(config), str(work / "iter_5.pth"), "--out", str(out), "--work-dir", str(work),
+                 *precision, "--cfg-options", *_options(shapes_dataset)])
+    printed = capsys.readouterr().out
+    assert code == 0 and f"predictions {out}" in printed
+    assert isinstance(json.loads(out.read_text()), list)
+
+
+def test_bench_models_on_the_gpu(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "models", "--device", "cuda", "--repeats", "3", "--train-iters", "2",
+                 "--warmup", "1", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["settings"]["device"] == "cuda" and figures["machine"]["gpu"]
+    for record in figures["models"]:  # every default model measured on the GPU, inference and training
+        for key in ("infer_ms_median", "train_s_per_iter", "train_gflops_per_iter"):
+            assert math.isfinite(record[key]) and record[key] > 0, (record["model"], key)
