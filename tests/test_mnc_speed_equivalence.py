@@ -333,5 +333,7 @@ def test_compiled_kernels_equal_the_eager_ones(monkeypatch):
         results[compile_flag] = _pooled_outputs_and_gradients(
             lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes, masks, weights)
     assert window_kernels._compiled  # the compiled kernels ran
-    for got, expected in zip(results["1"], results["0"]):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # The compiled reductions add in another order: float32 sums of up to a few thousand terms (the feature
+    # gradients) then differ by ~1e-5 relative; a wrong index or weight differs by O(1).
+    for got, expected in zip(results["1"], results["0"], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -177,7 +177,7 @@ def _warp(
         mode="bilinear",
         padding_mode="zeros",
         align_corners=False,
-    ).to(dtype)  # [groups, C / groups, R * S, S]
+    ).to(atlas.dtype)  # [groups, C / groups, R * S, S]
     sampled = sampled.view(channels, num_boxes, output_size, output_size).transpose(0, 1)
     inside = sampling.inside_y[:, :, None] & sampling.inside_x[:, None, :]  # [R, S(y), S(x)]
     if not inside.all():  # boxes clipped to the image never leave the map: skip the product then
