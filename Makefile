@@ -69,9 +69,14 @@ test-long: install
 	$(PY) -m pytest -m long
 
 # CPU-sized (< 5 min on 2 cores): the four shapes models at 128 px (10 images per model and threshold, 4 training
-# iterations each after 1 warm-up), then dataset generation and evaluation.
+# iterations each after 1 warm-up), then dataset generation and evaluation. The models table says which weights
+# each model ran with. WEIGHTS=ask (default) offers the checkpoints of finished suite runs of the shapes configs
+# under results/ where there are any (a prompt at a terminal, otherwise a line saying how to use them);
+# WEIGHTS=trained uses them, WEIGHTS=random never looks. Random weights mislead about MNC's ratios.
+WEIGHTS ?= ask
 bench: install
-	$(VENV)/bin/mnc-bench bench models --repeats 10 --train-iters 4 --warmup 1 --json results/bench/models.json
+	$(VENV)/bin/mnc-bench bench models --weights $(WEIGHTS) --repeats 10 --train-iters 4 --warmup 1 \
+		--json results/bench/models.json
 	$(VENV)/bin/mnc-bench bench data
 	$(VENV)/bin/mnc-bench bench eval
 

@@ -502,11 +502,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "models":
         from mnc_bench.bench.models import ModelsBenchSettings, bench_models
 
+        from mnc_bench.bench.weights import choose_checkpoints
+
         if args.profile:
             check_writable_output(args.profile, "--profile", directory=True)
+        checkpoints = choose_checkpoints(args.weights, args.configs, dict(args.checkpoint or []),
+                                         results_root=args.results)
         settings = ModelsBenchSettings(
             configs=tuple(args.configs), sizes=tuple(args.size), batch=args.batch, repeats=args.repeats,
-            train_iters=args.train_iters, warmup=args.warmup, checkpoints=dict(args.checkpoint or []),
+            train_iters=args.train_iters, warmup=args.warmup, checkpoints=checkpoints,
             device=args.device, threads=args.threads, profile_dir=args.profile)
         figures = bench_models(settings)
     elif args.bench_command == "data":
@@ -559,6 +563,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                         help="untimed images and iterations per model before timing (default 2)")
     models.add_argument("--checkpoint", nargs="+", type=_model_checkpoint, metavar="MODEL=CKPT",
                         help="trained weights for a model, MODEL being its config stem (random weights otherwise)")
+    models.add_argument("--weights", choices=("random", "trained", "ask"), default="random",
+                        help="for models without --checkpoint: random weights (default); 'trained': the "
+                        "checkpoint of a finished suite run of the unchanged config under --results, where there "
+                        "is one; 'ask': offer those (a prompt at a terminal). Random weights mislead about "
+                        "MNC's ratios")
+    models.add_argument("--results", default="results", metavar="DIR",
+                        help="where --weights trained/ask look for suite runs (default results)")
     models.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     models.add_argument("--threads", type=_positive_int, default=None,
                         help="torch intra-op threads (default: torch's, i.e. OMP_NUM_THREADS or the core count)")

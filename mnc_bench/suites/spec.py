@@ -48,6 +48,13 @@ SLURM_KEYS = {"partition": str, "gpus_per_run": int, "cpus_per_run": int, "timeo
 NEUTRAL_KEYS = ("work_dir", "launcher", "resume", "log_level", "log_processor", "visualizer", "vis_backends",
                 "dataset_layout", "default_hooks.logger", "default_hooks.checkpoint", "default_hooks.timer",
                 "default_hooks.visualization", "randomness.seed")
+
+
+def is_neutral_option(key: str) -> bool:
+    """Whether a --cfg-options key lies under one of NEUTRAL_KEYS (it cannot change a run's results)."""
+    return any(key == neutral or key.startswith(neutral + ".") for neutral in NEUTRAL_KEYS)
+
+
 ID_LENGTH = 12
 
 

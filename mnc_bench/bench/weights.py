@@ -1,0 +1,98 @@
+"""Which weights `bench models` runs each model with: random, or the checkpoint of a finished suite run.
+
+Speed ratios with random weights mislead about MNC: a random model gives every class of every proposal about the
+same score, so it keeps its whole detection budget above any score threshold (100 detections to vote and paste
+where a trained shapes model keeps about 12), and the training step's costs follow the proposals and labels the
+weights produce. Trained weights are what a comparison should use; this module finds them among the suites'
+results.
+
+A run qualifies for a config when it ran that config file unchanged (only options that cannot change its
+results, `suites.spec.NEUTRAL_KEYS`), finished, and left a whole checkpoint; among several, seed 0 first, then
+the most recently finished.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnc_bench.checkpoints import latest_good_checkpoint
+from mnc_bench.errors import UserError
+from mnc_bench.suites.rundir import RunDir, list_run_dirs
+from mnc_bench.suites.spec import is_neutral_option
+
+WEIGHT_CHOICES = ("random", "trained", "ask")
+
+
+@dataclass(frozen=True)
+class TrainedCheckpoint:
+    """A finished suite run's checkpoint of one model config."""
+
+    model: str  # the config's stem
+    path: Path
+    run: str  # <suite>/<run-id>
+    seed: int
+    ended: str  # status.json's end time (ISO 8601)
+
+
+def _candidate(run_dir: RunDir, configs: dict[str, str]) -> TrainedCheckpoint | None:
+    run, status = run_dir.read_json("run.json"), run_dir.status()
+    if not isinstance(run, dict) or status.get("state") != "done":
+        return None
+    model = configs.get(Path(str(run.get("config", ""))).as_posix())
+    options = run.get("cfg_options") or {}
+    if model is None or not all(is_neutral_option(key) for key in options):
+        return None
+    checkpoint = latest_good_checkpoint(run_dir.work_dir)
+    if checkpoint is None:
+        return None
+    return TrainedCheckpoint(model=model, path=checkpoint, run=f"{run_dir.path.parent.name}/{run_dir.run_id}",
+                             seed=int(run.get("seed", 0)), ended=str(status.get("ended") or ""))
+
+
+def find_trained_checkpoints(configs: Sequence[str], results_root: str | Path = "results"
+                             ) -> dict[str, TrainedCheckpoint]:
+    """For each of `configs` (paths as the suites name them, e.g. configs/mnc/mnc_3stage_shapes.py) that some
+    finished run under `results_root`/<suite>/ trained unchanged, its checkpoint, by config stem."""
+    wanted = {Path(config).as_posix(): Path(config).stem for config in configs}
+    root = Path(results_root)
+    found: dict[str, list[TrainedCheckpoint]] = {}
+    for suite_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        for run_dir in list_run_dirs(suite_dir):
+            candidate = _candidate(run_dir, wanted)
+            if candidate is not None:
+                found.setdefault(candidate.model, []).append(candidate)
+    # Seed 0 first, then the latest to finish.
+    return {model: max(runs, key=lambda c: (c.seed == 0, c.ended)) for model, runs in found.items()}
+
+
+def choose_checkpoints(mode: str, configs: Sequence[str], explicit: dict[str, str], *,
+                       results_root: str | Path = "results", print_fn: Callable[[str], None] = print,
+                       ask: Callable[[str], str] | None = None) -> dict[str, str]:
+    """The checkpoints `bench models` uses, by config stem: `explicit` ones (--checkpoint) always; with mode
+    "trained" also those found (`find_trained_checkpoints`); with "ask" those found if the user says so at a
+    terminal (`ask`, default `input` when stdin is one), else only a line saying how to use them."""
+    if mode not in WEIGHT_CHOICES:
+        raise UserError(f"--weights: one of {', '.join(WEIGHT_CHOICES)}, got {mode!r}")
+    if mode == "random":
+        return dict(explicit)
+    found = {model: checkpoint for model, checkpoint in
+             find_trained_checkpoints(configs, results_root).items() if model not in explicit}
+    if not found:
+        print_fn(f"-- no finished suite run under {results_root}/ trained these configs unchanged: "
+                 "models without --checkpoint run with random weights")
+        return dict(explicit)
+    for checkpoint in found.values():
+        print_fn(f"-- trained weights found: {checkpoint.model}: {checkpoint.path} "
+                 f"(run {checkpoint.run}, seed {checkpoint.seed})")
+    if mode == "ask":
+        if ask is None and not sys.stdin.isatty():
+            print_fn("-- not using them (no terminal to ask at): `make bench WEIGHTS=trained` or "
+                     "`mnc-bench bench models --weights trained` does")
+            return dict(explicit)
+        answer = (ask or input)("Use these trained weights? Random weights mislead about MNC. [Y/n] ")
+        if answer.strip().lower() not in ("", "y", "yes"):
+            return dict(explicit)
+    return {**{model: str(checkpoint.path) for model, checkpoint in found.items()}, **explicit}
