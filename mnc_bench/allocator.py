@@ -38,9 +38,10 @@ def tune_allocator() -> bool:
     try:
         libc = ctypes.CDLL(None)  # the process's own symbols: libc's, without find_library's ldconfig subprocess
         mallopt = libc.mallopt
-        # gnu_get_libc_version exists in glibc only: other C libraries' mallopt takes other parameter numbers.
-        libc.gnu_get_libc_version
     except (OSError, AttributeError):
+        return False
+    # gnu_get_libc_version exists in glibc only: other C libraries' mallopt takes other parameter numbers.
+    if not hasattr(libc, "gnu_get_libc_version"):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _applied = all(mallopt(parameter, value) == 1 for parameter, value in SETTINGS.items())

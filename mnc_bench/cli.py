@@ -501,7 +501,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         check_writable_output(args.json, "--json")
     if args.bench_command == "models":
         from mnc_bench.bench.models import ModelsBenchSettings, bench_models
-
         from mnc_bench.bench.weights import choose_checkpoints
 
         if args.profile:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 OPS_KEY, OPS_LOADED = "mmcv ops", "loaded"
 OPS_CUDA_KEY = "mmcv ops on the GPU"
 # Without these nothing trains or tests; the other entries are information.

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnc_bench.amp import TEST_OPTIONS, TRAIN_OPTIONS, add_loss_scale_hook, require_amp_device
-from mnc_bench.checkpoints import allow_mmengine_checkpoint_globals, latest_good_checkpoint, require_local_checkpoint
+from mnc_bench.checkpoints import (
+    allow_mmengine_checkpoint_globals,
+    latest_good_checkpoint,
+    require_local_checkpoint,
+)
 from mnc_bench.config_loading import load_config
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.gpu import require_mmcv_ops_for, training_device

@@ -45,8 +45,8 @@ from scipy.stats import f_oneway, permutation_test
 from mnc_bench.errors import UserError
 from mnc_bench.reporting.compare import DEFAULT_VALUE, value_text
 from mnc_bench.reporting.metrics import column, difference_text, number
-from mnc_bench.suites.contract import AXIS_PREFIX
 from mnc_bench.reporting.stats import CONFIDENCE, SEED, Interval, compare, summarize
+from mnc_bench.suites.contract import AXIS_PREFIX
 
 CLAIM_KEYS = ("claim", "source", "suite", "metrics", "higher", "than", "varies", "note")
 N_PERMUTATIONS = 10_000

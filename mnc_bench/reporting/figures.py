@@ -5,6 +5,7 @@ with the reason when its data is absent."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -280,7 +281,7 @@ def speed_figure(
     data = _measured(done[done["variant"] == ""], metric)
     multi_suite = data["suite"].nunique() > 1
     points = []
-    for (suite, model, variant), runs in data.groupby(GROUP_COLUMNS, sort=True):
+    for (suite, model, _variant), runs in data.groupby(GROUP_COLUMNS, sort=True):
         speed = bench[bench["model"] == model]
         if speed.empty:
             continue

@@ -12,8 +12,14 @@ import pandas as pd
 from mnc_bench.reporting.analysis import PER_MODEL, Analysis
 from mnc_bench.reporting.claims import ClaimResult, measured_text, tested_text
 from mnc_bench.reporting.compare import best_groups
-from mnc_bench.reporting.metrics import (column, difference_text, mean_std, number, probability_text,
-                                         verdict_text)
+from mnc_bench.reporting.metrics import (
+    column,
+    difference_text,
+    mean_std,
+    number,
+    probability_text,
+    verdict_text,
+)
 from mnc_bench.reporting.paths import PathDisplay
 from mnc_bench.reporting.provenance import Provenance
 from mnc_bench.reporting.published import BLOCK_TITLE, display_value, relevant

@@ -15,7 +15,6 @@ Two implementations of one interface (`RoIFeatures`):
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch
