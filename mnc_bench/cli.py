@@ -236,8 +236,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _cfg_option(text: str) -> str:
-    # nargs="+" also swallows a positional that follows (`--cfg-options k=v CONFIG`), which argparse would then
-    # report as missing: name the token instead.
+    # nargs="+" also swallows a positional that follows (`--cfg-options k=v CONFIG`), which argparse would
+    # then report as missing: name the token instead.
     if "=" in text:
         return text
     import os

@@ -17,13 +17,14 @@ _NOT_IMPORTABLE = "not importable"
 
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-# What decides a result: the code and the configs. A README edit does not make a run's code differ from its commit.
+# What decides a result: the code and the configs. A README edit does not make a run's code differ from its
+# commit.
 RESULT_PATHS = ("mnc_bench", "configs")
 
 
 def checkout_commit(root: Path = CHECKOUT) -> tuple[str, bool]:
-    """HEAD of the git checkout at ``root`` and whether its code or configs (:data:`RESULT_PATHS`) have uncommitted
-    changes, new files included; ``("", False)`` outside a git checkout or without git."""
+    """HEAD of the git checkout at ``root`` and whether its code or configs (:data:`RESULT_PATHS`) have
+    uncommitted changes, new files included; ``("", False)`` outside a git checkout or without git."""
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
@@ -91,8 +92,8 @@ def format_env(info: dict[str, str]) -> str:
 
 
 def env_problems(info: dict[str, str]) -> list[str]:
-    """What in ``info`` stops training and testing: a required package that does not import, mmcv's compiled ops
-    not loading (mmdet's RoIAlign / NMS; ``mmcv-lite`` or an mmcv built for another torch)."""
+    """What in ``info`` stops training and testing: a required package that does not import, mmcv's compiled
+    ops not loading (mmdet's RoIAlign / NMS; ``mmcv-lite`` or an mmcv built for another torch)."""
     problems = [f"{name} is {info[name]}" for name in REQUIRED if info[name].startswith(_NOT_IMPORTABLE)]
     if info[OPS_KEY] != OPS_LOADED:
         problems.append(f"mmcv ops {info[OPS_KEY]}: mmdet's models cannot run (mmcv must be built with its ops "

@@ -15,8 +15,8 @@ def register_all() -> None:
     """Register mmdet's modules, PANet's (``baselines/``, installed as ``mnc_bench.baselines``), MNC's adapter
     (model type ``MNC``), the video models (``FrameLinkVIS``, ``VideoMNC``), the RoI layer
     ``SeparableRoIAlign``, the evaluation metrics ``MNCBenchMetric`` and ``MNCBenchVideoMetric``, the
-    soft-mask writer, the test-time transform ``CorruptImage`` and the hook ``LossScaleHook`` of mixed precision
-    (idempotent)."""
+    soft-mask writer, the test-time transform ``CorruptImage`` and the hook ``LossScaleHook`` of mixed
+    precision (idempotent)."""
     import warnings
 
     import mmcv.ops

@@ -1,8 +1,8 @@
 """The one training and evaluation path: config -> checks -> mmengine Runner -> train / test.
 
-Every model (MNC, Mask R-CNN, PANet) goes through :func:`train` and :func:`evaluate_checkpoint`, so the dataset
-pipeline, schedule, evaluator and checkpointing are the same code for all of them. Before anything is built the
-config is read with every module registered (:mod:`mnc_bench.config_loading`) and checked
+Every model (MNC, Mask R-CNN, PANet) goes through :func:`train` and :func:`evaluate_checkpoint`, so the
+dataset pipeline, schedule, evaluator and checkpointing are the same code for all of them. Before anything is
+built the config is read with every module registered (:mod:`mnc_bench.config_loading`) and checked
 (:mod:`mnc_bench.preflight`: datasets, local pretrained weights, model type, loops, dataloaders); checkpoints
 are read safely and only when whole (:mod:`mnc_bench.checkpoints`).
 
@@ -244,17 +244,19 @@ def _join_cpu_process_group(cfg, launcher: str) -> None:
 
 
 def _build_runner(cfg):
-    """mmengine's Runner for ``cfg`` (which has passed the pre-flight checks). Config values that only the model
-    can judge are ConfigErrors raised by the model itself; any other exception is a bug and keeps its traceback."""
+    """mmengine's Runner for ``cfg`` (which has passed the pre-flight checks). Config values that only the
+    model can judge are ConfigErrors raised by the model itself; any other exception is a bug and keeps its
+    traceback."""
     from mmengine.runner import Runner
 
     if not cfg.get("experiment_name"):
-        # mmengine names the logger and visualizer '<stem>_<timestamp to the second>' and hands out an existing
-        # instance of that name: two runs of one config in one process within a second would share one log.
+        # mmengine names the logger and visualizer '<stem>_<timestamp to the second>' and hands out an
+        # existing instance of that name: two runs of one config in one process within a second would share
+        # one log.
         cfg.experiment_name = f"{Path(cfg.filename or 'run').stem}_{uuid.uuid4().hex[:8]}"
     if isinstance(cfg.get("visualizer"), dict):
-        # mmdet's configs name it 'visualizer', and mmengine hands out the instance of that name that exists: every
-        # later run in the process would write its scalars and config into the first run's vis_data.
+        # mmdet's configs name it 'visualizer', and mmengine hands out the instance of that name that exists:
+        # every later run in the process would write its scalars and config into the first run's vis_data.
         cfg.visualizer["name"] = cfg.experiment_name
     return Runner.from_cfg(cfg)
 

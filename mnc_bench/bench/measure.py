@@ -5,8 +5,8 @@ actually runs (data-dependent branches, Python loops and backward passes include
 as 2 FLOPs like the matmul peak. It counts matrix products and convolutions (mm, addmm, bmm, baddbmm,
 convolution and their backward, attention); it does NOT count element-wise ops, activations, normalisation,
 pooling, interpolation and `grid_sample`, nor ops outside the dispatcher (mmcv's RoIAlign and NMS; of the
-shapes configs' SeparableRoIAlign it counts the backward's matrix products, not torchvision's forward). For these
-models the counted ops are the bulk of the arithmetic but not of the time.
+shapes configs' SeparableRoIAlign it counts the backward's matrix products, not torchvision's forward). For
+these models the counted ops are the bulk of the arithmetic but not of the time.
 """
 
 from __future__ import annotations

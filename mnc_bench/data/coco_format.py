@@ -2,13 +2,14 @@
 
 Readers report what the rules find to a :class:`Problems` sink, in one of two modes:
 
-* :class:`CollectProblems` -- ``mnc-bench data check`` lists every problem, one line each, naming records by id;
-* :class:`RaiseOnFirst` -- the evaluators (ground truth, results files) stop at the first problem with a one-line
-  :class:`UserError` naming the file, the record and the field.
+* :class:`CollectProblems` -- ``mnc-bench data check`` lists every problem, one line each, naming records by
+  id;
+* :class:`RaiseOnFirst` -- the evaluators (ground truth, results files) stop at the first problem with a
+  one-line :class:`UserError` naming the file, the record and the field.
 
 A training dataset and evaluation ground truth follow the same rules. A dataset must also hold what training
-reads (``file_name``, ``segmentation``); evaluation ground truth may be box-only, and its masks are checked, by
-the same rules, once a mask metric needs them (:func:`ground_truth_masks`).
+reads (``file_name``, ``segmentation``); evaluation ground truth may be box-only, and its masks are checked,
+by the same rules, once a mask metric needs them (:func:`ground_truth_masks`).
 
 Decisions where the readers used to disagree:
 
@@ -77,7 +78,8 @@ class TooManyProblems(Exception):
 
 
 class Problems(ABC):
-    """Where the rules report. A subclass decides whether to go on after a problem and how records are named."""
+    """Where the rules report. A subclass decides whether to go on after a problem and how records are
+    named."""
 
     @abstractmethod
     def add(self, where: str, message: str) -> None: ...
@@ -330,7 +332,8 @@ def bbox_problem(bbox: Any, *, allow_empty: bool) -> str | None:
 def segmentation_rles(
     segmentations: Sequence[Any], sizes: Sequence[tuple[int, int]], wheres: Sequence[str], out: Problems
 ) -> list[dict[str, Any] | None]:
-    """Each segmentation (polygons, RLE) as compressed RLE for its image size, or None after reporting why not.
+    """Each segmentation (polygons, RLE) as compressed RLE for its image size, or None after reporting why
+    not.
 
     The runs of compressed RLE strings are checked in one vectorised pass (pycocotools' C code trusts them).
     """

@@ -1,4 +1,5 @@
-"""Convert SBD's instance masks for PASCAL VOC (Hariharan et al. 2011) to COCO json (``mnc-bench data sbd2coco``).
+"""Convert SBD's instance masks for PASCAL VOC (Hariharan et al. 2011) to COCO json
+(``mnc-bench data sbd2coco``).
 
 SBD (``benchmark_RELEASE/dataset``) holds, per image id (``2008_000002``):
 
@@ -109,7 +110,8 @@ def _load_struct(path: Path, struct_name: str) -> Any:
 
 def read_sbd_instances(inst_path: Path, cls_path: Path | None = None) -> tuple[list[np.ndarray], list[int], int]:
     """Instance masks (H x W bool, instance order, empty ones dropped), their VOC class ids (1..20), and how
-    many disagree with the majority class of ``GTcls.Segmentation`` under the mask (0 without ``cls_path``)."""
+    many disagree with the majority class of ``GTcls.Segmentation`` under the mask (0 without
+    ``cls_path``)."""
     gt = _load_struct(inst_path, "GTinst")
     segmentation = np.asarray(_struct_field(gt, "Segmentation", inst_path, "GTinst"))
     categories = np.atleast_1d(np.asarray(_struct_field(gt, "Categories", inst_path, "GTinst"))).astype(np.int64)

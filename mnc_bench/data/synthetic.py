@@ -123,7 +123,8 @@ def rasterise(shape: Shape, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
 
 
 def background(rng: np.random.Generator, config: ShapesConfig) -> np.ndarray:
-    """A textured background: colour gradient + low-frequency blobs + stripes + pixel noise. [H, W, 3] float."""
+    """A textured background: colour gradient + low-frequency blobs + stripes + pixel noise. [H, W, 3]
+    float."""
     size = config.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     base = rng.uniform(40, 215, size=3)

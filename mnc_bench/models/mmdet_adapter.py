@@ -299,10 +299,10 @@ class MNC(BaseDetector):
         return (cls_scores, bbox_preds), proposals
 
     def proposals(self, features: Sequence[Tensor], batch_data_samples: SampleList) -> list[Tensor]:
-        """What stage 2 receives at test time, per image: boxes [R, 4] (x1, y1, x2, y2) in network-input pixels,
-        best first, after the proposal controls (cap, jitter, oracle, random; the oracle needs the samples'
-        `gt_instances`). `features` are `extract_feat`'s [B, C, H_l, W_l] per level. For scoring stage 1
-        (proposal recall); MNC's proposals carry no score of their own."""
+        """What stage 2 receives at test time, per image: boxes [R, 4] (x1, y1, x2, y2) in network-input
+        pixels, best first, after the proposal controls (cap, jitter, oracle, random; the oracle needs the
+        samples' `gt_instances`). `features` are `extract_feat`'s [B, C, H_l, W_l] per level. For scoring
+        stage 1 (proposal recall); MNC's proposals carry no score of their own."""
         _, proposals = self._proposals(features, batch_data_samples, training=False)
         return proposals
 

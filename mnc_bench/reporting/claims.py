@@ -1,4 +1,5 @@
-"""Claims tested by suites: a YAML file of claims -> one verdict per claim and metric, following the intervals.
+"""Claims tested by suites: a YAML file of claims -> one verdict per claim and metric, following the
+intervals.
 
 A claims file is a list of records, read with a safe loader::
 
@@ -252,7 +253,8 @@ def _anova_permutation_p(cells: list[np.ndarray]) -> float:
 
 
 def selector_text(selector: Mapping[str, Any]) -> str:
-    """'box_grad=True, num_stages=5': each axis by its last key component, values as the report prints them."""
+    """'box_grad=True, num_stages=5': each axis by its last key component, values as the report prints
+    them."""
     return ", ".join(f"{key.split('.')[-1]}={claim_value_text(value)}" for key, value in selector.items())
 
 

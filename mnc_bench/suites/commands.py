@@ -119,8 +119,9 @@ def local_executor(workers: int, track: str | None, *, prestart: bool) -> LocalE
 
     executor = LocalExecutor(workers, track=track)
     if prestart:
-        # Workers import torch and mmdet (seconds) while this process validates the suite, on the cores it leaves
-        # free: more importers than that would delay the validation, hence every run, as much as they save.
+        # Workers import torch and mmdet (seconds) while this process validates the suite, on the cores it
+        # leaves free: more importers than that would delay the validation, hence every run, as much as they
+        # save.
         executor.prestart(max(1, min(workers, available_cores() - 1)))
     return executor
 
@@ -148,7 +149,8 @@ def format_timing(record: Mapping[str, Any]) -> str:
     parts = [f"wall {wall:.1f} s", f"runs' own time {runs:.1f} s over {record.get('runs', 0)} run(s)"]
     workers = max(1, int(record.get("workers") or 1))
     if wall and runs:
-        # Slots idle after the last launch (nothing left to start) are the suite's shape, not the runner's cost.
+        # Slots idle after the last launch (nothing left to start) are the suite's shape, not the runner's
+        # cost.
         tail = min(record.get("tail_idle_s") or 0.0, max(0.0, workers * wall - runs))
         overhead = max(0.0, workers * wall - runs - tail) / (workers * wall)
         detail = [f"runs' time / {workers} workers"] if workers > 1 else []

@@ -1,5 +1,5 @@
-"""The runner's progress: a live rich table on a terminal (done / failed / running / left, ETA, the running runs
-with their iteration), plain lines otherwise (one per start and end of a run)."""
+"""The runner's progress: a live rich table on a terminal (done / failed / running / left, ETA, the running
+runs with their iteration), plain lines otherwise (one per start and end of a run)."""
 
 from __future__ import annotations
 
@@ -87,8 +87,8 @@ class SuiteProgress:
 
     def eta_s(self) -> float | None:
         """When the last run should end: each running run ends at its own iteration rate (or after the mean
-        duration of its kind), each queued run takes the mean duration of its kind, and runs go to the first free
-        slot in queue order. None until some duration can be estimated."""
+        duration of its kind), each queued run takes the mean duration of its kind, and runs go to the first
+        free slot in queue order. None until some duration can be estimated."""
         now = time.time()
         ends = []
         for run_id, (run_dir, start) in self.running.items():

@@ -1,4 +1,5 @@
-"""Proposal recall (AR@k) of a trained model on its test split, for suites that list ``proposals/...`` metrics.
+"""Proposal recall (AR@k) of a trained model on its test split, for suites that list ``proposals/...``
+metrics.
 
 The test pass scores final detections only, so the proposals are taken in a second pass over the test images
 (batch 1): stage 1 of a freshly built model with the trained weights. For MNC that is the RPN output after the

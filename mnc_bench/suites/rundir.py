@@ -75,15 +75,17 @@ class RunDir:
         return self.path / WORK_DIR
 
     def read_json(self, name: str) -> Any:
-        """Parsed ``name`` or None when it is missing; a corrupt file (not written by us) also reads as None."""
+        """Parsed ``name`` or None when it is missing; a corrupt file (not written by us) also reads as
+        None."""
         try:
             return json.loads(self.file(name).read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
 
     def write_json(self, name: str, data: Any, *, nan_as_null: bool = False) -> None:
-        """Write ``name`` atomically; ``nan_as_null`` for numbers where NaN means 'undefined' (metrics), so the
-        file is strict JSON. Elsewhere a NaN stays NaN (a suite may set a loss weight to .nan on purpose)."""
+        """Write ``name`` atomically; ``nan_as_null`` for numbers where NaN means 'undefined' (metrics), so
+        the file is strict JSON. Elsewhere a NaN stays NaN (a suite may set a loss weight to .nan on
+        purpose)."""
         write_json(self.file(name), _strict(data) if nan_as_null else data, indent=1)
 
     def read_run(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""``mnc-bench run``: plan a validated suite against its results directory, prepare the run directories and the
-data, execute the runs that need it, record how the invocation went.
+"""``mnc-bench run``: plan a validated suite against its results directory, prepare the run directories and
+the data, execute the runs that need it, record how the invocation went.
 
 What happens to each run of the plan:
 
@@ -287,8 +287,8 @@ def _still_held(run_dir: RunDir, exit_code: int | None) -> bool:
 
 
 def _first_iteration(todo: list[PlannedRun]) -> dict[str, float | None]:
-    """When the first of this invocation's runs began and finished a training iteration, and how long that run's
-    worker took to build its runner (config, model, data, hooks) after it got the run."""
+    """When the first of this invocation's runs began and finished a training iteration, and how long that
+    run's worker took to build its runner (config, model, data, hooks) after it got the run."""
     stats = [s for p in todo
              if isinstance(s := p.run_dir.read_json(RUN_STATS_JSON), dict) and s.get("first_iter_at")]
     if not stats:

@@ -99,7 +99,8 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
     import torch  # loaded by the training already
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    # CPU time next to wall time: on a shared machine it tells what the run would take with its cores to itself.
+    # CPU time next to wall time: on a shared machine it tells what the run would take with its cores to
+    # itself.
     # The threads torch used (not only an explicit --threads): s/iter means little without them.
     stats.update(worker_time_s=time.time() - started, worker_started_at=started, threads=torch.get_num_threads(),
                  cpu_time_s=usage.ru_utime + usage.ru_stime)
@@ -164,9 +165,9 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
 
 
 def _requeue_exit(exc: BaseException) -> SystemExit | None:
-    """The SystemExit with which submitit requeues a preempted or timed-out job (raised from its signal handler,
-    anywhere in the training code), also when library code turned it into another exception on its way up (mmengine
-    formats the config in a bare ``try/except`` while saving a checkpoint)."""
+    """The SystemExit with which submitit requeues a preempted or timed-out job (raised from its signal
+    handler, anywhere in the training code), also when library code turned it into another exception on its
+    way up (mmengine formats the config in a bare ``try/except`` while saving a checkpoint)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, SystemExit):
@@ -177,7 +178,8 @@ def _requeue_exit(exc: BaseException) -> SystemExit | None:
 
 
 def _tracking_step(step: Any) -> None:
-    """Tracking is a copy of the results: a tracking store that fails is reported, the run's outcome stands."""
+    """Tracking is a copy of the results: a tracking store that fails is reported, the run's outcome
+    stands."""
     try:
         step()
     except Exception as exc:  # noqa: BLE001
@@ -233,8 +235,8 @@ def peak_memory_mb() -> float:
 
 
 def git_commit() -> str:
-    """The mnc-bench checkout's commit, 12 digits, ``+dirty`` when its code or configs have uncommitted changes;
-    '' outside git."""
+    """The mnc-bench checkout's commit, 12 digits, ``+dirty`` when its code or configs have uncommitted
+    changes; '' outside git."""
     head, dirty = checkout_commit()
     return head[:12] + ("+dirty" if dirty else "") if head else ""
 
@@ -282,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _await_run() -> RunDir | None:
-    """Import what every run needs (seconds of torch, torchvision, mmcv, mmdet and mmengine), then wait for the run directory
-    on stdin; None if stdin closes first. Output goes to the run's log from the hand-over on."""
+    """Import what every run needs (seconds of torch, torchvision, mmcv, mmdet and mmengine), then wait for
+    the run directory on stdin; None if stdin closes first. Output goes to the run's log from the hand-over
+    on."""
     import mmengine.runner  # noqa: F401
     import torchvision.ops  # noqa: F401  (imported by our models on first use; here while the runner validates)
 

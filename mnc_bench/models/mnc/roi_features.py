@@ -7,8 +7,8 @@ Two implementations of one interface (`RoIFeatures`):
 - `WindowedRoIFeatures` is the fused warp-and-pool of the cascade on CPU. `RoIWarp.pooled` orders the sampling
   points window by window (see `window_kernels`), so that one `grid_sample` call writes the samples already
   grouped by pooling window, and one compiled pass takes stage 2's k x k maxima and stage 3's coarser ones,
-  with their argmax. Its backward writes the samples' gradient in one pass (no zero fill, no scatter, no sum of
-  the two poolings' full-size gradients) and hands it to `grid_sample`'s backward, which scatters it to the
+  with their argmax. Its backward writes the samples' gradient in one pass (no zero fill, no scatter, no sum
+  of the two poolings' full-size gradients) and hands it to `grid_sample`'s backward, which scatters it to the
   features and to the sampling grid, i.e. to the box coordinates. Outputs and gradients are those of the dense
   path up to the order of floating-point sums (tests/test_mnc_speed_equivalence.py).
 """
@@ -79,8 +79,8 @@ class _MaskedMaxPool(torch.autograd.Function):
 
     Autograd of the two ops would keep the [R, C, S, S] product's inputs and, in backward, scatter the bins'
     gradient into a full-size tensor and multiply it by the masks and by the features (then sum over C): three
-    passes over R x C x S x S values to use 1 / (S / s)^2 of them. Here forward keeps each bin's argmax and the
-    feature and mask values there; backward scatters grad x mask into the features' gradient and adds
+    passes over R x C x S x S values to use 1 / (S / s)^2 of them. Here forward keeps each bin's argmax and
+    the feature and mask values there; backward scatters grad x mask into the features' gradient and adds
     grad x feature into the masks' gradient at those positions: the same values (the sum over channels in
     another order).
     """
@@ -153,8 +153,8 @@ class DenseRoIFeatures:
 class PooledLinear(nn.Linear):
     """`nn.Linear` over pooled RoI features [R, C, h, w], flattened as (C, h, w) like `flatten(1)`.
 
-    Features in channels-last memory format (`WindowedRoIFeatures`' maxima) are read as they are stored, with the
-    weight's columns permuted to (h, w, C) instead: a copy of the weight rather than of R times as many
+    Features in channels-last memory format (`WindowedRoIFeatures`' maxima) are read as they are stored, with
+    the weight's columns permuted to (h, w, C) instead: a copy of the weight rather than of R times as many
     features, kept between calls while the weight does not change and takes no gradient (inference). The
     products are the same; their sum runs in another order.
     """
@@ -189,10 +189,10 @@ class _SamplePool(torch.autograd.Function):
     """Stage 2's and stage 3's maxima of the RoI samples, computed from the atlas without storing the samples
     (`window_kernels.sample_pool`); the backward scatters to the atlas and to the sampling coordinates.
 
-    Inputs: atlas [H * W, C] (channels-last); rows, cols [R, S] (atlas cell coordinates, clamped by the caller);
-    inside_rows, inside_cols [R, S] (1 where the sample lies on its level's map, else 0). Outputs: the fine
-    [R, S / k, S / k, C] and coarse [R, s, s, C] maxima, and a stand-in [R, S, S, C] for the samples (an
-    expanded zero: the masked pooling recomputes the samples and hands their gradient back through it).
+    Inputs: atlas [H * W, C] (channels-last); rows, cols [R, S] (atlas cell coordinates, clamped by the
+    caller); inside_rows, inside_cols [R, S] (1 where the sample lies on its level's map, else 0). Outputs:
+    the fine [R, S / k, S / k, C] and coarse [R, s, s, C] maxima, and a stand-in [R, S, S, C] for the samples
+    (an expanded zero: the masked pooling recomputes the samples and hands their gradient back through it).
     """
 
     @staticmethod
@@ -225,8 +225,8 @@ class _SamplePool(torch.autograd.Function):
 
 
 class _MaskedSamplePool(torch.autograd.Function):
-    """Stage 3's maxima of the samples times the stage-2 masks (`window_kernels.masked_sample_pool`): the samples
-    recomputed from the atlas, their gradient handed to `_SamplePool` through its stand-in.
+    """Stage 3's maxima of the samples times the stage-2 masks (`window_kernels.masked_sample_pool`): the
+    samples recomputed from the atlas, their gradient handed to `_SamplePool` through its stand-in.
 
     Inputs: the stand-in [R, S, S, C]; masks [R, S, S]; then `_SamplePool`'s atlas, coordinates and inside
     factors (read, not differentiated here). Output: [R, s, s, C].
