@@ -76,9 +76,10 @@ def load_config(config: str | os.PathLike[str], cfg_options: Mapping[str, Any] |
     if not isinstance(cfg.get("model"), Mapping) or "type" not in cfg.model:
         raise UserError(f"config {path}: needs a `model` dict with a `type`")
     if "data_preprocessor" in cfg and cfg.model.get("data_preprocessor") != cfg.data_preprocessor:
-        raise UserError(f"config {path}: model.data_preprocessor differs from the dataset's data_preprocessor "
-                        "(normalisation and padding must be identical across compared models; "
-                        "set `model = dict(data_preprocessor=_base_.data_preprocessor)` and override both)")
+        raise UserError(f"config {path}: model.data_preprocessor differs from the dataset's "
+                        "data_preprocessor (normalisation and padding must be identical across compared "
+                        "models; set `model = dict(data_preprocessor=_base_.data_preprocessor)` and override "
+                        "both)")
     return cfg
 
 

@@ -46,8 +46,8 @@ def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, report_dir: s
         written = write_report([str(out_dir)], report_dir)
         echo(f"report: {written.out / 'report.md'}, {written.out / 'report.html'}")
     echo(format_timing(record))
-    echo("Demo numbers come from a schedule of minutes on a small synthetic set: they show the harness working, "
-         "not what the models can do (docs/results.md: suite mnc_vs_successors, the full schedule).")
+    echo("Demo numbers come from a schedule of minutes on a small synthetic set: they show the harness "
+         "working, not what the models can do (docs/results.md: suite mnc_vs_successors, the full schedule).")
     failed = table[table["status"] != RunState.DONE]
     zero = sorted(set(table.loc[(table["status"] == RunState.DONE) & ~(table["coco/segm/AP"] > 0), "model"]))
     if not failed.empty:

@@ -96,8 +96,8 @@ def env_problems(info: dict[str, str]) -> list[str]:
     ops not loading (mmdet's RoIAlign / NMS; ``mmcv-lite`` or an mmcv built for another torch)."""
     problems = [f"{name} is {info[name]}" for name in REQUIRED if info[name].startswith(_NOT_IMPORTABLE)]
     if info[OPS_KEY] != OPS_LOADED:
-        problems.append(f"mmcv ops {info[OPS_KEY]}: mmdet's models cannot run (mmcv must be built with its ops "
-                        "for this torch; see docs/installation.md)")
+        problems.append(f"mmcv ops {info[OPS_KEY]}: mmdet's models cannot run (mmcv must be built with its "
+                        "ops for this torch; see docs/installation.md)")
     elif info.get(OPS_CUDA_KEY, "").startswith("NOT usable"):
         from mnc_bench.gpu import FIX
 

@@ -126,7 +126,8 @@ def ensure_shapes_dataset(root: str | os.PathLike[str], *, num_train: int = 1000
         deadline = time.monotonic() + SHAPES_WAIT_S
         while not all(marker.is_file() for marker in markers):
             if time.monotonic() > deadline:
-                raise UserError(f"waited {SHAPES_WAIT_S // 60} min for rank 0 to write the shapes dataset to {root}")
+                raise UserError(f"waited {SHAPES_WAIT_S // 60} min for rank 0 to write the shapes dataset to "
+                                f"{root}")
             time.sleep(2)
         return False
     print(f"mnc-bench: writing the synthetic shapes dataset to {root} ...", file=sys.stderr, flush=True)
@@ -175,9 +176,9 @@ def _check_pretrained_entry(owner, init_cfg, where: str) -> None:
                         "local files only (save the file and pass --cfg-options backbone_checkpoint=PATH)")
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise UserError(f"pretrained weights {path} not found ({where}); put torchvision's ImageNet checkpoint "
-                        "there or pass --cfg-options backbone_checkpoint=PATH (backbone_checkpoint=None trains "
-                        "the backbone from scratch)")
+        raise UserError(f"pretrained weights {path} not found ({where}); put torchvision's ImageNet "
+                        "checkpoint there or pass --cfg-options backbone_checkpoint=PATH "
+                        "(backbone_checkpoint=None trains the backbone from scratch)")
     init_cfg["checkpoint"] = str(path)
 
 
@@ -235,11 +236,13 @@ def check_loop(cfg, section: str) -> None:
     keys = dict(loop)
     if "type" in keys:
         if section == "train_cfg" and "by_epoch" in keys:
-            raise ConfigError(f"{section}.by_epoch: give either {section}.type or {section}.by_epoch, not both")
+            raise ConfigError(f"{section}.by_epoch: give either {section}.type or {section}.by_epoch, not "
+                              "both")
         loop_type = keys.pop("type")
         loop_class = LOOPS.get(loop_type) if isinstance(loop_type, str) else loop_type
         if loop_class is None:
-            raise ConfigError(f"{section}.type: unknown loop type {loop_type!r} (not in mmengine's LOOPS registry)")
+            raise ConfigError(f"{section}.type: unknown loop type {loop_type!r} (not in mmengine's LOOPS "
+                              "registry)")
     elif section == "train_cfg":
         if "by_epoch" not in keys:
             raise ConfigError(f"{section}: needs a `type` (e.g. 'IterBasedTrainLoop') or `by_epoch`")

@@ -232,8 +232,8 @@ def _join_cpu_process_group(cfg, launcher: str) -> None:
                         "--launcher pytorch")
     missing = [key for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if key not in os.environ]
     if missing:
-        raise UserError(f"--launcher pytorch needs {', '.join(missing)} in the environment: start the processes "
-                        "with torchrun")
+        raise UserError(f"--launcher pytorch needs {', '.join(missing)} in the environment: start the "
+                        "processes with torchrun")
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
     wrapper = cfg.get("model_wrapper_cfg") or dict(

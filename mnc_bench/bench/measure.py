@@ -103,8 +103,8 @@ class PeakMemory:
         elif _resettable_rss():
             self.method = "peak RSS (VmHWM, reset per block)"
             if tuned():  # freed memory stays in the process: a block's peak includes every block before it
-                self.method += (", but glibc keeps freed memory (mnc_bench/allocator.py): a row is the peak so far; "
-                                "MNC_BENCH_ALLOCATOR=system for each model's own")
+                self.method += (", but glibc keeps freed memory (mnc_bench/allocator.py): a row is the peak "
+                                "so far; MNC_BENCH_ALLOCATOR=system for each model's own")
         else:
             self.method = "lifetime peak RSS (ru_maxrss)"
 

@@ -163,7 +163,8 @@ def check_instances(data: Any, source: str, out: Problems, *, dataset: bool) -> 
     not an object is a UserError in either mode: nothing else can be checked.
     """
     if not isinstance(data, dict):
-        raise UserError(f"{source}: top level must be a JSON object with 'images', 'annotations', 'categories'")
+        raise UserError(f"{source}: top level must be a JSON object with 'images', 'annotations', "
+                        "'categories'")
     found = Instances({}, {}, {}, [], 0)
     if not _top_level_lists(data, out):
         return found
@@ -349,7 +350,8 @@ def segmentation_rles(
         pixels = np.array([rles[k]["size"][0] * rles[k]["size"][1] for k in converted], dtype=np.int64)
         valid = compressed_counts_valid([rles[k]["counts"] for k in converted], pixels)
         for k in np.asarray(converted)[~valid].tolist():
-            out.add(wheres[k], "'segmentation': RLE 'counts' is corrupt (its runs do not cover the image exactly)")
+            out.add(wheres[k], "'segmentation': RLE 'counts' is corrupt (its runs do not cover the image "
+                               "exactly)")
             rles[k] = None
     return rles
 

@@ -92,7 +92,8 @@ def _read_ids(path: Path) -> list[str]:
 
 def _struct_field(struct: Any, name: str, path: Path, struct_name: str) -> Any:
     if not hasattr(struct, name):
-        raise UserError(f"{path}: {struct_name} has no field {name!r} (fields: {', '.join(struct._fieldnames)})")
+        raise UserError(f"{path}: {struct_name} has no field {name!r} (fields: "
+                        f"{', '.join(struct._fieldnames)})")
     return getattr(struct, name)
 
 
@@ -104,7 +105,8 @@ def _load_struct(path: Path, struct_name: str) -> Any:
     except Exception as exc:  # scipy raises several types for damaged files
         raise UserError(f"{path}: not a readable MATLAB file ({type(exc).__name__}: {exc})") from None
     if struct_name not in mat:
-        raise UserError(f"{path}: no {struct_name} struct (found {', '.join(k for k in mat if not k.startswith('__'))})")
+        raise UserError(f"{path}: no {struct_name} struct (found "
+                        f"{', '.join(k for k in mat if not k.startswith('__'))})")
     return mat[struct_name]
 
 
@@ -117,7 +119,8 @@ def read_sbd_instances(inst_path: Path, cls_path: Path | None = None) -> tuple[l
     categories = np.atleast_1d(np.asarray(_struct_field(gt, "Categories", inst_path, "GTinst"))).astype(np.int64)
     categories = categories.reshape(-1)
     if segmentation.ndim != 2 or segmentation.size == 0:
-        raise UserError(f"{inst_path}: GTinst.Segmentation must be a 2-D label map, got shape {segmentation.shape}")
+        raise UserError(f"{inst_path}: GTinst.Segmentation must be a 2-D label map, got shape "
+                        f"{segmentation.shape}")
     ids = np.unique(segmentation)
     ids = ids[(ids != 0) & (ids != IGNORE_LABEL)]
     if len(ids) and (ids.min() < 1 or ids.max() > len(categories)):
@@ -192,7 +195,8 @@ def convert_split(sbd: Path, names: Iterable[str], images_dir: Path) -> tuple[di
             summary.per_class[VOC_CLASSES[category - 1]] += 1
         summary.class_disagreements += disagreements
     if missing_images:
-        raise UserError(f"{len(missing_images)} image(s) not found in {images_dir}, e.g. {missing_images[0]}.jpg")
+        raise UserError(f"{len(missing_images)} image(s) not found in {images_dir}, e.g. "
+                        f"{missing_images[0]}.jpg")
     summary.images, summary.instances = len(images), len(annotations)
     categories = [{"id": k, "name": name, "supercategory": "voc"} for k, name in enumerate(VOC_CLASSES, start=1)]
     return {"images": images, "annotations": annotations, "categories": categories}, summary

@@ -48,7 +48,8 @@ class ShapesConfig:
         if self.image_size < 32:
             raise UserError(f"image_size must be >= 32, got {self.image_size}")
         if not 1 <= self.min_objects <= self.max_objects:
-            raise UserError(f"need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
+            raise UserError(f"need 1 <= min_objects <= max_objects, got {self.min_objects}, "
+                            f"{self.max_objects}")
         if not 0 < self.min_object_frac < self.max_object_frac <= 1.5:
             raise UserError("need 0 < min_object_frac < max_object_frac <= 1.5")
 

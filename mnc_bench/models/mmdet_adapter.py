@@ -340,7 +340,8 @@ class MNC(BaseDetector):
         boxes = get_box_tensor(gt.bboxes).to(device=device, dtype=torch.float32)
         if "masks" not in gt:
             raise ConfigError(
-                "train_dataloader.dataset.pipeline: MNC needs instance masks: add LoadAnnotations(with_mask=True)"
+                "train_dataloader.dataset.pipeline: MNC needs instance masks: add "
+                "LoadAnnotations(with_mask=True)"
             )
         masks = gt.masks.to_tensor(dtype=torch.uint8, device=device)
         if masks.shape[0] == 0:

@@ -140,7 +140,8 @@ class SeparableRoIAlign(nn.Module):
                  pool_mode: str = "avg", aligned: bool = True) -> None:
         super().__init__()
         if pool_mode != "avg":
-            raise ValueError(f"SeparableRoIAlign: pool_mode={pool_mode!r} is not implemented here; use mmcv's RoIAlign")
+            raise ValueError(f"SeparableRoIAlign: pool_mode={pool_mode!r} is not implemented here; use "
+                             "mmcv's RoIAlign")
         self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
         self.spatial_scale = float(spatial_scale)
         self.sampling_ratio = int(sampling_ratio)

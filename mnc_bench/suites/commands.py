@@ -95,7 +95,8 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
         return 0 if all(verdict.startswith("ok") for _, verdict in results_of_runs) else 1
     newly_failed = _failed_ids(suite_dir) - before
     if newly_failed:
-        echo(f"{len(newly_failed)} run(s) failed: see `mnc-bench status {spec.name}`; --rerun-failed runs them again")
+        echo(f"{len(newly_failed)} run(s) failed: see `mnc-bench status {spec.name}`; --rerun-failed runs "
+             "them again")
     return 1 if newly_failed else 0
 
 

@@ -125,8 +125,8 @@ class SuiteProgress:
         return None if expected is None else max(0.0, expected - elapsed)
 
     def summary(self) -> str:
-        return (f"{self.suite}: {self.done} done, {self.failed} failed, {len(self.running)} running, {self.left} left, "
-                f"ETA {format_duration(self.eta_s())}")
+        return (f"{self.suite}: {self.done} done, {self.failed} failed, {len(self.running)} running, "
+                f"{self.left} left, ETA {format_duration(self.eta_s())}")
 
     def _line(self, text: str) -> None:
         message = f"[{self.summary()}] {text}"

@@ -73,7 +73,8 @@ def _proposals(model: Any, inputs: Any, samples: list[Any]) -> list[tuple[Any, A
     if rpn_head is not None and hasattr(rpn_head, "predict"):  # mmdet two-stage detectors
         results = rpn_head.predict(features, samples, rescale=True)
         return [(sample, result.bboxes, result.scores) for sample, result in zip(samples, results)]
-    raise UserError(f"{type(model).__name__} has no stage-1 proposals to score (proposals/... metrics need an RPN)")
+    raise UserError(f"{type(model).__name__} has no stage-1 proposals to score (proposals/... metrics need "
+                    "an RPN)")
 
 
 def _scale(meta: Mapping[str, Any]) -> tuple[float, float]:

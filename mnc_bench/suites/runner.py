@@ -204,7 +204,8 @@ def _reuse(planned: PlannedRun, suite: Suite, rerun_failed: bool, echo: Callable
         return True
     except (OSError, RunBusy) as exc:
         planned.action = _action(planned.run_dir, rerun_failed)
-        echo(f"  {planned.spec.run_id}: not reused from {source_name(planned.source)} ({exc}): {planned.action}")
+        echo(f"  {planned.spec.run_id}: not reused from {source_name(planned.source)} ({exc}): "
+             f"{planned.action}")
         planned.source = None
         return False
 
