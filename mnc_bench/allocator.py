@@ -38,7 +38,8 @@ def tune_allocator() -> bool:
     if os.environ.get(OPT_OUT, "").lower() == "system":
         return False
     try:
-        libc = ctypes.CDLL(None)  # the process's own symbols: libc's, without find_library's ldconfig subprocess
+        # the process's own symbols: libc's, without find_library's ldconfig subprocess
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False

@@ -62,7 +62,8 @@ def latest_good_checkpoint(work_dir: str | os.PathLike[str]) -> Path | None:
     pointer = work / "last_checkpoint"
     if pointer.is_file():
         candidates.append(Path(pointer.read_text().strip()))
-    periodic = [(int(match[2]), path) for path in work.glob("*.pth") if (match := _PERIODIC.fullmatch(path.name))]
+    periodic = [(int(match[2]), path) for path in work.glob("*.pth")
+                if (match := _PERIODIC.fullmatch(path.name))]
     candidates += [path for _, path in sorted(periodic, reverse=True)]
     seen: set[Path] = set()
     for path in candidates:
@@ -96,7 +97,8 @@ def allow_mmengine_checkpoint_globals() -> None:
         from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
     # A pickled dtype is rebuilt as np.dtype(...) and then given its state, which needs its class
     # (numpy.dtypes.Float64DType, ...): allow the classes of numpy's built-in numeric/bool/str dtypes.
-    dtype_classes = sorted({type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"}, key=lambda c: c.__name__)
+    dtype_classes = sorted({type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"},
+                           key=lambda c: c.__name__)
     torch.serialization.add_safe_globals([
         HistoryBuffer,
         np.ndarray,

@@ -333,7 +333,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     if result.metrics:
         print(format_metrics(result.metrics))
-    print(f"work dir {result.work_dir}" + (f", last checkpoint {result.checkpoint}" if result.checkpoint else ""))
+    print(f"work dir {result.work_dir}"
+          + (f", last checkpoint {result.checkpoint}" if result.checkpoint else ""))
     return 0
 
 
@@ -802,7 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if argv is None:  # a command (not a call from Python, e.g. a test or notebook): tune this process's malloc
+    # a command (not a call from Python, e.g. a test or notebook): tune this process's malloc
+    if argv is None:
         tune_allocator()
     try:
         return args.handler(args)

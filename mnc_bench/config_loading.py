@@ -15,8 +15,8 @@ from mnc_bench.registration import register_all
 # What reading a broken config raises, besides mmengine's ConfigParsingError: Python that does not parse or
 # run (a name, an import, a `_base_` file or variable that is missing, a value of the wrong kind) and the
 # rules mmengine asserts. Anything else (a RuntimeError, say) is a bug and keeps its traceback.
-CONFIG_PROBLEMS = (SyntaxError, NameError, ImportError, OSError, KeyError, AttributeError, IndexError, TypeError,
-                   ValueError, AssertionError)
+CONFIG_PROBLEMS = (SyntaxError, NameError, ImportError, OSError, KeyError, AttributeError, IndexError,
+                   TypeError, ValueError, AssertionError)
 
 
 def parse_cfg_options(options: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from mnc_bench.suites.contract import COLLECT_TABLES, RunState
 DEMO_SUITE = "demo"
 
 
-def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, report_dir: str | os.PathLike[str] | None = None,
-             echo: Callable[[str], None] = print) -> int:
+def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2,
+             report_dir: str | os.PathLike[str] | None = None, echo: Callable[[str], None] = print) -> int:
     """Run (or finish) the demo suite into ``out_dir``, print its table and write its report into
     ``report_dir``; 1 if a run failed or a model's mask AP is zero."""
     from mnc_bench.reporting import write_report

@@ -65,7 +65,8 @@ def collect_env() -> dict[str, str]:
         info["torch CUDA"] = torch.version.cuda or "none (a CPU-only torch)"
         info["torch threads"] = str(torch.get_num_threads())
         cuda = torch.cuda.is_available()
-        info["device"] = f"cuda ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})" if cuda else "cpu"
+        info["device"] = (f"cuda ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})" if cuda
+                          else "cpu")
     except Exception as exc:
         info["device"] = f"unknown ({exc})"
     if info[OPS_KEY] == OPS_LOADED:

@@ -73,7 +73,8 @@ def train(
     checkpoint. ``load_from=PATH`` only initialises the weights. At most one of the three may be given.
     ``amp``: mixed precision through mmengine's AmpOptimWrapper (see :mod:`mnc_bench.amp`; needs a GPU).
     """
-    given = [name for name, value in (("resume", resume), ("resume_from", resume_from), ("load_from", load_from))
+    given = [name for name, value in (("resume", resume), ("resume_from", resume_from),
+                                      ("load_from", load_from))
              if value not in (False, None)]
     if len(given) > 1:
         raise UserError(f"give at most one of resume, resume_from and load_from, got {' and '.join(given)}")
@@ -112,7 +113,8 @@ def train(
     from mmengine.dist import barrier
 
     barrier()  # rank 0 saves the checkpoints, with no wait: the other ranks read last_checkpoint after it
-    metrics = {key[len("val/"):]: float(buffer.current()) for key, buffer in runner.message_hub.log_scalars.items()
+    metrics = {key[len("val/"):]: float(buffer.current())
+               for key, buffer in runner.message_hub.log_scalars.items()
                if key.startswith("val/") and key not in ("val/time", "val/data_time")}
     last = Path(cfg.work_dir) / "last_checkpoint"
     checkpoint = Path(last.read_text().strip()) if last.is_file() else None
@@ -191,7 +193,8 @@ def build_test_runner(
     try:
         runner.load_checkpoint(checkpoint, map_location="cpu", strict=True)
     except RuntimeError as exc:
-        raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: {one_line(exc)}") from exc
+        raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: "
+                        f"{one_line(exc)}") from exc
     if soft_masks is not None:
         from mnc_bench.soft_masks import enable_soft_masks
 

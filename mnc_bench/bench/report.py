@@ -78,7 +78,8 @@ def format_tables(results: dict[str, Any]) -> list[str]:
             header = ["model", "batch", "s/iter", "IQR", "img/s", "data s", "vs MaskRCNN", "GFLOP/iter",
                       "GFLOP/s", "% peak", "params M", "peak MB"]
             lines += _table(header, _training_rows(records))
-        random_mnc = sorted(r["model"] for r in records if r.get("model_type") == "MNC" and r["weights"] == "random")
+        random_mnc = sorted(r["model"] for r in records
+                            if r.get("model_type") == "MNC" and r["weights"] == "random")
         if random_mnc:
             lines.append(f"note: {', '.join(random_mnc)} ran with random weights: MNC's ratios then mislead "
                          "(a random model keeps its whole detection budget above the score threshold, and "

@@ -212,7 +212,8 @@ def _annotation_records(image: RenderedImage, image_id: int) -> list[dict]:
             {
                 "image_id": image_id,
                 "category_id": category_id,
-                "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+                "segmentation": {"size": [int(s) for s in rle["size"]],
+                                 "counts": rle["counts"].decode("ascii")},
                 "area": int(mask.sum()),
                 "bbox": [x, y, w, h],
                 "iscrowd": 0,
@@ -265,7 +266,8 @@ def build_split(root: Path, split: str, num_images: int, config: ShapesConfig, w
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)],
+        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"}
+                       for i, name in enumerate(CATEGORIES)],
     }
 
 
@@ -316,7 +318,8 @@ def write_shapes_dataset(
         lines = []
         for split, count in (("train", num_train), ("val", num_val)):
             coco = build_split(staging, split, count, config, workers)
-            with atomic_open(staging / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as fh:
+            with atomic_open(staging / "annotations" / f"instances_{split}.json", "w",
+                             encoding="utf-8") as fh:
                 json.dump(coco, fh, separators=(",", ":"))
             lines.append(f"{split}: {summarize(coco)}")
         return lines

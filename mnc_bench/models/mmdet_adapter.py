@@ -141,7 +141,8 @@ def build_cascade(
     try:
         config = MNCConfig(
             **{_SECTIONS["cascade"][key]: value for key, value in settings.items()},
-            loss_weights=StageLossWeights(**{k: weights[k] for k in _SECTIONS["loss_weights"] if k in weights}),
+            loss_weights=StageLossWeights(
+                **{k: weights[k] for k in _SECTIONS["loss_weights"] if k in weights}),
             sampling=RoISampling(**sampling),
         )
         return MNCCascade.from_config(config)

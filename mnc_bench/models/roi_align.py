@@ -58,7 +58,8 @@ def bin_weights(start: Tensor, size: Tensor, bins: int, samples: Tensor, length:
     bin_size = size / bins
     # [R, bins, S]: mmcv's sampling points start + p * bin + (i + 0.5) * bin / S, for i < S_r
     step = bin_size / samples.clamp(min=1.0)
-    bin_start = start[:, None] + torch.arange(bins, dtype=start.dtype, device=start.device) * bin_size[:, None]
+    bin_start = (start[:, None]
+                 + torch.arange(bins, dtype=start.dtype, device=start.device) * bin_size[:, None])
     coords = bin_start[:, :, None] + (point + 0.5) * step[:, None, None]
     used = (point[None, None, :] < samples[:, None, None]) & (coords >= -1.0) & (coords <= length)
     coords = torch.where(used, coords, torch.zeros_like(coords)).clamp(min=0.0)
@@ -124,7 +125,8 @@ class _RoIAlignFunction(torch.autograd.Function):
         image_of_row = rois[:, 0].long().repeat_interleave(bins_h)
         for image, pick in _rows_per_image(image_of_row):
             # [H, R_b*ph] @ [R_b*ph, C*W] -> [H, C, W]
-            grad_features[image] = (weights_y[pick].t() @ rows[pick]).view(height, channels, width).transpose(0, 1)
+            grad_features[image] = ((weights_y[pick].t() @ rows[pick]).view(height, channels, width)
+                                    .transpose(0, 1))
         return grad_features, None, None, None, None, None
 
 
@@ -136,8 +138,8 @@ class SeparableRoIAlign(nn.Module):
     image pixels) -> ``[R, C, out_h, out_w]``.
     """
 
-    def __init__(self, output_size: int | tuple[int, int], spatial_scale: float = 1.0, sampling_ratio: int = 0,
-                 pool_mode: str = "avg", aligned: bool = True) -> None:
+    def __init__(self, output_size: int | tuple[int, int], spatial_scale: float = 1.0,
+                 sampling_ratio: int = 0, pool_mode: str = "avg", aligned: bool = True) -> None:
         super().__init__()
         if pool_mode != "avg":
             raise ValueError(f"SeparableRoIAlign: pool_mode={pool_mode!r} is not implemented here; use "
@@ -149,7 +151,8 @@ class SeparableRoIAlign(nn.Module):
 
     def forward(self, features: Tensor, rois: Tensor) -> Tensor:
         height, width = features.shape[-2:]
-        if features.requires_grad and features.device.type == "cpu" and height * width <= DENSE_BACKWARD_MAX_PIXELS:
+        if (features.requires_grad and features.device.type == "cpu"
+                and height * width <= DENSE_BACKWARD_MAX_PIXELS):
             return _RoIAlignFunction.apply(features, rois, self.output_size, self.spatial_scale,
                                            self.sampling_ratio, self.aligned)
         return tv_roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,

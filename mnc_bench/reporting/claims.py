@@ -221,7 +221,8 @@ def _factor(claim: Claim, metric: str, runs: pd.DataFrame) -> ClaimResult:
     held = sorted(c for c in runs.columns if c.startswith(AXIS_PREFIX) and c not in columns
                   and c != AXIS_PREFIX + "config")
     cells = [group["_value"].dropna().to_numpy()
-             for _, group in runs.groupby([runs[c].map(value_text) for c in held + columns] + [runs["model"]])]
+             for _, group in runs.groupby([runs[c].map(value_text) for c in held + columns]
+                                          + [runs["model"]])]
     cells = [c for c in cells if c.size]
     n = tuple(int(c.size) for c in cells)
     if len(cells) < 2:

@@ -207,8 +207,8 @@ def claims_section(results: list[ClaimResult]) -> list[Block]:
     if not results:
         return []
     header = ["claim", "source", "suite", "tested", "metric", "n", "measured", "verdict"]
-    rows = [[r.claim.claim, r.claim.source or "—", r.claim.suite, tested_text(r.claim), column(r.metric).label,
-             " / ".join(str(n) for n in r.n), measured_text(r),
+    rows = [[r.claim.claim, r.claim.source or "—", r.claim.suite, tested_text(r.claim),
+             column(r.metric).label, " / ".join(str(n) for n in r.n), measured_text(r),
              r.verdict + (f" ({r.reason})" if r.reason else "")] for r in results]
     notes = sorted({f"{r.claim.claim}: {r.claim.note}" for r in results if r.claim.note})
     method = Text(

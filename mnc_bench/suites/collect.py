@@ -92,7 +92,8 @@ def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
         failure_reason=(status.get("exit_reason") or "") if status["state"] == RunState.FAILED else "",
         config=config, model=Path(config).stem, seed=run.get("seed"), variant=run.get("variant", ""),
         _axes=list(axes),
-        run_dir=str(run_dir.path), test_ann_file=run.get("test_ann_file", ""), test_img_dir=run.get("test_img_dir", ""),
+        run_dir=str(run_dir.path), test_ann_file=run.get("test_ann_file", ""),
+        test_img_dir=run.get("test_img_dir", ""),
         reused_from=status.get("reused_from") or "",
     )
     row.update({axis_column(key): value for key, value in axes.items()})
@@ -155,6 +156,7 @@ def format_summary(table: pd.DataFrame, metrics: list[str] | None = None) -> str
     done = table[table["status"] == RunState.DONE]
     if done.empty or not shown:
         return text
-    grouped = done.groupby(["model", "variant"], sort=True)[shown[0]].agg(["mean", "std", "count"]).reset_index()
+    grouped = (done.groupby(["model", "variant"], sort=True)[shown[0]].agg(["mean", "std", "count"])
+               .reset_index())
     grouped = grouped.rename(columns={"mean": f"{shown[0]} mean", "std": "sd", "count": "seeds"})
     return text + "\n\n" + grouped.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")

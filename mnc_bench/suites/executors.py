@@ -226,7 +226,8 @@ class SuiteJob:
             # torch's env:// rendezvous, which mmengine's pytorch launcher (or, without GPUs, gloo) joins.
             import submitit
 
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
+                                                                  overwrite=True)
         return run(RunDir(run_dir), threads=self.threads, launcher=self.launcher, track=self.track)
 
     def checkpoint(self, run_dir: str) -> Any:
@@ -240,8 +241,8 @@ class SubmititExecutor:
     array parallelism caps them); submitit's local executor has no cap, so runs are handed over at most
     ``max_parallel`` at a time."""
 
-    def __init__(self, executor: Any, *, max_parallel: int, threads: int | None = None, launcher: str = "none",
-                 track: str | None = None) -> None:
+    def __init__(self, executor: Any, *, max_parallel: int, threads: int | None = None,
+                 launcher: str = "none", track: str | None = None) -> None:
         self.executor = executor
         self.max_parallel = max(1, max_parallel)
         self.threads = threads

@@ -108,7 +108,8 @@ class SuiteProgress:
     def _expected_s(self, run_id: str) -> float | None:
         """Mean duration of the finished runs of ``run_id``'s kind, else of all finished runs."""
         kind = self.kinds.get(run_id)
-        same = [d for other, d in self.durations.items() if kind is not None and self.kinds.get(other) == kind]
+        same = [d for other, d in self.durations.items()
+                if kind is not None and self.kinds.get(other) == kind]
         pool = same or list(self.durations.values())
         return statistics.fmean(pool) if pool else None
 

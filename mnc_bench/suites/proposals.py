@@ -48,7 +48,8 @@ def proposal_recall(cfg: Any, checkpoint: str, ann_file: str) -> dict[str, float
             data = model.data_preprocessor(data_batch, False)
             for sample, boxes, scores in _proposals(model, data["inputs"], data["data_samples"]):
                 arrays[int(sample.metainfo["img_id"])] = np.concatenate(
-                    [boxes.detach().cpu().numpy().reshape(-1, 4), scores.detach().cpu().numpy().reshape(-1, 1)],
+                    [boxes.detach().cpu().numpy().reshape(-1, 4),
+                     scores.detach().cpu().numpy().reshape(-1, 1)],
                     axis=1)
     if is_distributed():  # the test sampler gave each rank its share of the images (padded with repeats)
         arrays = {image_id: array for part in all_gather_object(arrays) for image_id, array in part.items()}

@@ -96,7 +96,8 @@ class RunDir:
 
     def status(self) -> dict[str, Any]:
         status = self.read_json(STATUS_JSON)
-        return status if isinstance(status, dict) and status.get("state") in RUN_STATES else {"state": RunState.PENDING}
+        return (status if isinstance(status, dict) and status.get("state") in RUN_STATES
+                else {"state": RunState.PENDING})
 
     @property
     def state(self) -> str:
@@ -162,7 +163,8 @@ def list_run_dirs(suite_dir: str | os.PathLike[str]) -> list[RunDir]:
     root = Path(suite_dir)
     if not root.is_dir():
         return []
-    return [RunDir(p) for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / RUN_JSON).is_file()]
+    return [RunDir(p) for p in sorted(root.iterdir())
+            if not p.name.startswith(".") and (p / RUN_JSON).is_file()]
 
 
 def _strict(data: Any) -> Any:

@@ -74,7 +74,8 @@ def plan_suite(suite: Suite, suite_dir: str | Path, *, rerun_failed: bool = Fals
         action = _action(run_dir, rerun_failed)
         source = None
         if reuse and action in EXECUTING:
-            source = find_done_run(Path(suite_dir).parent, spec.run_id, exclude=suite_dir, metrics=suite.metrics)
+            source = find_done_run(Path(suite_dir).parent, spec.run_id, exclude=suite_dir,
+                                   metrics=suite.metrics)
         plan.append(PlannedRun(spec, run_dir, "reuse" if source else action, source))
     return plan
 
@@ -218,8 +219,9 @@ def _prepare_data(todo: list[PlannedRun]) -> None:
     seen = set()
     for planned in todo:
         cfg = planned.spec.cfg
-        key = json.dumps([cfg.get("train_dataloader"), cfg.get("test_dataloader"), cfg.get("synthetic_shapes")],
-                         sort_keys=True, default=repr)
+        key = json.dumps(
+            [cfg.get("train_dataloader"), cfg.get("test_dataloader"), cfg.get("synthetic_shapes")],
+            sort_keys=True, default=repr)
         if key not in seen:
             seen.add(key)
             prepare_datasets(cfg, ["train_dataloader", "test_dataloader"])
@@ -296,5 +298,6 @@ def _first_iteration(todo: list[PlannedRun]) -> dict[str, float | None]:
         return dict(first_iter_started_at=None, first_iter_at=None, first_run_build_s=None)
     first = min(stats, key=lambda s: s["first_iter_at"])
     got_run, built = first.get("worker_started_at"), first.get("runner_built_at")
-    return dict(first_iter_started_at=first.get("first_iter_started_at"), first_iter_at=first["first_iter_at"],
+    return dict(first_iter_started_at=first.get("first_iter_started_at"),
+                first_iter_at=first["first_iter_at"],
                 first_run_build_s=built - got_run if got_run and built and built >= got_run else None)

@@ -204,8 +204,8 @@ def _expand_runs(name: str, sections: _Sections, where: str, build_models: bool)
         ann, images = _test_files(cfg)
         for seed in sections.seeds:
             spec = RunSpec(suite=name, run_id=run_id(cfg, seed), config=config, cfg_options=run_options,
-                           axes=dict(axes), seed=seed, variant=variant, test_ann_file=ann, test_img_dir=images,
-                           cfg=cfg)
+                           axes=dict(axes), seed=seed, variant=variant, test_ann_file=ann,
+                           test_img_dir=images, cfg=cfg)
             if spec.run_id in seen:
                 raise UserError(f"{where}: runs [{seen[spec.run_id].label}] and [{spec.label}] resolve to "
                                 "the same config and seed")
@@ -258,7 +258,8 @@ def run_id(cfg: Any, seed: int) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
-    text = json.dumps({"config": data, "seed": int(seed)}, sort_keys=True, default=repr, separators=(",", ":"))
+    text = json.dumps({"config": data, "seed": int(seed)}, sort_keys=True, default=repr,
+                      separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_LENGTH]
 
 

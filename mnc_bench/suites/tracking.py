@@ -46,13 +46,15 @@ def metric_name(key: str) -> str:
     return key
 
 
-def tracked_visualizer(visualizer: Mapping[str, Any], uri: str, run: Mapping[str, Any], run_dir: Path) -> dict:
+def tracked_visualizer(visualizer: Mapping[str, Any], uri: str, run: Mapping[str, Any],
+                       run_dir: Path) -> dict:
     """The run's visualizer config with mmengine's MLflowVisBackend added. A name of its own keeps the test
     pass (a second Runner in the worker, which reuses a visualizer of the same name) out of the MLflow run."""
     backends = list(visualizer.get("vis_backends") or [])
     backends.append(dict(
-        type="MLflowVisBackend", save_dir=str(run_dir / "mlflow"), exp_name=run["suite"], run_name=run["run_id"],
-        tracking_uri=uri, artifact_suffix=(".py",), artifact_location=_artifact_location(uri),
+        type="MLflowVisBackend", save_dir=str(run_dir / "mlflow"), exp_name=run["suite"],
+        run_name=run["run_id"], tracking_uri=uri, artifact_suffix=(".py",),
+        artifact_location=_artifact_location(uri),
         tags={"suite": run["suite"], "model": Path(run["config"]).stem, "variant": run["variant"] or "-"},
         params={"seed": run["seed"], "config": run["config"]}))
     return dict(visualizer, name=f"mlflow-{run['run_id']}", vis_backends=backends)

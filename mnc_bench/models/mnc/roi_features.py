@@ -62,7 +62,8 @@ def pool_warped(features: Tensor, output_size: int) -> Tensor:
         return F.adaptive_max_pool2d(features, output_size)
     planes = features.transpose(0, 1)  # contiguous for RoIWarp's output
     size = features.shape[-1]
-    if (torch.is_grad_enabled() and features.requires_grad) or features.shape[-2] != size or size % output_size:
+    if ((torch.is_grad_enabled() and features.requires_grad) or features.shape[-2] != size
+            or size % output_size):
         return max_pool_planes(planes, output_size).transpose(0, 1)
     window = size // output_size
     rows = planes[:, :, 0::window]
@@ -119,7 +120,8 @@ class _MaskedMaxPool(torch.autograd.Function):
 def masked_max_pool(features: Tensor, masks: Tensor, output_size: int) -> Tensor:
     """Max pooling of the masked features: [R, C, S, S] x [R, 1, S, S] -> [R, C, s, s], as
     `pool_warped(features * masks, output_size)`."""
-    if features.shape[0] == 0 or not (torch.is_grad_enabled() and (features.requires_grad or masks.requires_grad)):
+    if features.shape[0] == 0 or not (
+            torch.is_grad_enabled() and (features.requires_grad or masks.requires_grad)):
         return pool_warped(features * masks, output_size)
     return _MaskedMaxPool.apply(features, masks, output_size)
 
@@ -162,9 +164,10 @@ class PooledLinear(nn.Linear):
     _permuted: tuple[tuple[int, ...], Tensor] | None = None
 
     def forward(self, maps: Tensor) -> Tensor:
-        if maps.dim() == 4 and not maps.is_contiguous() and maps.is_contiguous(memory_format=torch.channels_last):
-            return F.linear(maps.permute(0, 2, 3, 1).reshape(maps.shape[0], -1), self._hwc_weight(maps.shape[1:]),
-                            self.bias)
+        if (maps.dim() == 4 and not maps.is_contiguous()
+                and maps.is_contiguous(memory_format=torch.channels_last)):
+            return F.linear(maps.permute(0, 2, 3, 1).reshape(maps.shape[0], -1),
+                            self._hwc_weight(maps.shape[1:]), self.bias)
         return super().forward(maps.flatten(1))
 
     def _hwc_weight(self, chw: tuple[int, ...]) -> Tensor:
@@ -172,7 +175,8 @@ class PooledLinear(nn.Linear):
         channels, height, width = chw
         if torch.is_grad_enabled() and self.weight.requires_grad:
             self._permuted = None
-            return self.weight.view(-1, channels, height, width).permute(0, 2, 3, 1).reshape(self.out_features, -1)
+            return (self.weight.view(-1, channels, height, width).permute(0, 2, 3, 1)
+                    .reshape(self.out_features, -1))
         key = (self.weight.data_ptr(), self.weight._version, channels, height, width)
         if self._permuted is None or self._permuted[0] != key:
             permuted = self.weight.detach().view(-1, channels, height, width).permute(0, 2, 3, 1)
@@ -246,8 +250,8 @@ class _MaskedSamplePool(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         argmax, sample_values, mask_values = ctx.saved_tensors
-        grad_samples, grad_masks = kernels.run(kernels.masked_gradient, grad, argmax, sample_values, mask_values,
-                                               ctx.window)
+        grad_samples, grad_masks = kernels.run(kernels.masked_gradient, grad, argmax, sample_values,
+                                               mask_values, ctx.window)
         return grad_samples, grad_masks, None, None, None, None, None, None, None
 
 
@@ -265,7 +269,8 @@ class WindowedRoIFeatures:
         self._sampling = (atlas, rows, cols, inside_rows, inside_cols, width)
         self.size = rows.shape[1]
         self._window = k * m
-        fine, coarse, self._stand_in = _SamplePool.apply(atlas, rows, cols, inside_rows, inside_cols, width, k, m)
+        fine, coarse, self._stand_in = _SamplePool.apply(atlas, rows, cols, inside_rows, inside_cols, width,
+                                                         k, m)
         self.fine, self.coarse = _channels_first(fine), _channels_first(coarse)
 
     def max_pool(self, output_size: int) -> Tensor:

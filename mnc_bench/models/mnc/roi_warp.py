@@ -288,5 +288,6 @@ class RoIWarp(nn.Module):
         if len(boxes) != features[0].shape[0]:
             raise ValueError(f"got boxes for {len(boxes)} images but features for {features[0].shape[0]}")
         all_boxes, image_ids = _concatenate(boxes, features[0].device)
-        levels = map_boxes_to_levels(all_boxes.detach(), num_levels=num_levels, finest_scale=self.finest_scale)
+        levels = map_boxes_to_levels(all_boxes.detach(), num_levels=num_levels,
+                                     finest_scale=self.finest_scale)
         return features[:num_levels], self.featmap_strides, all_boxes, image_ids, levels

@@ -69,8 +69,9 @@ def _unbin(binned: Tensor, window: int) -> Tensor:
     return split.permute(0, 1, 4, 2, 5, 3).reshape(rois, bins * window, bins * window, channels)
 
 
-def sample_pool(atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tensor, inside_cols: Tensor, width: int,
-                k: int, m: int, with_argmax: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+def sample_pool(atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tensor, inside_cols: Tensor,
+                width: int, k: int, m: int,
+                with_argmax: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
     """Stage 2's and stage 3's max pooling of the samples.
 
     Args: atlas [H * W, C]; rows, cols, inside_rows, inside_cols [R, S] (the inside factors 0 or 1).
@@ -121,8 +122,9 @@ def _sample_gradient(fine_argmax: Tensor, coarse_argmax: Tensor, grad_fine: Tens
 
 
 def sample_gradient(atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tensor, inside_cols: Tensor,
-                    width: int, fine_argmax: Tensor, coarse_argmax: Tensor, grad_fine: Tensor, grad_coarse: Tensor,
-                    grad_samples: Tensor | None, k: int, m: int) -> tuple[Tensor, Tensor, Tensor]:
+                    width: int, fine_argmax: Tensor, coarse_argmax: Tensor, grad_fine: Tensor,
+                    grad_coarse: Tensor, grad_samples: Tensor | None, k: int,
+                    m: int) -> tuple[Tensor, Tensor, Tensor]:
     """The samples' gradient from those of `sample_pool`'s maxima (grad_fine [R, S / k, S / k, C], grad_coarse
     [R, s, s, C]) and of the samples themselves (`grad_samples` [R, S, S, C], from the masked pooling, or
     None).
@@ -146,8 +148,10 @@ def atlas_gradient(atlas: Tensor, rows: Tensor, cols: Tensor, grad: Tensor, widt
     index, fy, fx = _corners(rows, cols, width)
     result = torch.zeros_like(atlas)
     channels = atlas.shape[1]
-    for offset, weight in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx), (width, fy * (1 - fx)), (width + 1, fy * fx)):
-        result.index_put_(((index + offset).flatten(),), (grad * weight).reshape(-1, channels), accumulate=True)
+    for offset, weight in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx), (width, fy * (1 - fx)),
+                           (width + 1, fy * fx)):
+        result.index_put_(((index + offset).flatten(),), (grad * weight).reshape(-1, channels),
+                          accumulate=True)
     return result
 
 
@@ -196,8 +200,10 @@ def run(kernel: Callable[..., Any], *args: Any) -> Any:
         torch._dynamo.mark_dynamic(arg, dim)
     try:
         return compiled_kernel(*args)
-    except Exception as error:  # inductor's errors share no base class; whatever failed, run eagerly from now on
+    except Exception as error:
+        # inductor's errors share no base class; whatever failed, run eagerly from now on
         warnings.warn(f"MNC's RoI pooling kernel {kernel.__name__} could not be compiled "
-                      f"({type(error).__name__}: {error}); running it eagerly (same results, slower)", stacklevel=2)
+                      f"({type(error).__name__}: {error}); running it eagerly (same results, slower)",
+                      stacklevel=2)
         _compiled[kernel] = kernel
         return kernel(*args)
