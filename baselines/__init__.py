@@ -1,4 +1,5 @@
-"""Baselines registered for mmdet (installed as ``mnc_bench.baselines``): the full PANet, and SOLOv2 with boxes.
+"""Baselines registered for mmdet (installed as ``mnc_bench.baselines``): the full PANet, and SOLOv2
+with boxes.
 
 Importing this package registers, in mmdet's MODELS registry, ``PANet``, ``AdaptiveRoIExtractor``,
 ``AFPBBoxHead``, ``FusedFCNMaskHead`` and ``SOLOv2MaskBoxes`` (:func:`mnc_bench.registration.register_all`

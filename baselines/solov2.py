@@ -1,9 +1,10 @@
 """SOLOv2 whose predictions carry boxes: each instance's tight box around its predicted mask.
 
 mmdet 3.3's SOLOv2 is box-free and fills ``pred_instances.bboxes`` with zeros, which makes every box metric 0
-"by construction" and the model's box AP look like a failure next to the others. Mask2Former, the other box-free
-model here, gets its boxes in mmdet as the tight boxes of its masks (``mask2bbox``); this subclass does the same
-for SOLOv2, so both unified models' box AP mean the same thing. Training and the masks are mmdet's, unchanged.
+"by construction" and the model's box AP look like a failure next to the others. Mask2Former, the other
+box-free model here, gets its boxes in mmdet as the tight boxes of its masks (``mask2bbox``); this subclass
+does the same for SOLOv2, so both unified models' box AP mean the same thing. Training and the masks are
+mmdet's, unchanged.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Checkpoint safety: local files only, whole files only, and torch's safe unpickler for mmengine's checkpoints.
+"""Checkpoint safety: local files only, whole files only, and torch's safe unpickler for mmengine's
+checkpoints.
 
 mmengine writes checkpoints in place (not through a temporary file), so a run killed while saving leaves a
 truncated last checkpoint; :func:`latest_good_checkpoint` steps back to the newest one that is whole.
@@ -24,8 +25,9 @@ _PERIODIC = re.compile(r"(iter|epoch)_(\d+)\.pth")
 
 
 def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` is not a whole checkpoint (``None`` if it is): torch saves a zip archive, so a truncated file
-    has lost the archive's central directory and a damaged one fails a member's CRC. Nothing is unpickled."""
+    """Why ``path`` is not a whole checkpoint (``None`` if it is): torch saves a zip archive, so a truncated
+    file has lost the archive's central directory and a damaged one fails a member's CRC. Nothing is
+    unpickled."""
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
@@ -35,7 +37,8 @@ def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
 
 
 def require_local_checkpoint(path: str | os.PathLike[str], what: str) -> str:
-    """``path`` with '~' expanded, after checking that it is a local, whole checkpoint file; else a UserError."""
+    """``path`` with '~' expanded, after checking that it is a local, whole checkpoint file; else a
+    UserError."""
     text = str(path)
     if text.startswith(DOWNLOAD_PREFIXES):
         raise UserError(f"{what} {text} would be downloaded; give a local checkpoint file")
@@ -59,7 +62,8 @@ def latest_good_checkpoint(work_dir: str | os.PathLike[str]) -> Path | None:
     pointer = work / "last_checkpoint"
     if pointer.is_file():
         candidates.append(Path(pointer.read_text().strip()))
-    periodic = [(int(match[2]), path) for path in work.glob("*.pth") if (match := _PERIODIC.fullmatch(path.name))]
+    periodic = [(int(match[2]), path) for path in work.glob("*.pth")
+                if (match := _PERIODIC.fullmatch(path.name))]
     candidates += [path for _, path in sorted(periodic, reverse=True)]
     seen: set[Path] = set()
     for path in candidates:
@@ -93,7 +97,8 @@ def allow_mmengine_checkpoint_globals() -> None:
         from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
     # A pickled dtype is rebuilt as np.dtype(...) and then given its state, which needs its class
     # (numpy.dtypes.Float64DType, ...): allow the classes of numpy's built-in numeric/bool/str dtypes.
-    dtype_classes = sorted({type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"}, key=lambda c: c.__name__)
+    dtype_classes = sorted({type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"},
+                           key=lambda c: c.__name__)
     torch.serialization.add_safe_globals([
         HistoryBuffer,
         np.ndarray,

@@ -69,11 +69,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the demo suite end to end on the synthetic shapes (what `make demo` runs)",
-                       description="Run the `demo` suite (configs/ablations/demo.yaml: MNC 3/5-stage, Mask R-CNN "
-                       "and PANet, 2 seeds, a schedule of minutes on a small synthetic set generated on first "
-                       "use) and print its table. Rerunning skips finished runs and resumes interrupted ones.")
-    p.add_argument("--out", default="results/demo", help="results directory of the suite (default results/demo)")
+    p = sub.add_parser("demo",
+                       help="the demo suite end to end on the synthetic shapes (what `make demo` runs)",
+                       description="Run the `demo` suite (configs/ablations/demo.yaml: MNC 3/5-stage, Mask "
+                       "R-CNN and PANet, 2 seeds, a schedule of minutes on a small synthetic set generated "
+                       "on first use) and print its table. Rerunning skips finished runs and resumes "
+                       "interrupted ones.")
+    p.add_argument("--out", default="results/demo",
+                   help="results directory of the suite (default results/demo)")
     p.add_argument("--workers", type=_positive_int, default=2, help="runs at a time (default 2)")
     p.add_argument("--report", default="reports/demo", help="report folder (default reports/demo)")
     p.set_defaults(handler=_cmd_demo)
@@ -92,15 +95,17 @@ def _add_env(sub: argparse._SubParsersAction) -> None:
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="make, convert and validate datasets",
-                          description="Datasets in COCO format: generate the synthetic shapes dataset (synth), "
-                          "validate a COCO instances file (check), convert SBD's VOC instance masks (sbd2coco).")
+                          description="Datasets in COCO format: generate the synthetic shapes dataset "
+                          "(synth), validate a COCO instances file (check), convert SBD's VOC instance masks "
+                          "(sbd2coco).")
     data_sub = data.add_subparsers(dest="data_command", required=True,
                                    metavar="{synth,synth-video,check,sbd2coco,ytvis2coco}")
 
     synth = data_sub.add_parser("synth", help="write the procedural 'shapes' dataset in COCO format",
-                                description="Write the procedural shapes dataset (4 classes, RLE masks) to OUT: "
-                                "{train,val}/*.png and annotations/instances_{train,val}.json. Deterministic "
-                                "from --seed; built in a temporary folder and renamed into place.")
+                                description="Write the procedural shapes dataset (4 classes, RLE masks) to "
+                                "OUT: {train,val}/*.png and annotations/instances_{train,val}.json. "
+                                "Deterministic from --seed; built in a temporary folder and renamed into "
+                                "place.")
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--train", type=_non_negative_int, default=1000, help="train images (default 1000)")
     synth.add_argument("--val", type=_non_negative_int, default=200, help="val images (default 200)")
@@ -129,14 +134,19 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
     sbd = data_sub.add_parser("sbd2coco", help="convert SBD's VOC instance masks (inst/*.mat) to COCO json",
                               description="Convert SBD's instance masks for PASCAL VOC to COCO json "
-                              "(OUT/annotations/instances_{train,val}.json) with OUT/images linking or copying "
-                              "the JPEGs; --split mnc gives MNC's VOC 2012 train/val split.")
-    sbd.add_argument("--sbd", required=True, help="SBD's benchmark_RELEASE/dataset (inst/, cls/, img/, train.txt)")
-    sbd.add_argument("--voc", help="VOCdevkit/VOC2012 (JPEGImages/, ImageSets/Main/); required for --split mnc")
-    sbd.add_argument("--out", required=True, help="output directory (annotations/instances_{train,val}.json, images)")
+                              "(OUT/annotations/instances_{train,val}.json) with OUT/images linking or "
+                              "copying the JPEGs; --split mnc gives MNC's VOC 2012 train/val split.")
+    sbd.add_argument("--sbd", required=True,
+                     help="SBD's benchmark_RELEASE/dataset (inst/, cls/, img/, train.txt)")
+    sbd.add_argument("--voc",
+                     help="VOCdevkit/VOC2012 (JPEGImages/, ImageSets/Main/); required for --split mnc")
+    sbd.add_argument("--out", required=True,
+                     help="output directory (annotations/instances_{train,val}.json, images)")
     sbd.add_argument("--split", choices=("mnc", "sbd"), default="mnc",
-                     help="mnc: VOC12 train/val images with SBD masks, 5623/5732 (default); sbd: SBD's train/val.txt")
-    sbd.add_argument("--copy-images", action="store_true", help="copy the images used instead of linking the folder")
+                     help="mnc: VOC12 train/val images with SBD masks, 5623/5732 (default); sbd: SBD's "
+                     "train/val.txt")
+    sbd.add_argument("--copy-images", action="store_true",
+                     help="copy the images used instead of linking the folder")
     sbd.set_defaults(handler=_cmd_data_sbd2coco)
     _add_data_ytvis2coco(data_sub)
 
@@ -236,8 +246,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _cfg_option(text: str) -> str:
-    # nargs="+" also swallows a positional that follows (`--cfg-options k=v CONFIG`), which argparse would then
-    # report as missing: name the token instead.
+    # nargs="+" also swallows a positional that follows (`--cfg-options k=v CONFIG`), which argparse would
+    # then report as missing: name the token instead.
     if "=" in text:
         return text
     import os
@@ -257,8 +267,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a results file: COCO AP/AR, VOC region AP, proposal recall",
                        description="Score a COCO results file against COCO ground truth: COCO AP/AR (segm or "
-                       "bbox), VOC/SBD region AP under the SDS and MNC protocols, or proposal recall. Bad input "
-                       "is one `error:` line naming the record and field (exit 2).")
+                       "bbox), VOC/SBD region AP under the SDS and MNC protocols, or proposal recall. Bad "
+                       "input is one `error:` line naming the record and field (exit 2).")
     p.add_argument("--gt", required=True, metavar="ANNOTATIONS.json", help="COCO instances ground truth")
     p.add_argument("--pred", required=True, metavar="RESULTS.json",
                    help="COCO results list; for --metric proposals, {image_id, bbox, score} records")
@@ -323,7 +333,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     if result.metrics:
         print(format_metrics(result.metrics))
-    print(f"work dir {result.work_dir}" + (f", last checkpoint {result.checkpoint}" if result.checkpoint else ""))
+    print(f"work dir {result.work_dir}"
+          + (f", last checkpoint {result.checkpoint}" if result.checkpoint else ""))
     return 0
 
 
@@ -379,11 +390,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model config (mmengine Runner; same data path for every model)",
-                       description="Train a model config with mmengine's Runner on the shared data path, then "
-                       "print the last validation metrics and where the checkpoints are.")
+                       description="Train a model config with mmengine's Runner on the shared data path, "
+                       "then print the last validation metrics and where the checkpoints are.")
     p.add_argument("config", help="model config, e.g. configs/mask_rcnn/mask_rcnn_shapes.py")
     _add_run_options(p)
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's randomness.seed)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed (default: the config's randomness.seed)")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
@@ -501,7 +513,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         check_writable_output(args.json, "--json")
     if args.bench_command == "models":
         from mnc_bench.bench.models import ModelsBenchSettings, bench_models
-
         from mnc_bench.bench.weights import choose_checkpoints
 
         if args.profile:
@@ -530,7 +541,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _model_checkpoint(text: str) -> tuple[str, str]:
     model, sep, checkpoint = text.partition("=")
     if not sep or not model or not checkpoint:
-        raise argparse.ArgumentTypeError(f"expected MODEL=CHECKPOINT (MODEL: the config file stem), got {text!r}")
+        raise argparse.ArgumentTypeError("expected MODEL=CHECKPOINT (MODEL: the config file stem), got "
+                                         f"{text!r}")
     return model, checkpoint
 
 
@@ -539,16 +551,16 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="speed figures: models side by side, dataset generation, evaluation",
                        description="Measure on this machine and print: the models side by side (inference "
-                       "latency, training speed, FLOPs, memory, share of the matmul peak), dataset generation, "
-                       "or the evaluation workload. Compare speed by the ratios of one run.")
+                       "latency, training speed, FLOPs, memory, share of the matmul peak), dataset "
+                       "generation, or the evaluation workload. Compare speed by the ratios of one run.")
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="{models,data,eval}")
 
     models = bench_sub.add_parser(
         "models", help="inference and training of the models side by side (what `make bench` runs first)",
-        description="Inference at batch 1 (median and IQR of ms/img; pre-processing, network and post-processing "
-        "apart) at each config's score threshold and at 0, training s/iter and img/s, peak memory, parameters, "
-        "GFLOPs, the machine's dense matmul peak and each model's share of it, and every ratio to Mask R-CNN. "
-        "Models alternate image by image. Writes a table and JSON.")
+        description="Inference at batch 1 (median and IQR of ms/img; pre-processing, network and "
+        "post-processing apart) at each config's score threshold and at 0, training s/iter and img/s, peak "
+        "memory, parameters, GFLOPs, the machine's dense matmul peak and each model's share of it, and every "
+        "ratio to Mask R-CNN. Models alternate image by image. Writes a table and JSON.")
     models.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG",
                         help="model configs (default: the four shapes models)")
     models.add_argument("--size", nargs="+", type=_positive_int, default=[128], metavar="PX",
@@ -562,20 +574,22 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     models.add_argument("--warmup", type=_non_negative_int, default=2,
                         help="untimed images and iterations per model before timing (default 2)")
     models.add_argument("--checkpoint", nargs="+", type=_model_checkpoint, metavar="MODEL=CKPT",
-                        help="trained weights for a model, MODEL being its config stem (random weights otherwise)")
+                        help="trained weights for a model, MODEL being its config stem (random weights "
+                        "otherwise)")
     models.add_argument("--weights", choices=("random", "trained", "ask"), default="random",
                         help="for models without --checkpoint: random weights (default); 'trained': the "
-                        "checkpoint of a finished suite run of the unchanged config under --results, where there "
-                        "is one; 'ask': offer those (a prompt at a terminal). Random weights mislead about "
-                        "MNC's ratios")
+                        "checkpoint of a finished suite run of the unchanged config under --results, where "
+                        "there is one; 'ask': offer those (a prompt at a terminal). Random weights mislead "
+                        "about MNC's ratios")
     models.add_argument("--results", default="results", metavar="DIR",
                         help="where --weights trained/ask look for suite runs (default results)")
     models.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     models.add_argument("--threads", type=_positive_int, default=None,
-                        help="torch intra-op threads (default: torch's, i.e. OMP_NUM_THREADS or the core count)")
+                        help="torch intra-op threads (default: torch's, i.e. OMP_NUM_THREADS or the core "
+                        "count)")
     models.add_argument("--profile", metavar="DIR",
-                        help="also write per-op (torch.profiler) and Python (cProfile) profiles of one inference "
-                        "and one training iteration per model to DIR")
+                        help="also write per-op (torch.profiler) and Python (cProfile) profiles of one "
+                        "inference and one training iteration per model to DIR")
     models.add_argument("--json", default="results/bench/models.json", metavar="OUT.json",
                         help="results file (default results/bench/models.json)")
     models.set_defaults(handler=_cmd_bench)
@@ -644,11 +658,11 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     suite_help = "suite name in configs/ablations/ (e.g. cascade_depth) or a suite .yaml file"
     results_help = "results root; a suite writes results/<suite>/<run-id>/ (default results)"
     p = sub.add_parser("run", help="run an ablation suite (resumable; local pool or Slurm)",
-                       description="Expand a suite file into runs (axes x seeds), validate every run's resolved "
-                       "config before anything starts, print the plan, then execute what is not done yet, each "
-                       "run in its own process under results/<suite>/<run-id>/. Finished runs are skipped; an "
-                       "interrupted run resumes from its last whole checkpoint; a failed run is recorded with "
-                       "its reason and the suite goes on.")
+                       description="Expand a suite file into runs (axes x seeds), validate every run's "
+                       "resolved config before anything starts, print the plan, then execute what is not "
+                       "done yet, each run in its own process under results/<suite>/<run-id>/. Finished runs "
+                       "are skipped; an interrupted run resumes from its last whole checkpoint; a failed run "
+                       "is recorded with its reason and the suite goes on.")
     p.add_argument("suite", help=suite_help)
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="runs at a time on this machine; the cores are divided between them (default 1)")
@@ -657,8 +671,8 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
     p.add_argument("--rerun-failed", action="store_true", help="run failed runs again, from scratch")
     p.add_argument("--no-reuse", action="store_true",
-                   help="train runs already done under another suite of the results root (same resolved config "
-                   "and seed) instead of copying them")
+                   help="train runs already done under another suite of the results root (same resolved "
+                   "config and seed) instead of copying them")
     p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=None, metavar="SEED",
                    help="replace the suite's seeds")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", type=_cfg_option,
@@ -702,10 +716,12 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("collect", help="a suite's results as one tidy table (parquet + CSV)",
                        description="Gather every run of a suite into one table, a row per run (axes, seed, "
-                       "metrics, batch size, lr, train time, s/iter, peak memory, git commit, status), written "
-                       "as parquet and CSV (default results/<suite>/collect.{parquet,csv}), and print a summary.")
+                       "metrics, batch size, lr, train time, s/iter, peak memory, git commit, status), "
+                       "written as parquet and CSV (default results/<suite>/collect.{parquet,csv}), and "
+                       "print a summary.")
     p.add_argument("suite", help=suite_help)
-    p.add_argument("--out", metavar="FILE", help="FILE.parquet or FILE.csv; the other format is written beside it")
+    p.add_argument("--out", metavar="FILE",
+                   help="FILE.parquet or FILE.csv; the other format is written beside it")
     p.add_argument("--all", action="store_true",
                    help="also runs no longer in the suite file (default: the suite's latest plan)")
     p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
@@ -723,30 +739,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
                            display_name_overrides=parse_overrides(args.display_name or []),
                            qualitative_models=args.qualitative_models)
     print(f"report {written.out / 'report.md'} and {written.out / 'report.html'} "
-          f"({len(written.files) - 2} tables and figures; {len(written.skipped)} figure(s) skipped, see the report)")
+          f"({len(written.files) - 2} tables and figures; {len(written.skipped)} figure(s) skipped, see the "
+          "report)")
     return 0
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="comparison tables, LaTeX, figures and an HTML page from collected suites",
-                       description="Read the collected table of each suite (results/<suite>/collect.parquet|csv) "
-                       "and write report.md, a self-contained report.html, tables/*.tex (booktabs) and "
-                       "figures/*.pdf|png: mean ± std over seeds, differences to a baseline with bootstrap "
-                       "intervals and the probability of improvement, one table per ablation axis, published "
-                       "reference rows apart, provenance. Reads results only; never runs a model.")
+    p = sub.add_parser("report",
+                       help="comparison tables, LaTeX, figures and an HTML page from collected suites",
+                       description="Read the collected table of each suite "
+                       "(results/<suite>/collect.parquet|csv) and write report.md, a self-contained "
+                       "report.html, tables/*.tex (booktabs) and figures/*.pdf|png: mean ± std over seeds, "
+                       "differences to a baseline with bootstrap intervals and the probability of "
+                       "improvement, one table per ablation axis, published reference rows apart, "
+                       "provenance. Reads results only; never runs a model.")
     p.add_argument("suites", nargs="+", metavar="SUITE",
-                   help="suite name, suite file (configs/ablations/NAME.yaml), results folder or collect table")
+                   help="suite name, suite file (configs/ablations/NAME.yaml), results folder or collect "
+                   "table")
     p.add_argument("--out", required=True, help="output folder, e.g. reports/NAME")
     p.add_argument("--baseline", metavar="MODEL",
                    help="model (config stem) or 'model [variant]' to compare against (default: Mask R-CNN if "
                    "present, else the first model)")
     p.add_argument("--metric", default="coco/segm/AP",
-                   help="metric of the comparisons and figures, a full key or a unique suffix such as segm/AP "
-                   "(default coco/segm/AP)")
+                   help="metric of the comparisons and figures, a full key or a unique suffix such as "
+                   "segm/AP (default coco/segm/AP)")
     p.add_argument("--results", default=RESULTS_ROOT, help="results root holding <suite>/ (default results)")
     p.add_argument("--bench", default="results/bench/models.json",
-                   help="bench results for GFLOPs and ms/img; skipped when absent (default results/bench/models.json)")
-    p.add_argument("--no-figures", action="store_true", help="text and tables only (seconds instead of a minute)")
+                   help="bench results for GFLOPs and ms/img; skipped when absent (default "
+                   "results/bench/models.json)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="text and tables only (seconds instead of a minute)")
     p.add_argument("--table-width", nargs="+", action="extend", metavar="[TABLE=]WIDTH",
                    help="print width of the LaTeX tables: column (3.25 in, the default) or text (6.875 in, "
                    "table*); TABLE= limits it to tables whose file stem is or starts with TABLE, e.g. "
@@ -759,8 +781,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    "model of each family, then the others; models past one figure's width go on in further "
                    "figures)")
     p.add_argument("--claims", metavar="FILE",
-                   help="claims file (e.g. configs/claims/mnc.yaml): a verdict per claim and metric from these "
-                   "suites' runs, in a Claims section and tables/claims.tex")
+                   help="claims file (e.g. configs/claims/mnc.yaml): a verdict per claim and metric from "
+                   "these suites' runs, in a Claims section and tables/claims.tex")
     p.set_defaults(handler=_cmd_report)
 
 
@@ -781,7 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if argv is None:  # a command (not a call from Python, e.g. a test or notebook): tune this process's malloc
+    # a command (not a call from Python, e.g. a test or notebook): tune this process's malloc
+    if argv is None:
         tune_allocator()
     try:
         return args.handler(args)

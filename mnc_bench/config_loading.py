@@ -1,4 +1,5 @@
-"""Reading an mmdet-style config: ``_base_`` inheritance, ``--cfg-options`` and top-level variable substitution."""
+"""Reading an mmdet-style config: ``_base_`` inheritance, ``--cfg-options`` and top-level variable
+substitution."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from typing import Any
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.registration import register_all
 
-# What reading a broken config raises, besides mmengine's ConfigParsingError: Python that does not parse or run
-# (a name, an import, a `_base_` file or variable that is missing, a value of the wrong kind) and the rules
-# mmengine asserts. Anything else (a RuntimeError, say) is a bug and keeps its traceback.
-CONFIG_PROBLEMS = (SyntaxError, NameError, ImportError, OSError, KeyError, AttributeError, IndexError, TypeError,
-                   ValueError, AssertionError)
+# What reading a broken config raises, besides mmengine's ConfigParsingError: Python that does not parse or
+# run (a name, an import, a `_base_` file or variable that is missing, a value of the wrong kind) and the
+# rules mmengine asserts. Anything else (a RuntimeError, say) is a bug and keeps its traceback.
+CONFIG_PROBLEMS = (SyntaxError, NameError, ImportError, OSError, KeyError, AttributeError, IndexError,
+                   TypeError, ValueError, AssertionError)
 
 
 def parse_cfg_options(options: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
-    """``["a.b=1", "c=[1,2]"]`` (CLI form, values parsed as mmengine's ``--cfg-options`` does) or a mapping."""
+    """``["a.b=1", "c=[1,2]"]`` (CLI form, values parsed as mmengine's ``--cfg-options`` does) or a
+    mapping."""
     if options is None:
         return {}
     if isinstance(options, Mapping):
@@ -74,9 +76,10 @@ def load_config(config: str | os.PathLike[str], cfg_options: Mapping[str, Any] |
     if not isinstance(cfg.get("model"), Mapping) or "type" not in cfg.model:
         raise UserError(f"config {path}: needs a `model` dict with a `type`")
     if "data_preprocessor" in cfg and cfg.model.get("data_preprocessor") != cfg.data_preprocessor:
-        raise UserError(f"config {path}: model.data_preprocessor differs from the dataset's data_preprocessor "
-                        "(normalisation and padding must be identical across compared models; "
-                        "set `model = dict(data_preprocessor=_base_.data_preprocessor)` and override both)")
+        raise UserError(f"config {path}: model.data_preprocessor differs from the dataset's "
+                        "data_preprocessor (normalisation and padding must be identical across compared "
+                        "models; set `model = dict(data_preprocessor=_base_.data_preprocessor)` and override "
+                        "both)")
     return cfg
 
 

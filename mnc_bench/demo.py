@@ -18,10 +18,10 @@ from mnc_bench.suites.contract import COLLECT_TABLES, RunState
 DEMO_SUITE = "demo"
 
 
-def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, report_dir: str | os.PathLike[str] | None = None,
-             echo: Callable[[str], None] = print) -> int:
-    """Run (or finish) the demo suite into ``out_dir``, print its table and write its report into ``report_dir``;
-    1 if a run failed or a model's mask AP is zero."""
+def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2,
+             report_dir: str | os.PathLike[str] | None = None, echo: Callable[[str], None] = print) -> int:
+    """Run (or finish) the demo suite into ``out_dir``, print its table and write its report into
+    ``report_dir``; 1 if a run failed or a model's mask AP is zero."""
     from mnc_bench.reporting import write_report
     from mnc_bench.suites.collect import collect, format_summary, write_table
     from mnc_bench.suites.commands import format_timing, local_executor
@@ -46,8 +46,8 @@ def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2, report_dir: s
         written = write_report([str(out_dir)], report_dir)
         echo(f"report: {written.out / 'report.md'}, {written.out / 'report.html'}")
     echo(format_timing(record))
-    echo("Demo numbers come from a schedule of minutes on a small synthetic set: they show the harness working, "
-         "not what the models can do (docs/results.md: suite mnc_vs_successors, the full schedule).")
+    echo("Demo numbers come from a schedule of minutes on a small synthetic set: they show the harness "
+         "working, not what the models can do (docs/results.md: suite mnc_vs_successors, the full schedule).")
     failed = table[table["status"] != RunState.DONE]
     zero = sorted(set(table.loc[(table["status"] == RunState.DONE) & ~(table["coco/segm/AP"] > 0), "model"]))
     if not failed.empty:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 OPS_KEY, OPS_LOADED = "mmcv ops", "loaded"
 OPS_CUDA_KEY = "mmcv ops on the GPU"
 # Without these nothing trains or tests; the other entries are information.
@@ -18,13 +17,14 @@ _NOT_IMPORTABLE = "not importable"
 
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-# What decides a result: the code and the configs. A README edit does not make a run's code differ from its commit.
+# What decides a result: the code and the configs. A README edit does not make a run's code differ from its
+# commit.
 RESULT_PATHS = ("mnc_bench", "configs")
 
 
 def checkout_commit(root: Path = CHECKOUT) -> tuple[str, bool]:
-    """HEAD of the git checkout at ``root`` and whether its code or configs (:data:`RESULT_PATHS`) have uncommitted
-    changes, new files included; ``("", False)`` outside a git checkout or without git."""
+    """HEAD of the git checkout at ``root`` and whether its code or configs (:data:`RESULT_PATHS`) have
+    uncommitted changes, new files included; ``("", False)`` outside a git checkout or without git."""
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
@@ -65,7 +65,8 @@ def collect_env() -> dict[str, str]:
         info["torch CUDA"] = torch.version.cuda or "none (a CPU-only torch)"
         info["torch threads"] = str(torch.get_num_threads())
         cuda = torch.cuda.is_available()
-        info["device"] = f"cuda ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})" if cuda else "cpu"
+        info["device"] = (f"cuda ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})" if cuda
+                          else "cpu")
     except Exception as exc:
         info["device"] = f"unknown ({exc})"
     if info[OPS_KEY] == OPS_LOADED:
@@ -92,12 +93,12 @@ def format_env(info: dict[str, str]) -> str:
 
 
 def env_problems(info: dict[str, str]) -> list[str]:
-    """What in ``info`` stops training and testing: a required package that does not import, mmcv's compiled ops
-    not loading (mmdet's RoIAlign / NMS; ``mmcv-lite`` or an mmcv built for another torch)."""
+    """What in ``info`` stops training and testing: a required package that does not import, mmcv's compiled
+    ops not loading (mmdet's RoIAlign / NMS; ``mmcv-lite`` or an mmcv built for another torch)."""
     problems = [f"{name} is {info[name]}" for name in REQUIRED if info[name].startswith(_NOT_IMPORTABLE)]
     if info[OPS_KEY] != OPS_LOADED:
-        problems.append(f"mmcv ops {info[OPS_KEY]}: mmdet's models cannot run (mmcv must be built with its ops "
-                        "for this torch; see docs/installation.md)")
+        problems.append(f"mmcv ops {info[OPS_KEY]}: mmdet's models cannot run (mmcv must be built with its "
+                        "ops for this torch; see docs/installation.md)")
     elif info.get(OPS_CUDA_KEY, "").startswith("NOT usable"):
         from mnc_bench.gpu import FIX
 

@@ -2,13 +2,14 @@
 
 
 class UserError(Exception):
-    """A problem with the user's input. The CLI prints its message on one line and exits non-zero, no traceback
-    (``mnc-bench --debug`` shows it)."""
+    """A problem with the user's input. The CLI prints its message on one line and exits non-zero, no
+    traceback (``mnc-bench --debug`` shows it)."""
 
 
 class ConfigError(UserError, ValueError):
-    """A config value (from the file, ``--cfg-options`` or a suite axis) that cannot work; the message starts with
-    the config key. Also a ValueError, so code that validates its arguments with ValueError may raise it as is."""
+    """A config value (from the file, ``--cfg-options`` or a suite axis) that cannot work; the message starts
+    with the config key. Also a ValueError, so code that validates its arguments with ValueError may raise it
+    as is."""
 
 
 def one_line(exc: BaseException) -> str:

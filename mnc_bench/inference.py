@@ -87,10 +87,10 @@ def load_model(
     """Build `config`'s model (a config path, or a Config from `load_config`); load `checkpoint` if given
     (random weights otherwise); eval mode on `device`."""
     from mmcv.transforms import Compose
+    from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
-    from mmdet.registry import MODELS
 
     from mnc_bench.checkpoints import allow_mmengine_checkpoint_globals, require_local_checkpoint
     from mnc_bench.config_loading import load_config

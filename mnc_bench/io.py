@@ -44,7 +44,8 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 
 def make_staging_dir(path: str | os.PathLike[str]) -> Path:
-    """A new empty folder beside ``path`` (mode 0777 & ~umask) to build ``path`` in, then rename into place."""
+    """A new empty folder beside ``path`` (mode 0777 & ~umask) to build ``path`` in, then rename into
+    place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     name, _ = _create_beside(path, ".tmp", lambda name: os.mkdir(name, 0o777))
@@ -84,8 +85,8 @@ def check_writable_output(path: str | os.PathLike[str], kind: str, *, directory:
     """Fail early, in one line, if ``path`` cannot be written as the output ``kind`` (e.g. "--out").
 
     For a file: ``path`` must not be a directory and its nearest existing parent must be a writable directory
-    (missing folders are created later). For a directory (``directory=True``): ``path`` must not be a file, and
-    it or its nearest existing parent must be a writable directory. Nothing is created here.
+    (missing folders are created later). For a directory (``directory=True``): ``path`` must not be a file,
+    and it or its nearest existing parent must be a writable directory. Nothing is created here.
     """
     path = Path(path)
     if directory and path.exists() and not path.is_dir():

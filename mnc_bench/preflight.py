@@ -3,7 +3,8 @@
 - the datasets the run reads exist and are valid (the synthetic shapes are generated when missing);
 - pretrained weights are local files (nothing is downloaded);
 - every ``type`` in the model config is registered (nested heads, losses, assigners, ...); the loop sections
-  (``train_cfg``, ``val_cfg``, ``test_cfg``) hold the keys their loop class takes; the dataloader arguments obey torch's ``DataLoader`` rules.
+  (``train_cfg``, ``val_cfg``, ``test_cfg``) hold the keys their loop class takes; the dataloader arguments
+  obey torch's ``DataLoader`` rules.
 
 Problems with config values are :class:`~mnc_bench.errors.ConfigError` naming the key.
 """
@@ -67,8 +68,8 @@ def dataset_files(dataset: Mapping[str, Any]) -> tuple[Path | None, Path | None]
 
 
 def prepare_datasets(cfg, loaders: Sequence[str]) -> None:
-    """Make sure the datasets the given dataloaders read exist and are valid; generate the shapes if the config
-    asks for them (``synthetic_shapes``). Raises a UserError naming the expected layout."""
+    """Make sure the datasets the given dataloaders read exist and are valid; generate the shapes if the
+    config asks for them (``synthetic_shapes``). Raises a UserError naming the expected layout."""
     from mnc_bench.data.check import require_valid_dataset
 
     spec = cfg.get("synthetic_shapes")
@@ -106,10 +107,10 @@ def ensure_shapes_dataset(root: str | os.PathLike[str], *, num_train: int = 1000
                           image_size: int = 128, seed: int = 0) -> bool:
     """Write the synthetic shapes dataset at ``root`` unless a complete one is there; True if it was written.
 
-    Complete means both annotation files exist (the writer renames them into place last). A folder holding only
-    part of the layout (``annotations/``, ``train/``, ``val/``) is written again; any other existing folder,
-    empty or not, is left alone for the dataset checks to report. Under a distributed launcher rank 0 writes
-    and the other ranks wait for it.
+    Complete means both annotation files exist (the writer renames them into place last). A folder holding
+    only part of the layout (``annotations/``, ``train/``, ``val/``) is written again; any other existing
+    folder, empty or not, is left alone for the dataset checks to report. Under a distributed launcher rank 0
+    writes and the other ranks wait for it.
     """
     from mnc_bench.data.synthetic import DATASET_SPLITS, ShapesConfig, write_shapes_dataset
 
@@ -125,7 +126,8 @@ def ensure_shapes_dataset(root: str | os.PathLike[str], *, num_train: int = 1000
         deadline = time.monotonic() + SHAPES_WAIT_S
         while not all(marker.is_file() for marker in markers):
             if time.monotonic() > deadline:
-                raise UserError(f"waited {SHAPES_WAIT_S // 60} min for rank 0 to write the shapes dataset to {root}")
+                raise UserError(f"waited {SHAPES_WAIT_S // 60} min for rank 0 to write the shapes dataset to "
+                                f"{root}")
             time.sleep(2)
         return False
     print(f"mnc-bench: writing the synthetic shapes dataset to {root} ...", file=sys.stderr, flush=True)
@@ -174,9 +176,9 @@ def _check_pretrained_entry(owner, init_cfg, where: str) -> None:
                         "local files only (save the file and pass --cfg-options backbone_checkpoint=PATH)")
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise UserError(f"pretrained weights {path} not found ({where}); put torchvision's ImageNet checkpoint "
-                        "there or pass --cfg-options backbone_checkpoint=PATH (backbone_checkpoint=None trains "
-                        "the backbone from scratch)")
+        raise UserError(f"pretrained weights {path} not found ({where}); put torchvision's ImageNet "
+                        "checkpoint there or pass --cfg-options backbone_checkpoint=PATH "
+                        "(backbone_checkpoint=None trains the backbone from scratch)")
     init_cfg["checkpoint"] = str(path)
 
 
@@ -185,8 +187,8 @@ def _check_pretrained_entry(owner, init_cfg, where: str) -> None:
 # --------------------------------------------------------------------------------------------------------
 
 def check_buildable(cfg, phases: Sequence[str]) -> None:
-    """Check the model type, and the loop section and dataloader of each phase ('train', 'val', 'test') against
-    what mmengine and torch accept, before the Runner builds anything."""
+    """Check the model type, and the loop section and dataloader of each phase ('train', 'val', 'test')
+    against what mmengine and torch accept, before the Runner builds anything."""
     check_types(cfg.model, "model")
     for phase in ("train", "val", "test"):
         # mmengine needs a phase's three sections together or not at all.
@@ -202,10 +204,10 @@ def check_buildable(cfg, phases: Sequence[str]) -> None:
 
 
 def check_types(node: Any, where: str) -> None:
-    """Every ``type`` in the model config, at any depth, names something mmdet can build: a model part (MODELS,
-    e.g. heads, losses, layers), a task utility (TASK_UTILS: assigners, samplers, coders, anchor generators), a
-    weight initialiser, or an mmcv op looked up by name (``RoIAlign``, ``nms``). A typo in a nested type would
-    otherwise surface as a KeyError deep inside the Runner's model build."""
+    """Every ``type`` in the model config, at any depth, names something mmdet can build: a model part
+    (MODELS, e.g. heads, losses, layers), a task utility (TASK_UTILS: assigners, samplers, coders, anchor
+    generators), a weight initialiser, or an mmcv op looked up by name (``RoIAlign``, ``nms``). A typo in a
+    nested type would otherwise surface as a KeyError deep inside the Runner's model build."""
     import mmcv.ops
     from mmdet.registry import MODELS, TASK_UTILS
     from mmengine.registry import WEIGHT_INITIALIZERS
@@ -223,7 +225,8 @@ def check_types(node: Any, where: str) -> None:
 
 
 def check_loop(cfg, section: str) -> None:
-    """``train_cfg`` / ``val_cfg`` / ``test_cfg`` against the ``__init__`` of the loop class mmengine will build."""
+    """``train_cfg`` / ``val_cfg`` / ``test_cfg`` against the ``__init__`` of the loop class mmengine will
+    build."""
     from mmdet.registry import LOOPS
     from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 
@@ -233,11 +236,13 @@ def check_loop(cfg, section: str) -> None:
     keys = dict(loop)
     if "type" in keys:
         if section == "train_cfg" and "by_epoch" in keys:
-            raise ConfigError(f"{section}.by_epoch: give either {section}.type or {section}.by_epoch, not both")
+            raise ConfigError(f"{section}.by_epoch: give either {section}.type or {section}.by_epoch, not "
+                              "both")
         loop_type = keys.pop("type")
         loop_class = LOOPS.get(loop_type) if isinstance(loop_type, str) else loop_type
         if loop_class is None:
-            raise ConfigError(f"{section}.type: unknown loop type {loop_type!r} (not in mmengine's LOOPS registry)")
+            raise ConfigError(f"{section}.type: unknown loop type {loop_type!r} (not in mmengine's LOOPS "
+                              "registry)")
     elif section == "train_cfg":
         if "by_epoch" not in keys:
             raise ConfigError(f"{section}: needs a `type` (e.g. 'IterBasedTrainLoop') or `by_epoch`")

@@ -15,8 +15,8 @@ def register_all() -> None:
     """Register mmdet's modules, PANet's (``baselines/``, installed as ``mnc_bench.baselines``), MNC's adapter
     (model type ``MNC``), the video models (``FrameLinkVIS``, ``VideoMNC``), the RoI layer
     ``SeparableRoIAlign``, the evaluation metrics ``MNCBenchMetric`` and ``MNCBenchVideoMetric``, the
-    soft-mask writer, the test-time transform ``CorruptImage`` and the hook ``LossScaleHook`` of mixed precision
-    (idempotent)."""
+    soft-mask writer, the test-time transform ``CorruptImage`` and the hook ``LossScaleHook`` of mixed
+    precision (idempotent)."""
     import warnings
 
     import mmcv.ops
@@ -34,8 +34,8 @@ def register_all() -> None:
     from mnc_bench.data.corruption_transform import CorruptImage
     from mnc_bench.evaluation.metric import MNCBenchMetric
     from mnc_bench.evaluation.video_metric import MNCBenchVideoMetric
-    from mnc_bench.soft_masks import WRITER_NAME, SoftMaskWriter
     from mnc_bench.models.roi_align import SeparableRoIAlign
+    from mnc_bench.soft_masks import WRITER_NAME, SoftMaskWriter
 
     # mmdet's RoI extractors resolve `roi_layer.type` as an attribute of mmcv.ops, not through a registry
     # (BaseRoIExtractor.build_roi_layers), so that is where a RoI layer joins.

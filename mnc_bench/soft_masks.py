@@ -130,7 +130,8 @@ def require_empty_output(out: str | os.PathLike[str]) -> None:
 
 @dataclass(frozen=True)
 class SoftMaskTarget:
-    """Where the writer puts the PNGs (``staging``) and where that folder goes when the test ends (``out``)."""
+    """Where the writer puts the PNGs (``staging``) and where that folder goes when the test ends
+    (``out``)."""
 
     staging: Path
     out: Path

@@ -1,8 +1,8 @@
 """The one training and evaluation path: config -> checks -> mmengine Runner -> train / test.
 
-Every model (MNC, Mask R-CNN, PANet) goes through :func:`train` and :func:`evaluate_checkpoint`, so the dataset
-pipeline, schedule, evaluator and checkpointing are the same code for all of them. Before anything is built the
-config is read with every module registered (:mod:`mnc_bench.config_loading`) and checked
+Every model (MNC, Mask R-CNN, PANet) goes through :func:`train` and :func:`evaluate_checkpoint`, so the
+dataset pipeline, schedule, evaluator and checkpointing are the same code for all of them. Before anything is
+built the config is read with every module registered (:mod:`mnc_bench.config_loading`) and checked
 (:mod:`mnc_bench.preflight`: datasets, local pretrained weights, model type, loops, dataloaders); checkpoints
 are read safely and only when whole (:mod:`mnc_bench.checkpoints`).
 
@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnc_bench.amp import TEST_OPTIONS, TRAIN_OPTIONS, add_loss_scale_hook, require_amp_device
-from mnc_bench.checkpoints import allow_mmengine_checkpoint_globals, latest_good_checkpoint, require_local_checkpoint
+from mnc_bench.checkpoints import (
+    allow_mmengine_checkpoint_globals,
+    latest_good_checkpoint,
+    require_local_checkpoint,
+)
 from mnc_bench.config_loading import load_config
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.gpu import require_mmcv_ops_for, training_device
@@ -69,7 +73,8 @@ def train(
     checkpoint. ``load_from=PATH`` only initialises the weights. At most one of the three may be given.
     ``amp``: mixed precision through mmengine's AmpOptimWrapper (see :mod:`mnc_bench.amp`; needs a GPU).
     """
-    given = [name for name, value in (("resume", resume), ("resume_from", resume_from), ("load_from", load_from))
+    given = [name for name, value in (("resume", resume), ("resume_from", resume_from),
+                                      ("load_from", load_from))
              if value not in (False, None)]
     if len(given) > 1:
         raise UserError(f"give at most one of resume, resume_from and load_from, got {' and '.join(given)}")
@@ -108,7 +113,8 @@ def train(
     from mmengine.dist import barrier
 
     barrier()  # rank 0 saves the checkpoints, with no wait: the other ranks read last_checkpoint after it
-    metrics = {key[len("val/"):]: float(buffer.current()) for key, buffer in runner.message_hub.log_scalars.items()
+    metrics = {key[len("val/"):]: float(buffer.current())
+               for key, buffer in runner.message_hub.log_scalars.items()
                if key.startswith("val/") and key not in ("val/time", "val/data_time")}
     last = Path(cfg.work_dir) / "last_checkpoint"
     checkpoint = Path(last.read_text().strip()) if last.is_file() else None
@@ -187,7 +193,8 @@ def build_test_runner(
     try:
         runner.load_checkpoint(checkpoint, map_location="cpu", strict=True)
     except RuntimeError as exc:
-        raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: {one_line(exc)}") from exc
+        raise UserError(f"checkpoint {checkpoint} does not fit the model of {cfg.filename}: "
+                        f"{one_line(exc)}") from exc
     if soft_masks is not None:
         from mnc_bench.soft_masks import enable_soft_masks
 
@@ -228,8 +235,8 @@ def _join_cpu_process_group(cfg, launcher: str) -> None:
                         "--launcher pytorch")
     missing = [key for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if key not in os.environ]
     if missing:
-        raise UserError(f"--launcher pytorch needs {', '.join(missing)} in the environment: start the processes "
-                        "with torchrun")
+        raise UserError(f"--launcher pytorch needs {', '.join(missing)} in the environment: start the "
+                        "processes with torchrun")
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
     wrapper = cfg.get("model_wrapper_cfg") or dict(
@@ -240,17 +247,19 @@ def _join_cpu_process_group(cfg, launcher: str) -> None:
 
 
 def _build_runner(cfg):
-    """mmengine's Runner for ``cfg`` (which has passed the pre-flight checks). Config values that only the model
-    can judge are ConfigErrors raised by the model itself; any other exception is a bug and keeps its traceback."""
+    """mmengine's Runner for ``cfg`` (which has passed the pre-flight checks). Config values that only the
+    model can judge are ConfigErrors raised by the model itself; any other exception is a bug and keeps its
+    traceback."""
     from mmengine.runner import Runner
 
     if not cfg.get("experiment_name"):
-        # mmengine names the logger and visualizer '<stem>_<timestamp to the second>' and hands out an existing
-        # instance of that name: two runs of one config in one process within a second would share one log.
+        # mmengine names the logger and visualizer '<stem>_<timestamp to the second>' and hands out an
+        # existing instance of that name: two runs of one config in one process within a second would share
+        # one log.
         cfg.experiment_name = f"{Path(cfg.filename or 'run').stem}_{uuid.uuid4().hex[:8]}"
     if isinstance(cfg.get("visualizer"), dict):
-        # mmdet's configs name it 'visualizer', and mmengine hands out the instance of that name that exists: every
-        # later run in the process would write its scalars and config into the first run's vis_data.
+        # mmdet's configs name it 'visualizer', and mmengine hands out the instance of that name that exists:
+        # every later run in the process would write its scalars and config into the first run's vis_data.
         cfg.visualizer["name"] = cfg.experiment_name
     return Runner.from_cfg(cfg)
 

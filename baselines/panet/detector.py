@@ -26,8 +26,8 @@ class PANet(MaskRCNN):
     Other arguments as ``MaskRCNN``.
     """
 
-    def __init__(self, *, neck: dict, roi_head: dict, bottom_up_path: bool = True, adaptive_pooling: bool = True,
-                 fully_connected_fusion: bool = True, **kwargs) -> None:
+    def __init__(self, *, neck: dict, roi_head: dict, bottom_up_path: bool = True,
+                 adaptive_pooling: bool = True, fully_connected_fusion: bool = True, **kwargs) -> None:
         neck = switch_neck(neck, bottom_up_path=bottom_up_path)
         roi_head = switch_roi_head(roi_head, adaptive_pooling=adaptive_pooling,
                                    fully_connected_fusion=fully_connected_fusion)
@@ -51,10 +51,12 @@ def switch_roi_head(roi_head: dict, *, adaptive_pooling: bool, fully_connected_f
     roi_head = copy.deepcopy(roi_head)
     for head, expected in (("bbox_head", "AFPBBoxHead"), ("mask_head", "FusedFCNMaskHead")):
         if roi_head.get(head, {}).get("type") != expected:
-            raise ValueError(f"PANet's roi_head.{head} must be {expected}, got {roi_head.get(head, {}).get('type')!r}")
+            raise ValueError(f"PANet's roi_head.{head} must be {expected}, "
+                             f"got {roi_head.get(head, {}).get('type')!r}")
     for extractor, head in (("bbox_roi_extractor", "bbox_head"), ("mask_roi_extractor", "mask_head")):
         if roi_head[extractor].get("type") not in EXTRACTOR_TYPES.values():
-            raise ValueError(f"PANet's roi_head.{extractor} must be AdaptiveRoIExtractor or SingleRoIExtractor")
+            raise ValueError(f"PANet's roi_head.{extractor} must be AdaptiveRoIExtractor or "
+                             "SingleRoIExtractor")
         roi_head[extractor]["type"] = EXTRACTOR_TYPES[bool(adaptive_pooling)]
         num_levels = len(roi_head[extractor]["featmap_strides"])
         roi_head[head]["num_levels"] = num_levels if adaptive_pooling else 1

@@ -1,4 +1,5 @@
-"""Adaptive feature pooling, step 1: pool each RoI from every FPN level instead of the one its size maps to."""
+"""Adaptive feature pooling, step 1: pool each RoI from every FPN level instead of the one its size
+maps to."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ class AdaptiveRoIExtractor(BaseRoIExtractor):
     ``featmap_strides``).
     """
 
-    def forward(self, feats: tuple[Tensor, ...], rois: Tensor, roi_scale_factor: float | None = None) -> Tensor:
+    def forward(self, feats: tuple[Tensor, ...], rois: Tensor,
+                roi_scale_factor: float | None = None) -> Tensor:
         if roi_scale_factor is not None:
             rois = self.roi_rescale(rois, roi_scale_factor)
         feats = feats[: self.num_inputs]

@@ -5,9 +5,9 @@
 # target stds per stage, stage loss weights 1 / 0.5 / 0.25, one FCN mask head per stage, every stage sampling
 # RoIs as Mask R-CNN does), narrowed as mask_rcnn_shapes.py: each stage's heads and RoI sampler are that
 # config's (64-channel RoI features and mask convs, 256-wide box fcs, 128 RoIs per image at 25 % positive; our
-# choice, for CPU cost; the measured cost per step is in docs/benchmarks.md). mmdet's RPN differs from the shared
-# one (SmoothL1 beta 1/9, allowed_border 0, 2000 training proposals): we keep the shared RPN so rows differ only
-# after the proposals.
+# choice, for CPU cost; the measured cost per step is in docs/benchmarks.md). mmdet's RPN differs from the
+# shared one (SmoothL1 beta 1/9, allowed_border 0, 2000 training proposals): we keep the shared RPN so rows
+# differ only after the proposals.
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
     '../_base_/models/roi_layers_cpu.py',

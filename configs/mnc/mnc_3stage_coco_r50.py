@@ -2,8 +2,8 @@
 # configs/mask_rcnn/mask_rcnn_r50_fpn_coco.py.
 # Stage 1 (ResNet-50, FPN, RPN and its proposal counts: mmdet's 2000 proposals after NMS in training and 1000
 # at test, for every model) is _base_/models/r50_fpn.py, shared with Mask R-CNN; data, schedule and evaluator
-# are the shared COCO ones. Stages 2-3 are _base_/models/mnc_heads.py: the paper's settings except the fc width
-# of stage 3, 1024 like Mask R-CNN's box head instead of VGG-16's 4096
+# are the shared COCO ones. Stages 2-3 are _base_/models/mnc_heads.py: the paper's settings except the fc
+# width of stage 3, 1024 like Mask R-CNN's box head instead of VGG-16's 4096
 # (`--cfg-options model.cascade.cls_fc_dim=4096`), with MNC-code's two stage-3 classifiers. RoI sampling is
 # Mask R-CNN's (_base_/models/mask_rcnn_r50_fpn.py: 512 RoIs/image, 25 % positive at IoU >= 0.5, GT added).
 # Needs local ImageNet weights: see configs/_base_/models/r50_fpn.py (backbone_checkpoint).

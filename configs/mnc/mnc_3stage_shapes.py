@@ -3,8 +3,8 @@
 # Mask R-CNN and PANet shapes configs: 300 proposals per image after NMS, in training and at test, for every
 # model); stages 2-3 are MNC's, with narrow fc layers. The paper's settings for stages 2-3 are in
 # _base_/models/mnc_heads.py; only stage 3's fc width is narrowed. RoI sampling is Mask R-CNN's
-# (configs/mask_rcnn/mask_rcnn_shapes.py: 128 RoIs/image, 25 % positive at IoU >= 0.5, GT added), not MNC-code's
-# (see mnc_5stage_c4_voc_sbd.py). Stage 3 has MNC-code's two classifiers (stage3_labels='both').
+# (configs/mask_rcnn/mask_rcnn_shapes.py: 128 RoIs/image, 25 % positive at IoU >= 0.5, GT added), not
+# MNC-code's (see mnc_5stage_c4_voc_sbd.py). Stage 3 has MNC-code's two classifiers (stage3_labels='both').
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
     '../_base_/models/mnc_heads.py',

@@ -1,8 +1,9 @@
 # MNC, 5 stages, R50-FPN, VOC 2012 + SBD masks (20 classes, MNC's split): the controlled comparison with
-# configs/mask_rcnn/mask_rcnn_voc_sbd.py (same backbone, FPN, RPN and its proposal counts — 2000 proposals after
-# NMS in training, 1000 at test — data, schedule and evaluator; Mask R-CNN's RoI sampler: 512 RoIs/image, 25 %
-# positive at IoU >= 0.5, GT added). The MNC stages are those of mnc_5stage_coco_r50.py. For the paper-like
-# single-level network with MNC-code's sampler and proposal counts see mnc_5stage_c4_voc_sbd.py.
+# configs/mask_rcnn/mask_rcnn_voc_sbd.py (same backbone, FPN, RPN and its proposal counts — 2000 proposals
+# after NMS in training, 1000 at test — data, schedule and evaluator; Mask R-CNN's RoI sampler: 512
+# RoIs/image, 25 % positive at IoU >= 0.5, GT added). The MNC stages are those of mnc_5stage_coco_r50.py. For
+# the paper-like single-level network with MNC-code's sampler and proposal counts see
+# mnc_5stage_c4_voc_sbd.py.
 # Needs local ImageNet weights: see configs/_base_/models/r50_fpn.py (backbone_checkpoint).
 _base_ = [
     '../_base_/models/r50_fpn.py',

@@ -10,8 +10,9 @@
 #   levels as on COCO (shapes' objects span ~15-128 px; of 194 objects in 63 shapes-train images, 12 / 36 /
 #   60 / 62 / 29 % fall in the five levels' ranges, which overlap by 2x as mmdet's);
 #   num_grids, pos_scale, losses, Matrix NMS: mmdet's (the grid is relative to the image: no scaling needed).
-# SOLOv2 predicts no boxes (mmdet fills them with zeros); SOLOv2MaskBoxes (baselines/solov2.py, our choice) sets
-# each box to its mask's tight box, as mmdet does for Mask2Former. mmdet's model zoo publishes mask AP only.
+# SOLOv2 predicts no boxes (mmdet fills them with zeros); SOLOv2MaskBoxes (baselines/solov2.py, our choice)
+# sets each box to its mask's tight box, as mmdet does for Mask2Former. mmdet's model zoo publishes mask AP
+# only.
 _base_ = [
     '../_base_/models/r18_fpn_small.py',
     '../_base_/datasets/shapes.py',

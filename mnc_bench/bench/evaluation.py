@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ def synthetic_workload(
             rng.uniform(10, 90, num_gt), rng.uniform(10, 120, num_gt),
         ])
         classes = rng.integers(1, NUM_CLASSES + 1, num_gt)
-        for shape, category_id, rle in zip(shapes, classes, _rles([_ellipse_polygon(*s) for s in shapes])):
+        for _shape, category_id, rle in zip(shapes, classes, _rles([_ellipse_polygon(*s) for s in shapes])):
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": int(category_id),
                 "segmentation": rle, "area": float(mask_utils.area(rle)),
@@ -106,12 +107,12 @@ def bench_evaluation(
         return value
 
     for protocol in ("sds", "mnc"):
-        scores = timed(f"voc_{protocol}", lambda: evaluate_voc(gt, results, protocol))
+        scores = timed(f"voc_{protocol}", partial(evaluate_voc, gt, results, protocol))
         figures[f"voc_{protocol}_mAP@0.5"] = scores["mAP@0.5"]
     loaded_gt = load_ground_truth(gt)
     loaded = timed("load_and_validate", lambda: load_predictions(results, loaded_gt))
     for backend in ("pycocotools", "faster_coco_eval"):
-        scores = timed(f"coco_segm_{backend}", lambda: coco_metrics(loaded_gt, loaded, "segm", backend))
+        scores = timed(f"coco_segm_{backend}", partial(coco_metrics, loaded_gt, loaded, "segm", backend))
         figures[f"coco_segm_{backend}_AP"] = scores["AP"]
     figures["faster_coco_eval_speedup"] = (
         figures["coco_segm_pycocotools_seconds"] / figures["coco_segm_faster_coco_eval_seconds"]

@@ -5,8 +5,8 @@ actually runs (data-dependent branches, Python loops and backward passes include
 as 2 FLOPs like the matmul peak. It counts matrix products and convolutions (mm, addmm, bmm, baddbmm,
 convolution and their backward, attention); it does NOT count element-wise ops, activations, normalisation,
 pooling, interpolation and `grid_sample`, nor ops outside the dispatcher (mmcv's RoIAlign and NMS; of the
-shapes configs' SeparableRoIAlign it counts the backward's matrix products, not torchvision's forward). For these
-models the counted ops are the bulk of the arithmetic but not of the time.
+shapes configs' SeparableRoIAlign it counts the backward's matrix products, not torchvision's forward). For
+these models the counted ops are the bulk of the arithmetic but not of the time.
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ class PeakMemory:
         elif _resettable_rss():
             self.method = "peak RSS (VmHWM, reset per block)"
             if tuned():  # freed memory stays in the process: a block's peak includes every block before it
-                self.method += (", but glibc keeps freed memory (mnc_bench/allocator.py): a row is the peak so far; "
-                                "MNC_BENCH_ALLOCATOR=system for each model's own")
+                self.method += (", but glibc keeps freed memory (mnc_bench/allocator.py): a row is the peak "
+                                "so far; MNC_BENCH_ALLOCATOR=system for each model's own")
         else:
             self.method = "lifetime peak RSS (ru_maxrss)"
 

@@ -359,7 +359,8 @@ def _time_inference(variants: list[_Variant], arrays: list[np.ndarray],
 
 def _inference_gflops(variant: _Variant, arrays: list[np.ndarray]) -> float:
     """GFLOPs of one inference, the mean over ``arrays`` (the count follows the detections)."""
-    return float(np.mean([count_flops(lambda: variant.predictor(array)) for array in arrays])) / 1e9
+    return float(np.mean([count_flops(functools.partial(variant.predictor, array))
+                          for array in arrays])) / 1e9
 
 
 def _time_training(trainers: list[_Trainer], settings: ModelsBenchSettings) -> None:

@@ -7,6 +7,7 @@ import cProfile
 import io
 import pstats
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,13 @@ def profile_inference(directory: Path, size: int, variants: Sequence[Any], image
     for variant in variants:
         threshold = f"{variant.score_thr:g}"
         path = directory / f"{variant.stem}_{size}px_infer_thr{threshold}.txt"
-        profile_call(lambda: variant.predictor(image), path,
+        profile_call(partial(variant.predictor, image), path,
                      f"{variant.stem}: inference of one {size} px image at score threshold {threshold}")
 
 
 def profile_training(directory: Path, size: int, trainers: Sequence[Any]) -> None:
     """One training iteration per bench trainer."""
     for trainer in trainers:
-        profile_call(lambda: trainer.run(trainer.batch(0)), directory / f"{trainer.stem}_{size}px_train.txt",
+        profile_call(lambda trainer=trainer: trainer.run(trainer.batch(0)),
+                     directory / f"{trainer.stem}_{size}px_train.txt",
                      f"{trainer.stem}: one training iteration, batch {trainer.batch_size}, {size} px")

@@ -78,12 +78,14 @@ def format_tables(results: dict[str, Any]) -> list[str]:
             header = ["model", "batch", "s/iter", "IQR", "img/s", "data s", "vs MaskRCNN", "GFLOP/iter",
                       "GFLOP/s", "% peak", "params M", "peak MB"]
             lines += _table(header, _training_rows(records))
-        random_mnc = sorted(r["model"] for r in records if r.get("model_type") == "MNC" and r["weights"] == "random")
+        random_mnc = sorted(r["model"] for r in records
+                            if r.get("model_type") == "MNC" and r["weights"] == "random")
         if random_mnc:
-            lines.append(f"note: {', '.join(random_mnc)} ran with random weights: MNC's ratios then mislead (a "
-                         "random model keeps its whole detection budget above the score threshold, and its "
-                         "training step follows the proposals and labels the weights produce); bench trained "
-                         "weights (--checkpoint, or --weights trained with finished suite runs) to compare")
+            lines.append(f"note: {', '.join(random_mnc)} ran with random weights: MNC's ratios then mislead "
+                         "(a random model keeps its whole detection budget above the score threshold, and "
+                         "its training step follows the proposals and labels the weights produce); bench "
+                         "trained weights (--checkpoint, or --weights trained with finished suite runs) to "
+                         "compare")
         proposals = {r["proposals"] for r in records}
         if len(proposals) > 1:
             lines.append(f"note: the models use different proposal counts: {sorted(map(str, proposals))}")

@@ -1,10 +1,10 @@
 """Which weights `bench models` runs each model with: random, or the checkpoint of a finished suite run.
 
-Speed ratios with random weights mislead about MNC: a random model gives every class of every proposal about the
-same score, so it keeps its whole detection budget above any score threshold (100 detections to vote and paste
-where a trained shapes model keeps about 12), and the training step's costs follow the proposals and labels the
-weights produce. Trained weights are what a comparison should use; this module finds them among the suites'
-results.
+Speed ratios with random weights mislead about MNC: a random model gives every class of every proposal about
+the same score, so it keeps its whole detection budget above any score threshold (100 detections to vote and
+paste where a trained shapes model keeps about 12), and the training step's costs follow the proposals and
+labels the weights produce. Trained weights are what a comparison should use; this module finds them among the
+suites' results.
 
 A run qualifies for a config when it ran that config file unchanged (only options that cannot change its
 results, `suites.spec.NEUTRAL_KEYS`), finished, and left a whole checkpoint; among several, seed 0 first, then

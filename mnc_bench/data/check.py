@@ -73,8 +73,10 @@ def check_coco_dataset(
     return report
 
 
-def require_valid_dataset(annotations: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None) -> None:
-    """Raise a UserError naming the first problems if the dataset is not valid (used before building models)."""
+def require_valid_dataset(annotations: str | os.PathLike[str],
+                          images_dir: str | os.PathLike[str] | None) -> None:
+    """Raise a UserError naming the first problems if the dataset is not valid (used before building
+    models)."""
     from mnc_bench.data.video_check import check_dataset  # COCO's rules, and the clips' for COCO-video
 
     report = check_dataset(annotations, images_dir=images_dir, max_problems=5)

@@ -2,13 +2,14 @@
 
 Readers report what the rules find to a :class:`Problems` sink, in one of two modes:
 
-* :class:`CollectProblems` -- ``mnc-bench data check`` lists every problem, one line each, naming records by id;
-* :class:`RaiseOnFirst` -- the evaluators (ground truth, results files) stop at the first problem with a one-line
-  :class:`UserError` naming the file, the record and the field.
+* :class:`CollectProblems` -- ``mnc-bench data check`` lists every problem, one line each, naming records by
+  id;
+* :class:`RaiseOnFirst` -- the evaluators (ground truth, results files) stop at the first problem with a
+  one-line :class:`UserError` naming the file, the record and the field.
 
 A training dataset and evaluation ground truth follow the same rules. A dataset must also hold what training
-reads (``file_name``, ``segmentation``); evaluation ground truth may be box-only, and its masks are checked, by
-the same rules, once a mask metric needs them (:func:`ground_truth_masks`).
+reads (``file_name``, ``segmentation``); evaluation ground truth may be box-only, and its masks are checked,
+by the same rules, once a mask metric needs them (:func:`ground_truth_masks`).
 
 Decisions where the readers used to disagree:
 
@@ -77,7 +78,8 @@ class TooManyProblems(Exception):
 
 
 class Problems(ABC):
-    """Where the rules report. A subclass decides whether to go on after a problem and how records are named."""
+    """Where the rules report. A subclass decides whether to go on after a problem and how records are
+    named."""
 
     @abstractmethod
     def add(self, where: str, message: str) -> None: ...
@@ -161,7 +163,8 @@ def check_instances(data: Any, source: str, out: Problems, *, dataset: bool) -> 
     not an object is a UserError in either mode: nothing else can be checked.
     """
     if not isinstance(data, dict):
-        raise UserError(f"{source}: top level must be a JSON object with 'images', 'annotations', 'categories'")
+        raise UserError(f"{source}: top level must be a JSON object with 'images', 'annotations', "
+                        "'categories'")
     found = Instances({}, {}, {}, [], 0)
     if not _top_level_lists(data, out):
         return found
@@ -330,7 +333,8 @@ def bbox_problem(bbox: Any, *, allow_empty: bool) -> str | None:
 def segmentation_rles(
     segmentations: Sequence[Any], sizes: Sequence[tuple[int, int]], wheres: Sequence[str], out: Problems
 ) -> list[dict[str, Any] | None]:
-    """Each segmentation (polygons, RLE) as compressed RLE for its image size, or None after reporting why not.
+    """Each segmentation (polygons, RLE) as compressed RLE for its image size, or None after reporting why
+    not.
 
     The runs of compressed RLE strings are checked in one vectorised pass (pycocotools' C code trusts them).
     """
@@ -346,7 +350,8 @@ def segmentation_rles(
         pixels = np.array([rles[k]["size"][0] * rles[k]["size"][1] for k in converted], dtype=np.int64)
         valid = compressed_counts_valid([rles[k]["counts"] for k in converted], pixels)
         for k in np.asarray(converted)[~valid].tolist():
-            out.add(wheres[k], "'segmentation': RLE 'counts' is corrupt (its runs do not cover the image exactly)")
+            out.add(wheres[k], "'segmentation': RLE 'counts' is corrupt (its runs do not cover the image "
+                               "exactly)")
             rles[k] = None
     return rles
 

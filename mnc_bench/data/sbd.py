@@ -1,4 +1,5 @@
-"""Convert SBD's instance masks for PASCAL VOC (Hariharan et al. 2011) to COCO json (``mnc-bench data sbd2coco``).
+"""Convert SBD's instance masks for PASCAL VOC (Hariharan et al. 2011) to COCO json
+(``mnc-bench data sbd2coco``).
 
 SBD (``benchmark_RELEASE/dataset``) holds, per image id (``2008_000002``):
 
@@ -36,8 +37,8 @@ from mnc_bench.errors import UserError
 from mnc_bench.io import write_json
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 # Which train/val image lists define the split (see the module docstring).
 SPLIT_SCHEMES = ("mnc", "sbd")
@@ -91,7 +92,8 @@ def _read_ids(path: Path) -> list[str]:
 
 def _struct_field(struct: Any, name: str, path: Path, struct_name: str) -> Any:
     if not hasattr(struct, name):
-        raise UserError(f"{path}: {struct_name} has no field {name!r} (fields: {', '.join(struct._fieldnames)})")
+        raise UserError(f"{path}: {struct_name} has no field {name!r} (fields: "
+                        f"{', '.join(struct._fieldnames)})")
     return getattr(struct, name)
 
 
@@ -103,19 +105,25 @@ def _load_struct(path: Path, struct_name: str) -> Any:
     except Exception as exc:  # scipy raises several types for damaged files
         raise UserError(f"{path}: not a readable MATLAB file ({type(exc).__name__}: {exc})") from None
     if struct_name not in mat:
-        raise UserError(f"{path}: no {struct_name} struct (found {', '.join(k for k in mat if not k.startswith('__'))})")
+        raise UserError(f"{path}: no {struct_name} struct (found "
+                        f"{', '.join(k for k in mat if not k.startswith('__'))})")
     return mat[struct_name]
 
 
-def read_sbd_instances(inst_path: Path, cls_path: Path | None = None) -> tuple[list[np.ndarray], list[int], int]:
+def read_sbd_instances(
+    inst_path: Path, cls_path: Path | None = None
+) -> tuple[list[np.ndarray], list[int], int]:
     """Instance masks (H x W bool, instance order, empty ones dropped), their VOC class ids (1..20), and how
-    many disagree with the majority class of ``GTcls.Segmentation`` under the mask (0 without ``cls_path``)."""
+    many disagree with the majority class of ``GTcls.Segmentation`` under the mask (0 without
+    ``cls_path``)."""
     gt = _load_struct(inst_path, "GTinst")
     segmentation = np.asarray(_struct_field(gt, "Segmentation", inst_path, "GTinst"))
-    categories = np.atleast_1d(np.asarray(_struct_field(gt, "Categories", inst_path, "GTinst"))).astype(np.int64)
+    categories = np.atleast_1d(
+        np.asarray(_struct_field(gt, "Categories", inst_path, "GTinst"))).astype(np.int64)
     categories = categories.reshape(-1)
     if segmentation.ndim != 2 or segmentation.size == 0:
-        raise UserError(f"{inst_path}: GTinst.Segmentation must be a 2-D label map, got shape {segmentation.shape}")
+        raise UserError(f"{inst_path}: GTinst.Segmentation must be a 2-D label map, got shape "
+                        f"{segmentation.shape}")
     ids = np.unique(segmentation)
     ids = ids[(ids != 0) & (ids != IGNORE_LABEL)]
     if len(ids) and (ids.min() < 1 or ids.max() > len(categories)):
@@ -126,7 +134,8 @@ def read_sbd_instances(inst_path: Path, cls_path: Path | None = None) -> tuple[l
         raise UserError(f"{inst_path}: GTinst.Categories has class {bad[0]} outside 1..{len(VOC_CLASSES)}")
     class_map = None
     if cls_path is not None and cls_path.is_file():
-        class_map = np.asarray(_struct_field(_load_struct(cls_path, "GTcls"), "Segmentation", cls_path, "GTcls"))
+        class_map = np.asarray(
+            _struct_field(_load_struct(cls_path, "GTcls"), "Segmentation", cls_path, "GTcls"))
         if class_map.shape != segmentation.shape:
             raise UserError(f"{cls_path}: GTcls.Segmentation shape {class_map.shape} differs from "
                             f"{inst_path.name}'s {segmentation.shape}")
@@ -152,7 +161,8 @@ def _annotation(mask: np.ndarray, category: int, ann_id: int, image_id: int) -> 
         "id": ann_id,
         "image_id": image_id,
         "category_id": category,
-        "segmentation": {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle["counts"].decode("ascii")},
+        "segmentation": {"size": [int(mask.shape[0]), int(mask.shape[1])],
+                         "counts": rle["counts"].decode("ascii")},
         "area": int(mask.sum()),
         "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
         "iscrowd": 0,
@@ -190,9 +200,11 @@ def convert_split(sbd: Path, names: Iterable[str], images_dir: Path) -> tuple[di
             summary.per_class[VOC_CLASSES[category - 1]] += 1
         summary.class_disagreements += disagreements
     if missing_images:
-        raise UserError(f"{len(missing_images)} image(s) not found in {images_dir}, e.g. {missing_images[0]}.jpg")
+        raise UserError(f"{len(missing_images)} image(s) not found in {images_dir}, e.g. "
+                        f"{missing_images[0]}.jpg")
     summary.images, summary.instances = len(images), len(annotations)
-    categories = [{"id": k, "name": name, "supercategory": "voc"} for k, name in enumerate(VOC_CLASSES, start=1)]
+    categories = [{"id": k, "name": name, "supercategory": "voc"}
+                  for k, name in enumerate(VOC_CLASSES, start=1)]
     return {"images": images, "annotations": annotations, "categories": categories}, summary
 
 

@@ -48,7 +48,8 @@ class ShapesConfig:
         if self.image_size < 32:
             raise UserError(f"image_size must be >= 32, got {self.image_size}")
         if not 1 <= self.min_objects <= self.max_objects:
-            raise UserError(f"need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
+            raise UserError(f"need 1 <= min_objects <= max_objects, got {self.min_objects}, "
+                            f"{self.max_objects}")
         if not 0 < self.min_object_frac < self.max_object_frac <= 1.5:
             raise UserError("need 0 < min_object_frac < max_object_frac <= 1.5")
 
@@ -123,7 +124,8 @@ def rasterise(shape: Shape, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
 
 
 def background(rng: np.random.Generator, config: ShapesConfig) -> np.ndarray:
-    """A textured background: colour gradient + low-frequency blobs + stripes + pixel noise. [H, W, 3] float."""
+    """A textured background: colour gradient + low-frequency blobs + stripes + pixel noise. [H, W, 3]
+    float."""
     size = config.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     base = rng.uniform(40, 215, size=3)
@@ -210,7 +212,8 @@ def _annotation_records(image: RenderedImage, image_id: int) -> list[dict]:
             {
                 "image_id": image_id,
                 "category_id": category_id,
-                "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+                "segmentation": {"size": [int(s) for s in rle["size"]],
+                                 "counts": rle["counts"].decode("ascii")},
                 "area": int(mask.sum()),
                 "bbox": [x, y, w, h],
                 "iscrowd": 0,
@@ -263,7 +266,8 @@ def build_split(root: Path, split: str, num_images: int, config: ShapesConfig, w
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)],
+        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"}
+                       for i, name in enumerate(CATEGORIES)],
     }
 
 
@@ -314,7 +318,8 @@ def write_shapes_dataset(
         lines = []
         for split, count in (("train", num_train), ("val", num_val)):
             coco = build_split(staging, split, count, config, workers)
-            with atomic_open(staging / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as fh:
+            with atomic_open(staging / "annotations" / f"instances_{split}.json", "w",
+                             encoding="utf-8") as fh:
                 json.dump(coco, fh, separators=(",", ":"))
             lines.append(f"{split}: {summarize(coco)}")
         return lines

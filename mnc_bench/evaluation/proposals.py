@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mnc_bench.errors import UserError
 from mnc_bench.data.predicates import is_int
+from mnc_bench.errors import UserError
 from mnc_bench.evaluation.coco import run_cocoeval
 from mnc_bench.evaluation.ground_truth import GroundTruth, GroundTruthSource, load_ground_truth
 from mnc_bench.evaluation.results_io import Predictions, PredictionsSource, load_predictions

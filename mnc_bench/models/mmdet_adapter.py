@@ -141,7 +141,8 @@ def build_cascade(
     try:
         config = MNCConfig(
             **{_SECTIONS["cascade"][key]: value for key, value in settings.items()},
-            loss_weights=StageLossWeights(**{k: weights[k] for k in _SECTIONS["loss_weights"] if k in weights}),
+            loss_weights=StageLossWeights(
+                **{k: weights[k] for k in _SECTIONS["loss_weights"] if k in weights}),
             sampling=RoISampling(**sampling),
         )
         return MNCCascade.from_config(config)
@@ -299,10 +300,10 @@ class MNC(BaseDetector):
         return (cls_scores, bbox_preds), proposals
 
     def proposals(self, features: Sequence[Tensor], batch_data_samples: SampleList) -> list[Tensor]:
-        """What stage 2 receives at test time, per image: boxes [R, 4] (x1, y1, x2, y2) in network-input pixels,
-        best first, after the proposal controls (cap, jitter, oracle, random; the oracle needs the samples'
-        `gt_instances`). `features` are `extract_feat`'s [B, C, H_l, W_l] per level. For scoring stage 1
-        (proposal recall); MNC's proposals carry no score of their own."""
+        """What stage 2 receives at test time, per image: boxes [R, 4] (x1, y1, x2, y2) in network-input
+        pixels, best first, after the proposal controls (cap, jitter, oracle, random; the oracle needs the
+        samples' `gt_instances`). `features` are `extract_feat`'s [B, C, H_l, W_l] per level. For scoring
+        stage 1 (proposal recall); MNC's proposals carry no score of their own."""
         _, proposals = self._proposals(features, batch_data_samples, training=False)
         return proposals
 
@@ -340,7 +341,8 @@ class MNC(BaseDetector):
         boxes = get_box_tensor(gt.bboxes).to(device=device, dtype=torch.float32)
         if "masks" not in gt:
             raise ConfigError(
-                "train_dataloader.dataset.pipeline: MNC needs instance masks: add LoadAnnotations(with_mask=True)"
+                "train_dataloader.dataset.pipeline: MNC needs instance masks: add "
+                "LoadAnnotations(with_mask=True)"
             )
         masks = gt.masks.to_tensor(dtype=torch.uint8, device=device)
         if masks.shape[0] == 0:

@@ -1,20 +1,21 @@
-"""RoIAlign with a fast CPU backward: the same operator as mmcv's ``RoIAlign`` (average mode), faster to train.
+"""RoIAlign with a fast CPU backward: the same operator as mmcv's ``RoIAlign`` (average mode), faster to
+train.
 
-mmcv's and torchvision's CPU backward kernels walk every (RoI, channel, bin, sample) and recompute the bilinear
-weights for each channel; on the shapes models that loop was a fifth of Mask R-CNN's training step. The operator
-is separable: the value of bin ``(ph, pw)`` of RoI ``r`` is ``Wy[r, ph, :] @ F[b_r, c] @ Wx[r, pw, :]``, where
-``Wy`` (``Wx``) holds, per output row (column), the sum over that bin's sampling points of their bilinear weights
-on the feature rows (columns), divided by the number of points: mmcv's border rule (a point beyond -1 or the size
-contributes zero, one in (-1, 0) is clamped to 0, one past the last row is clamped to it) is a product of a row
-and a column indicator, so it factors too. The backward is then two dense matrix products per image, with the
-weights shared by every channel:
+mmcv's and torchvision's CPU backward kernels walk every (RoI, channel, bin, sample) and recompute the
+bilinear weights for each channel; on the shapes models that loop was a fifth of Mask R-CNN's training step.
+The operator is separable: the value of bin ``(ph, pw)`` of RoI ``r`` is
+``Wy[r, ph, :] @ F[b_r, c] @ Wx[r, pw, :]``, where ``Wy`` (``Wx``) holds, per output row (column), the sum
+over that bin's sampling points of their bilinear weights on the feature rows (columns), divided by the number
+of points: mmcv's border rule (a point beyond -1 or the size contributes zero, one in (-1, 0) is clamped to 0,
+one past the last row is clamped to it) is a product of a row and a column indicator, so it factors too. The
+backward is then two dense matrix products per image, with the weights shared by every channel:
 
     grad_F[b] = sum_r Wy_r^T  G_r  Wx_r           (G_r: [C, ph, pw])
 
 The forward is torchvision's kernel, which computes each bin's weights once for all channels (the same values
-as mmcv's, bit for bit: tests/test_roi_align.py). The dense backward costs ``H * W * C * ph * R`` multiply-adds
-per image, so it is used for feature maps up to ``DENSE_BACKWARD_MAX_PIXELS`` (every level of the 128-px shapes
-models); larger maps keep torchvision's backward.
+as mmcv's, bit for bit: tests/test_roi_align.py). The dense backward costs ``H * W * C * ph * R``
+multiply-adds per image, so it is used for feature maps up to ``DENSE_BACKWARD_MAX_PIXELS`` (every level of
+the 128-px shapes models); larger maps keep torchvision's backward.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from torch.autograd.function import once_differentiable
 
 def tv_roi_align(*args, **kwargs) -> Tensor:
     """torchvision's RoIAlign, torchvision imported on first use: its ops pull in torch._dynamo (~1 s of
-    start-up), which a process that only reads configs and builds models (a suite's validation) never needs."""
+    start-up), which a process that only reads configs and builds models (a suite's validation) never
+    needs."""
     from torchvision.ops import roi_align
 
     return roi_align(*args, **kwargs)
 
 
 # Our choice: at 64 x 64 (1,000 RoIs, 64 channels, 7 x 7 bins; ~1.8 GMAC) the dense backward still beat mmcv's
-# scalar one (1 thread, loaded machine: 151-299 vs 270-345 ms); the cost grows with the map, the kernel's does not.
+# scalar one (1 thread, loaded machine: 151-299 vs 270-345 ms); the cost grows with the map, the kernel's does
+# not.
 DENSE_BACKWARD_MAX_PIXELS = 64 * 64
 
 
@@ -43,7 +46,8 @@ def bin_weights(start: Tensor, size: Tensor, bins: int, samples: Tensor, length:
     Args:
         start, size: ``[R]`` RoI start and extent in feature-map coordinates (after the half-pixel offset).
         bins: pooled size along the axis.
-        samples: ``[R]`` sampling points per bin along the axis (mmcv: ``sampling_ratio`` or ``ceil(size / bins)``).
+        samples: ``[R]`` sampling points per bin along the axis (mmcv: ``sampling_ratio`` or
+            ``ceil(size / bins)``).
         length: feature-map size along the axis.
     Returns:
         ``[R, bins, length]``: row ``(r, p)`` holds the weight of every feature row in bin ``p``'s mean.
@@ -54,7 +58,8 @@ def bin_weights(start: Tensor, size: Tensor, bins: int, samples: Tensor, length:
     bin_size = size / bins
     # [R, bins, S]: mmcv's sampling points start + p * bin + (i + 0.5) * bin / S, for i < S_r
     step = bin_size / samples.clamp(min=1.0)
-    bin_start = start[:, None] + torch.arange(bins, dtype=start.dtype, device=start.device) * bin_size[:, None]
+    bin_start = (start[:, None]
+                 + torch.arange(bins, dtype=start.dtype, device=start.device) * bin_size[:, None])
     coords = bin_start[:, :, None] + (point + 0.5) * step[:, None, None]
     used = (point[None, None, :] < samples[:, None, None]) & (coords >= -1.0) & (coords <= length)
     coords = torch.where(used, coords, torch.zeros_like(coords)).clamp(min=0.0)
@@ -120,22 +125,25 @@ class _RoIAlignFunction(torch.autograd.Function):
         image_of_row = rois[:, 0].long().repeat_interleave(bins_h)
         for image, pick in _rows_per_image(image_of_row):
             # [H, R_b*ph] @ [R_b*ph, C*W] -> [H, C, W]
-            grad_features[image] = (weights_y[pick].t() @ rows[pick]).view(height, channels, width).transpose(0, 1)
+            grad_features[image] = ((weights_y[pick].t() @ rows[pick]).view(height, channels, width)
+                                    .transpose(0, 1))
         return grad_features, None, None, None, None, None
 
 
 class SeparableRoIAlign(nn.Module):
-    """Drop-in for ``mmcv.ops.RoIAlign`` (``pool_mode='avg'``; no ``use_torchvision``) with the fast backward above.
+    """Drop-in for ``mmcv.ops.RoIAlign`` (``pool_mode='avg'``; no ``use_torchvision``) with the fast backward
+    above.
 
-    Args and shapes as mmcv's: features ``[B, C, H, W]``, rois ``[R, 5]`` (image index, x1, y1, x2, y2 in image
-    pixels) -> ``[R, C, out_h, out_w]``.
+    Args and shapes as mmcv's: features ``[B, C, H, W]``, rois ``[R, 5]`` (image index, x1, y1, x2, y2 in
+    image pixels) -> ``[R, C, out_h, out_w]``.
     """
 
-    def __init__(self, output_size: int | tuple[int, int], spatial_scale: float = 1.0, sampling_ratio: int = 0,
-                 pool_mode: str = "avg", aligned: bool = True) -> None:
+    def __init__(self, output_size: int | tuple[int, int], spatial_scale: float = 1.0,
+                 sampling_ratio: int = 0, pool_mode: str = "avg", aligned: bool = True) -> None:
         super().__init__()
         if pool_mode != "avg":
-            raise ValueError(f"SeparableRoIAlign: pool_mode={pool_mode!r} is not implemented here; use mmcv's RoIAlign")
+            raise ValueError(f"SeparableRoIAlign: pool_mode={pool_mode!r} is not implemented here; use "
+                             "mmcv's RoIAlign")
         self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
         self.spatial_scale = float(spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
@@ -143,7 +151,8 @@ class SeparableRoIAlign(nn.Module):
 
     def forward(self, features: Tensor, rois: Tensor) -> Tensor:
         height, width = features.shape[-2:]
-        if features.requires_grad and features.device.type == "cpu" and height * width <= DENSE_BACKWARD_MAX_PIXELS:
+        if (features.requires_grad and features.device.type == "cpu"
+                and height * width <= DENSE_BACKWARD_MAX_PIXELS):
             return _RoIAlignFunction.apply(features, rois, self.output_size, self.spatial_scale,
                                            self.sampling_ratio, self.aligned)
         return tv_roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,

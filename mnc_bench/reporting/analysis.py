@@ -9,8 +9,18 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mnc_bench.reporting.compare import (Ablation, Baseline, GroupKey, Row, ablation, baseline_rows,
-                                         group_summaries, missing_metric_runs, numbers, resolve_baselines)
+from mnc_bench.reporting.compare import (
+    Ablation,
+    Baseline,
+    GroupKey,
+    Row,
+    ablation,
+    baseline_rows,
+    group_summaries,
+    missing_metric_runs,
+    numbers,
+    resolve_baselines,
+)
 from mnc_bench.reporting.metrics import ACCURACY, COST, Column, column, resolve_metric
 from mnc_bench.reporting.names import DisplayNames, display_names
 from mnc_bench.reporting.stats import Summary
@@ -50,7 +60,7 @@ def _with_bench(summaries: dict[GroupKey, dict[str, Summary]], bench: pd.DataFra
     if bench is None:
         return
     costs = bench.set_index("model")[[k for k in BENCH_COLUMNS if k in bench]].apply(numbers)
-    for (suite, model, variant), cells in summaries.items():
+    for (_suite, model, variant), cells in summaries.items():
         if model not in costs.index or variant:
             continue
         for key, value in costs.loc[model].items():

@@ -1,4 +1,5 @@
-"""Claims tested by suites: a YAML file of claims -> one verdict per claim and metric, following the intervals.
+"""Claims tested by suites: a YAML file of claims -> one verdict per claim and metric, following the
+intervals.
 
 A claims file is a list of records, read with a safe loader::
 
@@ -45,8 +46,8 @@ from scipy.stats import f_oneway, permutation_test
 from mnc_bench.errors import UserError
 from mnc_bench.reporting.compare import DEFAULT_VALUE, value_text
 from mnc_bench.reporting.metrics import column, difference_text, number
-from mnc_bench.suites.contract import AXIS_PREFIX
 from mnc_bench.reporting.stats import CONFIDENCE, SEED, Interval, compare, summarize
+from mnc_bench.suites.contract import AXIS_PREFIX
 
 CLAIM_KEYS = ("claim", "source", "suite", "metrics", "higher", "than", "varies", "note")
 N_PERMUTATIONS = 10_000
@@ -220,7 +221,8 @@ def _factor(claim: Claim, metric: str, runs: pd.DataFrame) -> ClaimResult:
     held = sorted(c for c in runs.columns if c.startswith(AXIS_PREFIX) and c not in columns
                   and c != AXIS_PREFIX + "config")
     cells = [group["_value"].dropna().to_numpy()
-             for _, group in runs.groupby([runs[c].map(value_text) for c in held + columns] + [runs["model"]])]
+             for _, group in runs.groupby([runs[c].map(value_text) for c in held + columns]
+                                          + [runs["model"]])]
     cells = [c for c in cells if c.size]
     n = tuple(int(c.size) for c in cells)
     if len(cells) < 2:
@@ -252,7 +254,8 @@ def _anova_permutation_p(cells: list[np.ndarray]) -> float:
 
 
 def selector_text(selector: Mapping[str, Any]) -> str:
-    """'box_grad=True, num_stages=5': each axis by its last key component, values as the report prints them."""
+    """'box_grad=True, num_stages=5': each axis by its last key component, values as the report prints
+    them."""
     return ", ".join(f"{key.split('.')[-1]}={claim_value_text(value)}" for key, value in selector.items())
 
 

@@ -96,7 +96,8 @@ def _total_loss(curves: pd.DataFrame, suite: str, name: str, canvas: Canvas, not
     ax.set(xlabel="iteration", ylabel="total loss")
     scale = set_loss_scale(ax, curves["loss"])
     canvas.legend_below(ax, labels)
-    axis = " Log scale: models whose losses differ in size show their relative fall alike." if scale == "log" else ""
+    axis = (" Log scale: models whose losses differ in size show their relative fall alike." if scale == "log"
+            else "")
     caption = f"Total training loss vs iteration, suite {suite}: mean over seeds, band ±1 std.{axis}{note}"
     return canvas.save(fig, name, caption)
 

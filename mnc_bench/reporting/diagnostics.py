@@ -16,8 +16,8 @@ import seaborn as sns
 from mnc_bench.evaluation.errors import ERROR_TYPES, SUMMARY_TYPES
 from mnc_bench.reporting.compare import GROUP_COLUMNS, group_order, group_summaries, numbers
 from mnc_bench.reporting.metrics import Column, mean_std
-from mnc_bench.reporting.render import Block, Heading, Table, Text
 from mnc_bench.reporting.names import DisplayNames
+from mnc_bench.reporting.render import Block, Heading, Table, Text
 from mnc_bench.reporting.style import PALETTE, Canvas, FigureResult, Skipped, style
 
 BOUNDARY_PAIRS = (("coco/segm/AP", "coco/boundary/AP"), ("coco/segm/AP50", "coco/boundary/AP50"),

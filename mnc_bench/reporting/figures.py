@@ -5,6 +5,7 @@ with the reason when its data is absent."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -57,8 +58,9 @@ def _varying(data: pd.DataFrame, axes: list[str], exclude: list[str]) -> list[st
 
 def _pointplot(ax, data: pd.DataFrame, x: str, order: list[str], hue: str | None, y: str = "value",
                hue_order: list[str] | None = None) -> None:
-    sns.pointplot(data=data, x=x, y=y, order=order, hue=hue, hue_order=hue_order, palette=PALETTE if hue else None,
-                  errorbar=ci95, dodge=0.3 if hue else False, capsize=0.15, markersize=3.5, linewidth=1.0,
+    sns.pointplot(data=data, x=x, y=y, order=order, hue=hue, hue_order=hue_order,
+                  palette=PALETTE if hue else None, errorbar=ci95, dodge=0.3 if hue else False, capsize=0.15,
+                  markersize=3.5, linewidth=1.0,
                   err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
 
 
@@ -150,7 +152,8 @@ def loss_weight_figure(
         return canvas.save(fig, name, caption)
 
 
-def _heatmap_cells(data: pd.DataFrame, rows_axis: str, cols_axis: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+def _heatmap_cells(data: pd.DataFrame, rows_axis: str,
+                   cols_axis: str | None) -> tuple[pd.DataFrame, np.ndarray]:
     """Cell means [rows x columns] of ``data['value']`` and their 'mean\n±std' (or '(n=1)') annotations."""
     data = data.assign(row=data[rows_axis].map(value_text),
                        col=data[cols_axis].map(value_text) if cols_axis else "")
@@ -264,7 +267,8 @@ def axis_figures(done: pd.DataFrame, axes: list[str], metric: str, canvas: Canva
                            frameon=False)
             single = rows.assign(setting=setting).groupby(["setting", axis], dropna=False).size().min() < 2
             caption = (f"{', '.join(column(k).label for k in keys)} by {label}: mean over seeds, 95 % "
-                       "percentile-bootstrap interval" + (" (none where a point has one seed)" if single else "")
+                       "percentile-bootstrap interval"
+                       + (" (none where a point has one seed)" if single else "")
                        + ("; colour: " + ", ".join(labels) if hue else "") + ".")
             drawn.append(canvas.save(fig, name, caption))
     return drawn
@@ -280,7 +284,7 @@ def speed_figure(
     data = _measured(done[done["variant"] == ""], metric)
     multi_suite = data["suite"].nunique() > 1
     points = []
-    for (suite, model, variant), runs in data.groupby(GROUP_COLUMNS, sort=True):
+    for (suite, model, _variant), runs in data.groupby(GROUP_COLUMNS, sort=True):
         speed = bench[bench["model"] == model]
         if speed.empty:
             continue

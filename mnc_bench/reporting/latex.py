@@ -19,8 +19,17 @@ from dataclasses import dataclass
 
 from mnc_bench.reporting.claims import ClaimResult
 from mnc_bench.reporting.compare import DEFAULT_VALUE, Ablation, GroupKey, best_groups, short_label
-from mnc_bench.reporting.metrics import (COCO_LAYOUT, VOC_LAYOUT, Column, column, escape_tex, number, signed,
-                                         spread, verdict_text)
+from mnc_bench.reporting.metrics import (
+    COCO_LAYOUT,
+    VOC_LAYOUT,
+    Column,
+    column,
+    escape_tex,
+    number,
+    signed,
+    spread,
+    verdict_text,
+)
 from mnc_bench.reporting.names import DisplayNames
 from mnc_bench.reporting.stats import Interval, Summary
 from mnc_bench.reporting.venue import COLUMN, POINTS_PER_INCH, TEXT, Width

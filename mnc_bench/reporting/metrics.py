@@ -80,8 +80,9 @@ def column(key: str) -> Column:
     if key in _KNOWN:
         return _KNOWN[key]
     scale = 100.0 if key.startswith(METRIC_PREFIXES) else 1.0
-    return Column(key, key, escape_tex(key), higher_is_better=not key.startswith("tide/") or "/dAP_" not in key,
-                  scale=scale, decimals=1 if scale == 100.0 else 3)
+    return Column(key, key, escape_tex(key),
+                  higher_is_better=not key.startswith("tide/") or "/dAP_" not in key, scale=scale,
+                  decimals=1 if scale == 100.0 else 3)
 
 
 def resolve_metric(name: str, available: list[str]) -> str:

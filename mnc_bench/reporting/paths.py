@@ -79,7 +79,7 @@ class PathDisplay:
         reads ``results/...``)."""
         for root in sorted({*self.results, self.checkout}, key=lambda p: -len(str(p))):
             pattern = re.compile(re.escape(str(root)) + rf"(?P<rest>/{_PATH_CHAR}*)?(?!{_PATH_CHAR})")
-            text = pattern.sub(lambda m: self.path(str(root) + (m.group("rest") or "")), text)
+            text = pattern.sub(lambda m, root=root: self.path(str(root) + (m.group("rest") or "")), text)
         return text
 
 

@@ -6,8 +6,8 @@ Nothing here reads a clock: the same inputs on the same checkout and machine giv
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib.metadata
+import json
 import os
 import platform
 import shutil

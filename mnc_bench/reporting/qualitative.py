@@ -123,7 +123,8 @@ def _ground_truth_cell(gt: GroundTruth, image_id: int) -> _Cell:
     try:
         rles = [to_rle(a["segmentation"], height, width) for a in anns]
     except (KeyError, SegmentationError) as exc:
-        raise UserError(f"{gt.source}: image {image_id}: an annotation has no usable segmentation ({exc})") from None
+        raise UserError(f"{gt.source}: image {image_id}: an annotation has no usable segmentation "
+                        f"({exc})") from None
     return _Cell(rles, [a["category_id"] for a in anns])
 
 
@@ -200,8 +201,8 @@ def _draw_part(grid: _Grid, titles: list[str], predicted: list[list[_Cell]], can
     side = (width - cell * shown) / 2 / width
     fig = Figure(figsize=(width, height))
     axes = fig.subplots(len(grid.images), shown, squeeze=False)
-    fig.subplots_adjust(left=side + 0.005, right=1 - side - 0.005, bottom=bottom / height, top=1 - top / height,
-                        wspace=0.03, hspace=0.03)
+    fig.subplots_adjust(left=side + 0.005, right=1 - side - 0.005, bottom=bottom / height,
+                        top=1 - top / height, wspace=0.03, hspace=0.03)
     for row, image in enumerate(grid.images):
         for col, cells in enumerate([grid.truth, *predicted]):
             _draw(axes[row, col], image, cells[row], grid.palette)

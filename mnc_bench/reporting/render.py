@@ -130,8 +130,10 @@ def to_html(blocks: list[Block], title: str, root: Path) -> str:
             for i, row in enumerate(block.rows):
                 cells = []
                 for j, text in enumerate(row):
-                    content = f"<strong>{html.escape(text)}</strong>" if (i, j) in block.bold else html.escape(text)
-                    cells.append(f'<td class="n">{content}</td>' if _NUMERIC.match(text) else f"<td>{content}</td>")
+                    content = (f"<strong>{html.escape(text)}</strong>" if (i, j) in block.bold
+                               else html.escape(text))
+                    cells.append(f'<td class="n">{content}</td>' if _NUMERIC.match(text)
+                                 else f"<td>{content}</td>")
                 rows.append("<tr>" + "".join(cells) + "</tr>")
             body.append(f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
         elif isinstance(block, Image):

@@ -12,8 +12,14 @@ import pandas as pd
 from mnc_bench.reporting.analysis import PER_MODEL, Analysis
 from mnc_bench.reporting.claims import ClaimResult, measured_text, tested_text
 from mnc_bench.reporting.compare import best_groups
-from mnc_bench.reporting.metrics import (column, difference_text, mean_std, number, probability_text,
-                                         verdict_text)
+from mnc_bench.reporting.metrics import (
+    column,
+    difference_text,
+    mean_std,
+    number,
+    probability_text,
+    verdict_text,
+)
 from mnc_bench.reporting.paths import PathDisplay
 from mnc_bench.reporting.provenance import Provenance
 from mnc_bench.reporting.published import BLOCK_TITLE, display_value, relevant
@@ -134,8 +140,9 @@ def mixed_thread_notes(a: Analysis) -> list[str]:
             f"{threads} thread{'s' if threads != 1 else ''}: "
             + ", ".join(sorted({a.names.label(m, v) for m, v in zip(group["model"], group["variant"])}))
             for threads, group in runs.groupby("threads", sort=True))
-        notes.append(f"s/iter in suite {suite} was measured with different torch thread counts ({by_threads}): "
-                     "compare those rows' s/iter as wall times under different settings, not as model costs.")
+        notes.append(f"s/iter in suite {suite} was measured with different torch thread counts "
+                     f"({by_threads}): compare those rows' s/iter as wall times under different settings, "
+                     "not as model costs.")
     return notes
 
 
@@ -200,18 +207,18 @@ def claims_section(results: list[ClaimResult]) -> list[Block]:
     if not results:
         return []
     header = ["claim", "source", "suite", "tested", "metric", "n", "measured", "verdict"]
-    rows = [[r.claim.claim, r.claim.source or "—", r.claim.suite, tested_text(r.claim), column(r.metric).label,
-             " / ".join(str(n) for n in r.n), measured_text(r),
+    rows = [[r.claim.claim, r.claim.source or "—", r.claim.suite, tested_text(r.claim),
+             column(r.metric).label, " / ".join(str(n) for n in r.n), measured_text(r),
              r.verdict + (f" ({r.reason})" if r.reason else "")] for r in results]
     notes = sorted({f"{r.claim.claim}: {r.claim.note}" for r in results if r.claim.note})
     method = Text(
         "Each claim is tested on the finished runs of its suite, one row per metric, in points. A comparison "
-        "gives Δ = mean(first setting) − mean(second) with a stratified percentile-bootstrap 95 % interval over "
-        "seeds: *supported* when the interval lies above 0, *contradicted* below, *inconclusive* when it "
-        "contains 0. A factor ('across') is tested by a permutation test of one-way ANOVA's F over its cells "
-        "(seeds as replicates): *supported* when p < 0.05, else *inconclusive*, since no test shows that a "
-        "factor does not matter. n: finished runs per side or per cell. Verdicts hold for this data and "
-        "schedule only; with 2-3 seeds the intervals are coarse.")
+        "gives Δ = mean(first setting) − mean(second) with a stratified percentile-bootstrap 95 % interval "
+        "over seeds: *supported* when the interval lies above 0, *contradicted* below, *inconclusive* when "
+        "it contains 0. A factor ('across') is tested by a permutation test of one-way ANOVA's F over its "
+        "cells (seeds as replicates): *supported* when p < 0.05, else *inconclusive*, since no test shows "
+        "that a factor does not matter. n: finished runs per side or per cell. Verdicts hold for this data "
+        "and schedule only; with 2-3 seeds the intervals are coarse.")
     return [Heading("Claims"), Table(header, rows), method] + ([Bullets(notes)] if notes else [])
 
 

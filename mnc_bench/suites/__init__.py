@@ -1,5 +1,5 @@
-"""Ablation suites: YAML suite files -> validated runs (content-hashed ids) -> executors (a local pool of worker
-subprocesses, or submitit / Slurm) -> ``results/<suite>/<run-id>/`` -> one tidy table.
+"""Ablation suites: YAML suite files -> validated runs (content-hashed ids) -> executors (a local pool of
+worker subprocesses, or submitit / Slurm) -> ``results/<suite>/<run-id>/`` -> one tidy table.
 
 - :mod:`~mnc_bench.suites.spec`: suite files, validation, run ids;
 - :mod:`~mnc_bench.suites.runner`: plan against the results directory, prepare, execute, record;

@@ -1,10 +1,11 @@
 """``mnc-bench collect``: a suite's results as one tidy table (a row per run), parquet and CSV, with pandas.
 
 Columns (the schema ``mnc-bench report`` reads, defined in :mod:`~mnc_bench.suites.contract`): suite,
-run_id, status, failure_reason, config, model, seed, variant, ``axis.<key>`` per suite axis, every standard metric key (NaN when not measured) plus the
-suite's extra ``metrics`` and the ``robustness/...`` keys of the runs' ``robustness.json``, batch_size, lr,
-max_iters, train_time_s, s_per_iter, threads (torch threads of the run), peak_mem_mb, params, git_commit,
-run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>`` the run was copied from, or empty).
+run_id, status, failure_reason, config, model, seed, variant, ``axis.<key>`` per suite axis, every standard
+metric key (NaN when not measured) plus the suite's extra ``metrics`` and the ``robustness/...`` keys of the
+runs' ``robustness.json``, batch_size, lr, max_iters, train_time_s, s_per_iter, threads (torch threads of the
+run), peak_mem_mb, params, git_commit, run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>``
+the run was copied from, or empty).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ SUMMARY_METRICS = ["coco/segm/AP", "coco/segm/AP50", "coco/bbox/AP", "voc_sds/mA
 
 
 def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame:
-    """The tidy table of the runs in ``suite_dir`` (the suite's latest plan; ``include_all``: every run dir)."""
+    """The tidy table of the runs in ``suite_dir`` (the suite's latest plan; ``include_all``: every run
+    dir)."""
     suite_dir = Path(suite_dir)
     if not suite_dir.is_dir():
         raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run SUITE)")
@@ -90,7 +92,8 @@ def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
         failure_reason=(status.get("exit_reason") or "") if status["state"] == RunState.FAILED else "",
         config=config, model=Path(config).stem, seed=run.get("seed"), variant=run.get("variant", ""),
         _axes=list(axes),
-        run_dir=str(run_dir.path), test_ann_file=run.get("test_ann_file", ""), test_img_dir=run.get("test_img_dir", ""),
+        run_dir=str(run_dir.path), test_ann_file=run.get("test_ann_file", ""),
+        test_img_dir=run.get("test_img_dir", ""),
         reused_from=status.get("reused_from") or "",
     )
     row.update({axis_column(key): value for key, value in axes.items()})
@@ -153,6 +156,7 @@ def format_summary(table: pd.DataFrame, metrics: list[str] | None = None) -> str
     done = table[table["status"] == RunState.DONE]
     if done.empty or not shown:
         return text
-    grouped = done.groupby(["model", "variant"], sort=True)[shown[0]].agg(["mean", "std", "count"]).reset_index()
+    grouped = (done.groupby(["model", "variant"], sort=True)[shown[0]].agg(["mean", "std", "count"])
+               .reset_index())
     grouped = grouped.rename(columns={"mean": f"{shown[0]} mean", "std": "sd", "count": "seeds"})
     return text + "\n\n" + grouped.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")

@@ -30,9 +30,10 @@ def results_dir_of(suite: str, results: str | Path = RESULTS_ROOT) -> Path:
     return suite_results_dir(suite, results)
 
 
-def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int = 1, executor: str = "local",
-                dry_run: bool = False, rerun_failed: bool = False, reuse: bool = True,
-                seeds: Sequence[int] | None = None, cfg_options: Mapping[str, Any] | None = None, slurm: Mapping[str, Any] | None = None,
+def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int = 1,
+                executor: str = "local", dry_run: bool = False, rerun_failed: bool = False,
+                reuse: bool = True, seeds: Sequence[int] | None = None,
+                cfg_options: Mapping[str, Any] | None = None, slurm: Mapping[str, Any] | None = None,
                 track: str | None = None, started_at: float | None = None, amp: bool = False,
                 smoke: SmokeSettings | None = None, echo: Callable[[str], None] = print) -> int:
     """Validate and run a suite; returns the exit code (1 if a run failed in this invocation). ``reuse``: copy
@@ -76,10 +77,11 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
                 clear_smoke_results(suite_results_dir(spec.name, results))
         suite_dir = suite_results_dir(spec.name, results)
         runner = local or _slurm_executor(
-            {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}}, suite_dir, len(spec.runs), uri)
+            {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}}, suite_dir,
+            len(spec.runs), uri)
         before = _failed_ids(suite_dir)
-        record = run_suite(spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse, dry_run=dry_run,
-                           started_at=started_at, echo=echo)
+        record = run_suite(spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse,
+                           dry_run=dry_run, started_at=started_at, echo=echo)
     finally:
         if local is not None:
             local.close()
@@ -95,7 +97,8 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
         return 0 if all(verdict.startswith("ok") for _, verdict in results_of_runs) else 1
     newly_failed = _failed_ids(suite_dir) - before
     if newly_failed:
-        echo(f"{len(newly_failed)} run(s) failed: see `mnc-bench status {spec.name}`; --rerun-failed runs them again")
+        echo(f"{len(newly_failed)} run(s) failed: see `mnc-bench status {spec.name}`; --rerun-failed runs "
+             "them again")
     return 1 if newly_failed else 0
 
 
@@ -119,8 +122,9 @@ def local_executor(workers: int, track: str | None, *, prestart: bool) -> LocalE
 
     executor = LocalExecutor(workers, track=track)
     if prestart:
-        # Workers import torch and mmdet (seconds) while this process validates the suite, on the cores it leaves
-        # free: more importers than that would delay the validation, hence every run, as much as they save.
+        # Workers import torch and mmdet (seconds) while this process validates the suite, on the cores it
+        # leaves free: more importers than that would delay the validation, hence every run, as much as they
+        # save.
         executor.prestart(max(1, min(workers, available_cores() - 1)))
     return executor
 
@@ -148,13 +152,15 @@ def format_timing(record: Mapping[str, Any]) -> str:
     parts = [f"wall {wall:.1f} s", f"runs' own time {runs:.1f} s over {record.get('runs', 0)} run(s)"]
     workers = max(1, int(record.get("workers") or 1))
     if wall and runs:
-        # Slots idle after the last launch (nothing left to start) are the suite's shape, not the runner's cost.
+        # Slots idle after the last launch (nothing left to start) are the suite's shape, not the runner's
+        # cost.
         tail = min(record.get("tail_idle_s") or 0.0, max(0.0, workers * wall - runs))
         overhead = max(0.0, workers * wall - runs - tail) / (workers * wall)
         detail = [f"runs' time / {workers} workers"] if workers > 1 else []
         if tail >= 0.05:
             detail.append(f"not counting {tail:.1f} slot-seconds idle after the last run started")
-        parts.append(f"runner overhead {overhead:.1%} of the wall time" + (f" ({'; '.join(detail)})" if detail else ""))
+        parts.append(f"runner overhead {overhead:.1%} of the wall time"
+                     + (f" ({'; '.join(detail)})" if detail else ""))
     if record.get("first_iter_at"):
         # The first iteration's own compute is the model's, not the runner's: the split is to its start.
         began = (record.get("first_iter_started_at") or record["first_iter_at"]) - record["started_at"]

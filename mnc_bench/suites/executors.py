@@ -101,10 +101,11 @@ class LocalExecutor:
     Workers are started from the main thread and die with the runner (Linux ``PR_SET_PDEATHSIG``): a runner
     killed with SIGKILL takes its runs down with it, and the next ``mnc-bench run`` resumes them.
 
-    A worker spends seconds importing torch, mmcv and mmdet before it can build anything, so workers are started
-    idle ahead of their runs and handed a run directory on stdin when a slot frees: :meth:`prestart` before the
-    suite is validated (the imports overlap the validation), then, while runs remain, one idle worker per slot
-    (the imports overlap the runs in progress). A run with no idle worker ready starts a fresh one.
+    A worker spends seconds importing torch, mmcv and mmdet before it can build anything, so workers are
+    started idle ahead of their runs and handed a run directory on stdin when a slot frees: :meth:`prestart`
+    before the suite is validated (the imports overlap the validation), then, while runs remain, one idle
+    worker per slot (the imports overlap the runs in progress). A run with no idle worker ready starts a fresh
+    one.
     """
 
     name = "local"
@@ -225,7 +226,8 @@ class SuiteJob:
             # torch's env:// rendezvous, which mmengine's pytorch launcher (or, without GPUs, gloo) joins.
             import submitit
 
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
+                                                                  overwrite=True)
         return run(RunDir(run_dir), threads=self.threads, launcher=self.launcher, track=self.track)
 
     def checkpoint(self, run_dir: str) -> Any:
@@ -239,8 +241,8 @@ class SubmititExecutor:
     array parallelism caps them); submitit's local executor has no cap, so runs are handed over at most
     ``max_parallel`` at a time."""
 
-    def __init__(self, executor: Any, *, max_parallel: int, threads: int | None = None, launcher: str = "none",
-                 track: str | None = None) -> None:
+    def __init__(self, executor: Any, *, max_parallel: int, threads: int | None = None,
+                 launcher: str = "none", track: str | None = None) -> None:
         self.executor = executor
         self.max_parallel = max(1, max_parallel)
         self.threads = threads
@@ -274,9 +276,9 @@ class SubmititExecutor:
 
 def job_outcome(job: Any) -> tuple[int | None, str]:
     """(the worker's exit code, '') of a finished submitit job, whose tasks (one per GPU) exit with the first
-    non-zero code among them; (None, why) when the job produced no exit code: killed, lost with its node, or an
-    exception outside the worker's own handling. submitit's exceptions are pages of log; ``why`` is their gist in
-    one line, with where the job's full log is."""
+    non-zero code among them; (None, why) when the job produced no exit code: killed, lost with its node, or
+    an exception outside the worker's own handling. submitit's exceptions are pages of log; ``why`` is their
+    gist in one line, with where the job's full log is."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     try:

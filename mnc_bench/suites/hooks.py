@@ -75,11 +75,13 @@ class SuiteRunHook(Hook):
         if not self._first_iter_started_at:  # its batch is loaded; kept until the iteration's record
             self._first_iter_started_at = time.time()
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
+                         outputs: Any = None) -> None:
         loss = _number((outputs or {}).get("loss", 0.0))
         reason = None
         if not math.isfinite(loss):
-            bad = [name for name, value in outputs.items() if name != "loss" and not math.isfinite(_number(value))]
+            bad = [name for name, value in outputs.items()
+                   if name != "loss" and not math.isfinite(_number(value))]
             reason = f"loss is {loss} at iteration {runner.iter + 1}"
             reason += f" ({', '.join(bad)} non-finite)" if bad else ""
         reason = first_reason_of_any_rank(reason)

@@ -1,5 +1,5 @@
-"""The runner's progress: a live rich table on a terminal (done / failed / running / left, ETA, the running runs
-with their iteration), plain lines otherwise (one per start and end of a run)."""
+"""The runner's progress: a live rich table on a terminal (done / failed / running / left, ETA, the running
+runs with their iteration), plain lines otherwise (one per start and end of a run)."""
 
 from __future__ import annotations
 
@@ -87,8 +87,8 @@ class SuiteProgress:
 
     def eta_s(self) -> float | None:
         """When the last run should end: each running run ends at its own iteration rate (or after the mean
-        duration of its kind), each queued run takes the mean duration of its kind, and runs go to the first free
-        slot in queue order. None until some duration can be estimated."""
+        duration of its kind), each queued run takes the mean duration of its kind, and runs go to the first
+        free slot in queue order. None until some duration can be estimated."""
         now = time.time()
         ends = []
         for run_id, (run_dir, start) in self.running.items():
@@ -108,7 +108,8 @@ class SuiteProgress:
     def _expected_s(self, run_id: str) -> float | None:
         """Mean duration of the finished runs of ``run_id``'s kind, else of all finished runs."""
         kind = self.kinds.get(run_id)
-        same = [d for other, d in self.durations.items() if kind is not None and self.kinds.get(other) == kind]
+        same = [d for other, d in self.durations.items()
+                if kind is not None and self.kinds.get(other) == kind]
         pool = same or list(self.durations.values())
         return statistics.fmean(pool) if pool else None
 
@@ -125,8 +126,8 @@ class SuiteProgress:
         return None if expected is None else max(0.0, expected - elapsed)
 
     def summary(self) -> str:
-        return (f"{self.suite}: {self.done} done, {self.failed} failed, {len(self.running)} running, {self.left} left, "
-                f"ETA {format_duration(self.eta_s())}")
+        return (f"{self.suite}: {self.done} done, {self.failed} failed, {len(self.running)} running, "
+                f"{self.left} left, ETA {format_duration(self.eta_s())}")
 
     def _line(self, text: str) -> None:
         message = f"[{self.summary()}] {text}"

@@ -1,4 +1,5 @@
-"""Proposal recall (AR@k) of a trained model on its test split, for suites that list ``proposals/...`` metrics.
+"""Proposal recall (AR@k) of a trained model on its test split, for suites that list ``proposals/...``
+metrics.
 
 The test pass scores final detections only, so the proposals are taken in a second pass over the test images
 (batch 1): stage 1 of a freshly built model with the trained weights. For MNC that is the RPN output after the
@@ -47,7 +48,8 @@ def proposal_recall(cfg: Any, checkpoint: str, ann_file: str) -> dict[str, float
             data = model.data_preprocessor(data_batch, False)
             for sample, boxes, scores in _proposals(model, data["inputs"], data["data_samples"]):
                 arrays[int(sample.metainfo["img_id"])] = np.concatenate(
-                    [boxes.detach().cpu().numpy().reshape(-1, 4), scores.detach().cpu().numpy().reshape(-1, 1)],
+                    [boxes.detach().cpu().numpy().reshape(-1, 4),
+                     scores.detach().cpu().numpy().reshape(-1, 1)],
                     axis=1)
     if is_distributed():  # the test sampler gave each rank its share of the images (padded with repeats)
         arrays = {image_id: array for part in all_gather_object(arrays) for image_id, array in part.items()}
@@ -72,7 +74,8 @@ def _proposals(model: Any, inputs: Any, samples: list[Any]) -> list[tuple[Any, A
     if rpn_head is not None and hasattr(rpn_head, "predict"):  # mmdet two-stage detectors
         results = rpn_head.predict(features, samples, rescale=True)
         return [(sample, result.bboxes, result.scores) for sample, result in zip(samples, results)]
-    raise UserError(f"{type(model).__name__} has no stage-1 proposals to score (proposals/... metrics need an RPN)")
+    raise UserError(f"{type(model).__name__} has no stage-1 proposals to score (proposals/... metrics need "
+                    "an RPN)")
 
 
 def _scale(meta: Mapping[str, Any]) -> tuple[float, float]:

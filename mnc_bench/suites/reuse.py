@@ -45,7 +45,8 @@ def find_done_run(results_root: str | os.PathLike[str], run_id: str, *, exclude:
             continue
         source = RunDir(suite_dir / run_id)
         values = source.read_json(METRICS_JSON)
-        if source.state == RunState.DONE and isinstance(values, dict) and all(key in values for key in wanted):
+        if (source.state == RunState.DONE and isinstance(values, dict)
+                and all(key in values for key in wanted)):
             return source
     return None
 
@@ -63,7 +64,8 @@ def copy_run(source: RunDir, dest: RunDir, *, write_identity: Callable[[RunDir],
                             ignore=lambda _, names: [name for name in names if name.startswith(".")])
             copy = RunDir(staging)
             write_identity(copy)
-            status = {**source.status(), "reused_from": source_name(source), "reused_at": now_iso(), "pid": None}
+            status = {**source.status(), "reused_from": source_name(source), "reused_at": now_iso(),
+                      "pid": None}
             copy.write_json(STATUS_JSON, status)
             old = make_staging_dir(dest.path)
             os.rename(dest.path, old)  # dest exists (it holds the lock file): moved aside, then replaced

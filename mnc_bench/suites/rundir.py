@@ -75,15 +75,17 @@ class RunDir:
         return self.path / WORK_DIR
 
     def read_json(self, name: str) -> Any:
-        """Parsed ``name`` or None when it is missing; a corrupt file (not written by us) also reads as None."""
+        """Parsed ``name`` or None when it is missing; a corrupt file (not written by us) also reads as
+        None."""
         try:
             return json.loads(self.file(name).read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
 
     def write_json(self, name: str, data: Any, *, nan_as_null: bool = False) -> None:
-        """Write ``name`` atomically; ``nan_as_null`` for numbers where NaN means 'undefined' (metrics), so the
-        file is strict JSON. Elsewhere a NaN stays NaN (a suite may set a loss weight to .nan on purpose)."""
+        """Write ``name`` atomically; ``nan_as_null`` for numbers where NaN means 'undefined' (metrics), so
+        the file is strict JSON. Elsewhere a NaN stays NaN (a suite may set a loss weight to .nan on
+        purpose)."""
         write_json(self.file(name), _strict(data) if nan_as_null else data, indent=1)
 
     def read_run(self) -> dict[str, Any]:
@@ -94,7 +96,8 @@ class RunDir:
 
     def status(self) -> dict[str, Any]:
         status = self.read_json(STATUS_JSON)
-        return status if isinstance(status, dict) and status.get("state") in RUN_STATES else {"state": RunState.PENDING}
+        return (status if isinstance(status, dict) and status.get("state") in RUN_STATES
+                else {"state": RunState.PENDING})
 
     @property
     def state(self) -> str:
@@ -160,7 +163,8 @@ def list_run_dirs(suite_dir: str | os.PathLike[str]) -> list[RunDir]:
     root = Path(suite_dir)
     if not root.is_dir():
         return []
-    return [RunDir(p) for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / RUN_JSON).is_file()]
+    return [RunDir(p) for p in sorted(root.iterdir())
+            if not p.name.startswith(".") and (p / RUN_JSON).is_file()]
 
 
 def _strict(data: Any) -> Any:

@@ -1,5 +1,5 @@
-"""``mnc-bench run``: plan a validated suite against its results directory, prepare the run directories and the
-data, execute the runs that need it, record how the invocation went.
+"""``mnc-bench run``: plan a validated suite against its results directory, prepare the run directories and
+the data, execute the runs that need it, record how the invocation went.
 
 What happens to each run of the plan:
 
@@ -74,7 +74,8 @@ def plan_suite(suite: Suite, suite_dir: str | Path, *, rerun_failed: bool = Fals
         action = _action(run_dir, rerun_failed)
         source = None
         if reuse and action in EXECUTING:
-            source = find_done_run(Path(suite_dir).parent, spec.run_id, exclude=suite_dir, metrics=suite.metrics)
+            source = find_done_run(Path(suite_dir).parent, spec.run_id, exclude=suite_dir,
+                                   metrics=suite.metrics)
         plan.append(PlannedRun(spec, run_dir, "reuse" if source else action, source))
     return plan
 
@@ -204,7 +205,8 @@ def _reuse(planned: PlannedRun, suite: Suite, rerun_failed: bool, echo: Callable
         return True
     except (OSError, RunBusy) as exc:
         planned.action = _action(planned.run_dir, rerun_failed)
-        echo(f"  {planned.spec.run_id}: not reused from {source_name(planned.source)} ({exc}): {planned.action}")
+        echo(f"  {planned.spec.run_id}: not reused from {source_name(planned.source)} ({exc}): "
+             f"{planned.action}")
         planned.source = None
         return False
 
@@ -217,8 +219,9 @@ def _prepare_data(todo: list[PlannedRun]) -> None:
     seen = set()
     for planned in todo:
         cfg = planned.spec.cfg
-        key = json.dumps([cfg.get("train_dataloader"), cfg.get("test_dataloader"), cfg.get("synthetic_shapes")],
-                         sort_keys=True, default=repr)
+        key = json.dumps(
+            [cfg.get("train_dataloader"), cfg.get("test_dataloader"), cfg.get("synthetic_shapes")],
+            sort_keys=True, default=repr)
         if key not in seen:
             seen.add(key)
             prepare_datasets(cfg, ["train_dataloader", "test_dataloader"])
@@ -287,13 +290,14 @@ def _still_held(run_dir: RunDir, exit_code: int | None) -> bool:
 
 
 def _first_iteration(todo: list[PlannedRun]) -> dict[str, float | None]:
-    """When the first of this invocation's runs began and finished a training iteration, and how long that run's
-    worker took to build its runner (config, model, data, hooks) after it got the run."""
+    """When the first of this invocation's runs began and finished a training iteration, and how long that
+    run's worker took to build its runner (config, model, data, hooks) after it got the run."""
     stats = [s for p in todo
              if isinstance(s := p.run_dir.read_json(RUN_STATS_JSON), dict) and s.get("first_iter_at")]
     if not stats:
         return dict(first_iter_started_at=None, first_iter_at=None, first_run_build_s=None)
     first = min(stats, key=lambda s: s["first_iter_at"])
     got_run, built = first.get("worker_started_at"), first.get("runner_built_at")
-    return dict(first_iter_started_at=first.get("first_iter_started_at"), first_iter_at=first["first_iter_at"],
+    return dict(first_iter_started_at=first.get("first_iter_started_at"),
+                first_iter_at=first["first_iter_at"],
                 first_run_build_s=built - got_run if got_run and built and built >= got_run else None)

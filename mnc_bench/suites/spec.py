@@ -204,8 +204,8 @@ def _expand_runs(name: str, sections: _Sections, where: str, build_models: bool)
         ann, images = _test_files(cfg)
         for seed in sections.seeds:
             spec = RunSpec(suite=name, run_id=run_id(cfg, seed), config=config, cfg_options=run_options,
-                           axes=dict(axes), seed=seed, variant=variant, test_ann_file=ann, test_img_dir=images,
-                           cfg=cfg)
+                           axes=dict(axes), seed=seed, variant=variant, test_ann_file=ann,
+                           test_img_dir=images, cfg=cfg)
             if spec.run_id in seen:
                 raise UserError(f"{where}: runs [{seen[spec.run_id].label}] and [{spec.label}] resolve to "
                                 "the same config and seed")
@@ -258,7 +258,8 @@ def run_id(cfg: Any, seed: int) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
-    text = json.dumps({"config": data, "seed": int(seed)}, sort_keys=True, default=repr, separators=(",", ":"))
+    text = json.dumps({"config": data, "seed": int(seed)}, sort_keys=True, default=repr,
+                      separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_LENGTH]
 
 
@@ -335,7 +336,8 @@ def _check_option(cfg: Any, key: str, value: Any, where: str, config: str) -> An
     given = _kind(value)
     if expected is None or given is None or expected == given:
         return node
-    raise UserError(f"{where}: wrong type: {_label(value)} is {given}, {config} has {expected} ({_label(node)})")
+    raise UserError(f"{where}: wrong type: {_label(value)} is {given}, {config} has {expected} "
+                    f"({_label(node)})")
 
 
 def _kind(value: Any) -> str | None:
@@ -361,7 +363,8 @@ def _axes(data: Mapping[str, Any], section: str, where: str) -> dict[str, list[A
         if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
             raise UserError(f"{where}: {section}: axis key {key!r} is not a config key")
         if not isinstance(values, list):
-            raise UserError(f"{where}: {section}.{key}: wrong type: expected a list of values, got {_label(values)}")
+            raise UserError(f"{where}: {section}.{key}: wrong type: expected a list of values, got "
+                            f"{_label(values)}")
         if not values:
             raise UserError(f"{where}: {section}.{key}: empty axis")
         labels = [json.dumps(v, sort_keys=True, default=repr) for v in values]
@@ -398,8 +401,8 @@ def _metrics(value: Any, where: str) -> list[str] | None:
         raise UserError(f"{where}: metrics: expected a non-empty list of metric keys, got {_label(value)}")
     for key in value:
         if not isinstance(key, str) or not METRIC_PATTERN.match(key):
-            raise UserError(f"{where}: metrics: {key!r} is not a metric key (e.g. coco/segm/AP, voc_mnc/mAP@0.5, "
-                            "proposals/AR@100, vis/AP)")
+            raise UserError(f"{where}: metrics: {key!r} is not a metric key (e.g. coco/segm/AP, "
+                            "voc_mnc/mAP@0.5, proposals/AR@100, vis/AP)")
     return list(value)
 
 

@@ -51,12 +51,14 @@ def format_status(suite_dir: str | Path) -> str:
     rows = status_rows(suite_dir)
     if not rows:
         return f"no runs in {suite_dir}"
-    columns = ["run_id", "what", "state", "duration", *(["reused_from"] if any(r["reused_from"] for r in rows) else [])]
+    columns = ["run_id", "what", "state", "duration",
+               *(["reused_from"] if any(r["reused_from"] for r in rows) else [])]
     headers = {c: c.replace("_", " ") for c in columns}
     widths = {c: max(len(headers[c]), *(len(str(row[c] or "")) for row in rows)) for c in columns}
     lines = ["  ".join(f"{headers[c]:<{widths[c]}}" for c in columns) + "  reason"]
     for row in rows:
-        lines.append("  ".join(f"{str(row[c] or ''):<{widths[c]}}" for c in columns) + f"  {row['reason'] or ''}")
+        lines.append("  ".join(f"{str(row[c] or ''):<{widths[c]}}" for c in columns)
+                     + f"  {row['reason'] or ''}")
     states = [row["state"].split(" ")[0] for row in rows]
     lines.append(", ".join(f"{states.count(s)} {s}" for s in RUN_STATES if s in states))
     return "\n".join(lines)

@@ -1,9 +1,11 @@
-"""``mnc-bench run --track mlflow[=URI]``: each run's params, training scalars, test metrics and files in MLflow.
+"""``mnc-bench run --track mlflow[=URI]``: each run's params, training scalars, test metrics and files in
+MLflow.
 
 Training logs through mmengine's ``MLflowVisBackend`` (added to the run's visualizer: the resolved config as
 params, the logged losses and lr per step); after the test pass the worker logs the test metrics and the run's
-result files to the same MLflow run (experiment = suite, run name = run id). The default store is a local SQLite
-file, ``sqlite:///<results>/mlflow.db`` (``mlflow ui --backend-store-uri sqlite:///results/mlflow.db`` shows it).
+result files to the same MLflow run (experiment = suite, run name = run id). The default store is a local
+SQLite file, ``sqlite:///<results>/mlflow.db`` (``mlflow ui --backend-store-uri sqlite:///results/mlflow.db``
+shows it).
 Tracking is not part of a run's identity: the same runs with or without it have the same ids. An attempt that
 resumes a run logs a new MLflow run of the same name.
 """
@@ -26,7 +28,8 @@ ARTIFACTS = (*RESULT_FILES, CONFIG_PY, RUN_JSON)
 
 
 def tracking_uri(track: str | None, results: str | Path) -> str | None:
-    """``mlflow`` -> the default SQLite store under ``results``; ``mlflow=URI`` -> URI; None -> no tracking."""
+    """``mlflow`` -> the default SQLite store under ``results``; ``mlflow=URI`` -> URI; None -> no
+    tracking."""
     if track is None:
         return None
     backend, _, uri = track.partition("=")
@@ -43,13 +46,15 @@ def metric_name(key: str) -> str:
     return key
 
 
-def tracked_visualizer(visualizer: Mapping[str, Any], uri: str, run: Mapping[str, Any], run_dir: Path) -> dict:
-    """The run's visualizer config with mmengine's MLflowVisBackend added. A name of its own keeps the test pass
-    (a second Runner in the worker, which reuses a visualizer of the same name) out of the MLflow run."""
+def tracked_visualizer(visualizer: Mapping[str, Any], uri: str, run: Mapping[str, Any],
+                       run_dir: Path) -> dict:
+    """The run's visualizer config with mmengine's MLflowVisBackend added. A name of its own keeps the test
+    pass (a second Runner in the worker, which reuses a visualizer of the same name) out of the MLflow run."""
     backends = list(visualizer.get("vis_backends") or [])
     backends.append(dict(
-        type="MLflowVisBackend", save_dir=str(run_dir / "mlflow"), exp_name=run["suite"], run_name=run["run_id"],
-        tracking_uri=uri, artifact_suffix=(".py",), artifact_location=_artifact_location(uri),
+        type="MLflowVisBackend", save_dir=str(run_dir / "mlflow"), exp_name=run["suite"],
+        run_name=run["run_id"], tracking_uri=uri, artifact_suffix=(".py",),
+        artifact_location=_artifact_location(uri),
         tags={"suite": run["suite"], "model": Path(run["config"]).stem, "variant": run["variant"] or "-"},
         params={"seed": run["seed"], "config": run["config"]}))
     return dict(visualizer, name=f"mlflow-{run['run_id']}", vis_backends=backends)
@@ -65,7 +70,8 @@ def _artifact_location(uri: str) -> str | None:
 
 
 def log_results(uri: str, run: Mapping[str, Any], run_dir: Path) -> None:
-    """Test metrics (metrics.json) and result files into the run's latest MLflow run, which training opened."""
+    """Test metrics (metrics.json) and result files into the run's latest MLflow run, which training
+    opened."""
     import json
 
     from mlflow.entities import Metric

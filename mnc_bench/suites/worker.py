@@ -46,7 +46,8 @@ from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso
 EXIT_DONE, EXIT_FAILED, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 75, 130
 
 
-def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none", track: str | None = None) -> int:
+def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none",
+        track: str | None = None) -> int:
     """Execute one run (main process of a distributed launch: also the bookkeeping); return the exit code.
     ``track``: an MLflow tracking URI (see :mod:`mnc_bench.suites.tracking`)."""
     started = time.time()
@@ -70,14 +71,17 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
     _redirect_output(run_dir.file(LOG_TXT))
     spec = run_dir.read_run()
     previous = run_dir.status()
-    if previous["state"] == RunState.DONE:  # finished (or copied from another suite) since this worker was started
+    # finished (or copied from another suite) since this worker was started
+    if previous["state"] == RunState.DONE:
         print(f"=== mnc-bench worker: run {spec['run_id']} is done already ({now_iso()}, pid {os.getpid()})",
               flush=True)
         return EXIT_DONE
     attempt = int(previous.get("attempt", 0)) + 1
-    print(f"=== mnc-bench worker: run {spec['run_id']} attempt {attempt} ({now_iso()}, pid {os.getpid()})", flush=True)
+    print(f"=== mnc-bench worker: run {spec['run_id']} attempt {attempt} ({now_iso()}, pid {os.getpid()})",
+          flush=True)
     run_dir.update_status(state=RunState.RUNNING, started=previous.get("started") or now_iso(), ended=None,
-                          exit_reason=None, log_tail=None, attempt=attempt, pid=os.getpid(), host=os.uname().nodename)
+                          exit_reason=None, log_tail=None, attempt=attempt, pid=os.getpid(),
+                          host=os.uname().nodename)
     try:
         stats = _train_and_evaluate(run_dir, spec, launcher, main=True, track=track)
     except KeyboardInterrupt:
@@ -92,17 +96,19 @@ def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: st
         sys.stdout.flush()
         sys.stderr.flush()
         reason = failure_reason(exc)
-        run_dir.update_status(state=RunState.FAILED, ended=now_iso(), exit_reason=reason, log_tail=run_dir.log_tail())
+        run_dir.update_status(state=RunState.FAILED, ended=now_iso(), exit_reason=reason,
+                              log_tail=run_dir.log_tail())
         if track:
             _tracking_step(lambda: tracking.mark_failed(track, spec, reason))
         return EXIT_FAILED
     import torch  # loaded by the training already
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    # CPU time next to wall time: on a shared machine it tells what the run would take with its cores to itself.
+    # CPU time next to wall time: on a shared machine it tells what the run would take with its cores to
+    # itself.
     # The threads torch used (not only an explicit --threads): s/iter means little without them.
-    stats.update(worker_time_s=time.time() - started, worker_started_at=started, threads=torch.get_num_threads(),
-                 cpu_time_s=usage.ru_utime + usage.ru_stime)
+    stats.update(worker_time_s=time.time() - started, worker_started_at=started,
+                 threads=torch.get_num_threads(), cpu_time_s=usage.ru_utime + usage.ru_stime)
     run_dir.write_json(RUN_STATS_JSON, {**(run_dir.read_json(RUN_STATS_JSON) or {}), **stats})
     if track:
         _tracking_step(lambda: tracking.log_results(track, spec, run_dir.path))
@@ -123,7 +129,8 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
     cfg = load_config(config, options)
     train_options = {
         **options,
-        "custom_hooks": [*(cfg.get("custom_hooks") or []), dict(type="SuiteRunHook", run_dir=str(run_dir.path))],
+        "custom_hooks": [*(cfg.get("custom_hooks") or []),
+                         dict(type="SuiteRunHook", run_dir=str(run_dir.path))],
         # Scored once, on the test split, after training: the schedule's validation would only cost time.
         "val_cfg": None, "val_dataloader": None, "val_evaluator": None,
     }
@@ -140,7 +147,8 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
     t1 = time.time()
     test_options = {**options, "test_dataloader.batch_size": 1}  # batch > 1 changes AP (padding) in mmdet
     evaluation = evaluate_checkpoint(config, result.checkpoint, out=run_dir.file(PREDICTIONS_JSON),
-                                     work_dir=run_dir.path / EVAL_DIR, cfg_options=test_options, launcher=launcher)
+                                     work_dir=run_dir.path / EVAL_DIR, cfg_options=test_options,
+                                     launcher=launcher)
     metrics = dict(evaluation.metrics)
     wanted = spec.get("metrics") or []
     if any(is_proposal_metric(key) for key in wanted):
@@ -164,9 +172,9 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
 
 
 def _requeue_exit(exc: BaseException) -> SystemExit | None:
-    """The SystemExit with which submitit requeues a preempted or timed-out job (raised from its signal handler,
-    anywhere in the training code), also when library code turned it into another exception on its way up (mmengine
-    formats the config in a bare ``try/except`` while saving a checkpoint)."""
+    """The SystemExit with which submitit requeues a preempted or timed-out job (raised from its signal
+    handler, anywhere in the training code), also when library code turned it into another exception on its
+    way up (mmengine formats the config in a bare ``try/except`` while saving a checkpoint)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, SystemExit):
@@ -177,11 +185,13 @@ def _requeue_exit(exc: BaseException) -> SystemExit | None:
 
 
 def _tracking_step(step: Any) -> None:
-    """Tracking is a copy of the results: a tracking store that fails is reported, the run's outcome stands."""
+    """Tracking is a copy of the results: a tracking store that fails is reported, the run's outcome
+    stands."""
     try:
         step()
     except Exception as exc:  # noqa: BLE001
-        print(f"mnc-bench worker: warning: MLflow tracking failed: {type(exc).__name__}: {one_line(exc)}", flush=True)
+        print(f"mnc-bench worker: warning: MLflow tracking failed: {type(exc).__name__}: {one_line(exc)}",
+              flush=True)
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -233,8 +243,8 @@ def peak_memory_mb() -> float:
 
 
 def git_commit() -> str:
-    """The mnc-bench checkout's commit, 12 digits, ``+dirty`` when its code or configs have uncommitted changes;
-    '' outside git."""
+    """The mnc-bench checkout's commit, 12 digits, ``+dirty`` when its code or configs have uncommitted
+    changes; '' outside git."""
     head, dirty = checkout_commit()
     return head[:12] + ("+dirty" if dirty else "") if head else ""
 
@@ -273,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none")
     parser.add_argument("--track", metavar="URI", default=None, help="MLflow tracking URI")
     args = parser.parse_args(argv)
-    if argv is None:  # the worker process itself, as the runner starts it (as the CLI: mnc_bench/allocator.py)
+    # the worker process itself, as the runner starts it (as the CLI: mnc_bench/allocator.py)
+    if argv is None:
         tune_allocator()
     run_dir = RunDir(args.run_dir) if args.run_dir else _await_run()
     if run_dir is None:
@@ -282,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _await_run() -> RunDir | None:
-    """Import what every run needs (seconds of torch, torchvision, mmcv, mmdet and mmengine), then wait for the run directory
-    on stdin; None if stdin closes first. Output goes to the run's log from the hand-over on."""
+    """Import what every run needs (seconds of torch, torchvision, mmcv, mmdet and mmengine), then wait for
+    the run directory on stdin; None if stdin closes first. Output goes to the run's log from the hand-over
+    on."""
     import mmengine.runner  # noqa: F401
     import torchvision.ops  # noqa: F401  (imported by our models on first use; here while the runner validates)
 

@@ -3,7 +3,8 @@
 #   data_root/train2017/*.jpg, data_root/val2017/*.jpg
 # Point at it with `--cfg-options data_root=/path/to/coco/`; every path derived from data_root follows.
 # Everything a comparison on COCO holds equal lives here (pipeline, input size, normalisation and padding,
-# batch size per GPU, evaluator). Model configs set `model = dict(data_preprocessor=_base_.data_preprocessor)`.
+# batch size per GPU, evaluator). Model configs set
+# `model = dict(data_preprocessor=_base_.data_preprocessor)`.
 dataset_type = 'CocoDataset'
 data_root = 'data/coco/'
 dataset_layout = ('COCO 2017: data_root/annotations/instances_{train,val}2017.json, '

@@ -13,7 +13,8 @@ metainfo = dict(classes=classes, palette=[(220, 20, 60), (0, 128, 255), (255, 18
 synthetic_shapes = dict(num_train=1000, num_val=200, image_size=128, seed=0)
 image_size = 128
 dataset_layout = ('data_root/annotations/instances_{train,val}.json and data_root/{train,val}/*.png '
-                  '(written by `mnc-bench data synth --out DIR`; generated automatically when data_root is missing)')
+                  '(written by `mnc-bench data synth --out DIR`; '
+                  'generated automatically when data_root is missing)')
 backend_args = None
 
 data_preprocessor = dict(
@@ -70,8 +71,8 @@ val_dataloader = dict(
         backend_args=backend_args))
 test_dataloader = val_dataloader
 
-# mnc_bench.evaluation's metric: COCO AP/AR (pycocotools) for segm and bbox, plus VOC region AP under the SDS and
-# MNC protocols; `mnc-bench test --out` makes it also write the predictions.
+# mnc_bench.evaluation's metric: COCO AP/AR (pycocotools) for segm and bbox, plus VOC region AP under the SDS
+# and MNC protocols; `mnc-bench test --out` makes it also write the predictions.
 val_evaluator = dict(
     type='MNCBenchMetric',
     ann_file=data_root + 'annotations/instances_val.json',

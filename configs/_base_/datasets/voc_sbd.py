@@ -10,7 +10,8 @@ classes = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat'
            'tvmonitor')
 metainfo = dict(classes=classes)
 dataset_layout = ('data_root/annotations/instances_{train,val}.json and data_root/images/*.jpg '
-                  '(written by `mnc-bench data sbd2coco --sbd SBD/dataset --voc VOCdevkit/VOC2012 --out DIR`)')
+                  '(written by `mnc-bench data sbd2coco --sbd SBD/dataset --voc VOCdevkit/VOC2012 '
+                  '--out DIR`)')
 backend_args = None
 
 data_preprocessor = dict(
@@ -67,8 +68,8 @@ val_dataloader = dict(
         backend_args=backend_args))
 test_dataloader = val_dataloader
 
-# mnc_bench.evaluation's metric: COCO AP/AR (pycocotools) for segm and bbox, plus VOC region AP under the SDS and
-# MNC protocols; `mnc-bench test --out` makes it also write the predictions.
+# mnc_bench.evaluation's metric: COCO AP/AR (pycocotools) for segm and bbox, plus VOC region AP under the SDS
+# and MNC protocols; `mnc-bench test --out` makes it also write the predictions.
 val_evaluator = dict(
     type='MNCBenchMetric',
     ann_file=data_root + 'annotations/instances_val.json',

@@ -24,19 +24,23 @@ model = dict(
         in_channels=neck_channels,
         feat_channels=neck_channels,
         # 16..256 px anchors: shapes span ~15 px to the whole 128 px image.
-        anchor_generator=dict(type='AnchorGenerator', scales=[4], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64]),
-        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], target_stds=[1.0, 1.0, 1.0, 1.0]),
+        anchor_generator=dict(type='AnchorGenerator', scales=[4], ratios=[0.5, 1.0, 2.0],
+                              strides=[4, 8, 16, 32, 64]),
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0],
+                        target_stds=[1.0, 1.0, 1.0, 1.0]),
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
         loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
     train_cfg=dict(
         rpn=dict(
             assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3,
                           match_low_quality=True, ignore_iof_thr=-1),
-            sampler=dict(type='RandomSampler', num=256, pos_fraction=0.5, neg_pos_ub=-1, add_gt_as_proposals=False),
+            sampler=dict(type='RandomSampler', num=256, pos_fraction=0.5, neg_pos_ub=-1,
+                         add_gt_as_proposals=False),
             allowed_border=-1,
             pos_weight=-1,
             debug=False),
         rpn_proposal=dict(nms_pre=1000, max_per_img=num_proposals, nms=dict(type='nms', iou_threshold=0.7),
                           min_bbox_size=0)),
     test_cfg=dict(
-        rpn=dict(nms_pre=1000, max_per_img=num_proposals, nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0)))
+        rpn=dict(nms_pre=1000, max_per_img=num_proposals, nms=dict(type='nms', iou_threshold=0.7),
+                 min_bbox_size=0)))

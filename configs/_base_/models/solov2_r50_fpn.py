@@ -4,7 +4,8 @@
 # 256-channel mask features at stride 4, grids 40 / 36 / 24 / 16 / 12, focal + dice losses, Matrix NMS);
 # mmdet's backbone for it is the same as the shared one. SOLOv2 predicts no boxes (mmdet fills them with
 # zeros); SOLOv2MaskBoxes (baselines/solov2.py, our choice) sets each box to its mask's tight box, as mmdet
-# does for Mask2Former, so its box AP is measured like Mask2Former's. mmdet's model zoo publishes mask AP only.
+# does for Mask2Former, so its box AP is measured like Mask2Former's. mmdet's model zoo publishes mask AP
+# only.
 _base_ = './r50_fpn.py'
 
 model = dict(

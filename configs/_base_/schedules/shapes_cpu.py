@@ -1,9 +1,10 @@
 # Short CPU schedule for the synthetic shapes data (iteration based, one validation at the end).
 # Identical for every model compared on shapes. Tuned for the small models trained from scratch (AdamW,
-# lr 5e-4, weight decay 0.05; our choice). 1000 iterations of batch 8 (8 epochs of shapes-train; lr / 10 at 75 %
-# and 90 %; our choice) keep one run of a shapes model within minutes to an hour on 2 CPU cores; longer runs still
-# gain (the small Mask R-CNN: mask AP 0.43 at iteration 1000 without the lr steps, 0.53 at 1500). To lengthen it,
-# write a config that inherits a model config and sets max_iters, train_cfg and param_scheduler as below.
+# lr 5e-4, weight decay 0.05; our choice). 1000 iterations of batch 8 (8 epochs of shapes-train; lr / 10 at
+# 75 % and 90 %; our choice) keep one run of a shapes model within minutes to an hour on 2 CPU cores; longer
+# runs still gain (the small Mask R-CNN: mask AP 0.43 at iteration 1000 without the lr steps, 0.53 at 1500).
+# To lengthen it, write a config that inherits a model config and sets max_iters, train_cfg and
+# param_scheduler as below.
 # A schedule includes the shared runtime (hooks, logging, randomness); configs list it, not default_runtime.
 _base_ = '../default_runtime.py'
 

@@ -2,15 +2,15 @@
 
 In order: `mode` chooses the source ("rpn" keeps stage 1's proposals, "oracle" replaces them by boxes drawn
 around each ground-truth box at a given IoU, "random" by uniformly random boxes), then `jitter` adds Gaussian
-noise, then `max_proposals` keeps the first boxes: the highest-scoring for the RPN; for the oracle, whose boxes
-are ordered round-robin over the ground-truth objects, the same number per object (give or take one). Each
-control applies in training, at test time or both (`apply_at`). Oracle and random boxes are constants; jitter
-and the cap keep the gradient to stage 1. All randomness comes from a private generator seeded by `seed` (plus
-the process rank under a distributed launcher, so GPUs draw different noise), so a run is reproducible and the
-controls do not shift the global RNG stream that the rest of training uses. The generator state is not part
-of checkpoints: a resumed run draws a fresh noise stream from the seed. The generator lives on the CPU and
-every draw is made there, then moved to the proposals' device: a run on a GPU draws the same boxes as on the
-CPU.
+noise, then `max_proposals` keeps the first boxes: the highest-scoring for the RPN; for the oracle, whose
+boxes are ordered round-robin over the ground-truth objects, the same number per object (give or take one).
+Each control applies in training, at test time or both (`apply_at`). Oracle and random boxes are constants;
+jitter and the cap keep the gradient to stage 1. All randomness comes from a private generator seeded by
+`seed` (plus the process rank under a distributed launcher, so GPUs draw different noise), so a run is
+reproducible and the controls do not shift the global RNG stream that the rest of training uses. The generator
+state is not part of checkpoints: a resumed run draws a fresh noise stream from the seed. The generator lives
+on the CPU and every draw is made there, then moved to the proposals' device: a run on a GPU draws the same
+boxes as on the CPU.
 """
 
 from __future__ import annotations

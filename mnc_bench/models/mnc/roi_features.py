@@ -7,15 +7,14 @@ Two implementations of one interface (`RoIFeatures`):
 - `WindowedRoIFeatures` is the fused warp-and-pool of the cascade on CPU. `RoIWarp.pooled` orders the sampling
   points window by window (see `window_kernels`), so that one `grid_sample` call writes the samples already
   grouped by pooling window, and one compiled pass takes stage 2's k x k maxima and stage 3's coarser ones,
-  with their argmax. Its backward writes the samples' gradient in one pass (no zero fill, no scatter, no sum of
-  the two poolings' full-size gradients) and hands it to `grid_sample`'s backward, which scatters it to the
+  with their argmax. Its backward writes the samples' gradient in one pass (no zero fill, no scatter, no sum
+  of the two poolings' full-size gradients) and hands it to `grid_sample`'s backward, which scatters it to the
   features and to the sampling grid, i.e. to the box coordinates. Outputs and gradients are those of the dense
   path up to the order of floating-point sums (tests/test_mnc_speed_equivalence.py).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch
@@ -63,7 +62,8 @@ def pool_warped(features: Tensor, output_size: int) -> Tensor:
         return F.adaptive_max_pool2d(features, output_size)
     planes = features.transpose(0, 1)  # contiguous for RoIWarp's output
     size = features.shape[-1]
-    if (torch.is_grad_enabled() and features.requires_grad) or features.shape[-2] != size or size % output_size:
+    if ((torch.is_grad_enabled() and features.requires_grad) or features.shape[-2] != size
+            or size % output_size):
         return max_pool_planes(planes, output_size).transpose(0, 1)
     window = size // output_size
     rows = planes[:, :, 0::window]
@@ -80,8 +80,8 @@ class _MaskedMaxPool(torch.autograd.Function):
 
     Autograd of the two ops would keep the [R, C, S, S] product's inputs and, in backward, scatter the bins'
     gradient into a full-size tensor and multiply it by the masks and by the features (then sum over C): three
-    passes over R x C x S x S values to use 1 / (S / s)^2 of them. Here forward keeps each bin's argmax and the
-    feature and mask values there; backward scatters grad x mask into the features' gradient and adds
+    passes over R x C x S x S values to use 1 / (S / s)^2 of them. Here forward keeps each bin's argmax and
+    the feature and mask values there; backward scatters grad x mask into the features' gradient and adds
     grad x feature into the masks' gradient at those positions: the same values (the sum over channels in
     another order).
     """
@@ -120,7 +120,8 @@ class _MaskedMaxPool(torch.autograd.Function):
 def masked_max_pool(features: Tensor, masks: Tensor, output_size: int) -> Tensor:
     """Max pooling of the masked features: [R, C, S, S] x [R, 1, S, S] -> [R, C, s, s], as
     `pool_warped(features * masks, output_size)`."""
-    if features.shape[0] == 0 or not (torch.is_grad_enabled() and (features.requires_grad or masks.requires_grad)):
+    if features.shape[0] == 0 or not (
+            torch.is_grad_enabled() and (features.requires_grad or masks.requires_grad)):
         return pool_warped(features * masks, output_size)
     return _MaskedMaxPool.apply(features, masks, output_size)
 
@@ -154,8 +155,8 @@ class DenseRoIFeatures:
 class PooledLinear(nn.Linear):
     """`nn.Linear` over pooled RoI features [R, C, h, w], flattened as (C, h, w) like `flatten(1)`.
 
-    Features in channels-last memory format (`WindowedRoIFeatures`' maxima) are read as they are stored, with the
-    weight's columns permuted to (h, w, C) instead: a copy of the weight rather than of R times as many
+    Features in channels-last memory format (`WindowedRoIFeatures`' maxima) are read as they are stored, with
+    the weight's columns permuted to (h, w, C) instead: a copy of the weight rather than of R times as many
     features, kept between calls while the weight does not change and takes no gradient (inference). The
     products are the same; their sum runs in another order.
     """
@@ -163,9 +164,10 @@ class PooledLinear(nn.Linear):
     _permuted: tuple[tuple[int, ...], Tensor] | None = None
 
     def forward(self, maps: Tensor) -> Tensor:
-        if maps.dim() == 4 and not maps.is_contiguous() and maps.is_contiguous(memory_format=torch.channels_last):
-            return F.linear(maps.permute(0, 2, 3, 1).reshape(maps.shape[0], -1), self._hwc_weight(maps.shape[1:]),
-                            self.bias)
+        if (maps.dim() == 4 and not maps.is_contiguous()
+                and maps.is_contiguous(memory_format=torch.channels_last)):
+            return F.linear(maps.permute(0, 2, 3, 1).reshape(maps.shape[0], -1),
+                            self._hwc_weight(maps.shape[1:]), self.bias)
         return super().forward(maps.flatten(1))
 
     def _hwc_weight(self, chw: tuple[int, ...]) -> Tensor:
@@ -173,7 +175,8 @@ class PooledLinear(nn.Linear):
         channels, height, width = chw
         if torch.is_grad_enabled() and self.weight.requires_grad:
             self._permuted = None
-            return self.weight.view(-1, channels, height, width).permute(0, 2, 3, 1).reshape(self.out_features, -1)
+            return (self.weight.view(-1, channels, height, width).permute(0, 2, 3, 1)
+                    .reshape(self.out_features, -1))
         key = (self.weight.data_ptr(), self.weight._version, channels, height, width)
         if self._permuted is None or self._permuted[0] != key:
             permuted = self.weight.detach().view(-1, channels, height, width).permute(0, 2, 3, 1)
@@ -190,10 +193,10 @@ class _SamplePool(torch.autograd.Function):
     """Stage 2's and stage 3's maxima of the RoI samples, computed from the atlas without storing the samples
     (`window_kernels.sample_pool`); the backward scatters to the atlas and to the sampling coordinates.
 
-    Inputs: atlas [H * W, C] (channels-last); rows, cols [R, S] (atlas cell coordinates, clamped by the caller);
-    inside_rows, inside_cols [R, S] (1 where the sample lies on its level's map, else 0). Outputs: the fine
-    [R, S / k, S / k, C] and coarse [R, s, s, C] maxima, and a stand-in [R, S, S, C] for the samples (an
-    expanded zero: the masked pooling recomputes the samples and hands their gradient back through it).
+    Inputs: atlas [H * W, C] (channels-last); rows, cols [R, S] (atlas cell coordinates, clamped by the
+    caller); inside_rows, inside_cols [R, S] (1 where the sample lies on its level's map, else 0). Outputs:
+    the fine [R, S / k, S / k, C] and coarse [R, s, s, C] maxima, and a stand-in [R, S, S, C] for the samples
+    (an expanded zero: the masked pooling recomputes the samples and hands their gradient back through it).
     """
 
     @staticmethod
@@ -226,8 +229,8 @@ class _SamplePool(torch.autograd.Function):
 
 
 class _MaskedSamplePool(torch.autograd.Function):
-    """Stage 3's maxima of the samples times the stage-2 masks (`window_kernels.masked_sample_pool`): the samples
-    recomputed from the atlas, their gradient handed to `_SamplePool` through its stand-in.
+    """Stage 3's maxima of the samples times the stage-2 masks (`window_kernels.masked_sample_pool`): the
+    samples recomputed from the atlas, their gradient handed to `_SamplePool` through its stand-in.
 
     Inputs: the stand-in [R, S, S, C]; masks [R, S, S]; then `_SamplePool`'s atlas, coordinates and inside
     factors (read, not differentiated here). Output: [R, s, s, C].
@@ -247,8 +250,8 @@ class _MaskedSamplePool(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         argmax, sample_values, mask_values = ctx.saved_tensors
-        grad_samples, grad_masks = kernels.run(kernels.masked_gradient, grad, argmax, sample_values, mask_values,
-                                               ctx.window)
+        grad_samples, grad_masks = kernels.run(kernels.masked_gradient, grad, argmax, sample_values,
+                                               mask_values, ctx.window)
         return grad_samples, grad_masks, None, None, None, None, None, None, None
 
 
@@ -266,7 +269,8 @@ class WindowedRoIFeatures:
         self._sampling = (atlas, rows, cols, inside_rows, inside_cols, width)
         self.size = rows.shape[1]
         self._window = k * m
-        fine, coarse, self._stand_in = _SamplePool.apply(atlas, rows, cols, inside_rows, inside_cols, width, k, m)
+        fine, coarse, self._stand_in = _SamplePool.apply(atlas, rows, cols, inside_rows, inside_cols, width,
+                                                         k, m)
         self.fine, self.coarse = _channels_first(fine), _channels_first(coarse)
 
     def max_pool(self, output_size: int) -> Tensor:

@@ -65,7 +65,8 @@ def _concatenate(boxes: Sequence[Tensor], device: torch.device) -> tuple[Tensor,
 
 @dataclass
 class _SamplingGrid:
-    """Where `_warp` samples: the atlas and, per box r and bin j, the atlas cell coordinates of the samples."""
+    """Where `_warp` samples: the atlas and, per box r and bin j, the atlas cell coordinates of the
+    samples."""
 
     atlas: Tensor  # [G, C / G, H, W]: every level of every image, channels split into G groups (see _warp)
     columns: Tensor  # [R, S] the atlas column of bin column j's samples (cell j's centre is coordinate j)
@@ -100,7 +101,8 @@ def _sampling_grid(
     grid_sample's CPU kernels (forward and backward) run one thread per batch item: the channels, split into
     groups given as batch items sharing the grid, use every core without changing the output's storage.
 
-    Args: features: per level [B, C, H_l, W_l]; strides: per level; boxes [R, 4] (R > 0); image_ids, levels [R].
+    Args: features: per level [B, C, H_l, W_l]; strides: per level; boxes [R, 4] (R > 0); image_ids,
+    levels [R].
     """
     batch, channels = features[0].shape[:2]
     dtype, device = features[0].dtype, features[0].device
@@ -207,8 +209,8 @@ def _warp_windowed(
 
 
 def _clamp_to_centres(coordinates: Tensor, cells: Tensor) -> Tensor:
-    """Cell coordinates clamped to [0, cells - 1]; as grid_sample's border padding, a coordinate on or beyond a
-    border passes no gradient."""
+    """Cell coordinates clamped to [0, cells - 1]; as grid_sample's border padding, a coordinate on or beyond
+    a border passes no gradient."""
     clamped = torch.minimum(torch.maximum(coordinates, torch.zeros_like(cells)), cells - 1)
     return torch.where((coordinates > 0) & (coordinates < cells - 1), coordinates, clamped.detach())
 
@@ -286,5 +288,6 @@ class RoIWarp(nn.Module):
         if len(boxes) != features[0].shape[0]:
             raise ValueError(f"got boxes for {len(boxes)} images but features for {features[0].shape[0]}")
         all_boxes, image_ids = _concatenate(boxes, features[0].device)
-        levels = map_boxes_to_levels(all_boxes.detach(), num_levels=num_levels, finest_scale=self.finest_scale)
+        levels = map_boxes_to_levels(all_boxes.detach(), num_levels=num_levels,
+                                     finest_scale=self.finest_scale)
         return features[:num_levels], self.featmap_strides, all_boxes, image_ids, levels

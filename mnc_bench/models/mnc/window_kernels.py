@@ -9,11 +9,11 @@ contiguous vector of channels), pools them and keeps each bin's argmax; the back
 Sample (i, j) with i = (p m + a2) k + a1 and j = (q m + b2) k + b1 is element (a1, b1) of fine bin
 (p m + a2, q m + b2), itself element (a2, b2) of coarse bin (p, q).
 
-Compiled (`run`: torch.compile's C++ backend), each function is one vectorised loop nest; run eagerly, the same
-functions take one full-size pass per op (the tests run them so). Semantics are `F.max_pool2d`'s (a window's
-first maximum in row-major order gets the gradient; maxima propagate NaN) and `grid_sample`'s (bilinear,
-align_corners=False, zero padding) at the coordinates the caller clamped, so that the second row or column of
-a clamped sample has weight 0; a sample whose `inside` factor is 0 reads 0 and passes no gradient.
+Compiled (`run`: torch.compile's C++ backend), each function is one vectorised loop nest; run eagerly, the
+same functions take one full-size pass per op (the tests run them so). Semantics are `F.max_pool2d`'s (a
+window's first maximum in row-major order gets the gradient; maxima propagate NaN) and `grid_sample`'s
+(bilinear, align_corners=False, zero padding) at the coordinates the caller clamped, so that the second row or
+column of a clamped sample has weight 0; a sample whose `inside` factor is 0 reads 0 and passes no gradient.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def _inside(inside_rows: Tensor, inside_cols: Tensor) -> Tensor:
 
 def _samples(atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tensor, inside_cols: Tensor,
              width: int) -> Tensor:
-    """Bilinear samples [R, S, S, C] of atlas [H * W, C] (rows of `width` cells) at (rows[r, i], cols[r, j])."""
+    """Bilinear samples [R, S, S, C] of atlas [H * W, C] (rows of `width` cells) at (rows[r, i],
+    cols[r, j])."""
     index, fy, fx = _corners(rows, cols, width)
     top = (1 - fx) * atlas[index] + fx * atlas[index + 1]
     bottom = (1 - fx) * atlas[index + width] + fx * atlas[index + width + 1]
@@ -68,14 +69,15 @@ def _unbin(binned: Tensor, window: int) -> Tensor:
     return split.permute(0, 1, 4, 2, 5, 3).reshape(rois, bins * window, bins * window, channels)
 
 
-def sample_pool(atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tensor, inside_cols: Tensor, width: int,
-                k: int, m: int, with_argmax: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+def sample_pool(atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tensor, inside_cols: Tensor,
+                width: int, k: int, m: int,
+                with_argmax: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
     """Stage 2's and stage 3's max pooling of the samples.
 
     Args: atlas [H * W, C]; rows, cols, inside_rows, inside_cols [R, S] (the inside factors 0 or 1).
     Returns: the fine maxima [R, S / k, S / k, C] (over each k x k window) and, `with_argmax`, their argmax
-    (int32 a1 * k + b1); the coarse maxima [R, s, s, C] (over each m x m window of fine maxima) and their argmax
-    (int32 a2 * m + b2).
+    (int32 a1 * k + b1); the coarse maxima [R, s, s, C] (over each m x m window of fine maxima) and their
+    argmax (int32 a2 * m + b2).
     """
     windows = _bins(_samples(atlas, rows, cols, inside_rows, inside_cols, width), k)
     if not with_argmax:
@@ -120,10 +122,12 @@ def _sample_gradient(fine_argmax: Tensor, coarse_argmax: Tensor, grad_fine: Tens
 
 
 def sample_gradient(atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tensor, inside_cols: Tensor,
-                    width: int, fine_argmax: Tensor, coarse_argmax: Tensor, grad_fine: Tensor, grad_coarse: Tensor,
-                    grad_samples: Tensor | None, k: int, m: int) -> tuple[Tensor, Tensor, Tensor]:
+                    width: int, fine_argmax: Tensor, coarse_argmax: Tensor, grad_fine: Tensor,
+                    grad_coarse: Tensor, grad_samples: Tensor | None, k: int,
+                    m: int) -> tuple[Tensor, Tensor, Tensor]:
     """The samples' gradient from those of `sample_pool`'s maxima (grad_fine [R, S / k, S / k, C], grad_coarse
-    [R, s, s, C]) and of the samples themselves (`grad_samples` [R, S, S, C], from the masked pooling, or None).
+    [R, s, s, C]) and of the samples themselves (`grad_samples` [R, S, S, C], from the masked pooling, or
+    None).
 
     Returns: the gradient [R, S, S, C] of every sample, and those [R, S, S] of each sample's row and column
     coordinate (summed over the channels).
@@ -139,28 +143,31 @@ def sample_gradient(atlas: Tensor, rows: Tensor, cols: Tensor, inside_rows: Tens
 
 
 def atlas_gradient(atlas: Tensor, rows: Tensor, cols: Tensor, grad: Tensor, width: int) -> Tensor:
-    """The atlas's gradient [H * W, C]: every sample's gradient grad [R, S, S, C] added into its four atlas rows
-    with its bilinear weights."""
+    """The atlas's gradient [H * W, C]: every sample's gradient grad [R, S, S, C] added into its four atlas
+    rows with its bilinear weights."""
     index, fy, fx = _corners(rows, cols, width)
     result = torch.zeros_like(atlas)
     channels = atlas.shape[1]
-    for offset, weight in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx), (width, fy * (1 - fx)), (width + 1, fy * fx)):
-        result.index_put_(((index + offset).flatten(),), (grad * weight).reshape(-1, channels), accumulate=True)
+    for offset, weight in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx), (width, fy * (1 - fx)),
+                           (width + 1, fy * fx)):
+        result.index_put_(((index + offset).flatten(),), (grad * weight).reshape(-1, channels),
+                          accumulate=True)
     return result
 
 
 def masked_gradient(grad: Tensor, argmax: Tensor, sample_values: Tensor, mask_values: Tensor, window: int
                     ) -> tuple[Tensor, Tensor]:
     """The gradients of `masked_sample_pool`'s samples [R, S, S, C] (grad x mask at each argmax) and masks
-    [R, S, S] (grad x sample at each argmax, summed over the channels), from its maxima's, grad [R, s, s, C]."""
+    [R, S, S] (grad x sample at each argmax, summed over the channels), from its maxima's,
+    grad [R, s, s, C]."""
     chosen = argmax[..., None] == torch.arange(window * window, device=argmax.device)
     grad_samples = _unbin(torch.where(chosen, (grad * mask_values)[..., None], 0.0), window)
     to_masks = torch.where(chosen, (grad * sample_values)[..., None], 0.0).sum(dim=3, keepdim=True)
     return grad_samples, _unbin(to_masks, window)[..., 0]
 
 
-# Per kernel, the dimensions that vary between calls (the RoI count; the atlas's rows, which follow the batch),
-# of each positional argument; the other sizes are compiled in.
+# Per kernel, the dimensions that vary between calls (the RoI count; the atlas's rows, which follow the
+# batch), of each positional argument; the other sizes are compiled in.
 _DYNAMIC_DIMS: dict[Callable[..., Any], tuple[int | None, ...]] = {
     sample_pool: (0, 0, 0, 0, 0),
     masked_sample_pool: (0, 0, 0, 0, 0, 0),
@@ -175,10 +182,10 @@ _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def run(kernel: Callable[..., Any], *args: Any) -> Any:
-    """`kernel(*args)`, compiled on first use in this process (torch.compile's C++ backend; inductor caches the
-    generated code on disk, so a later process loads it in seconds), with the RoI count and the atlas size as
-    its dynamic sizes. Eager when `MNC_BENCH_COMPILE=0`, and, with a warning, where compiling fails (e.g. no C++
-    compiler)."""
+    """`kernel(*args)`, compiled on first use in this process (torch.compile's C++ backend; inductor caches
+    the generated code on disk, so a later process loads it in seconds), with the RoI count and the atlas size
+    as its dynamic sizes. Eager when `MNC_BENCH_COMPILE=0`, and, with a warning, where compiling fails (e.g.
+    no C++ compiler)."""
     dims = _DYNAMIC_DIMS[kernel]
     dynamic = [(arg, dim) for arg, dim in zip(args, dims) if dim is not None and isinstance(arg, Tensor)]
     if os.environ.get(COMPILE_ENV, "1") == "0" or any(arg.shape[dim] < 2 for arg, dim in dynamic):
@@ -193,8 +200,10 @@ def run(kernel: Callable[..., Any], *args: Any) -> Any:
         torch._dynamo.mark_dynamic(arg, dim)
     try:
         return compiled_kernel(*args)
-    except Exception as error:  # inductor's errors share no base class; whatever failed, run eagerly from now on
+    except Exception as error:
+        # inductor's errors share no base class; whatever failed, run eagerly from now on
         warnings.warn(f"MNC's RoI pooling kernel {kernel.__name__} could not be compiled "
-                      f"({type(error).__name__}: {error}); running it eagerly (same results, slower)", stacklevel=2)
+                      f"({type(error).__name__}: {error}); running it eagerly (same results, slower)",
+                      stacklevel=2)
         _compiled[kernel] = kernel
         return kernel(*args)
