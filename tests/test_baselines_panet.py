@@ -121,10 +121,9 @@ def test_fc_fusion_adds_one_class_agnostic_mask_to_every_class():
 @pytest.fixture(scope="module")
 def train_batch(shapes_dataset):
     """Two packed training samples from the shapes fixture, through the config's own train pipeline."""
+    from mmdet.registry import DATASETS
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import DefaultScope
-
-    from mmdet.registry import DATASETS
 
     register_all()
     cfg = load_config(PANET_SHAPES, {"data_root": str(shapes_dataset)})

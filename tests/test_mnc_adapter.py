@@ -10,12 +10,11 @@ import torch
 
 pytest.importorskip("mmcv.ops")
 from mmdet.registry import DATASETS, MODELS  # noqa: E402
+from mmdet.structures.bbox import get_box_tensor  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.optim import OptimWrapper  # noqa: E402
-
-from mmdet.structures.bbox import get_box_tensor  # noqa: E402
 from torchvision.ops import box_iou  # noqa: E402
 
 import mnc_bench.models.mmdet_adapter  # noqa: E402,F401  (registers MNC)

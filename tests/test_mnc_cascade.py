@@ -19,6 +19,7 @@ from mnc_bench.models.mnc import (
 from mnc_bench.models.mnc.boxes import clip_gradient
 from mnc_bench.models.mnc.targets import RoIAssignment, assign_rois, mask_targets, sample_rois
 
+
 def run_losses(tiny_mnc, cascade: MNCCascade, backbone: nn.Module, seed: int = 0):
     images, proposals, targets = tiny_mnc.make_batch(seed)
     losses = cascade.loss(backbone(images), proposals, targets, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)

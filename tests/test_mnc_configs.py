@@ -58,8 +58,8 @@ def test_controlled_configs_share_proposals_and_the_roi_sampler_with_mask_rcnn(m
 
 @pytest.mark.parametrize("suite", ["reproduce_mnc_voc", "reproduce_mnc_coco"])
 def test_the_reproduce_suites_train_with_mnc_codes_sampler_and_proposal_counts(suite):
-    from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
 
     from mnc_bench.registration import register_all
     from mnc_bench.suites.spec import load_suite

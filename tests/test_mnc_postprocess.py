@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnc_bench.models.mnc import CascadeOutput, MNCPostProcessor, paste_masks
-from mnc_bench.models.mnc import postprocess
+from mnc_bench.models.mnc import CascadeOutput, MNCPostProcessor, paste_masks, postprocess
 
 NUM_CLASSES = 2
 M = 8

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mnc_bench.models.mnc import ClassStage, MaskStage
-from mnc_bench.models.mnc import window_kernels
+from mnc_bench.models.mnc import ClassStage, MaskStage, window_kernels
 from mnc_bench.models.mnc.roi_features import (
     DenseRoIFeatures,
     PooledLinear,

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from report_browser import find_chromium, inspect_page
+from report_fixtures import DISPLAY_NAMES
 
 from mnc_bench.reporting import provenance, write_report
 from mnc_bench.reporting.paths import PathDisplay
 from mnc_bench.reporting.style import Canvas
 from mnc_bench.reporting.table import bench_weights
 from mnc_bench.reporting.venue import COLUMN
-from report_browser import find_chromium, inspect_page
-from report_fixtures import DISPLAY_NAMES
 
 SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "stage3_labels"]
 # Main figures: 3.25 in (PDF, PNG) and 6.875 in (<name>_textwidth.pdf). The grid holds 3 models at column

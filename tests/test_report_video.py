@@ -4,6 +4,7 @@ nothing of it for a suite without video metrics."""
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -16,8 +16,8 @@ pytest.importorskip("mmcv.ops")
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.suites.collect import collect  # noqa: E402
 from mnc_bench.suites.contract import STANDARD_METRICS  # noqa: E402
-from mnc_bench.suites.rundir import RunDir  # noqa: E402
 from mnc_bench.suites.record import write_plan  # noqa: E402
+from mnc_bench.suites.rundir import RunDir  # noqa: E402
 from mnc_bench.suites.runner import plan_suite, prepare_run_dir  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
 

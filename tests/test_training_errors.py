@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("mmcv.ops")
 
 from mnc_bench.cli import main  # noqa: E402
-from mnc_bench.errors import UserError  # noqa: E402
 from mnc_bench.config_loading import load_config  # noqa: E402
+from mnc_bench.errors import UserError  # noqa: E402
 from mnc_bench.preflight import check_pretrained_weights, ensure_shapes_dataset, prepare_datasets  # noqa: E402
 from mnc_bench.training import train  # noqa: E402
 
