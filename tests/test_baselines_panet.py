@@ -34,7 +34,8 @@ def test_full_panet_module_graph():
     model = _build(PANET_SHAPES)
     assert type(model.neck).__name__ == "PAFPN"
     head = model.roi_head
-    assert type(head.bbox_roi_extractor).__name__ == type(head.mask_roi_extractor).__name__ == "AdaptiveRoIExtractor"
+    assert (type(head.bbox_roi_extractor).__name__ == type(head.mask_roi_extractor).__name__
+            == "AdaptiveRoIExtractor")
     assert len(head.bbox_head.level_fcs) == head.bbox_head.num_levels == 4  # one fc1 per pooled level
     assert len(head.mask_head.level_convs) == head.mask_head.num_levels == 4  # one conv1 per pooled level
     assert len(head.mask_head.convs) == 3  # conv2..conv4 shared after the fusion

@@ -136,7 +136,8 @@ def test_same_seed_gives_identical_losses_over_iterations(tiny_mnc):
 def test_loss_weights_scale_their_terms_per_round(tiny_mnc):
     def losses_with(weights):
         torch.manual_seed(0)
-        return run_losses(tiny_mnc, tiny_mnc.make_cascade(5, loss_weights=weights), tiny_mnc.TinyBackbone())[0]
+        return run_losses(tiny_mnc, tiny_mnc.make_cascade(5, loss_weights=weights),
+                          tiny_mnc.TinyBackbone())[0]
 
     base = losses_with(StageLossWeights())
     weighted = losses_with([StageLossWeights(mask=2.0, cls=0.5, box=0.0), StageLossWeights(mask=3.0)])

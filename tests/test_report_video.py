@@ -62,7 +62,8 @@ def video_report(video_dataset, tmp_path_factory):
             (run_dir / "metrics.json").write_text(
                 json.dumps({k: None if np.isnan(v) else v for k, v in metrics.items()})
             )
-            row = dict.fromkeys([*LEADING_COLUMNS, "axis.config", *STANDARD_METRICS, *TRAILING_COLUMNS], np.nan)
+            row = dict.fromkeys([*LEADING_COLUMNS, "axis.config", *STANDARD_METRICS, *TRAILING_COLUMNS],
+                                np.nan)
             row.update(
                 suite="video_consistency",
                 run_id=run_id,
