@@ -105,8 +105,9 @@ def inspect_page(chromium: str, page: Path, expression: str, screenshot: Path) -
             session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Page", "Runtime", "Log"):
                 pipe.send(f"{domain}.enable", session=session)
-            pipe.send("Emulation.setDeviceMetricsOverride", {"width": 1200, "height": 900, "deviceScaleFactor": 1,
-                                                             "mobile": False}, session=session)
+            pipe.send("Emulation.setDeviceMetricsOverride",
+                      {"width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+                      session=session)
             pipe.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
             pipe.wait_event("Page.loadEventFired")
             result = pipe.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,

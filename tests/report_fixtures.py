@@ -5,9 +5,10 @@ failed and one running run, box AP missing from one run), ``cascade_depth`` (dep
 x end-to-end; one group with a single seed), ``loss_weights`` (mask x cls weights), ``proposal_quality`` (a
 mapping-valued ``proposal_control`` axis stored as JSON text, as ``collect`` does; AR beside AP),
 ``stage3_labels`` (a text axis crossed with two models) and ``only_failed``. Each finished run has
-``run.json``, ``metrics.json``, ``scalars.json`` and a ``predictions.json`` derived from the real shapes val set (ground-truth masks with perturbed scores, some
-dropped, some mislabelled). Metric values are a known per-group effect plus seed noise; the tests recompute every
-aggregate from the returned table, independently of the report code.
+``run.json``, ``metrics.json``, ``scalars.json`` and a ``predictions.json`` derived from the real shapes val
+set (ground-truth masks with perturbed scores, some dropped, some mislabelled). Metric values are a known
+per-group effect plus seed noise; the tests recompute every aggregate from the returned table, independently
+of the report code.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def build_results(root: Path, shapes: Path) -> pd.DataFrame:
         for seed in (0, 1):  # a mapping-valued axis, as the shipped suite: null = MNC's proposals as they are
             run("proposal_quality", "mnc_3stage_shapes", seed, ap_shift=shift,
                 axes={"model.proposal_control": control})
-    for model in ("mnc_3stage_shapes", "mnc_5stage_shapes"):  # a text axis crossed with the model, as the shipped suite
+    # a text axis crossed with the model, as the shipped suite
+    for model in ("mnc_3stage_shapes", "mnc_5stage_shapes"):
         for labels in ("box", "both"):
             for seed in (0, 1):
                 run("stage3_labels", model, seed, ap_shift=0.01 * (labels == "both"),

@@ -1,5 +1,5 @@
-"""The CLI's glibc malloc settings (mnc_bench/allocator.py): large blocks come from the reusable heap instead of
-fresh mmaps, unless the user opts out."""
+"""The CLI's glibc malloc settings (mnc_bench/allocator.py): large blocks come from the reusable heap instead
+of fresh mmaps, unless the user opts out."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ applied = tune_allocator()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", \
+"fordblks",
                  "keepcost")]
 libc.mallinfo2.restype = MallInfo2
 libc.malloc.restype = ctypes.c_void_p
@@ -48,8 +49,8 @@ def test_large_blocks_come_from_the_heap_unless_the_user_opts_out():
 
 
 def test_commands_apply_the_settings_calls_from_python_do_not(monkeypatch):
-    """`mnc-bench ...` and the suite worker tune their process; `main([...])` from Python (tests, notebooks) leaves
-    the caller's process as it is."""
+    """`mnc-bench ...` and the suite worker tune their process; `main([...])` from Python (tests, notebooks)
+    leaves the caller's process as it is."""
     from mnc_bench import cli
     from mnc_bench.suites import worker
 

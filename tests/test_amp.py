@@ -10,11 +10,11 @@ import torch
 
 pytest.importorskip("mmcv.ops")
 from mmengine.dataset import pseudo_collate  # noqa: E402
+from test_mnc_adapter import SHAPES_3, _build, _dataset  # noqa: E402
 
 from mnc_bench.amp import LossScaleHook, add_loss_scale_hook, amp_options  # noqa: E402
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.config_loading import load_config  # noqa: E402
-from test_mnc_adapter import SHAPES_3, _build, _dataset  # noqa: E402
 
 SCALE = 2.0**16  # GradScaler's initial scale
 

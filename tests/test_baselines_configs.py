@@ -1,4 +1,5 @@
-"""Every config in configs/ loads through mnc_bench.config_loading and builds its model; the zoo is complete."""
+"""Every config in configs/ loads through mnc_bench.config_loading and builds its model; the zoo is
+complete."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def test_the_zoo_is_complete():
     expected = {
         "mask_rcnn/mask_rcnn_shapes.py", "mask_rcnn/mask_rcnn_r50_fpn_coco.py",
         "mask_rcnn/mask_rcnn_r101_fpn_coco.py", "mask_rcnn/mask_rcnn_voc_sbd.py",
-        "panet/panet_shapes.py", "panet/panet_r50_coco.py", "panet/panet_r101_coco.py", "panet/panet_voc_sbd.py",
+        "panet/panet_shapes.py", "panet/panet_r50_coco.py", "panet/panet_r101_coco.py",
+        "panet/panet_voc_sbd.py",
         "mnc/mnc_3stage_shapes.py", "mnc/mnc_3stage_coco_r50.py", "mnc/mnc_3stage_coco_r101.py",
         "mnc/mnc_3stage_voc_sbd.py",
         "mnc/mnc_5stage_shapes.py", "mnc/mnc_5stage_coco_r50.py", "mnc/mnc_5stage_coco_r101.py",
@@ -155,8 +157,8 @@ def test_full_size_configs_read_pretrained_weights_from_a_local_path_only():
 
 
 def test_loaded_configs_are_not_yapf_formatted(monkeypatch):
-    """mmengine formats a config's text with yapf whenever it is printed or saved (every checkpoint, ~0.5 s each);
-    load_config turns that off, which mmengine 0.10.7's fromfile forgets for .py configs."""
+    """mmengine formats a config's text with yapf whenever it is printed or saved (every checkpoint, ~0.5 s
+    each); load_config turns that off, which mmengine 0.10.7's fromfile forgets for .py configs."""
     import mmengine.config.config as mmengine_config
 
     def refuse(*args, **kwargs):
@@ -169,8 +171,8 @@ def test_loaded_configs_are_not_yapf_formatted(monkeypatch):
 
 def test_validating_a_suite_does_not_import_torchvision(tmp_path):
     """Validating a suite (every config read and every model built, what `mnc-bench run` does before any run
-    starts) leaves torchvision unimported: its ops pull in torch._dynamo, ~1 s on the way to the first training
-    iteration; our models import it on first use, idle suite workers ahead of time."""
+    starts) leaves torchvision unimported: its ops pull in torch._dynamo, ~1 s on the way to the first
+    training iteration; our models import it on first use, idle suite workers ahead of time."""
     import subprocess
     import sys
 

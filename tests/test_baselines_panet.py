@@ -34,7 +34,8 @@ def test_full_panet_module_graph():
     model = _build(PANET_SHAPES)
     assert type(model.neck).__name__ == "PAFPN"
     head = model.roi_head
-    assert type(head.bbox_roi_extractor).__name__ == type(head.mask_roi_extractor).__name__ == "AdaptiveRoIExtractor"
+    assert (type(head.bbox_roi_extractor).__name__ == type(head.mask_roi_extractor).__name__
+            == "AdaptiveRoIExtractor")
     assert len(head.bbox_head.level_fcs) == head.bbox_head.num_levels == 4  # one fc1 per pooled level
     assert len(head.mask_head.level_convs) == head.mask_head.num_levels == 4  # one conv1 per pooled level
     assert len(head.mask_head.convs) == 3  # conv2..conv4 shared after the fusion
@@ -121,10 +122,9 @@ def test_fc_fusion_adds_one_class_agnostic_mask_to_every_class():
 @pytest.fixture(scope="module")
 def train_batch(shapes_dataset):
     """Two packed training samples from the shapes fixture, through the config's own train pipeline."""
+    from mmdet.registry import DATASETS
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import DefaultScope
-
-    from mmdet.registry import DATASETS
 
     register_all()
     cfg = load_config(PANET_SHAPES, {"data_root": str(shapes_dataset)})

@@ -1,4 +1,5 @@
-"""`mnc-bench bench models`: the measurements it is built from, a 1-repeat run, and the inference entry point."""
+"""`mnc-bench bench models`: the measurements it is built from, a 1-repeat run, and the inference entry
+point."""
 
 from __future__ import annotations
 
@@ -28,13 +29,15 @@ ROW_FIELDS = (
 
 def test_conv_flops_equal_the_hand_computed_count():
     conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
-    # 2 FLOPs per multiply-add: 2 x (batch 2 x 8 x 16 x 16 outputs) x (3 x 3 x 3 inputs each); bias not counted.
+    # 2 FLOPs per multiply-add: 2 x (batch 2 x 8 x 16 x 16 outputs) x (3 x 3 x 3 inputs each); bias not
+    # counted.
     assert count_flops(lambda: conv(torch.randn(2, 3, 16, 16))) == 2 * (2 * 8 * 16 * 16) * (3 * 3 * 3)
     strided = nn.Conv2d(4, 6, kernel_size=3, stride=2, bias=False)  # 16 -> 7
     assert count_flops(lambda: strided(torch.randn(1, 4, 16, 16))) == 2 * (6 * 7 * 7) * (4 * 3 * 3)
     linear = nn.Linear(10, 5)
     inputs = torch.randn(3, 10, requires_grad=True)
-    assert count_flops(lambda: linear(inputs).sum().backward()) == 3 * (2 * 3 * 10 * 5)  # forward + 2 backward
+    # forward + 2 backward
+    assert count_flops(lambda: linear(inputs).sum().backward()) == 3 * (2 * 3 * 10 * 5)
 
 
 def test_quartiles_and_matmul_peak():
@@ -92,10 +95,12 @@ def test_one_repeat_run_on_the_smallest_config_writes_every_field(tmp_path, caps
     assert row["ratio_infer_to_mask_rcnn"] == row["ratio_train_to_mask_rcnn"] == 1.0
     assert row["post_processing_timed"] == ["roi_head.bbox_head.predict_by_feat",
                                             "roi_head.mask_head.predict_by_feat"]
-    assert row["infer_ms_median"] == pytest.approx(row["infer_pre_ms"] + row["infer_net_ms"] + row["infer_post_ms"])
+    assert row["infer_ms_median"] == pytest.approx(row["infer_pre_ms"] + row["infer_net_ms"]
+                                                   + row["infer_post_ms"])
     assert row["gflops"] > 0.1 and row["train_gflops_per_iter"] > 0.1
     assert row["train_img_per_s"] == pytest.approx(2 / row["train_s_per_iter"])
-    assert row["share_of_peak"] == pytest.approx(row["gflops_per_s"] / results["machine"]["matmul_peak_gflops"])
+    assert row["share_of_peak"] == pytest.approx(row["gflops_per_s"]
+                                                 / results["machine"]["matmul_peak_gflops"])
     printed = capsys.readouterr().out
     assert "mask_rcnn_shapes" in printed and "vs MaskRCNN" in printed and "not counted" in printed
 
@@ -107,23 +112,28 @@ def test_mnc_beside_mask_rcnn_with_a_checkpoint(tmp_path, capsys):
     checkpoint = tmp_path / "mnc.pth"
     torch.save({"state_dict": load_model(MNC_3).model.state_dict()}, checkpoint)
     out = tmp_path / "models.json"
-    argv = ["bench", "models", "--configs", MASK_RCNN, MNC_3, "--size", "64", "--repeats", "1", "--train-iters",
-            "1", "--warmup", "1", "--batch", "1", "--checkpoint", f"mnc_3stage_shapes={checkpoint}",
+    argv = ["bench", "models", "--configs", MASK_RCNN, MNC_3, "--size", "64", "--repeats", "1",
+            "--train-iters", "1", "--warmup", "1", "--batch", "1",
+            "--checkpoint", f"mnc_3stage_shapes={checkpoint}",
             "--profile", str(tmp_path / "profiles"), "--json", str(out)]
     assert main(argv) == 0
     mask_rcnn, mnc = _load_json(out)["models"]
     profiles = sorted(path.name for path in (tmp_path / "profiles").iterdir())
-    assert profiles == sorted(f"{model}_64px_{phase}.txt" for model in ("mask_rcnn_shapes", "mnc_3stage_shapes")
+    assert profiles == sorted(f"{model}_64px_{phase}.txt"
+                              for model in ("mask_rcnn_shapes", "mnc_3stage_shapes")
                               for phase in ("infer_thr0.05", "infer_thr0", "train"))
     text = (tmp_path / "profiles" / "mnc_3stage_shapes_64px_infer_thr0.txt").read_text()
     assert "torch.profiler" in text and "grid_sampler_2d" in text and "postprocess.py" in text
     assert (mask_rcnn["weights"], mnc["weights"]) == ("random", "checkpoint")
     assert mnc["post_processing_timed"] == ["postprocessor"] and mnc["infer_post_ms"] > 0
-    assert mnc["ratio_infer_to_mask_rcnn"] == pytest.approx(mnc["infer_ms_median"] / mask_rcnn["infer_ms_median"])
-    assert mnc["ratio_train_to_mask_rcnn"] == pytest.approx(mnc["train_s_per_iter"] / mask_rcnn["train_s_per_iter"])
+    assert mnc["ratio_infer_to_mask_rcnn"] == pytest.approx(mnc["infer_ms_median"]
+                                                            / mask_rcnn["infer_ms_median"])
+    assert mnc["ratio_train_to_mask_rcnn"] == pytest.approx(mnc["train_s_per_iter"]
+                                                            / mask_rcnn["train_s_per_iter"])
     assert mnc["detections_thr0"] >= mnc["detections"]
     # One timed image and iteration each: the warm-up ones are not among the samples.
-    assert mnc["infer_ms_q1"] == mnc["infer_ms_q3"] and mnc["train_s_per_iter_q1"] == mnc["train_s_per_iter_q3"]
+    assert (mnc["infer_ms_q1"] == mnc["infer_ms_q3"]
+            and mnc["train_s_per_iter_q1"] == mnc["train_s_per_iter_q3"])
 
 
 def test_bench_checks_its_output_and_arguments_before_any_work(tmp_path, capsys):

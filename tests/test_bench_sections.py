@@ -22,11 +22,13 @@ def test_bench_evaluation_scores_the_workload_with_both_protocols_and_backends()
     lines: list[str] = []
     figures = bench_evaluation(num_images=6, detections_per_image=8, print_fn=lines.append)
     assert figures["images"] == 6 and figures["detections"] == 48 and figures["ground_truths"] >= 6
-    for key in ("voc_sds", "voc_mnc", "load_and_validate", "coco_segm_pycocotools", "coco_segm_faster_coco_eval"):
+    for key in ("voc_sds", "voc_mnc", "load_and_validate", "coco_segm_pycocotools",
+                "coco_segm_faster_coco_eval"):
         assert figures[f"{key}_seconds"] > 0
     for key in ("voc_sds_mAP@0.5", "voc_mnc_mAP@0.5", "coco_segm_pycocotools_AP"):
         assert 0 < figures[key] <= 1  # 30 % of the detections are jittered ground truths
-    assert figures["coco_segm_faster_coco_eval_AP"] == pytest.approx(figures["coco_segm_pycocotools_AP"], abs=1e-6)
+    assert figures["coco_segm_faster_coco_eval_AP"] == pytest.approx(figures["coco_segm_pycocotools_AP"],
+                                                                     abs=1e-6)
     assert len(lines) == len(figures)
 
 

@@ -1,4 +1,5 @@
-"""Which weights `bench models` uses: trained checkpoints found among finished suite runs, offered or taken."""
+"""Which weights `bench models` uses: trained checkpoints found among finished suite runs, offered or
+taken."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ MASK_RCNN = "configs/mask_rcnn/mask_rcnn_shapes.py"
 
 
 def _run(results: Path, suite: str, run_id: str, config: str, *, seed: int = 0, state: str = "done",
-         cfg_options: dict | None = None, ended: str = "2026-01-01T10:00:00+00:00", checkpoint: bool = True) -> Path:
+         cfg_options: dict | None = None, ended: str = "2026-01-01T10:00:00+00:00",
+         checkpoint: bool = True) -> Path:
     run_dir = results / suite / run_id
     (run_dir / "work").mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps({"suite": suite, "run_id": run_id, "config": config,
@@ -31,14 +33,17 @@ def _run(results: Path, suite: str, run_id: str, config: str, *, seed: int = 0, 
 
 
 def test_finds_the_finished_unchanged_runs_seed_zero_first(tmp_path):
-    seed0 = _run(tmp_path, "mnc_vs_successors", "a0", MNC_3, cfg_options={"default_hooks.logger.interval": 10})
-    _run(tmp_path, "mnc_vs_successors", "a1", MNC_3, seed=1, ended="2026-02-01T10:00:00+00:00")  # later, seed 1
+    seed0 = _run(tmp_path, "mnc_vs_successors", "a0", MNC_3,
+                 cfg_options={"default_hooks.logger.interval": 10})
+    # later, seed 1
+    _run(tmp_path, "mnc_vs_successors", "a1", MNC_3, seed=1, ended="2026-02-01T10:00:00+00:00")
     _run(tmp_path, "cascade_depth", "b0", MNC_3, cfg_options={"model.cascade.num_stages": 7})  # another model
     _run(tmp_path, "smoke", "c0", MASK_RCNN, cfg_options={"train_cfg.max_iters": 3})  # a shortened schedule
     _run(tmp_path, "mnc_vs_successors", "d0", MASK_RCNN, state="failed")
     found = find_trained_checkpoints([MNC_3, MASK_RCNN, "configs/panet/panet_shapes.py"], tmp_path)
     assert list(found) == ["mnc_3stage_shapes"]
-    assert found["mnc_3stage_shapes"].path == seed0 and found["mnc_3stage_shapes"].run == "mnc_vs_successors/a0"
+    assert (found["mnc_3stage_shapes"].path == seed0
+            and found["mnc_3stage_shapes"].run == "mnc_vs_successors/a0")
 
 
 def test_a_run_without_a_whole_checkpoint_is_passed_over(tmp_path, capsys):
@@ -77,27 +82,30 @@ def test_ask_without_a_terminal_says_how_to_use_them(tmp_path, monkeypatch):
 def _results(weights: dict[str, str]) -> dict:
     records = []
     for model, model_type in (("mask_rcnn_shapes", "MaskRCNN"), ("mnc_3stage_shapes", "MNC")):
-        record = {key: 1.0 for key in ("detections", "infer_ms_median", "infer_ms_q1", "infer_ms_q3", "infer_pre_ms",
-                                       "infer_net_ms", "infer_post_ms", "gflops", "infer_gflops_per_s",
-                                       "infer_share_of_peak", "infer_peak_rss_mb", "ratio_infer_to_mask_rcnn")}
+        record = {key: 1.0 for key in ("detections", "infer_ms_median", "infer_ms_q1", "infer_ms_q3",
+                                       "infer_pre_ms", "infer_net_ms", "infer_post_ms", "gflops",
+                                       "infer_gflops_per_s", "infer_share_of_peak", "infer_peak_rss_mb",
+                                       "ratio_infer_to_mask_rcnn")}
         record.update({f"{key}_thr0": value for key, value in record.items() if not key.startswith("ratio")})
-        records.append({**record, "model": model, "model_type": model_type, "score_thr": 0.05, "proposals": 300,
-                        "weights": weights[model], "ratio_infer_thr0_to_mask_rcnn": 1.0})
+        records.append({**record, "model": model, "model_type": model_type, "score_thr": 0.05,
+                        "proposals": 300, "weights": weights[model], "ratio_infer_thr0_to_mask_rcnn": 1.0})
     machine = {"cpu": "cpu", "threads": 2, "torch": "2", "load_avg_1min_start": 1.0, "load_avg_1min_end": 1.0,
                "matmul_peak_gflops": 100.0}
-    settings = {"repeats": 1, "train_iters": 0, "flop_counter": "x", "flops_not_counted": ["y"], "memory": "z",
-                "reference_model_type": "MaskRCNN"}
+    settings = {"repeats": 1, "train_iters": 0, "flop_counter": "x", "flops_not_counted": ["y"],
+                "memory": "z", "reference_model_type": "MaskRCNN"}
     return {"machine": machine, "settings": settings, "by_size": {"128": records}}
 
 
 def test_the_table_says_when_mnc_ran_with_random_weights():
     text = "\n".join(format_tables(_results({"mask_rcnn_shapes": "random", "mnc_3stage_shapes": "random"})))
     assert "mnc_3stage_shapes: random" in text and "mnc_3stage_shapes ran with random weights" in text
-    text = "\n".join(format_tables(_results({"mask_rcnn_shapes": "random", "mnc_3stage_shapes": "checkpoint"})))
+    text = "\n".join(format_tables(_results({"mask_rcnn_shapes": "random",
+                                             "mnc_3stage_shapes": "checkpoint"})))
     assert "mnc_3stage_shapes: checkpoint" in text and "ran with random weights" not in text
 
 
 def test_weights_is_a_checked_choice(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "models", "--weights", "best"])
-    assert exit_info.value.code == 2 and "argument --weights: invalid choice: 'best'" in capsys.readouterr().err
+    assert (exit_info.value.code == 2
+            and "argument --weights: invalid choice: 'best'" in capsys.readouterr().err)

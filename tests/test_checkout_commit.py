@@ -15,7 +15,8 @@ pytestmark = pytest.mark.skipif(subprocess.run(["git", "--version"], capture_out
 
 
 def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 @pytest.fixture
@@ -27,7 +28,8 @@ def checkout(tmp_path, monkeypatch):
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", ".")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
-    # Run from inside the package, as the report and the worker do: paths must be the checkout's, not the cwd's.
+    # Run from inside the package, as the report and the worker do: paths must be the checkout's, not the
+    # cwd's.
     monkeypatch.chdir(tmp_path / "mnc_bench" / "reporting")
     return tmp_path
 
@@ -39,7 +41,8 @@ def test_a_clean_checkout_is_its_head(checkout):
     assert checkout_commit(checkout) == (head, False)
 
 
-@pytest.mark.parametrize("path", ["mnc_bench/reporting/provenance.py", "configs/model.py", "configs/new_model.py"])
+@pytest.mark.parametrize("path", ["mnc_bench/reporting/provenance.py", "configs/model.py",
+                                  "configs/new_model.py"])
 def test_changed_or_new_code_and_configs_are_uncommitted_changes(checkout, path):
     (checkout / path).write_text("v2\n")
     assert checkout_commit(checkout) == (_git(checkout, "rev-parse", "HEAD"), True)

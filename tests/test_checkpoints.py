@@ -1,4 +1,5 @@
-"""Checkpoint safety: whole-file checks, the fall-back past a truncated last checkpoint, `train --resume` on it."""
+"""Checkpoint safety: whole-file checks, the fall-back past a truncated last checkpoint, `train --resume` on
+it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ MASK_RCNN = CONFIGS / "mask_rcnn" / "mask_rcnn_shapes.py"
 
 
 def _save(path: Path, iteration: int) -> Path:
-    torch.save({"meta": {"iter": iteration}, "state_dict": {"w": torch.arange(50_000, dtype=torch.float32)}}, path)
+    torch.save({"meta": {"iter": iteration}, "state_dict": {"w": torch.arange(50_000, dtype=torch.float32)}},
+               path)
     return path
 
 
@@ -96,7 +98,8 @@ def test_train_resume_falls_back_from_a_truncated_last_checkpoint(tmp_path, shap
     assert main(["train", str(MASK_RCNN), "--work-dir", str(work), "--cfg-options", *options]) == 0
     _truncate(work / "iter_20.pth")
     capsys.readouterr()
-    assert main(["train", str(MASK_RCNN), "--resume", "--work-dir", str(work), "--cfg-options", *options]) == 0
+    assert main(["train", str(MASK_RCNN), "--resume", "--work-dir", str(work),
+                 "--cfg-options", *options]) == 0
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and f"skipping checkpoint {work / 'iter_20.pth'}: truncated" in warnings[0]

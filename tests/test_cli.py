@@ -20,15 +20,18 @@ def test_help_does_not_import_torch_or_mmdet():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["env", "--help"], ["data", "synth", "--help"], ["train", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["env", "--help"], ["data", "synth", "--help"],
+                                  ["train", "--help"]])
 def test_help_through_the_entry_point_imports_nothing_heavy(argv):
-    # What keeps `mnc-bench --help` fast is that nothing heavy is imported on the way: check that, not a clock.
+    # What keeps `mnc-bench --help` fast is that nothing heavy is imported on the way: check that, not a
+    # clock.
     code = (
         "import runpy, sys\n"
         f"sys.argv = ['mnc-bench', *{argv!r}]\n"
         "try:\n    runpy.run_module('mnc_bench.cli', run_name='__main__')\nexcept SystemExit as exc:\n"
         "    assert exc.code == 0, exc.code\n"
-        "heavy = [m for m in ('torch', 'mmdet', 'mmengine', 'mmcv', 'numpy', 'pycocotools') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'mmdet', 'mmengine', 'mmcv', 'numpy', 'pycocotools') "
+        "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -37,8 +40,8 @@ def test_help_through_the_entry_point_imports_nothing_heavy(argv):
 
 
 def test_bad_arguments_exit_non_zero_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "data", "synth", "--out", str(tmp_path / "x"),
-                             "--train", "-3"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "data", "synth",
+                             "--out", str(tmp_path / "x"), "--train", "-3"], capture_output=True, text=True)
     assert result.returncode == 2 and "--train" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -47,8 +50,8 @@ def test_synth_refuses_non_empty_directory(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "data", "synth", "--out", str(tmp_path),
                              "--train", "1", "--val", "1"], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: output directory {tmp_path} exists and is not empty "
-                                                  "(choose another --out or remove it)"]
+    assert result.stderr.strip().splitlines() == [f"error: output directory {tmp_path} exists and is not "
+                                                  "empty (choose another --out or remove it)"]
 
 
 def test_env_reports_versions_and_ops():
@@ -59,7 +62,8 @@ def test_env_reports_versions_and_ops():
 
 
 def test_bench_unknown_section_is_a_usage_error():
-    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "bench", "bogus"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "bench", "bogus"],
+                            capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "mnc-bench bench: error: argument {models,data,eval}: invalid choice: 'bogus' "
@@ -82,7 +86,8 @@ def test_every_subcommand_has_a_description():
 
 
 def test_env_help_says_what_env_does():
-    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "env", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "env", "--help"],
+                            capture_output=True, text=True)
     assert result.returncode == 0
     assert "compiled ops" in result.stdout and "Exits 1" in result.stdout
 
@@ -93,12 +98,13 @@ def test_env_fails_when_mmcv_ops_do_not_load(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert any(line.startswith("mmcv ops ") and "NOT loaded" in line for line in captured.out.splitlines())
     errors = captured.err.strip().splitlines()
-    assert len(errors) == 1 and errors[0].startswith("error: mmcv ops NOT loaded (") and "cannot run" in errors[0]
+    assert (len(errors) == 1 and errors[0].startswith("error: mmcv ops NOT loaded (")
+            and "cannot run" in errors[0])
 
 
 def test_type_errors_do_not_leak_function_names():
-    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "data", "synth", "--out", "x", "--train", "abc"],
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "data", "synth", "--out", "x",
+                             "--train", "abc"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "mnc-bench data synth: error: argument --train: must be a non-negative integer, got 'abc'")
@@ -161,6 +167,7 @@ def test_unwritable_output_directory(tmp_path, capsys, monkeypatch):
     import os
 
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, m: False if os.fspath(p) == str(tmp_path) else real_access(p, m))
+    monkeypatch.setattr(os, "access",
+                        lambda p, m: False if os.fspath(p) == str(tmp_path) else real_access(p, m))
     _refused_before_work(capsys, ["data", "synth", "--out", str(tmp_path / "new")],
                          f"--out {tmp_path / 'new'}: directory {tmp_path} is not writable")

@@ -35,8 +35,8 @@ GT = {
                {"id": 2, "height": H, "width": W, "file_name": "2.png"}],
     "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
     "annotations": [
-        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(2, 2), "area": 36, "bbox": [2, 2, 6, 6],
-         "iscrowd": 0},
+        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(2, 2), "area": 36,
+         "bbox": [2, 2, 6, 6], "iscrowd": 0},
         {"id": 2, "image_id": 2, "category_id": 2, "segmentation": rle(10, 10), "area": 36,
          "bbox": [10, 10, 6, 6], "iscrowd": 0},
     ],
@@ -53,8 +53,10 @@ def _second(field: str, value):
 
 # Damage to annotation id 2 (or category id 2) -> the message body both readers must give.
 SAME_BODY = {
-    "zero-width bbox": (_second("bbox", [10, 10, 0, 6]), "'bbox' [10, 10, 0, 6] has a non-positive width or height"),
-    "negative bbox": (_second("bbox", [10, 10, -2, 6]), "'bbox' [10, 10, -2, 6] has a non-positive width or height"),
+    "zero-width bbox": (_second("bbox", [10, 10, 0, 6]),
+                        "'bbox' [10, 10, 0, 6] has a non-positive width or height"),
+    "negative bbox": (_second("bbox", [10, 10, -2, 6]),
+                      "'bbox' [10, 10, -2, 6] has a non-positive width or height"),
     "bbox outside the image": (_second("bbox", [26, 10, 6, 6]),
                                "'bbox' [26, 10, 6, 6] lies outside image id 2 (30x20)"),
     "iscrowd true": (_second("iscrowd", True), "'iscrowd' must be 0 or 1, got True"),
@@ -62,13 +64,16 @@ SAME_BODY = {
     "area 0": (_second("area", 0), "'area' must be a positive finite number, got 0"),
     "area NaN": (_second("area", float("nan")), "'area' must be a positive finite number, got nan"),
     "area far from the mask": (_second("area", 80), "'area' 80 is inconsistent with its mask (36 pixels)"),
-    "empty mask": (_second("segmentation", {"size": [H, W], "counts": [H * W]}), "'segmentation' is empty (0 pixels)"),
+    "empty mask": (_second("segmentation", {"size": [H, W], "counts": [H * W]}),
+                   "'segmentation' is empty (0 pixels)"),
     "corrupt RLE counts": (_second("segmentation", {"size": [H, W], "counts": corrupt_counts()}),
-                           "'segmentation': RLE 'counts' is corrupt (its runs do not cover the image exactly)"),
+                           "'segmentation': RLE 'counts' is corrupt "
+                           "(its runs do not cover the image exactly)"),
     "RLE of another size": (_second("segmentation", {"size": [W, H], "counts": rle(0, 0)["counts"]}),
                             "'segmentation': RLE 'size' [30, 20] disagrees with the image size [20, 30]"),
     "unknown image": (_second("image_id", 9), "'image_id' 9 is not in 'images' (unknown image_id)"),
-    "unknown category": (_second("category_id", 5), "'category_id' 5 is not in 'categories' (unknown category_id)"),
+    "unknown category": (_second("category_id", 5),
+                         "'category_id' 5 is not in 'categories' (unknown category_id)"),
     "duplicate category name": (lambda gt: gt["categories"][1].update(name="a"),
                                 "'name' must be a unique string, got 'a'"),
 }
@@ -159,7 +164,8 @@ def test_unreadable_json_is_worded_the_same_by_every_reader(tmp_path, text):
 def test_missing_file_is_worded_the_same_by_every_reader(tmp_path):
     path = tmp_path / "nope.json"
     messages = []
-    for read in (lambda: check_coco_dataset(path), lambda: load_ground_truth(path), lambda: evaluate(GT, path)):
+    for read in (lambda: check_coco_dataset(path), lambda: load_ground_truth(path),
+                 lambda: evaluate(GT, path)):
         with pytest.raises(UserError) as info:
             read()
         messages.append(str(info.value))

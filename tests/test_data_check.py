@@ -110,7 +110,8 @@ def test_missing_image_file_is_named(shapes_dataset, clean, tmp_path):
     data = copy.deepcopy(clean)
     data["images"][3]["file_name"] = "nope.png"
     report = _check(tmp_path, data, images_dir=shapes_dataset / "val")
-    assert any(p.startswith(f"image id={data['images'][3]['id']}:") and "not found" in p for p in report.problems)
+    assert any(p.startswith(f"image id={data['images'][3]['id']}:") and "not found" in p
+               for p in report.problems)
 
 
 def _run_cli(*args):

@@ -19,6 +19,7 @@ def test_demo_runs_its_suite_prints_the_table_writes_the_report_and_flags_a_zero
     text = "\n".join(lines)
     # A score threshold above 1 keeps every detection out: the demo must say the mask AP is zero and fail.
     assert code == 1 and "mask AP is zero for mask_rcnn_shapes" in text
-    assert (tmp_path / "results" / "collect.parquet").is_file() and (tmp_path / "results" / "collect.csv").is_file()
+    assert ((tmp_path / "results" / "collect.parquet").is_file()
+            and (tmp_path / "results" / "collect.csv").is_file())
     assert "mask_rcnn_shapes" in text and "Demo numbers come from a schedule of minutes" in text
     assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "report.html").is_file()

@@ -1,11 +1,13 @@
-"""The commands shown in README.md and docs/*.md, checked against the real CLI so that the docs cannot drift from it.
+"""The commands shown in README.md and docs/*.md, checked against the real CLI so that the docs cannot drift
+from it.
 
 - Every `mnc-bench ...` command in a fenced shell block (bash, sh, shell, console) is parsed by the CLI's own
   argparse parser; `make ...` lines may name only targets and variables the Makefile defines.
 - The cheap ones also run (`--help`, `run --dry-run`, `env`, `data check`, a `data synth` of a few images), in
-  page order, in a scratch folder that sees the shipped configs and every suite file the page writes (a yaml block
-  whose first line is the file's path as a comment, e.g. `# configs/ablations/my_comparison.yaml`).
-- Synopsis blocks (unlabelled or `text`, lines starting with `mnc-bench`) name only commands and options that exist.
+  page order, in a scratch folder that sees the shipped configs and every suite file the page writes (a yaml
+  block whose first line is the file's path as a comment, e.g. `# configs/ablations/my_comparison.yaml`).
+- Synopsis blocks (unlabelled or `text`, lines starting with `mnc-bench`) name only commands and options that
+  exist.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def shell_commands(block: Block) -> list[Shown]:
 
 
 def cli_argv(words: tuple[str, ...]) -> list[str] | None:
-    """The arguments given to mnc-bench (also under torchrun, srun or `python -m mnc_bench.cli`), else None."""
+    """The arguments given to mnc-bench (also under torchrun, srun or `python -m mnc_bench.cli`), else
+    None."""
     for index, word in enumerate(words):
         if word == "mnc-bench" or word.endswith("/mnc-bench"):
             return list(words[index + 1:])
@@ -108,7 +111,8 @@ def shown_commands() -> list[Shown]:
 
 
 CLI_COMMANDS = [command for command in shown_commands() if cli_argv(command.words) is not None]
-MAKE_COMMANDS = [command for command in shown_commands() if without_assignments(command.words)[:1] == ("make",)]
+MAKE_COMMANDS = [command for command in shown_commands()
+                 if without_assignments(command.words)[:1] == ("make",)]
 
 
 def parse(argv: list[str]) -> tuple[int, str]:
@@ -146,9 +150,12 @@ def makefile_targets_and_variables() -> tuple[set[str], set[str]]:
 def test_every_shown_make_command_names_what_the_makefile_defines(command):
     targets, variables = makefile_targets_and_variables()
     words = without_assignments(command.words)[1:]
-    unknown_variables = [w.split("=")[0] for w in words if ASSIGNMENT.match(w) and w.split("=")[0] not in variables]
-    unknown_targets = [w for w in words if not ASSIGNMENT.match(w) and not w.startswith("-") and w not in targets]
-    assert not unknown_variables and not unknown_targets, f"{command}: unknown {unknown_variables + unknown_targets}"
+    unknown_variables = [w.split("=")[0] for w in words
+                         if ASSIGNMENT.match(w) and w.split("=")[0] not in variables]
+    unknown_targets = [w for w in words
+                       if not ASSIGNMENT.match(w) and not w.startswith("-") and w not in targets]
+    assert not unknown_variables and not unknown_targets, (
+        f"{command}: unknown {unknown_variables + unknown_targets}")
 
 
 def subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
@@ -170,7 +177,8 @@ def synopses() -> list[Shown]:
                             break
                         text.append(follow)
                     text = [re.sub(r"\s#\s.*$", "", part) for part in text]
-                    found.append(Shown(f"{page.relative_to(ROOT)}:{block.line + offset}", tuple(" ".join(text).split())))
+                    found.append(Shown(f"{page.relative_to(ROOT)}:{block.line + offset}",
+                                       tuple(" ".join(text).split())))
     return found
 
 
@@ -207,7 +215,8 @@ def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -
 
 def test_the_readme_overview_lists_every_command():
     readme = (ROOT / "README.md").read_text()
-    missing = [" ".join(path) for path in leaf_commands(build_parser()) if f"`mnc-bench {' '.join(path)}`" not in readme]
+    missing = [" ".join(path) for path in leaf_commands(build_parser())
+               if f"`mnc-bench {' '.join(path)}`" not in readme]
     assert not missing, f"README's command overview lacks {missing}"
 
 
@@ -224,7 +233,7 @@ def test_help_lists_every_command_with_a_line():
     assert unlisted(build_parser()) == []
 
 
-# --- running the cheap ones ----------------------------------------------------------------------------------
+# --- running the cheap ones -------------------------------------------------------------------------------
 
 
 def is_cheap(argv: list[str]) -> bool:
@@ -275,9 +284,11 @@ def builds_models(page: Path) -> bool:
     return any(cli_argv(c.words)[:1] in (["run"], ["env"]) for c in cheap_commands(page))
 
 
-# Dry runs build every model of their suites and `env` loads mmcv's ops: seconds each, so those pages are slow.
+# Dry runs build every model of their suites and `env` loads mmcv's ops: seconds each, so those pages are
+# slow.
 PAGES_WITH_CHEAP_COMMANDS = [
-    pytest.param(page, id=str(page.relative_to(ROOT)), marks=[pytest.mark.slow] if builds_models(page) else [])
+    pytest.param(page, id=str(page.relative_to(ROOT)),
+                 marks=[pytest.mark.slow] if builds_models(page) else [])
     for page in PAGES if cheap_commands(page)]
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from mnc_bench.data.segmentation import compressed_counts_valid
 from mnc_bench.errors import UserError
 from mnc_bench.evaluation import evaluate, evaluate_proposals
-from mnc_bench.data.segmentation import compressed_counts_valid
 
 H, W = 20, 30
 

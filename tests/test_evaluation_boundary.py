@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 from scipy import ndimage
+from test_evaluation_coco import random_dataset
 
 from mnc_bench.cli import main
 from mnc_bench.evaluation import evaluate, load_ground_truth, load_predictions
-from mnc_bench.evaluation.boundary import (BOUNDARY_METRIC_NAMES, boundary_metrics, boundary_width,
-                                           mask_boundary)
+from mnc_bench.evaluation.boundary import (
+    BOUNDARY_METRIC_NAMES,
+    boundary_metrics,
+    boundary_width,
+    mask_boundary,
+)
 from mnc_bench.evaluation.coco import coco_metrics
-from test_evaluation_coco import random_dataset
 
 SIZE = 128
 THRESHOLDS = np.linspace(0.5, 0.95, 10)

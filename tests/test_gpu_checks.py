@@ -7,11 +7,12 @@ import pytest
 import torch
 
 pytest.importorskip("mmcv.ops")
+from test_mnc_adapter import SHAPES_3  # noqa: E402
+
 from mnc_bench import gpu  # noqa: E402
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.env import OPS_CUDA_KEY, collect_env, env_problems  # noqa: E402
 from mnc_bench.errors import UserError  # noqa: E402
-from test_mnc_adapter import SHAPES_3  # noqa: E402
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Atomic writes: all-or-nothing, with the permissions a plain open/mkdir gives, the directory flushed after the
-rename; and the early check of output paths."""
+"""Atomic writes: all-or-nothing, with the permissions a plain open/mkdir gives, the directory flushed after
+the rename; and the early check of output paths."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def test_binary_mode(tmp_path):
 def test_writable_output_accepts_new_paths_and_creates_nothing(tmp_path):
     check_writable_output(tmp_path / "a" / "b" / "out.json", "--json")
     check_writable_output(tmp_path / "new_dir", "--out", directory=True)
-    check_writable_output(tmp_path, "--out", directory=True)  # an existing dir: emptiness is the writer's call
+    # an existing dir: emptiness is the writer's call
+    check_writable_output(tmp_path, "--out", directory=True)
     (tmp_path / "old.json").write_text("{}")
     check_writable_output(tmp_path / "old.json", "--json")  # replaced atomically
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
@@ -106,7 +107,8 @@ def test_writable_output_refusals_name_the_option_and_path(tmp_path, monkeypatch
         (lambda: check_writable_output(a_file, "--out", directory=True),
          f"--out {a_file}: exists and is not a directory"),
         (lambda: check_writable_output(a_file / "x.json", "--out"), f"{a_file} is not a directory"),
-        (lambda: check_writable_output(a_file / "d", "--out", directory=True), f"{a_file} is not a directory"),
+        (lambda: check_writable_output(a_file / "d", "--out", directory=True),
+         f"{a_file} is not a directory"),
     ]
     for call, expected in cases:
         with pytest.raises(UserError) as info:
@@ -114,7 +116,8 @@ def test_writable_output_refusals_name_the_option_and_path(tmp_path, monkeypatch
         assert expected in str(info.value) and "\n" not in str(info.value)
     # Permission bits do not stop root, so the unwritable case asks os.access as a normal user would be told.
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, m: False if os.fspath(p) == str(tmp_path) else real_access(p, m))
+    monkeypatch.setattr(os, "access",
+                        lambda p, m: False if os.fspath(p) == str(tmp_path) else real_access(p, m))
     with pytest.raises(UserError, match=f"directory {tmp_path} is not writable"):
         check_writable_output(tmp_path / "missing" / "x.json", "--out")
 

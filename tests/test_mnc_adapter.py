@@ -10,12 +10,11 @@ import torch
 
 pytest.importorskip("mmcv.ops")
 from mmdet.registry import DATASETS, MODELS  # noqa: E402
+from mmdet.structures.bbox import get_box_tensor  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.optim import OptimWrapper  # noqa: E402
-
-from mmdet.structures.bbox import get_box_tensor  # noqa: E402
 from torchvision.ops import box_iou  # noqa: E402
 
 import mnc_bench.models.mmdet_adapter  # noqa: E402,F401  (registers MNC)
@@ -61,7 +60,8 @@ def test_every_mnc_config_builds(config):
     assert cascade.roi_warp.output_size == settings.warp_size
     assert cascade.box_grad == settings.box_grad and cascade.share_weights == settings.share_weights
     weights = cfg.model.loss_weights
-    assert all((w.mask, w.cls, w.box) == (weights.mask, weights.cls, weights.box) for w in cascade.loss_weights)
+    assert all((w.mask, w.cls, w.box) == (weights.mask, weights.cls, weights.box)
+               for w in cascade.loss_weights)
     assert model.rpn_loss_weights == dict(loss_rpn_cls=weights.rpn_cls, loss_rpn_bbox=weights.rpn_box)
     assert model.postprocessor.nms_iou == cfg.model.test_cfg.rcnn.nms_iou
     assert model.postprocessor.mask_thr == cfg.model.test_cfg.rcnn.mask_thr

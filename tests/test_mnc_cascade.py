@@ -19,6 +19,7 @@ from mnc_bench.models.mnc import (
 from mnc_bench.models.mnc.boxes import clip_gradient
 from mnc_bench.models.mnc.targets import RoIAssignment, assign_rois, mask_targets, sample_rois
 
+
 def run_losses(tiny_mnc, cascade: MNCCascade, backbone: nn.Module, seed: int = 0):
     images, proposals, targets = tiny_mnc.make_batch(seed)
     losses = cascade.loss(backbone(images), proposals, targets, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
@@ -135,7 +136,8 @@ def test_same_seed_gives_identical_losses_over_iterations(tiny_mnc):
 def test_loss_weights_scale_their_terms_per_round(tiny_mnc):
     def losses_with(weights):
         torch.manual_seed(0)
-        return run_losses(tiny_mnc, tiny_mnc.make_cascade(5, loss_weights=weights), tiny_mnc.TinyBackbone())[0]
+        return run_losses(tiny_mnc, tiny_mnc.make_cascade(5, loss_weights=weights),
+                          tiny_mnc.TinyBackbone())[0]
 
     base = losses_with(StageLossWeights())
     weighted = losses_with([StageLossWeights(mask=2.0, cls=0.5, box=0.0), StageLossWeights(mask=3.0)])

@@ -58,8 +58,8 @@ def test_controlled_configs_share_proposals_and_the_roi_sampler_with_mask_rcnn(m
 
 @pytest.mark.parametrize("suite", ["reproduce_mnc_voc", "reproduce_mnc_coco"])
 def test_the_reproduce_suites_train_with_mnc_codes_sampler_and_proposal_counts(suite):
-    from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
 
     from mnc_bench.registration import register_all
     from mnc_bench.suites.spec import load_suite
@@ -76,7 +76,8 @@ def test_the_reproduce_suites_train_with_mnc_codes_sampler_and_proposal_counts(s
     model = MODELS.build(runs[0].cfg.model)
     sampling = model.cascade.sampling
     rcnn = faithful.train_cfg.rcnn
-    assert (sampling.num_rois, sampling.fg_fraction, sampling.fg_iou) == (rcnn.num_rois, rcnn.fg_fraction, rcnn.fg_iou)
+    assert ((sampling.num_rois, sampling.fg_fraction, sampling.fg_iou)
+            == (rcnn.num_rois, rcnn.fg_fraction, rcnn.fg_iou))
     assert sampling.bg_iou_ranges == tuple(tuple(r) for r in rcnn.bg_iou_ranges)
     assert sampling.bg_fractions == tuple(rcnn.bg_fractions)
     assert (model.train_proposals["nms_pre"], model.train_proposals["max_per_img"]) == (12000, 2000)

@@ -85,7 +85,6 @@ def test_every_proposal_mode_makes_no_tensor_away_from_its_inputs(settings, tiny
 def test_the_mmdet_adapter_makes_no_tensor_away_from_its_inputs(shapes_dataset):
     pytest.importorskip("mmcv.ops")
     from mmengine.dataset import pseudo_collate
-
     from test_mnc_adapter import _build, _dataset
 
     torch.manual_seed(0)

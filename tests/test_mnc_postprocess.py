@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnc_bench.models.mnc import CascadeOutput, MNCPostProcessor, paste_masks
-from mnc_bench.models.mnc import postprocess
+from mnc_bench.models.mnc import CascadeOutput, MNCPostProcessor, paste_masks, postprocess
 
 NUM_CLASSES = 2
 M = 8
@@ -130,8 +129,8 @@ def test_nms_runs_on_the_mask_boxes_not_the_regressed_class_boxes():
 
 def test_voters_need_the_detection_class_score_above_the_threshold():
     processor = MNCPostProcessor(mask_thr=0.5, voting_iou=0.5, score_thr=0.05)
-    # 20 full-box masks scored 0.5 for class 1 and 0.04 for class 0: below score_thr for class 0, so they do not
-    # vote for the class-0 detection (if they did, 20 x 0.04 / 1.3 > 0.5 would fill the right quarter).
+    # 20 full-box masks scored 0.5 for class 1 and 0.04 for class 0: below score_thr for class 0, so they do
+    # not vote for the class-0 detection (if they did, 20 x 0.04 / 1.3 > 0.5 would fill the right quarter).
     instances = _instances(boxes=[[0, 0, 16, 16]] * 21, masks=[_mask(slice(0, 6))] + [_mask()] * 20,
                            scores=[[0.5, 0.0]] + [[0.04, 0.5]] * 20)
     voted = processor(instances, image_size=(16, 16))
@@ -179,7 +178,8 @@ def _reference_paste(masks, boxes, image_size, *, threshold):
             continue
         ys = torch.arange(y_begin, y_end, dtype=torch.float32) + 0.5
         xs = torch.arange(x_begin, x_end, dtype=torch.float32) + 0.5
-        soft = postprocess.resample_masks(masks[index : index + 1], boxes[index : index + 1], ys[None], xs[None])[0]
+        soft = postprocess.resample_masks(masks[index : index + 1], boxes[index : index + 1],
+                                          ys[None], xs[None])[0]
         pasted[index, y_begin:y_end, x_begin:x_end] = soft >= threshold
     return pasted
 
@@ -217,8 +217,8 @@ def _reference_vote(processor, mask_boxes, mask_probs, class_scores, instance_id
 
 
 def _random_instances(seed: int, num: int = 300, size: float = 96.0) -> CascadeOutput:
-    """Like a cascade's output: clusters of jittered boxes around 8 objects with similar noisy masks (plenty of
-    voters), plus scattered boxes of all sizes (some leaving the image, three of zero size); 4 classes."""
+    """Like a cascade's output: clusters of jittered boxes around 8 objects with similar noisy masks (plenty
+    of voters), plus scattered boxes of all sizes (some leaving the image, three of zero size); 4 classes."""
     generator = torch.Generator().manual_seed(seed)
     clustered = num // 2
     objects = torch.rand(8, 2, generator=generator) * size
@@ -241,8 +241,10 @@ def _random_instances(seed: int, num: int = 300, size: float = 96.0) -> CascadeO
                          class_boxes=class_boxes)
 
 
-@pytest.mark.parametrize("seed, score_thr, batch_elements", [(0, 0.05, 1 << 22), (1, 0.0, 1 << 22), (2, 0.05, 5000)])
-def test_batched_voting_and_pasting_match_the_per_detection_reference(monkeypatch, seed, score_thr, batch_elements):
+@pytest.mark.parametrize("seed, score_thr, batch_elements",
+                         [(0, 0.05, 1 << 22), (1, 0.0, 1 << 22), (2, 0.05, 5000)])
+def test_batched_voting_and_pasting_match_the_per_detection_reference(monkeypatch, seed, score_thr,
+                                                                       batch_elements):
     # A small batch budget splits the pairs and the paste windows into many batches.
     monkeypatch.setattr(postprocess, "_BATCH_ELEMENTS", batch_elements)
     instances = _random_instances(seed)
@@ -254,12 +256,14 @@ def test_batched_voting_and_pasting_match_the_per_detection_reference(monkeypatc
     mask_probs, class_scores = instances.mask_logits.sigmoid(), instances.class_probs[:, 1:]
     instance_ids = torch.stack([(class_scores[:, label] == score).nonzero()[0, 0]
                                 for label, score in zip(detections.labels, detections.scores)])
-    frames, voted = processor.vote(instances.mask_boxes, mask_probs, class_scores, instance_ids, detections.labels)
+    frames, voted = processor.vote(instances.mask_boxes, mask_probs, class_scores, instance_ids,
+                                   detections.labels)
     reference_frames, reference_voted = _reference_vote(
         processor, instances.mask_boxes, mask_probs, class_scores, instance_ids, detections.labels)
     torch.testing.assert_close(frames, reference_frames, rtol=0, atol=0)
     torch.testing.assert_close(voted, reference_voted, rtol=1e-5, atol=1e-6)
-    reference_masks = _reference_paste(reference_voted, reference_frames, image_size, threshold=processor.mask_thr)
+    reference_masks = _reference_paste(reference_voted, reference_frames, image_size,
+                                       threshold=processor.mask_thr)
     assert reference_masks.any(dim=(1, 2)).sum() > 50
     assert ((voted > 0) & (voted < 1)).any(dim=(1, 2)).sum() >= 5  # detections with voters beyond their own
     assert torch.equal(detections.masks, reference_masks)

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mnc_bench.models.mnc import ClassStage, MaskStage
-from mnc_bench.models.mnc import window_kernels
+from mnc_bench.models.mnc import ClassStage, MaskStage, window_kernels
 from mnc_bench.models.mnc.roi_features import (
     DenseRoIFeatures,
     PooledLinear,
@@ -67,15 +66,16 @@ def _reference_warp(features: Sequence[Tensor], boxes: Sequence[Tensor], strides
 
 def _boxes(generator: torch.Generator, count: int, image_size: int) -> Tensor:
     # Sizes from a few pixels to beyond the image, so every level is used; a third stick out of the map.
-    centres = torch.rand(count, 2, generator=generator, dtype=torch.float64) * image_size * 1.2 - 0.1 * image_size
+    centres = (torch.rand(count, 2, generator=generator, dtype=torch.float64) * image_size * 1.2
+               - 0.1 * image_size)
     sides = torch.rand(count, 2, generator=generator, dtype=torch.float64) * image_size * 0.9 + 2.0
     return torch.cat((centres - sides / 2, centres + sides / 2), dim=1)
 
 
 def _inputs(strides: Sequence[float], image_size: int, counts: Sequence[int], seed: int, channels: int = 3):
     generator = torch.Generator().manual_seed(seed)
-    features = [torch.randn(len(counts), channels, image_size // int(s), image_size // int(s), generator=generator,
-                            dtype=torch.float64, requires_grad=True) for s in strides]
+    features = [torch.randn(len(counts), channels, image_size // int(s), image_size // int(s),
+                            generator=generator, dtype=torch.float64, requires_grad=True) for s in strides]
     boxes = [_boxes(generator, count, image_size).requires_grad_() for count in counts]
     return features, boxes
 
@@ -83,7 +83,8 @@ def _inputs(strides: Sequence[float], image_size: int, counts: Sequence[int], se
 def _outputs_and_gradients(function, features, boxes, weights: Tensor) -> list[Tensor]:
     output = function(features, boxes)
     inputs = [*features, *boxes]
-    gradients = torch.autograd.grad((output * weights).sum(), inputs, allow_unused=True)  # unread levels: None
+    # unread levels: None
+    gradients = torch.autograd.grad((output * weights).sum(), inputs, allow_unused=True)
     return [output, *(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, gradients))]
 
 
@@ -96,7 +97,8 @@ def test_roi_warp_equals_per_level_canvas_reference(strides, counts, channels):
     warp = RoIWarp(featmap_strides=strides, output_size=6, finest_scale=4.0)
     levels = map_boxes_to_levels(torch.cat(boxes).detach(), num_levels=len(strides), finest_scale=4.0)
     assert len(strides) == 1 or len(set(levels.tolist())) == len(strides)  # every level is exercised
-    weights = torch.randn(sum(counts), channels, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    weights = torch.randn(sum(counts), channels, 6, 6, generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64)
     ours = _outputs_and_gradients(warp, features, boxes, weights)
     reference = _outputs_and_gradients(
         lambda f, b: _reference_warp(f, b, strides, 6, 4.0), features, boxes, weights)
@@ -199,8 +201,8 @@ def test_masked_max_pool_equals_pooling_the_product(size, pooled, channel_major)
 
 
 def test_class_stage_pooling_the_mask_stage_pooled_features_equals_pooling_the_warped_ones():
-    """The box path's 7 x 7 max of MaskStage's 14 x 14 maxima (what DenseRoIFeatures reuses when stage 2 pooled
-    first, as in the cascade) is the 7 x 7 max of the 28 x 28 features: outputs and gradients (random
+    """The box path's 7 x 7 max of MaskStage's 14 x 14 maxima (what DenseRoIFeatures reuses when stage 2
+    pooled first, as in the cascade) is the 7 x 7 max of the 28 x 28 features: outputs and gradients (random
     features: no ties between window maxima)."""
     torch.manual_seed(9)
     warped = torch.randn(4, 6, 28, 28, dtype=torch.float64).transpose(0, 1).requires_grad_()
@@ -256,8 +258,8 @@ def test_fused_warp_and_pool_equals_pooling_the_reference_warp(strides, counts, 
     weights = [torch.randn(rois, channels, side, side, generator=generator, dtype=torch.float64)
                for side in (fine, coarse, coarse)]
     args = (strides, size, fine, coarse)
-    ours = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes, masks,
-                                         weights)
+    ours = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes,
+                                         masks, weights)
     reference = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_reference(f, b, m, *args), features,
                                               boxes, masks, weights)
     for got, expected in zip(ours, reference):
@@ -271,13 +273,14 @@ def test_fused_pooling_gives_a_tied_window_gradient_to_its_first_maximum():
     features = [torch.relu(f - 0.8).detach().requires_grad_() for f in features]
     generator = torch.Generator().manual_seed(15)
     masks = torch.rand(16, 1, 28, 28, generator=generator, dtype=torch.float64).round().requires_grad_()
-    weights = [torch.randn(16, 4, side, side, generator=generator, dtype=torch.float64) for side in (14, 7, 7)]
+    weights = [torch.randn(16, 4, side, side, generator=generator, dtype=torch.float64)
+               for side in (14, 7, 7)]
     args = ((4.0, 8.0), 28, 14, 7)
     with torch.no_grad():
         fine = _pooled_reference(features, boxes, masks, *args)[0]
     assert (fine == 0).float().mean() > 0.3  # many all-zero (tied) windows
-    ours = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes, masks,
-                                         weights)
+    ours = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes,
+                                         masks, weights)
     reference = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_reference(f, b, m, *args), features,
                                               boxes, masks, weights)
     for got, expected in zip(ours, reference):
@@ -290,7 +293,8 @@ def test_pooled_warp_falls_back_to_dense_pooling_when_the_windows_do_not_nest():
         features, boxes, fine_size=6, coarse_size=4)
     assert isinstance(pooled, DenseRoIFeatures)
     reference = _reference_warp(features, boxes, (4.0, 8.0), 12, 4.0)
-    torch.testing.assert_close(pooled.max_pool(4), F.adaptive_max_pool2d(reference, 4), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pooled.max_pool(4), F.adaptive_max_pool2d(reference, 4),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_pooled_linear_reads_channels_last_maps_as_their_flattening():

@@ -90,7 +90,8 @@ def test_cascade_labels_box_level_foreground_by_mask_iou_and_box_level_backgroun
     result = cascade._round_targets([rois], mask_logits, [target], areas)
     assert result.labels.tolist() == [3, 3, 0] * 2
     assert result.seg_labels.tolist() == [3, 0, 0] * 2
-    strict = tiny_mnc.make_cascade(3, labels="both", seg_label_iou=0.9)  # the best mask IoU here is 256 / 288 = 0.89
+    # the best mask IoU here is 256 / 288 = 0.89
+    strict = tiny_mnc.make_cascade(3, labels="both", seg_label_iou=0.9)
     assert strict._round_targets([rois], mask_logits, [target], areas).seg_labels.tolist() == [0] * 6
 
 
@@ -106,14 +107,16 @@ def test_stage3_labels_choose_the_classifiers_and_their_losses(labels, heads, ke
     present = [name for name in ("classifier", "seg_classifier") if getattr(stage, name) is not None]
     assert present == list(heads)
     images, proposals, targets = tiny_mnc.make_batch()
-    losses = cascade.loss(tiny_mnc.TinyBackbone()(images), proposals, targets, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
+    losses = cascade.loss(tiny_mnc.TinyBackbone()(images), proposals, targets,
+                          [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     stage3_keys = {key for key in losses if "cls" in key}
     assert stage3_keys == keys | {key.replace("_s3", "_s5") for key in keys}
     assert all(torch.isfinite(value) and value > 0 for value in losses.values())
 
 
 @pytest.mark.parametrize("labels", ["box", "both"])
-def test_classification_gradient_reaches_only_the_masks_of_the_scoring_classifiers_positives(labels, tiny_mnc):
+def test_classification_gradient_reaches_only_the_masks_of_the_scoring_classifiers_positives(
+        labels, tiny_mnc):
     """MNC-code's MaskLayer passes the classification gradient into the masks of its mask-level positives
     only; with the box-level classifier alone, of the box-level foreground."""
     torch.manual_seed(0)
@@ -157,10 +160,12 @@ def test_test_scores_and_the_stage_bridge_use_the_configured_classifier(labels, 
     with torch.no_grad():  # class c's deltas move a box by c * 0.1 widths to the right
         stage.box_regressor.weight.zero_()
         stage.box_regressor.bias.zero_()
-        stage.box_regressor.bias.view(tiny_mnc.NUM_CLASSES, 4)[:, 0] = torch.arange(1.0, tiny_mnc.NUM_CLASSES + 1)
+        stage.box_regressor.bias.view(tiny_mnc.NUM_CLASSES, 4)[:, 0] = torch.arange(
+            1.0, tiny_mnc.NUM_CLASSES + 1)
     images, proposals, _ = tiny_mnc.make_batch()
     with torch.no_grad():
-        outputs = cascade.predict(tiny_mnc.TinyBackbone()(images), proposals, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
+        outputs = cascade.predict(tiny_mnc.TinyBackbone()(images), proposals,
+                                  [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     for output, image_proposals in zip(outputs, proposals):
         count = len(image_proposals)
         assert torch.all(output.class_probs.argmax(dim=1) == scoring_class)

@@ -115,7 +115,8 @@ def test_predict_with_no_proposal_in_any_image(labels, tiny_mnc):
     cascade = tiny_mnc.make_cascade(5, labels=labels).eval()
     images, _, _ = tiny_mnc.make_batch()
     with torch.no_grad():
-        outputs = cascade.predict(tiny_mnc.TinyBackbone()(images), [torch.zeros(0, 4)] * 3, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
+        outputs = cascade.predict(tiny_mnc.TinyBackbone()(images), [torch.zeros(0, 4)] * 3,
+                                  [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     for output in outputs:
         assert output.mask_boxes.shape == (0, 4) and output.mask_logits.shape == (0, 6, 6)
         assert output.class_probs.shape == (0, tiny_mnc.NUM_CLASSES + 1)
@@ -129,6 +130,7 @@ def test_loss_without_ground_truth_or_proposals(labels, tiny_mnc):
     images, _, _ = tiny_mnc.make_batch()
     empty = InstanceTargets(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long),
                             masks=torch.zeros(0, tiny_mnc.IMAGE, tiny_mnc.IMAGE))
-    losses = cascade.loss(backbone(images), [torch.zeros(0, 4)] * 3, [empty] * 3, [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
+    losses = cascade.loss(backbone(images), [torch.zeros(0, 4)] * 3, [empty] * 3,
+                          [(tiny_mnc.IMAGE, tiny_mnc.IMAGE)] * 3)
     assert all(value.item() == 0 for value in losses.values())
     sum(losses.values()).backward()

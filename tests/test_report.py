@@ -13,20 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from report_browser import find_chromium, inspect_page
+from report_fixtures import DISPLAY_NAMES
 
 from mnc_bench.reporting import provenance, write_report
 from mnc_bench.reporting.paths import PathDisplay
 from mnc_bench.reporting.style import Canvas
 from mnc_bench.reporting.table import bench_weights
 from mnc_bench.reporting.venue import COLUMN
-from report_browser import find_chromium, inspect_page
-from report_fixtures import DISPLAY_NAMES
 
 SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "stage3_labels"]
 # Main figures: 3.25 in (PDF, PNG) and 6.875 in (<name>_textwidth.pdf). The grid holds 3 models at column
 # width: the fixture's 4 go on in qualitative_2; at text width one figure holds all.
-MAIN_FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "qualitative", "boundary_ap",
-                "tide_errors", "robustness",
+MAIN_FIGURES = ["ap_vs_depth", "loss_weights", "ap_vs_proposals", "speed_accuracy", "qualitative",
+                "boundary_ap", "tide_errors", "robustness",
                 "ablation_model_cascade_stage3_labels", "ablation_model_cascade_share_weights"]
 FIGURES = [*MAIN_FIGURES, "qualitative_2",
            *(f"training_loss_{suite}" for suite in SUITES),
@@ -247,14 +247,16 @@ def test_the_ablation_figures_plot_the_compared_metric_of_each_group(fixture_rep
     depth = sorted({round(y, 9) for ax in drawn["ap_vs_depth"].axes for y in _plotted_means(ax)})
     assert depth == pytest.approx(_group_means(table, "coco/segm/AP", "axis.model.cascade.num_stages"))
     weights = table.assign(both=table["axis.model.loss_weights.mask"] + table["axis.model.loss_weights.cls"])
-    for ax, key in zip(drawn["loss_weights"].axes, ("coco/segm/AP", "coco/segm/AP75")):  # one heatmap per metric
+    # one heatmap per metric
+    for ax, key in zip(drawn["loss_weights"].axes, ("coco/segm/AP", "coco/segm/AP75")):
         heatmap = np.ma.compressed(ax.collections[0].get_array())
         assert sorted(heatmap) == pytest.approx(_group_means(weights, key, "both"))
     # an axis of its own: one panel per metric, the compared one first, then AP75 and mAP^r@0.7
     panels = drawn["ablation_model_cascade_stage3_labels"].axes
     assert [ax.get_title() for ax in panels] == ["mask AP", "AP75", "mAP^r@0.7\n(MNC protocol)"]
     for ax, key in zip(panels, ("coco/segm/AP", "coco/segm/AP75", "voc_mnc/mAP@0.7")):
-        assert _plotted_means(ax) == pytest.approx(_group_means(table, key, "axis.model.cascade.stage3_labels"))
+        assert _plotted_means(ax) == pytest.approx(
+            _group_means(table, key, "axis.model.cascade.stage3_labels"))
 
 
 def test_the_training_loss_figure_plots_each_models_mean_total_loss_on_a_log_axis(fixture_report):
@@ -263,11 +265,13 @@ def test_the_training_loss_figure_plots_each_models_mean_total_loss_on_a_log_axi
     assert ax.get_yscale() == "log"  # every fixture loss is positive
     runs = table[(table["status"] == "done") & (table["suite"] == "mnc_vs_successors")]
     records = [dict(json.loads(line), model=run.model) for run in runs.itertuples()
-               for line in (root / "results" / run.suite / run.run_id / "scalars.json").read_text().splitlines()
+               for line in (root / "results" / run.suite / run.run_id
+                            / "scalars.json").read_text().splitlines()
                if "loss" in json.loads(line)]
     expected = pd.DataFrame(records).groupby(["model", "iter"])["loss"].mean()
     plotted = sorted(tuple(np.round(line.get_ydata(), 9)) for line in ax.get_lines() if len(line.get_ydata()))
-    assert plotted == sorted(tuple(np.round(expected[model].to_numpy(), 9)) for model in sorted(set(runs.model)))
+    assert plotted == sorted(tuple(np.round(expected[model].to_numpy(), 9))
+                             for model in sorted(set(runs.model)))
 
 
 def _pdf_fonts(pdf: bytes) -> tuple[list[float], set[bytes]]:
@@ -414,7 +418,8 @@ def test_log_loss_axis_labels_ticks_as_plain_numbers():
     ax.plot([0, 1], losses)
     assert set_loss_scale(ax, losses) == "log"
     fig.canvas.draw()
-    labels = [t.get_text() for minor in (False, True) for t in ax.get_yticklabels(minor=minor) if t.get_text()]
+    labels = [t.get_text() for minor in (False, True) for t in ax.get_yticklabels(minor=minor)
+              if t.get_text()]
     plt.close(fig)
     assert {"1", "0.6", "2", "4"} <= set(labels), labels
     assert all(label.replace(".", "").isdigit() for label in labels), labels  # no 6 x 10^-1

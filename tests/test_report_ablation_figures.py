@@ -33,7 +33,8 @@ def test_loss_weight_heatmaps_show_mask_ap_and_ap75_cell_means(results, tmp_path
     done, axes = _done(results, "loss_weights")
     drawn = []
     real = figures.sns.heatmap
-    monkeypatch.setattr(figures.sns, "heatmap", lambda data, **kw: drawn.append((data, kw)) or real(data, **kw))
+    monkeypatch.setattr(figures.sns, "heatmap",
+                        lambda data, **kw: drawn.append((data, kw)) or real(data, **kw))
     result = figures.loss_weight_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
     assert isinstance(result, FigureResult) and "mask AP and AP75" in result.caption
     assert [kw["cbar_kws"]["label"] for _, kw in drawn] == ["mask AP", "AP75"]

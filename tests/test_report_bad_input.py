@@ -174,7 +174,8 @@ def test_a_figure_that_cannot_be_drawn_costs_only_that_figure(results, tmp_path,
 
 
 def test_a_bug_in_a_figure_stops_the_report_with_its_traceback(results, tmp_path, monkeypatch):
-    """Only data a figure cannot draw (ValueError) costs just that figure; a TypeError or KeyError is a bug."""
+    """Only data a figure cannot draw (ValueError) costs just that figure; a TypeError or KeyError is a
+    bug."""
     for error in (TypeError("unsupported operand type(s)"), KeyError("coco/segm/AP")):
         def broken(*args, error=error):
             raise error
@@ -185,8 +186,8 @@ def test_a_bug_in_a_figure_stops_the_report_with_its_traceback(results, tmp_path
 
 
 def test_the_reused_from_column_of_collect_is_text_not_a_metric(results, tmp_path):
-    """`collect` writes `reused_from` (empty for runs trained in the suite); read back from CSV an all-empty column
-    is NaN, which must not turn into a metric column of the report."""
+    """`collect` writes `reused_from` (empty for runs trained in the suite); read back from CSV an all-empty
+    column is NaN, which must not turn into a metric column of the report."""
     from mnc_bench.reporting.table import read_table
 
     copy = tmp_path / "results"

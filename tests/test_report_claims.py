@@ -53,8 +53,8 @@ def test_a_comparison_follows_the_bootstrap_interval(high, low, verdict):
 
 def test_one_seed_on_a_side_gives_no_interval_and_no_verdict():
     runs = _runs({(5,): [0.5], (3,): [0.3, 0.31]}, ("model.cascade.num_stages",))
-    [result] = evaluate_claims([_compare_claim({"model.cascade.num_stages": 5}, {"model.cascade.num_stages": 3})],
-                               runs)
+    [result] = evaluate_claims(
+        [_compare_claim({"model.cascade.num_stages": 5}, {"model.cascade.num_stages": 3})], runs)
     assert result.verdict == "inconclusive" and "no interval" in result.reason
 
 
@@ -80,7 +80,8 @@ def test_a_difference_metric_is_taken_per_run():
 
 def test_a_factor_with_a_real_effect_is_supported_and_one_without_is_not():
     axes = ("model.loss_weights.mask", "model.loss_weights.cls")
-    effect = {(m, c): [0.3 + 0.1 * m + s * 0.002 for s in range(3)] for m in (0.5, 1.0, 2.0) for c in (0.5, 1.0)}
+    effect = {(m, c): [0.3 + 0.1 * m + s * 0.002 for s in range(3)]
+              for m in (0.5, 1.0, 2.0) for c in (0.5, 1.0)}
     rng = np.random.default_rng(0)
     flat = {(m, c): list(0.4 + rng.normal(0, 0.01, 3)) for m in (0.5, 1.0, 2.0) for c in (0.5, 1.0)}
     claim = Claim(claim="c", source="", suite="s", metrics=(AP,), varies=axes)
@@ -104,7 +105,8 @@ def test_a_claim_without_runs_or_metric_is_not_measured():
 def test_a_selector_naming_no_axis_of_the_suite_is_a_user_error():
     runs = _runs({(True,): [0.5, 0.6]}, ("model.cascade.box_grad",))
     with pytest.raises(UserError, match="model.cascade.num_stages: not an axis of suite s"):
-        evaluate_claims([_compare_claim({"model.cascade.num_stages": 5}, {"model.cascade.num_stages": 3})], runs)
+        evaluate_claims([_compare_claim({"model.cascade.num_stages": 5}, {"model.cascade.num_stages": 3})],
+                        runs)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -132,7 +134,8 @@ def test_the_shipped_claims_select_runs_of_the_shipped_suites():
     for suite_name in sorted({c.suite for c in claims}):
         suite = load_suite(suite_name, build_models=False)
         rows = [{"suite": suite_name, "model": r.model, "seed": r.seed, AP: 0.5 + 0.01 * r.seed,
-                 **{f"axis.{k}": "" if v is None else json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+                 **{f"axis.{k}": ("" if v is None
+                                  else json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
                     for k, v in r.axes.items()}} for r in suite.runs for _ in (0,)]
         runs = pd.concat([pd.DataFrame(rows).assign(seed=s) for s in (0, 1)], ignore_index=True)
         for claim in (c for c in claims if c.suite == suite_name):
@@ -155,16 +158,18 @@ def test_the_report_has_a_claims_section_and_table(results, tmp_path):
           source: test
           suite: cascade_depth
           metrics: [coco/segm/AP]
-          higher: {model.cascade.num_stages: 5, model.cascade.share_weights: true, model.cascade.box_grad: true}
+          higher: {model.cascade.num_stages: 5, model.cascade.share_weights: true, \
+model.cascade.box_grad: true}
           than: {model.cascade.num_stages: 3, model.cascade.box_grad: true}
         """))
-    written = write_report(["cascade_depth"], tmp_path / "out", results_dir=results, bench=None, figures=False,
-                           claims=claims)
+    written = write_report(["cascade_depth"], tmp_path / "out", results_dir=results, bench=None,
+                           figures=False, claims=claims)
     text = (written.out / "report.md").read_text()
     section = text.split("## Claims", 1)[1].split("\n## ", 1)[0]
     table = pd.read_parquet(results / "cascade_depth" / "collect.parquet")
     grad = table["axis.model.cascade.box_grad"].astype(bool)
-    five = table[(table["axis.model.cascade.num_stages"] == 5) & table["axis.model.cascade.share_weights"] & grad]
+    five = table[(table["axis.model.cascade.num_stages"] == 5) & table["axis.model.cascade.share_weights"]
+                 & grad]
     three = table[(table["axis.model.cascade.num_stages"] == 3) & grad]
     delta = 100 * (five[AP].mean() - three[AP].mean())
     assert f"{delta:+.2f} [" in section and "| Deeper is better | test | cascade_depth |" in section
@@ -177,8 +182,8 @@ def test_a_bad_claims_file_stops_the_report_before_anything_is_written(results, 
     claims = tmp_path / "claims.yaml"
     claims.write_text("- {claim: a, suite: s, metrics: [m]}\n")
     out = tmp_path / "out"
-    code = main(["report", "cascade_depth", "--results", str(results), "--out", str(out), "--claims", str(claims),
-                 "--no-figures"])
+    code = main(["report", "cascade_depth", "--results", str(results), "--out", str(out),
+                 "--claims", str(claims), "--no-figures"])
     err = capsys.readouterr().err
     assert code != 0 and err.startswith("error: --claims") and err.count("\n") == 1
     assert not out.exists()

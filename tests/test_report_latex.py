@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from latex_fit import DOCUMENTS, find_pdflatex, typeset
+from report_fixtures import DISPLAY_NAMES, build_results
 
 from mnc_bench.cli import main
 from mnc_bench.errors import UserError
@@ -16,8 +18,6 @@ from mnc_bench.reporting.claims import evaluate_claims, load_claims
 from mnc_bench.reporting.report import plan_tables
 from mnc_bench.reporting.table import load_inputs
 from mnc_bench.reporting.venue import COLUMN, TEXT, parse_table_widths
-from latex_fit import DOCUMENTS, find_pdflatex, typeset
-from report_fixtures import DISPLAY_NAMES, build_results
 
 SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "stage3_labels"]
 CHECKOUT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from matplotlib.text import Text
+from report_fixtures import DISPLAY_NAMES, build_results
 
 from mnc_bench.cli import main
 from mnc_bench.errors import UserError
@@ -19,7 +20,6 @@ from mnc_bench.reporting.qualitative import choose_models, qualitative_figures
 from mnc_bench.reporting.style import Canvas, FigureResult
 from mnc_bench.reporting.table import load_inputs
 from mnc_bench.reporting.venue import COLUMN, TEXT
-from report_fixtures import DISPLAY_NAMES, build_results
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from mnc_bench.reporting.metrics import column, difference_text, mean_std, probability_text, spread
-from mnc_bench.reporting.stats import (Interval, compare, mean_interval, probability_of_improvement,
-                                       stratified_bootstrap, summarize)
+from mnc_bench.reporting.stats import (
+    Interval,
+    compare,
+    mean_interval,
+    probability_of_improvement,
+    stratified_bootstrap,
+    summarize,
+)
 
 AP = column("coco/segm/AP")
 

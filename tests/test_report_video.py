@@ -4,6 +4,7 @@ nothing of it for a suite without video metrics."""
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,7 +62,8 @@ def video_report(video_dataset, tmp_path_factory):
             (run_dir / "metrics.json").write_text(
                 json.dumps({k: None if np.isnan(v) else v for k, v in metrics.items()})
             )
-            row = dict.fromkeys([*LEADING_COLUMNS, "axis.config", *STANDARD_METRICS, *TRAILING_COLUMNS], np.nan)
+            row = dict.fromkeys([*LEADING_COLUMNS, "axis.config", *STANDARD_METRICS, *TRAILING_COLUMNS],
+                                np.nan)
             row.update(
                 suite="video_consistency",
                 run_id=run_id,

@@ -15,8 +15,13 @@ import pytest
 
 from mnc_bench.cli import main
 from mnc_bench.errors import UserError
-from mnc_bench.evaluation.corruptions import (CORRUPTION_GROUPS, CORRUPTIONS, check_severities, corrupt_image,
-                                              resolve_corruptions)
+from mnc_bench.evaluation.corruptions import (
+    CORRUPTION_GROUPS,
+    CORRUPTIONS,
+    check_severities,
+    corrupt_image,
+    resolve_corruptions,
+)
 from mnc_bench.evaluation.robustness import summarize
 
 REPO = Path(__file__).resolve().parents[1]

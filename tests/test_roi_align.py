@@ -14,10 +14,11 @@ from mnc_bench.models import roi_align as module
 from mnc_bench.models.roi_align import SeparableRoIAlign
 
 
-def random_case(seed: int, batch: int = 3, channels: int = 5, height: int = 13, width: int = 17, num_rois: int = 60,
-                scale: float = 0.25, sort: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and RoIs (image index, x1, y1, x2, y2 in image pixels) that start before the image, end past it,
-    include tiny and degenerate boxes and, unless ``sort``, come in random image order."""
+def random_case(seed: int, batch: int = 3, channels: int = 5, height: int = 13, width: int = 17,
+                num_rois: int = 60, scale: float = 0.25,
+                sort: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and RoIs (image index, x1, y1, x2, y2 in image pixels) that start before the image, end past
+    it, include tiny and degenerate boxes and, unless ``sort``, come in random image order."""
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
     image = torch.randint(0, batch, (num_rois,), generator=generator)
@@ -32,7 +33,8 @@ def random_case(seed: int, batch: int = 3, channels: int = 5, height: int = 13, 
     return features, rois
 
 
-def forward_backward(op, features: torch.Tensor, rois: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_backward(op, features: torch.Tensor, rois: torch.Tensor,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     features = features.detach().clone().requires_grad_(True)
     out = op(features, rois)
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
@@ -42,9 +44,10 @@ def forward_backward(op, features: torch.Tensor, rois: torch.Tensor, seed: int) 
 
 @pytest.mark.parametrize(
     "output_size, sampling_ratio, aligned, sort, scale",
-    [(7, 0, True, True, 0.25), (14, 0, True, True, 0.25), (7, 2, True, False, 0.125), (7, 0, False, False, 0.25),
-     ((5, 3), 1, False, True, 0.5)])
-def test_matches_mmcv_forward_exactly_and_backward_to_rounding(output_size, sampling_ratio, aligned, sort, scale):
+    [(7, 0, True, True, 0.25), (14, 0, True, True, 0.25), (7, 2, True, False, 0.125),
+     (7, 0, False, False, 0.25), ((5, 3), 1, False, True, 0.5)])
+def test_matches_mmcv_forward_exactly_and_backward_to_rounding(output_size, sampling_ratio, aligned, sort,
+                                                                scale):
     features, rois = random_case(seed=sampling_ratio + 10 * aligned, sort=sort, scale=scale)
     size = (output_size, output_size) if isinstance(output_size, int) else output_size
     ours = SeparableRoIAlign(output_size, spatial_scale=scale, sampling_ratio=sampling_ratio, aligned=aligned)

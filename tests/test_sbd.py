@@ -67,7 +67,8 @@ def sbd_tree(tmp_path: Path) -> dict[str, Path]:
         for k, c in enumerate(cats, start=1):
             cls_map[seg == k] = c
         _write_mat(sbd / "cls" / f"{names[key]}.mat", "GTcls", {
-            "Segmentation": cls_map, "CategoriesPresent": np.array(sorted(set(cats)), np.uint8).reshape(-1, 1),
+            "Segmentation": cls_map,
+            "CategoriesPresent": np.array(sorted(set(cats)), np.uint8).reshape(-1, 1),
             "Boundaries": _cells(20)})
         _write_image(sbd / "img" / f"{names[key]}.jpg")
     for key in names:
@@ -113,7 +114,8 @@ def test_mnc_split_uses_voc_main_lists_restricted_to_sbd(sbd_tree, tmp_path):
         assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         assert ann["area"] == (seg == k).sum() and ann["iscrowd"] == 0
     for split in ("train", "val"):
-        report = check_coco_dataset(out / "annotations" / f"instances_{split}.json", images_dir=out / "images")
+        report = check_coco_dataset(out / "annotations" / f"instances_{split}.json",
+                                    images_dir=out / "images")
         assert report.ok, report.problems
     assert len(COCO(str(out / "annotations" / "instances_train.json")).getAnnIds()) == 4
 
@@ -132,8 +134,8 @@ def test_sbd_split_uses_sbd_lists_and_sbd_images(sbd_tree, tmp_path):
 
 def test_cli_sbd2coco(sbd_tree, tmp_path, capsys):
     out = tmp_path / "cli_out"
-    code = main(["data", "sbd2coco", "--sbd", str(sbd_tree["sbd"]), "--voc", str(sbd_tree["root"] / "VOCdevkit"),
-                 "--out", str(out)])
+    code = main(["data", "sbd2coco", "--sbd", str(sbd_tree["sbd"]),
+                 "--voc", str(sbd_tree["root"] / "VOCdevkit"), "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "train: 2 images, 4 instances" in printed and "val: 1 images, 2 instances" in printed
@@ -181,8 +183,10 @@ def test_class_disagreement_with_gtcls_is_counted_not_fatal(sbd_tree, tmp_path):
     wrong[seg == 1] = 3  # GTcls says bird where GTinst says person
     wrong[seg == 2] = cats[1]
     _write_mat(sbd_tree["sbd"] / "cls" / "2008_000002.mat", "GTcls",
-               {"Segmentation": wrong, "CategoriesPresent": np.array([[3]], np.uint8), "Boundaries": _cells(20)})
+               {"Segmentation": wrong, "CategoriesPresent": np.array([[3]], np.uint8),
+                "Boundaries": _cells(20)})
     summary = convert_sbd(sbd_tree["sbd"], tmp_path / "out", voc_root=sbd_tree["voc"])
     assert "1 instance(s) whose GTcls class disagrees (GTinst kept)" in summary
     train = json.loads((tmp_path / "out" / "annotations" / "instances_train.json").read_text())
-    assert sorted(a["category_id"] for a in train["annotations"] if a["image_id"] == 2008000002) == sorted(cats)
+    assert sorted(a["category_id"] for a in train["annotations"]
+                  if a["image_id"] == 2008000002) == sorted(cats)

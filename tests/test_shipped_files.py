@@ -1,5 +1,6 @@
-"""Shipped files speak to users: README.md, docs/, configs/ and reports/ hold no absolute path of the machine they
-were written on, no issue-tracker references and no notes about the machine's load (history goes to CHANGELOG.md)."""
+"""Shipped files speak to users: README.md, docs/, configs/ and reports/ hold no absolute path of the machine
+they were written on, no issue-tracker references and no notes about the machine's load (history goes to
+CHANGELOG.md)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Absolute paths under the folders a checkout, a temporary file or a home directory lives in; the checkout's own
-# path and the home directory are added, wherever they are. Example paths for users (/data/coco/,
+# Absolute paths under the folders a checkout, a temporary file or a home directory lives in; the checkout's
+# own path and the home directory are added, wherever they are. Example paths for users (/data/coco/,
 # /path/to/resnet50.pth) stay allowed.
 MACHINE_ROOTS = ("work", "tmp", "root", "home", "Users", "private", "var/folders")
 LOCAL_PATHS = {str(ROOT), str(Path.home())} - {"/"}
@@ -21,14 +22,16 @@ FINDINGS = {
         r"(?<![\w.~-])/(?:%s)/" % "|".join(MACHINE_ROOTS)
         + "".join(f"|{re.escape(path)}(?![\\w.-])" for path in sorted(LOCAL_PATHS))),
     "an issue reference": re.compile(r"\bissues?\s*#?\d+\b", re.IGNORECASE),
-    "a note about the machine's load": re.compile(r"load average|trainings? (?:were |was )?paused|this session",
-                                                  re.IGNORECASE),
+    "a note about the machine's load": re.compile(
+        r"load average|trainings? (?:were |was )?paused|this session", re.IGNORECASE),
 }
 
 
 def committed_files(*roots: str) -> list[Path]:
-    """The files git tracks under ``roots`` (generated, git-ignored output such as reports/demo/ is not shipped)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--", *roots], cwd=ROOT, capture_output=True, check=True)
+    """The files git tracks under ``roots`` (generated, git-ignored output such as reports/demo/ is not
+    shipped)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--", *roots], cwd=ROOT, capture_output=True,
+                            check=True)
     return [ROOT / name for name in listed.stdout.decode().split("\0") if name]
 
 

@@ -24,8 +24,8 @@ FULL_SIZE = ("_coco", "_voc")  # suites of the full-size layouts: minutes per ru
 
 
 def _suite_param(path: Path):
-    """The shapes suites rehearse in CI's slow tier; the full-size ones (6-12 GB and minutes per run on the CPU,
-    an hour or more in all) in the long tier."""
+    """The shapes suites rehearse in CI's slow tier; the full-size ones (6-12 GB and minutes per run on the
+    CPU, an hour or more in all) in the long tier."""
     marks = [pytest.mark.long] if path.stem.endswith(FULL_SIZE) else []
     return pytest.param(path, id=path.stem, marks=marks)
 MNC_COCO = REPO / "configs" / "mnc" / "mnc_3stage_coco_r50.py"

@@ -1,5 +1,6 @@
 """Reading a suite's results back: the plan against existing run directories, `status`, and `collect`'s tidy
-table (schema, one row per run, parquet + CSV). Run directories are written here the way the worker writes them."""
+table (schema, one row per run, parquet + CSV). Run directories are written here the way the worker writes
+them."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ pytest.importorskip("mmcv.ops")
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.suites.collect import collect  # noqa: E402
 from mnc_bench.suites.contract import STANDARD_METRICS  # noqa: E402
-from mnc_bench.suites.rundir import RunDir  # noqa: E402
 from mnc_bench.suites.record import write_plan  # noqa: E402
+from mnc_bench.suites.rundir import RunDir  # noqa: E402
 from mnc_bench.suites.runner import plan_suite, prepare_run_dir  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
 
@@ -47,13 +48,13 @@ def _prepare(suite, suite_dir: Path) -> list[RunDir]:
 
 
 def _finish(run_dir: RunDir, ap: float) -> None:
-    run_dir.write_json("metrics.json", {"coco/segm/AP": ap, "coco/bbox/AP": 0.5, "voc_mnc/AP@0.5/circle": 0.25,
-                                        "voc_sds/mAP@0.7": math.nan})
+    run_dir.write_json("metrics.json", {"coco/segm/AP": ap, "coco/bbox/AP": 0.5,
+                                        "voc_mnc/AP@0.5/circle": 0.25, "voc_sds/mAP@0.7": math.nan})
     run_dir.write_json("run_stats.json", {"batch_size": 8, "lr": 5e-4, "max_iters": 2, "train_time_s": 12.5,
-                                          "s_per_iter": 1.25, "threads": 2, "peak_mem_mb": 900.0, "params": 123,
-                                          "git_commit": "abc"})
-    run_dir.update_status(state="done", started="2024-01-01T10:00:00+00:00", ended="2024-01-01T10:01:30+00:00",
-                          exit_reason="finished")
+                                          "s_per_iter": 1.25, "threads": 2, "peak_mem_mb": 900.0,
+                                          "params": 123, "git_commit": "abc"})
+    run_dir.update_status(state="done", started="2024-01-01T10:00:00+00:00",
+                          ended="2024-01-01T10:01:30+00:00", exit_reason="finished")
 
 
 def test_plan_follows_the_run_states(suite, tmp_path):
@@ -78,7 +79,8 @@ def test_collect_writes_one_row_per_run_in_the_shared_schema(suite, tmp_path, ca
         _finish(run_dir, 0.1 * index)
     dirs[6].update_status(state="failed", exit_reason="non-finite loss: loss is nan at iteration 1")
     stale = RunDir(suite_dir / "0123456789ab")  # a run of an axis value since removed from the suite
-    stale.write_json("run.json", {**json.loads(dirs[0].file("run.json").read_text()), "run_id": "0123456789ab"})
+    stale.write_json("run.json", {**json.loads(dirs[0].file("run.json").read_text()),
+                                  "run_id": "0123456789ab"})
     _finish(stale, 0.9)
 
     table = collect(suite_dir)
@@ -88,9 +90,9 @@ def test_collect_writes_one_row_per_run_in_the_shared_schema(suite, tmp_path, ca
                       "axis.config", "axis.train_cfg.max_iters"]
     assert list(table.columns[:10]) == expected_start
     assert set(STANDARD_METRICS) <= set(table.columns) and "voc_mnc/AP@0.5/circle" in table.columns
-    assert list(table.columns[-13:]) == ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "threads",
-                                         "peak_mem_mb", "params", "git_commit", "run_dir", "test_ann_file",
-                                         "test_img_dir", "reused_from"]
+    assert list(table.columns[-13:]) == ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter",
+                                         "threads", "peak_mem_mb", "params", "git_commit", "run_dir",
+                                         "test_ann_file", "test_img_dir", "reused_from"]
     first = table.iloc[0]
     assert first["suite"] == "tiny" and first["model"] == "mnc_3stage_shapes" and first["seed"] == 0
     assert first["variant"] == "train_cfg.max_iters=2" and first["axis.train_cfg.max_iters"] == 2

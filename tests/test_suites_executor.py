@@ -72,14 +72,16 @@ def test_prestarted_workers_take_the_runs_and_the_spare_is_stopped(tmp_path, mon
 
 
 def test_an_idle_worker_loads_its_libraries_before_its_run_and_exits_without_one_when_stdin_closes(tmp_path):
-    """Idle: the libraries (up to mmcv's ops) are loaded while the worker waits for a run directory on stdin. Closed without one: the
-    worker exits 0, silent, writing nothing where it runs."""
+    """Idle: the libraries (up to mmcv's ops) are loaded while the worker waits for a run directory on stdin.
+    Closed without one: the worker exits 0, silent, writing nothing where it runs."""
     where = tmp_path / "cwd"
     where.mkdir()
-    env = dict(os.environ, PYTHONWARNINGS="ignore",  # a library's deprecation warning is not the worker's output
+    env = dict(os.environ,
+               PYTHONWARNINGS="ignore",  # a library's deprecation warning is not the worker's output
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    worker = subprocess.Popen([sys.executable, "-m", "mnc_bench.suites.worker", "--threads", "1"], cwd=where, env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen([sys.executable, "-m", "mnc_bench.suites.worker", "--threads", "1"], cwd=where,
+                              env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
     maps = Path(f"/proc/{worker.pid}/maps")
     deadline = time.monotonic() + 300
     # mmcv's compiled ops: loaded with the models, last of what every run needs (torch itself comes sooner)
@@ -106,7 +108,8 @@ def test_while_runs_remain_a_worker_is_started_ahead_for_the_next_one(tmp_path, 
 
     monkeypatch.setattr(executor, "_popen", recording_popen)
     executor.execute(runs, Events(), tmp_path / "suite")
-    # the first run's worker starts with it; each later run finds one that was started idle while runs remained
+    # the first run's worker starts with it; each later run finds one that was started idle while runs
+    # remained
     assert [args for args, _ in started] == [[str(runs[0].path)], [], []]
     assert [worker_pid(run) for run in runs] == [pid for _, pid in started]
 
@@ -158,7 +161,8 @@ def test_a_failed_submitit_job_is_recorded_with_its_reason(tmp_path, monkeypatch
     from mnc_bench.suites.runner import RunEvents
 
     monkeypatch.setattr(executors, "POLL_S", 0.0)
-    runs = [RunDir(tmp_path / "suite" / run_id) for run_id in ("0123456789ab", "ba9876543210", "aaaaaaaaaaaa")]
+    runs = [RunDir(tmp_path / "suite" / run_id)
+            for run_id in ("0123456789ab", "ba9876543210", "aaaaaaaaaaaa")]
     for run_dir in runs:
         run_dir.write_json("status.json", {"state": "pending"})
     outcomes = [FailedJobError(FAILED_JOB),
@@ -174,8 +178,8 @@ def test_a_failed_submitit_job_is_recorded_with_its_reason(tmp_path, monkeypatch
     assert failed["state"] == "failed" and failed["exit_reason"] == (
         "submitit job 4242: ImportError: libcudart.so.12: cannot open shared object file")
     assert lost["state"] == "failed" and lost["exit_reason"] == (
-        "submitit job 4242: Job 4242 (task: 0) with path /slurm/4242_0_result.pkl has not produced any output "
-        "(state: NODE_FAIL)")
+        "submitit job 4242: Job 4242 (task: 0) with path /slurm/4242_0_result.pkl has not produced any "
+        "output (state: NODE_FAIL)")
     assert done["state"] == "done" and progress.done == 1 and progress.failed == 2
 
 
@@ -185,6 +189,7 @@ def test_a_bug_while_reading_a_submitit_job_is_not_taken_for_a_failed_run(tmp_pa
 
     monkeypatch.setattr(executors, "POLL_S", 0.0)
     run_dir = RunDir(tmp_path / "suite" / "0123456789ab")
-    executor = executors.SubmititExecutor(Cluster([TypeError("int() argument must be a string")]), max_parallel=1)
+    executor = executors.SubmititExecutor(Cluster([TypeError("int() argument must be a string")]),
+                                          max_parallel=1)
     with pytest.raises(TypeError, match="int\\(\\) argument"):
         executor.execute([run_dir], Events(), tmp_path / "suite")

@@ -23,11 +23,13 @@ def test_oracle_proposals_at_iou_092_give_ar_09_at_the_original_image_size(shape
     cfg = load_config(REPO / "configs/mnc/mnc_3stage_shapes.py", {"data_root": f"{shapes_dataset}/"})
     cfg.model.proposal_control = dict(mode="oracle", oracle_iou=0.92)
     (resize,) = [step for step in cfg.test_dataloader.dataset.pipeline if step["type"] == "Resize"]
-    resize["scale"] = (200, 200)  # the 128-pixel images reach the network at 200 pixels: boxes must be scaled back
+    # the 128-pixel images reach the network at 200 pixels: boxes must be scaled back
+    resize["scale"] = (200, 200)
     init_default_scope("mmdet")
     checkpoint = tmp_path / "random.pth"
     torch.save({"state_dict": MODELS.build(cfg.model).state_dict()}, checkpoint)
-    metrics = proposal_recall(cfg, str(checkpoint), str(shapes_dataset / "annotations" / "instances_val.json"))
+    metrics = proposal_recall(cfg, str(checkpoint),
+                              str(shapes_dataset / "annotations" / "instances_val.json"))
     # each ground truth's first box is at IoU 0.92: found at IoU .5, .55, ..., .9 and not at .95
     assert metrics["proposals/AR@10"] == pytest.approx(0.9, abs=1e-6)
     assert metrics["proposals/AR@100"] == pytest.approx(0.9, abs=1e-6)

@@ -1,5 +1,6 @@
 """Finished runs reused across suites of one results root: copied instead of trained (no worker starts), only
-when whole and done, never with --no-reuse; the copy is independent of its source and appears in one rename."""
+when whole and done, never with --no-reuse; the copy is independent of its source and appears in one
+rename."""
 
 from __future__ import annotations
 
@@ -24,21 +25,22 @@ from mnc_bench.suites.runner import format_plan, plan_suite, run_suite  # noqa: 
 from mnc_bench.suites.spec import load_suite  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("repo_cwd")  # config paths in suites are relative to the working directory
+# config paths in suites are relative to the working directory
+pytestmark = pytest.mark.usefixtures("repo_cwd")
 
 
 @pytest.fixture()
 def write_suite(tiny_suite):
-    """``write_suite(name, *, seeds=(0, 1), extra="")``: a Mask R-CNN suite; suites that differ only in a logging
-    interval (not part of a run id) share runs."""
+    """``write_suite(name, *, seeds=(0, 1), extra="")``: a Mask R-CNN suite; suites that differ only in a
+    logging interval (not part of a run id) share runs."""
     return lambda name, *, seeds=(0, 1), extra="": tiny_suite(name=name, seeds=seeds, extra=extra,
                                                                log_interval=len(name))
 
 
 @pytest.fixture()
 def run(fake_training):
-    """``run(suite_file, results, **run_suite_options)``: the suite through the runner with a fake training; the
-    executor (what it trained) and the lines the runner printed."""
+    """``run(suite_file, results, **run_suite_options)``: the suite through the runner with a fake training;
+    the executor (what it trained) and the lines the runner printed."""
 
     def run_with_fake_training(path: Path, results: Path, **kwargs):
         executor, lines = fake_training(), []
@@ -70,7 +72,8 @@ def test_a_run_done_in_another_suite_is_copied_not_trained_and_stands_alone(writ
         status = copy.status()
         assert status["state"] == "done" and status["reused_from"] == f"a/{run_id}"
         assert copy.read_run()["suite"] == "bb" and source.read_run()["suite"] == "a"
-        assert Config.fromfile(copy.file("config.py")).default_hooks.logger.interval == 2  # this suite's config
+        # this suite's config
+        assert Config.fromfile(copy.file("config.py")).default_hooks.logger.interval == 2
         assert copy.read_json("metrics.json") == source.read_json("metrics.json")
         assert (copy.work_dir / "iter_3.pth").stat().st_ino == (source.work_dir / "iter_3.pth").stat().st_ino
     assert lines[-1] == "bb: 3 done, 0 failed, 0 running, 0 left"
@@ -94,7 +97,8 @@ def test_a_run_done_in_another_suite_is_copied_not_trained_and_stands_alone(writ
 def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(write_suite, run, tmp_path):
     results = tmp_path / "results"
     a = write_suite("a", seeds=(0, 1, 2, 3))
-    failed, interrupted, truncated, whole = (RunDir(results / "a" / run_id) for run_id in run(a, results)[0].trained)
+    failed, interrupted, truncated, whole = (RunDir(results / "a" / run_id)
+                                             for run_id in run(a, results)[0].trained)
     failed.update_status(state="failed", exit_reason="non-finite loss")
     interrupted.update_status(state="running")  # killed: no worker holds it
     metrics = truncated.file("metrics.json")
@@ -103,7 +107,8 @@ def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(write_suite
     b = write_suite("bb", seeds=(0, 1, 2, 3))
     plan = plan_suite(load_suite(b, build_models=False), results / "bb")
     assert [(p.spec.run_id, p.action) for p in plan] == [
-        (failed.run_id, "start"), (interrupted.run_id, "start"), (truncated.run_id, "start"), (whole.run_id, "reuse")]
+        (failed.run_id, "start"), (interrupted.run_id, "start"), (truncated.run_id, "start"),
+        (whole.run_id, "reuse")]
     trained, _ = run(b, results)
     assert trained.trained == [failed.run_id, interrupted.run_id, truncated.run_id]
 
@@ -127,7 +132,8 @@ def test_no_reuse_trains_runs_done_elsewhere(write_suite, run, fake_training, tm
     a, b = write_suite("a", seeds=(0,)), write_suite("bb", seeds=(0,))
     (run_id,) = run(a, results)[0].trained
     executors = []
-    monkeypatch.setattr(commands, "local_executor", lambda *a, **k: executors.append(fake_training()) or executors[-1])
+    monkeypatch.setattr(commands, "local_executor",
+                        lambda *a, **k: executors.append(fake_training()) or executors[-1])
     lines = []
     assert commands.run_command(str(b), results=results, dry_run=True, echo=lines.append) == 0
     assert lines[-1].strip() == "1 reuse"
@@ -137,7 +143,8 @@ def test_no_reuse_trains_runs_done_elsewhere(write_suite, run, fake_training, tm
 
     capsys.readouterr()
     assert main(["run", str(b), "--results", str(results), "--dry-run", "--no-reuse"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].strip() == "1 start"  # the flag reaches run_command
+    # the flag reaches run_command
+    assert capsys.readouterr().out.strip().splitlines()[-1].strip() == "1 start"
     assert commands.run_command(str(b), results=results, reuse=False, echo=lines.append) == 0
     assert executors[-1].trained == [run_id]
     assert "reused_from" not in RunDir(results / "bb" / run_id).status()
@@ -163,7 +170,8 @@ def rename(src, dst):  # killed once the old directory is moved aside, before th
     return real_rename(src, dst)
 
 shutil.copy2, os.rename = copy2, rename
-reuse.copy_run(RunDir(source), RunDir(dest), write_identity=lambda run_dir: run_dir.write_json("run.json", {}))
+reuse.copy_run(RunDir(source), RunDir(dest), \
+write_identity=lambda run_dir: run_dir.write_json("run.json", {}))
 """
 
 
@@ -180,12 +188,14 @@ def test_a_kill_while_copying_leaves_no_half_run(tmp_path, point, finish_run):
     assert killed.returncode == -9
     leftovers = sorted(p for p in dest.path.parent.iterdir() if p != dest.path)
     # hidden staging folders of this run only, none listed as a run
-    assert leftovers and all(re.fullmatch(rf"\.{dest.run_id}\..+\.tmp", p.name) and p.is_dir() for p in leftovers)
+    assert leftovers and all(re.fullmatch(rf"\.{dest.run_id}\..+\.tmp", p.name) and p.is_dir()
+                             for p in leftovers)
     staged = [RunDir(p) for p in leftovers]
     if point == "copy":  # the copy was being built: the run is as it was
         assert dest.state == "pending" and not dest.file("metrics.json").exists()
         assert [r.run_id for r in list_run_dirs(dest.path.parent)] == [dest.run_id]
-        files = [{p.relative_to(r) for p in r.rglob("*") if p.is_file()} for r in (staged[0].path, source.path)]
+        files = [{p.relative_to(r) for p in r.rglob("*") if p.is_file()}
+                 for r in (staged[0].path, source.path)]
         assert len(staged) == 1 and files[0] < files[1]  # a part of the source, killed while copying
     else:  # the run moved aside, its whole copy not yet in place: planned again as new
         assert not dest.path.exists() and list_run_dirs(dest.path.parent) == []
@@ -200,7 +210,8 @@ def test_a_kill_while_copying_leaves_no_half_run(tmp_path, point, finish_run):
 
 def test_a_worker_given_a_done_run_leaves_it_alone(tmp_path, finish_run):
     run_dir = RunDir(tmp_path / "suite" / "0123456789ab")
-    run_dir.write_json("run.json", {"run_id": run_dir.run_id, "config": "missing.py", "cfg_options": {}, "seed": 0})
+    run_dir.write_json("run.json", {"run_id": run_dir.run_id, "config": "missing.py", "cfg_options": {},
+                                    "seed": 0})
     finish_run(run_dir)
     before = run_dir.status()
     worker = subprocess.run([sys.executable, "-m", "mnc_bench.suites.worker", str(run_dir.path)], cwd=REPO)

@@ -1,5 +1,6 @@
-"""The runner end to end on tiny runs (Mask R-CNN on the 16/8-image shapes fixture, a few iterations): SIGKILL at
-several points then rerun, failures recorded while the suite goes on, identical metrics for identical runs."""
+"""The runner end to end on tiny runs (Mask R-CNN on the 16/8-image shapes fixture, a few iterations): SIGKILL
+at several points then rerun, failures recorded while the suite goes on, identical metrics for identical
+runs."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def test_sigkill_at_several_points_then_rerun_finishes_every_run_exactly_once(ti
     cli.wait_for(lambda: (runs[1].work_dir / "iter_2.pth").is_file(), what="the second run's checkpoint")
     cli.kill(runner, runs)
     assert [r.state for r in runs] == ["done", "running", "pending"]
-    # The newest checkpoint truncated after mmengine pointed `last_checkpoint` at it (issue 13's reproduction): the
-    # resume steps back to the previous whole one, with one warning in the run's log.
+    # The newest checkpoint truncated after mmengine pointed `last_checkpoint` at it (issue 13's
+    # reproduction): the resume steps back to the previous whole one, with one warning in the run's log.
     newest = max(runs[1].work_dir.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     (runs[1].work_dir / "last_checkpoint").write_text(str(newest))
@@ -68,13 +69,17 @@ def test_sigkill_at_several_points_then_rerun_finishes_every_run_exactly_once(ti
         assert {record["image_id"] for record in predictions} == val_ids
         assert all(len(predictions) <= 10 * len(val_ids) and isinstance(record["segmentation"]["counts"], str)
                    for record in predictions)
-    assert "resuming" in runs[0].file("log.txt").read_text() and "resuming" in runs[1].file("log.txt").read_text()
-    assert runs[0].status()["attempt"] == 2 and runs[1].status()["attempt"] == 2 and runs[2].status()["attempt"] == 1
+    assert ("resuming" in runs[0].file("log.txt").read_text()
+            and "resuming" in runs[1].file("log.txt").read_text())
+    assert (runs[0].status()["attempt"] == 2 and runs[1].status()["attempt"] == 2
+            and runs[2].status()["attempt"] == 1)
     table = collect(results / "tiny")
     assert len(table) == 3 and table["run_id"].is_unique and (table["status"] == "done").all()
-    assert (table["max_iters"] == 4).all() and (table["batch_size"] == 2).all() and (table["params"] > 0).all()
+    assert ((table["max_iters"] == 4).all() and (table["batch_size"] == 2).all()
+            and (table["params"] > 0).all())
     assert table["s_per_iter"].notna().all() and table["train_time_s"].notna().all()
-    assert "done" in cli.finish(suite, results) and [r.status()["attempt"] for r in runs] == [2, 2, 1]  # all skipped
+    # all skipped
+    assert "done" in cli.finish(suite, results) and [r.status()["attempt"] for r in runs] == [2, 2, 1]
 
 
 def test_failures_are_recorded_and_the_suite_goes_on(tiny_suite, suite_cli, tmp_path):
@@ -117,14 +122,17 @@ def test_same_config_and_seed_give_identical_metrics(tiny_suite, suite_cli, tmp_
     assert stats["threads"] == threads_per_run(1)  # the torch threads the worker trained with
     assert invocation["first_iter_at"] == stats["first_iter_at"]
     assert invocation["first_iter_started_at"] == stats["first_iter_started_at"]
-    assert invocation["first_run_build_s"] == pytest.approx(stats["runner_built_at"] - stats["worker_started_at"])
+    assert invocation["first_run_build_s"] == pytest.approx(
+        stats["runner_built_at"] - stats["worker_started_at"])
     assert (invocation["started_at"] < invocation["validated_at"] < stats["worker_started_at"]
             < stats["runner_built_at"] < stats["first_iter_started_at"] < stats["first_iter_at"])
     began = invocation["first_iter_started_at"] - invocation["started_at"]
     assert (f"first training iteration began {began:.1f} s after start (suite validated after "
-            f"{invocation['validated_at'] - invocation['started_at']:.1f} s; its runner (model, data, hooks) built in "
-            f"{invocation['first_run_build_s']:.1f} s; {began - invocation['first_run_build_s']:.1f} s beyond that) "
-            f"and ended {invocation['first_iter_at'] - invocation['started_at']:.1f} s after start") in printed
+            f"{invocation['validated_at'] - invocation['started_at']:.1f} s; its runner (model, data, hooks) "
+            f"built in {invocation['first_run_build_s']:.1f} s; "
+            f"{began - invocation['first_run_build_s']:.1f} s beyond that) "
+            f"and ended {invocation['first_iter_at'] - invocation['started_at']:.1f} s "
+            "after start") in printed
     assert a.run_id == b.run_id
     assert json.loads(a.file("metrics.json").read_text()) == json.loads(b.file("metrics.json").read_text())
     assert a.file("predictions.json").read_text() == b.file("predictions.json").read_text()
@@ -157,11 +165,13 @@ def test_proposal_recall_is_collected_from_the_proposals_stage_2_sees(tiny_suite
 
     spec = json.loads(run_dir.file("run.json").read_text())
     checkpoint = json.loads(run_dir.file("run_stats.json").read_text())["checkpoint"]
-    alone = proposal_recall(load_config(spec["config"], spec["cfg_options"]), checkpoint, spec["test_ann_file"])
+    alone = proposal_recall(load_config(spec["config"], spec["cfg_options"]), checkpoint,
+                            spec["test_ann_file"])
     assert recall == pytest.approx(alone["proposals/AR@100"], abs=1e-9) and recall > 0
 
 
-def test_boundary_ap_and_tide_named_by_a_suite_are_scored_from_the_run_predictions(tiny_suite, suite_cli, shapes_dataset, tmp_path):
+def test_boundary_ap_and_tide_named_by_a_suite_are_scored_from_the_run_predictions(
+        tiny_suite, suite_cli, shapes_dataset, tmp_path):
     from mnc_bench.evaluation import evaluate
 
     results = tmp_path / "results"

@@ -1,4 +1,5 @@
-"""Suite files: expansion, content-hashed run ids, and one test per validation rule (all before any run starts)."""
+"""Suite files: expansion, content-hashed run ids, and one test per validation rule (all before any run
+starts)."""
 
 from __future__ import annotations
 
@@ -52,14 +53,15 @@ def test_grid_zip_and_seeds_expand_into_runs_with_stable_content_ids(tmp_path):
     assert all(re.fullmatch(r"[0-9a-f]{12}", i) for i in ids) and len(set(ids)) == len(ids)
     assert ids == [run.run_id for run in load(path).runs]  # same file, same ids
     first = suite.runs[0]
-    assert first.variant == "model.cascade.box_grad=True, model.loss_weights.mask=1.0, model.loss_weights.cls=1.0"
+    assert first.variant == ("model.cascade.box_grad=True, model.loss_weights.mask=1.0, "
+                             "model.loss_weights.cls=1.0")
     assert first.seed == 0 and suite.runs[1].seed == 1 and suite.runs[1].variant == first.variant
     assert first.cfg.train_cfg.max_iters == 7 and first.cfg.model.loss_weights.mask == 1.0
     assert suite.runs[2].cfg.model.loss_weights.cls == 0.5
     assert first.test_ann_file.endswith("annotations/instances_val.json")
     # zip rows are taken together, not crossed
-    assert {(r.axes["model.loss_weights.mask"], r.axes["model.loss_weights.cls"]) for r in suite.runs} == {(1.0, 1.0),
-                                                                                                        (2.0, 0.5)}
+    assert {(r.axes["model.loss_weights.mask"], r.axes["model.loss_weights.cls"])
+            for r in suite.runs} == {(1.0, 1.0), (2.0, 0.5)}
 
 
 def test_editing_an_axis_keeps_the_ids_of_unchanged_runs(tmp_path):
@@ -83,12 +85,14 @@ def test_editing_an_axis_keeps_the_ids_of_unchanged_runs(tmp_path):
 def test_seed_and_any_result_changing_option_change_the_id(tmp_path):
     base = load(write_suite(tmp_path, f"base: {MNC}\nseeds: [0, 1]\n")).runs
     assert base[0].run_id != base[1].run_id
-    lr = load(write_suite(tmp_path, f"base: {MNC}\nseeds: [0]\ncfg_options: {{optim_wrapper.optimizer.lr: 0.001}}\n"))
+    lr = load(write_suite(tmp_path,
+                          f"base: {MNC}\nseeds: [0]\ncfg_options: {{optim_wrapper.optimizer.lr: 0.001}}\n"))
     assert lr.runs[0].run_id != base[0].run_id
 
 
 def test_config_axis_and_seeds_override(tmp_path):
-    suite = load(write_suite(tmp_path, f"grid: {{config: [{MNC}, {MASK_RCNN}]}}\nseeds: [0, 1, 2]\n"), seeds=[5])
+    suite = load(write_suite(tmp_path, f"grid: {{config: [{MNC}, {MASK_RCNN}]}}\nseeds: [0, 1, 2]\n"),
+                 seeds=[5])
     assert [(r.model, r.seed, r.variant) for r in suite.runs] == [("mnc_3stage_shapes", 5, ""),
                                                                   ("mask_rcnn_shapes", 5, "")]
 
@@ -153,7 +157,8 @@ def test_wrong_type_of_an_axis(tmp_path):
 
 
 def test_duplicate_axis_in_the_yaml(tmp_path):
-    message = _error(tmp_path, f"base: {MNC}\ngrid:\n  model.cascade.num_stages: [3]\n  model.cascade.num_stages: [5]\n")
+    message = _error(tmp_path, f"base: {MNC}\ngrid:\n  model.cascade.num_stages: [3]\n"
+                               "  model.cascade.num_stages: [5]\n")
     assert "duplicate key 'model.cascade.num_stages'" in message and "line 4" in message
 
 
@@ -171,7 +176,8 @@ def test_unknown_config_file(tmp_path):
 @pytest.mark.parametrize("seeds,problem", [
     ("[a]", "'a' is not a non-negative integer"),
     ("[1.5]", "1.5 is not a non-negative integer"),
-    ("[true]", "True is not a non-negative integer"),  # YAML's true is no seed, though Python's bool is an int
+    # YAML's true is no seed, though Python's bool is an int
+    ("[true]", "True is not a non-negative integer"),
     ("[0, -1]", "-1 is not a non-negative integer"),
     ("[]", "expected a non-empty list of integers, got []"),
     ("3", "expected a non-empty list of integers, got 3"),
@@ -194,7 +200,8 @@ def test_yaml_tags_never_run_code(tmp_path):
 
 def test_zip_lists_of_different_lengths(tmp_path):
     assert "zip: lists of different lengths" in _error(
-        tmp_path, f"base: {MNC}\nzip: {{model.loss_weights.mask: [1.0, 2.0], model.loss_weights.cls: [1.0]}}\n")
+        tmp_path,
+        f"base: {MNC}\nzip: {{model.loss_weights.mask: [1.0, 2.0], model.loss_weights.cls: [1.0]}}\n")
 
 
 def test_unknown_section(tmp_path):
@@ -213,17 +220,18 @@ def test_runs_that_resolve_to_the_same_config(tmp_path):
 
 def test_the_demo_suite_is_valid():
     suite = load_suite("demo")  # models built
-    assert [(run.model, run.seed) for run in suite.runs[:2]] == [("mnc_3stage_shapes", 0), ("mnc_3stage_shapes", 1)]
+    assert [(run.model, run.seed) for run in suite.runs[:2]] == [("mnc_3stage_shapes", 0),
+                                                                 ("mnc_3stage_shapes", 1)]
     assert len({run.model for run in suite.runs}) == 4 and len(suite.runs) == 8
 
 
 @pytest.mark.slow
 def test_shipped_suites_are_valid():
-    """Every suite validates as shipped, models built; the full-size ones need their data and weights only when
-    they run."""
+    """Every suite validates as shipped, models built; the full-size ones need their data and weights only
+    when they run."""
     names = sorted(p.stem for p in (REPO / "configs" / "ablations").glob("*.yaml"))
-    assert {"demo", "mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "reproduce_mnc_voc",
-            "reproduce_mnc_coco"} <= set(names)
+    assert {"demo", "mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality",
+            "reproduce_mnc_voc", "reproduce_mnc_coco"} <= set(names)
     sizes = {name: len(load_suite(name).runs) for name in names}
     assert sizes["cascade_depth"] == sizes["cascade_depth_coco"] == 10
     assert sizes["loss_weights"] == sizes["proposal_quality"] == 9 and sizes["mnc_vs_successors"] == 12
@@ -242,5 +250,6 @@ def test_cli_invalid_suite_is_one_error_line(tmp_path, capsys):
     path = write_suite(tmp_path, f"base: {MNC}\ngrid: {{model.cascade.num_stages: []}}\n", name="bad")
     code = main(["run", str(path), "--results", str(tmp_path / "results")])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: suite bad: grid.model.cascade.num_stages")
+    assert (code == 2 and err.count("\n") == 1
+            and err.startswith("error: suite bad: grid.model.cascade.num_stages"))
     assert not (tmp_path / "results").exists()

@@ -1,5 +1,5 @@
-"""The submitit path (what `--executor slurm` uses) driven by submitit's local executor: throttled to N runs at a
-time in our code, and a preempted job requeued by submitit's checkpointing resumes its run."""
+"""The submitit path (what `--executor slurm` uses) driven by submitit's local executor: throttled to N runs
+at a time in our code, and a preempted job requeued by submitit's checkpointing resumes its run."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def test_submitit_local_executor_runs_the_suite_at_most_n_at_a_time(tiny_suite, 
 
 
 def test_a_timed_out_job_is_requeued_and_resumes_from_its_checkpoint(tiny_suite, tmp_path):
-    """submitit's local executor sends the timeout signal (USR2) 30 s before its time limit, as Slurm does; the
-    job checkpoints (requeues itself) and the requeued worker resumes the run, until it finishes."""
+    """submitit's local executor sends the timeout signal (USR2) 30 s before its time limit, as Slurm does;
+    the job checkpoints (requeues itself) and the requeued worker resumes the run, until it finishes."""
     suite = load_suite(tiny_suite(iters=40, seeds=(0,)))
     plan = plan_suite(suite, tmp_path / "results" / "tiny")
     prepare_runs(plan, suite, tmp_path / "results" / "tiny")
@@ -63,9 +63,10 @@ def test_a_timed_out_job_is_requeued_and_resumes_from_its_checkpoint(tiny_suite,
 
 
 def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path, write_suite):
-    """`gpus_per_run: 2` (what --executor slurm submits as two tasks, one per GPU) on submitit's local executor
-    and the CPU: the tasks join one process group through submitit's environment; the run trains at world size 2,
-    its test predictions cover every image and its proposal recall is that of the whole test split."""
+    """`gpus_per_run: 2` (what --executor slurm submits as two tasks, one per GPU) on submitit's local
+    executor and the CPU: the tasks join one process group through submitit's environment; the run trains at
+    world size 2, its test predictions cover every image and its proposal recall is that of the whole test
+    split."""
     suite_file = write_suite(tmp_path / "two_tasks.yaml", shapes_dataset, {
         "train_cfg.max_iters": 2, "train_dataloader.batch_size": 2,
         "model.test_cfg.rcnn.score_thr": 0.0, "model.test_cfg.rcnn.max_per_img": 10,
@@ -74,7 +75,8 @@ def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path,
     suite_dir = tmp_path / "results" / "two_tasks"
     executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 30},
                                  threads=1)
-    run_suite(suite, suite_dir, executor=SubmititExecutor(executor, max_parallel=1, threads=1, launcher="pytorch"),
+    run_suite(suite, suite_dir,
+              executor=SubmititExecutor(executor, max_parallel=1, threads=1, launcher="pytorch"),
               echo=lambda line: None)
     run_dir = suite_dir / suite.runs[0].run_id
     assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
@@ -88,8 +90,9 @@ def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path,
     from mnc_bench.suites.proposals import proposal_recall
 
     spec = json.loads((run_dir / "run.json").read_text())
-    alone = proposal_recall(load_config(spec["config"], dict(spec["cfg_options"], **{"test_dataloader.batch_size": 1})),
-                            stats["checkpoint"], str(val_ann))
+    alone = proposal_recall(
+        load_config(spec["config"], dict(spec["cfg_options"], **{"test_dataloader.batch_size": 1})),
+        stats["checkpoint"], str(val_ann))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["proposals/AR@100"] == pytest.approx(alone["proposals/AR@100"], abs=1e-6)
 

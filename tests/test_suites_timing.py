@@ -14,7 +14,8 @@ from mnc_bench.suites.runner import idle_after
 
 
 def test_idle_after_the_last_launch_counts_the_free_slots_only():
-    # 2 slots; runs (0, 10), (1, 4), (4, 30); the last launch at 4: slot A free over [10, 30], slot B busy to 30
+    # 2 slots; runs (0, 10), (1, 4), (4, 30); the last launch at 4: slot A free over [10, 30], slot B busy to
+    # 30
     assert idle_after(4.0, 30.0, [(0.0, 10.0), (1.0, 4.0), (4.0, 30.0)], workers=2) == pytest.approx(20.0)
     assert idle_after(4.0, 30.0, [(4.0, 30.0), (4.0, 30.0)], workers=2) == pytest.approx(0.0)
     assert idle_after(4.0, 30.0, [], workers=1) == pytest.approx(26.0)
@@ -58,12 +59,12 @@ def test_the_eta_follows_each_runs_iteration_rate_and_each_kinds_duration(tmp_pa
     clock.now += 100.0
     progress.finished(runs["fast0"], "done", 100.0)  # a 3-stage run takes 100 s
     progress.started(runs["slow0"])
-    # fast1 should end now (its kind's mean less its 100 s); slow0, of a kind not seen finished, after the mean of
-    # all finished runs (100 s); slow1 takes fast1's slot and as long
+    # fast1 should end now (its kind's mean less its 100 s); slow0, of a kind not seen finished, after the
+    # mean of all finished runs (100 s); slow1 takes fast1's slot and as long
     assert progress.eta_s() == pytest.approx(100.0)
 
-    # slow0 resumed at iteration 400 and logs 100 more in 50 s, so 250 s to go; slow1 (its kind's duration unknown
-    # until one finishes) still counts 100 s, after fast1 ends
+    # slow0 resumed at iteration 400 and logs 100 more in 50 s, so 250 s to go; slow1 (its kind's duration
+    # unknown until one finishes) still counts 100 s, after fast1 ends
     runs["slow0"].write_json("status.json", {"state": "running", "iter": 400, "max_iters": 1000})
     progress.tick()
     clock.now += 50.0

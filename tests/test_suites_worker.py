@@ -1,4 +1,5 @@
-"""The worker's bookkeeping without training: one scalar series across attempts, failure reasons, the run lock."""
+"""The worker's bookkeeping without training: one scalar series across attempts, failure reasons, the run
+lock."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from mnc_bench.suites.worker import failure_reason, median_iter_time, merge_scal
 def _attempt(work: Path, stamp: str, steps: range, *, cut_last: bool = False) -> None:
     path = work / stamp / "vis_data" / "scalars.json"
     path.parent.mkdir(parents=True)
-    lines = [json.dumps({"loss": 1.0 / step, "time": float(step), "iter": step, "step": step}) for step in steps]
+    lines = [json.dumps({"loss": 1.0 / step, "time": float(step), "iter": step, "step": step})
+             for step in steps]
     text = "\n".join(lines) + "\n"
     path.write_text(text[:-7] if cut_last else text)  # a killed attempt may leave its last line cut
 
@@ -35,8 +37,10 @@ def test_scalars_of_a_resumed_run_form_one_series(tmp_path):
 
 
 def test_failure_reasons_are_one_line_and_say_what_happened():
-    assert failure_reason(NonFiniteLoss("loss is nan at iteration 3")) == "non-finite loss: loss is nan at iteration 3"
-    assert failure_reason(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")).startswith("out of memory:")
+    assert (failure_reason(NonFiniteLoss("loss is nan at iteration 3"))
+            == "non-finite loss: loss is nan at iteration 3")
+    assert failure_reason(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")).startswith(
+        "out of memory:")
     assert failure_reason(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried"
                                        )).startswith("out of memory:")
     assert failure_reason(MemoryError()).startswith("out of memory:")

@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("mmcv.ops")
 
 from mnc_bench.cli import main  # noqa: E402
-from mnc_bench.errors import UserError  # noqa: E402
 from mnc_bench.config_loading import load_config  # noqa: E402
+from mnc_bench.errors import UserError  # noqa: E402
 from mnc_bench.preflight import check_pretrained_weights, ensure_shapes_dataset, prepare_datasets  # noqa: E402
 from mnc_bench.training import train  # noqa: E402
 
@@ -76,7 +76,8 @@ def test_unknown_model_type_is_named(tmp_path, shapes_dataset, capsys):
                                         ("model.roi_head.bbox_head.loss_cls.type", "NoSuchLoss"),
                                         ("model.train_cfg.rcnn.assigner.type", "NoSuchAssigner")])
 def test_unknown_nested_type_is_named_with_its_key(key, value, shapes_dataset, capsys):
-    assert main(["train", str(MASK_RCNN), "--cfg-options", f"data_root={shapes_dataset}", f"{key}={value}"]) == 2
+    assert main(["train", str(MASK_RCNN), "--cfg-options", f"data_root={shapes_dataset}",
+                 f"{key}={value}"]) == 2
     assert _one_line_error(capsys) == f"error: {key}: unknown type {value!r} (not in mmdet's registries)"
 
 
@@ -114,7 +115,8 @@ def test_bad_launcher_is_an_argument_error(capsys):
     assert info.value.code == 2 and "--launcher" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags", [["--resume", "--load-from", "a.pth"], ["--resume", "--resume-from", "a.pth"],
+@pytest.mark.parametrize("flags", [["--resume", "--load-from", "a.pth"],
+                                   ["--resume", "--resume-from", "a.pth"],
                                    ["--resume-from", "a.pth", "--load-from", "b.pth"]])
 def test_resume_and_load_flags_are_mutually_exclusive(flags, capsys):
     with pytest.raises(SystemExit) as info:
@@ -123,7 +125,8 @@ def test_resume_and_load_flags_are_mutually_exclusive(flags, capsys):
 
 
 def test_resume_and_load_from_together_are_refused_from_python(tmp_path):
-    with pytest.raises(UserError, match="at most one of resume, resume_from and load_from, got resume and load_from"):
+    with pytest.raises(UserError,
+                       match="at most one of resume, resume_from and load_from, got resume and load_from"):
         train(MASK_RCNN, resume=True, load_from=tmp_path / "a.pth", work_dir=tmp_path)
 
 
@@ -140,21 +143,23 @@ def test_resume_and_load_from_together_are_refused_from_python(tmp_path):
     (MASK_RCNN, "train_cfg.type=EpochLoop", "train_cfg.type: unknown loop type 'EpochLoop'"),
     (MASK_RCNN, "val_cfg.fp32=True", "val_cfg.fp32: ValLoop takes no 'fp32' (it takes fp16)"),
     (MASK_RCNN, "val_cfg=None", "val_cfg: needed with val_dataloader and val_evaluator"),
-    (MASK_RCNN, "train_dataloader.batch_size=0", "train_dataloader.batch_size: must be a positive integer, got 0"),
-    (MASK_RCNN, "train_dataloader.num_workers=-1", "train_dataloader.num_workers: must be a non-negative integer"),
+    (MASK_RCNN, "train_dataloader.batch_size=0", "train_dataloader.batch_size: must be a positive integer, "
+                                                 "got 0"),
+    (MASK_RCNN, "train_dataloader.num_workers=-1", "train_dataloader.num_workers: must be a non-negative "
+                                                   "integer"),
     (MASK_RCNN, "val_dataloader.prefetch_factor=2", "val_dataloader.prefetch_factor: needs "
                                                     "val_dataloader.num_workers > 0"),
-    (MASK_RCNN, "train_dataloader.shuffle=True", "train_dataloader.shuffle: torch's DataLoader does not take it "
-                                                 "with a batch_sampler"),
-    (MASK_RCNN, "val_dataloader.shuffle=True", "val_dataloader.shuffle: torch's DataLoader does not take it with "
-                                               "a sampler; set val_dataloader.sampler.shuffle instead"),
+    (MASK_RCNN, "train_dataloader.shuffle=True", "train_dataloader.shuffle: torch's DataLoader does not take "
+                                                 "it with a batch_sampler"),
+    (MASK_RCNN, "val_dataloader.shuffle=True", "val_dataloader.shuffle: torch's DataLoader does not take it "
+                                               "with a sampler; set val_dataloader.sampler.shuffle instead"),
     (MASK_RCNN, "train_dataloader.num_worker=2", "train_dataloader.num_worker: not an argument of torch's "
                                                  "DataLoader"),
 ], ids=lambda value: value if isinstance(value, str) and "=" in value else None)
 def test_values_the_runner_would_reject_are_named_before_building(config, option, expected, tmp_path, capsys):
     # data_root exists and is empty: were the value not caught, the dataset check would fail instead.
-    assert main(["train", str(config), "--work-dir", str(tmp_path / "w"), "--cfg-options", f"data_root={tmp_path}",
-                 option]) == 2
+    assert main(["train", str(config), "--work-dir", str(tmp_path / "w"), "--cfg-options",
+                 f"data_root={tmp_path}", option]) == 2
     assert _one_line_error(capsys).startswith(f"error: {expected}")
 
 
@@ -166,7 +171,8 @@ def test_a_bug_inside_a_model_keeps_its_traceback(monkeypatch, shapes_dataset, t
 
     monkeypatch.setattr(MaskRCNN, "__init__", broken_init)
     with pytest.raises(KeyError) as info:
-        main(["train", str(MASK_RCNN), "--work-dir", str(tmp_path), "--cfg-options", f"data_root={shapes_dataset}"])
+        main(["train", str(MASK_RCNN), "--work-dir", str(tmp_path), "--cfg-options",
+              f"data_root={shapes_dataset}"])
     assert not isinstance(info.value, UserError)
     text = "".join(traceback.format_exception(info.value))
     assert "in broken_init" in text and "deliberate bug" in text
@@ -175,10 +181,11 @@ def test_a_bug_inside_a_model_keeps_its_traceback(monkeypatch, shapes_dataset, t
 def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         main(["--debug", "train", str(tmp_path / "nope.py")])
-    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "--debug", "train", str(tmp_path / "nope.py")],
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "--debug", "train",
+                             str(tmp_path / "nope.py")], capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"mnc_bench.errors.UserError: config {tmp_path / 'nope.py'} not found"
+    assert (result.stderr.strip().splitlines()[-1]
+            == f"mnc_bench.errors.UserError: config {tmp_path / 'nope.py'} not found")
 
 
 def test_missing_dataset_names_the_expected_layout(tmp_path, capsys):
@@ -227,7 +234,8 @@ def test_data_root_override_reaches_every_derived_path(tmp_path):
 
 
 def test_model_normalisation_must_match_the_dataset(capsys):
-    assert main(["train", str(MASK_RCNN), "--cfg-options", "model.data_preprocessor.pad_size_divisor=64"]) == 2
+    assert main(["train", str(MASK_RCNN), "--cfg-options",
+                 "model.data_preprocessor.pad_size_divisor=64"]) == 2
     assert "model.data_preprocessor differs from the dataset's" in _one_line_error(capsys)
 
 
@@ -246,7 +254,8 @@ def test_shapes_are_written_once_and_a_partial_folder_again(tmp_path, capsys):
     assert ensure_shapes_dataset(root, **small)
     train_ann = root / "annotations" / "instances_train.json"
     written = train_ann.stat().st_mtime_ns
-    assert not ensure_shapes_dataset(root, **small) and train_ann.stat().st_mtime_ns == written  # complete: reused
+    # complete: reused
+    assert not ensure_shapes_dataset(root, **small) and train_ann.stat().st_mtime_ns == written
     (root / "annotations" / "instances_val.json").unlink()  # partial: written again
     assert ensure_shapes_dataset(root, **small) and (root / "annotations" / "instances_val.json").is_file()
     assert len(json.loads(train_ann.read_text())["images"]) == 2
@@ -261,12 +270,14 @@ def test_shapes_are_written_once_and_a_partial_folder_again(tmp_path, capsys):
 def test_unknown_synthetic_shapes_setting_is_named(tmp_path, capsys):
     assert main(["train", str(MASK_RCNN), "--cfg-options", f"data_root={tmp_path / 'new'}",
                  "synthetic_shapes.num_test=3"]) == 2
-    assert _one_line_error(capsys).startswith("error: synthetic_shapes.num_test: unknown setting (it takes num_train")
+    assert _one_line_error(capsys).startswith(
+        "error: synthetic_shapes.num_test: unknown setting (it takes num_train")
 
 
 def test_pretrained_weights_are_local_files_only(tmp_path):
     with pytest.raises(UserError, match=r"pretrained weights .*missing\.pth not found .*backbone_checkpoint"):
-        check_pretrained_weights(load_config(COCO_R50, {"backbone_checkpoint": str(tmp_path / "missing.pth")}))
+        check_pretrained_weights(
+            load_config(COCO_R50, {"backbone_checkpoint": str(tmp_path / "missing.pth")}))
     with pytest.raises(UserError, match="would be downloaded"):
         check_pretrained_weights(load_config(COCO_R50, {"backbone_checkpoint": "torchvision://resnet50"}))
     weights = tmp_path / "r50.pth"
@@ -280,11 +291,12 @@ def test_pretrained_weights_are_local_files_only(tmp_path):
 
 
 @pytest.mark.parametrize("launcher, message", [
-    ("slurm", "--launcher slurm needs GPUs; on CPU, start the processes with torchrun and --launcher pytorch"),
+    ("slurm", "--launcher slurm needs GPUs; on CPU, start the processes with torchrun and "
+              "--launcher pytorch"),
     ("pytorch", "--launcher pytorch needs RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment"),
 ])
-def test_a_distributed_launch_that_cannot_start_on_cpu_is_a_user_error(launcher, message, shapes_dataset, tmp_path,
-                                                                        monkeypatch):
+def test_a_distributed_launch_that_cannot_start_on_cpu_is_a_user_error(
+        launcher, message, shapes_dataset, tmp_path, monkeypatch):
     import torch
 
     if torch.cuda.is_available():

@@ -1,5 +1,5 @@
-"""The shared train/test path: every model trains 2 iterations and writes a COCO results file; resume; load_from;
---deterministic; --out beside another evaluator."""
+"""The shared train/test path: every model trains 2 iterations and writes a COCO results file; resume;
+load_from; --deterministic; --out beside another evaluator."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def _printed_metric(printed: str, key: str) -> float:
     return float(re.search(rf"^{re.escape(key)} (\S+)$", printed, re.MULTILINE)[1])
 
 
-# The fast tier keeps MNC (the model this project adds); Mask R-CNN and PANet take the same CLI path and run in CI's
-# slow tier (the fast tier's Mask R-CNN checkpoint fixture also trains through it).
+# The fast tier keeps MNC (the model this project adds); Mask R-CNN and PANet take the same CLI path and run
+# in CI's slow tier (the fast tier's Mask R-CNN checkpoint fixture also trains through it).
 @pytest.mark.parametrize("config", [pytest.param(MASK_RCNN, marks=pytest.mark.slow),
                                     pytest.param(PANET, marks=pytest.mark.slow), MNC], ids=lambda p: p.stem)
 def test_two_iterations_and_a_test_pass_through_the_cli(config, shapes_dataset, tmp_path, capsys,
@@ -82,8 +82,8 @@ def test_two_cpu_processes_train_and_test_as_one_run_under_torchrun(shapes_datas
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                    "-m", "mnc_bench.cli", *args, "--launcher", "pytorch", "--work-dir", str(work),
                    "--cfg-options", *fast_options(shapes_dataset)]
-        done = subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                              capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
         return done.stdout
 
@@ -115,7 +115,8 @@ def _same_optimizer_state(a: dict, b: dict) -> bool:
     """Same parameters, and for each the same buffers (AdamW: step, exp_avg, exp_avg_sq), bit for bit."""
     return a.keys() == b.keys() and all(
         a[index].keys() == b[index].keys()
-        and all(torch.equal(torch.as_tensor(a[index][name]), torch.as_tensor(b[index][name])) for name in a[index])
+        and all(torch.equal(torch.as_tensor(a[index][name]), torch.as_tensor(b[index][name]))
+                for name in a[index])
         for index in a)
 
 
@@ -128,7 +129,8 @@ def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path, fas
     assert (work / "iter_2.pth").is_file()
     saved = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=False)
     result = train(MASK_RCNN, work_dir=work, resume=True,
-                   cfg_options={**parse_cfg_options(fast_options(shapes_dataset, iters=3, val=False)), **recording})
+                   cfg_options={**parse_cfg_options(fast_options(shapes_dataset, iters=3, val=False)),
+                                **recording})
     log = _train_log(work)
     assert "resumed" in log.lower()
     assert "Iter(train) [3/3]" in log and "Iter(train) [1/3]" not in log and "Iter(train) [2/3]" not in log
@@ -136,8 +138,8 @@ def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path, fas
     allow_mmengine_checkpoint_globals()
     resumed = torch.load(result.checkpoint, map_location="cpu")  # weights_only=True, torch's default
     assert resumed["meta"]["iter"] == 3
-    # The optimizer state came along: training started from exactly the saved buffers (a fresh start has none),
-    # and they moved on from there.
+    # The optimizer state came along: training started from exactly the saved buffers (a fresh start has
+    # none), and they moved on from there.
     assert resumed["optimizer"]["state"] and saved["optimizer"]["state"]
     fresh, loaded = _RecordOptimizerState.states
     assert fresh == {} and _same_optimizer_state(loaded, saved["optimizer"]["state"])
@@ -189,7 +191,8 @@ def test_resume_without_a_checkpoint_is_a_user_error(shapes_dataset, tmp_path, f
 def mask_rcnn_checkpoint(shapes_dataset, tmp_path_factory, fast_options) -> Path:
     """Mask R-CNN after one iteration on the fixture dataset."""
     work = tmp_path_factory.mktemp("mask_rcnn_one_iteration")
-    return train(MASK_RCNN, work_dir=work, cfg_options=fast_options(shapes_dataset, iters=1, val=False)).checkpoint
+    return train(MASK_RCNN, work_dir=work,
+                 cfg_options=fast_options(shapes_dataset, iters=1, val=False)).checkpoint
 
 
 def test_a_checkpoint_of_another_model_is_refused(shapes_dataset, mask_rcnn_checkpoint, fast_options):
@@ -203,8 +206,9 @@ def test_out_beside_another_evaluator_adds_a_coco_only_metric_of_ours(shapes_dat
     val_ann = shapes_dataset / "annotations" / "instances_val.json"
     mmdet_metric = dict(type="CocoMetric", ann_file=str(val_ann), metric=["segm"])
     out = tmp_path / "pred.json"
-    result = evaluate_checkpoint(MASK_RCNN, mask_rcnn_checkpoint, out=out, work_dir=tmp_path / "work", cfg_options={
-        **parse_cfg_options(fast_options(shapes_dataset)), "test_evaluator": [mmdet_metric]})
+    result = evaluate_checkpoint(MASK_RCNN, mask_rcnn_checkpoint, out=out, work_dir=tmp_path / "work",
+                                 cfg_options={**parse_cfg_options(fast_options(shapes_dataset)),
+                                              "test_evaluator": [mmdet_metric]})
     assert "coco/segm_mAP" in result.metrics  # mmdet's metric still ran
     ours = {key for key in result.metrics if not key.startswith("coco/segm_")}
     assert "coco/segm/AP" in ours and not any(key.startswith(("voc_", "proposals/")) for key in ours)
@@ -242,9 +246,9 @@ def test_deterministic_runs_repeat_bit_for_bit(shapes_dataset, tmp_path, fast_op
     assert all(torch.equal(weights[name], weights_again[name]) for name in weights)
 
 
-# Floors 0.075-0.1 below the lowest shapes-val mask AP of 3 seeds after the default schedule (mnc_vs_successors,
-# README "Results on shapes": Mask R-CNN 0.385, PANet 0.389, MNC-3 0.355, MNC-5 0.499), so seed noise passes and a
-# regression that stops a model learning does not.
+# Floors 0.075-0.1 below the lowest shapes-val mask AP of 3 seeds after the default schedule
+# (mnc_vs_successors, README "Results on shapes": Mask R-CNN 0.385, PANet 0.389, MNC-3 0.355, MNC-5 0.499), so
+# seed noise passes and a regression that stops a model learning does not.
 DEFAULT_SCHEDULE_MASK_AP_FLOOR = {MASK_RCNN: 0.30, PANET: 0.28, MNC: 0.28, MNC_5: 0.40}
 
 
@@ -252,8 +256,8 @@ DEFAULT_SCHEDULE_MASK_AP_FLOOR = {MASK_RCNN: 0.30, PANET: 0.28, MNC: 0.28, MNC_5
 @pytest.mark.timeout(3 * 3600)
 @pytest.mark.parametrize("config", list(DEFAULT_SCHEDULE_MASK_AP_FLOOR), ids=lambda p: p.stem)
 def test_default_shapes_schedule_learns(config, tmp_path_factory):
-    """The default schedule (1000 iterations) on the default synthetic data, generated on the fly: 25-60 min per
-    model on one CPU core."""
+    """The default schedule (1000 iterations) on the default synthetic data, generated on the fly: 25-60 min
+    per model on one CPU core."""
     root = tmp_path_factory.mktemp("shapes_default") / "shapes"
     result = train(config, work_dir=tmp_path_factory.mktemp("work"), cfg_options=[f"data_root={root}"])
     assert result.metrics["coco/segm/AP"] > DEFAULT_SCHEDULE_MASK_AP_FLOOR[config]
@@ -262,9 +266,9 @@ def test_default_shapes_schedule_learns(config, tmp_path_factory):
 
 def test_two_runs_of_one_config_within_a_second_keep_their_own_logs(shapes_dataset, tmp_path, monkeypatch,
                                                                     fast_options):
-    """mmengine hands out its logger by name, '<experiment>_<timestamp to the second>', and its visualizer by the
-    config's name ('visualizer' in mmdet's configs): runs in one process must not share either (the second run's
-    log, scalars and config would land in the first's work dir, or in an earlier test's)."""
+    """mmengine hands out its logger by name, '<experiment>_<timestamp to the second>', and its visualizer by
+    the config's name ('visualizer' in mmdet's configs): runs in one process must not share either (the second
+    run's log, scalars and config would land in the first's work dir, or in an earlier test's)."""
     import mmengine.runner.runner as mmengine_runner
 
     monkeypatch.setattr(mmengine_runner.time, "strftime", lambda *args: "20260101_000000")
