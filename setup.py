@@ -5,7 +5,9 @@ site-packages, while the repository keeps the user's layout.
 """
 from setuptools import find_packages, setup
 
-baseline_packages = ["mnc_bench.baselines" + p[len("baselines"):] for p in find_packages(include=["baselines*"])]
+baseline_packages = [
+    "mnc_bench.baselines" + p[len("baselines"):] for p in find_packages(include=["baselines*"])
+]
 setup(
     packages=find_packages(include=["mnc_bench*"]) + baseline_packages,
     package_dir={"mnc_bench.baselines": "baselines"},

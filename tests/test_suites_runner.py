@@ -43,8 +43,8 @@ def test_sigkill_at_several_points_then_rerun_finishes_every_run_exactly_once(ti
     cli.wait_for(lambda: (runs[1].work_dir / "iter_2.pth").is_file(), what="the second run's checkpoint")
     cli.kill(runner, runs)
     assert [r.state for r in runs] == ["done", "running", "pending"]
-    # The newest checkpoint truncated after mmengine pointed `last_checkpoint` at it (issue 13's
-    # reproduction): the resume steps back to the previous whole one, with one warning in the run's log.
+    # The newest checkpoint truncated after mmengine pointed `last_checkpoint` at it (a kill during the save):
+    # the resume steps back to the previous whole one, with one warning in the run's log.
     newest = max(runs[1].work_dir.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     (runs[1].work_dir / "last_checkpoint").write_text(str(newest))
