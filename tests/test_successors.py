@@ -1,4 +1,4 @@
-"""MNC's successors beyond Mask R-CNN/PANet the cascade line (Cascade Mask R-CNN, HTC) and the
+"""MNC's successors beyond Mask R-CNN and PANet: the cascade line (Cascade Mask R-CNN, HTC) and the
 unified line (SOLOv2, Mask2Former) train and test through the shared CLI path on CPU, and are the models they
 claim to be."""
 
