@@ -115,7 +115,8 @@ def test_while_runs_remain_a_worker_is_started_ahead_for_the_next_one(tmp_path, 
 
 
 class FinishedJob:
-    """A submitit job that has ended: its result, or the exception submitit raises for it."""
+    """A submitit job that has ended: its tasks' results (a list: one per task; one value: one task), or the
+    exception submitit raises for it. Only ``results()``, as in submitit, works for a job of several tasks."""
 
     job_id = "4242"
 
@@ -125,10 +126,15 @@ class FinishedJob:
     def done(self) -> bool:
         return True
 
-    def result(self):
+    def results(self):
         if isinstance(self.outcome, BaseException):
             raise self.outcome
-        return self.outcome
+        return list(self.outcome) if isinstance(self.outcome, list) else [self.outcome]
+
+    def result(self):
+        if isinstance(self.outcome, list) and len(self.outcome) > 1:
+            raise AssertionError("You should use `results()` if your job has subtasks.")
+        return self.results()[0]
 
 
 class Cluster:
@@ -181,6 +187,15 @@ def test_a_failed_submitit_job_is_recorded_with_its_reason(tmp_path, monkeypatch
         "submitit job 4242: Job 4242 (task: 0) with path /slurm/4242_0_result.pkl has not produced any "
         "output (state: NODE_FAIL)")
     assert done["state"] == "done" and progress.done == 1 and progress.failed == 2
+
+
+def test_a_job_of_several_tasks_exits_with_the_first_failing_task_s_code():
+    pytest.importorskip("submitit")
+    from mnc_bench.suites.executors import job_outcome
+
+    assert job_outcome(FinishedJob([0, 0])) == (0, "")  # one task per GPU, all finished
+    assert job_outcome(FinishedJob([0, 3, 1])) == (3, "")
+    assert job_outcome(FinishedJob(2)) == (2, "")
 
 
 def test_a_bug_while_reading_a_submitit_job_is_not_taken_for_a_failed_run(tmp_path, monkeypatch):
