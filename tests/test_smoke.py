@@ -133,26 +133,31 @@ def full_size_layouts(tmp_path_factory) -> dict[str, Path]:
     return roots
 
 
-def _data_root(suite: Path, shapes: Path, layouts: dict[str, Path]) -> Path:
+def _data_root(suite: Path, request: pytest.FixtureRequest) -> Path:
+    """The tiny dataset a suite rehearses on: full-size COCO or VOC layouts for `*_coco` / `*_voc` suites,
+    clips for the video suites, the shapes fixture otherwise (fixtures built only when a suite needs them)."""
     for layout in ("coco", "voc"):
         if suite.stem.endswith(f"_{layout}"):
-            return layouts[layout]
-    return shapes
+            return request.getfixturevalue("full_size_layouts")[layout]
+    if suite.stem.startswith("video_"):
+        return request.getfixturevalue("video_dataset")
+    return request.getfixturevalue("shapes_dataset")
 
 
 @pytest.mark.slow  # every run of the suite, 1 iteration on the CPU
 @pytest.mark.parametrize("suite", [_suite_param(path) for path in SUITES])
-def test_every_shipped_suite_passes_its_smoke_rehearsal(suite, shapes_dataset, full_size_layouts, tmp_path,
-                                                         capsys, monkeypatch):
+def test_every_shipped_suite_passes_its_smoke_rehearsal(suite, request, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    data_root = _data_root(suite, shapes_dataset, full_size_layouts)
+    data_root = _data_root(suite, request)
     # A full-size MNC trains in 6-12 GB on the CPU: one run at a time there, two of the small shapes runs, and
     # glibc's own allocator, which returns freed blocks (mnc_bench.allocator trades memory for speed).
-    workers = "2" if data_root == shapes_dataset else "1"
+    workers = "1" if suite.stem.endswith(FULL_SIZE) else "2"
     monkeypatch.setenv("MNC_BENCH_ALLOCATOR", "system")
     code = main(["run", suite.stem, "--smoke", "--smoke-iters", "1", "--smoke-images", "2", "1",
                  "--seeds", "0", "--workers", workers, "--results", str(tmp_path / "results"),
                  "--cfg-options", f"data_root={data_root}/"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert f"smoke {suite.stem}: " in out, captured.err  # it stopped before rehearsing: the error says why
     verdicts = out[out.index(f"smoke {suite.stem}: "):]
     assert code == 0, verdicts
