@@ -101,6 +101,15 @@ def test_mask_voting_averages_masks_with_high_mask_iou():
     assert unvoted.masks[0, :, :12].all() and not unvoted.masks[0, :, 12:].any()
 
 
+def test_mask_voting_of_an_image_without_instances_gives_no_detections():
+    # Oracle proposals leave an image without ground truth without RoIs: nothing reaches the voting.
+    empty = CascadeOutput(mask_boxes=torch.zeros(0, 4), mask_logits=torch.zeros(0, M, M),
+                          class_probs=torch.zeros(0, NUM_CLASSES + 1),
+                          class_boxes=torch.zeros(0, NUM_CLASSES, 4))
+    found = MNCPostProcessor(score_thr=0.0, mask_voting=True)(empty, image_size=(16, 16))
+    assert len(found.scores) == 0 and found.masks.shape == (0, 16, 16)
+
+
 def test_mask_vote_is_weighted_by_the_voters_scores():
     processor = MNCPostProcessor(mask_thr=0.5, voting_iou=0.5)
     # One low-scored full-box voter (mask IoU 0.75): 0.1 / (0.9 + 0.1) on the right quarter stays below 0.5

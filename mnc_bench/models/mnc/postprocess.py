@@ -242,6 +242,8 @@ class MNCPostProcessor:
         """
         resolution = self.voting_resolution
         num_detections = len(instance_ids)
+        if num_detections == 0:  # nothing kept (an image without instances): the reductions below need some
+            return mask_boxes.new_zeros(0, 4), mask_probs.new_zeros(0, resolution, resolution)
         detections = torch.arange(num_detections, device=mask_boxes.device)
         grid = (torch.arange(resolution, dtype=mask_probs.dtype, device=mask_probs.device) + 0.5) / resolution
         box_areas = (mask_boxes[:, 2] - mask_boxes[:, 0]) * (mask_boxes[:, 3] - mask_boxes[:, 1])
