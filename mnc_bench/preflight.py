@@ -15,7 +15,7 @@ import inspect
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,10 @@ from mnc_bench.errors import ConfigError, UserError
 # Full content validation of an annotation file below this size (above it: layout only, the dataset
 # class reads it anyway and a full check of COCO train would take minutes).
 FULL_CHECK_MAX_BYTES = 64 * 1024 * 1024
-# How long the other ranks of a distributed run wait for rank 0 to write the shapes dataset.
-SHAPES_WAIT_S = 1800
+# How long the other ranks of a distributed run wait for rank 0 to write a generated dataset.
+GENERATED_WAIT_S = 1800
+# The keys of a config's ``synthetic_shapes``.
+SHAPES_SETTINGS = ("num_train", "num_val", "image_size", "seed")
 # mmengine's Runner.build_dataloader takes these keys itself; every other key goes to torch's DataLoader.
 _RUNNER_LOADER_KEYS = {"dataset", "sampler", "batch_sampler", "collate_fn", "worker_init_fn"}
 # Loop arguments the Runner passes itself (not config keys).
@@ -68,23 +70,21 @@ def dataset_files(dataset: Mapping[str, Any]) -> tuple[Path | None, Path | None]
 
 
 def prepare_datasets(cfg, loaders: Sequence[str]) -> None:
-    """Make sure the datasets the given dataloaders read exist and are valid; generate the shapes if the
-    config asks for them (``synthetic_shapes``). Raises a UserError naming the expected layout."""
+    """Make sure the datasets the given dataloaders read exist and are valid; generate the synthetic shapes or
+    clips if the config asks for them (``synthetic_shapes``, ``synthetic_videos``). Raises a UserError naming
+    the expected layout."""
     from mnc_bench.data.check import require_valid_dataset
+    from mnc_bench.suites.contract import launcher_rank
 
-    spec = cfg.get("synthetic_shapes")
-    if spec and cfg.get("data_root"):
-        settings = [name for name, p in inspect.signature(ensure_shapes_dataset).parameters.items()
-                    if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        for key in spec:
-            if key not in settings:
-                raise ConfigError(f"synthetic_shapes.{key}: unknown setting (it takes {', '.join(settings)})")
-        ensure_shapes_dataset(cfg.data_root, **spec)
+    rank = launcher_rank(cfg.get("launcher") or "none")
+    shapes = cfg.get("synthetic_shapes")
+    if shapes and cfg.get("data_root"):
+        ensure_generated(cfg.data_root, shapes_writer(shapes), rank=rank, what="the synthetic shapes dataset")
     videos = cfg.get("synthetic_videos")
     if videos and cfg.get("data_root"):
-        from mnc_bench.data.video import ensure_video_dataset
+        from mnc_bench.data.video import video_writer
 
-        ensure_video_dataset(cfg.data_root, videos)
+        ensure_generated(cfg.data_root, video_writer(videos), rank=rank, what="the synthetic shapes clips")
     layout = cfg.get("dataset_layout") or "a COCO-format annotation file and its image directory"
     checked: set[tuple[str, str]] = set()
     for loader in loaders:
@@ -103,16 +103,22 @@ def prepare_datasets(cfg, loaders: Sequence[str]) -> None:
                 require_valid_dataset(ann, images)
 
 
-def ensure_shapes_dataset(root: str | os.PathLike[str], *, num_train: int = 1000, num_val: int = 200,
-                          image_size: int = 128, seed: int = 0) -> bool:
-    """Write the synthetic shapes dataset at ``root`` unless a complete one is there; True if it was written.
+# Writes a generated dataset to a folder (the first argument); the second says whether to replace a partial
+# one there. Returns the summary lines to print.
+DatasetWriter = Callable[[Path, bool], str]
 
-    Complete means both annotation files exist (the writer renames them into place last). A folder holding
-    only part of the layout (``annotations/``, ``train/``, ``val/``) is written again; any other existing
-    folder, empty or not, is left alone for the dataset checks to report. Under a distributed launcher rank 0
-    writes and the other ranks wait for it.
+
+def ensure_generated(root: str | os.PathLike[str], write: DatasetWriter, *, rank: int = 0,
+                     what: str = "the generated dataset") -> bool:
+    """Write a generated dataset at ``root`` unless a complete one is there; True if this process wrote it.
+
+    Complete means both annotation files exist (the writers rename the whole folder into place). A folder
+    holding only part of the layout (``annotations/``, ``train/``, ``val/``) is written again; any other
+    existing folder, empty or not, is left alone for the dataset checks to report. Rank 0 of a distributed run
+    writes and the other ranks wait for it; independent processes that write at once keep the first complete
+    copy (:func:`~mnc_bench.data.synthetic.build_atomically`).
     """
-    from mnc_bench.data.synthetic import DATASET_SPLITS, ShapesConfig, write_shapes_dataset
+    from mnc_bench.data.synthetic import DATASET_SPLITS
 
     root = Path(root)
     markers = [root / "annotations" / f"instances_{split}.json" for split in DATASET_SPLITS]
@@ -122,19 +128,34 @@ def ensure_shapes_dataset(root: str | os.PathLike[str], *, num_train: int = 1000
     partial = bool(entries) and entries <= {"annotations", *DATASET_SPLITS}
     if root.exists() and not partial:
         return False
-    if int(os.environ.get("RANK", "0")) != 0:
-        deadline = time.monotonic() + SHAPES_WAIT_S
+    if rank != 0:
+        deadline = time.monotonic() + GENERATED_WAIT_S
         while not all(marker.is_file() for marker in markers):
             if time.monotonic() > deadline:
-                raise UserError(f"waited {SHAPES_WAIT_S // 60} min for rank 0 to write the shapes dataset to "
-                                f"{root}")
+                raise UserError(f"waited {GENERATED_WAIT_S // 60} min for rank 0 to write {what} to {root}")
             time.sleep(2)
         return False
-    print(f"mnc-bench: writing the synthetic shapes dataset to {root} ...", file=sys.stderr, flush=True)
-    summary = write_shapes_dataset(root, num_train=int(num_train), num_val=int(num_val), overwrite=partial,
-                                   config=ShapesConfig(image_size=int(image_size), seed=int(seed)))
-    print(summary, file=sys.stderr, flush=True)
+    print(f"mnc-bench: writing {what} to {root} ...", file=sys.stderr, flush=True)
+    print(write(root, partial), file=sys.stderr, flush=True)
     return True
+
+
+def shapes_writer(settings: Mapping[str, Any]) -> DatasetWriter:
+    """The writer of the shapes dataset a config's ``synthetic_shapes`` describes (keys:
+    :data:`SHAPES_SETTINGS`)."""
+    from mnc_bench.data.synthetic import ShapesConfig, write_shapes_dataset
+
+    for key in settings:
+        if key not in SHAPES_SETTINGS:
+            raise ConfigError(
+                f"synthetic_shapes.{key}: unknown setting (it takes {', '.join(SHAPES_SETTINGS)})")
+    counts = {key: int(settings[key]) for key in ("num_train", "num_val") if key in settings}
+    config = ShapesConfig(**{key: int(settings[key]) for key in ("image_size", "seed") if key in settings})
+
+    def write(root: Path, overwrite: bool) -> str:
+        return write_shapes_dataset(root, **counts, config=config, overwrite=overwrite)
+
+    return write
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -14,10 +14,17 @@ import pytest
 
 pytest.importorskip("mmcv.ops")
 
+from mnc_bench import preflight  # noqa: E402
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.config_loading import load_config  # noqa: E402
-from mnc_bench.errors import UserError  # noqa: E402
-from mnc_bench.preflight import check_pretrained_weights, ensure_shapes_dataset, prepare_datasets  # noqa: E402
+from mnc_bench.data.synthetic import build_atomically  # noqa: E402
+from mnc_bench.errors import ConfigError, UserError  # noqa: E402
+from mnc_bench.preflight import (  # noqa: E402
+    check_pretrained_weights,
+    ensure_generated,
+    prepare_datasets,
+    shapes_writer,
+)
 from mnc_bench.training import train  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -250,21 +257,50 @@ def test_shapes_are_generated_when_their_root_is_missing(tmp_path):
 
 def test_shapes_are_written_once_and_a_partial_folder_again(tmp_path, capsys):
     root = tmp_path / "shapes"
-    small = dict(num_train=2, num_val=1, image_size=64)
-    assert ensure_shapes_dataset(root, **small)
+    write = shapes_writer(dict(num_train=2, num_val=1, image_size=64))
+    assert ensure_generated(root, write)
     train_ann = root / "annotations" / "instances_train.json"
     written = train_ann.stat().st_mtime_ns
     # complete: reused
-    assert not ensure_shapes_dataset(root, **small) and train_ann.stat().st_mtime_ns == written
+    assert not ensure_generated(root, write) and train_ann.stat().st_mtime_ns == written
     (root / "annotations" / "instances_val.json").unlink()  # partial: written again
-    assert ensure_shapes_dataset(root, **small) and (root / "annotations" / "instances_val.json").is_file()
+    assert ensure_generated(root, write) and (root / "annotations" / "instances_val.json").is_file()
     assert len(json.loads(train_ann.read_text())["images"]) == 2
     # A folder that is not (part of) a shapes dataset is never written into; the dataset check reports it.
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
-    assert not ensure_shapes_dataset(foreign, **small)
+    assert not ensure_generated(foreign, write)
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("launcher, variable", [("slurm", "SLURM_PROCID"), ("pytorch", "RANK")])
+def test_only_rank_zero_writes_the_shapes_and_the_others_wait(tmp_path, monkeypatch, launcher, variable):
+    # Under --launcher slurm, RANK is set only once mmengine joins the process group, after the datasets are
+    # prepared: the rank comes from the launcher's own variable.
+    monkeypatch.setenv(variable, "1")
+    monkeypatch.setattr(preflight, "GENERATED_WAIT_S", 0)
+    root = tmp_path / "shapes"
+    cfg = load_config(MASK_RCNN, {"data_root": str(root), "synthetic_shapes.num_train": 2,
+                                  "synthetic_shapes.num_val": 1, "launcher": launcher})
+    waited = f"waited 0 min for rank 0 to write the synthetic shapes dataset to {root}"
+    with pytest.raises(UserError, match=re.escape(waited)):
+        prepare_datasets(cfg, ["train_dataloader"])
+    assert not root.exists()
+
+
+def test_a_dataset_written_meanwhile_by_another_process_is_kept(tmp_path):
+    out = tmp_path / "shapes"
+
+    def build(staging: Path) -> list[str]:
+        (staging / "mine.txt").write_text("late copy")
+        out.mkdir()  # another process renames its complete copy into place first
+        (out / "theirs.txt").write_text("first copy")
+        return ["built"]
+
+    assert build_atomically(out, build) == f"kept {out}, written meanwhile by another process"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # no staging folder left
+    assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
 
 
 def test_unknown_synthetic_shapes_setting_is_named(tmp_path, capsys):
@@ -305,3 +341,17 @@ def test_a_distributed_launch_that_cannot_start_on_cpu_is_a_user_error(
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(UserError, match=re.escape(message)):
         train(MASK_RCNN, launcher=launcher, work_dir=tmp_path, cfg_options={"data_root": str(shapes_dataset)})
+
+
+def test_synthetic_clips_are_generated_and_an_unknown_setting_is_named(tmp_path):
+    video_config = CONFIGS / "video" / "video_mnc_shapes_video.py"
+    root = tmp_path / "clips"
+    settings = {"data_root": str(root), "synthetic_videos.num_train": 1, "synthetic_videos.num_val": 1,
+                "synthetic_videos.max_frames": 2, "synthetic_videos.min_frames": 2}
+    with pytest.raises(ConfigError, match=r"^synthetic_videos\.num_test: unknown setting \(it takes num_tr"):
+        prepare_datasets(load_config(video_config, {**settings, "synthetic_videos.num_test": 1}),
+                         ["train_dataloader"])
+    assert not root.exists()
+    prepare_datasets(load_config(video_config, settings), ["train_dataloader", "val_dataloader"])
+    official = json.loads((root / "annotations" / "ytvis_train.json").read_text())
+    assert len(official["videos"]) == 1 and len(official["videos"][0]["file_names"]) == 2

@@ -282,16 +282,23 @@ def build_atomically(out_dir: str | os.PathLike[str], build: Callable[[Path], li
                      overwrite: bool = False) -> str:
     """Run ``build(staging)`` in a temporary sibling of ``out_dir``, then rename it into place, so an
     interrupted run never leaves a half-written dataset. ``build`` returns summary lines; returns them after
-    "wrote OUT"."""
+    "wrote OUT". Without ``overwrite``, a folder another process renamed into place meanwhile is kept and this
+    copy dropped: processes reading that one never see it replaced."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"output directory {out} exists and is not empty (choose another --out or remove it)")
     staging = make_staging_dir(out)
     try:
         lines = build(staging)
-        if out.exists():
+        if overwrite and out.exists():
             shutil.rmtree(out)
-        os.replace(staging, out)
+        try:
+            os.rename(staging, out)  # replaces an empty folder, refuses a non-empty one
+        except OSError:
+            if not (out.is_dir() and any(out.iterdir())):
+                raise
+            shutil.rmtree(staging)
+            return f"kept {out}, written meanwhile by another process"
         fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

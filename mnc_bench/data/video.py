@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -334,14 +334,9 @@ SYNTHETIC_VIDEO_SETTINGS = (
     "max_frames",
     "camera_shake",
 )
-_WAIT_S = 1800
-
-
-def ensure_video_dataset(root: str | os.PathLike[str], settings: dict[str, Any]) -> bool:
-    """Write the clips at ``root`` (a config's ``synthetic_videos``: keys of :data:`SYNTHETIC_VIDEO_SETTINGS`)
-    unless a complete dataset is there; True if written. A folder holding only part of the layout is written
-    again; any other existing folder is left for the dataset checks to report. Under a distributed launcher
-    rank 0 writes and the other ranks wait."""
+def video_writer(settings: dict[str, Any]) -> Callable[[Path, bool], str]:
+    """The writer of the clips a config's ``synthetic_videos`` describes (keys of
+    :data:`SYNTHETIC_VIDEO_SETTINGS`), for :func:`mnc_bench.preflight.ensure_generated`."""
     from mnc_bench.errors import ConfigError
 
     for key in settings:
@@ -349,23 +344,6 @@ def ensure_video_dataset(root: str | os.PathLike[str], settings: dict[str, Any])
             raise ConfigError(
                 f"synthetic_videos.{key}: unknown setting (it takes {', '.join(SYNTHETIC_VIDEO_SETTINGS)})"
             )
-    root = Path(root)
-    markers = [root / "annotations" / f"instances_{split}.json" for split in DATASET_SPLITS]
-    if all(marker.is_file() for marker in markers):
-        return False
-    entries = {entry.name for entry in root.iterdir()} if root.is_dir() else set()
-    partial = bool(entries) and entries <= {"annotations", *DATASET_SPLITS}
-    if root.exists() and not partial:
-        return False
-    if int(os.environ.get("RANK", "0")) != 0:
-        import time
-
-        deadline = time.monotonic() + _WAIT_S
-        while not all(marker.is_file() for marker in markers):
-            if time.monotonic() > deadline:
-                raise UserError(f"waited {_WAIT_S // 60} min for rank 0 to write the shapes clips to {root}")
-            time.sleep(2)
-        return False
     default = VideoConfig()
     config = VideoConfig(
         shapes=replace(
@@ -377,13 +355,14 @@ def ensure_video_dataset(root: str | os.PathLike[str], settings: dict[str, Any])
         max_frames=int(settings.get("max_frames", default.max_frames)),
         camera_shake=float(settings.get("camera_shake", default.camera_shake)),
     )
-    print(f"mnc-bench: writing the synthetic shapes clips to {root} ...", file=sys.stderr, flush=True)
-    summary = write_video_dataset(
-        root,
-        num_train=int(settings.get("num_train", DEFAULT_TRAIN_VIDEOS)),
-        num_val=int(settings.get("num_val", DEFAULT_VAL_VIDEOS)),
-        config=config,
-        overwrite=partial,
-    )
-    print(summary, file=sys.stderr, flush=True)
-    return True
+
+    def write(root: Path, overwrite: bool) -> str:
+        return write_video_dataset(
+            root,
+            num_train=int(settings.get("num_train", DEFAULT_TRAIN_VIDEOS)),
+            num_val=int(settings.get("num_val", DEFAULT_VAL_VIDEOS)),
+            config=config,
+            overwrite=overwrite,
+        )
+
+    return write

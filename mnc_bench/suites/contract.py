@@ -154,3 +154,14 @@ def table_columns(axes: list[str], metrics: list[str]) -> list[str]:
 
 EXECUTORS = ("local", "slurm")  # `mnc-bench run --executor`: worker subprocesses here, or a Slurm job array
 LAUNCHERS = ("none", "pytorch", "slurm")  # mmengine's distributed launchers (`--launcher`)
+
+
+def launcher_rank(launcher: str) -> int:
+    """This process's global rank under ``launcher``, read from the environment the launcher sets up, so that
+    it is known before mmengine joins the process group (torchrun sets ``RANK``; under Slurm mmengine derives
+    it from ``SLURM_PROCID`` only when it initialises the group)."""
+    if launcher == "slurm":
+        return int(os.environ.get("SLURM_PROCID", "0"))
+    if launcher == "pytorch":
+        return int(os.environ.get("RANK", "0"))
+    return 0

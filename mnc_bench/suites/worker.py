@@ -40,6 +40,7 @@ from mnc_bench.suites.contract import (
     SCALARS_JSON,
     RunState,
     is_proposal_metric,
+    launcher_rank,
 )
 from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso
 
@@ -55,7 +56,7 @@ def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none",
         import torch
 
         torch.set_num_threads(threads)
-    if _rank(launcher) != 0:  # other ranks of a multi-GPU run only compute
+    if launcher_rank(launcher) != 0:  # other ranks of a multi-GPU run only compute
         if run_dir.state != RunState.DONE:  # else rank 0 returns at once and there is no one to join
             _train_and_evaluate(run_dir, run_dir.read_run(), launcher, main=False, track=track)
         return EXIT_DONE
@@ -263,14 +264,6 @@ def _redirect_output(log: Path) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-
-
-def _rank(launcher: str) -> int:
-    if launcher == "slurm":
-        return int(os.environ.get("SLURM_PROCID", "0"))
-    if launcher == "pytorch":
-        return int(os.environ.get("RANK", "0"))
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
