@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnc_bench import determinism
 from mnc_bench.amp import TEST_OPTIONS, TRAIN_OPTIONS, add_loss_scale_hook, require_amp_device
 from mnc_bench.checkpoints import (
     allow_mmengine_checkpoint_globals,
@@ -108,7 +109,12 @@ def train(
     prepare_datasets(cfg, ["train_dataloader", "val_dataloader"] if validating else ["train_dataloader"])
     check_pretrained_weights(cfg)
     allow_mmengine_checkpoint_globals()
-    runner = _build_runner(cfg)
+    deterministic_on_cuda = bool(deterministic) and training_device() == "cuda"
+    if deterministic_on_cuda:
+        determinism.before_cuda_work()
+    runner = _build_runner(cfg)  # applies cfg.randomness
+    if deterministic_on_cuda:
+        determinism.after_runner_built()
     runner.train()
     from mmengine.dist import barrier
 

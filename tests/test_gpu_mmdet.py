@@ -1,5 +1,6 @@
 """GPU tier, half that needs mmcv built with CUDA kernels: mmcv's ops on CUDA against the CPU, every shapes
-config for 5 iterations and a test pass on the GPU in fp32 and with --amp, and `bench models --device cuda`.
+config for 5 iterations and a test pass on the GPU in fp32 and with --amp, a --deterministic training, and
+`bench models --device cuda`.
 
 Run with `make test-gpu` (about 20 short trainings). Skipped, saying why, without a GPU or without CUDA
 kernels.
@@ -73,6 +74,22 @@ def test_five_iterations_and_a_test_pass_on_the_gpu(config, amp, shapes_dataset,
     printed = capsys.readouterr().out
     assert code == 0 and f"predictions {out}" in printed
     assert isinstance(json.loads(out.read_text()), list)
+
+
+@pytest.mark.parametrize("config", [REPO / "configs/mnc/mnc_3stage_shapes.py",
+                                    REPO / "configs/mask_rcnn/mask_rcnn_shapes.py"],
+                         ids=lambda path: path.stem)
+def test_deterministic_training_on_the_gpu_runs(config, shapes_dataset, tmp_path, capsys):
+    # grid_sample's CUDA backward (MNC) has no deterministic kernel: --deterministic warns there, not fails.
+    enabled_before = torch.are_deterministic_algorithms_enabled()
+    try:
+        code = main(["train", str(config), "--work-dir", str(tmp_path), "--deterministic", "--seed", "0",
+                     "--cfg-options", *_options(shapes_dataset)])
+    finally:
+        torch.use_deterministic_algorithms(enabled_before)
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "iter_5.pth").is_file(), err[-2000:]
+    assert "--deterministic on CUDA" in err
 
 
 def test_bench_models_on_the_gpu(tmp_path, capsys):

@@ -223,6 +223,41 @@ def _logged_losses(work: Path) -> list[str]:
     return re.findall(r"Iter\(train\) .*  loss: (\S+)", _train_log(work))
 
 
+def test_deterministic_on_cuda_fixes_cublas_and_warns_where_torch_has_no_deterministic_kernel(
+        shapes_dataset, tmp_path, fast_options, monkeypatch, capsys):
+    # mmengine's randomness.deterministic turns on torch's deterministic algorithms, which on CUDA raise at
+    # the first backward of grid_sample (MNC's RoI warp); the training must start with the cuBLAS workspace
+    # fixed and those ops warning instead.
+    from mnc_bench import training
+
+    seen = {}
+
+    class Runner:
+        message_hub = type("Hub", (), {"log_scalars": {}})()
+
+        def train(self):
+            seen["cublas"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+            seen["warn_only"] = torch.is_deterministic_algorithms_warn_only_enabled()
+
+    def build(cfg):
+        torch.use_deterministic_algorithms(True)  # what mmengine's set_random_seed(deterministic=True) does
+        return Runner()
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(training, "training_device", lambda: "cuda")
+    monkeypatch.setattr(training, "require_mmcv_ops_for", lambda device, what: None)  # this CPU-only mmcv
+    monkeypatch.setattr(training, "_build_runner", build)
+    enabled_before = torch.are_deterministic_algorithms_enabled()
+    try:
+        train(MNC, work_dir=tmp_path / "work", deterministic=True,
+              cfg_options=parse_cfg_options(fast_options(shapes_dataset, iters=1, val=False)))
+    finally:
+        torch.use_deterministic_algorithms(enabled_before)
+    assert seen == {"cublas": ":4096:8", "warn_only": True}
+    note = "--deterministic on CUDA: cuDNN and cuBLAS (CUBLAS_WORKSPACE_CONFIG=:4096:8) deterministic"
+    assert note in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_deterministic_runs_repeat_bit_for_bit(shapes_dataset, tmp_path, fast_options):
     enabled_before = torch.are_deterministic_algorithms_enabled()
