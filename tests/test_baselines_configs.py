@@ -169,6 +169,7 @@ def test_loaded_configs_are_not_yapf_formatted(monkeypatch):
     assert "max_iters=3" in cfg.pretty_text
 
 
+@pytest.mark.slow
 def test_validating_a_suite_does_not_import_torchvision(tmp_path):
     """Validating a suite (every config read and every model built, what `mnc-bench run` does before any run
     starts) leaves torchvision unimported: its ops pull in torch._dynamo, ~1 s on the way to the first

@@ -22,6 +22,10 @@ from mnc_bench.reporting.style import Canvas
 from mnc_bench.reporting.table import bench_weights
 from mnc_bench.reporting.venue import COLUMN
 
+# The whole report drawn from the fixture tree takes ~20 s: CI's slow tier; the pieces have fast tests in
+# the other test_report_*.py files.
+pytestmark = pytest.mark.slow
+
 SUITES = ["mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality", "stage3_labels"]
 # Main figures: 3.25 in (PDF, PNG) and 6.875 in (<name>_textwidth.pdf). The grid holds 3 models at column
 # width: the fixture's 4 go on in qualitative_2; at text width one figure holds all.

@@ -161,6 +161,7 @@ def test_box_only_or_broken_predictions_skip_the_qualitative_figure(results, tmp
     assert not (tmp_path / "figs").exists()
 
 
+@pytest.mark.slow
 def test_a_figure_that_cannot_be_drawn_costs_only_that_figure(results, tmp_path, monkeypatch):
     def broken(*args):
         raise ValueError("cannot convert float NaN to integer")

@@ -71,6 +71,7 @@ def test_prestarted_workers_take_the_runs_and_the_spare_is_stopped(tmp_path, mon
     assert events.finished_codes == [0, 0] and worker_pid(runs[1]) not in {p.pid for p in prestarted}
 
 
+@pytest.mark.slow
 def test_an_idle_worker_loads_its_libraries_before_its_run_and_exits_without_one_when_stdin_closes(tmp_path):
     """Idle: the libraries (up to mmcv's ops) are loaded while the worker waits for a run directory on stdin.
     Closed without one: the worker exits 0, silent, writing nothing where it runs."""

@@ -120,6 +120,7 @@ def _same_optimizer_state(a: dict, b: dict) -> bool:
         for index in a)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_iteration(shapes_dataset, tmp_path, fast_options):
     work = tmp_path / "work"
     recording = {"custom_hooks": [dict(type="_RecordOptimizerState")]}
@@ -299,6 +300,7 @@ def test_default_shapes_schedule_learns(config, tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_config_within_a_second_keep_their_own_logs(shapes_dataset, tmp_path, monkeypatch,
                                                                     fast_options):
     """mmengine hands out its logger by name, '<experiment>_<timestamp to the second>', and its visualizer by
