@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -75,10 +76,22 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
     fsync_dir(path.parent)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = None) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically."""
+def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = None,
+               nan_as_null: bool = False) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically; with ``nan_as_null``, NaN and infinities as null, so the
+    file is strict JSON that any reader takes."""
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=indent)
+        json.dump(_nan_as_null(obj) if nan_as_null else obj, handle, indent=indent)
+
+
+def _nan_as_null(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, Mapping):
+        return {key: _nan_as_null(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_nan_as_null(value) for value in data]
+    return data
 
 
 def check_writable_output(path: str | os.PathLike[str], kind: str, *, directory: bool = False) -> None:

@@ -199,7 +199,7 @@ def _check_images(images: list[Any], out: Problems, found: Instances, *, dataset
     ids = _ImageIds()
     image_keys = IMAGE_KEYS + (DATASET_IMAGE_KEYS if dataset else ())
     for i, image in enumerate(images):
-        image_id = _record_id(out, "image", i, image, image_keys, ids.all)
+        image_id = record_id(out, "image", i, image, image_keys, ids.all)
         if image_id is None:
             if isinstance(image, dict) and is_int(image.get("id")) and image["id"] not in ids.all:
                 ids.all.add(image["id"])
@@ -229,7 +229,7 @@ def _check_categories(categories: list[Any], out: Problems, found: Instances) ->
     category_ids: set[int] = set()
     names: set[str] = set()
     for i, category in enumerate(categories):
-        category_id = _record_id(out, "category", i, category, CATEGORY_KEYS, category_ids)
+        category_id = record_id(out, "category", i, category, CATEGORY_KEYS, category_ids)
         if category_id is None:
             if isinstance(category, dict) and is_int(category.get("id")):
                 category_ids.add(category["id"])
@@ -253,7 +253,7 @@ def _check_annotations(annotations: list[Any], out: Problems, found: Instances, 
     seen: set[int] = set()
     for i, ann in enumerate(annotations):
         # pycocotools keeps matched ground-truth ids in an array where 0 means "unmatched".
-        ann_id = _record_id(out, "annotation", i, ann, annotation_keys, seen, nonzero=True)
+        ann_id = record_id(out, "annotation", i, ann, annotation_keys, seen, nonzero=True)
         if ann_id is None:
             continue
         seen.add(ann_id)
@@ -272,7 +272,7 @@ def _check_annotations(annotations: list[Any], out: Problems, found: Instances, 
     found.num_annotations = len(seen)
 
 
-def _record_id(
+def record_id(
     out: Problems, kind: str, index: int, record: Any, keys: tuple[str, ...], taken: set[int], *,
     nonzero: bool = False,
 ) -> int | None:
@@ -285,15 +285,15 @@ def _record_id(
     if missing:
         out.missing(where, missing)
         return None
-    record_id = record["id"]
+    value = record["id"]
     rule = f"'id' must be a unique {'non-zero ' if nonzero else ''}integer"
-    if not is_int(record_id) or (nonzero and record_id == 0):
-        out.add(where, f"{rule}, got {record_id!r}")
+    if not is_int(value) or (nonzero and value == 0):
+        out.add(where, f"{rule}, got {value!r}")
         return None
-    if record_id in taken:
-        out.add(where, f"{rule}; {record_id} is a duplicate id")
+    if value in taken:
+        out.add(where, f"{rule}; {value} is a duplicate id")
         return None
-    return record_id
+    return value
 
 
 def _annotation_fields_ok(ann: dict, image_id: int, size: tuple[int, int], where: str, out: Problems) -> bool:

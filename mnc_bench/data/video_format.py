@@ -36,6 +36,7 @@ from mnc_bench.data.coco_format import (
     Problems,
     bbox_problem,
     check_instances,
+    record_id,
 )
 from mnc_bench.data.predicates import is_finite_number, is_int
 from mnc_bench.data.segmentation import SegmentationError, to_rle
@@ -80,7 +81,8 @@ def check_youtube_vis(data: Any, out: Problems) -> YouTubeVISTracks:
             return found
     video_ids: set[int] = set()
     for i, video in enumerate(data["videos"]):
-        video_id = _checked_id(out, "video", i, video, ("id", "width", "height", "file_names"), video_ids)
+        video_id = record_id(out, "video", i, video, ("id", "width", "height", "file_names"), video_ids,
+                             nonzero=True)
         if video_id is None:
             continue
         video_ids.add(video_id)
@@ -103,7 +105,7 @@ def check_youtube_vis(data: Any, out: Problems) -> YouTubeVISTracks:
     track_ids: set[int] = set()
     for i, track in enumerate(data["annotations"]):
         keys = ("id", "video_id", "category_id", "iscrowd", "segmentations")
-        track_id = _checked_id(out, "annotation", i, track, keys, track_ids)
+        track_id = record_id(out, "annotation", i, track, keys, track_ids, nonzero=True)
         if track_id is None:
             continue
         track_ids.add(track_id)
@@ -262,7 +264,7 @@ def check_coco_video(data: Any, source: str, out: Problems, *, dataset: bool) ->
         return found
     video_ids: set[int] = set()
     for i, video in enumerate(data["videos"]):
-        video_id = _checked_id(out, "video", i, video, ("id", "width", "height"), video_ids)
+        video_id = record_id(out, "video", i, video, ("id", "width", "height"), video_ids, nonzero=True)
         if video_id is None:
             continue
         video_ids.add(video_id)
@@ -359,7 +361,7 @@ def _categories(categories: list, out: Problems) -> dict[int, str]:
     names: dict[int, str] = {}
     ids: set[int] = set()
     for i, category in enumerate(categories):
-        category_id = _checked_id(out, "category", i, category, ("id", "name"), ids)
+        category_id = record_id(out, "category", i, category, ("id", "name"), ids, nonzero=True)
         if category_id is None:
             continue
         ids.add(category_id)
@@ -370,24 +372,6 @@ def _categories(categories: list, out: Problems) -> dict[int, str]:
             continue
         names[category_id] = category["name"]
     return names
-
-
-def _checked_id(
-    out: Problems, kind: str, index: int, record: Any, keys: tuple[str, ...], taken: set[int]
-) -> int | None:
-    where = out.position(kind, index, record)
-    if not isinstance(record, dict):
-        out.add(where, f"expected an object, got {type(record).__name__}")
-        return None
-    missing = [key for key in keys if key not in record]
-    if missing:
-        out.missing(where, missing)
-        return None
-    record_id = record["id"]
-    if not is_int(record_id) or record_id == 0 or record_id in taken:
-        out.add(where, f"'id' must be a unique non-zero integer, got {record_id!r}")
-        return None
-    return record_id
 
 
 def require_layout(data: Any, source: str) -> None:

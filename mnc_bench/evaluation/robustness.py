@@ -103,7 +103,7 @@ def _mean(values: Any) -> float:
 
 def write_record(path: str | os.PathLike[str], record: RobustnessRecord) -> None:
     """Write ``record`` atomically as strict JSON (NaN as null)."""
-    write_json(path, _strict(record.to_json()), indent=1)
+    write_json(path, record.to_json(), indent=1, nan_as_null=True)
 
 
 def read_summary(path: str | os.PathLike[str]) -> dict[str, float]:
@@ -129,14 +129,4 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not (isinstance(data, dict) and data.get("format") == RECORD_FORMAT
             and isinstance(data.get("summary"), dict)):
         raise UserError(f"{path}: not a robustness record of format {RECORD_FORMAT}")
-    return data
-
-
-def _strict(data: Any) -> Any:
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    if isinstance(data, Mapping):
-        return {key: _strict(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_strict(value) for value in data]
     return data

@@ -24,10 +24,9 @@ import datetime as dt
 import errno
 import fcntl
 import json
-import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +85,7 @@ class RunDir:
         """Write ``name`` atomically; ``nan_as_null`` for numbers where NaN means 'undefined' (metrics), so
         the file is strict JSON. Elsewhere a NaN stays NaN (a suite may set a loss weight to .nan on
         purpose)."""
-        write_json(self.file(name), _strict(data) if nan_as_null else data, indent=1)
+        write_json(self.file(name), data, indent=1, nan_as_null=nan_as_null)
 
     def read_run(self) -> dict[str, Any]:
         run = self.read_json(RUN_JSON)
@@ -165,14 +164,3 @@ def list_run_dirs(suite_dir: str | os.PathLike[str]) -> list[RunDir]:
         return []
     return [RunDir(p) for p in sorted(root.iterdir())
             if not p.name.startswith(".") and (p / RUN_JSON).is_file()]
-
-
-def _strict(data: Any) -> Any:
-    """NaN/inf -> None so every file is strict JSON."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    if isinstance(data, Mapping):
-        return {key: _strict(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_strict(value) for value in data]
-    return data
