@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 import pytest
+from coco_fixtures import random_dataset
 from pycocotools import mask as mask_utils
 from scipy import ndimage
-from test_evaluation_coco import random_dataset
 
 from mnc_bench.cli import main
 from mnc_bench.evaluation import evaluate, load_ground_truth, load_predictions

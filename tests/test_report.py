@@ -7,7 +7,6 @@ import json
 import re
 import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,9 +16,7 @@ from report_browser import find_chromium, inspect_page
 from report_fixtures import DISPLAY_NAMES
 
 from mnc_bench.reporting import provenance, write_report
-from mnc_bench.reporting.paths import PathDisplay
 from mnc_bench.reporting.style import Canvas
-from mnc_bench.reporting.table import bench_weights
 from mnc_bench.reporting.venue import COLUMN
 
 # The whole report drawn from the fixture tree takes ~20 s: CI's slow tier; the pieces have fast tests in
@@ -368,18 +365,6 @@ def test_the_report_says_which_weights_the_bench_used_and_how_to_rerun_it(fixtur
     bench_line = next(line for line in text.splitlines() if line.startswith("mnc-bench bench models"))
     assert " configs/mnc/mnc_3stage_shapes.py " in bench_line.split("--configs", 1)[1]
     assert "--checkpoint" not in bench_line
-
-
-def test_bench_weights_and_command_name_the_trained_checkpoints():
-    bench = pd.DataFrame({"model": ["a", "b"], "config": ["configs/a.py", "configs/b.py"],
-                          "weights": ["checkpoint", "random"], "checkpoint": ["/w/a.pth", None]})
-    assert bench_weights(bench) == "trained weights for a, random weights for the others"
-    assert bench_weights(bench.assign(weights="checkpoint")) == "trained weights (--checkpoint)"
-    assert bench_weights(bench.drop(columns="weights")) == "weights not recorded"
-    display = PathDisplay.of("results", pd.DataFrame(columns=["suite", "run_id", "run_dir"]))
-    command = provenance._bench_command(bench, Path("results/bench/x.json"), display)
-    assert command == ["mnc-bench", "bench", "models", "--configs", "configs/a.py", "configs/b.py",
-                       "--checkpoint", "a=<outside>/a.pth", "--json", "results/bench/x.json"]
 
 
 def test_total_loss_axis_is_logarithmic_for_positive_losses(fixture_report):

@@ -13,6 +13,8 @@ import pytest
 
 from mnc_bench.reporting import write_report
 from mnc_bench.reporting.paths import PathDisplay, shell_join
+from mnc_bench.reporting.provenance import bench_command
+from mnc_bench.reporting.table import bench_weights
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 ELSEWHERE = "/cluster/scratch/ana/results"  # where the suites ran, as the collect tables recorded it
@@ -41,8 +43,9 @@ def test_path_display_rules(tmp_path):
     assert display.recorded(f"{ELSEWHERE}/s/r1/work/iter_1000.pth") == "<results>/s/r1/work/iter_1000.pth"
     reason = f"FileNotFoundError: '{ELSEWHERE}/s/r1/work/x.pth' (see {ELSEWHERE}2/log)"
     assert display.text(reason) == f"FileNotFoundError: '<results>/s/r1/work/x.pth' (see {ELSEWHERE}2/log)"
-    assert shell_join(["mnc-bench", "report", "--results", "<results>", "a b"]) == \
-        "mnc-bench report --results <results> 'a b'"  # the placeholder stays readable, other text is quoted
+    # the placeholder stays readable, other text is quoted
+    assert (shell_join(["mnc-bench", "report", "--results", "<results>", "a b"])
+            == "mnc-bench report --results <results> 'a b'")
 
 
 def _copy_from_elsewhere(results: Path, copy: Path, suite: str) -> None:
@@ -113,3 +116,15 @@ def test_runs_from_uncommitted_code_get_a_warning_at_the_top(results, tmp_path):
                                "uncommitted changes (0123456789ab+dirty)")
     page = (written.out / "report.html").read_text()
     assert page.index('<p class="warning" role="alert"><strong>Warning:</strong> 3 of') < page.index("<table")
+
+
+def test_bench_weights_and_command_name_the_trained_checkpoints():
+    bench = pd.DataFrame({"model": ["a", "b"], "config": ["configs/a.py", "configs/b.py"],
+                          "weights": ["checkpoint", "random"], "checkpoint": ["/w/a.pth", None]})
+    assert bench_weights(bench) == "trained weights for a, random weights for the others"
+    assert bench_weights(bench.assign(weights="checkpoint")) == "trained weights (--checkpoint)"
+    assert bench_weights(bench.drop(columns="weights")) == "weights not recorded"
+    display = PathDisplay.of("results", pd.DataFrame(columns=["suite", "run_id", "run_dir"]))
+    command = bench_command(bench, Path("results/bench/x.json"), display)
+    assert command == ["mnc-bench", "bench", "models", "--configs", "configs/a.py", "configs/b.py",
+                       "--checkpoint", "a=<outside>/a.pth", "--json", "results/bench/x.json"]

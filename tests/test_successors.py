@@ -170,5 +170,5 @@ def test_the_long_unified_schedules_change_only_the_length(config):
     assert steps["milestones"] == [int(long["train_cfg"]["max_iters"] * f) for f in fractions]
     assert steps["end"] == long["train_cfg"]["max_iters"]
     assert long["default_hooks"]["checkpoint"]["max_keep_ckpts"] == -1  # part-way checkpoints stay scoreable
-    assert {k: v for k, v in long["default_hooks"].items() if k != "checkpoint"} == \
-        {k: v for k, v in short["default_hooks"].items() if k != "checkpoint"}
+    assert ({k: v for k, v in long["default_hooks"].items() if k != "checkpoint"}
+            == {k: v for k, v in short["default_hooks"].items() if k != "checkpoint"})

@@ -94,7 +94,7 @@ def _machine(bench_machine: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _bench_command(bench: pd.DataFrame, source: Path, display: PathDisplay) -> list[str]:
+def bench_command(bench: pd.DataFrame, source: Path, display: PathDisplay) -> list[str]:
     """The ``bench models`` command as far as its results file records it: configs and trained weights."""
     command = ["mnc-bench", "bench", "models"]
     if "config" in bench:
@@ -127,7 +127,7 @@ def collect_provenance(inputs: Inputs, command: list[str], display: PathDisplay)
         prov.files.append((display.path(source), _digest(source)))
     if inputs.bench_source is not None:
         prov.files.append((display.path(inputs.bench_source), _digest(inputs.bench_source)))
-        prov.commands.append(shell_join(_bench_command(inputs.bench, inputs.bench_source, display)))
+        prov.commands.append(shell_join(bench_command(inputs.bench, inputs.bench_source, display)))
     prov.commands.append(shell_join(command))
     for _, run in inputs.runs.iterrows():
         prov.run_commands.append((str(run["run_id"]), _train_command(run, display)))
