@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mmengine.config import Config
 
 pytest.importorskip("mmcv.ops")
@@ -112,7 +113,8 @@ def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(write_suite
     trained, _ = run(b, results)
     assert trained.trained == [failed.run_id, interrupted.run_id, truncated.run_id]
 
-    # a suite that asks for proposal recall cannot take a run that did not measure it
+    # a suite that asks for proposal recall cannot take a run that did not measure it (nor score it: this
+    # run's checkpoint is not a whole one)
     c = write_suite("ccc", seeds=(3,), extra="metrics: [proposals/AR@100]\n")
     assert [p.action for p in plan_suite(load_suite(c, build_models=False), results / "ccc")] == ["start"]
     whole.write_json("metrics.json", {**whole.read_json("metrics.json"), "proposals/AR@100": 0.5})
@@ -125,6 +127,52 @@ def test_only_whole_finished_runs_with_the_wanted_metrics_are_reused(write_suite
     assert [p.action for p in plan_suite(load_suite(d, build_models=False), results / "dddd")] == ["start"]
     whole.write_json("metrics.json", {**whole.read_json("metrics.json"), "tide/segm/dAP_loc": 0.1})
     assert [p.action for p in plan_suite(load_suite(d, build_models=False), results / "dddd")] == ["reuse"]
+
+
+def test_a_run_without_the_wanted_metrics_but_with_its_checkpoint_is_copied_and_only_scored(
+        write_suite, run, tmp_path):
+    results = tmp_path / "results"
+    (source_id,) = run(write_suite("a", seeds=(0,)), results)[0].trained
+    source = RunDir(results / "a" / source_id)
+    checkpoint = source.work_dir / "iter_1000.pth"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, checkpoint)
+    (source.work_dir / "last_checkpoint").write_text(str(checkpoint.resolve()))
+    suite = write_suite("bb", seeds=(0,), extra="metrics: [proposals/AR@100]\n")
+    plan = plan_suite(load_suite(suite, build_models=False), results / "bb")
+    assert [(p.spec.run_id, p.action) for p in plan] == [(source_id, "reuse, then score")]
+    assert format_plan(load_suite(suite, build_models=False), plan)[1].endswith(
+        f"reuse, then score from a/{source_id}")
+
+    given = {}
+
+    class Scorer:
+        """Records what a worker would find, then scores the run as one that resumed at its end would."""
+
+        name, workers = "scorer", 1
+
+        def execute(self, run_dirs, events, suite_dir):
+            for run_dir in run_dirs:
+                given[run_dir.run_id] = (run_dir.state, (run_dir.work_dir / "last_checkpoint").read_text())
+                events.started(run_dir)
+                run_dir.write_json("metrics.json", {**run_dir.read_json("metrics.json"),
+                                                    "proposals/AR@100": 0.7})
+                run_dir.update_status(state="done")
+                events.finished(run_dir, 0, 1.0)
+
+        def close(self):
+            pass
+
+    lines = []
+    record = run_suite(load_suite(suite, build_models=False), results / "bb", executor=Scorer(),
+                       echo=lines.append, progress_stream=io.StringIO())
+    copy = RunDir(results / "bb" / source_id)
+    # the worker resumes an interrupted run: its last checkpoint, which is the copy's own file
+    assert given == {source_id: ("running", str(copy.work_dir.resolve() / "iter_1000.pth"))}
+    assert record["reused"] == 1
+    assert (copy.work_dir / "iter_1000.pth").read_bytes() == checkpoint.read_bytes()
+    assert copy.status()["reused_from"] == f"a/{source_id}" and copy.state == "done"
+    assert copy.read_json("metrics.json")["proposals/AR@100"] == 0.7
+    assert "proposals/AR@100" not in source.read_json("metrics.json")  # the source is left as it was
 
 
 def test_no_reuse_trains_runs_done_elsewhere(write_suite, run, fake_training, tmp_path, monkeypatch, capsys):

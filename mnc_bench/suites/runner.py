@@ -11,7 +11,9 @@ What happens to each run of the plan:
 
 A run that would execute (start, resume, rerun) but is ``done`` under another suite of the same results root
 (same id: same resolved config and seed) is copied from there instead (``reuse``; see
-:mod:`~mnc_bench.suites.reuse`), unless ``reuse=False`` (``--no-reuse``).
+:mod:`~mnc_bench.suites.reuse`), unless ``reuse=False`` (``--no-reuse``). A copy that lacks metrics this suite
+asks for and the source computed only on request is then resumed at its last iteration, which runs just the
+test pass that adds them (``reuse, then score``).
 
 The plan goes to ``results/<suite>/suite.json`` for ``status`` and ``collect``, with one record per invocation
 (see :mod:`~mnc_bench.suites.record`).
@@ -42,15 +44,16 @@ from mnc_bench.suites.contract import (
 from mnc_bench.suites.executors import Executor
 from mnc_bench.suites.progress import SuiteProgress
 from mnc_bench.suites.record import append_invocation, write_plan
-from mnc_bench.suites.reuse import copy_run, find_done_run, source_name
+from mnc_bench.suites.reuse import Source, copy_run, find_done_run, source_name
 from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso
 from mnc_bench.suites.spec import RunSpec, Suite
 from mnc_bench.suites.worker import EXIT_BUSY, EXIT_INTERRUPTED
 
 EXECUTING = ("start", "resume", "rerun")
+REUSING = ("reuse", "reuse, then score")
 # How long a finished worker's forked children may hold its run's lock (see _still_held).
 ORPHAN_WAIT_S = 15.0
-ACTIONS = (*EXECUTING, "reuse", "skip (done)", "skip (failed)", "skip (running elsewhere)")
+ACTIONS = (*EXECUTING, *REUSING, "skip (done)", "skip (failed)", "skip (running elsewhere)")
 
 
 @dataclass
@@ -58,7 +61,7 @@ class PlannedRun:
     spec: RunSpec
     run_dir: RunDir
     action: str
-    source: RunDir | None = None  # action "reuse": the finished run copied
+    source: Source | None = None  # actions REUSING: the finished run copied
 
     @property
     def executes(self) -> bool:
@@ -76,7 +79,9 @@ def plan_suite(suite: Suite, suite_dir: str | Path, *, rerun_failed: bool = Fals
         if reuse and action in EXECUTING:
             source = find_done_run(Path(suite_dir).parent, spec.run_id, exclude=suite_dir,
                                    metrics=suite.metrics)
-        plan.append(PlannedRun(spec, run_dir, "reuse" if source else action, source))
+        if source is not None:
+            action = "reuse, then score" if source.needs_scoring else "reuse"
+        plan.append(PlannedRun(spec, run_dir, action, source))
     return plan
 
 
@@ -97,7 +102,7 @@ def format_plan(suite: Suite, plan: list[PlannedRun]) -> list[str]:
     width = max((len(p.spec.label) for p in plan), default=0)
     lines = [f"suite {suite.name} ({suite.path}): {len(plan)} runs"]
     lines += [f"  {p.spec.run_id}  {p.spec.label:<{width}}  {p.action}"
-              + (f" from {source_name(p.source)}" if p.source else "") for p in plan]
+              + (f" from {source_name(p.source.run_dir)}" if p.source else "") for p in plan]
     counts = {action: sum(p.action == action for p in plan) for action in ACTIONS}
     lines.append("  " + ", ".join(f"{n} {action}" for action, n in counts.items() if n))
     return lines
@@ -117,14 +122,15 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Executor, rerun_
                                   workers=executor.workers)
     if dry_run:
         return record
-    record["reused"] = sum(_reuse(p, suite, rerun_failed, echo) for p in plan if p.action == "reuse")
+    record["reused"] = sum(_reuse(p, suite, rerun_failed, echo) for p in plan if p.action in REUSING)
     todo = [p for p in plan if p.executes]
     prepare_runs(todo, suite, suite_dir)
     events = RunEvents(_progress(suite, plan, todo, executor.workers, progress_stream))
     if todo:
         with events.progress:
             executor.execute([p.run_dir for p in todo], events, suite_dir)
-    record.update(events.record(time.time(), started_at, executor.workers), **_first_iteration(todo))
+    record.update(events.record(time.time(), started_at, executor.workers),
+                  **_first_iteration(todo, started_at))
     append_invocation(suite_dir, record)
     echo(events.progress.summary().rsplit(", ETA", 1)[0])
     return record
@@ -197,15 +203,18 @@ def idle_after(since: float, until: float, intervals: list[tuple[float, float]],
 
 
 def _reuse(planned: PlannedRun, suite: Suite, rerun_failed: bool, echo: Callable[[str], None]) -> bool:
-    """Copy the planned run's source into this suite; if that fails (the source went away, a worker holds the
-    run), the run does what its own directory calls for."""
+    """Copy the planned run's source into this suite (a copy still to be scored is then resumed); if that
+    fails (the source went away, a worker holds the run), the run does what its own directory calls for."""
+    source = planned.source
     try:
-        copy_run(planned.source, planned.run_dir,
+        copy_run(source.run_dir, planned.run_dir, finished=not source.needs_scoring,
                  write_identity=lambda run_dir: _write_identity(run_dir, planned.spec, suite))
+        if source.needs_scoring:
+            planned.action = "resume"
         return True
     except (OSError, RunBusy) as exc:
         planned.action = _action(planned.run_dir, rerun_failed)
-        echo(f"  {planned.spec.run_id}: not reused from {source_name(planned.source)} ({exc}): "
+        echo(f"  {planned.spec.run_id}: not reused from {source_name(source.run_dir)} ({exc}): "
              f"{planned.action}")
         planned.source = None
         return False
@@ -289,11 +298,13 @@ def _still_held(run_dir: RunDir, exit_code: int | None) -> bool:
     return False
 
 
-def _first_iteration(todo: list[PlannedRun]) -> dict[str, float | None]:
+def _first_iteration(todo: list[PlannedRun], started_at: float) -> dict[str, float | None]:
     """When the first of this invocation's runs began and finished a training iteration, and how long that
-    run's worker took to build its runner (config, model, data, hooks) after it got the run."""
+    run's worker took to build its runner (config, model, data, hooks) after it got the run. A resumed run's
+    stats may be those of an earlier invocation (or of the suite it was copied from): not counted."""
     stats = [s for p in todo
-             if isinstance(s := p.run_dir.read_json(RUN_STATS_JSON), dict) and s.get("first_iter_at")]
+             if isinstance(s := p.run_dir.read_json(RUN_STATS_JSON), dict)
+             and (s.get("first_iter_at") or 0) >= started_at]
     if not stats:
         return dict(first_iter_started_at=None, first_iter_at=None, first_run_build_s=None)
     first = min(stats, key=lambda s: s["first_iter_at"])
