@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from mnc_bench.reporting import figures
 from mnc_bench.reporting.names import display_names
@@ -63,3 +64,48 @@ def test_three_stage_runs_appear_in_every_weight_sharing_panel(results, tmp_path
     for data in drawn.values():
         assert set(data.loc[data["depth"] == "3", "run_id"]) == three
         assert data["axis.model.cascade.share_weights"].nunique() == 1
+
+
+def _capture_figure(monkeypatch) -> list:
+    """Keep the Figure that a figure function hands to Canvas.save (which still writes it)."""
+    kept = []
+    real = Canvas.save
+    monkeypatch.setattr(Canvas, "save", lambda self, fig, *a: kept.append(fig) or real(self, fig, *a))
+    return kept
+
+
+def test_proposal_settings_read_as_words_inside_the_figure_with_the_default_dashed(results, tmp_path,
+                                                                                  monkeypatch):
+    done, axes = _done(results, "proposal_quality")
+    kept = _capture_figure(monkeypatch)
+    result = figures.proposal_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
+    assert isinstance(result, FigureResult) and "dashed: the default" in result.caption
+    (fig,) = kept
+    ap, recall = fig.axes[:2]
+    assert [t.get_text() for t in ap.get_yticklabels()] == [
+        "RPN (default)", "jitter 0.2", "top 10", "top 50", "oracle IoU 0.9"]
+    default = done[done["axis.model.proposal_control"].map(figures.proposal_setting_text) == "RPN (default)"]
+    assert len(default) == 2
+    for ax, key in ((ap, "coco/segm/AP"), (recall, "proposals/AR@100")):
+        (line,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert line.get_xdata()[0] == pytest.approx(100 * default[key].mean())
+    # every label, tick and title inside the printed width (long labels used to squeeze the panels until the
+    # recall panel's axis label ran off the page)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # the constrained layout, as when saved
+    drawn, page = fig.get_tightbbox(renderer), fig.bbox_inches
+    assert page.x0 - 0.01 <= drawn.x0 and drawn.x1 <= page.x1 + 0.01, (drawn, page)
+
+
+@pytest.mark.parametrize(("setting", "text"), [
+    ("null", "RPN (default)"),
+    ("", "RPN (default)"),
+    ('{"max_proposals": 10}', "top 10"),
+    ('{"mode": "random", "num_random": 300}', "random 300 boxes"),
+    ('{"mode": "rpn", "jitter": 0.1, "apply_at": "test"}', "RPN jitter 0.1, at test"),
+    ('{"mode": "oracle"}', "oracle"),
+    ('{"strength": 3}', "strength=3"),
+    ("{not json", "{not json"),
+])
+def test_proposal_setting_text(setting, text):
+    assert figures.proposal_setting_text(setting) == text

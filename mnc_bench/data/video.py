@@ -25,11 +25,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -51,6 +50,9 @@ from mnc_bench.data.synthetic import (
 from mnc_bench.data.video_format import summarize_coco_video, youtube_vis_to_coco_video
 from mnc_bench.errors import UserError
 from mnc_bench.io import atomic_open
+
+if TYPE_CHECKING:
+    from mnc_bench.preflight import DatasetWriter
 
 # Version of the clips a seed produces; bump when frames or annotations change.
 VIDEO_GENERATOR_VERSION = 1
@@ -334,7 +336,7 @@ SYNTHETIC_VIDEO_SETTINGS = (
     "max_frames",
     "camera_shake",
 )
-def video_writer(settings: dict[str, Any]) -> Callable[[Path, bool], str]:
+def video_writer(settings: dict[str, Any]) -> DatasetWriter:
     """The writer of the clips a config's ``synthetic_videos`` describes (keys of
     :data:`SYNTHETIC_VIDEO_SETTINGS`), for :func:`mnc_bench.preflight.ensure_generated`."""
     from mnc_bench.errors import ConfigError

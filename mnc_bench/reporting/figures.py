@@ -4,13 +4,22 @@ with the reason when its data is absent."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from mnc_bench.reporting.compare import GROUP_COLUMNS, axis_name, numbers, sort_values, value_text
+from mnc_bench.reporting.compare import (
+    DEFAULT_VALUE,
+    GROUP_COLUMNS,
+    axis_name,
+    numbers,
+    sort_values,
+    value_text,
+)
 from mnc_bench.reporting.metrics import RECALL_KEYS, column
 from mnc_bench.reporting.names import DisplayNames
 from mnc_bench.reporting.style import FONT_PT, PALETTE, Canvas, FigureResult, Skipped, ci95, style
@@ -20,6 +29,14 @@ MAX_PANELS = 4
 # (MNC's protocol), where a change in mask quality shows most.
 AXIS_FIGURE_METRICS = ("coco/segm/AP75", "voc_mnc/mAP@0.7")
 END_TO_END = {"True": "end-to-end", "False": "step-wise"}  # box_grad, read back as bool or text
+# How a figure names each key of a proposal_control setting (models/mnc/proposals.py): a setting reads as a
+# paper would print it ('oracle IoU 0.9', not 'mode=oracle, oracle_iou=0.9'), short enough to leave the
+# panels their width at one column.
+PROPOSAL_WORDS = {"max_proposals": "top {}", "jitter": "jitter {}", "oracle_iou": "IoU {}",
+                  "num_random": "{} boxes", "oracle_per_gt": "{} per object",
+                  "min_random_size": "min size {}", "apply_at": "at {}"}
+PROPOSAL_MODES = {"rpn": "RPN", "oracle": "oracle", "random": "random"}
+DEFAULT_PROPOSALS = "RPN (default)"
 
 
 def _measured(done: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -48,8 +65,23 @@ def _setting(data: pd.DataFrame, columns: list[str], names: DisplayNames) -> pd.
     return data[cols].apply(lambda r: ", ".join(text(c, v) for c, v in zip(cols, r)), axis=1)
 
 
-def _ordered(values: pd.Series) -> list[str]:
-    return [value_text(v) for v in sort_values(values.dropna().tolist())]
+def _ordered(values: pd.Series, text: Callable[[object], str] = value_text) -> list[str]:
+    return [text(v) for v in sort_values(values.dropna().tolist())]
+
+
+def proposal_setting_text(value: object) -> str:
+    """A proposal_control setting (collected as JSON text) as a figure prints it: 'RPN (default)', 'top 10',
+    'jitter 0.2', 'oracle IoU 0.9', 'random 300 boxes'; a key without a word as 'key=value'."""
+    try:
+        setting = json.loads(str(value)) if str(value).startswith("{") else None
+    except ValueError:
+        setting = None
+    if not isinstance(setting, dict):
+        return DEFAULT_PROPOSALS if value_text(value) == DEFAULT_VALUE else value_text(value)
+    mode = setting.pop("mode", None)
+    head = PROPOSAL_MODES.get(str(mode), value_text(mode)) if mode is not None else ""
+    rest = ", ".join(PROPOSAL_WORDS.get(k, k + "={}").format(value_text(v)) for k, v in setting.items())
+    return " ".join(filter(None, (head, rest))) or DEFAULT_PROPOSALS
 
 
 def _varying(data: pd.DataFrame, axes: list[str], exclude: list[str]) -> list[str]:
@@ -180,7 +212,8 @@ def proposal_figure(
 ) -> FigureResult | Skipped:
     """One row of panels per proposal axis, mask AP left and proposal recall right. A numeric axis (proposals
     kept, jitter) is the x axis, points joined; a categorical one (a proposal_control setting) lists its
-    settings down the y axis, points not joined (the settings have no order)."""
+    settings down the y axis, points not joined (the settings have no order), the default's mean as a dashed
+    line when one model and setting are drawn."""
     name = "ap_vs_proposals"
     knobs = [a for a in _find(axes, "proposal") if done[a].nunique() > 1][:3]
     if not knobs:
@@ -192,6 +225,7 @@ def proposal_figure(
     with style():
         fig = canvas.figure(sum(heights) + 0.2)
         grid = fig.subplots(len(knobs), len(keys), squeeze=False, gridspec_kw={"height_ratios": heights})
+        dashed = False
         for i, knob in enumerate(knobs):
             for j, key in enumerate(keys):
                 data = _measured(done[done[knob].notna()], key)
@@ -200,11 +234,14 @@ def proposal_figure(
                     grid[i, j].text(0.5, 0.5, f"{column(key).label}: not measured", ha="center",
                                     transform=grid[i, j].transAxes)
                     continue
-                data["x"] = data[knob].map(value_text)
+                numeric = _numeric(done[knob])
+                text = value_text if numeric else proposal_setting_text
+                data["x"] = data[knob].map(text)
                 data["setting"] = _setting(data, _varying(data, axes, [knob]), canvas.names)
                 hue = "setting" if data["setting"].nunique() > 1 else None
-                ax, order, label = grid[i, j], _ordered(data[knob]), axis_name(knob).split(".")[-1]
-                if _numeric(done[knob]):
+                ax, order = grid[i, j], _ordered(data[knob], text)
+                label = axis_name(knob).split(".")[-1].replace("_", " ")
+                if numeric:
                     _pointplot(ax, data, "x", order, hue)
                     ax.set(xlabel=label, ylabel=column(key).label)
                 else:
@@ -214,6 +251,10 @@ def proposal_figure(
                                   err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
                     ax.set(xlabel=column(key).label, ylabel="")
                     ax.set_title(label if j == 0 else "", loc="left")
+                    if not hue and order[0] == DEFAULT_PROPOSALS:
+                        ax.axvline(data.loc[data["x"] == DEFAULT_PROPOSALS, "value"].mean(), color="0.5",
+                                   linestyle="--", linewidth=0.6, zorder=0)
+                        dashed = True
                     if j:
                         ax.set_yticklabels([])
                 if hue and (i, j) != (0, 0):
@@ -222,7 +263,8 @@ def proposal_figure(
                    + (f" (left) and {column(recall).label} (right)" if recall
                       else " (no recall column in the results)")
                    + " vs proposal quality, one row per proposal axis: mean over seeds, 95 % "
-                   "percentile-bootstrap interval.")
+                   "percentile-bootstrap interval"
+                   + ("; dashed: the default (the RPN's own proposals)." if dashed else "."))
         return canvas.save(fig, name, caption)
 
 
