@@ -10,6 +10,8 @@ Such a build fails only at the first CUDA forward of mmdet's RoIAlign, NMS or de
 
 from __future__ import annotations
 
+import os
+
 from mnc_bench.errors import UserError, one_line
 
 CPU_ONLY_BUILD = "not available"  # what a CPU-only mmcv build reports as its CUDA version
@@ -80,3 +82,31 @@ def training_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# The variable from which each mmengine launcher takes the process's CUDA device (``torch.cuda.set_device``):
+# the local rank, which presumes that every process of a node sees all the node's GPUs.
+DEVICE_VARIABLES = {"pytorch": "LOCAL_RANK", "slurm": "SLURM_LOCALID"}
+
+
+def task_device(local_rank: int, visible: int) -> int:
+    """The device (index among the process's ``visible`` GPUs) of the process with ``local_rank`` on its node:
+    its local rank's where it sees the node's GPUs, device 0 where the cluster binds one GPU to each task
+    (Slurm's ``--gpus-per-task`` or ``--gpu-bind``: every task sees its own GPU as ``cuda:0``)."""
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise UserError(f"the process of local rank {local_rank} sees {visible} GPUs: give each task one GPU or "
+                    "every task all of the node's")
+
+
+def bind_task_device(launcher: str) -> None:
+    """Point ``launcher``'s device variable at a GPU this process can see (see :func:`task_device`), before
+    mmengine's launcher reads it."""
+    variable = DEVICE_VARIABLES.get(launcher)
+    if variable is None or variable not in os.environ:
+        return
+    import torch
+
+    os.environ[variable] = str(task_device(int(os.environ[variable]), torch.cuda.device_count()))

@@ -29,7 +29,7 @@ from mnc_bench.checkpoints import (
 )
 from mnc_bench.config_loading import load_config
 from mnc_bench.errors import UserError, one_line
-from mnc_bench.gpu import require_mmcv_ops_for, training_device
+from mnc_bench.gpu import bind_task_device, require_mmcv_ops_for, training_device
 from mnc_bench.preflight import (
     check_buildable,
     check_pretrained_weights,
@@ -225,7 +225,9 @@ def _configure_run(cfg, *, work_dir, launcher: str) -> None:
     if launcher != "none":
         import torch
 
-        if not torch.cuda.is_available():
+        if torch.cuda.is_available():
+            bind_task_device(launcher)
+        else:
             _join_cpu_process_group(cfg, launcher)
 
 

@@ -26,6 +26,7 @@ from mnc_bench.checkpoints import allow_mmengine_checkpoint_globals  # noqa: E40
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.config_loading import parse_cfg_options  # noqa: E402
 from mnc_bench.errors import UserError  # noqa: E402
+from mnc_bench.gpu import task_device  # noqa: E402
 from mnc_bench.training import evaluate_checkpoint, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,6 +258,46 @@ def test_deterministic_on_cuda_fixes_cublas_and_warns_where_torch_has_no_determi
     assert seen == {"cublas": ":4096:8", "warn_only": True}
     note = "--deterministic on CUDA: cuDNN and cuBLAS (CUBLAS_WORKSPACE_CONFIG=:4096:8) deterministic"
     assert note in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("launcher", "variable"), [("pytorch", "LOCAL_RANK"), ("slurm", "SLURM_LOCALID")])
+def test_a_process_bound_to_its_own_gpu_is_launched_on_it(launcher, variable, shapes_dataset, tmp_path,
+                                                          fast_options, monkeypatch):
+    # A cluster that binds one GPU per task (Slurm's --gpus-per-task): the process of local rank 1 sees one
+    # GPU, cuda:0, and mmengine's launchers would call torch.cuda.set_device(1) ("invalid device ordinal").
+    from mnc_bench import training
+
+    seen = {}
+
+    class Runner:
+        message_hub = type("Hub", (), {"log_scalars": {}})()
+
+        def train(self):
+            pass
+
+    def build(cfg):
+        seen["device"] = os.environ[variable]  # what mmengine's launcher hands torch.cuda.set_device
+        return Runner()
+
+    monkeypatch.setenv(variable, "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(training, "training_device", lambda: "cuda")
+    monkeypatch.setattr(training, "require_mmcv_ops_for", lambda device, what: None)  # this CPU-only mmcv
+    monkeypatch.setattr(training, "_build_runner", build)
+    train(MNC, work_dir=tmp_path / "work", launcher=launcher,
+          cfg_options=parse_cfg_options(fast_options(shapes_dataset, iters=1, val=False)))
+    assert seen == {"device": "0"}
+
+
+@pytest.mark.parametrize(("local_rank", "visible", "device"), [(1, 2, 1), (3, 8, 3), (1, 1, 0), (0, 1, 0)])
+def test_a_process_takes_its_local_ranks_gpu_or_the_only_one_it_sees(local_rank, visible, device):
+    assert task_device(local_rank, visible) == device
+
+
+def test_a_process_seeing_some_of_the_gpus_but_not_its_own_is_refused():
+    with pytest.raises(UserError, match="the process of local rank 3 sees 2 GPUs"):
+        task_device(3, 2)
 
 
 @pytest.mark.slow
