@@ -482,13 +482,15 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def _add_rescore(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rescore", help="add Boundary AP or TIDE to the finished runs of a suite from their "
-                       "saved predictions", description="Score the predictions.json of every finished run of "
-                       "a suite with metric families that need no model (Boundary AP, TIDE) and add the keys "
-                       "to its metrics.json; run `mnc-bench collect SUITE` afterwards.")
+    p = sub.add_parser("rescore", help="add Boundary AP, TIDE or proposal recall to the finished runs of a "
+                       "suite", description="Score every finished run of a suite with more metric families "
+                       "and add the keys to its metrics.json, without training: Boundary AP and TIDE from "
+                       "the run's saved predictions.json (no model), proposal recall from its final "
+                       "checkpoint (stage 1 over the test images); run `mnc-bench collect SUITE` afterwards.")
     p.add_argument("suite", help="suite name in configs/ablations/ or a suite .yaml file")
-    p.add_argument("--metric", nargs="+", choices=("boundary", "tide"), required=True,
-                   help="families to add: boundary (coco/boundary/*), tide (tide/segm/*, tide/bbox/*)")
+    p.add_argument("--metric", nargs="+", choices=("boundary", "tide", "proposals"), required=True,
+                   help="families to add: boundary (coco/boundary/*), tide (tide/segm/*, tide/bbox/*), "
+                   "proposals (proposals/AR@k)")
     p.add_argument("--results", default="results", help="results root (default results)")
     p.set_defaults(handler=_cmd_rescore)
 

@@ -71,12 +71,12 @@ def corrupted_pass(
     docstring)."""
     from torch import get_num_threads
 
-    from mnc_bench.training import build_test_runner
+    from mnc_bench.training import SINGLE_IMAGE_TEST, build_test_runner
 
     started = time.time()
     work_dir = Path(work_dir)
     # mmengine would log every test iteration and metric of every condition: only warnings.
-    options = {"log_level": "WARNING", **dict(cfg_options or {}), "test_dataloader.batch_size": 1}
+    options = {"log_level": "WARNING", **dict(cfg_options or {}), **SINGLE_IMAGE_TEST}
     runner = build_test_runner(config, checkpoint, work_dir=work_dir, cfg_options=options)
     loader = _plain_loader(runner.cfg.test_dataloader)
     ann_file, image_ids = _ground_truth(loader["dataset"], settings.images, work_dir)

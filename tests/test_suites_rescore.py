@@ -1,6 +1,6 @@
-"""`mnc-bench rescore SUITE --metric boundary tide`: the finished runs' saved predictions scored again, the
-keys merged into their metrics.json (nothing else changed), other runs left alone; `collect` shows the
-columns."""
+"""`mnc-bench rescore SUITE --metric boundary tide proposals`: the finished runs' saved predictions scored
+again, or their proposals taken from their final checkpoint, the keys merged into their metrics.json (nothing
+else changed), other runs left alone; `collect` shows the columns."""
 
 from __future__ import annotations
 
@@ -71,3 +71,49 @@ def test_rescore_of_an_unknown_suite_is_one_line(tmp_path, capsys):
     assert main(["rescore", "nowhere", "--results", str(tmp_path), "--metric", "boundary"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no results at") and err.count("\n") == 1
+
+
+def test_rescore_adds_proposal_recall_from_the_final_checkpoint(shapes_dataset, tmp_path, monkeypatch,
+                                                                capsys):
+    """Oracle proposals at IoU 0.92 (boxes that do not depend on the weights: a random checkpoint will do)
+    give AR 0.9; a finished run without a checkpoint is named and left as it was."""
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    from mnc_bench.config_loading import load_config
+
+    monkeypatch.chdir(REPO)
+    suite_file = tmp_path / "oracle.yaml"
+    suite_file.write_text(textwrap.dedent(f"""
+        base: configs/mnc/mnc_3stage_shapes.py
+        seeds: [0, 1]
+        cfg_options:
+          data_root: {shapes_dataset}/
+          model.proposal_control: {{mode: oracle, oracle_iou: 0.92}}
+    """))
+    suite = load_suite(suite_file, build_models=False)
+    suite_dir = tmp_path / "results" / "oracle"
+    plan = plan_suite(suite, suite_dir)
+    for planned in plan:
+        prepare_run_dir(planned, suite)
+    write_plan(suite, suite_dir)
+    scored, without_checkpoint = (p.run_dir for p in plan)
+    init_default_scope("mmdet")
+    cfg = load_config(suite.runs[0].config, suite.runs[0].cfg_options)
+    scored.work_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": MODELS.build(cfg.model).state_dict(), "meta": {}},
+               scored.work_dir / "iter_1.pth")
+    for run_dir in (scored, without_checkpoint):
+        run_dir.write_json("metrics.json", {"coco/segm/AP": 0.5})
+        run_dir.update_status(state="done")
+
+    assert main(["rescore", str(suite_file), "--results", str(tmp_path / "results"), "--metric",
+                 "proposals"]) == 0
+    printed = capsys.readouterr().out
+    assert "keys added" in printed and "no whole checkpoint" in printed
+    metrics = json.loads(scored.file("metrics.json").read_text())
+    assert metrics["coco/segm/AP"] == 0.5  # kept
+    assert metrics["proposals/AR@100"] == pytest.approx(0.9, abs=1e-6)
+    assert json.loads(without_checkpoint.file("metrics.json").read_text()) == {"coco/segm/AP": 0.5}
+    assert scored.state == "done" and without_checkpoint.state == "done"

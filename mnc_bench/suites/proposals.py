@@ -11,6 +11,7 @@ proposals with their objectness. A model without a stage 1 of either kind has no
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +55,16 @@ def proposal_recall(cfg: Any, checkpoint: str, ann_file: str) -> dict[str, float
     if is_distributed():  # the test sampler gave each rank its share of the images (padded with repeats)
         arrays = {image_id: array for part in all_gather_object(arrays) for image_id, array in part.items()}
     return evaluate(ann_file, arrays, metric="proposals")
+
+
+def run_proposal_recall(run: Mapping[str, Any], checkpoint: str | os.PathLike[str]) -> dict[str, float]:
+    """:func:`proposal_recall` of a suite's run (its run.json: config, options, test annotations) with the
+    weights of ``checkpoint``, on its test split at one image per batch, as its test pass."""
+    from mnc_bench.config_loading import load_config
+    from mnc_bench.training import SINGLE_IMAGE_TEST
+
+    cfg = load_config(run["config"], {**dict(run.get("cfg_options") or {}), **SINGLE_IMAGE_TEST})
+    return proposal_recall(cfg, str(checkpoint), run["test_ann_file"])
 
 
 def _proposals(model: Any, inputs: Any, samples: list[Any]) -> list[tuple[Any, Any, Any]]:

@@ -1,23 +1,28 @@
-"""``mnc-bench rescore SUITE --metric boundary tide``: add metric families computed from saved predictions
-(Boundary AP, TIDE) to the ``metrics.json`` of every finished run of a suite, without running a model: each
-run's ``predictions.json`` is scored against its test annotation file (``run.json``'s ``test_ann_file``)."""
+"""``mnc-bench rescore SUITE --metric boundary tide proposals``: add metric families to the ``metrics.json``
+of every finished run of a suite, without training. Boundary AP and TIDE score the run's saved
+``predictions.json`` against its test annotations (``run.json``'s ``test_ann_file``), with no model; proposal
+recall (``proposals/AR@k``) runs stage 1 of the model with the run's final checkpoint over the test images, as
+a suite that lists ``proposals/...`` metrics does after training. A run's state and other files are left as
+they are; metrics.json is rewritten whole, with the old keys and the new."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.evaluate import ON_REQUEST
+from mnc_bench.suites.rundir import RunDir
 
-FAMILIES = tuple(ON_REQUEST.values())
+PROPOSALS = "proposals"  # the family scored from the checkpoint
+FAMILIES = (*ON_REQUEST.values(), PROPOSALS)
 
 
 def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = "results",
                   echo: Callable[[str], None] = print) -> str:
     """Score the finished runs of ``suite`` with ``families`` (of :data:`FAMILIES`) and merge the keys into
     their metrics.json; ``echo`` gets one line per run as it is done, and the lines are returned."""
-    from mnc_bench.evaluation import evaluate
     from mnc_bench.suites.commands import suite_results_dir
     from mnc_bench.suites.status import ordered_run_dirs
 
@@ -34,12 +39,8 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
             continue
         run = run_dir.read_run()
         label = f"{run_dir.run_id} {Path(run['config']).stem} seed {run.get('seed')}"
-        predictions = run_dir.file("predictions.json")
         try:
-            if not predictions.is_file():
-                raise UserError(f"{predictions} not found")
-            added = evaluate(run["test_ann_file"], predictions, metric=list(families),
-                             iou_type=("segm", "bbox"))
+            added = _score(run_dir, run, families)
         except UserError as exc:
             lines.append(f"{label}: not scored: {one_line(exc)}")
             echo(lines[-1])
@@ -49,3 +50,26 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
         lines.append(f"{label}: {len(added)} keys added")
         echo(lines[-1])
     return "\n".join(lines) if lines else "no finished run"
+
+
+def _score(run_dir: RunDir, run: dict[str, Any], families: Sequence[str]) -> dict[str, float]:
+    """The keys of ``families`` for one finished run."""
+    added: dict[str, float] = {}
+    from_predictions = [f for f in families if f != PROPOSALS]
+    if from_predictions:
+        from mnc_bench.evaluation import evaluate
+
+        predictions = run_dir.file("predictions.json")
+        if not predictions.is_file():
+            raise UserError(f"{predictions} not found")
+        added.update(evaluate(run["test_ann_file"], predictions, metric=from_predictions,
+                              iou_type=("segm", "bbox")))
+    if PROPOSALS in families:
+        from mnc_bench.checkpoints import latest_good_checkpoint
+        from mnc_bench.suites.proposals import run_proposal_recall
+
+        checkpoint = latest_good_checkpoint(run_dir.work_dir)
+        if checkpoint is None:
+            raise UserError(f"{run_dir.work_dir}: no whole checkpoint to take the proposals from")
+        added.update(run_proposal_recall(run, checkpoint))
+    return added

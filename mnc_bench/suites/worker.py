@@ -124,7 +124,7 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
     from mnc_bench.config_loading import load_config
     from mnc_bench.evaluation.evaluate import evaluate, requested_families
     from mnc_bench.suites import hooks  # noqa: F401 - registers SuiteRunHook
-    from mnc_bench.training import evaluate_checkpoint, train
+    from mnc_bench.training import SINGLE_IMAGE_TEST, evaluate_checkpoint, train
 
     config, options = spec["config"], dict(spec["cfg_options"])
     cfg = load_config(config, options)
@@ -146,17 +146,16 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
     if result.checkpoint is None:
         raise RuntimeError(f"training saved no checkpoint in {run_dir.work_dir}")
     t1 = time.time()
-    test_options = {**options, "test_dataloader.batch_size": 1}  # batch > 1 changes AP (padding) in mmdet
+    test_options = {**options, **SINGLE_IMAGE_TEST}
     evaluation = evaluate_checkpoint(config, result.checkpoint, out=run_dir.file(PREDICTIONS_JSON),
                                      work_dir=run_dir.path / EVAL_DIR, cfg_options=test_options,
                                      launcher=launcher)
     metrics = dict(evaluation.metrics)
     wanted = spec.get("metrics") or []
     if any(is_proposal_metric(key) for key in wanted):
-        from mnc_bench.suites.proposals import proposal_recall
+        from mnc_bench.suites.proposals import run_proposal_recall
 
-        metrics.update(proposal_recall(load_config(config, test_options), str(result.checkpoint),
-                                       spec["test_ann_file"]))
+        metrics.update(run_proposal_recall(spec, result.checkpoint))
     families = requested_families(wanted)
     if families and main:  # scored from the predictions just written (rank 0 wrote them)
         metrics.update(evaluate(spec["test_ann_file"], run_dir.file("predictions.json"), metric=families,
