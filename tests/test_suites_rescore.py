@@ -87,7 +87,7 @@ def test_rescore_adds_proposal_recall_from_the_final_checkpoint(shapes_dataset, 
     suite_file = tmp_path / "oracle.yaml"
     suite_file.write_text(textwrap.dedent(f"""
         base: configs/mnc/mnc_3stage_shapes.py
-        seeds: [0, 1]
+        seeds: [0, 1, 2]
         cfg_options:
           data_root: {shapes_dataset}/
           model.proposal_control: {{mode: oracle, oracle_iou: 0.92}}
@@ -98,13 +98,14 @@ def test_rescore_adds_proposal_recall_from_the_final_checkpoint(shapes_dataset, 
     for planned in plan:
         prepare_run_dir(planned, suite)
     write_plan(suite, suite_dir)
-    scored, without_checkpoint = (p.run_dir for p in plan)
+    scored, without_checkpoint, moved = (p.run_dir for p in plan)
     init_default_scope("mmdet")
     cfg = load_config(suite.runs[0].config, suite.runs[0].cfg_options)
     scored.work_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": MODELS.build(cfg.model).state_dict(), "meta": {}},
                scored.work_dir / "iter_1.pth")
-    for run_dir in (scored, without_checkpoint):
+    moved.write_json("run.json", {**moved.read_run(), "test_ann_file": str(tmp_path / "gone.json")})
+    for run_dir in (scored, without_checkpoint, moved):
         run_dir.write_json("metrics.json", {"coco/segm/AP": 0.5})
         run_dir.update_status(state="done")
 
@@ -112,6 +113,8 @@ def test_rescore_adds_proposal_recall_from_the_final_checkpoint(shapes_dataset, 
                  "proposals"]) == 0
     printed = capsys.readouterr().out
     assert "keys added" in printed and "no whole checkpoint" in printed
+    gone = f"{moved.run_id} mnc_3stage_shapes seed 2: not scored: test annotations {tmp_path}/gone.json "
+    assert gone + "not found" in printed
     metrics = json.loads(scored.file("metrics.json").read_text())
     assert metrics["coco/segm/AP"] == 0.5  # kept
     assert metrics["proposals/AR@100"] == pytest.approx(0.9, abs=1e-6)

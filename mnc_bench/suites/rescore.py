@@ -54,6 +54,9 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
 
 def _score(run_dir: RunDir, run: dict[str, Any], families: Sequence[str]) -> dict[str, float]:
     """The keys of ``families`` for one finished run."""
+    annotations = Path(run["test_ann_file"])
+    if not annotations.is_file():  # a relative path is the checkout's where the run was made
+        raise UserError(f"test annotations {annotations} not found (from {Path.cwd()})")
     added: dict[str, float] = {}
     from_predictions = [f for f in families if f != PROPOSALS]
     if from_predictions:
