@@ -245,8 +245,11 @@ def _group_means(table: pd.DataFrame, key: str, axis: str) -> list[float]:
 def test_the_ablation_figures_plot_the_compared_metric_of_each_group(fixture_report):
     _, table, _, _, drawn = fixture_report
     # panels: the other axes' settings (the 3-stage runs, with one round to share, drawn in each)
-    depth = sorted({round(y, 9) for ax in drawn["ap_vs_depth"].axes for y in _plotted_means(ax)})
-    assert depth == pytest.approx(_group_means(table, "coco/segm/AP", "axis.model.cascade.num_stages"))
+    # below the compared metric, the proposal recall of the same runs
+    for label, key in (("mask AP", "coco/segm/AP"), ("proposal AR@100", "proposals/AR@100")):
+        depth = sorted({round(y, 9) for ax in drawn["ap_vs_depth"].axes if ax.get_ylabel() == label
+                        for y in _plotted_means(ax)})
+        assert depth == pytest.approx(_group_means(table, key, "axis.model.cascade.num_stages"))
     weights = table.assign(both=table["axis.model.loss_weights.mask"] + table["axis.model.loss_weights.cls"])
     # one heatmap per metric
     for ax, key in zip(drawn["loss_weights"].axes, ("coco/segm/AP", "coco/segm/AP75")):

@@ -60,7 +60,7 @@ def test_three_stage_runs_appear_in_every_weight_sharing_panel(results, tmp_path
     result = figures.depth_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
     assert isinstance(result, FigureResult) and "nothing to share" in result.caption
     three = set(done.loc[done["axis.model.cascade.num_stages"] == 3, "run_id"])
-    assert len(drawn) == 2 and three
+    assert len(drawn) == 4 and three  # two sharing panels, of mask AP and below of proposal recall
     for data in drawn.values():
         assert set(data.loc[data["depth"] == "3", "run_id"]) == three
         assert data["axis.model.cascade.share_weights"].nunique() == 1

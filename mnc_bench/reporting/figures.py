@@ -23,6 +23,7 @@ from mnc_bench.reporting.compare import (
 from mnc_bench.reporting.metrics import RECALL_KEYS, column
 from mnc_bench.reporting.names import DisplayNames
 from mnc_bench.reporting.style import FONT_PT, PALETTE, Canvas, FigureResult, Skipped, ci95, style
+from mnc_bench.suites.contract import PROPOSAL_PREFIX
 
 MAX_PANELS = 4
 # An ablation axis is read at three strictnesses: the compared metric, COCO's AP at IoU 0.75 and VOC mAP^r@0.7
@@ -97,44 +98,64 @@ def _pointplot(ax, data: pd.DataFrame, x: str, order: list[str], hue: str | None
 
 
 def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, canvas: Canvas) -> FigureResult | Skipped:
+    """The compared metric vs cascade depth, one panel per setting of the other axes (weight sharing),
+    end-to-end vs step-wise training as colour; below, where the runs measured it, the proposal recall of the
+    same runs (the end-to-end box gradient reaches the RPN: the recall shows what it does to the
+    proposals)."""
     name = "ap_vs_depth"
     depth = _find(axes, "num_stages")
     if not depth:
         return Skipped(name, "no cascade-depth axis (*.num_stages) varies in the results")
-    data = _measured(done[done[depth[0]].notna()], metric)
+    runs = done[done[depth[0]].notna()]
+    data = _measured(runs, metric)
     if data.empty:
         return Skipped(name, f"no finished run with {metric} on the depth axis")
-    data = _single_round_in_every_sharing_panel(data, depth[0], axes)
-    data["depth"] = data[depth[0]].map(value_text)
-    grad = [a for a in _find(axes, "box_grad") if data[a].nunique() > 1]
-    hue = None
-    if grad:
-        data["training"] = data[grad[0]].map(lambda v: END_TO_END.get(value_text(v), value_text(v)))
-        hue = "training"
-    data["panel"] = _setting(data, _varying(data, axes, depth + grad), canvas.names)
-    panels = sorted(data["panel"].unique())
+    recall = [k for k in RECALL_KEYS if k.startswith(PROPOSAL_PREFIX) and k != metric and k in runs
+              and numbers(runs[k]).notna().any()][:1]
+    blocks = [_depth_points(data, depth[0], axes, canvas)]
+    blocks += [_depth_points(_measured(runs, key), depth[0], axes, canvas) for key in recall]
+    hue = "training" if "training" in blocks[0] else None
+    panels = sorted(blocks[0]["panel"].unique())
     if len(panels) > MAX_PANELS:
         return Skipped(name, f"{len(panels)} settings of the other axes (at most {MAX_PANELS} panels)")
-    col = column(metric)
     per_row = len(panels) if canvas.wide else min(len(panels), 2)  # the text width holds every panel in a row
     rows = math.ceil(len(panels) / per_row)
+    keys = [metric, *recall]
     with style():
-        fig = canvas.figure(2.3 if rows == 1 else 4.4)
-        grid = fig.subplots(rows, per_row, squeeze=False, sharey=True)
-        for ax, panel in zip(grid.flat, panels):
-            _pointplot(ax, data[data["panel"] == panel], "depth", _ordered(data[depth[0]]), hue)
-            ax.set(xlabel="cascade stages", ylabel=col.label, title=panel)
-            if hue and ax is not grid.flat[0]:
-                ax.get_legend().remove()
-        for ax in grid.flat[len(panels):]:
-            ax.set_visible(False)
-        caption = (f"{col.label} vs cascade depth: mean over seeds, 95 % percentile-bootstrap interval"
-                   + (" (none where a point has one seed)"
-                      if data.groupby(["panel", "depth"]).size().min() < 2 else "")
+        fig = canvas.figure((2.3 if rows == 1 else 4.4) * (1 if len(keys) == 1 else 0.85 * len(keys)))
+        grid = fig.subplots(rows * len(keys), per_row, squeeze=False, sharey="row", sharex=True)
+        for k, (key, points) in enumerate(zip(keys, blocks)):
+            block = grid[k * rows:(k + 1) * rows].flat
+            for ax, panel in zip(block, panels):
+                _pointplot(ax, points[points["panel"] == panel], "depth", _ordered(runs[depth[0]]), hue)
+                last = k == len(keys) - 1
+                ax.set(xlabel="cascade stages" if last else "", ylabel=column(key).label,
+                       title=panel if k == 0 else "")
+                if hue and (k, panel) != (0, panels[0]):
+                    ax.get_legend().remove()
+            for ax in grid[k * rows:(k + 1) * rows].flat[len(panels):]:
+                ax.set_visible(False)
+        labels = " and ".join(column(key).label for key in keys)
+        single = min(points.groupby(["panel", "depth"]).size().min() for points in blocks) < 2
+        caption = (f"{labels} vs cascade depth" + (" (proposal recall below)" if recall else "")
+                   + ": mean over seeds, 95 % percentile-bootstrap interval"
+                   + (" (none where a point has one seed)" if single else "")
                    + ("; end-to-end vs step-wise training as colour" if hue else "")
                    + ("; a 3-stage cascade has one round and nothing to share, so its runs appear in every "
                       "weight-sharing panel." if _find(axes, "share_weights") else "."))
         return canvas.save(fig, name, caption)
+
+
+def _depth_points(data: pd.DataFrame, depth: str, axes: list[str], canvas: Canvas) -> pd.DataFrame:
+    """``data`` (measured runs on the depth axis) with the columns the depth figure plots: depth, training
+    (end-to-end or step-wise, where box_grad varies) and panel (the other axes' setting)."""
+    data = _single_round_in_every_sharing_panel(data, depth, axes)
+    data["depth"] = data[depth].map(value_text)
+    grad = [a for a in _find(axes, "box_grad") if data[a].nunique() > 1]
+    if grad:
+        data["training"] = data[grad[0]].map(lambda v: END_TO_END.get(value_text(v), value_text(v)))
+    data["panel"] = _setting(data, _varying(data, axes, [depth, *grad]), canvas.names)
+    return data
 
 
 def _single_round_in_every_sharing_panel(data: pd.DataFrame, depth: str, axes: list[str]) -> pd.DataFrame:
