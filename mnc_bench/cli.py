@@ -416,7 +416,9 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="PRED.json", help="also write the predictions as a COCO results file")
     _add_soft_masks_option(p)
     _add_run_options(p)
-    _add_corruption_options(p)
+    _add_corruption_options(p).add_argument(
+        "--robustness-out", metavar="ROBUSTNESS.json", default=None,
+        help="where the record goes (default WORK_DIR/robustness.json)")
     p.set_defaults(handler=_cmd_test)
 
 
@@ -445,7 +447,7 @@ def _cmd_test_corrupted(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_corruption_options(p: argparse.ArgumentParser) -> None:
+def _add_corruption_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = p.add_argument_group("robustness to corruptions (test time only; the 15 benchmark corruptions of "
                                  "the imagecorruptions package)")
     group.add_argument("--corruptions", nargs="+", metavar="NAME", default=None,
@@ -460,8 +462,7 @@ def _add_corruption_options(p: argparse.ArgumentParser) -> None:
                        "images")
     group.add_argument("--corruption-seed", type=int, default=0,
                        help="seed of the corrupted images, recorded in the result (default 0)")
-    group.add_argument("--robustness-out", metavar="ROBUSTNESS.json", default=None,
-                       help="where the record goes (default WORK_DIR/robustness.json)")
+    return group
 
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
@@ -477,8 +478,10 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
 def _cmd_rescore(args: argparse.Namespace) -> int:
     from mnc_bench.suites.rescore import rescore_suite
 
-    rescore_suite(args.suite, args.metric, results=args.results)
-    return 0
+    not_scored = rescore_suite(args.suite, args.metric, results=args.results)
+    if not_scored:
+        print(f"{not_scored} finished run(s) not scored (see above)", file=sys.stderr)
+    return 1 if not_scored else 0
 
 
 def _add_rescore(sub: argparse._SubParsersAction) -> None:

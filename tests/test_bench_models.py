@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -145,6 +147,8 @@ def test_bench_checks_its_output_and_arguments_before_any_work(tmp_path, capsys)
     assert "no config named mnc_3stage_shapes" in capsys.readouterr().err
     assert main(["bench", "models", "--configs", "configs/nope.py", "--json", out]) == 2
     assert "configs/nope.py not found" in capsys.readouterr().err
+    assert main(["bench", "models", "--configs", MASK_RCNN, "--device", "gpu", "--json", out]) == 2
+    assert capsys.readouterr().err == "error: --device gpu: not a torch device (cpu, cuda, cuda:N)\n"
     with pytest.raises(SystemExit):
         main(["bench", "models", "--checkpoint", "no-equals-sign"])
     assert "MODEL=CHECKPOINT" in capsys.readouterr().err
@@ -226,3 +230,11 @@ def test_score_threshold_is_found_where_each_model_keeps_it():
     assert score_threshold_key(single_stage) == ("test_cfg", "score_thr")
     # Mask2Former's instance mode has none: it keeps its top max_per_image pairs, i.e. always runs at 0.
     assert score_threshold_key(Config(dict(model=dict(test_cfg=dict(instance_on=True))))) is None
+
+
+def test_the_bench_module_imports_outside_the_checkout(tmp_path):
+    # the default settings name the shipped configs relative to the checkout: they are made (and checked) only
+    # when the bench runs without settings, not when the module is imported
+    done = subprocess.run([sys.executable, "-c", "import mnc_bench.bench.models"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

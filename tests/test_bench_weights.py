@@ -67,6 +67,11 @@ def test_choose_random_trained_and_ask(tmp_path):
     assert any("mnc_3stage_shapes" in line and "s/a0" in line for line in lines)
     assert choose_checkpoints("ask", [MNC_3, MASK_RCNN], explicit, ask=lambda _: "", **choose) == trained
     assert choose_checkpoints("ask", [MNC_3, MASK_RCNN], explicit, ask=lambda _: "n", **choose) == explicit
+
+    def closed_input(prompt: str) -> str:
+        raise EOFError  # what input() raises at Ctrl-D
+
+    assert choose_checkpoints("ask", [MNC_3, MASK_RCNN], explicit, ask=closed_input, **choose) == explicit
     with pytest.raises(UserError, match="--weights"):
         choose_checkpoints("best", [MNC_3], {}, **choose)
 

@@ -52,9 +52,10 @@ def test_rescore_adds_boundary_and_tide_from_the_saved_predictions(shapes_datase
         run_dir.update_status(state="done")
 
     assert main(["rescore", str(suite_file), "--results", str(tmp_path / "results"), "--metric", "boundary",
-                 "tide"]) == 0
-    printed = capsys.readouterr().out
+                 "tide"]) == 1  # one finished run could not be scored
+    printed, err = capsys.readouterr()
     assert "keys added" in printed and "predictions.json not found" in printed
+    assert err == "1 finished run(s) not scored (see above)\n"
     metrics = json.loads(done.file("metrics.json").read_text())
     expected = evaluate(ann, predictions, metric=["boundary", "tide"], iou_type=("segm", "bbox"))
     assert metrics["coco/segm/AP"] == 0.5  # kept
@@ -73,6 +74,12 @@ def test_rescore_of_an_unknown_suite_is_one_line(tmp_path, capsys):
     assert err.startswith("error: no results at") and err.count("\n") == 1
 
 
+def test_rescore_of_a_suite_without_a_finished_run_says_so(tmp_path, capsys):
+    (tmp_path / "results" / "empty").mkdir(parents=True)
+    assert main(["rescore", "empty", "--results", str(tmp_path / "results"), "--metric", "tide"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}/results/empty: no finished run to score\n"
+
+
 def test_rescore_adds_proposal_recall_from_the_final_checkpoint(shapes_dataset, tmp_path, monkeypatch,
                                                                 capsys):
     """Oracle proposals at IoU 0.92 (boxes that do not depend on the weights: a random checkpoint will do)
@@ -87,7 +94,7 @@ def test_rescore_adds_proposal_recall_from_the_final_checkpoint(shapes_dataset, 
     suite_file = tmp_path / "oracle.yaml"
     suite_file.write_text(textwrap.dedent(f"""
         base: configs/mnc/mnc_3stage_shapes.py
-        seeds: [0, 1, 2]
+        seeds: [0, 1, 2, 3]
         cfg_options:
           data_root: {shapes_dataset}/
           model.proposal_control: {{mode: oracle, oracle_iou: 0.92}}
@@ -98,23 +105,25 @@ def test_rescore_adds_proposal_recall_from_the_final_checkpoint(shapes_dataset, 
     for planned in plan:
         prepare_run_dir(planned, suite)
     write_plan(suite, suite_dir)
-    scored, without_checkpoint, moved = (p.run_dir for p in plan)
+    scored, without_checkpoint, moved, broken = (p.run_dir for p in plan)
     init_default_scope("mmdet")
     cfg = load_config(suite.runs[0].config, suite.runs[0].cfg_options)
     scored.work_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": MODELS.build(cfg.model).state_dict(), "meta": {}},
                scored.work_dir / "iter_1.pth")
     moved.write_json("run.json", {**moved.read_run(), "test_ann_file": str(tmp_path / "gone.json")})
-    for run_dir in (scored, without_checkpoint, moved):
+    for run_dir in (scored, without_checkpoint, moved, broken):
         run_dir.write_json("metrics.json", {"coco/segm/AP": 0.5})
         run_dir.update_status(state="done")
+    broken.file("run.json").write_text("{")
 
     assert main(["rescore", str(suite_file), "--results", str(tmp_path / "results"), "--metric",
-                 "proposals"]) == 0
+                 "proposals"]) == 1
     printed = capsys.readouterr().out
     assert "keys added" in printed and "no whole checkpoint" in printed
     gone = f"{moved.run_id} mnc_3stage_shapes seed 2: not scored: test annotations {tmp_path}/gone.json "
     assert gone + "not found" in printed
+    assert f"{broken.run_id}: not scored: {broken.file('run.json')}: missing or not a run record" in printed
     metrics = json.loads(scored.file("metrics.json").read_text())
     assert metrics["coco/segm/AP"] == 0.5  # kept
     assert metrics["proposals/AR@100"] == pytest.approx(0.9, abs=1e-6)

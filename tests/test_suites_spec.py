@@ -168,6 +168,15 @@ def test_duplicate_axis_in_grid_and_cfg_options(tmp_path):
                   "cfg_options: {model.cascade.num_stages: 5}\n")
 
 
+@pytest.mark.parametrize(("section", "problem"), [
+    ("cfg_options: {1: 2}", "cfg_options: key 1 is not a config key"),
+    ("cfg_options: {model.: 2}", "cfg_options: key 'model.' is not a config key"),
+    ("grid: {.cascade: [3]}", "grid: axis key '.cascade' is not a config key"),
+])
+def test_keys_that_are_no_config_keys(tmp_path, section, problem):
+    assert _error(tmp_path, f"base: {MNC}\n{section}\n") == f"suite s: {problem}"
+
+
 def test_unknown_config_file(tmp_path):
     assert "config configs/mnc/nope.py not found" in _error(
         tmp_path, f"grid: {{config: [{MNC}, configs/mnc/nope.py]}}\n")
@@ -253,3 +262,13 @@ def test_cli_invalid_suite_is_one_error_line(tmp_path, capsys):
     assert (code == 2 and err.count("\n") == 1
             and err.startswith("error: suite bad: grid.model.cascade.num_stages"))
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("where", ["results", "results/inside"])
+def test_cli_results_root_that_cannot_be_written_is_one_error_line(where, tmp_path, capsys):
+    # a file where the results folder (or a folder above it) should be; nothing is trained
+    path = write_suite(tmp_path, f"base: {MNC}\nseeds: [0]\n", name="tiny")
+    (tmp_path / "results").write_text("")
+    code = main(["run", str(path), "--results", str(tmp_path / where)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: --results {tmp_path / where}"), err

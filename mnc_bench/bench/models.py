@@ -101,7 +101,11 @@ class ModelsBenchSettings:
                 raise UserError(f"--checkpoint {stem}={checkpoint}: no config named {stem} among "
                                 f"{', '.join(stems)}")
             require_local_checkpoint(checkpoint, f"--checkpoint {stem}:")
-        if torch.device(self.device).type == "cuda":
+        try:
+            device_type = torch.device(self.device).type
+        except RuntimeError as exc:
+            raise UserError(f"--device {self.device}: not a torch device (cpu, cuda, cuda:N)") from exc
+        if device_type == "cuda":
             if not torch.cuda.is_available():
                 raise UserError(f"--device {self.device}: CUDA is not available")
             from mnc_bench.gpu import require_mmcv_ops_for
@@ -419,9 +423,11 @@ def _add_ratios(records: list[dict[str, Any]]) -> None:
             record[ratio] = record[key] / value if value and record.get(key) is not None else None
 
 
-def bench_models(settings: ModelsBenchSettings = ModelsBenchSettings(), *,
+def bench_models(settings: ModelsBenchSettings | None = None, *,
                  print_fn: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the bench; print its tables; return {machine, settings, models (first size), by_size}."""
+    """Run the bench (default settings: the shipped shapes configs, relative to the checkout); print its
+    tables; return {machine, settings, models (first size), by_size}."""
+    settings = settings or ModelsBenchSettings()
     device = torch.device(settings.device)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)

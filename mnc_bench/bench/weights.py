@@ -92,7 +92,10 @@ def choose_checkpoints(mode: str, configs: Sequence[str], explicit: dict[str, st
             print_fn("-- not using them (no terminal to ask at): `make bench WEIGHTS=trained` or "
                      "`mnc-bench bench models --weights trained` does")
             return dict(explicit)
-        answer = (ask or input)("Use these trained weights? Random weights mislead about MNC. [Y/n] ")
+        try:
+            answer = (ask or input)("Use these trained weights? Random weights mislead about MNC. [Y/n] ")
+        except EOFError:  # the terminal closed its input (Ctrl-D): no answer is no
+            answer = "n"
         if answer.strip().lower() not in ("", "y", "yes"):
             return dict(explicit)
     return {**{model: str(checkpoint.path) for model, checkpoint in found.items()}, **explicit}

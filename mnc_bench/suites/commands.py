@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnc_bench.errors import UserError
+from mnc_bench.io import check_writable_output
 from mnc_bench.suites.contract import (
     COLLECT_TABLES,
     EXECUTORS,
@@ -51,6 +52,8 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
         raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers < 1:
         raise UserError(f"--workers must be a positive integer, got {workers}")
+    if not dry_run:
+        check_writable_output(results, "--results", directory=True)
     _require_gpu_ready(executor, f"suite {Path(suite).stem}", amp=amp)
     if smoke is not None and track:
         raise UserError("--smoke rehearses the runs; it does not track them (drop --track)")

@@ -13,16 +13,18 @@ from typing import Any
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.evaluate import ON_REQUEST
+from mnc_bench.suites.contract import METRICS_JSON, PREDICTIONS_JSON, RESULTS_ROOT, RunState
 from mnc_bench.suites.rundir import RunDir
 
 PROPOSALS = "proposals"  # the family scored from the checkpoint
 FAMILIES = (*ON_REQUEST.values(), PROPOSALS)
 
 
-def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = "results",
-                  echo: Callable[[str], None] = print) -> str:
+def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = RESULTS_ROOT,
+                  echo: Callable[[str], None] = print) -> int:
     """Score the finished runs of ``suite`` with ``families`` (of :data:`FAMILIES`) and merge the keys into
-    their metrics.json; ``echo`` gets one line per run as it is done, and the lines are returned."""
+    their metrics.json; ``echo`` gets one line per run as it is done. Returns how many could not be scored
+    (each one's line says why)."""
     from mnc_bench.suites.commands import suite_results_dir
     from mnc_bench.suites.status import ordered_run_dirs
 
@@ -33,23 +35,25 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
     suite_dir = suite_results_dir(suite, results)
     if not suite_dir.is_dir():
         raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run SUITE)")
-    lines = []
-    for run_dir, _ in ordered_run_dirs(suite_dir, include_all=False):
-        if run_dir.state != "done":
-            continue
-        run = run_dir.read_run()
-        label = f"{run_dir.run_id} {Path(run['config']).stem} seed {run.get('seed')}"
+    runs = [run_dir for run_dir, _ in ordered_run_dirs(suite_dir, include_all=False)
+            if run_dir.state == RunState.DONE]
+    if not runs:
+        raise UserError(f"{suite_dir}: no finished run to score")
+    not_scored = 0
+    for run_dir in runs:
+        label = run_dir.run_id
         try:
+            run = run_dir.read_run()
+            label = f"{run_dir.run_id} {Path(run['config']).stem} seed {run['seed']}"
             added = _score(run_dir, run, families)
         except UserError as exc:
-            lines.append(f"{label}: not scored: {one_line(exc)}")
-            echo(lines[-1])
+            not_scored += 1
+            echo(f"{label}: not scored: {one_line(exc)}")
             continue
-        metrics = run_dir.read_json("metrics.json") or {}
-        run_dir.write_json("metrics.json", {**metrics, **added}, nan_as_null=True)
-        lines.append(f"{label}: {len(added)} keys added")
-        echo(lines[-1])
-    return "\n".join(lines) if lines else "no finished run"
+        metrics = run_dir.read_json(METRICS_JSON) or {}
+        run_dir.write_json(METRICS_JSON, {**metrics, **added}, nan_as_null=True)
+        echo(f"{label}: {len(added)} keys added")
+    return not_scored
 
 
 def _score(run_dir: RunDir, run: dict[str, Any], families: Sequence[str]) -> dict[str, float]:
@@ -62,7 +66,7 @@ def _score(run_dir: RunDir, run: dict[str, Any], families: Sequence[str]) -> dic
     if from_predictions:
         from mnc_bench.evaluation import evaluate
 
-        predictions = run_dir.file("predictions.json")
+        predictions = run_dir.file(PREDICTIONS_JSON)
         if not predictions.is_file():
             raise UserError(f"{predictions} not found")
         added.update(evaluate(run["test_ann_file"], predictions, metric=from_predictions,

@@ -34,8 +34,13 @@ def suite_robustness(suite: str, request: PassRequest, *, results: str | Path = 
         raise UserError(f"{suite_dir}: no finished run to score")
     lines = []
     for k, run_dir in enumerate(runs, 1):
-        run = run_dir.read_run()
-        label = f"[{k}/{len(runs)}] {run_dir.run_id} {Path(run['config']).stem} seed {run.get('seed')}"
+        label = f"[{k}/{len(runs)}] {run_dir.run_id}"
+        try:
+            run = run_dir.read_run()
+        except UserError as exc:
+            lines.append(f"{label}: failed: {one_line(exc)}")
+            continue
+        label = f"{label} {Path(run['config']).stem} seed {run['seed']}"
         if not rerun and has_record(run_dir, settings):
             lines.append(f"{label}: skipped (robustness.json has these settings)")
             continue

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mnc_bench.errors import UserError
 from mnc_bench.io import write_json
 from mnc_bench.suites.contract import (
     LOCK_FILE,
@@ -88,9 +89,10 @@ class RunDir:
         write_json(self.file(name), data, indent=1, nan_as_null=nan_as_null)
 
     def read_run(self) -> dict[str, Any]:
+        """The run's record (run.json); a UserError naming the file when it is missing or not a record."""
         run = self.read_json(RUN_JSON)
-        if not isinstance(run, dict):
-            raise FileNotFoundError(f"{self.file(RUN_JSON)} missing or unreadable")
+        if not isinstance(run, dict) or not all(key in run for key in ("config", "cfg_options", "seed")):
+            raise UserError(f"{self.file(RUN_JSON)}: missing or not a run record")
         return run
 
     def status(self) -> dict[str, Any]:

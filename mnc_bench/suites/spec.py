@@ -154,6 +154,8 @@ def _check_sections(data: Mapping[str, Any], where: str, seeds: Sequence[int] | 
     grid, zipped = _axes(data, "grid", where), _axes(data, "zip", where)
     _check_zip_lengths(zipped, where)
     options = _mapping(data.get("cfg_options"), f"{where}: cfg_options")
+    for key in options:
+        _require_config_key(key, f"{where}: cfg_options: key")
     extra = dict(extra_options or {})
     if "config" in options:
         raise UserError(f"{where}: cfg_options.config: the model config is `base` or a `config` axis")
@@ -360,8 +362,7 @@ def _kind(value: Any) -> str | None:
 def _axes(data: Mapping[str, Any], section: str, where: str) -> dict[str, list[Any]]:
     axes = _mapping(data.get(section), f"{where}: {section}")
     for key, values in axes.items():
-        if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
-            raise UserError(f"{where}: {section}: axis key {key!r} is not a config key")
+        _require_config_key(key, f"{where}: {section}: axis key")
         if not isinstance(values, list):
             raise UserError(f"{where}: {section}.{key}: wrong type: expected a list of values, got "
                             f"{_label(values)}")
@@ -373,6 +374,12 @@ def _axes(data: Mapping[str, Any], section: str, where: str) -> dict[str, list[A
         if key == "config" and not all(isinstance(v, str) for v in values):
             raise UserError(f"{where}: {section}.config: wrong type: values must be config paths")
     return axes
+
+
+def _require_config_key(key: Any, what: str) -> None:
+    """A dotted config key: a non-empty string that neither starts nor ends with a dot."""
+    if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
+        raise UserError(f"{what} {key!r} is not a config key")
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
