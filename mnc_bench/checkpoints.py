@@ -22,6 +22,7 @@ DOWNLOAD_PREFIXES = ("http://", "https://", "torchvision://", "open-mmlab://", "
                      "mmpretrain://", "modelzoo://", "s3://", "pavi://")
 # The checkpoints mmengine's CheckpointHook writes into the work dir.
 _PERIODIC = re.compile(r"(iter|epoch)_(\d+)\.pth")
+LAST_CHECKPOINT = "last_checkpoint"  # mmengine's pointer file in a work dir, naming its newest checkpoint
 
 
 def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
@@ -59,7 +60,7 @@ def latest_good_checkpoint(work_dir: str | os.PathLike[str]) -> Path | None:
     """
     work = Path(work_dir)
     candidates: list[Path] = []
-    pointer = work / "last_checkpoint"
+    pointer = work / LAST_CHECKPOINT
     if pointer.is_file():
         candidates.append(Path(pointer.read_text().strip()))
     periodic = [(int(match[2]), path) for path in work.glob("*.pth")

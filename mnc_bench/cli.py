@@ -494,7 +494,7 @@ def _add_rescore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", nargs="+", choices=("boundary", "tide", "proposals"), required=True,
                    help="families to add: boundary (coco/boundary/*), tide (tide/segm/*, tide/bbox/*), "
                    "proposals (proposals/AR@k)")
-    p.add_argument("--results", default="results", help="results root (default results)")
+    p.add_argument("--results", default=RESULTS_ROOT, help="results root (default %(default)s)")
     p.set_defaults(handler=_cmd_rescore)
 
 
@@ -505,7 +505,7 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
                        "folder (mPC, rPC, AP per corruption and severity); `collect` adds them as "
                        "robustness/* columns. Runs whose robustness.json has the same settings are skipped.")
     p.add_argument("suite", help="suite name in configs/ablations/ or a suite .yaml file")
-    p.add_argument("--results", default="results", help="results root (default results)")
+    p.add_argument("--results", default=RESULTS_ROOT, help="results root (default %(default)s)")
     p.add_argument("--rerun", action="store_true", help="score runs again that have a record already")
     _add_corruption_options(p)
     p.set_defaults(handler=_cmd_robustness)
@@ -586,8 +586,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                         "checkpoint of a finished suite run of the unchanged config under --results, where "
                         "there is one; 'ask': offer those (a prompt at a terminal). Random weights mislead "
                         "about MNC's ratios")
-    models.add_argument("--results", default="results", metavar="DIR",
-                        help="where --weights trained/ask look for suite runs (default results)")
+    models.add_argument("--results", default=RESULTS_ROOT, metavar="DIR",
+                        help="where --weights trained/ask look for suite runs (default %(default)s)")
     models.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     models.add_argument("--threads", type=_positive_int, default=None,
                         help="torch intra-op threads (default: torch's, i.e. OMP_NUM_THREADS or the core "

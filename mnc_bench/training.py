@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mnc_bench import determinism
 from mnc_bench.amp import TEST_OPTIONS, TRAIN_OPTIONS, add_loss_scale_hook, require_amp_device
 from mnc_bench.checkpoints import (
+    LAST_CHECKPOINT,
     allow_mmengine_checkpoint_globals,
     latest_good_checkpoint,
     require_local_checkpoint,
@@ -126,7 +127,7 @@ def train(
     metrics = {key[len("val/"):]: float(buffer.current())
                for key, buffer in runner.message_hub.log_scalars.items()
                if key.startswith("val/") and key not in ("val/time", "val/data_time")}
-    last = Path(cfg.work_dir) / "last_checkpoint"
+    last = Path(cfg.work_dir) / LAST_CHECKPOINT
     checkpoint = Path(last.read_text().strip()) if last.is_file() else None
     return RunResult(work_dir=Path(cfg.work_dir), metrics=metrics, checkpoint=checkpoint)
 

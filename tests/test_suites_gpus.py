@@ -139,7 +139,7 @@ def _sbatch(tmp_path: Path, monkeypatch, slurm: dict) -> str:
     (bin_dir / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     pytest.importorskip("submitit")
-    executor = submitit_executor("slurm", tmp_path / "submitit", slurm=slurm, threads=1)
+    executor = submitit_executor("slurm", tmp_path / "submitit", slurm=slurm)
     return executor._executor._make_submission_file_text("command", "uid")
 
 

@@ -73,8 +73,7 @@ def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path,
     }, extra={"metrics": ["coco/segm/AP", "proposals/AR@100"]})
     suite = load_suite(suite_file)
     suite_dir = tmp_path / "results" / "two_tasks"
-    executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 30},
-                                 threads=1)
+    executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 30})
     run_suite(suite, suite_dir,
               executor=SubmititExecutor(executor, max_parallel=1, threads=1, launcher="pytorch"),
               echo=lambda line: None)
@@ -128,8 +127,7 @@ def test_a_nan_loss_on_one_rank_stops_both_ranks_with_its_reason(shapes_dataset,
     plan = plan_suite(suite, tmp_path / "results" / "nan")
     prepare_runs(plan, suite, tmp_path / "results" / "nan")
     run_dir = plan[0].run_dir
-    executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 10},
-                                 threads=1)
+    executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 10})
     cloudpickle = pytest.importorskip("cloudpickle")
     # by value: the task processes cannot import this module
     cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mnc_bench.checkpoints import latest_good_checkpoint
 from mnc_bench.errors import UserError
+from mnc_bench.suites.contract import RESULTS_ROOT, RUN_JSON, RunState
 from mnc_bench.suites.rundir import RunDir, list_run_dirs
 from mnc_bench.suites.spec import is_neutral_option
 
@@ -38,8 +39,8 @@ class TrainedCheckpoint:
 
 
 def _candidate(run_dir: RunDir, configs: dict[str, str]) -> TrainedCheckpoint | None:
-    run, status = run_dir.read_json("run.json"), run_dir.status()
-    if not isinstance(run, dict) or status.get("state") != "done":
+    run, status = run_dir.read_json(RUN_JSON), run_dir.status()
+    if not isinstance(run, dict) or status.get("state") != RunState.DONE:
         return None
     model = configs.get(Path(str(run.get("config", ""))).as_posix())
     options = run.get("cfg_options") or {}
@@ -52,7 +53,7 @@ def _candidate(run_dir: RunDir, configs: dict[str, str]) -> TrainedCheckpoint | 
                              seed=int(run.get("seed", 0)), ended=str(status.get("ended") or ""))
 
 
-def find_trained_checkpoints(configs: Sequence[str], results_root: str | Path = "results"
+def find_trained_checkpoints(configs: Sequence[str], results_root: str | Path = RESULTS_ROOT
                              ) -> dict[str, TrainedCheckpoint]:
     """For each of `configs` (paths as the suites name them, e.g. configs/mnc/mnc_3stage_shapes.py) that some
     finished run under `results_root`/<suite>/ trained unchanged, its checkpoint, by config stem."""
@@ -69,7 +70,7 @@ def find_trained_checkpoints(configs: Sequence[str], results_root: str | Path = 
 
 
 def choose_checkpoints(mode: str, configs: Sequence[str], explicit: dict[str, str], *,
-                       results_root: str | Path = "results", print_fn: Callable[[str], None] = print,
+                       results_root: str | Path = RESULTS_ROOT, print_fn: Callable[[str], None] = print,
                        ask: Callable[[str], str] | None = None) -> dict[str, str]:
     """The checkpoints `bench models` uses, by config stem: `explicit` ones (--checkpoint) always; with mode
     "trained" also those found (`find_trained_checkpoints`); with "ask" those found if the user says so at a

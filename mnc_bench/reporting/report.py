@@ -24,6 +24,7 @@ from mnc_bench.reporting.render import to_html, to_markdown
 from mnc_bench.reporting.style import Canvas, FigureResult, Skipped
 from mnc_bench.reporting.table import load_inputs
 from mnc_bench.reporting.venue import COLUMN, TEXT, Width, table_width, unused_keys
+from mnc_bench.suites.contract import RESULTS_ROOT
 
 DEFAULT_METRIC = "coco/segm/AP"
 FIGURE_FAILED = "could not be drawn from these results"
@@ -160,7 +161,7 @@ def command_line(suites: Sequence[str], out: str | os.PathLike[str], baseline: s
            "--metric", metric]
     cmd += ["--baseline", baseline] if baseline else []
     cmd += ["--claims", display.path(claims)] if claims else []
-    cmd += ["--results", display.path(results_dir)] if str(results_dir) != "results" else []
+    cmd += ["--results", display.path(results_dir)] if str(results_dir) != RESULTS_ROOT else []
     cmd += ["--bench", display.path(bench)] if bench is not None and str(bench) != DEFAULT_BENCH else []
     if table_widths:
         cmd += ["--table-width", *(f"{k}={w.name}" if k else w.name for k, w in table_widths.items())]
@@ -176,7 +177,7 @@ def write_report(
     *,
     baseline: str | None = None,
     metric: str = DEFAULT_METRIC,
-    results_dir: str | os.PathLike[str] = "results",
+    results_dir: str | os.PathLike[str] = RESULTS_ROOT,
     bench: str | os.PathLike[str] | None = DEFAULT_BENCH,
     figures: bool = True,
     claims: str | os.PathLike[str] | None = None,

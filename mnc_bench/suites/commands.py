@@ -15,6 +15,7 @@ from mnc_bench.suites.contract import (
     RESULTS_ROOT,
     SUITE_RECORD,
     RunState,
+    suite_name,
     suite_results_dir,
 )
 from mnc_bench.suites.smoke import SmokeSettings
@@ -54,7 +55,7 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
         raise UserError(f"--workers must be a positive integer, got {workers}")
     if not dry_run:
         check_writable_output(results, "--results", directory=True)
-    _require_gpu_ready(executor, f"suite {Path(suite).stem}", amp=amp)
+    _require_gpu_ready(executor, f"suite {suite_name(suite)}", amp=amp)
     if smoke is not None and track:
         raise UserError("--smoke rehearses the runs; it does not track them (drop --track)")
     if amp:
@@ -137,7 +138,7 @@ def _slurm_executor(slurm: dict[str, Any], suite_dir: Path, num_runs: int, track
 
     threads = slurm_resources(slurm)["cpus_per_task"]  # the rank's torch threads
     gpus = int(slurm.get("gpus_per_run", 1))
-    executor = submitit_executor("slurm", suite_dir / ".submitit", slurm=slurm, threads=threads)
+    executor = submitit_executor("slurm", suite_dir / ".submitit", slurm=slurm)
     # All runs go out as one job array; Slurm's array parallelism (suite or --array-parallelism) caps them.
     return SubmititExecutor(executor, max_parallel=num_runs, threads=threads,
                             launcher="pytorch" if gpus > 1 else "none", track=track)

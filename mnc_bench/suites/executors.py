@@ -314,14 +314,12 @@ def slurm_resources(slurm: Mapping[str, Any]) -> dict[str, int]:
                 mem_gb=int(slurm.get("mem_gb") or SLURM_MEM_GB_PER_GPU * gpus))
 
 
-def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any], threads: int) -> Any:
+def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any]) -> Any:
     """A submitit executor for ``cluster`` ('slurm' or 'local') with the suite's Slurm settings (resources:
     :func:`slurm_resources`)."""
     try:
         import submitit
     except ImportError as exc:
-        from mnc_bench.errors import UserError
-
         raise UserError("--executor slurm needs submitit: pip install 'mnc-bench[slurm]'") from exc
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     gpus = int(slurm.get("gpus_per_run", 1 if cluster == "slurm" else 0))

@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mnc_bench.suites.contract import RunState
 from mnc_bench.suites.rundir import RunDir
 
 
@@ -71,12 +72,12 @@ class SuiteProgress:
     def finished(self, run_dir: RunDir, state: str, duration_s: float, reason: str = "") -> None:
         self.running.pop(run_dir.run_id, None)
         self._first_seen.pop(run_dir.run_id, None)
-        if state == "done":
+        if state == RunState.DONE:
             self.durations[run_dir.run_id] = duration_s
             self.done += 1
-        elif state == "failed":
+        elif state == RunState.FAILED:
             self.failed += 1
-        tail = f": {reason}" if state == "failed" and reason else ""
+        tail = f": {reason}" if state == RunState.FAILED and reason else ""
         self._line(f"{state} {run_dir.run_id} ({self.labels.get(run_dir.run_id, '')}) in "
                    f"{format_duration(duration_s)}{tail}")
 

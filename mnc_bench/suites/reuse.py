@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnc_bench.checkpoints import latest_good_checkpoint
+from mnc_bench.checkpoints import LAST_CHECKPOINT, latest_good_checkpoint
 from mnc_bench.evaluation.evaluate import ON_REQUEST
 from mnc_bench.io import atomic_open, fsync_dir, make_staging_dir
 from mnc_bench.suites.contract import METRICS_JSON, PROPOSAL_PREFIX, RUN_JSON, STATUS_JSON, RunState
@@ -107,7 +107,7 @@ def copy_run(source: RunDir, dest: RunDir, *, write_identity: Callable[[RunDir],
 def _point_at_own_checkpoint(copy: RunDir, source: RunDir, dest: RunDir) -> None:
     """mmengine's ``last_checkpoint`` holds an absolute path: the copy's names the copy's own file, so that a
     resumed copy, and what it records, never read the source's."""
-    pointer = copy.work_dir / "last_checkpoint"
+    pointer = copy.work_dir / LAST_CHECKPOINT
     if not pointer.is_file():
         return
     target, source_work = Path(pointer.read_text().strip()).resolve(), source.work_dir.resolve()

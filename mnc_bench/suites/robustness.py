@@ -13,12 +13,13 @@ from typing import Any
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.robustness import RECORD_FILE, PassSettings, read_record, write_record
 from mnc_bench.robustness import PassRequest, ProgressBar, corrupted_pass
+from mnc_bench.suites.contract import RESULTS_ROOT, RunState
 from mnc_bench.suites.rundir import RunDir
 
 WORK_FOLDER = "robustness"  # mmengine's work dir of the pass inside the run folder (its logs)
 
 
-def suite_robustness(suite: str, request: PassRequest, *, results: str | Path = "results",
+def suite_robustness(suite: str, request: PassRequest, *, results: str | Path = RESULTS_ROOT,
                      rerun: bool = False, echo: Callable[[str], None] = print) -> str:
     """Score every finished run of ``suite`` (latest plan) under ``request``; returns a per-run summary."""
     from mnc_bench.suites.commands import suite_results_dir
@@ -29,7 +30,7 @@ def suite_robustness(suite: str, request: PassRequest, *, results: str | Path = 
     if not suite_dir.is_dir():
         raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run SUITE)")
     runs = [run_dir for run_dir, in_plan in ordered_run_dirs(suite_dir, include_all=False)
-            if in_plan and run_dir.state == "done"]
+            if in_plan and run_dir.state == RunState.DONE]
     if not runs:
         raise UserError(f"{suite_dir}: no finished run to score")
     lines = []

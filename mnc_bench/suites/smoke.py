@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mnc_bench.errors import UserError
+from mnc_bench.suites.contract import RunState
 from mnc_bench.suites.rundir import RunDir
 from mnc_bench.suites.spec import RunSpec, Suite, run_id
 
@@ -111,9 +112,9 @@ def verdicts(suite: Suite, suite_dir: Path, notes: Mapping[str, str]) -> list[tu
     for spec in suite.runs:
         status = RunDir(suite_dir / spec.run_id).status()
         state = status.get("state")
-        if state == "done":
+        if state == RunState.DONE:
             verdict = "ok" + (f" ({notes[spec.run_id]})" if spec.run_id in notes else "")
-        elif state == "failed":
+        elif state == RunState.FAILED:
             verdict = f"FAILED: {status.get('exit_reason') or 'no reason recorded'}"
         else:
             verdict = f"not finished ({state or 'not started'})"

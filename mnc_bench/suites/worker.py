@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mnc_bench.allocator import tune_allocator
+from mnc_bench.checkpoints import LAST_CHECKPOINT
 from mnc_bench.env import checkout_commit
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open
@@ -62,13 +63,13 @@ def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none",
         return EXIT_DONE
     try:
         with run_dir.hold():
-            return _run_held(run_dir, started, threads, launcher, track)
+            return _run_held(run_dir, started, launcher, track)
     except RunBusy as exc:
         print(f"mnc-bench worker: {exc}", file=sys.stderr, flush=True)
         return EXIT_BUSY
 
 
-def _run_held(run_dir: RunDir, started: float, threads: int | None, launcher: str, track: str | None) -> int:
+def _run_held(run_dir: RunDir, started: float, launcher: str, track: str | None) -> int:
     _redirect_output(run_dir.file(LOG_TXT))
     spec = run_dir.read_run()
     previous = run_dir.status()
@@ -158,7 +159,7 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
         metrics.update(run_proposal_recall(spec, result.checkpoint))
     families = requested_families(wanted)
     if families and main:  # scored from the predictions just written (rank 0 wrote them)
-        metrics.update(evaluate(spec["test_ann_file"], run_dir.file("predictions.json"), metric=families,
+        metrics.update(evaluate(spec["test_ann_file"], run_dir.file(PREDICTIONS_JSON), metric=families,
                                 iou_type=("segm", "bbox")))
     eval_time = time.time() - t1
     if not main:
@@ -251,7 +252,7 @@ def git_commit() -> str:
 
 def _clear_checkpoints(work_dir: Path) -> None:
     """Restarting from scratch: drop what a killed attempt left (no whole checkpoint among it)."""
-    for path in [*work_dir.glob("*.pth"), work_dir / "last_checkpoint"]:
+    for path in [*work_dir.glob("*.pth"), work_dir / LAST_CHECKPOINT]:
         path.unlink(missing_ok=True)
 
 
