@@ -96,8 +96,9 @@ def _add_env(sub: argparse._SubParsersAction) -> None:
 def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="make, convert and validate datasets",
                           description="Datasets in COCO format: generate the synthetic shapes dataset "
-                          "(synth), validate a COCO instances file (check), convert SBD's VOC instance masks "
-                          "(sbd2coco).")
+                          "(synth) or its clips (synth-video), validate a COCO instances or video file "
+                          "(check), convert SBD's VOC instance masks (sbd2coco) or an official YouTube-VIS / "
+                          "OVIS json (ytvis2coco).")
     data_sub = data.add_subparsers(dest="data_command", required=True,
                                    metavar="{synth,synth-video,check,sbd2coco,ytvis2coco}")
 
@@ -743,9 +744,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
                            claims=args.claims, table_widths=parse_table_widths(args.table_width or []),
                            display_name_overrides=parse_overrides(args.display_name or []),
                            qualitative_models=args.qualitative_models)
-    print(f"report {written.out / 'report.md'} and {written.out / 'report.html'} "
-          f"({len(written.files) - 2} tables and figures; {len(written.skipped)} figure(s) skipped, see the "
-          "report)")
+    figures = len({figure.name for figure in written.figures})  # each drawn at column and text width
+    print(f"report {written.markdown} and {written.html} ({len(written.tables)} LaTeX tables, {figures} "
+          f"figures; {len(written.skipped)} figure(s) skipped, see the report)")
     return 0
 
 

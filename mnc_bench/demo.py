@@ -44,7 +44,7 @@ def run_demo(out_dir: str | os.PathLike[str], *, workers: int = 2,
     echo(f"table: {', '.join(str(p) for p in paths)}")
     if report_dir is not None:
         written = write_report([str(out_dir)], report_dir)
-        echo(f"report: {written.out / 'report.md'}, {written.out / 'report.html'}")
+        echo(f"report: {written.markdown}, {written.html}")
     echo(format_timing(record))
     echo("Demo numbers come from a schedule of minutes on a small synthetic set: they show the harness "
          "working, not what the models can do (docs/results.md: suite mnc_vs_successors, the full schedule).")

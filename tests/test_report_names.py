@@ -149,3 +149,15 @@ def test_cli_takes_the_grid_models_and_names(results, tmp_path, capsys):
     code = main(["report", "mnc_vs_successors", "--out", str(tmp_path / "r"), "--results", str(results),
                  "--display-name", "panet_shapes"])
     assert code == 2 and "expected MODEL=NAME" in capsys.readouterr().err
+
+
+def test_cli_says_where_the_report_went_and_counts_its_tables_and_figures(results, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["report", "cascade_depth", "--out", str(out), "--results", str(results)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    tables = len(list((out / "tables").glob("*.tex")))
+    # a figure is one name, drawn at column width (PDF and PNG) and at text width (PDF)
+    figures = len({path.stem.removesuffix("_textwidth") for path in (out / "figures").glob("*.pdf")})
+    assert tables and figures
+    assert printed.startswith(f"report {out}/report.md and {out}/report.html ({tables} LaTeX tables, "
+                              f"{figures} figures; "), printed

@@ -4,7 +4,7 @@ anything.
 - `models`: the models side by side: inference latency (pre / network / post-processing), training speed,
   FLOPs, peak memory and the share of the machine's measured matmul peak, as ratios to Mask R-CNN;
 - `data`: generating the shapes dataset;
-- `evaluation`: VOC region AP and COCO segm evaluation on a VOC12-val-sized synthetic workload.
+- `eval`: VOC region AP and COCO segm evaluation on a VOC12-val-sized synthetic workload.
 
 Speed is compared as ratios measured side by side in one run, so a noisy machine shifts every row alike.
 """

@@ -35,9 +35,19 @@ Drawn = FigureResult | Skipped | list[FigureResult | Skipped]
 
 @dataclass(frozen=True)
 class Written:
+    """What ``make_report`` wrote into ``out``: the two pages, the LaTeX tables and the figures (each as its
+    PDF, PNG and text-width PDF), and the figures it could not draw, with the reason."""
+
     out: Path
-    files: list[Path]
+    markdown: Path
+    html: Path
+    tables: list[Path]
+    figures: list[FigureResult]
     skipped: list[Skipped]
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.markdown, self.html, *self.tables, *(f for fig in self.figures for f in fig.files)]
 
 
 @dataclass(frozen=True)
@@ -235,11 +245,11 @@ def write_report(
         *sections.published_section(published, sorted(set(a.done["model"]))),
         *sections.provenance_section(prov),
     ]
-    figure_files = [f for fig in drawn if isinstance(fig, FigureResult) for f in fig.files]
     md = _write_text(out_dir / "report.md", to_markdown(blocks))
     title = f"mnc-bench report: {', '.join(suites)}"
     page = _write_text(out_dir / "report.html", to_html(blocks, title, out_dir))
-    tex_files = [path for path, _ in tex]
-    _remove_stale(out_dir, set(figure_files) | set(tex_files))
-    skipped = [s for s in drawn if isinstance(s, Skipped)]
-    return Written(out_dir, [md, page, *tex_files, *figure_files], skipped)
+    written = Written(out_dir, md, page, tables=[path for path, _ in tex],
+                      figures=[fig for fig in drawn if isinstance(fig, FigureResult)],
+                      skipped=[s for s in drawn if isinstance(s, Skipped)])
+    _remove_stale(out_dir, set(written.files))
+    return written

@@ -112,7 +112,7 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Executor, rerun_
               reuse: bool = True, dry_run: bool = False, started_at: float | None = None,
               echo: Callable[[str], None] = print, progress_stream: IO[str] | None = None) -> dict[str, Any]:
     """Plan, print the plan, and (unless ``dry_run``) copy the reusable runs and execute those that need it.
-    Returns the invocation record (also appended to suite.json)."""
+    Returns the invocation record, which is appended to suite.json unless ``dry_run``."""
     started_at = started_at or time.time()
     suite_dir = Path(suite_dir)
     plan = plan_suite(suite, suite_dir, rerun_failed=rerun_failed, reuse=reuse)
