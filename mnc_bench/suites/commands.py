@@ -22,6 +22,7 @@ from mnc_bench.suites.smoke import SmokeSettings
 
 if TYPE_CHECKING:
     from mnc_bench.suites.executors import Executor, LocalExecutor
+    from mnc_bench.suites.spec import Suite
 
 
 def results_dir_of(suite: str, results: str | Path = RESULTS_ROOT) -> Path:
@@ -46,28 +47,15 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
     ok."""
     from mnc_bench.suites.runner import run_suite
     from mnc_bench.suites.spec import load_suite
-    from mnc_bench.suites.tracking import tracking_uri
 
     started_at = started_at or time.time()
-    if executor not in EXECUTORS:
-        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if workers < 1:
-        raise UserError(f"--workers must be a positive integer, got {workers}")
-    if not dry_run:
-        check_writable_output(results, "--results", directory=True)
-    _require_gpu_ready(executor, f"suite {suite_name(suite)}", amp=amp)
-    if smoke is not None and track:
-        raise UserError("--smoke rehearses the runs; it does not track them (drop --track)")
+    _check_run_options(suite, executor=executor, workers=workers, results=results, dry_run=dry_run, amp=amp,
+                       smoke=smoke is not None, track=track)
     if amp:
         from mnc_bench.amp import amp_options
 
         cfg_options = {**amp_options(), **(cfg_options or {})}
-    uri = tracking_uri(track, results)
-    if uri is not None:
-        try:
-            import mlflow  # noqa: F401
-        except ImportError as exc:
-            raise UserError("--track mlflow needs mlflow: pip install 'mnc-bench[mlflow]'") from exc
+    uri = _tracking_uri(track, results)
     local = local_executor(workers, uri, prestart=not dry_run) if executor == "local" else None
     try:
         spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
@@ -93,16 +81,53 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
         return 0
     echo(format_timing(record))
     if smoke is not None:
-        from mnc_bench.suites.smoke import format_verdicts, verdicts
+        return _smoke_outcome(spec, suite_dir, notes, echo)
+    return _run_outcome(spec.name, _failed_ids(suite_dir) - before, echo)
 
-        results_of_runs = verdicts(spec, suite_dir, notes)
-        for line in format_verdicts(spec, results_of_runs):
-            echo(line)
-        return 0 if all(verdict.startswith("ok") for _, verdict in results_of_runs) else 1
-    newly_failed = _failed_ids(suite_dir) - before
+
+def _check_run_options(suite: str, *, executor: str, workers: int, results: str | Path, dry_run: bool,
+                       amp: bool, smoke: bool, track: str | None) -> None:
+    """The options of ``run`` that can be judged before the suite is read, each a one-line UserError."""
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if workers < 1:
+        raise UserError(f"--workers must be a positive integer, got {workers}")
+    if not dry_run:
+        check_writable_output(results, "--results", directory=True)
+    _require_gpu_ready(executor, f"suite {suite_name(suite)}", amp=amp)
+    if smoke and track:
+        raise UserError("--smoke rehearses the runs; it does not track them (drop --track)")
+
+
+def _tracking_uri(track: str | None, results: str | Path) -> str | None:
+    """MLflow's tracking URI for ``--track`` (None without it), once mlflow is known to import."""
+    from mnc_bench.suites.tracking import tracking_uri
+
+    uri = tracking_uri(track, results)
+    if uri is not None:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError as exc:
+            raise UserError("--track mlflow needs mlflow: pip install 'mnc-bench[mlflow]'") from exc
+    return uri
+
+
+def _smoke_outcome(suite: Suite, suite_dir: Path, notes: Mapping[str, str],
+                   echo: Callable[[str], None]) -> int:
+    """Print each rehearsed run's verdict; 0 when every one is ok."""
+    from mnc_bench.suites.smoke import format_verdicts, verdicts
+
+    results_of_runs = verdicts(suite, suite_dir, notes)
+    for line in format_verdicts(suite, results_of_runs):
+        echo(line)
+    return 0 if all(verdict.startswith("ok") for _, verdict in results_of_runs) else 1
+
+
+def _run_outcome(name: str, newly_failed: set[str], echo: Callable[[str], None]) -> int:
+    """Say which runs of this invocation failed; 1 when any did."""
     if newly_failed:
-        echo(f"{len(newly_failed)} run(s) failed: see `mnc-bench status {spec.name}`; --rerun-failed runs "
-             "them again")
+        echo(f"{len(newly_failed)} run(s) failed: see `mnc-bench status {name}`; --rerun-failed runs them "
+             "again")
     return 1 if newly_failed else 0
 
 
