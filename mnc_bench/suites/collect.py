@@ -35,6 +35,7 @@ from mnc_bench.suites.contract import (
     TEXT_COLUMNS,
     RunState,
     axis_column,
+    model_name,
     table_columns,
 )
 from mnc_bench.suites.record import read_suite_record
@@ -90,7 +91,7 @@ def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = dict(
         suite=run.get("suite", run_dir.path.parent.name), run_id=run_dir.run_id, status=status["state"],
         failure_reason=(status.get("exit_reason") or "") if status["state"] == RunState.FAILED else "",
-        config=config, model=Path(config).stem, seed=run.get("seed"), variant=run.get("variant", ""),
+        config=config, model=model_name(config), seed=run.get("seed"), variant=run.get("variant", ""),
         _axes=list(axes),
         run_dir=str(run_dir.path), test_ann_file=run.get("test_ann_file", ""),
         test_img_dir=run.get("test_img_dir", ""),

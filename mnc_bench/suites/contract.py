@@ -28,6 +28,11 @@ SUITES_DIR = Path("configs") / "ablations"  # relative to the working directory 
 RESULTS_ROOT = "results"  # the default results root
 
 
+def model_name(config: str | os.PathLike[str]) -> str:
+    """The name a model goes by in plans, tables and records: its config file's name without ``.py``."""
+    return Path(config).stem
+
+
 def suite_name(suite: str | os.PathLike[str]) -> str:
     """The name of a suite given by name or by file: the file name without its ``.yaml``/``.yml`` suffix, a
     name as it is. Only those suffixes are removed: ``v1.2`` is suite ``v1.2``, not ``v1``."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.evaluate import ON_REQUEST
-from mnc_bench.suites.contract import METRICS_JSON, PREDICTIONS_JSON, RESULTS_ROOT, RunState
+from mnc_bench.suites.contract import METRICS_JSON, PREDICTIONS_JSON, RESULTS_ROOT, RunState, model_name
 from mnc_bench.suites.rundir import RunDir
 
 PROPOSALS = "proposals"  # the family scored from the checkpoint
@@ -44,7 +44,7 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
         label = run_dir.run_id
         try:
             run = run_dir.read_run()
-            label = f"{run_dir.run_id} {Path(run['config']).stem} seed {run['seed']}"
+            label = f"{run_dir.run_id} {model_name(run['config'])} seed {run['seed']}"
             added = _score(run_dir, run, families)
         except UserError as exc:
             not_scored += 1

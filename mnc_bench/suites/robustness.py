@@ -13,7 +13,7 @@ from typing import Any
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.robustness import RECORD_FILE, PassSettings, read_record, write_record
 from mnc_bench.robustness import PassRequest, ProgressBar, corrupted_pass
-from mnc_bench.suites.contract import RESULTS_ROOT, RunState
+from mnc_bench.suites.contract import RESULTS_ROOT, RunState, model_name
 from mnc_bench.suites.rundir import RunDir
 
 WORK_FOLDER = "robustness"  # mmengine's work dir of the pass inside the run folder (its logs)
@@ -41,7 +41,7 @@ def suite_robustness(suite: str, request: PassRequest, *, results: str | Path = 
         except UserError as exc:
             lines.append(f"{label}: failed: {one_line(exc)}")
             continue
-        label = f"{label} {Path(run['config']).stem} seed {run['seed']}"
+        label = f"{label} {model_name(run['config'])} seed {run['seed']}"
         if not rerun and has_record(run_dir, settings):
             lines.append(f"{label}: skipped (robustness.json has these settings)")
             continue

@@ -39,7 +39,13 @@ from typing import Any
 import yaml
 
 from mnc_bench.errors import UserError, one_line
-from mnc_bench.suites.contract import METRIC_PATTERN, is_suite_file, suite_file_candidates, suite_name
+from mnc_bench.suites.contract import (
+    METRIC_PATTERN,
+    is_suite_file,
+    model_name,
+    suite_file_candidates,
+    suite_name,
+)
 
 SUITE_KEYS = ("base", "grid", "zip", "seeds", "cfg_options", "metrics", "slurm")
 SLURM_KEYS = {"partition": str, "gpus_per_run": int, "cpus_per_run": int, "timeout_min": int,
@@ -75,7 +81,7 @@ class RunSpec:
 
     @property
     def model(self) -> str:
-        return Path(self.config).stem
+        return model_name(self.config)
 
     @property
     def label(self) -> str:

@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from mnc_bench.suites.contract import RUN_JSON, RUN_STATES, RunState
+from mnc_bench.suites.contract import RUN_JSON, RUN_STATES, RunState, model_name
 from mnc_bench.suites.progress import format_duration
 from mnc_bench.suites.record import read_suite_record
 from mnc_bench.suites.rundir import RunDir, list_run_dirs
@@ -37,7 +37,7 @@ def status_rows(suite_dir: str | Path) -> list[dict[str, Any]]:
             state = f"running (iteration {status.get('iter', 0)}/{status['max_iters']})"
         rows.append(dict(
             run_id=run_dir.run_id,
-            what=", ".join(part for part in (Path(str(run.get("config", ""))).stem, run.get("variant", ""),
+            what=", ".join(part for part in (model_name(str(run.get("config", ""))), run.get("variant", ""),
                                              f"seed={run.get('seed')}") if part),
             state=state + ("" if in_plan else " [not in the suite file any more]"),
             duration=format_duration(_duration(status)),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mnc_bench.errors import UserError
-from mnc_bench.suites.contract import CONFIG_PY, METRICS_JSON, RESULT_FILES, RUN_JSON
+from mnc_bench.suites.contract import CONFIG_PY, METRICS_JSON, RESULT_FILES, RUN_JSON, model_name
 
 # MLflow metric names allow letters, digits, '_', '-', '.', ' ', '/' (our VOC keys carry '@').
 _NAME_SUBSTITUTES = {"@": "_at_"}
@@ -55,7 +55,7 @@ def tracked_visualizer(visualizer: Mapping[str, Any], uri: str, run: Mapping[str
         type="MLflowVisBackend", save_dir=str(run_dir / "mlflow"), exp_name=run["suite"],
         run_name=run["run_id"], tracking_uri=uri, artifact_suffix=(".py",),
         artifact_location=_artifact_location(uri),
-        tags={"suite": run["suite"], "model": Path(run["config"]).stem, "variant": run["variant"] or "-"},
+        tags={"suite": run["suite"], "model": model_name(run["config"]), "variant": run["variant"] or "-"},
         params={"seed": run["seed"], "config": run["config"]}))
     return dict(visualizer, name=f"mlflow-{run['run_id']}", vis_backends=backends)
 
