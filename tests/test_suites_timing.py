@@ -72,9 +72,27 @@ def test_the_eta_follows_each_runs_iteration_rate_and_each_kinds_duration(tmp_pa
     runs["fast1"].write_json("status.json", {"state": "running", "iter": 500, "max_iters": 1000})
     assert progress.eta_s() == pytest.approx(250.0)
 
+    progress.tick()  # fast1 first seen at iteration 500
     clock.now += 450.0
     progress.finished(runs["fast1"], "done", 600.0)
     progress.finished(runs["slow0"], "done", 500.0)
     progress.started(runs["slow1"])  # now its kind's mean: 500 s
     assert progress.eta_s() == pytest.approx(500.0)
     assert progress.left == 0 and "1 running, 0 left, ETA 8m20s" in progress.summary()
+
+
+def test_every_running_run_is_observed_even_when_another_has_no_estimate_yet(tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress_module.time, "time", clock)
+    progress = SuiteProgress("s", {"a": "a", "b": "b"}, done=0, failed=0, queue=["a", "b"], workers=2,
+                             kinds={"a": "k", "b": "k"}, stream=io.StringIO())
+    a, b = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    for run_dir in (a, b):
+        run_dir.path.mkdir()
+        progress.started(run_dir)
+    b.write_json("status.json", {"state": "running", "iter": 100, "max_iters": 1000})
+    progress.tick()  # a has logged nothing and nothing has finished: no ETA yet, but b's baseline is noted
+    clock.now += 10.0
+    b.write_json("status.json", {"state": "running", "iter": 200, "max_iters": 1000})
+    progress.finished(a, "done", 10.0)
+    assert progress.eta_s() == pytest.approx(80.0)  # b: 800 iterations at 10 per second

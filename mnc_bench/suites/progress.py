@@ -82,9 +82,18 @@ class SuiteProgress:
                    f"{format_duration(duration_s)}{tail}")
 
     def tick(self) -> None:
-        self.eta_s()  # notes where each running run is, for its iteration rate
+        self._observe_iterations()
         if self._display is not None:
             self._display.update(self._render(), refresh=True)
+
+    def _observe_iterations(self) -> None:
+        """Note the time and iteration at which each running run is first seen logging: the baseline of its
+        iteration rate."""
+        now = time.time()
+        for run_id, (run_dir, _) in self.running.items():
+            it = run_dir.status().get("iter")
+            if isinstance(it, int):
+                self._first_seen.setdefault(run_id, (now, it))
 
     def eta_s(self) -> float | None:
         """When the last run should end: each running run ends at its own iteration rate (or after the mean
@@ -119,8 +128,9 @@ class SuiteProgress:
         kind's mean duration less the time it has run."""
         status = run_dir.status()
         it, total = status.get("iter"), status.get("max_iters")
-        if isinstance(it, int) and isinstance(total, int) and total > 0:
-            seen_at, seen_iter = self._first_seen.setdefault(run_id, (now, it))
+        seen = self._first_seen.get(run_id)
+        if seen is not None and isinstance(it, int) and isinstance(total, int) and total > 0:
+            seen_at, seen_iter = seen
             if it > seen_iter and now > seen_at:
                 return (total - it) * (now - seen_at) / (it - seen_iter)
         expected = self._expected_s(run_id)
