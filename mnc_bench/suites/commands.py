@@ -33,6 +33,14 @@ def results_dir_of(suite: str, results: str | Path = RESULTS_ROOT) -> Path:
     return suite_results_dir(suite, results)
 
 
+def existing_results_dir(suite: str, results: str | Path = RESULTS_ROOT) -> Path:
+    """:func:`results_dir_of`, which must exist (a UserError saying so otherwise)."""
+    suite_dir = results_dir_of(suite, results)
+    if not suite_dir.is_dir():
+        raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run {suite})")
+    return suite_dir
+
+
 def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int = 1,
                 executor: str = "local", dry_run: bool = False, rerun_failed: bool = False,
                 reuse: bool = True, seeds: Sequence[int] | None = None,
@@ -209,10 +217,7 @@ def format_timing(record: Mapping[str, Any]) -> str:
 def status_command(suite: str, *, results: str | Path = RESULTS_ROOT) -> str:
     from mnc_bench.suites.status import format_status
 
-    suite_dir = results_dir_of(suite, results)
-    if not suite_dir.is_dir():
-        raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run {suite})")
-    return format_status(suite_dir)
+    return format_status(existing_results_dir(suite, results))
 
 
 def collect_command(suite: str, *, results: str | Path = RESULTS_ROOT, out: str | Path | None = None,

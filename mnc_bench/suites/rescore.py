@@ -13,7 +13,7 @@ from typing import Any
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.evaluate import ON_REQUEST
-from mnc_bench.suites.contract import METRICS_JSON, PREDICTIONS_JSON, RESULTS_ROOT, RunState, model_name
+from mnc_bench.suites.contract import METRICS_JSON, PREDICTIONS_JSON, RESULTS_ROOT, model_name
 from mnc_bench.suites.rundir import RunDir
 
 PROPOSALS = "proposals"  # the family scored from the checkpoint
@@ -25,22 +25,15 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
     """Score the finished runs of ``suite`` with ``families`` (of :data:`FAMILIES`) and merge the keys into
     their metrics.json; ``echo`` gets one line per run as it is done. Returns how many could not be scored
     (each one's line says why)."""
-    from mnc_bench.suites.commands import suite_results_dir
-    from mnc_bench.suites.status import ordered_run_dirs
+    from mnc_bench.suites.commands import existing_results_dir
+    from mnc_bench.suites.status import finished_runs
 
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
         raise UserError(f"--metric: {'unknown family ' + repr(unknown[0]) if unknown else 'give a family'}; "
                         f"choose from {', '.join(FAMILIES)}")
-    suite_dir = suite_results_dir(suite, results)
-    if not suite_dir.is_dir():
-        raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run SUITE)")
-    runs = [run_dir for run_dir, _ in ordered_run_dirs(suite_dir, include_all=False)
-            if run_dir.state == RunState.DONE]
-    if not runs:
-        raise UserError(f"{suite_dir}: no finished run to score")
     not_scored = 0
-    for run_dir in runs:
+    for run_dir in finished_runs(existing_results_dir(suite, results)):
         label = run_dir.run_id
         try:
             run = run_dir.read_run()

@@ -13,7 +13,7 @@ from typing import Any
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.robustness import RECORD_FILE, PassSettings, read_record, write_record
 from mnc_bench.robustness import PassRequest, ProgressBar, corrupted_pass
-from mnc_bench.suites.contract import RESULTS_ROOT, RunState, model_name
+from mnc_bench.suites.contract import RESULTS_ROOT, model_name
 from mnc_bench.suites.rundir import RunDir
 
 WORK_FOLDER = "robustness"  # mmengine's work dir of the pass inside the run folder (its logs)
@@ -22,17 +22,11 @@ WORK_FOLDER = "robustness"  # mmengine's work dir of the pass inside the run fol
 def suite_robustness(suite: str, request: PassRequest, *, results: str | Path = RESULTS_ROOT,
                      rerun: bool = False, echo: Callable[[str], None] = print) -> str:
     """Score every finished run of ``suite`` (latest plan) under ``request``; returns a per-run summary."""
-    from mnc_bench.suites.commands import suite_results_dir
-    from mnc_bench.suites.status import ordered_run_dirs
+    from mnc_bench.suites.commands import existing_results_dir
+    from mnc_bench.suites.status import finished_runs
 
     settings = request.settings()
-    suite_dir = suite_results_dir(suite, results)
-    if not suite_dir.is_dir():
-        raise UserError(f"no results at {suite_dir} (run the suite first: mnc-bench run SUITE)")
-    runs = [run_dir for run_dir, in_plan in ordered_run_dirs(suite_dir, include_all=False)
-            if in_plan and run_dir.state == RunState.DONE]
-    if not runs:
-        raise UserError(f"{suite_dir}: no finished run to score")
+    runs = finished_runs(existing_results_dir(suite, results))
     lines = []
     for k, run_dir in enumerate(runs, 1):
         label = f"[{k}/{len(runs)}] {run_dir.run_id}"

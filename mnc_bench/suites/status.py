@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from mnc_bench.errors import UserError
 from mnc_bench.suites.contract import RUN_JSON, RUN_STATES, RunState, model_name
 from mnc_bench.suites.progress import format_duration
 from mnc_bench.suites.record import read_suite_record
@@ -23,6 +24,15 @@ def ordered_run_dirs(suite_dir: str | Path, *, include_all: bool = True) -> list
     if include_all or not planned:
         pairs += [(run_dir, not planned) for run_dir in found.values()]
     return pairs
+
+
+def finished_runs(suite_dir: str | Path) -> list[RunDir]:
+    """The finished runs of the suite's latest plan, in plan order; a UserError when there is none."""
+    runs = [run_dir for run_dir, in_plan in ordered_run_dirs(suite_dir, include_all=False)
+            if in_plan and run_dir.state == RunState.DONE]
+    if not runs:
+        raise UserError(f"{suite_dir}: no finished run to score")
+    return runs
 
 
 def status_rows(suite_dir: str | Path) -> list[dict[str, Any]]:
