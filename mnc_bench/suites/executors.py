@@ -236,12 +236,28 @@ class SuiteJob:
         return submitit.helpers.DelayedSubmission(self, run_dir)
 
 
+class SubmittedJob(Protocol):
+    """What is read of a submitit job: whether it ended, its tasks' results, its id and log paths."""
+
+    job_id: str
+
+    def done(self) -> bool: ...
+
+    def results(self) -> list[Any]: ...
+
+
+class ArrayExecutor(Protocol):
+    """A submitit executor as used here (``AutoExecutor`` or ``LocalExecutor``): one job per argument."""
+
+    def map_array(self, fn: Any, *iterable: Sequence[Any]) -> list[SubmittedJob]: ...
+
+
 class SubmititExecutor:
     """Runs through a submitit executor: on Slurm all runs go out as one job array (``map_array``; Slurm's
     array parallelism caps them); submitit's local executor has no cap, so runs are handed over at most
     ``max_parallel`` at a time."""
 
-    def __init__(self, executor: Any, *, max_parallel: int, threads: int | None = None,
+    def __init__(self, executor: ArrayExecutor, *, max_parallel: int, threads: int | None = None,
                  launcher: str = "none", track: str | None = None) -> None:
         self.executor = executor
         self.max_parallel = max(1, max_parallel)
@@ -256,7 +272,7 @@ class SubmititExecutor:
 
     def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
         pending = collections.deque(run_dirs)
-        active: dict[Any, tuple[RunDir, float]] = {}
+        active: dict[SubmittedJob, tuple[RunDir, float]] = {}
         job = SuiteJob(self.threads, self.launcher, self.track)
         while pending or active:
             free = self.max_parallel - len(active)
@@ -274,7 +290,7 @@ class SubmititExecutor:
             events.tick()
 
 
-def job_outcome(job: Any) -> tuple[int | None, str]:
+def job_outcome(job: SubmittedJob) -> tuple[int | None, str]:
     """(the worker's exit code, '') of a finished submitit job, whose tasks (one per GPU) exit with the first
     non-zero code among them; (None, why) when the job produced no exit code: killed, lost with its node, or
     an exception outside the worker's own handling. submitit's exceptions are pages of log; ``why`` is their
@@ -314,7 +330,7 @@ def slurm_resources(slurm: Mapping[str, Any]) -> dict[str, int]:
                 mem_gb=int(slurm.get("mem_gb") or SLURM_MEM_GB_PER_GPU * gpus))
 
 
-def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any]) -> Any:
+def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any]) -> ArrayExecutor:
     """A submitit executor for ``cluster`` ('slurm' or 'local') with the suite's Slurm settings (resources:
     :func:`slurm_resources`)."""
     try:
