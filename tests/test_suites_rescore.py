@@ -23,6 +23,16 @@ from mnc_bench.suites.spec import load_suite  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _prepared(suite_file: Path, suite_dir: Path):
+    """The suite of ``suite_file`` planned into ``suite_dir``, its run folders made (nothing run)."""
+    suite = load_suite(suite_file, build_models=False)
+    plan = plan_suite(suite, suite_dir)
+    for planned in plan:
+        prepare_run_dir(planned, suite)
+    write_plan(suite, suite_dir)
+    return suite, plan
+
+
 def test_rescore_adds_boundary_and_tide_from_the_saved_predictions(shapes_dataset, tmp_path, monkeypatch,
                                                                    capsys):
     monkeypatch.chdir(REPO)
@@ -32,12 +42,8 @@ def test_rescore_adds_boundary_and_tide_from_the_saved_predictions(shapes_datase
         seeds: [0, 1, 2]
         cfg_options: {{data_root: {shapes_dataset}/}}
     """))
-    suite = load_suite(suite_file, build_models=False)
     suite_dir = tmp_path / "results" / "tiny"
-    plan = plan_suite(suite, suite_dir)
-    for planned in plan:
-        prepare_run_dir(planned, suite)
-    write_plan(suite, suite_dir)
+    suite, plan = _prepared(suite_file, suite_dir)
     done, no_predictions, pending = (p.run_dir for p in plan)
     ann = shapes_dataset / "annotations" / "instances_val.json"
     gt = json.loads(ann.read_text())
@@ -99,12 +105,7 @@ def test_rescore_adds_proposal_recall_from_the_final_checkpoint(shapes_dataset, 
           data_root: {shapes_dataset}/
           model.proposal_control: {{mode: oracle, oracle_iou: 0.92}}
     """))
-    suite = load_suite(suite_file, build_models=False)
-    suite_dir = tmp_path / "results" / "oracle"
-    plan = plan_suite(suite, suite_dir)
-    for planned in plan:
-        prepare_run_dir(planned, suite)
-    write_plan(suite, suite_dir)
+    suite, plan = _prepared(suite_file, tmp_path / "results" / "oracle")
     scored, without_checkpoint, moved, broken = (p.run_dir for p in plan)
     init_default_scope("mmdet")
     cfg = load_config(suite.runs[0].config, suite.runs[0].cfg_options)
