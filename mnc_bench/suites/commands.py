@@ -66,21 +66,21 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
     uri = _tracking_uri(track, results)
     local = local_executor(workers, uri, prestart=not dry_run) if executor == "local" else None
     try:
-        spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
+        suite_spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
         notes: dict[str, str] = {}
         if smoke is not None:
             from mnc_bench.suites.smoke import clear_smoke_results, smoke_root, smoke_suite
 
-            spec, notes = smoke_suite(spec, smoke)
+            suite_spec, notes = smoke_suite(suite_spec, smoke)
             results, reuse = smoke_root(results), False  # fresh verdicts, apart from the real runs
             if not dry_run:
-                clear_smoke_results(suite_results_dir(spec.name, results))
-        suite_dir = suite_results_dir(spec.name, results)
+                clear_smoke_results(suite_results_dir(suite_spec.name, results))
+        suite_dir = suite_results_dir(suite_spec.name, results)
         runner = local or _slurm_executor(
-            {**spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}}, suite_dir,
-            len(spec.runs), uri)
+            {**suite_spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}}, suite_dir,
+            len(suite_spec.runs), uri)
         before = _failed_ids(suite_dir)
-        record = run_suite(spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse,
+        record = run_suite(suite_spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse,
                            dry_run=dry_run, started_at=started_at, echo=echo)
     finally:
         if local is not None:
@@ -89,8 +89,8 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
         return 0
     echo(format_timing(record))
     if smoke is not None:
-        return _smoke_outcome(spec, suite_dir, notes, echo)
-    return _run_outcome(spec.name, _failed_ids(suite_dir) - before, echo)
+        return _smoke_outcome(suite_spec, suite_dir, notes, echo)
+    return _run_outcome(suite_spec.name, _failed_ids(suite_dir) - before, echo)
 
 
 def _check_run_options(suite: str, *, executor: str, workers: int, results: str | Path, dry_run: bool,

@@ -71,21 +71,21 @@ def run(run_dir: RunDir, *, threads: int | None = None, launcher: str = "none",
 
 def _run_held(run_dir: RunDir, started: float, launcher: str, track: str | None) -> int:
     _redirect_output(run_dir.file(LOG_TXT))
-    spec = run_dir.read_run()
+    run_record = run_dir.read_run()
     previous = run_dir.status()
     # finished (or copied from another suite) since this worker was started
     if previous["state"] == RunState.DONE:
-        print(f"=== mnc-bench worker: run {spec['run_id']} is done already ({now_iso()}, pid {os.getpid()})",
+        print(f"=== mnc-bench worker: run {run_dir.run_id} is done already ({now_iso()}, pid {os.getpid()})",
               flush=True)
         return EXIT_DONE
     attempt = int(previous.get("attempt", 0)) + 1
-    print(f"=== mnc-bench worker: run {spec['run_id']} attempt {attempt} ({now_iso()}, pid {os.getpid()})",
+    print(f"=== mnc-bench worker: run {run_dir.run_id} attempt {attempt} ({now_iso()}, pid {os.getpid()})",
           flush=True)
     run_dir.update_status(state=RunState.RUNNING, started=previous.get("started") or now_iso(), ended=None,
                           exit_reason=None, log_tail=None, attempt=attempt, pid=os.getpid(),
                           host=os.uname().nodename)
     try:
-        stats = _train_and_evaluate(run_dir, spec, launcher, main=True, track=track)
+        stats = _train_and_evaluate(run_dir, run_record, launcher, main=True, track=track)
     except KeyboardInterrupt:
         print("=== interrupted: the run stays `running` and resumes next time", flush=True)
         return EXIT_INTERRUPTED
@@ -101,7 +101,7 @@ def _run_held(run_dir: RunDir, started: float, launcher: str, track: str | None)
         run_dir.update_status(state=RunState.FAILED, ended=now_iso(), exit_reason=reason,
                               log_tail=run_dir.log_tail())
         if track:
-            _tracking_step(lambda: tracking.mark_failed(track, spec, reason))
+            _tracking_step(lambda: tracking.mark_failed(track, run_record, reason))
         return EXIT_FAILED
     import torch  # loaded by the training already
 
@@ -113,13 +113,13 @@ def _run_held(run_dir: RunDir, started: float, launcher: str, track: str | None)
                  threads=torch.get_num_threads(), cpu_time_s=usage.ru_utime + usage.ru_stime)
     run_dir.write_json(RUN_STATS_JSON, {**(run_dir.read_json(RUN_STATS_JSON) or {}), **stats})
     if track:
-        _tracking_step(lambda: tracking.log_results(track, spec, run_dir.path))
+        _tracking_step(lambda: tracking.log_results(track, run_record, run_dir.path))
     run_dir.update_status(state=RunState.DONE, ended=now_iso(), exit_reason="finished", log_tail=None)
     print(f"=== done ({now_iso()})", flush=True)
     return EXIT_DONE
 
 
-def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *, main: bool,
+def _train_and_evaluate(run_dir: RunDir, run_record: dict[str, Any], launcher: str, *, main: bool,
                         track: str | None = None) -> dict[str, Any]:
     from mnc_bench.checkpoints import latest_good_checkpoint
     from mnc_bench.config_loading import load_config
@@ -127,7 +127,7 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
     from mnc_bench.suites import hooks  # noqa: F401 - registers SuiteRunHook
     from mnc_bench.training import SINGLE_IMAGE_TEST, evaluate_checkpoint, train
 
-    config, options = spec["config"], dict(spec["cfg_options"])
+    config, options = run_record["config"], dict(run_record["cfg_options"])
     cfg = load_config(config, options)
     train_options = {
         **options,
@@ -137,12 +137,13 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
         "val_cfg": None, "val_dataloader": None, "val_evaluator": None,
     }
     if track and main:
-        train_options["visualizer"] = tracking.tracked_visualizer(cfg.visualizer, track, spec, run_dir.path)
+        train_options["visualizer"] = tracking.tracked_visualizer(cfg.visualizer, track, run_record,
+                                                                  run_dir.path)
     checkpoint = latest_good_checkpoint(run_dir.work_dir)  # looked up once: it warns about each one skipped
     if main and checkpoint is None:
         _clear_checkpoints(run_dir.work_dir)
-    print(f"=== {'resuming' if checkpoint else 'training'} {config} seed {spec['seed']}", flush=True)
-    result = train(config, work_dir=run_dir.work_dir, cfg_options=train_options, seed=spec["seed"],
+    print(f"=== {'resuming' if checkpoint else 'training'} {config} seed {run_record['seed']}", flush=True)
+    result = train(config, work_dir=run_dir.work_dir, cfg_options=train_options, seed=run_record["seed"],
                    resume_from=checkpoint, launcher=launcher)
     if result.checkpoint is None:
         raise RuntimeError(f"training saved no checkpoint in {run_dir.work_dir}")
@@ -152,14 +153,14 @@ def _train_and_evaluate(run_dir: RunDir, spec: dict[str, Any], launcher: str, *,
                                      work_dir=run_dir.path / EVAL_DIR, cfg_options=test_options,
                                      launcher=launcher)
     metrics = dict(evaluation.metrics)
-    wanted = spec.get("metrics") or []
+    wanted = run_record.get("metrics") or []
     if any(is_proposal_metric(key) for key in wanted):
         from mnc_bench.suites.proposals import run_proposal_recall
 
-        metrics.update(run_proposal_recall(spec, result.checkpoint))
+        metrics.update(run_proposal_recall(run_record, result.checkpoint))
     families = requested_families(wanted)
     if families and main:  # scored from the predictions just written (rank 0 wrote them)
-        metrics.update(evaluate(spec["test_ann_file"], run_dir.file(PREDICTIONS_JSON), metric=families,
+        metrics.update(evaluate(run_record["test_ann_file"], run_dir.file(PREDICTIONS_JSON), metric=families,
                                 iou_type=("segm", "bbox")))
     eval_time = time.time() - t1
     if not main:
