@@ -109,3 +109,17 @@ def test_proposal_settings_read_as_words_inside_the_figure_with_the_default_dash
 ])
 def test_proposal_setting_text(setting, text):
     assert figures.proposal_setting_text(setting) == text
+
+
+def test_each_training_mode_has_one_colour_in_every_depth_panel(results, tmp_path, monkeypatch):
+    # seaborn colours hue levels by their order of appearance in each panel's rows unless it is given the
+    # order: a real partial table (shared step-wise runs first, unshared only end to end) swapped the colours
+    # between panels under one legend
+    done, axes = _done(results, "cascade_depth")
+    calls = []
+    real = figures._pointplot
+    monkeypatch.setattr(figures, "_pointplot", lambda ax, data, x, order, hue, **kw: calls.append(
+        (set(data[hue]), kw.get("hue_order"))) or real(ax, data, x, order, hue, **kw))
+    figures.depth_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
+    assert calls and {tuple(order or ()) for _, order in calls} == {("end-to-end", "step-wise")}
+    assert all(levels <= set(order) for levels, order in calls)

@@ -115,6 +115,8 @@ def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, canvas: Canva
     blocks = [_depth_points(data, depth[0], axes, canvas)]
     blocks += [_depth_points(_measured(runs, key), depth[0], axes, canvas) for key in recall]
     hue = "training" if "training" in blocks[0] else None
+    # one colour per training mode in every panel (seaborn would colour by order of appearance in each)
+    hue_order = _ordered(blocks[0]["training"], str) if hue else None
     panels = sorted(blocks[0]["panel"].unique())
     if len(panels) > MAX_PANELS:
         return Skipped(name, f"{len(panels)} settings of the other axes (at most {MAX_PANELS} panels)")
@@ -127,7 +129,8 @@ def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, canvas: Canva
         for k, (key, points) in enumerate(zip(keys, blocks)):
             block = grid[k * rows:(k + 1) * rows].flat
             for ax, panel in zip(block, panels):
-                _pointplot(ax, points[points["panel"] == panel], "depth", _ordered(runs[depth[0]]), hue)
+                _pointplot(ax, points[points["panel"] == panel], "depth", _ordered(runs[depth[0]]), hue,
+                           hue_order=hue_order)
                 last = k == len(keys) - 1
                 ax.set(xlabel="cascade stages" if last else "", ylabel=column(key).label,
                        title=panel if k == 0 else "")
