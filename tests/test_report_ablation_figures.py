@@ -123,3 +123,23 @@ def test_each_training_mode_has_one_colour_in_every_depth_panel(results, tmp_pat
     figures.depth_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
     assert calls and {tuple(order or ()) for _, order in calls} == {("end-to-end", "step-wise")}
     assert all(levels <= set(order) for levels, order in calls)
+
+
+def test_each_model_has_one_colour_in_every_proposal_panel(results, tmp_path, monkeypatch):
+    # two models on the proposal axis, the first model's first runs without proposal recall: in the recall
+    # panel the second model's rows come first, and seaborn (given no order) would swap the two colours there
+    done, axes = _done(results, "proposal_quality")
+    first, second = done.copy(), done.assign(model="mask_rcnn_shapes", run_id=done["run_id"] + "b")
+    unscored = first.index[:2]
+    first.loc[unscored, "proposals/AR@100"] = float("nan")
+    done = pd.concat([first.loc[unscored], second, first.drop(index=unscored)], ignore_index=True)
+    calls = []
+    real = figures.sns.pointplot
+    monkeypatch.setattr(figures.sns, "pointplot", lambda data, **kw: calls.append(
+        (set(data[kw["hue"]]), kw.get("hue_order"))) or real(data=data, **kw))
+    result = figures.proposal_figure(done, axes, "coco/segm/AP", _canvas(done, tmp_path))
+    assert isinstance(result, FigureResult)
+    assert len(calls) == 2  # mask AP and proposal recall
+    orders = {tuple(order or ()) for _, order in calls}
+    assert len(orders) == 1 and len(next(iter(orders))) == 2
+    assert all(levels == set(order) for levels, order in calls)

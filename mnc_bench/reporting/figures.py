@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,11 @@ def _measured(done: pd.DataFrame, metric: str) -> pd.DataFrame:
     data = done.copy()
     data["value"] = numbers(data[metric]) * column(metric).scale
     return data[np.isfinite(data["value"])]
+
+
+def _first_measured(runs: pd.DataFrame, candidates: Iterable[str], metric: str) -> list[str]:
+    """The first of ``candidates`` other than the compared ``metric`` that some run measured: [] or [key]."""
+    return [k for k in candidates if k != metric and k in runs and numbers(runs[k]).notna().any()][:1]
 
 
 def _find(axes: list[str], *needles: str) -> list[str]:
@@ -110,8 +115,7 @@ def depth_figure(done: pd.DataFrame, axes: list[str], metric: str, canvas: Canva
     data = _measured(runs, metric)
     if data.empty:
         return Skipped(name, f"no finished run with {metric} on the depth axis")
-    recall = [k for k in RECALL_KEYS if k.startswith(PROPOSAL_PREFIX) and k != metric and k in runs
-              and numbers(runs[k]).notna().any()][:1]
+    recall = _first_measured(runs, [k for k in RECALL_KEYS if k.startswith(PROPOSAL_PREFIX)], metric)
     blocks = [_depth_points(data, depth[0], axes, canvas)]
     blocks += [_depth_points(_measured(runs, key), depth[0], axes, canvas) for key in recall]
     hue = "training" if "training" in blocks[0] else None
@@ -186,8 +190,7 @@ def loss_weight_figure(
         return Skipped(name, f"{len(weights)} loss-weight axes; the heatmap shows two")
     rows_axis, cols_axis = weights[0], weights[-1] if len(weights) == 2 else None
     runs = done[done[weights].notna().all(axis=1)]
-    strict = [m for m in AXIS_FIGURE_METRICS if m != metric and m in runs and numbers(runs[m]).notna().any()]
-    panels = [(m, _measured(runs, m)) for m in [metric, *strict[:1]]]
+    panels = [(m, _measured(runs, m)) for m in [metric, *_first_measured(runs, AXIS_FIGURE_METRICS, metric)]]
     data = panels[0][1]
     others = _setting(data, _varying(data, axes, weights), canvas.names)
     if data.empty or others.nunique() > 1:
@@ -242,9 +245,12 @@ def proposal_figure(
     knobs = [a for a in _find(axes, "proposal") if done[a].nunique() > 1][:3]
     if not knobs:
         return Skipped(name, "no proposal-quality axis (*proposal*) varies in the results")
-    measured = [k for k in RECALL_KEYS if k != metric and k in done and numbers(done[k]).notna().any()]
-    recall = measured[0] if measured else None
+    recall = next(iter(_first_measured(done, RECALL_KEYS, metric)), None)
     keys = [metric] + ([recall] if recall else [])
+    rows = {knob: _proposal_rows(done, knob, axes, canvas.names) for knob in knobs}
+    # one colour per setting in every panel (seaborn would colour by order of appearance in each)
+    settings = sorted(set().union(*(set(r["setting"]) for r in rows.values())))
+    hue, hue_order = ("setting", settings) if len(settings) > 1 else (None, None)
     heights = [1.5 if _numeric(done[k]) else max(1.5, 0.6 + 0.18 * done[k].nunique()) for k in knobs]
     with style():
         fig = canvas.figure(sum(heights) + 0.2)
@@ -252,24 +258,20 @@ def proposal_figure(
         dashed = False
         for i, knob in enumerate(knobs):
             for j, key in enumerate(keys):
-                data = _measured(done[done[knob].notna()], key)
+                ax, data = grid[i, j], _measured(rows[knob], key)
                 if data.empty:
-                    grid[i, j].set_axis_off()
-                    grid[i, j].text(0.5, 0.5, f"{column(key).label}: not measured", ha="center",
-                                    transform=grid[i, j].transAxes)
+                    ax.set_axis_off()
+                    ax.text(0.5, 0.5, f"{column(key).label}: not measured", ha="center",
+                            transform=ax.transAxes)
                     continue
                 numeric = _numeric(done[knob])
-                text = value_text if numeric else proposal_setting_text
-                data["x"] = data[knob].map(text)
-                data["setting"] = _setting(data, _varying(data, axes, [knob]), canvas.names)
-                hue = "setting" if data["setting"].nunique() > 1 else None
-                ax, order = grid[i, j], _ordered(data[knob], text)
+                order = _ordered(data[knob], value_text if numeric else proposal_setting_text)
                 label = axis_name(knob).split(".")[-1].replace("_", " ")
                 if numeric:
-                    _pointplot(ax, data, "x", order, hue)
+                    _pointplot(ax, data, "x", order, hue, hue_order=hue_order)
                     ax.set(xlabel=label, ylabel=column(key).label)
                 else:
-                    sns.pointplot(data=data, x="value", y="x", order=order, hue=hue,
+                    sns.pointplot(data=data, x="value", y="x", order=order, hue=hue, hue_order=hue_order,
                                   palette=PALETTE if hue else None, errorbar=ci95, linestyle="none",
                                   capsize=0.2, markersize=3.5,
                                   err_kws={"linewidth": 0.8}, ax=ax, legend=bool(hue))
@@ -290,6 +292,16 @@ def proposal_figure(
                    "percentile-bootstrap interval"
                    + ("; dashed: the default (the RPN's own proposals)." if dashed else "."))
         return canvas.save(fig, name, caption)
+
+
+def _proposal_rows(done: pd.DataFrame, knob: str, axes: list[str], names: DisplayNames) -> pd.DataFrame:
+    """The runs on proposal axis ``knob`` with the columns the proposal figure plots: x (the knob's value as
+    text) and setting (the other axes', model included), labelled once for all of the row's metrics so that a
+    metric some runs lack does not relabel the others."""
+    rows = done[done[knob].notna()].copy()
+    rows["x"] = rows[knob].map(value_text if _numeric(done[knob]) else proposal_setting_text)
+    rows["setting"] = _setting(rows, _varying(rows, axes, [knob]), names)
+    return rows
 
 
 def _specialised_axes(axes: list[str]) -> list[str]:
