@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,41 +36,59 @@ def finished_runs(suite_dir: str | Path) -> list[RunDir]:
     return runs
 
 
-def status_rows(suite_dir: str | Path) -> list[dict[str, Any]]:
-    rows = []
-    for run_dir, in_plan in ordered_run_dirs(suite_dir):
-        run = run_dir.read_json(RUN_JSON) or {}
-        status = run_dir.status()
-        state = status["state"]
-        if state == RunState.RUNNING and not run_dir.is_live():
-            state = "running (interrupted: resumes at the next `mnc-bench run`)"
-        elif state == RunState.RUNNING and status.get("max_iters"):
-            state = f"running (iteration {status.get('iter', 0)}/{status['max_iters']})"
-        rows.append(dict(
-            run_id=run_dir.run_id,
-            what=", ".join(part for part in (model_name(str(run.get("config", ""))), run.get("variant", ""),
-                                             f"seed={run.get('seed')}") if part),
-            state=state + ("" if in_plan else " [not in the suite file any more]"),
-            duration=format_duration(_duration(status)),
-            reused_from=status.get("reused_from") or "",
-            reason=status.get("exit_reason") if status["state"] == RunState.FAILED else "",
-        ))
-    return rows
+@dataclass(frozen=True)
+class StatusRow:
+    """One line of ``mnc-bench status``."""
+
+    run_id: str
+    what: str  # model, variant and seed
+    state: str  # a RunState
+    detail: str  # why a run reads as running ('interrupted: ...', 'iteration i/n') or ''
+    in_plan: bool  # in the suite file's latest plan
+    duration: str
+    reused_from: str
+    reason: str  # a failed run's exit reason
+
+    @property
+    def state_text(self) -> str:
+        return (self.state + (f" ({self.detail})" if self.detail else "")
+                + ("" if self.in_plan else " [not in the suite file any more]"))
+
+
+def status_rows(suite_dir: str | Path) -> list[StatusRow]:
+    return [_status_row(run_dir, in_plan) for run_dir, in_plan in ordered_run_dirs(suite_dir)]
+
+
+def _status_row(run_dir: RunDir, in_plan: bool) -> StatusRow:
+    run = run_dir.read_json(RUN_JSON) or {}
+    status = run_dir.status()
+    state = status["state"]
+    detail = ""
+    if state == RunState.RUNNING and not run_dir.is_live():
+        detail = "interrupted: resumes at the next `mnc-bench run`"
+    elif state == RunState.RUNNING and status.get("max_iters"):
+        detail = f"iteration {status.get('iter', 0)}/{status['max_iters']}"
+    what = ", ".join(part for part in (model_name(str(run.get("config", ""))), run.get("variant", ""),
+                                       f"seed={run.get('seed')}") if part)
+    return StatusRow(run_id=run_dir.run_id, what=what, state=state, detail=detail, in_plan=in_plan,
+                     duration=format_duration(_duration(status)), reused_from=status.get("reused_from") or "",
+                     reason=(status.get("exit_reason") or "") if state == RunState.FAILED else "")
 
 
 def format_status(suite_dir: str | Path) -> str:
     rows = status_rows(suite_dir)
     if not rows:
         return f"no runs in {suite_dir}"
-    columns = ["run_id", "what", "state", "duration",
-               *(["reused_from"] if any(r["reused_from"] for r in rows) else [])]
-    headers = {c: c.replace("_", " ") for c in columns}
-    widths = {c: max(len(headers[c]), *(len(str(row[c] or "")) for row in rows)) for c in columns}
-    lines = ["  ".join(f"{headers[c]:<{widths[c]}}" for c in columns) + "  reason"]
-    for row in rows:
-        lines.append("  ".join(f"{str(row[c] or ''):<{widths[c]}}" for c in columns)
-                     + f"  {row['reason'] or ''}")
-    states = [row["state"].split(" ")[0] for row in rows]
+    columns = {"run id": lambda r: r.run_id, "what": lambda r: r.what, "state": lambda r: r.state_text,
+               "duration": lambda r: r.duration}
+    if any(r.reused_from for r in rows):
+        columns["reused from"] = lambda r: r.reused_from
+    cells = [[cell(row) for cell in columns.values()] for row in rows]
+    widths = [max(len(header), *(len(line[i]) for line in cells)) for i, header in enumerate(columns)]
+    lines = ["  ".join(f"{header:<{w}}" for header, w in zip(columns, widths)) + "  reason"]
+    lines += ["  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths)) + f"  {row.reason}"
+              for line, row in zip(cells, rows)]
+    states = [row.state for row in rows]
     lines.append(", ".join(f"{states.count(s)} {s}" for s in RUN_STATES if s in states))
     return "\n".join(lines)
 
