@@ -184,7 +184,7 @@ def test_suite_command_scores_finished_runs_once_and_collect_shows_the_columns(s
     results = tmp_path / "results"
     plan = plan_suite(suite, results / "tiny")
     for planned in plan:
-        prepare_run_dir(planned, suite)
+        prepare_run_dir(planned)
     write_plan(suite, results / "tiny")
     run_dir = plan[0].run_dir
     run_dir.work_dir.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ def suite(tmp_path, monkeypatch):
 def _prepare(suite, suite_dir: Path) -> list[RunDir]:
     plan = plan_suite(suite, suite_dir)
     for planned in plan:
-        prepare_run_dir(planned, suite)
+        prepare_run_dir(planned)
     write_plan(suite, suite_dir)
     return [planned.run_dir for planned in plan]
 

@@ -28,7 +28,7 @@ def _prepared(suite_file: Path, suite_dir: Path):
     suite = load_suite(suite_file, build_models=False)
     plan = plan_suite(suite, suite_dir)
     for planned in plan:
-        prepare_run_dir(planned, suite)
+        prepare_run_dir(planned)
     write_plan(suite, suite_dir)
     return suite, plan
 
@@ -112,7 +112,7 @@ def test_rescore_adds_proposal_recall_from_the_final_checkpoint(shapes_dataset, 
     scored.work_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": MODELS.build(cfg.model).state_dict(), "meta": {}},
                scored.work_dir / "iter_1.pth")
-    moved.write_json("run.json", {**moved.read_run(), "test_ann_file": str(tmp_path / "gone.json")})
+    moved.write_json("run.json", {**moved.read_run().to_json(), "test_ann_file": str(tmp_path / "gone.json")})
     for run_dir in (scored, without_checkpoint, moved, broken):
         run_dir.write_json("metrics.json", {"coco/segm/AP": 0.5})
         run_dir.update_status(state="done")

@@ -72,7 +72,7 @@ def test_a_run_done_in_another_suite_is_copied_not_trained_and_stands_alone(writ
         source = RunDir(results / "a" / run_id)
         status = copy.status()
         assert status["state"] == "done" and status["reused_from"] == f"a/{run_id}"
-        assert copy.read_run()["suite"] == "bb" and source.read_run()["suite"] == "a"
+        assert copy.read_run().suite == "bb" and source.read_run().suite == "a"
         # this suite's config
         assert Config.fromfile(copy.file("config.py")).default_hooks.logger.interval == 2
         assert copy.read_json("metrics.json") == source.read_json("metrics.json")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mnc_bench.checkpoints import latest_good_checkpoint
 from mnc_bench.errors import UserError
-from mnc_bench.suites.contract import RESULTS_ROOT, RUN_JSON, RunState
+from mnc_bench.suites.contract import RESULTS_ROOT, RunState
 from mnc_bench.suites.rundir import RunDir, list_run_dirs
 from mnc_bench.suites.spec import is_neutral_option
 
@@ -39,18 +39,17 @@ class TrainedCheckpoint:
 
 
 def _candidate(run_dir: RunDir, configs: dict[str, str]) -> TrainedCheckpoint | None:
-    run, status = run_dir.read_json(RUN_JSON), run_dir.status()
-    if not isinstance(run, dict) or status.get("state") != RunState.DONE:
+    run, status = run_dir.record(), run_dir.status()
+    if run is None or status.get("state") != RunState.DONE:
         return None
-    model = configs.get(Path(str(run.get("config", ""))).as_posix())
-    options = run.get("cfg_options") or {}
-    if model is None or not all(is_neutral_option(key) for key in options):
+    model = configs.get(Path(run.config).as_posix())
+    if model is None or not all(is_neutral_option(key) for key in run.cfg_options):
         return None
     checkpoint = latest_good_checkpoint(run_dir.work_dir)
     if checkpoint is None:
         return None
     return TrainedCheckpoint(model=model, path=checkpoint, run=f"{run_dir.path.parent.name}/{run_dir.run_id}",
-                             seed=int(run.get("seed", 0)), ended=str(status.get("ended") or ""))
+                             seed=run.seed, ended=str(status.get("ended") or ""))
 
 
 def find_trained_checkpoints(configs: Sequence[str], results_root: str | Path = RESULTS_ROOT

@@ -21,7 +21,8 @@ import pandas as pd
 from mnc_bench.env import checkout_commit
 from mnc_bench.reporting.paths import PathDisplay, shell_join
 from mnc_bench.reporting.table import Inputs, run_folder
-from mnc_bench.suites.contract import RUN_JSON, suite_file_candidates
+from mnc_bench.suites.contract import suite_file_candidates
+from mnc_bench.suites.rundir import RunDir
 
 PACKAGES = ("mnc-bench", "torch", "torchvision", "mmcv", "mmdet", "mmengine", "numpy", "scipy", "pandas",
             "matplotlib", "seaborn", "pycocotools")
@@ -59,14 +60,8 @@ def _option(key: str, value: Any) -> str:
 
 def _train_command(run: pd.Series, display: PathDisplay) -> str:
     """The single-run command equivalent to a suite run, from its run.json (config, overrides, seed)."""
-    config, options = run.get("config", ""), {}
-    try:
-        meta = json.loads((run_folder(run) / RUN_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = None
-    if isinstance(meta, dict):
-        config = meta.get("config", config)
-        options = meta.get("cfg_options") if isinstance(meta.get("cfg_options"), dict) else {}
+    record = RunDir(run_folder(run)).record()  # None where the run folder is gone: the table's config alone
+    config, options = (record.config, record.cfg_options) if record else (run.get("config", ""), {})
     parts = ["mnc-bench", "train", display.recorded(str(config)), "--seed", str(run["seed"])]
     if options:
         parts += ["--cfg-options", *(_option(k, v) for k, v in sorted(options.items()))]

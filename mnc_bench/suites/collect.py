@@ -27,7 +27,6 @@ from mnc_bench.suites.contract import (
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
     METRICS_JSON,
-    RUN_JSON,
     RUN_STATS_COLUMNS,
     RUN_STATS_JSON,
     STANDARD_METRICS,
@@ -35,7 +34,6 @@ from mnc_bench.suites.contract import (
     TEXT_COLUMNS,
     RunState,
     axis_column,
-    model_name,
     table_columns,
 )
 from mnc_bench.suites.record import read_suite_record
@@ -81,23 +79,20 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
 
 
 def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
-    run = run_dir.read_json(RUN_JSON) or {}
+    run = run_dir.record()
     status = run_dir.status()
     done = status["state"] == RunState.DONE
     values = (run_dir.read_json(METRICS_JSON) or {}) if done else {}
     stats = run_dir.read_json(RUN_STATS_JSON) or {}
-    config = str(run.get("config", ""))
-    axes = dict(run.get("axes") or {})
     row: dict[str, Any] = dict(
-        suite=run.get("suite", run_dir.path.parent.name), run_id=run_dir.run_id, status=status["state"],
+        suite=run.suite if run else run_dir.path.parent.name, run_id=run_dir.run_id, status=status["state"],
         failure_reason=(status.get("exit_reason") or "") if status["state"] == RunState.FAILED else "",
-        config=config, model=model_name(config), seed=run.get("seed"), variant=run.get("variant", ""),
-        _axes=list(axes),
-        run_dir=str(run_dir.path), test_ann_file=run.get("test_ann_file", ""),
-        test_img_dir=run.get("test_img_dir", ""),
-        reused_from=status.get("reused_from") or "",
+        run_dir=str(run_dir.path), reused_from=status.get("reused_from") or "", _axes=[],
     )
-    row.update({axis_column(key): value for key, value in axes.items()})
+    if run is not None:  # else the run's own columns stay empty: its folder is named, its run.json unreadable
+        row.update(config=run.config, model=run.model, seed=run.seed, variant=run.variant,
+                   test_ann_file=run.test_ann_file, test_img_dir=run.test_img_dir, _axes=list(run.axes))
+        row.update({axis_column(key): value for key, value in run.axes.items()})
     row.update({key: math.nan if values.get(key) is None else values[key] for key in metrics})
     if done:
         row.update(read_summary(run_dir.file(RECORD_FILE)))

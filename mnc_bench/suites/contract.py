@@ -6,7 +6,8 @@ Writers (:mod:`~mnc_bench.suites.spec`, :mod:`~mnc_bench.suites.runner`, :mod:`~
 
 - where a suite lives: its name, its file ``configs/ablations/<name>.yaml`` and its results folder
   ``<results>/<name>/`` (a name may hold dots: ``v1.2.yaml`` is suite ``v1.2``, results in ``results/v1.2``);
-- the files of a results folder and of a run directory;
+- the files of a results folder and of a run directory, and what a run is (:class:`RunRecord`, its
+  ``run.json``);
 - the states of a run;
 - the metric keys and the columns of the collected table;
 - how runs are launched: executors and distributed launchers.
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 # ---- suite name <-> suite file <-> results folder --------------------------------------------------------
 
@@ -64,7 +67,7 @@ SUITE_RECORD = "suite.json"  # results/<suite>/suite.json: the plan (run ids, ax
 COLLECT_TABLES = ("collect.parquet", "collect.csv")  # results/<suite>/: collect's table, parquet first
 TABLE_FORMATS = (".parquet", ".csv")
 
-RUN_JSON = "run.json"  # what the run is (its RunSpec record)
+RUN_JSON = "run.json"  # what the run is (its RunRecord)
 CONFIG_PY = "config.py"  # the resolved config
 STATUS_JSON = "status.json"  # the run's state and its history
 LOG_TXT = "log.txt"  # the worker's output, appended across attempts
@@ -78,6 +81,53 @@ EVAL_DIR = "eval"  # the test pass's work dir
 # What a finished or failed attempt leaves, removed by a rerun from scratch (the log is kept).
 RESULT_FILES = (METRICS_JSON, PREDICTIONS_JSON, SCALARS_JSON, RUN_STATS_JSON)
 RESULT_DIRS = (WORK_DIR, EVAL_DIR)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run is, its ``run.json``: written by the runner when it plans the run; read by the worker (what
+    to train and score), ``collect``, ``status``, ``rescore``, ``robustness``, the report's provenance and the
+    bench's trained-weights search."""
+
+    suite: str
+    run_id: str
+    config: str  # the model config's path as the suite names it
+    cfg_options: dict[str, Any]  # the suite's options and this run's axis values
+    axes: dict[str, Any]  # the axis values alone
+    seed: int
+    variant: str  # the axis values as text ('' for a run without axes)
+    test_ann_file: str
+    test_img_dir: str
+    metrics: list[str] | None = None  # metric keys beyond the config's evaluator (the suite's ``metrics:``)
+
+    @property
+    def model(self) -> str:
+        return model_name(self.config)
+
+    @property
+    def label(self) -> str:
+        """'model, variant, seed=N', as plans and ``status`` print a run."""
+        return ", ".join(part for part in (self.model, self.variant, f"seed={self.seed}") if part)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object, folder: Path) -> RunRecord | None:
+        """The record in ``data`` (a run.json read from run directory ``folder``: its name is the run id, its
+        parent's the suite's where the file lacks them); None when ``data`` is not a run record."""
+        if not isinstance(data, dict) or not isinstance(data.get("cfg_options"), dict):
+            return None
+        try:
+            return cls(suite=str(data.get("suite") or folder.parent.name),
+                       run_id=str(data.get("run_id") or folder.name), config=str(data["config"]),
+                       cfg_options=dict(data["cfg_options"]), axes=dict(data.get("axes") or {}),
+                       seed=int(data["seed"]), variant=str(data.get("variant") or ""),
+                       test_ann_file=str(data.get("test_ann_file") or ""),
+                       test_img_dir=str(data.get("test_img_dir") or ""),
+                       metrics=list(data["metrics"]) if data.get("metrics") else None)
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 # ---- run states -------------------------------------------------------------------------------------------

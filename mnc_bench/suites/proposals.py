@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mnc_bench.errors import UserError
+from mnc_bench.suites.contract import RunRecord
 
 
 def proposal_recall(cfg: Any, checkpoint: str, ann_file: str) -> dict[str, float]:
@@ -57,14 +58,14 @@ def proposal_recall(cfg: Any, checkpoint: str, ann_file: str) -> dict[str, float
     return evaluate(ann_file, arrays, metric="proposals")
 
 
-def run_proposal_recall(run: Mapping[str, Any], checkpoint: str | os.PathLike[str]) -> dict[str, float]:
+def run_proposal_recall(run: RunRecord, checkpoint: str | os.PathLike[str]) -> dict[str, float]:
     """:func:`proposal_recall` of a suite's run (its run.json: config, options, test annotations) with the
     weights of ``checkpoint``, on its test split at one image per batch, as its test pass."""
     from mnc_bench.config_loading import load_config
     from mnc_bench.training import SINGLE_IMAGE_TEST
 
-    cfg = load_config(run["config"], {**dict(run.get("cfg_options") or {}), **SINGLE_IMAGE_TEST})
-    return proposal_recall(cfg, str(checkpoint), run["test_ann_file"])
+    cfg = load_config(run.config, {**run.cfg_options, **SINGLE_IMAGE_TEST})
+    return proposal_recall(cfg, str(checkpoint), run.test_ann_file)
 
 
 def _proposals(model: Any, inputs: Any, samples: list[Any]) -> list[tuple[Any, Any, Any]]:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.evaluate import ON_REQUEST
-from mnc_bench.suites.contract import METRICS_JSON, PREDICTIONS_JSON, RESULTS_ROOT, model_name
+from mnc_bench.suites.contract import METRICS_JSON, PREDICTIONS_JSON, RESULTS_ROOT, RunRecord
 from mnc_bench.suites.rundir import RunDir
 
 PROPOSALS = "proposals"  # the family scored from the checkpoint
@@ -37,7 +36,7 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
         label = run_dir.run_id
         try:
             run = run_dir.read_run()
-            label = f"{run_dir.run_id} {model_name(run['config'])} seed {run['seed']}"
+            label = f"{run_dir.run_id} {run.model} seed {run.seed}"
             added = _score(run_dir, run, families)
         except UserError as exc:
             not_scored += 1
@@ -49,9 +48,9 @@ def rescore_suite(suite: str, families: Sequence[str], *, results: str | Path = 
     return not_scored
 
 
-def _score(run_dir: RunDir, run: dict[str, Any], families: Sequence[str]) -> dict[str, float]:
+def _score(run_dir: RunDir, run: RunRecord, families: Sequence[str]) -> dict[str, float]:
     """The keys of ``families`` for one finished run."""
-    annotations = Path(run["test_ann_file"])
+    annotations = Path(run.test_ann_file)
     if not annotations.is_file():  # a relative path is the checkout's where the run was made
         raise UserError(f"test annotations {annotations} not found (from {Path.cwd()})")
     added: dict[str, float] = {}
@@ -62,7 +61,7 @@ def _score(run_dir: RunDir, run: dict[str, Any], families: Sequence[str]) -> dic
         predictions = run_dir.file(PREDICTIONS_JSON)
         if not predictions.is_file():
             raise UserError(f"{predictions} not found")
-        added.update(evaluate(run["test_ann_file"], predictions, metric=from_predictions,
+        added.update(evaluate(run.test_ann_file, predictions, metric=from_predictions,
                               iou_type=("segm", "bbox")))
     if PROPOSALS in families:
         from mnc_bench.checkpoints import latest_good_checkpoint

@@ -8,12 +8,11 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.evaluation.robustness import RECORD_FILE, PassSettings, read_record, write_record
 from mnc_bench.robustness import PassRequest, ProgressBar, corrupted_pass
-from mnc_bench.suites.contract import RESULTS_ROOT, model_name
+from mnc_bench.suites.contract import RESULTS_ROOT, RunRecord
 from mnc_bench.suites.rundir import RunDir
 
 WORK_FOLDER = "robustness"  # mmengine's work dir of the pass inside the run folder (its logs)
@@ -35,7 +34,7 @@ def suite_robustness(suite: str, request: PassRequest, *, results: str | Path = 
         except UserError as exc:
             lines.append(f"{label}: failed: {one_line(exc)}")
             continue
-        label = f"{label} {model_name(run['config'])} seed {run['seed']}"
+        label = f"{label} {run.model} seed {run.seed}"
         if not rerun and has_record(run_dir, settings):
             lines.append(f"{label}: skipped (robustness.json has these settings)")
             continue
@@ -64,14 +63,14 @@ def has_record(run_dir: RunDir, settings: PassSettings) -> bool:
         "images": settings.images, "seed": settings.seed}
 
 
-def _score(run_dir: RunDir, run: dict[str, Any], settings: PassSettings):
+def _score(run_dir: RunDir, run: RunRecord, settings: PassSettings):
     from mnc_bench.checkpoints import latest_good_checkpoint
 
     checkpoint = latest_good_checkpoint(run_dir.work_dir)
     if checkpoint is None:
         raise UserError(f"{run_dir.work_dir}: no whole checkpoint (it may have been deleted)")
     with ProgressBar() as progress:
-        record = corrupted_pass(run["config"], checkpoint, settings, work_dir=run_dir.path / WORK_FOLDER,
-                                cfg_options=dict(run.get("cfg_options") or {}), progress=progress)
+        record = corrupted_pass(run.config, checkpoint, settings, work_dir=run_dir.path / WORK_FOLDER,
+                                cfg_options=dict(run.cfg_options), progress=progress)
     write_record(run_dir.file(RECORD_FILE), record)
     return record

@@ -2,7 +2,8 @@
 
 Files (each written atomically)::
 
-    run.json          what the run is (suite, run_id, config, cfg_options, axes, seed, variant, test files)
+    run.json          what the run is (a RunRecord: suite, run_id, config, cfg_options, axes, seed, variant,
+                      test files, metrics)
     config.py         the resolved config
     status.json       {state: pending|running|done|failed, started, ended, exit_reason, log_tail, ...;
                       reused_from: <suite>/<run-id> for a copy of another suite's finished run}
@@ -39,6 +40,7 @@ from mnc_bench.suites.contract import (
     RUN_STATES,
     STATUS_JSON,
     WORK_DIR,
+    RunRecord,
     RunState,
 )
 
@@ -88,10 +90,14 @@ class RunDir:
         purpose)."""
         write_json(self.file(name), data, indent=1, nan_as_null=nan_as_null)
 
-    def read_run(self) -> dict[str, Any]:
-        """The run's record (run.json); a UserError naming the file when it is missing or not a record."""
-        run = self.read_json(RUN_JSON)
-        if not isinstance(run, dict) or not all(key in run for key in ("config", "cfg_options", "seed")):
+    def record(self) -> RunRecord | None:
+        """What the run is (run.json); None when the file is missing or not a run record."""
+        return RunRecord.from_json(self.read_json(RUN_JSON), self.path)
+
+    def read_run(self) -> RunRecord:
+        """What the run is (run.json); a UserError naming the file when it is missing or not a run record."""
+        run = self.record()
+        if run is None:
             raise UserError(f"{self.file(RUN_JSON)}: missing or not a run record")
         return run
 

@@ -122,7 +122,7 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Executor, rerun_
                                   workers=executor.workers)
     if dry_run:
         return record
-    record["reused"] = sum(_reuse(p, suite, rerun_failed, echo) for p in plan if p.action in REUSING)
+    record["reused"] = sum(_reuse(p, rerun_failed, echo) for p in plan if p.action in REUSING)
     todo = [p for p in plan if p.executes]
     prepare_runs(todo, suite, suite_dir)
     events = RunEvents(_progress(suite, plan, todo, executor.workers, progress_stream))
@@ -140,7 +140,7 @@ def prepare_runs(todo: list[PlannedRun], suite: Suite, suite_dir: str | Path) ->
     """Before any worker starts: the datasets, the directory of each run to execute, and the suite's plan."""
     _prepare_data(todo)
     for planned in todo:
-        prepare_run_dir(planned, suite)
+        prepare_run_dir(planned)
     write_plan(suite, suite_dir)
 
 
@@ -202,13 +202,13 @@ def idle_after(since: float, until: float, intervals: list[tuple[float, float]],
     return max(0.0, workers * (until - since) - busy)
 
 
-def _reuse(planned: PlannedRun, suite: Suite, rerun_failed: bool, echo: Callable[[str], None]) -> bool:
+def _reuse(planned: PlannedRun, rerun_failed: bool, echo: Callable[[str], None]) -> bool:
     """Copy the planned run's source into this suite (a copy still to be scored is then resumed); if that
     fails (the source went away, a worker holds the run), the run does what its own directory calls for."""
     source = planned.source
     try:
         copy_run(source.run_dir, planned.run_dir, finished=not source.needs_scoring,
-                 write_identity=lambda run_dir: _write_identity(run_dir, planned.spec, suite))
+                 write_identity=lambda run_dir: _write_identity(run_dir, planned.spec))
         if source.needs_scoring:
             planned.action = "resume"
         return True
@@ -236,7 +236,7 @@ def _prepare_data(todo: list[PlannedRun]) -> None:
             prepare_datasets(cfg, ["train_dataloader", "test_dataloader"])
 
 
-def prepare_run_dir(planned: PlannedRun, suite: Suite) -> None:
+def prepare_run_dir(planned: PlannedRun) -> None:
     """The run's directory as this invocation needs it: cleared for a rerun, its identity written."""
     run_dir = planned.run_dir
     if planned.action == "rerun":
@@ -248,16 +248,16 @@ def prepare_run_dir(planned: PlannedRun, suite: Suite) -> None:
     if planned.action == "resume":
         return
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    _write_identity(run_dir, planned.spec, suite)
+    _write_identity(run_dir, planned.spec)
     if not run_dir.file(STATUS_JSON).is_file():
         run_dir.write_json(STATUS_JSON, {"state": RunState.PENDING})
 
 
-def _write_identity(run_dir: RunDir, spec: RunSpec, suite: Suite) -> None:
+def _write_identity(run_dir: RunDir, spec: RunSpec) -> None:
     """run.json (what the run is, in this suite) and config.py (the resolved config, seed included)."""
     from mmengine.config import Config
 
-    run_dir.write_json(RUN_JSON, {**spec.record(), "metrics": suite.metrics})
+    run_dir.write_json(RUN_JSON, spec.record().to_json())
     resolved = spec.cfg.to_dict()
     resolved["randomness"] = dict(resolved.get("randomness") or {}, seed=spec.seed)
     with atomic_open(run_dir.file(CONFIG_PY), "w", encoding="utf-8") as handle:

@@ -32,7 +32,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,8 @@ import yaml
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.suites.contract import (
     METRIC_PATTERN,
+    RunRecord,
     is_suite_file,
-    model_name,
     suite_file_candidates,
     suite_name,
 )
@@ -64,34 +64,15 @@ def is_neutral_option(key: str) -> bool:
 ID_LENGTH = 12
 
 
-@dataclass
-class RunSpec:
-    """One run of a suite: a model config, the options applied to it, and a seed."""
+@dataclass(frozen=True)
+class RunSpec(RunRecord):
+    """One run of a suite as planned: what it is (its run.json record) and its resolved config."""
 
-    suite: str
-    run_id: str
-    config: str
-    cfg_options: dict[str, Any]
-    axes: dict[str, Any]
-    seed: int
-    variant: str
-    test_ann_file: str
-    test_img_dir: str
     cfg: Any = field(default=None, repr=False, compare=False)  # the resolved mmengine Config
 
-    @property
-    def model(self) -> str:
-        return model_name(self.config)
-
-    @property
-    def label(self) -> str:
-        return ", ".join(part for part in (self.model, self.variant, f"seed={self.seed}") if part)
-
-    def record(self) -> dict[str, Any]:
-        """The run.json content."""
-        return dict(suite=self.suite, run_id=self.run_id, config=self.config, cfg_options=self.cfg_options,
-                    axes=self.axes, seed=self.seed, variant=self.variant, test_ann_file=self.test_ann_file,
-                    test_img_dir=self.test_img_dir)
+    def record(self) -> RunRecord:
+        """What run.json holds (the resolved config goes to config.py)."""
+        return RunRecord(**{f.name: getattr(self, f.name) for f in fields(RunRecord)})
 
 
 @dataclass
@@ -213,7 +194,7 @@ def _expand_runs(name: str, sections: _Sections, where: str, build_models: bool)
         for seed in sections.seeds:
             spec = RunSpec(suite=name, run_id=run_id(cfg, seed), config=config, cfg_options=run_options,
                            axes=dict(axes), seed=seed, variant=variant, test_ann_file=ann,
-                           test_img_dir=images, cfg=cfg)
+                           test_img_dir=images, metrics=sections.metrics, cfg=cfg)
             if spec.run_id in seen:
                 raise UserError(f"{where}: runs [{seen[spec.run_id].label}] and [{spec.label}] resolve to "
                                 "the same config and seed")

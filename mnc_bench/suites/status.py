@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mnc_bench.errors import UserError
-from mnc_bench.suites.contract import RUN_JSON, RUN_STATES, RunState, model_name
+from mnc_bench.suites.contract import RUN_JSON, RUN_STATES, RunState
 from mnc_bench.suites.progress import format_duration
 from mnc_bench.suites.record import read_suite_record
 from mnc_bench.suites.rundir import RunDir, list_run_dirs
@@ -60,7 +60,7 @@ def status_rows(suite_dir: str | Path) -> list[StatusRow]:
 
 
 def _status_row(run_dir: RunDir, in_plan: bool) -> StatusRow:
-    run = run_dir.read_json(RUN_JSON) or {}
+    run = run_dir.record()
     status = run_dir.status()
     state = status["state"]
     detail = ""
@@ -68,8 +68,7 @@ def _status_row(run_dir: RunDir, in_plan: bool) -> StatusRow:
         detail = "interrupted: resumes at the next `mnc-bench run`"
     elif state == RunState.RUNNING and status.get("max_iters"):
         detail = f"iteration {status.get('iter', 0)}/{status['max_iters']}"
-    what = ", ".join(part for part in (model_name(str(run.get("config", ""))), run.get("variant", ""),
-                                       f"seed={run.get('seed')}") if part)
+    what = run.label if run else f"({RUN_JSON} unreadable)"
     return StatusRow(run_id=run_dir.run_id, what=what, state=state, detail=detail, in_plan=in_plan,
                      duration=format_duration(_duration(status)), reused_from=status.get("reused_from") or "",
                      reason=(status.get("exit_reason") or "") if state == RunState.FAILED else "")

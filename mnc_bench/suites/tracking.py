@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mnc_bench.errors import UserError
-from mnc_bench.suites.contract import CONFIG_PY, METRICS_JSON, RESULT_FILES, RUN_JSON, model_name
+from mnc_bench.suites.contract import CONFIG_PY, METRICS_JSON, RESULT_FILES, RUN_JSON, RunRecord
 
 # MLflow metric names allow letters, digits, '_', '-', '.', ' ', '/' (our VOC keys carry '@').
 _NAME_SUBSTITUTES = {"@": "_at_"}
@@ -46,18 +46,18 @@ def metric_name(key: str) -> str:
     return key
 
 
-def tracked_visualizer(visualizer: Mapping[str, Any], uri: str, run: Mapping[str, Any],
+def tracked_visualizer(visualizer: Mapping[str, Any], uri: str, run: RunRecord,
                        run_dir: Path) -> dict:
     """The run's visualizer config with mmengine's MLflowVisBackend added. A name of its own keeps the test
     pass (a second Runner in the worker, which reuses a visualizer of the same name) out of the MLflow run."""
     backends = list(visualizer.get("vis_backends") or [])
     backends.append(dict(
-        type="MLflowVisBackend", save_dir=str(run_dir / "mlflow"), exp_name=run["suite"],
-        run_name=run["run_id"], tracking_uri=uri, artifact_suffix=(".py",),
+        type="MLflowVisBackend", save_dir=str(run_dir / "mlflow"), exp_name=run.suite,
+        run_name=run.run_id, tracking_uri=uri, artifact_suffix=(".py",),
         artifact_location=_artifact_location(uri),
-        tags={"suite": run["suite"], "model": model_name(run["config"]), "variant": run["variant"] or "-"},
-        params={"seed": run["seed"], "config": run["config"]}))
-    return dict(visualizer, name=f"mlflow-{run['run_id']}", vis_backends=backends)
+        tags={"suite": run.suite, "model": run.model, "variant": run.variant or "-"},
+        params={"seed": run.seed, "config": run.config}))
+    return dict(visualizer, name=f"mlflow-{run.run_id}", vis_backends=backends)
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -69,7 +69,7 @@ def _artifact_location(uri: str) -> str | None:
     return (Path(uri[len(prefix):]).resolve().parent / "mlflow-artifacts").as_uri()
 
 
-def log_results(uri: str, run: Mapping[str, Any], run_dir: Path) -> None:
+def log_results(uri: str, run: RunRecord, run_dir: Path) -> None:
     """Test metrics (metrics.json) and result files into the run's latest MLflow run, which training
     opened."""
     import json
@@ -89,7 +89,7 @@ def log_results(uri: str, run: Mapping[str, Any], run_dir: Path) -> None:
     client.set_terminated(mlflow_run.info.run_id, status="FINISHED")
 
 
-def mark_failed(uri: str, run: Mapping[str, Any], reason: str) -> None:
+def mark_failed(uri: str, run: RunRecord, reason: str) -> None:
     """A run that failed in training leaves its MLflow run open: close it as FAILED with the reason."""
     found = _latest_run(uri, run, required=False)
     if found is not None:
@@ -98,16 +98,16 @@ def mark_failed(uri: str, run: Mapping[str, Any], reason: str) -> None:
         client.set_terminated(mlflow_run.info.run_id, status="FAILED")
 
 
-def _latest_run(uri: str, run: Mapping[str, Any], *, required: bool = True) -> Any:
+def _latest_run(uri: str, run: RunRecord, *, required: bool = True) -> Any:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(run["suite"])
+    experiment = client.get_experiment_by_name(run.suite)
     runs = [] if experiment is None else client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`mlflow.runName` = '{run['run_id']}'",
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.runName` = '{run.run_id}'",
         order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         if required:
-            raise RuntimeError(f"MLflow at {uri}: no run named {run['run_id']} in experiment {run['suite']}")
+            raise RuntimeError(f"MLflow at {uri}: no run named {run.run_id} in experiment {run.suite}")
         return None
     return client, runs[0]

@@ -39,6 +39,7 @@ from mnc_bench.suites.contract import (
     PREDICTIONS_JSON,
     RUN_STATS_JSON,
     SCALARS_JSON,
+    RunRecord,
     RunState,
     is_proposal_metric,
     launcher_rank,
@@ -119,7 +120,7 @@ def _run_held(run_dir: RunDir, started: float, launcher: str, track: str | None)
     return EXIT_DONE
 
 
-def _train_and_evaluate(run_dir: RunDir, run_record: dict[str, Any], launcher: str, *, main: bool,
+def _train_and_evaluate(run_dir: RunDir, run_record: RunRecord, launcher: str, *, main: bool,
                         track: str | None = None) -> dict[str, Any]:
     from mnc_bench.checkpoints import latest_good_checkpoint
     from mnc_bench.config_loading import load_config
@@ -127,7 +128,7 @@ def _train_and_evaluate(run_dir: RunDir, run_record: dict[str, Any], launcher: s
     from mnc_bench.suites import hooks  # noqa: F401 - registers SuiteRunHook
     from mnc_bench.training import SINGLE_IMAGE_TEST, evaluate_checkpoint, train
 
-    config, options = run_record["config"], dict(run_record["cfg_options"])
+    config, options = run_record.config, dict(run_record.cfg_options)
     cfg = load_config(config, options)
     train_options = {
         **options,
@@ -142,8 +143,8 @@ def _train_and_evaluate(run_dir: RunDir, run_record: dict[str, Any], launcher: s
     checkpoint = latest_good_checkpoint(run_dir.work_dir)  # looked up once: it warns about each one skipped
     if main and checkpoint is None:
         _clear_checkpoints(run_dir.work_dir)
-    print(f"=== {'resuming' if checkpoint else 'training'} {config} seed {run_record['seed']}", flush=True)
-    result = train(config, work_dir=run_dir.work_dir, cfg_options=train_options, seed=run_record["seed"],
+    print(f"=== {'resuming' if checkpoint else 'training'} {config} seed {run_record.seed}", flush=True)
+    result = train(config, work_dir=run_dir.work_dir, cfg_options=train_options, seed=run_record.seed,
                    resume_from=checkpoint, launcher=launcher)
     if result.checkpoint is None:
         raise RuntimeError(f"training saved no checkpoint in {run_dir.work_dir}")
@@ -153,14 +154,14 @@ def _train_and_evaluate(run_dir: RunDir, run_record: dict[str, Any], launcher: s
                                      work_dir=run_dir.path / EVAL_DIR, cfg_options=test_options,
                                      launcher=launcher)
     metrics = dict(evaluation.metrics)
-    wanted = run_record.get("metrics") or []
+    wanted = run_record.metrics or []
     if any(is_proposal_metric(key) for key in wanted):
         from mnc_bench.suites.proposals import run_proposal_recall
 
         metrics.update(run_proposal_recall(run_record, result.checkpoint))
     families = requested_families(wanted)
     if families and main:  # scored from the predictions just written (rank 0 wrote them)
-        metrics.update(evaluate(run_record["test_ann_file"], run_dir.file(PREDICTIONS_JSON), metric=families,
+        metrics.update(evaluate(run_record.test_ann_file, run_dir.file(PREDICTIONS_JSON), metric=families,
                                 iou_type=("segm", "bbox")))
     eval_time = time.time() - t1
     if not main:
