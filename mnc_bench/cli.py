@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from mnc_bench.allocator import tune_allocator
 from mnc_bench.errors import UserError
 from mnc_bench.io import check_writable_output
-from mnc_bench.suites.contract import EXECUTORS, LAUNCHERS, RESULTS_ROOT
+from mnc_bench.suites.contract import (
+    EXECUTORS,
+    LAUNCHERS,
+    RESULTS_ROOT,
+    SLURM_CPUS_PER_GPU,
+    SLURM_MEM_GB_PER_GPU,
+)
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
@@ -703,10 +709,10 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     slurm.add_argument("--gpus-per-run", type=_positive_int, default=None,
                        help="GPUs per run (> 1: one task per GPU, joined by mmengine's pytorch launcher)")
     slurm.add_argument("--cpus-per-run", type=_positive_int, default=None,
-                       help="CPUs per run, shared by its tasks (default 4 per GPU: the rank, its data-loader "
-                       "workers, evaluation)")
+                       help=f"CPUs per run, shared by its tasks (default {SLURM_CPUS_PER_GPU} per GPU: the "
+                       "rank, its data-loader workers, evaluation)")
     slurm.add_argument("--mem-gb", type=_positive_int, default=None,
-                       help="host memory per run in GB (default 32 per GPU)")
+                       help=f"host memory per run in GB (default {SLURM_MEM_GB_PER_GPU} per GPU)")
     slurm.add_argument("--timeout-min", type=_positive_int, default=None,
                        help="time limit per job; a run that hits it is requeued and resumes")
     slurm.add_argument("--array-parallelism", type=_positive_int, default=None,

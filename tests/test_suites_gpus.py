@@ -12,8 +12,9 @@ import torch
 
 from mnc_bench.errors import UserError
 from mnc_bench.suites import executors
-from mnc_bench.suites.executors import LocalExecutor, slurm_resources, submitit_executor, visible_gpus
+from mnc_bench.suites.executors import LocalExecutor, submitit_executor, visible_gpus
 from mnc_bench.suites.rundir import RunDir
+from mnc_bench.suites.spec import SlurmSettings
 
 
 class FakeWorker:
@@ -139,7 +140,7 @@ def _sbatch(tmp_path: Path, monkeypatch, slurm: dict) -> str:
     (bin_dir / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     pytest.importorskip("submitit")
-    executor = submitit_executor("slurm", tmp_path / "submitit", slurm=slurm)
+    executor = submitit_executor("slurm", tmp_path / "submitit", slurm=SlurmSettings(**slurm))
     return executor._executor._make_submission_file_text("command", "uid")
 
 
@@ -155,10 +156,10 @@ def test_slurm_runs_get_cpus_and_memory_sized_for_full_size_runs(tmp_path, monke
 def test_suite_and_command_line_set_the_whole_runs_cpus_and_memory(tmp_path, monkeypatch):
     text = _sbatch(tmp_path, monkeypatch, {"gpus_per_run": 2, "cpus_per_run": 20, "mem_gb": 100})
     assert "#SBATCH --cpus-per-task=10\n" in text and "#SBATCH --mem=100GB\n" in text
-    resources = slurm_resources({"gpus_per_run": 4, "cpus_per_run": 8})
-    assert resources == dict(tasks=4, cpus_per_task=2, mem_gb=128)
+    four_gpus = SlurmSettings(gpus_per_run=4, cpus_per_run=8)
+    assert (four_gpus.cpus_per_task, four_gpus.memory_gb) == (2, 128)
     with pytest.raises(UserError, match=r"^slurm.cpus_per_run: 2 CPUs cannot serve the run's 4 tasks"):
-        slurm_resources({"gpus_per_run": 4, "cpus_per_run": 2})
+        _ = SlurmSettings(gpus_per_run=4, cpus_per_run=2).cpus_per_task
 
 
 def test_the_command_line_overrides_reach_slurm(tmp_path, monkeypatch):
@@ -171,7 +172,9 @@ def test_the_command_line_overrides_reach_slurm(tmp_path, monkeypatch):
     monkeypatch.setattr("mnc_bench.suites.commands.run_command",
                         lambda suite, **kwargs: captured.update(kwargs))
     args.handler(args)
-    assert captured["slurm"]["cpus_per_run"] == 12 and captured["slurm"]["mem_gb"] == 64
+    suite_settings = SlurmSettings(partition="gpu", cpus_per_run=4, timeout_min=60)
+    assert suite_settings.overridden(captured["slurm"]) == SlurmSettings(partition="gpu", cpus_per_run=12,
+                                                                          mem_gb=64, timeout_min=60)
 
 
 def test_a_killed_worker_whose_data_loader_workers_linger_is_recorded_as_killed(tmp_path):

@@ -16,7 +16,7 @@ from pycocotools.coco import COCO  # noqa: E402
 
 from mnc_bench.suites.executors import SubmititExecutor, SuiteJob, submitit_executor  # noqa: E402
 from mnc_bench.suites.runner import plan_suite, prepare_runs, run_suite  # noqa: E402
-from mnc_bench.suites.spec import load_suite  # noqa: E402
+from mnc_bench.suites.spec import SlurmSettings, load_suite  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("repo_cwd")]
 
@@ -73,7 +73,8 @@ def test_a_run_over_two_tasks_trains_and_scores_as_one(shapes_dataset, tmp_path,
     }, extra={"metrics": ["coco/segm/AP", "proposals/AR@100"]})
     suite = load_suite(suite_file)
     suite_dir = tmp_path / "results" / "two_tasks"
-    executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 30})
+    executor = submitit_executor("local", tmp_path / "submitit",
+                                 slurm=SlurmSettings(gpus_per_run=2, timeout_min=30))
     run_suite(suite, suite_dir,
               executor=SubmititExecutor(executor, max_parallel=1, threads=1, launcher="pytorch"),
               echo=lambda line: None)
@@ -127,7 +128,8 @@ def test_a_nan_loss_on_one_rank_stops_both_ranks_with_its_reason(shapes_dataset,
     plan = plan_suite(suite, tmp_path / "results" / "nan")
     prepare_runs(plan, suite, tmp_path / "results" / "nan")
     run_dir = plan[0].run_dir
-    executor = submitit_executor("local", tmp_path / "submitit", slurm={"gpus_per_run": 2, "timeout_min": 10})
+    executor = submitit_executor("local", tmp_path / "submitit",
+                                 slurm=SlurmSettings(gpus_per_run=2, timeout_min=10))
     cloudpickle = pytest.importorskip("cloudpickle")
     # by value: the task processes cannot import this module
     cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -22,7 +22,7 @@ from mnc_bench.suites.smoke import SmokeSettings
 
 if TYPE_CHECKING:
     from mnc_bench.suites.executors import Executor, LocalExecutor
-    from mnc_bench.suites.spec import Suite
+    from mnc_bench.suites.spec import SlurmSettings, Suite
 
 
 def results_dir_of(suite: str, results: str | Path = RESULTS_ROOT) -> Path:
@@ -76,9 +76,8 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
             if not dry_run:
                 clear_smoke_results(suite_results_dir(suite_spec.name, results))
         suite_dir = suite_results_dir(suite_spec.name, results)
-        runner = local or _slurm_executor(
-            {**suite_spec.slurm, **{k: v for k, v in (slurm or {}).items() if v is not None}}, suite_dir,
-            len(suite_spec.runs), uri)
+        runner = local or _slurm_executor(suite_spec.slurm.overridden(slurm or {}), suite_dir,
+                                          len(suite_spec.runs), uri)
         before = _failed_ids(suite_dir)
         record = run_suite(suite_spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse,
                            dry_run=dry_run, started_at=started_at, echo=echo)
@@ -166,15 +165,13 @@ def local_executor(workers: int, track: str | None, *, prestart: bool) -> LocalE
     return executor
 
 
-def _slurm_executor(slurm: dict[str, Any], suite_dir: Path, num_runs: int, track: str | None) -> Executor:
-    from mnc_bench.suites.executors import SubmititExecutor, slurm_resources, submitit_executor
+def _slurm_executor(slurm: SlurmSettings, suite_dir: Path, num_runs: int, track: str | None) -> Executor:
+    from mnc_bench.suites.executors import SubmititExecutor, submitit_executor
 
-    threads = slurm_resources(slurm)["cpus_per_task"]  # the rank's torch threads
-    gpus = int(slurm.get("gpus_per_run", 1))
     executor = submitit_executor("slurm", suite_dir / ".submitit", slurm=slurm)
     # All runs go out as one job array; Slurm's array parallelism (suite or --array-parallelism) caps them.
-    return SubmititExecutor(executor, max_parallel=num_runs, threads=threads,
-                            launcher="pytorch" if gpus > 1 else "none", track=track)
+    return SubmititExecutor(executor, max_parallel=num_runs, threads=slurm.cpus_per_task,
+                            launcher="pytorch" if slurm.gpus_per_run > 1 else "none", track=track)
 
 
 def _failed_ids(suite_dir: Path) -> set[str]:

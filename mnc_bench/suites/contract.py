@@ -209,6 +209,14 @@ def table_columns(axes: list[str], metrics: list[str]) -> list[str]:
 
 EXECUTORS = ("local", "slurm")  # `mnc-bench run --executor`: worker subprocesses here, or a Slurm job array
 LAUNCHERS = ("none", "pytorch", "slurm")  # mmengine's distributed launchers (`--launcher`)
+# Slurm resources of a run, per GPU (one task per GPU), when the suite and the command line leave them out.
+# Sized for the full-size configs: a task holds the rank, its 2 data-loader workers (their num_workers) and a
+# core for the pin-memory thread and the test pass's evaluation; its memory holds the rank's model, CUDA
+# context and the COCO annotations, the workers' decoded images and masks at 1333 x 800, and rank 0's COCO
+# evaluation. An estimate from the configs, not a measurement on a cluster: --cpus-per-run and --mem-gb
+# override it.
+SLURM_CPUS_PER_GPU = 4
+SLURM_MEM_GB_PER_GPU = 32
 
 
 def launcher_rank(launcher: str) -> int:

@@ -13,24 +13,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from mnc_bench.errors import UserError
 from mnc_bench.suites.contract import LOG_TXT
 from mnc_bench.suites.rundir import RunDir
+from mnc_bench.suites.spec import SlurmSettings
 
 POLL_S = 0.5
 _PR_SET_PDEATHSIG = 1
-# Slurm resources of a run, per GPU (one task per GPU), when the suite and the command line leave them out.
-# Sized for the full-size configs: a task holds the rank, its 2 data-loader workers (their num_workers) and a
-# core for the pin-memory thread and the test pass's evaluation; its memory holds the rank's model, CUDA
-# context and the COCO annotations, the workers' decoded images and masks at 1333 x 800, and rank 0's COCO
-# evaluation. An estimate from the configs, not a measurement on a cluster: --cpus-per-run and --mem-gb
-# override it.
-SLURM_CPUS_PER_GPU = 4
-SLURM_MEM_GB_PER_GPU = 32
 
 
 class Events(Protocol):
@@ -318,37 +311,21 @@ def _last_trace_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def slurm_resources(slurm: Mapping[str, Any]) -> dict[str, int]:
-    """Tasks (one per GPU), CPUs per task and memory (GB, the node's: a run's tasks share one node) of a run
-    on Slurm: the suite's ``cpus_per_run`` and ``mem_gb`` (whole run), by default :data:`SLURM_CPUS_PER_GPU`
-    and :data:`SLURM_MEM_GB_PER_GPU` per GPU."""
-    gpus = int(slurm.get("gpus_per_run", 1))
-    cpus = int(slurm.get("cpus_per_run") or SLURM_CPUS_PER_GPU * gpus)
-    if cpus < gpus:
-        raise UserError(f"slurm.cpus_per_run: {cpus} CPUs cannot serve the run's {gpus} tasks (one per GPU)")
-    return dict(tasks=max(1, gpus), cpus_per_task=cpus // max(1, gpus),
-                mem_gb=int(slurm.get("mem_gb") or SLURM_MEM_GB_PER_GPU * gpus))
-
-
-def submitit_executor(cluster: str, folder: Path, *, slurm: dict[str, Any]) -> ArrayExecutor:
-    """A submitit executor for ``cluster`` ('slurm' or 'local') with the suite's Slurm settings (resources:
-    :func:`slurm_resources`)."""
+def submitit_executor(cluster: str, folder: Path, *, slurm: SlurmSettings) -> ArrayExecutor:
+    """A submitit executor for ``cluster`` ('slurm' or 'local') with the suite's Slurm settings."""
     try:
         import submitit
     except ImportError as exc:
         raise UserError("--executor slurm needs submitit: pip install 'mnc-bench[slurm]'") from exc
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-    gpus = int(slurm.get("gpus_per_run", 1 if cluster == "slurm" else 0))
     # One task per GPU (SuiteJob joins them into one process group); the local executor without GPUs runs as
     # many CPU processes, which is how the tests drive the multi-GPU path.
-    params: dict[str, Any] = dict(timeout_min=int(slurm.get("timeout_min", 24 * 60)), name=folder.parent.name,
-                                  tasks_per_node=max(1, gpus))
+    params: dict[str, Any] = dict(timeout_min=slurm.timeout_min, name=folder.parent.name,
+                                  tasks_per_node=slurm.gpus_per_run)
     if cluster == "slurm":
-        resources = slurm_resources(slurm)
-        params.update(gpus_per_node=gpus, cpus_per_task=resources["cpus_per_task"],
-                      mem_gb=resources["mem_gb"],
-                      slurm_array_parallelism=int(slurm.get("array_parallelism", 256)))
-        if "partition" in slurm:
-            params["slurm_partition"] = slurm["partition"]
+        params.update(gpus_per_node=slurm.gpus_per_run, cpus_per_task=slurm.cpus_per_task,
+                      mem_gb=slurm.memory_gb, slurm_array_parallelism=slurm.array_parallelism)
+        if slurm.partition is not None:
+            params["slurm_partition"] = slurm.partition
     executor.update_parameters(**params)
     return executor

@@ -32,7 +32,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ import yaml
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.suites.contract import (
     METRIC_PATTERN,
+    SLURM_CPUS_PER_GPU,
+    SLURM_MEM_GB_PER_GPU,
     RunRecord,
     is_suite_file,
     suite_file_candidates,
@@ -48,8 +50,6 @@ from mnc_bench.suites.contract import (
 )
 
 SUITE_KEYS = ("base", "grid", "zip", "seeds", "cfg_options", "metrics", "slurm")
-SLURM_KEYS = {"partition": str, "gpus_per_run": int, "cpus_per_run": int, "timeout_min": int,
-              "array_parallelism": int, "mem_gb": int}
 # Config entries that cannot change a run's results: left out of the run id.
 NEUTRAL_KEYS = ("work_dir", "launcher", "resume", "log_level", "log_processor", "visualizer", "vis_backends",
                 "dataset_layout", "default_hooks.logger", "default_hooks.checkpoint", "default_hooks.timer",
@@ -75,6 +75,53 @@ class RunSpec(RunRecord):
         return RunRecord(**{f.name: getattr(self, f.name) for f in fields(RunRecord)})
 
 
+@dataclass(frozen=True)
+class SlurmSettings:
+    """A suite's ``slurm:`` section (``run --executor slurm``'s options override each): what one run asks of
+    Slurm. A run has one task per GPU on one node."""
+
+    partition: str | None = None  # the cluster's default partition
+    gpus_per_run: int = 1
+    cpus_per_run: int | None = None  # whole run; SLURM_CPUS_PER_GPU per GPU when None
+    mem_gb: int | None = None  # whole run (the node's); SLURM_MEM_GB_PER_GPU per GPU when None
+    timeout_min: int = 24 * 60
+    array_parallelism: int = 256  # runs of the suite's job array at once
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str) -> SlurmSettings:
+        """The settings in ``values`` (a suite's ``slurm:`` mapping), each key checked: one UserError naming
+        ``where`` and the key."""
+        kinds = {f.name: str if f.name == "partition" else int for f in fields(cls)}
+        for key, item in values.items():
+            if key not in kinds:
+                raise UserError(f"{where}: slurm.{key}: unknown setting (expected {', '.join(kinds)})")
+            kind = kinds[key]
+            if not isinstance(item, kind) or isinstance(item, bool) or (kind is int and item < 1):
+                expected = "a positive integer" if kind is int else "a string"
+                raise UserError(f"{where}: slurm.{key}: wrong type: expected {expected}, got {_label(item)}")
+        return cls(**values)
+
+    def overridden(self, overrides: Mapping[str, Any]) -> SlurmSettings:
+        """These settings with ``overrides`` (command-line options) applied; a None keeps the setting."""
+        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+    @property
+    def cpus(self) -> int:
+        return self.cpus_per_run or SLURM_CPUS_PER_GPU * self.gpus_per_run
+
+    @property
+    def cpus_per_task(self) -> int:
+        """The CPUs of each of the run's tasks (one per GPU): a rank's torch threads."""
+        if self.cpus < self.gpus_per_run:
+            raise UserError(f"slurm.cpus_per_run: {self.cpus} CPUs cannot serve the run's "
+                            f"{self.gpus_per_run} tasks (one per GPU)")
+        return self.cpus // self.gpus_per_run
+
+    @property
+    def memory_gb(self) -> int:
+        return self.mem_gb or SLURM_MEM_GB_PER_GPU * self.gpus_per_run
+
+
 @dataclass
 class Suite:
     name: str
@@ -82,7 +129,7 @@ class Suite:
     runs: list[RunSpec]
     axes: list[str]
     metrics: list[str] | None = None
-    slurm: dict[str, Any] = field(default_factory=dict)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
 def find_suite(name_or_path: str | os.PathLike[str]) -> Path:
@@ -110,7 +157,7 @@ class _Sections:
     base: str | None
     seeds: list[int]
     metrics: list[str] | None
-    slurm: dict[str, Any]
+    slurm: SlurmSettings
 
     @property
     def axis_keys(self) -> list[str]:
@@ -150,7 +197,8 @@ def _check_sections(data: Mapping[str, Any], where: str, seeds: Sequence[int] | 
     base = _base(data, grid, zipped, where)
     return _Sections(grid=grid, zipped=zipped, options=options, extra=extra, base=base,
                      seeds=_seeds(data.get("seeds", [0]) if seeds is None else list(seeds), where),
-                     metrics=_metrics(data.get("metrics"), where), slurm=_slurm(data.get("slurm"), where))
+                     metrics=_metrics(data.get("metrics"), where),
+                     slurm=SlurmSettings.from_mapping(_mapping(data.get("slurm"), f"{where}: slurm"), where))
 
 
 def _check_zip_lengths(zipped: Mapping[str, list[Any]], where: str) -> None:
@@ -398,18 +446,6 @@ def _metrics(value: Any, where: str) -> list[str] | None:
             raise UserError(f"{where}: metrics: {key!r} is not a metric key (e.g. coco/segm/AP, "
                             "voc_mnc/mAP@0.5, proposals/AR@100, vis/AP)")
     return list(value)
-
-
-def _slurm(value: Any, where: str) -> dict[str, Any]:
-    slurm = _mapping(value, f"{where}: slurm")
-    for key, item in slurm.items():
-        if key not in SLURM_KEYS:
-            raise UserError(f"{where}: slurm.{key}: unknown setting (expected {', '.join(SLURM_KEYS)})")
-        kind = SLURM_KEYS[key]
-        if not isinstance(item, kind) or isinstance(item, bool) or (kind is int and item < 1):
-            expected = "a positive integer" if kind is int else "a string"
-            raise UserError(f"{where}: slurm.{key}: wrong type: expected {expected}, got {_label(item)}")
-    return slurm
 
 
 def _product(axes: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
