@@ -10,6 +10,14 @@ import sys
 from collections.abc import Sequence
 
 from mnc_bench.allocator import tune_allocator
+from mnc_bench.bench import (
+    DEFAULT_CONFIGS,
+    DEFAULT_REPEATS,
+    DEFAULT_SIZES,
+    DEFAULT_TRAIN_ITERS,
+    DEFAULT_WARMUP,
+    MODELS_JSON,
+)
 from mnc_bench.errors import UserError
 from mnc_bench.io import check_writable_output
 from mnc_bench.suites.contract import (
@@ -559,7 +567,6 @@ def _model_checkpoint(text: str) -> tuple[str, str]:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    from mnc_bench.bench import DEFAULT_CONFIGS
 
     p = sub.add_parser("bench", help="speed figures: models side by side, dataset generation, evaluation",
                        description="Measure on this machine and print: the models side by side (inference "
@@ -575,16 +582,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "ratio to Mask R-CNN. Models alternate image by image. Writes a table and JSON.")
     models.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG",
                         help="model configs (default: the four shapes models)")
-    models.add_argument("--size", nargs="+", type=_positive_int, default=[128], metavar="PX",
-                        help="input sizes in pixels, e.g. 128 512 800 (default 128)")
+    models.add_argument("--size", nargs="+", type=_positive_int, default=list(DEFAULT_SIZES), metavar="PX",
+                        help="input sizes in pixels, e.g. 128 512 800 (default "
+                        f"{' '.join(map(str, DEFAULT_SIZES))})")
     models.add_argument("--batch", type=_positive_int, default=None,
                         help="training batch (default: each config's); inference is always at batch 1")
-    models.add_argument("--repeats", type=_positive_int, default=10,
-                        help="timed images per model and score threshold (default 10)")
-    models.add_argument("--train-iters", type=_non_negative_int, default=5,
-                        help="timed training iterations per model, 0 to skip training (default 5)")
-    models.add_argument("--warmup", type=_non_negative_int, default=2,
-                        help="untimed images and iterations per model before timing (default 2)")
+    models.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
+                        help="timed images per model and score threshold (default %(default)s)")
+    models.add_argument("--train-iters", type=_non_negative_int, default=DEFAULT_TRAIN_ITERS,
+                        help="timed training iterations per model, 0 to skip training (default %(default)s)")
+    models.add_argument("--warmup", type=_non_negative_int, default=DEFAULT_WARMUP,
+                        help="untimed images and iterations per model before timing (default %(default)s)")
     models.add_argument("--checkpoint", nargs="+", type=_model_checkpoint, metavar="MODEL=CKPT",
                         help="trained weights for a model, MODEL being its config stem (random weights "
                         "otherwise)")
@@ -602,8 +610,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     models.add_argument("--profile", metavar="DIR",
                         help="also write per-op (torch.profiler) and Python (cProfile) profiles of one "
                         "inference and one training iteration per model to DIR")
-    models.add_argument("--json", default="results/bench/models.json", metavar="OUT.json",
-                        help="results file (default results/bench/models.json)")
+    models.add_argument("--json", default=MODELS_JSON, metavar="OUT.json",
+                        help="results file (default %(default)s)")
     models.set_defaults(handler=_cmd_bench)
 
     data = bench_sub.add_parser("data", help="time generating the shapes dataset",
@@ -775,10 +783,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default="coco/segm/AP",
                    help="metric of the comparisons and figures, a full key or a unique suffix such as "
                    "segm/AP (default coco/segm/AP)")
-    p.add_argument("--results", default=RESULTS_ROOT, help="results root holding <suite>/ (default results)")
-    p.add_argument("--bench", default="results/bench/models.json",
-                   help="bench results for GFLOPs and ms/img; skipped when absent (default "
-                   "results/bench/models.json)")
+    p.add_argument("--results", default=RESULTS_ROOT,
+                   help="results root holding <suite>/ (default %(default)s)")
+    p.add_argument("--bench", default=MODELS_JSON,
+                   help="bench results for GFLOPs and ms/img; skipped when absent (default %(default)s)")
     p.add_argument("--no-figures", action="store_true",
                    help="text and tables only (seconds instead of a minute)")
     p.add_argument("--table-width", nargs="+", action="extend", metavar="[TABLE=]WIDTH",

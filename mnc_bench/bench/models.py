@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnc_bench.bench import DEFAULT_CONFIGS
+from mnc_bench.bench import (
+    DEFAULT_CONFIGS,
+    DEFAULT_REPEATS,
+    DEFAULT_SIZES,
+    DEFAULT_TRAIN_ITERS,
+    DEFAULT_WARMUP,
+)
 from mnc_bench.bench.inputs import IMAGE_POOL, bgr, render_images, train_record
 from mnc_bench.bench.measure import (
     UNCOUNTED_OPS,
@@ -67,11 +73,11 @@ class ModelsBenchSettings:
     config stem to a checkpoint (random weights otherwise); `train_iters=0` skips training."""
 
     configs: tuple[str, ...] = DEFAULT_CONFIGS
-    sizes: tuple[int, ...] = (128,)
+    sizes: tuple[int, ...] = DEFAULT_SIZES
     batch: int | None = None
-    repeats: int = 10
-    train_iters: int = 5
-    warmup: int = 2
+    repeats: int = DEFAULT_REPEATS
+    train_iters: int = DEFAULT_TRAIN_ITERS
+    warmup: int = DEFAULT_WARMUP
     checkpoints: Mapping[str, str] = field(default_factory=dict)
     device: str = "cpu"
     seed: int = 0

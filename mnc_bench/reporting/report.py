@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnc_bench.bench import MODELS_JSON
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.io import atomic_open, check_writable_output
 from mnc_bench.reporting import curves, diagnostics, figures, latex, qualitative, sections, video
@@ -28,7 +29,6 @@ from mnc_bench.suites.contract import RESULTS_ROOT
 
 DEFAULT_METRIC = "coco/segm/AP"
 FIGURE_FAILED = "could not be drawn from these results"
-DEFAULT_BENCH = "results/bench/models.json"
 
 Drawn = FigureResult | Skipped | list[FigureResult | Skipped]
 
@@ -172,7 +172,7 @@ def command_line(suites: Sequence[str], out: str | os.PathLike[str], baseline: s
     cmd += ["--baseline", baseline] if baseline else []
     cmd += ["--claims", display.path(claims)] if claims else []
     cmd += ["--results", display.path(results_dir)] if str(results_dir) != RESULTS_ROOT else []
-    cmd += ["--bench", display.path(bench)] if bench is not None and str(bench) != DEFAULT_BENCH else []
+    cmd += ["--bench", display.path(bench)] if bench is not None and str(bench) != MODELS_JSON else []
     if table_widths:
         cmd += ["--table-width", *(f"{k}={w.name}" if k else w.name for k, w in table_widths.items())]
     if display_name_overrides:
@@ -188,7 +188,7 @@ def write_report(
     baseline: str | None = None,
     metric: str = DEFAULT_METRIC,
     results_dir: str | os.PathLike[str] = RESULTS_ROOT,
-    bench: str | os.PathLike[str] | None = DEFAULT_BENCH,
+    bench: str | os.PathLike[str] | None = MODELS_JSON,
     figures: bool = True,
     claims: str | os.PathLike[str] | None = None,
     table_widths: Mapping[str, Width] | None = None,
