@@ -567,7 +567,6 @@ def _model_checkpoint(text: str) -> tuple[str, str]:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-
     p = sub.add_parser("bench", help="speed figures: models side by side, dataset generation, evaluation",
                        description="Measure on this machine and print: the models side by side (inference "
                        "latency, training speed, FLOPs, memory, share of the matmul peak), dataset "

@@ -4,6 +4,7 @@ evaluation writes are the columns collect keeps."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,9 @@ from mnc_bench.suites import commands  # noqa: E402
 from mnc_bench.suites.collect import COLLECTED_METRICS  # noqa: E402
 from mnc_bench.suites.contract import (  # noqa: E402
     METRIC_PATTERN,
+    RUN_JSON,
     STANDARD_METRICS,
+    RunRecord,
     is_suite_file,
     suite_name,
     suite_results_dir,
@@ -95,3 +98,46 @@ def test_the_evaluation_writes_the_metric_keys_that_collect_keeps():
     assert set(STANDARD_METRICS) <= set(COLLECTED_METRICS) <= keys, sorted(set(COLLECTED_METRICS) - keys)
     assert all(METRIC_PATTERN.match(key) for key in keys), [k for k in keys if not METRIC_PATTERN.match(k)]
     assert any(key.startswith("voc_mnc/AP@0.5/") for key in keys)  # a per-class key
+
+
+def _record_in(folder: Path, data: object) -> RunRecord | None:
+    return RunRecord.from_json(data, folder / "results" / "tiny" / "0123456789ab")
+
+
+def test_a_run_record_from_older_run_json_takes_its_folder_for_what_it_lacks(tmp_path):
+    # run.json written before `metrics`, `suite` and `axes` were recorded: the folder names the suite and run
+    record = _record_in(tmp_path, {"config": "configs/mnc/mnc_3stage_shapes.py", "cfg_options": {"a": 1},
+                                   "seed": "2"})
+    assert (record.suite, record.run_id, record.seed, record.axes, record.metrics, record.variant) == (
+        "tiny", "0123456789ab", 2, {}, None, "")
+    assert record.label == "mnc_3stage_shapes, seed=2"
+    assert RunRecord.from_json(record.to_json(), Path("elsewhere")) == record  # what is written reads back
+
+
+@pytest.mark.parametrize("data", [
+    None, [], "text",
+    {"config": "c.py", "seed": 0},  # no options
+    {"config": None, "cfg_options": {}, "seed": 0},
+    {"config": "c.py", "cfg_options": {}},  # no seed
+    {"config": "c.py", "cfg_options": {}, "seed": "zero"},
+    {"config": "c.py", "cfg_options": {}, "seed": 0, "metrics": "coco/segm/AP"},  # not a list
+])
+def test_what_is_not_a_run_record_reads_as_none_and_stops_a_worker_in_one_line(tmp_path, data):
+    from mnc_bench.errors import UserError
+    from mnc_bench.suites.rundir import RunDir
+
+    assert _record_in(tmp_path, data) is None
+    run_dir = RunDir(tmp_path / "0123456789ab")
+    run_dir.path.mkdir()
+    run_dir.write_json(RUN_JSON, data)
+    assert run_dir.record() is None
+    with pytest.raises(UserError, match=r"run\.json: missing or not a run record$"):
+        run_dir.read_run()
+
+
+def test_a_planned_run_writes_its_record_without_the_resolved_config(tmp_path):
+    suite = load_suite("demo")
+    spec = suite.runs[0]
+    written = spec.record().to_json()
+    assert set(written) == {f.name for f in dataclasses.fields(RunRecord)} and "cfg" not in spec.to_json()
+    assert written["metrics"] == suite.metrics and written["run_id"] == spec.run_id

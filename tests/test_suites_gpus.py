@@ -162,19 +162,37 @@ def test_suite_and_command_line_set_the_whole_runs_cpus_and_memory(tmp_path, mon
         _ = SlurmSettings(gpus_per_run=4, cpus_per_run=2).cpus_per_task
 
 
-def test_the_command_line_overrides_reach_slurm(tmp_path, monkeypatch):
-    from mnc_bench.cli import build_parser
+def test_the_command_line_overrides_the_suites_slurm_settings(tiny_suite, tmp_path, monkeypatch):
+    from mnc_bench.cli import main
+    from mnc_bench.suites import commands
 
-    args = build_parser().parse_args(["run", "s", "--executor", "slurm", "--cpus-per-run", "12",
-                                      "--mem-gb", "64"])
-    assert (args.cpus_per_run, args.mem_gb) == (12, 64)
-    captured = {}
-    monkeypatch.setattr("mnc_bench.suites.commands.run_command",
-                        lambda suite, **kwargs: captured.update(kwargs))
-    args.handler(args)
-    suite_settings = SlurmSettings(partition="gpu", cpus_per_run=4, timeout_min=60)
-    assert suite_settings.overridden(captured["slurm"]) == SlurmSettings(partition="gpu", cpus_per_run=12,
-                                                                          mem_gb=64, timeout_min=60)
+    suite = tiny_suite(seeds=(0,), extra="slurm: {partition: gpu, cpus_per_run: 4, timeout_min: 60}\n")
+    captured = []
+
+    def stop(slurm, *args):
+        captured.append(slurm)
+        raise UserError("stop before submitting")
+
+    monkeypatch.setattr(commands, "_slurm_executor", stop)
+    monkeypatch.setattr("mnc_bench.gpu.require_mmcv_cuda_build", lambda what: None)  # a CPU-only mmcv here
+    assert main(["run", str(suite), "--executor", "slurm", "--cpus-per-run", "12", "--mem-gb", "64",
+                 "--results", str(tmp_path / "results")]) == 2
+    assert captured == [SlurmSettings(partition="gpu", cpus_per_run=12, mem_gb=64, timeout_min=60)]
+
+
+@pytest.mark.parametrize(("settings", "error"), [
+    ({"gpus_per_run": 0}, "slurm.gpus_per_run: wrong type: expected a positive integer, got 0"),
+    ({"partition": 3}, "slurm.partition: wrong type: expected a string, got 3"),
+    ({"gpu": 1}, "slurm.gpu: unknown setting (expected partition, gpus_per_run"),
+    ({"gpus_per_run": 4, "cpus_per_run": 2}, "slurm.cpus_per_run: 2 CPUs cannot serve the run's 4 tasks"),
+])
+def test_bad_slurm_settings_are_one_line_from_the_suite_and_the_command_line(settings, error):
+    with pytest.raises(UserError) as suite_error:
+        SlurmSettings.from_mapping(settings, "suite s")
+    assert str(suite_error.value).startswith(f"suite s: {error}")
+    with pytest.raises(UserError) as override_error:
+        SlurmSettings().overridden(settings)
+    assert str(override_error.value).startswith(error)
 
 
 def test_a_killed_worker_whose_data_loader_workers_linger_is_recorded_as_killed(tmp_path):

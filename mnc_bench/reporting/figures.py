@@ -249,14 +249,15 @@ def proposal_figure(
     keys = [metric] + ([recall] if recall else [])
     rows = {knob: _proposal_rows(done, knob, axes, canvas.names) for knob in knobs}
     # one colour per setting in every panel (seaborn would colour by order of appearance in each)
-    settings = sorted(set().union(*(set(r["setting"]) for r in rows.values())))
-    hue, hue_order = ("setting", settings) if len(settings) > 1 else (None, None)
+    settings = list(dict.fromkeys(s for r in rows.values() for s in r["setting"] if s))
     heights = [1.5 if _numeric(done[k]) else max(1.5, 0.6 + 0.18 * done[k].nunique()) for k in knobs]
     with style():
         fig = canvas.figure(sum(heights) + 0.2)
         grid = fig.subplots(len(knobs), len(keys), squeeze=False, gridspec_kw={"height_ratios": heights})
-        dashed = False
+        dashed = legend = False
         for i, knob in enumerate(knobs):
+            hue = "setting" if rows[knob]["setting"].nunique() > 1 else None
+            hue_order = settings if hue else None
             for j, key in enumerate(keys):
                 ax, data = grid[i, j], _measured(rows[knob], key)
                 if data.empty:
@@ -283,8 +284,9 @@ def proposal_figure(
                         dashed = True
                     if j:
                         ax.set_yticklabels([])
-                if hue and (i, j) != (0, 0):
+                if hue and legend:
                     ax.get_legend().remove()
+                legend = legend or bool(hue)
         caption = (f"{column(metric).label}"
                    + (f" (left) and {column(recall).label} (right)" if recall
                       else " (no recall column in the results)")

@@ -17,9 +17,10 @@ Standard library only: the CLI imports it before anything heavy.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,9 @@ RESULT_DIRS = (WORK_DIR, EVAL_DIR)
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What a run is, its ``run.json``: written by the runner when it plans the run; read by the worker (what
-    to train and score), ``collect``, ``status``, ``rescore``, ``robustness``, the report's provenance and the
-    bench's trained-weights search."""
+    """What a run is, its ``run.json``: written by the runner when it prepares (or copies) the run; read by
+    the worker (what to train and score), ``collect``, ``status``, ``rescore``, ``robustness``, the report's
+    provenance and the bench's trained-weights search."""
 
     suite: str
     run_id: str
@@ -110,13 +111,16 @@ class RunRecord:
         return ", ".join(part for part in (self.model, self.variant, f"seed={self.seed}") if part)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """run.json's content: the record's fields alone (a subclass's extra fields stay out)."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(RunRecord)}
 
     @classmethod
     def from_json(cls, data: object, folder: Path) -> RunRecord | None:
         """The record in ``data`` (a run.json read from run directory ``folder``: its name is the run id, its
         parent's the suite's where the file lacks them); None when ``data`` is not a run record."""
         if not isinstance(data, dict) or not isinstance(data.get("cfg_options"), dict):
+            return None
+        if not isinstance(data.get("config"), str) or not isinstance(data.get("metrics") or [], list):
             return None
         try:
             return cls(suite=str(data.get("suite") or folder.parent.name),

@@ -15,12 +15,14 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mnc_bench.errors import UserError
 from mnc_bench.suites.contract import LOG_TXT
 from mnc_bench.suites.rundir import RunDir
-from mnc_bench.suites.spec import SlurmSettings
+
+if TYPE_CHECKING:
+    from mnc_bench.suites.spec import SlurmSettings
 
 POLL_S = 0.5
 _PR_SET_PDEATHSIG = 1

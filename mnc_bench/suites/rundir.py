@@ -81,7 +81,7 @@ class RunDir:
         None."""
         try:
             return json.loads(self.file(name).read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
             return None
 
     def write_json(self, name: str, data: Any, *, nan_as_null: bool = False) -> None:

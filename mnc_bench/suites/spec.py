@@ -87,23 +87,38 @@ class SlurmSettings:
     timeout_min: int = 24 * 60
     array_parallelism: int = 256  # runs of the suite's job array at once
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value, text = getattr(self, f.name), f.name == "partition"
+            if value is None and f.default is None:
+                continue
+            if (not isinstance(value, str if text else int) or isinstance(value, bool)
+                    or (not text and value < 1)):
+                expected = "a string" if text else "a positive integer"
+                raise UserError(f"slurm.{f.name}: wrong type: expected {expected}, got {_label(value)}")
+        if self.cpus < self.gpus_per_run:
+            raise UserError(f"slurm.cpus_per_run: {self.cpus} CPUs cannot serve the run's "
+                            f"{self.gpus_per_run} tasks (one per GPU)")
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], where: str) -> SlurmSettings:
         """The settings in ``values`` (a suite's ``slurm:`` mapping), each key checked: one UserError naming
         ``where`` and the key."""
-        kinds = {f.name: str if f.name == "partition" else int for f in fields(cls)}
-        for key, item in values.items():
-            if key not in kinds:
-                raise UserError(f"{where}: slurm.{key}: unknown setting (expected {', '.join(kinds)})")
-            kind = kinds[key]
-            if not isinstance(item, kind) or isinstance(item, bool) or (kind is int and item < 1):
-                expected = "a positive integer" if kind is int else "a string"
-                raise UserError(f"{where}: slurm.{key}: wrong type: expected {expected}, got {_label(item)}")
-        return cls(**values)
+        try:
+            return cls()._with(values)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
 
     def overridden(self, overrides: Mapping[str, Any]) -> SlurmSettings:
         """These settings with ``overrides`` (command-line options) applied; a None keeps the setting."""
-        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+        return self._with({key: value for key, value in overrides.items() if value is not None})
+
+    def _with(self, values: Mapping[str, Any]) -> SlurmSettings:
+        names = [f.name for f in fields(self)]
+        unknown = [key for key in values if key not in names]
+        if unknown:
+            raise UserError(f"slurm.{unknown[0]}: unknown setting (expected {', '.join(names)})")
+        return replace(self, **values)
 
     @property
     def cpus(self) -> int:
@@ -112,9 +127,6 @@ class SlurmSettings:
     @property
     def cpus_per_task(self) -> int:
         """The CPUs of each of the run's tasks (one per GPU): a rank's torch threads."""
-        if self.cpus < self.gpus_per_run:
-            raise UserError(f"slurm.cpus_per_run: {self.cpus} CPUs cannot serve the run's "
-                            f"{self.gpus_per_run} tasks (one per GPU)")
         return self.cpus // self.gpus_per_run
 
     @property

@@ -122,14 +122,33 @@ def _run_held(run_dir: RunDir, started: float, launcher: str, track: str | None)
 
 def _train_and_evaluate(run_dir: RunDir, run_record: RunRecord, launcher: str, *, main: bool,
                         track: str | None = None) -> dict[str, Any]:
+    """Train the run (resuming from its last whole checkpoint) and score the final checkpoint on the test
+    split. Rank 0 (``main``) writes metrics.json and scalars.json and returns the run's stats; other ranks of
+    a distributed run only compute, and return {}."""
+    checkpoint = _train(run_dir, run_record, launcher, main=main, track=track)
+    started = time.time()
+    metrics = _score(run_dir, run_record, checkpoint, launcher, main=main)
+    eval_time = time.time() - started
+    if not main:
+        return {}
+    run_dir.write_json(METRICS_JSON, metrics, nan_as_null=True)
+    scalars = merge_scalars(run_dir.work_dir)
+    with atomic_open(run_dir.file(SCALARS_JSON), "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in scalars)
+    return dict(eval_time_s=eval_time, s_per_iter=median_iter_time(scalars),
+                peak_mem_mb=peak_memory_mb(), git_commit=git_commit(), checkpoint=str(checkpoint))
+
+
+def _train(run_dir: RunDir, run_record: RunRecord, launcher: str, *, main: bool, track: str | None) -> Path:
+    """The run's training, from its last whole checkpoint or (rank 0 clearing partial ones) from scratch,
+    with the suite's hook and without the schedule's validation; the final checkpoint's path."""
     from mnc_bench.checkpoints import latest_good_checkpoint
     from mnc_bench.config_loading import load_config
-    from mnc_bench.evaluation.evaluate import evaluate, requested_families
     from mnc_bench.suites import hooks  # noqa: F401 - registers SuiteRunHook
-    from mnc_bench.training import SINGLE_IMAGE_TEST, evaluate_checkpoint, train
+    from mnc_bench.training import train
 
-    config, options = run_record.config, dict(run_record.cfg_options)
-    cfg = load_config(config, options)
+    options = dict(run_record.cfg_options)
+    cfg = load_config(run_record.config, options)
     train_options = {
         **options,
         "custom_hooks": [*(cfg.get("custom_hooks") or []),
@@ -143,35 +162,37 @@ def _train_and_evaluate(run_dir: RunDir, run_record: RunRecord, launcher: str, *
     checkpoint = latest_good_checkpoint(run_dir.work_dir)  # looked up once: it warns about each one skipped
     if main and checkpoint is None:
         _clear_checkpoints(run_dir.work_dir)
-    print(f"=== {'resuming' if checkpoint else 'training'} {config} seed {run_record.seed}", flush=True)
-    result = train(config, work_dir=run_dir.work_dir, cfg_options=train_options, seed=run_record.seed,
-                   resume_from=checkpoint, launcher=launcher)
+    print(f"=== {'resuming' if checkpoint else 'training'} {run_record.config} seed {run_record.seed}",
+          flush=True)
+    result = train(run_record.config, work_dir=run_dir.work_dir, cfg_options=train_options,
+                   seed=run_record.seed, resume_from=checkpoint, launcher=launcher)
     if result.checkpoint is None:
         raise RuntimeError(f"training saved no checkpoint in {run_dir.work_dir}")
-    t1 = time.time()
-    test_options = {**options, **SINGLE_IMAGE_TEST}
-    evaluation = evaluate_checkpoint(config, result.checkpoint, out=run_dir.file(PREDICTIONS_JSON),
-                                     work_dir=run_dir.path / EVAL_DIR, cfg_options=test_options,
+    return Path(result.checkpoint)
+
+
+def _score(run_dir: RunDir, run_record: RunRecord, checkpoint: Path, launcher: str, *,
+           main: bool) -> dict[str, float]:
+    """The test pass of ``checkpoint`` (one image per batch; predictions.json written), then what the suite's
+    ``metrics:`` add: proposal recall from a second pass, and families scored from the predictions."""
+    from mnc_bench.evaluation.evaluate import evaluate, requested_families
+    from mnc_bench.training import SINGLE_IMAGE_TEST, evaluate_checkpoint
+
+    evaluation = evaluate_checkpoint(run_record.config, checkpoint, out=run_dir.file(PREDICTIONS_JSON),
+                                     work_dir=run_dir.path / EVAL_DIR,
+                                     cfg_options={**run_record.cfg_options, **SINGLE_IMAGE_TEST},
                                      launcher=launcher)
     metrics = dict(evaluation.metrics)
     wanted = run_record.metrics or []
     if any(is_proposal_metric(key) for key in wanted):
         from mnc_bench.suites.proposals import run_proposal_recall
 
-        metrics.update(run_proposal_recall(run_record, result.checkpoint))
+        metrics.update(run_proposal_recall(run_record, checkpoint))
     families = requested_families(wanted)
     if families and main:  # scored from the predictions just written (rank 0 wrote them)
         metrics.update(evaluate(run_record.test_ann_file, run_dir.file(PREDICTIONS_JSON), metric=families,
                                 iou_type=("segm", "bbox")))
-    eval_time = time.time() - t1
-    if not main:
-        return {}
-    run_dir.write_json(METRICS_JSON, metrics, nan_as_null=True)
-    scalars = merge_scalars(run_dir.work_dir)
-    with atomic_open(run_dir.file(SCALARS_JSON), "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(row) + "\n" for row in scalars)
-    return dict(eval_time_s=eval_time, s_per_iter=median_iter_time(scalars),
-                peak_mem_mb=peak_memory_mb(), git_commit=git_commit(), checkpoint=str(result.checkpoint))
+    return metrics
 
 
 def _requeue_exit(exc: BaseException) -> SystemExit | None:
