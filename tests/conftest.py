@@ -6,6 +6,7 @@ report inputs, a tiny MNC cascade and the options of tiny trainings."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,10 +19,14 @@ from typing import Any
 
 import pytest
 
+from mnc_bench.models.mnc.window_kernels import COMPILE_ENV
 from mnc_bench.suites.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 MASK_RCNN_SHAPES = "configs/mask_rcnn/mask_rcnn_shapes.py"
+# MNC's fused RoI pooling kernels run eagerly in tests (the same functions; compiling them for each tiny test
+# model would take minutes): test_compiled_kernels_equal_the_eager_ones checks the compiled ones.
+os.environ.setdefault(COMPILE_ENV, "0")
 
 
 @pytest.fixture(scope="session")

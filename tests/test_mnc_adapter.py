@@ -236,7 +236,13 @@ def test_single_level_c4_model_without_neck_trains(shapes_dataset):
     def keep(name, value) -> None:  # the first round's; a hook that returns something replaces the value
         captured.setdefault(name, value)
 
-    model.cascade.roi_warp.register_forward_pre_hook(lambda module, args: keep("features", args[0]))
+    warp_and_pool = model.cascade.roi_warp.pooled
+
+    def pooled(features, boxes, **sizes):
+        keep("features", features)
+        return warp_and_pool(features, boxes, **sizes)
+
+    model.cascade.roi_warp.pooled = pooled
     model.cascade.mask_stages[0].register_forward_hook(lambda module, args, out: keep("masks", out))
     model.cascade.class_stages[0].register_forward_hook(lambda module, args, out: keep("stage3", out))
     dataset = _dataset(cfg, shapes_dataset, "train")

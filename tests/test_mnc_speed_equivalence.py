@@ -2,7 +2,8 @@
 
 Each reference below is the earlier implementation, kept here verbatim in substance: RoI warping one
 `grid_sample` call per (level, image) scattered into a zero canvas, and `adaptive_max_pool2d` / `max_pool2d`
-on [R, C, S, S] tensors.
+on [R, C, S, S] tensors. The fused warp-and-pool (`RoIWarp.pooled` on CPU) is held to the same references, its
+kernels run eagerly here (tests/conftest.py) and compiled in the slow test at the end.
 """
 
 from __future__ import annotations
@@ -13,10 +14,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
-from mnc_bench.models.mnc import ClassStage, MaskStage
-from mnc_bench.models.mnc.class_stage import masked_max_pool
-from mnc_bench.models.mnc.roi_warp import RoIWarp, map_boxes_to_levels, pool_warped, warp_rois
+from mnc_bench.models.mnc import ClassStage, MaskStage, window_kernels
+from mnc_bench.models.mnc.roi_features import (
+    DenseRoIFeatures,
+    PooledLinear,
+    WindowedRoIFeatures,
+    masked_max_pool,
+    pool_warped,
+)
+from mnc_bench.models.mnc.roi_warp import RoIWarp, map_boxes_to_levels, warp_rois
 
 
 def _reference_warp_level(features: Tensor, boxes: Sequence[Tensor], stride: float, size: int) -> Tensor:
@@ -194,20 +202,151 @@ def test_masked_max_pool_equals_pooling_the_product(size, pooled, channel_major)
 
 
 def test_class_stage_pooling_the_mask_stage_pooled_features_equals_pooling_the_warped_ones():
-    """The box path's 7 x 7 max of MaskStage's 14 x 14 maxima (the cascade's path) is the 7 x 7 max of the
-    28 x 28 features: outputs and gradients (random features: no ties between window maxima)."""
+    """The box path's 7 x 7 max of MaskStage's 14 x 14 maxima (what DenseRoIFeatures reuses when stage 2
+    pooled first, as in the cascade) is the 7 x 7 max of the 28 x 28 features: outputs and gradients (random
+    features: no ties between window maxima)."""
     torch.manual_seed(9)
     warped = torch.randn(4, 6, 28, 28, dtype=torch.float64).transpose(0, 1).requires_grad_()
     mask_logits = torch.randn(6, 28, 28, dtype=torch.float64, requires_grad=True)
     mask_stage = MaskStage(in_channels=4, warp_size=28, mask_size=28, hidden_dim=8).double()
     class_stage = ClassStage(in_channels=4, num_classes=2, pooled_size=7, fc_dim=8, num_fcs=1).double()
-    pooled = mask_stage.pool(warped)
-    assert pooled.shape == (6, 4, 14, 14)
 
-    def run(**kwargs):
-        out = class_stage(warped, mask_logits, **kwargs)
+    def run(features):
+        out = class_stage(features, mask_logits)
         total = out.cls_logits.sum() + out.seg_cls_logits.square().sum() + out.box_deltas.sin().sum()
         return [out.cls_logits, out.box_deltas, *torch.autograd.grad(total, (warped, mask_logits))]
 
-    for got, expected in zip(run(pooled_features=pooled), run()):
+    shared = DenseRoIFeatures(warped)
+    assert mask_stage.pooled_size == 14 and shared.max_pool(14).shape == (6, 4, 14, 14)
+    for got, expected in zip(run(shared), run(warped)):
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def _pooled_reference(features, boxes, masks, strides, size, fine, coarse):
+    warped = _reference_warp(features, boxes, strides, size, 4.0)
+    return (F.adaptive_max_pool2d(warped, fine), F.adaptive_max_pool2d(warped, coarse),
+            F.adaptive_max_pool2d(warped * masks, coarse))
+
+
+def _pooled_fused(features, boxes, masks, strides, size, fine, coarse):
+    pooled = RoIWarp(featmap_strides=strides, output_size=size, finest_scale=4.0).pooled(
+        features, boxes, fine_size=fine, coarse_size=coarse)
+    assert isinstance(pooled, WindowedRoIFeatures)
+    return pooled.max_pool(fine), pooled.max_pool(coarse), pooled.masked_max_pool(masks, coarse)
+
+
+def _pooled_outputs_and_gradients(function, features, boxes, masks, weights) -> list[Tensor]:
+    outputs = function(features, boxes, masks)
+    inputs = [*features, *boxes, masks]
+    total = sum((output * weight).sum() for output, weight in zip(outputs, weights))
+    gradients = torch.autograd.grad(total, inputs, allow_unused=True)
+    return [*outputs, *(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, gradients))]
+
+
+@pytest.mark.parametrize("strides, counts, channels, size, fine, coarse", [
+    ((4.0, 8.0, 16.0, 32.0), (9, 0, 14), 16, 28, 14, 7),  # the shapes configs' windows: 2 x 2 in 2 x 2
+    ((4.0, 8.0), (5, 7), 3, 12, 4, 2),  # 3 x 3 windows in 2 x 2
+    ((16.0,), (6,), 8, 8, 8, 2),  # fine pooling by 1 (no pooling), coarse by 4
+])
+def test_fused_warp_and_pool_equals_pooling_the_reference_warp(strides, counts, channels, size, fine, coarse):
+    """Stage 2's and stage 3's poolings of the fused warp-and-pool, plain and masked, against the reference
+    warp pooled by adaptive_max_pool2d: outputs, and gradients w.r.t. the features, the boxes (a third of them
+    partly off the map) and the masks."""
+    features, boxes = _inputs(strides, 64, counts, seed=12, channels=channels)
+    generator = torch.Generator().manual_seed(13)
+    rois = sum(counts)
+    masks = torch.rand(rois, 1, size, size, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = [torch.randn(rois, channels, side, side, generator=generator, dtype=torch.float64)
+               for side in (fine, coarse, coarse)]
+    args = (strides, size, fine, coarse)
+    ours = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes,
+                                         masks, weights)
+    reference = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_reference(f, b, m, *args), features,
+                                              boxes, masks, weights)
+    for got, expected in zip(ours, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_fused_pooling_gives_a_tied_window_gradient_to_its_first_maximum():
+    """ReLU features are 0 over whole regions, so many windows hold several equal maxima: as max_pool2d, the
+    gradient goes to the first in row-major order (another element would send it to other feature cells)."""
+    features, boxes = _inputs((4.0, 8.0), 64, (8, 8), seed=14, channels=4)
+    features = [torch.relu(f - 0.8).detach().requires_grad_() for f in features]
+    generator = torch.Generator().manual_seed(15)
+    masks = torch.rand(16, 1, 28, 28, generator=generator, dtype=torch.float64).round().requires_grad_()
+    weights = [torch.randn(16, 4, side, side, generator=generator, dtype=torch.float64)
+               for side in (14, 7, 7)]
+    args = ((4.0, 8.0), 28, 14, 7)
+    with torch.no_grad():
+        fine = _pooled_reference(features, boxes, masks, *args)[0]
+    assert (fine == 0).float().mean() > 0.3  # many all-zero (tied) windows
+    ours = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes,
+                                         masks, weights)
+    reference = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_reference(f, b, m, *args), features,
+                                              boxes, masks, weights)
+    for got, expected in zip(ours, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_pooled_warp_falls_back_to_dense_pooling_when_the_windows_do_not_nest():
+    features, boxes = _inputs((4.0, 8.0), 64, (3, 4), seed=16, channels=3)
+    pooled = RoIWarp(featmap_strides=(4.0, 8.0), output_size=12, finest_scale=4.0).pooled(
+        features, boxes, fine_size=6, coarse_size=4)
+    assert isinstance(pooled, DenseRoIFeatures)
+    reference = _reference_warp(features, boxes, (4.0, 8.0), 12, 4.0)
+    torch.testing.assert_close(pooled.max_pool(4), F.adaptive_max_pool2d(reference, 4),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_pooled_linear_reads_channels_last_maps_as_their_flattening():
+    """The fused path's channels-last maxima go through the fc layers without a copy, the weight's columns
+    permuted instead: outputs and gradients of `linear(maps.flatten(1))`; at inference the permuted weight is
+    kept, and follows an in-place update of the weight."""
+    torch.manual_seed(19)
+    linear = PooledLinear(4 * 3 * 3, 5).double()
+    maps = torch.randn(6, 3, 3, 4, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
+    assert maps.is_contiguous(memory_format=torch.channels_last) and not maps.is_contiguous()
+    weights = torch.randn(6, 5, dtype=torch.float64)
+
+    def run(function):
+        out = function(maps)
+        return [out, *torch.autograd.grad((out * weights).sum(), (maps, linear.weight, linear.bias))]
+
+    reference = lambda x: F.linear(x.flatten(1), linear.weight, linear.bias)  # noqa: E731
+    for got, expected in zip(run(linear), run(reference)):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(maps), reference(maps), rtol=1e-12, atol=1e-12)
+        linear.weight.mul_(-2.0)  # an optimizer step between two evaluations
+        torch.testing.assert_close(linear(maps), reference(maps), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_compiled_kernels_equal_the_eager_ones(monkeypatch):
+    """The kernels as torch.compile builds them (what training runs) against the same functions run eagerly
+    (what the tests above check against the references), in float32 at the shapes configs' sizes."""
+    features, boxes = _inputs((4.0, 8.0, 16.0, 32.0), 128, (40, 30), seed=17, channels=16)
+    features = [f.float().detach().requires_grad_() for f in features]
+    boxes = [b.float().detach().requires_grad_() for b in boxes]
+    generator = torch.Generator().manual_seed(18)
+    masks = torch.rand(70, 1, 28, 28, generator=generator, requires_grad=True)
+    weights = [torch.randn(70, 16, side, side, generator=generator) for side in (14, 7, 7)]
+    args = ((4.0, 8.0, 16.0, 32.0), 28, 14, 7)
+    results = {}
+    monkeypatch.setattr(window_kernels, "_compiled", {})
+    monkeypatch.setenv(window_kernels.COMPILE_ENV, "1")
+    with FlopCounterMode(display=False):  # as the bench counts FLOPs: torch.compile cannot run under it
+        _pooled_outputs_and_gradients(lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes, masks,
+                                      weights)
+    assert not window_kernels._compiled  # run eagerly, not given up on
+    for compile_flag in ("1", "0"):
+        monkeypatch.setenv(window_kernels.COMPILE_ENV, compile_flag)
+        results[compile_flag] = _pooled_outputs_and_gradients(
+            lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes, masks, weights)
+    # every kernel compiled (a kernel that failed to compile is kept as itself, run eagerly)
+    assert set(window_kernels._compiled) == set(window_kernels._DYNAMIC_DIMS)
+    assert all(compiled is not kernel for kernel, compiled in window_kernels._compiled.items())
+    # The compiled reductions add in another order: float32 sums of up to a few thousand terms (the feature
+    # gradients) then differ by ~1e-5 relative; a wrong index or weight differs by O(1).
+    for got, expected in zip(results["1"], results["0"], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -207,13 +207,13 @@ def test_video_mnc_propagated_proposals_reach_stage_2():
     model = _build(CONFIGS / "video_mnc_shapes_video.py")
     model.detector.postprocessor.score_thr = 0.0  # random weights: keep every instance final
     warped = []
-    original = model.detector.cascade.roi_warp.forward
+    original = model.detector.cascade.roi_warp.pooled  # what each round calls (warp fused with pooling)
 
-    def record(features, boxes):
+    def record(features, boxes, **sizes):
         warped.append([b.detach().clone() for b in boxes])
-        return original(features, boxes)
+        return original(features, boxes, **sizes)
 
-    model.detector.cascade.roi_warp.forward = record
+    model.detector.cascade.roi_warp.pooled = record
     inputs, samples = _clip()
     with torch.no_grad():
         model.predict(

@@ -238,10 +238,10 @@ class MNCCascade(nn.Module):
     ) -> _Round:
         """One mask/classification round on `boxes`; with `targets` (training) also its labels and targets."""
         stage_index = 0 if self.share_weights else round_index
-        roi_features = self.roi_warp(features, boxes)
-        mask_stage = self.mask_stages[stage_index]
-        pooled = mask_stage.pool(roi_features)  # stage 3 pools its box features further from these
-        mask_logits = mask_stage(roi_features, pooled=pooled)
+        mask_stage, class_stage = self.mask_stages[stage_index], self.class_stages[stage_index]
+        roi_features = self.roi_warp.pooled(features, boxes, fine_size=mask_stage.pooled_size,
+                                            coarse_size=class_stage.pooled_size)
+        mask_logits = mask_stage(roi_features)
         round_targets = None
         guiding_masks = mask_logits
         if targets is not None:
@@ -250,7 +250,7 @@ class MNCCascade(nn.Module):
             # As MNC-code's MaskLayer: only the scoring classifier's positives have an object mask for
             # classification to refine.
             guiding_masks = torch.where((scoring > 0)[:, None, None], mask_logits, mask_logits.detach())
-        stage3 = self.class_stages[stage_index](roi_features, guiding_masks, pooled_features=pooled)
+        stage3 = class_stage(roi_features, guiding_masks)
         return _Round(boxes=boxes, mask_logits=mask_logits, stage3=stage3, targets=round_targets)
 
     def _run_rounds(

@@ -9,13 +9,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnc_bench.models.mnc.config import STAGE3_LABELS, MNCConfig, ParameterError
-from mnc_bench.models.mnc.roi_warp import max_pool_planes, pool_warped
+from mnc_bench.models.mnc.roi_features import PooledLinear, RoIFeatures, as_roi_features
 
 
 def _fc_path(in_features: int, width: int, num_fcs: int) -> nn.Sequential:
+    """`num_fcs` fc + ReLU layers; the first reads pooled features [R, C, h, w] (`PooledLinear`)."""
     layers: list[nn.Module] = []
     for index in range(num_fcs):
-        linear = nn.Linear(in_features if index == 0 else width, width)
+        linear = PooledLinear(in_features, width) if index == 0 else nn.Linear(width, width)
         nn.init.xavier_uniform_(linear.weight)
         nn.init.zeros_(linear.bias)
         layers += [linear, nn.ReLU(inplace=True)]
@@ -94,84 +95,22 @@ class ClassStage(nn.Module):
         nn.init.normal_(self.box_regressor.weight, std=0.001)
         nn.init.zeros_(self.box_regressor.bias)
 
-    def forward(
-        self, roi_features: Tensor, mask_logits: Tensor, *, pooled_features: Tensor | None = None
-    ) -> ClassStageOutput:
-        """Args: roi_features [R, C, S, S]; mask_logits [R, m, m] from stage 2 for the same RoIs;
-        pooled_features: optionally [R, C, h, h], roi_features already max-pooled by S / h
-        (`MaskStage.pool`)."""
-        warp_size = tuple(roi_features.shape[-2:])
+    def forward(self, roi_features: Tensor | RoIFeatures, mask_logits: Tensor) -> ClassStageOutput:
+        """Args: roi_features: warped features [R, C, S, S] (or the `RoIFeatures` the cascade shares with
+        stage 2); mask_logits [R, m, m] from stage 2 for the same RoIs."""
+        features = as_roi_features(roi_features)
+        warp_size = (features.size, features.size)
         masks = torch.sigmoid(mask_logits)[:, None]
         if tuple(masks.shape[-2:]) != warp_size:  # also for a batch without RoIs: the product needs the shape
             masks = F.interpolate(masks, size=warp_size, mode="bilinear", align_corners=False)
-        box_features = self.box_path(self._pool_boxes(roi_features, pooled_features))
-        mask_features = self.mask_path(masked_max_pool(roi_features, masks, self.pooled_size).flatten(1))
+        box_features = self.box_path(features.max_pool(self.pooled_size))
+        mask_features = self.mask_path(features.masked_max_pool(masks, self.pooled_size))
         joint = torch.cat((mask_features, box_features), dim=1)
         return ClassStageOutput(
             cls_logits=self.classifier(joint) if self.classifier is not None else None,
             seg_cls_logits=self.seg_classifier(joint) if self.seg_classifier is not None else None,
             box_deltas=self.box_regressor(joint).view(-1, self.num_classes, 4),
         )
-
-    def _pool_boxes(self, roi_features: Tensor, pooled_features: Tensor | None) -> Tensor:
-        # When the windows nest, a max of window maxima is the window's max: pooling the already pooled
-        # features saves a pass over the R x C x S x S ones and its backward (a full-size gradient and its
-        # sum).
-        if (pooled_features is not None and roi_features.shape[-1] % pooled_features.shape[-1] == 0
-                and pooled_features.shape[-1] % self.pooled_size == 0):
-            return pool_warped(pooled_features, self.pooled_size).flatten(1)
-        return pool_warped(roi_features, self.pooled_size).flatten(1)
-
-
-class _MaskedMaxPool(torch.autograd.Function):
-    """pool_warped(features * masks) with a backward that works on the pooled bins only.
-
-    Autograd of the two ops would keep the [R, C, S, S] product's inputs and, in backward, scatter the bins'
-    gradient into a full-size tensor and multiply it by the masks and by the features (then sum over C): three
-    passes over R x C x S x S values to use 1 / (S / s)^2 of them. Here forward keeps each bin's argmax and
-    the feature and mask values there; backward scatters grad x mask into the features' gradient and adds
-    grad x feature into the masks' gradient at those positions: the same values (the sum over channels in
-    another order).
-    """
-
-    @staticmethod
-    def forward(ctx, features: Tensor, masks: Tensor, output_size: int) -> Tensor:
-        planes = features.transpose(0, 1)  # [C, R, S, S], contiguous for RoIWarp's output
-        channels, num_rois = planes.shape[:2]
-        pooled, indices = max_pool_planes(planes * masks.transpose(0, 1), output_size, return_indices=True)
-        indices = indices.flatten(2)  # [C, R, s * s] into each S * S plane
-        ctx.save_for_backward(
-            indices,
-            planes.reshape(channels, num_rois, -1).gather(2, indices),
-            masks.reshape(1, num_rois, -1).expand(channels, -1, -1).gather(2, indices),
-        )
-        ctx.shapes = (tuple(features.shape), tuple(masks.shape))
-        return pooled.transpose(0, 1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_pooled: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        indices, feature_values, mask_values = ctx.saved_tensors
-        (num_rois, channels, height, width), mask_shape = ctx.shapes
-        grad = grad_pooled.transpose(0, 1).reshape(channels, num_rois, -1)  # [C, R, s * s]
-        grad_features = grad_masks = None
-        if ctx.needs_input_grad[0]:
-            grad_features = grad.new_zeros(channels, num_rois, height * width).scatter_add_(
-                2, indices, grad * mask_values).view(channels, num_rois, height, width).transpose(0, 1)
-        if ctx.needs_input_grad[1]:
-            per_roi = (grad * feature_values).transpose(0, 1).reshape(num_rois, -1)
-            grad_masks = grad.new_zeros(num_rois, height * width).scatter_add_(
-                1, indices.transpose(0, 1).reshape(num_rois, -1), per_roi).view(mask_shape)
-        return grad_features, grad_masks, None
-
-
-def masked_max_pool(features: Tensor, masks: Tensor, output_size: int) -> Tensor:
-    """Max pooling of the masked features: [R, C, S, S] x [R, 1, S, S] -> [R, C, s, s], as
-    `pool_warped(features * masks, output_size)`."""
-    needs_grad = torch.is_grad_enabled() and (features.requires_grad or masks.requires_grad)
-    if features.shape[0] == 0 or not needs_grad:
-        return pool_warped(features * masks, output_size)
-    return _MaskedMaxPool.apply(features, masks, output_size)
 
 
 def classification_loss(class_logits: Tensor, labels: Tensor) -> Tensor:

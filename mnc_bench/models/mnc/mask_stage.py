@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnc_bench.models.mnc.config import MNCConfig, ParameterError
-from mnc_bench.models.mnc.roi_warp import pool_warped
+from mnc_bench.models.mnc.roi_features import PooledLinear, RoIFeatures, as_roi_features
 
 
 class MaskStage(nn.Module):
@@ -35,7 +35,7 @@ class MaskStage(nn.Module):
         self.warp_size = warp_size
         self.mask_size = mask_size
         pooled = warp_size // 2
-        self.hidden = nn.Linear(in_channels * pooled * pooled, hidden_dim)
+        self.hidden = PooledLinear(in_channels * pooled * pooled, hidden_dim)
         self.predictor = nn.Linear(hidden_dim, mask_size * mask_size)
         nn.init.xavier_uniform_(self.hidden.weight)
         nn.init.zeros_(self.hidden.bias)
@@ -43,17 +43,16 @@ class MaskStage(nn.Module):
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)
 
-    def pool(self, roi_features: Tensor) -> Tensor:
-        """[R, C, S, S] warped features -> [R, C, S / 2, S / 2]: the max-pooled features the fc layers
-        read."""
-        return pool_warped(roi_features, self.warp_size // 2)
+    @property
+    def pooled_size(self) -> int:
+        """The side of the max-pooled features the fc layers read: S / 2."""
+        return self.warp_size // 2
 
-    def forward(self, roi_features: Tensor, *, pooled: Tensor | None = None) -> Tensor:
-        """[R, C, S, S] warped features -> [R, m, m] mask logits over each RoI; `pooled` is
-        `self.pool(roi_features)` when the caller has it already."""
-        if pooled is None:
-            pooled = self.pool(roi_features)
-        hidden = F.relu(self.hidden(pooled.flatten(1)))
+    def forward(self, roi_features: Tensor | RoIFeatures) -> Tensor:
+        """Warped features [R, C, S, S] (or the `RoIFeatures` the cascade shares with stage 3) -> [R, m, m]
+        mask logits over each RoI."""
+        pooled = as_roi_features(roi_features).max_pool(self.pooled_size)
+        hidden = F.relu(self.hidden(pooled))
         return self.predictor(hidden).view(-1, self.mask_size, self.mask_size)
 
 

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnc_bench.models.mnc.config import MNCConfig, ParameterError
+from mnc_bench.models.mnc.roi_features import DenseRoIFeatures, RoIFeatures, WindowedRoIFeatures
 
 # Channel groups of one grid_sample call (batch items its CPU kernels share among threads); fixed, so that the
 # rounding of the box gradient (summed over the groups) does not depend on the thread count.
@@ -61,27 +63,46 @@ def _concatenate(boxes: Sequence[Tensor], device: torch.device) -> tuple[Tensor,
     return torch.cat(list(boxes), dim=0), image_ids
 
 
-def _warp(
+@dataclass
+class _SamplingGrid:
+    """Where `_warp` samples: the atlas and, per box r and bin j, the atlas cell coordinates of the
+    samples."""
+
+    atlas: Tensor  # [G, C / G, H, W]: every level of every image, channels split into G groups (see _warp)
+    columns: Tensor  # [R, S] the atlas column of bin column j's samples (cell j's centre is coordinate j)
+    rows: Tensor  # [R, S] the atlas row of bin row i's samples
+    inside_x: Tensor  # [R, S] bool: column j lies on the box's level's map
+    inside_y: Tensor  # [R, S] bool
+
+    def normalised(self) -> tuple[Tensor, Tensor]:
+        """grid_sample's normalised x [R, S] and y [R, S] of the samples: with align_corners=False it reads
+        coordinate c of an n-cell axis at (c + 0.5) / n * 2 - 1."""
+        height, width = self.atlas.shape[2:]
+        return (self.columns + 0.5) / width * 2 - 1, (self.rows + 0.5) / height * 2 - 1
+
+
+def _sampling_grid(
     features: Sequence[Tensor],
     strides: Sequence[float],
     boxes: Tensor,
     image_ids: Tensor,
     levels: Tensor,
     output_size: int,
-) -> Tensor:
-    """Warp box r from level `levels[r]` of image `image_ids[r]`, all boxes in one `grid_sample` call.
+) -> _SamplingGrid:
+    """The sampling of box r from level `levels[r]` of image `image_ids[r]`, all boxes in one atlas.
 
-    The levels of every image are tiled into one atlas (levels side by side, images stacked), so the output
-    comes out in box order with no scatter back from per-level batches. Each sample's cell coordinates are
-    clamped to its own level's outermost cell centres before they are shifted into the atlas, so bilinear
-    sampling never mixes neighbouring tiles (at a clamped coordinate the neighbour's weight is 0). Zero rows
-    and columns pad the atlas to powers of two: grid_sample's normalised coordinates then map every integer
-    cell coordinate back exactly, so a sample on a cell centre takes the same one-sided derivative as it did
-    in a per-level call, and rounding never reaches the atlas's edge.
+    The levels of every image are tiled into one atlas (levels side by side, images stacked), so one
+    `grid_sample` call samples every box, in box order, with no scatter back from per-level batches. Each
+    sample's cell coordinates are clamped to its own level's outermost cell centres before they are shifted
+    into the atlas, so bilinear sampling never mixes neighbouring tiles (at a clamped coordinate the
+    neighbour's weight is 0). Zero rows and columns pad the atlas to powers of two: grid_sample's normalised
+    coordinates then map every integer cell coordinate back exactly, so a sample on a cell centre takes the
+    same one-sided derivative as it did in a per-level call, and rounding never reaches the atlas's edge.
+    grid_sample's CPU kernels (forward and backward) run one thread per batch item: the channels, split into
+    groups given as batch items sharing the grid, use every core without changing the output's storage.
 
-    Args: features: per level [B, C, H_l, W_l]; strides: per level; boxes [R, 4]; image_ids, levels [R].
-    Returns: [R, C, S, S], a transposed view of a contiguous [C, R, S, S] tensor: grid_sample writes that
-    order, and pooling each (channel, RoI) plane needs no copy (`pool_warped`).
+    Args: features: per level [B, C, H_l, W_l]; strides: per level; boxes [R, 4] (R > 0); image_ids,
+    levels [R].
     """
     batch, channels = features[0].shape[:2]
     dtype, device = features[0].dtype, features[0].device
@@ -89,8 +110,6 @@ def _warp(
     # spaces values 1 px apart and bf16 8 px. The features are sampled in that precision too (autocast runs
     # grid_sample in fp32 as well) and the result is cast back to their dtype.
     coord_dtype = torch.promote_types(dtype, torch.float32)
-    if boxes.shape[0] == 0:
-        return features[0].new_zeros(channels, 0, output_size, output_size).transpose(0, 1)
     tile_height = max(f.shape[2] for f in features)
     atlas = torch.cat(
         [F.pad(f, (0, 0, 0, tile_height - f.shape[2])) for f in features], dim=3
@@ -114,10 +133,37 @@ def _warp(
     rows = _clamp_to_centres(ys / stride - 0.5, height)
     columns = columns + column_offsets[levels, None]
     rows = rows + (image_ids * tile_height).to(coord_dtype)[:, None]
-    # grid_sample with align_corners=False reads coordinate c of an n-cell axis at (c + 0.5) / n * 2 - 1.
-    grid_x = (columns + 0.5) / atlas_width * 2 - 1
-    grid_y = (rows + 0.5) / atlas_height * 2 - 1
+    groups = math.gcd(channels, _CHANNEL_GROUPS)
+    return _SamplingGrid(
+        atlas=atlas.view(groups, channels // groups, atlas_height, atlas_width),
+        columns=columns,
+        rows=rows,
+        inside_x=((xs >= 0) & (xs <= stride * width)).detach(),  # within the level's extent
+        inside_y=((ys >= 0) & (ys <= stride * height)).detach(),
+    )
+
+
+def _warp(
+    features: Sequence[Tensor],
+    strides: Sequence[float],
+    boxes: Tensor,
+    image_ids: Tensor,
+    levels: Tensor,
+    output_size: int,
+) -> Tensor:
+    """Warp box r from level `levels[r]` of image `image_ids[r]`, all boxes in one `grid_sample` call
+    (`_sampling_grid`).
+
+    Args: features: per level [B, C, H_l, W_l]; strides: per level; boxes [R, 4]; image_ids, levels [R].
+    Returns: [R, C, S, S], a transposed view of a contiguous [C, R, S, S] tensor: grid_sample writes that
+    order, and pooling each (channel, RoI) plane needs no copy (`pool_warped`).
+    """
+    channels = features[0].shape[1]
+    if boxes.shape[0] == 0:
+        return features[0].new_zeros(channels, 0, output_size, output_size).transpose(0, 1)
+    sampling = _sampling_grid(features, strides, boxes, image_ids, levels, output_size)
     num_boxes = boxes.shape[0]
+    grid_x, grid_y = sampling.normalised()
     grid = torch.stack(
         (
             grid_x[:, None, :].expand(num_boxes, output_size, output_size),
@@ -126,23 +172,40 @@ def _warp(
         dim=-1,
     )  # [R, S, S, 2], last dim (x, y)
     # Stacking the R grids vertically samples all boxes in one call without copying the atlas once per box.
-    # grid_sample's CPU kernels (forward and backward) run one thread per batch item: the channels, split into
-    # groups given as batch items sharing the grid, use every core without changing the output's storage.
-    groups = math.gcd(channels, _CHANNEL_GROUPS)
+    atlas = sampling.atlas
     sampled = F.grid_sample(
-        atlas.view(groups, channels // groups, atlas_height, atlas_width).to(coord_dtype),
-        grid.reshape(1, num_boxes * output_size, output_size, 2).expand(groups, -1, -1, -1),
+        atlas.to(grid.dtype),
+        grid.reshape(1, num_boxes * output_size, output_size, 2).expand(atlas.shape[0], -1, -1, -1),
         mode="bilinear",
         padding_mode="zeros",
         align_corners=False,
-    ).to(dtype)  # [groups, C / groups, R * S, S]
+    ).to(atlas.dtype)  # [groups, C / groups, R * S, S]
     sampled = sampled.view(channels, num_boxes, output_size, output_size).transpose(0, 1)
-    inside_x = ((xs >= 0) & (xs <= stride * width)).detach()  # [R, S]: within the level's extent
-    inside_y = ((ys >= 0) & (ys <= stride * height)).detach()
-    inside = inside_y[:, :, None] & inside_x[:, None, :]  # [R, S(y), S(x)]
+    inside = sampling.inside_y[:, :, None] & sampling.inside_x[:, None, :]  # [R, S(y), S(x)]
     if not inside.all():  # boxes clipped to the image never leave the map: skip the product then
         sampled = sampled * inside[:, None].to(sampled.dtype)
     return sampled
+
+
+def _warp_windowed(
+    features: Sequence[Tensor],
+    strides: Sequence[float],
+    boxes: Tensor,
+    image_ids: Tensor,
+    levels: Tensor,
+    output_size: int,
+    k: int,
+    m: int,
+) -> WindowedRoIFeatures:
+    """`_warp`'s samples, pooled as they are sampled (by k for stage 2, by k * m for stage 3) from a
+    channels-last copy of the atlas, without storing them (`WindowedRoIFeatures`). Args as `_warp`'s (R > 0);
+    S = `output_size` divisible by k * m."""
+    sampling = _sampling_grid(features, strides, boxes, image_ids, levels, output_size)
+    channels, height, width = sampling.atlas.shape[0] * sampling.atlas.shape[1], *sampling.atlas.shape[2:]
+    atlas = sampling.atlas.reshape(channels, height * width).t().contiguous()  # [H * W, C]
+    dtype = atlas.dtype
+    return WindowedRoIFeatures(atlas, sampling.rows, sampling.columns, sampling.inside_y.to(dtype),
+                               sampling.inside_x.to(dtype), width, k, m)
 
 
 def _clamp_to_centres(coordinates: Tensor, cells: Tensor) -> Tensor:
@@ -150,41 +213,6 @@ def _clamp_to_centres(coordinates: Tensor, cells: Tensor) -> Tensor:
     a border passes no gradient."""
     clamped = torch.minimum(torch.maximum(coordinates, torch.zeros_like(cells)), cells - 1)
     return torch.where((coordinates > 0) & (coordinates < cells - 1), coordinates, clamped.detach())
-
-
-def max_pool_planes(planes: Tensor, output_size: int, *, return_indices: bool = False):
-    """`adaptive_max_pool2d` of [N, C, S, S] to s x s (s = `output_size`); when s divides S its bins are
-    fixed S / s windows, for which `max_pool2d` is the faster kernel (same maxima, same first-maximum
-    indices)."""
-    size = planes.shape[-1]
-    if planes.shape[-2] == size and size % output_size == 0:
-        return F.max_pool2d(planes, kernel_size=size // output_size, return_indices=return_indices)
-    return F.adaptive_max_pool2d(planes, output_size, return_indices=return_indices)
-
-
-def pool_warped(features: Tensor, output_size: int) -> Tensor:
-    """Max-pool warped features [R, C, S, S] to [R, C, s, s] (s = `output_size`), as `adaptive_max_pool2d`.
-
-    Pools the channel-major storage `RoIWarp` returns in place (a [R, C] pooling of that view would first copy
-    it). Without autograd, fixed windows take their maxima with element-wise maxima of strided slices (CPU's
-    max_pool2d kernel also computes argmax indices, 3-4x slower); with autograd each bin's gradient goes to
-    its first maximum (`max_pool_planes`).
-    """
-    if features.shape[0] == 0:  # max pooling takes an empty batch, not an empty channel dimension
-        return F.adaptive_max_pool2d(features, output_size)
-    planes = features.transpose(0, 1)  # contiguous for RoIWarp's output
-    size = features.shape[-1]
-    needs_grad = torch.is_grad_enabled() and features.requires_grad
-    if needs_grad or features.shape[-2] != size or size % output_size:
-        return max_pool_planes(planes, output_size).transpose(0, 1)
-    window = size // output_size
-    rows = planes[:, :, 0::window]
-    for offset in range(1, window):
-        rows = torch.maximum(rows, planes[:, :, offset::window])
-    pooled = rows[..., 0::window]
-    for offset in range(1, window):
-        pooled = torch.maximum(pooled, rows[..., offset::window])
-    return pooled.transpose(0, 1)
 
 
 def map_boxes_to_levels(boxes: Tensor, *, num_levels: int, finest_scale: float) -> Tensor:
@@ -231,6 +259,29 @@ class RoIWarp(nn.Module):
     def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
         """Args: features: per level [B, C, H_l, W_l] (extra levels beyond `featmap_strides` are ignored);
         boxes: B tensors [R_b, 4] in input pixels. Returns [sum_b R_b, C, S, S], image 0's boxes first."""
+        return _warp(*self._inputs(features, boxes), self.output_size)
+
+    def pooled(self, features: Sequence[Tensor], boxes: Sequence[Tensor], *, fine_size: int, coarse_size: int
+               ) -> RoIFeatures:
+        """The warped features as the stages read them: max-pooled to `fine_size` (stage 2) and to
+        `coarse_size` (stage 3, also masked). Args as `forward`'s.
+
+        On CPU, when the pooling windows nest (S = fine_size * k, fine_size = coarse_size * m), the fused
+        warp-and-pool (`WindowedRoIFeatures`) samples the points window by window and pools them as they are
+        sampled; otherwise the warped features are pooled by PyTorch's ops (`DenseRoIFeatures`). Both give the
+        same outputs and gradients up to the order of floating-point sums.
+        """
+        size = self.output_size
+        level_features, strides, all_boxes, image_ids, levels = self._inputs(features, boxes)
+        nested = size % fine_size == 0 and fine_size % coarse_size == 0
+        if nested and all_boxes.shape[0] > 0 and level_features[0].device.type == "cpu":
+            return _warp_windowed(level_features, strides, all_boxes, image_ids, levels, size,
+                                  size // fine_size, fine_size // coarse_size)
+        return DenseRoIFeatures(_warp(level_features, strides, all_boxes, image_ids, levels, size))
+
+    def _inputs(self, features: Sequence[Tensor], boxes: Sequence[Tensor]
+                ) -> tuple[Sequence[Tensor], tuple[float, ...], Tensor, Tensor, Tensor]:
+        """The levels read, their strides, all boxes [R, 4], the image [R] and the level [R] of each."""
         num_levels = len(self.featmap_strides)
         if len(features) < num_levels:
             raise ValueError(f"expected {num_levels} feature levels, got {len(features)}")
@@ -239,5 +290,4 @@ class RoIWarp(nn.Module):
         all_boxes, image_ids = _concatenate(boxes, features[0].device)
         levels = map_boxes_to_levels(all_boxes.detach(), num_levels=num_levels,
                                      finest_scale=self.finest_scale)
-        return _warp(features[:num_levels], self.featmap_strides, all_boxes, image_ids, levels,
-                     self.output_size)
+        return features[:num_levels], self.featmap_strides, all_boxes, image_ids, levels
