@@ -258,13 +258,7 @@ def test_fused_warp_and_pool_equals_pooling_the_reference_warp(strides, counts, 
     masks = torch.rand(rois, 1, size, size, generator=generator, dtype=torch.float64, requires_grad=True)
     weights = [torch.randn(rois, channels, side, side, generator=generator, dtype=torch.float64)
                for side in (fine, coarse, coarse)]
-    args = (strides, size, fine, coarse)
-    ours = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes,
-                                         masks, weights)
-    reference = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_reference(f, b, m, *args), features,
-                                              boxes, masks, weights)
-    for got, expected in zip(ours, reference):
-        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    _assert_fused_equals_reference(features, boxes, masks, weights, (strides, size, fine, coarse))
 
 
 def test_fused_pooling_gives_a_tied_window_gradient_to_its_first_maximum():
@@ -280,11 +274,17 @@ def test_fused_pooling_gives_a_tied_window_gradient_to_its_first_maximum():
     with torch.no_grad():
         fine = _pooled_reference(features, boxes, masks, *args)[0]
     assert (fine == 0).float().mean() > 0.3  # many all-zero (tied) windows
+    _assert_fused_equals_reference(features, boxes, masks, weights, args)
+
+
+def _assert_fused_equals_reference(features, boxes, masks, weights, args) -> None:
+    """The fused warp-and-pool's outputs and gradients equal the reference warp pooled by PyTorch's ops
+    (float64, up to the order of sums)."""
     ours = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_fused(f, b, m, *args), features, boxes,
                                          masks, weights)
     reference = _pooled_outputs_and_gradients(lambda f, b, m: _pooled_reference(f, b, m, *args), features,
                                               boxes, masks, weights)
-    for got, expected in zip(ours, reference):
+    for got, expected in zip(ours, reference, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
 
 
