@@ -125,7 +125,8 @@ def test_mnc_beside_mask_rcnn_with_a_checkpoint(tmp_path, capsys):
                               for model in ("mask_rcnn_shapes", "mnc_3stage_shapes")
                               for phase in ("infer_thr0.05", "infer_thr0", "train"))
     text = (tmp_path / "profiles" / "mnc_3stage_shapes_64px_infer_thr0.txt").read_text()
-    assert "torch.profiler" in text and "grid_sampler_2d" in text and "postprocess.py" in text
+    # the per-op table, and the Python profile down to MNC's RoI kernels and post-processing
+    assert "torch.profiler" in text and "window_kernels.py" in text and "postprocess.py" in text
     assert (mask_rcnn["weights"], mnc["weights"]) == ("random", "checkpoint")
     assert mnc["post_processing_timed"] == ["postprocessor"] and mnc["infer_post_ms"] > 0
     assert mnc["ratio_infer_to_mask_rcnn"] == pytest.approx(mnc["infer_ms_median"]
