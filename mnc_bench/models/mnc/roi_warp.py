@@ -52,8 +52,8 @@ def warp_rois(features: Tensor, boxes: Sequence[Tensor], *, stride: float, outpu
     if len(boxes) != features.shape[0]:
         raise ValueError(f"got boxes for {len(boxes)} images but features for {features.shape[0]}")
     all_boxes, image_ids = _concatenate(boxes, features.device)
-    levels = torch.zeros_like(image_ids)
-    return _warp([features], (float(stride),), all_boxes, image_ids, levels, output_size)
+    return _warp(_WarpInputs([features], (float(stride),), all_boxes, image_ids, torch.zeros_like(image_ids)),
+                 output_size)
 
 
 def _concatenate(boxes: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -61,6 +61,17 @@ def _concatenate(boxes: Sequence[Tensor], device: torch.device) -> tuple[Tensor,
     counts = torch.tensor([len(b) for b in boxes], device=device)
     image_ids = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
     return torch.cat(list(boxes), dim=0), image_ids
+
+
+@dataclass
+class _WarpInputs:
+    """What a warp reads: box r is sampled from level `levels[r]` of image `image_ids[r]`."""
+
+    features: Sequence[Tensor]  # per level [B, C, H_l, W_l]
+    strides: Sequence[float]  # per level, input pixels per feature cell
+    boxes: Tensor  # [R, 4] (x1, y1, x2, y2) in input pixels
+    image_ids: Tensor  # [R] int64
+    levels: Tensor  # [R] int64
 
 
 @dataclass
@@ -81,14 +92,7 @@ class _SamplingGrid:
         return (self.columns + 0.5) / width * 2 - 1, (self.rows + 0.5) / height * 2 - 1
 
 
-def _sampling_grid(
-    features: Sequence[Tensor],
-    strides: Sequence[float],
-    boxes: Tensor,
-    image_ids: Tensor,
-    levels: Tensor,
-    output_size: int,
-) -> _SamplingGrid:
+def _sampling_grid(inputs: _WarpInputs, output_size: int) -> _SamplingGrid:
     """The sampling of box r from level `levels[r]` of image `image_ids[r]`, all boxes in one atlas.
 
     The levels of every image are tiled into one atlas (levels side by side, images stacked), so one
@@ -101,9 +105,10 @@ def _sampling_grid(
     grid_sample's CPU kernels (forward and backward) run one thread per batch item: the channels, split into
     groups given as batch items sharing the grid, use every core without changing the output's storage.
 
-    Args: features: per level [B, C, H_l, W_l]; strides: per level; boxes [R, 4] (R > 0); image_ids,
-    levels [R].
+    Needs R > 0.
     """
+    features, strides, boxes, image_ids, levels = (
+        inputs.features, inputs.strides, inputs.boxes, inputs.image_ids, inputs.levels)
     batch, channels = features[0].shape[:2]
     dtype, device = features[0].dtype, features[0].device
     # Box and grid coordinates stay in (at least) fp32 under mixed precision: between 1024 and 2048 px fp16
@@ -143,26 +148,18 @@ def _sampling_grid(
     )
 
 
-def _warp(
-    features: Sequence[Tensor],
-    strides: Sequence[float],
-    boxes: Tensor,
-    image_ids: Tensor,
-    levels: Tensor,
-    output_size: int,
-) -> Tensor:
+def _warp(inputs: _WarpInputs, output_size: int) -> Tensor:
     """Warp box r from level `levels[r]` of image `image_ids[r]`, all boxes in one `grid_sample` call
     (`_sampling_grid`).
 
-    Args: features: per level [B, C, H_l, W_l]; strides: per level; boxes [R, 4]; image_ids, levels [R].
     Returns: [R, C, S, S], a transposed view of a contiguous [C, R, S, S] tensor: grid_sample writes that
     order, and pooling each (channel, RoI) plane needs no copy (`pool_warped`).
     """
-    channels = features[0].shape[1]
-    if boxes.shape[0] == 0:
-        return features[0].new_zeros(channels, 0, output_size, output_size).transpose(0, 1)
-    sampling = _sampling_grid(features, strides, boxes, image_ids, levels, output_size)
-    num_boxes = boxes.shape[0]
+    channels = inputs.features[0].shape[1]
+    num_boxes = inputs.boxes.shape[0]
+    if num_boxes == 0:
+        return inputs.features[0].new_zeros(channels, 0, output_size, output_size).transpose(0, 1)
+    sampling = _sampling_grid(inputs, output_size)
     grid_x, grid_y = sampling.normalised()
     grid = torch.stack(
         (
@@ -187,20 +184,11 @@ def _warp(
     return sampled
 
 
-def _warp_windowed(
-    features: Sequence[Tensor],
-    strides: Sequence[float],
-    boxes: Tensor,
-    image_ids: Tensor,
-    levels: Tensor,
-    output_size: int,
-    k: int,
-    m: int,
-) -> WindowedRoIFeatures:
+def _warp_windowed(inputs: _WarpInputs, output_size: int, k: int, m: int) -> WindowedRoIFeatures:
     """`_warp`'s samples, pooled as they are sampled (by k for stage 2, by k * m for stage 3) from a
-    channels-last copy of the atlas, without storing them (`WindowedRoIFeatures`). Args as `_warp`'s (R > 0);
-    S = `output_size` divisible by k * m."""
-    sampling = _sampling_grid(features, strides, boxes, image_ids, levels, output_size)
+    channels-last copy of the atlas, without storing them (`WindowedRoIFeatures`). Needs R > 0 and S =
+    `output_size` divisible by k * m."""
+    sampling = _sampling_grid(inputs, output_size)
     channels, height, width = sampling.atlas.shape[0] * sampling.atlas.shape[1], *sampling.atlas.shape[2:]
     atlas = sampling.atlas.reshape(channels, height * width).t().contiguous()  # [H * W, C]
     dtype = atlas.dtype
@@ -259,7 +247,7 @@ class RoIWarp(nn.Module):
     def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
         """Args: features: per level [B, C, H_l, W_l] (extra levels beyond `featmap_strides` are ignored);
         boxes: B tensors [R_b, 4] in input pixels. Returns [sum_b R_b, C, S, S], image 0's boxes first."""
-        return _warp(*self._inputs(features, boxes), self.output_size)
+        return _warp(self._inputs(features, boxes), self.output_size)
 
     def pooled(self, features: Sequence[Tensor], boxes: Sequence[Tensor], *, fine_size: int, coarse_size: int
                ) -> RoIFeatures:
@@ -272,16 +260,14 @@ class RoIWarp(nn.Module):
         same outputs and gradients up to the order of floating-point sums.
         """
         size = self.output_size
-        level_features, strides, all_boxes, image_ids, levels = self._inputs(features, boxes)
+        inputs = self._inputs(features, boxes)
         nested = size % fine_size == 0 and fine_size % coarse_size == 0
-        if nested and all_boxes.shape[0] > 0 and level_features[0].device.type == "cpu":
-            return _warp_windowed(level_features, strides, all_boxes, image_ids, levels, size,
-                                  size // fine_size, fine_size // coarse_size)
-        return DenseRoIFeatures(_warp(level_features, strides, all_boxes, image_ids, levels, size))
+        if nested and inputs.boxes.shape[0] > 0 and inputs.features[0].device.type == "cpu":
+            return _warp_windowed(inputs, size, size // fine_size, fine_size // coarse_size)
+        return DenseRoIFeatures(_warp(inputs, size))
 
-    def _inputs(self, features: Sequence[Tensor], boxes: Sequence[Tensor]
-                ) -> tuple[Sequence[Tensor], tuple[float, ...], Tensor, Tensor, Tensor]:
-        """The levels read, their strides, all boxes [R, 4], the image [R] and the level [R] of each."""
+    def _inputs(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> _WarpInputs:
+        """The levels read, their strides, and all images' boxes with the image and level of each."""
         num_levels = len(self.featmap_strides)
         if len(features) < num_levels:
             raise ValueError(f"expected {num_levels} feature levels, got {len(features)}")
@@ -290,4 +276,4 @@ class RoIWarp(nn.Module):
         all_boxes, image_ids = _concatenate(boxes, features[0].device)
         levels = map_boxes_to_levels(all_boxes.detach(), num_levels=num_levels,
                                      finest_scale=self.finest_scale)
-        return features[:num_levels], self.featmap_strides, all_boxes, image_ids, levels
+        return _WarpInputs(features[:num_levels], self.featmap_strides, all_boxes, image_ids, levels)
