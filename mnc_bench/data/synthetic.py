@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -22,6 +23,9 @@ from pycocotools import mask as mask_utils
 
 from mnc_bench.errors import UserError
 from mnc_bench.io import atomic_open, fsync_dir, make_staging_dir
+
+Job = TypeVar("Job")
+Item = TypeVar("Item")
 
 CATEGORIES = ("circle", "triangle", "rectangle", "ring")
 # The dataset's splits; the index of a split seeds its images' random streams.
@@ -233,22 +237,30 @@ def _render_chunk(args: tuple[ShapesConfig, str, int, int, str]) -> list[tuple[i
     return out
 
 
-def _chunks(n: int, parts: int) -> Iterator[tuple[int, int]]:
-    step = max(1, -(-n // parts))
+def chunk_ranges(n: int, workers: int) -> Iterator[tuple[int, int]]:
+    """[start, stop) ranges covering range(n) in at most four chunks per worker, of equal size but the last
+    (several per worker, so that one that finishes early takes another)."""
+    step = max(1, -(-n // (workers * 4)))
     for start in range(0, n, step):
         yield start, min(n, start + step)
+
+
+def render_chunks(render_chunk: Callable[[Job], list[Item]], jobs: list[Job], workers: int) -> list[Item]:
+    """The items ``render_chunk`` returns for every job, in job order: in a pool of ``workers`` processes when
+    there is more than one worker and more than one job (``render_chunk`` is then pickled: a module-level
+    function)."""
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return [item for chunk in pool.map(render_chunk, jobs) for item in chunk]
+    return [item for job in jobs for item in render_chunk(job)]
 
 
 def build_split(root: Path, split: str, num_images: int, config: ShapesConfig, workers: int) -> dict:
     """Render one split's PNGs into ``root/split`` and return its COCO dict."""
     image_dir = root / split
     image_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(config, split, start, stop, str(image_dir)) for start, stop in _chunks(num_images, workers * 4)]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = [item for chunk in pool.map(_render_chunk, jobs) for item in chunk]
-    else:
-        results = [item for job in jobs for item in _render_chunk(job)]
+    jobs = [(config, split, start, stop, str(image_dir)) for start, stop in chunk_ranges(num_images, workers)]
+    results = render_chunks(_render_chunk, jobs, workers)
 
     images, annotations = [], []
     for index, records in sorted(results, key=lambda item: item[0]):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,9 +40,11 @@ from mnc_bench.data.synthetic import (
     ShapesConfig,
     background,
     build_atomically,
+    chunk_ranges,
     paint,
     pick_colour,
     rasterise,
+    render_chunks,
     sample_shape,
     visible_masks,
 )
@@ -263,16 +264,8 @@ def build_video_split(root: Path, split: str, num_videos: int, config: VideoConf
     """Render one split's clips into ``root/split/JPEGImages`` and return its official YouTube-VIS dict."""
     frame_dir = root / split / FRAMES_DIR
     frame_dir.mkdir(parents=True, exist_ok=True)
-    step = max(1, -(-num_videos // (workers * 4)))
-    jobs = [
-        (config, split, start, min(num_videos, start + step), str(frame_dir))
-        for start in range(0, num_videos, step)
-    ]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = [item for chunk in pool.map(_render_chunk, jobs) for item in chunk]
-    else:
-        results = [item for job in jobs for item in _render_chunk(job)]
+    jobs = [(config, split, start, stop, str(frame_dir)) for start, stop in chunk_ranges(num_videos, workers)]
+    results = render_chunks(_render_chunk, jobs, workers)
     size = config.shapes.image_size
     videos, tracks = [], []
     for index, length, records in sorted(results, key=lambda item: item[0]):
