@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -206,20 +206,26 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, DATASET_SPLITS.index(split), index])
 
 
+def encode_mask(mask: np.ndarray) -> tuple[dict[str, Any], list[float], int]:
+    """A visible mask [H, W] bool as COCO annotation fields: its RLE segmentation (counts as text), bbox
+    [x, y, w, h] and area in pixels."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return segmentation, [float(v) for v in mask_utils.toBbox(rle)], int(mask.sum())
+
+
 def _annotation_records(image: RenderedImage, image_id: int) -> list[dict]:
     """COCO annotation records without ids (ids are assigned globally once all images are rendered)."""
     records = []
     for mask, category_id in zip(image.masks, image.category_ids):
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+        segmentation, bbox, area = encode_mask(mask)
         records.append(
             {
                 "image_id": image_id,
                 "category_id": category_id,
-                "segmentation": {"size": [int(s) for s in rle["size"]],
-                                 "counts": rle["counts"].decode("ascii")},
-                "area": int(mask.sum()),
-                "bbox": [x, y, w, h],
+                "segmentation": segmentation,
+                "area": area,
+                "bbox": bbox,
                 "iscrowd": 0,
             }
         )

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from mnc_bench.data.synthetic import (
     CATEGORIES,
@@ -41,6 +40,7 @@ from mnc_bench.data.synthetic import (
     background,
     build_atomically,
     chunk_ranges,
+    encode_mask,
     paint,
     pick_colour,
     rasterise,
@@ -227,12 +227,10 @@ def _track_records(clip: RenderedClip, video_id: int) -> list[dict[str, Any]]:
                 bboxes.append(None)
                 areas.append(None)
                 continue
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            segmentations.append(
-                {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-            )
-            bboxes.append([float(v) for v in mask_utils.toBbox(rle)])
-            areas.append(int(mask.sum()))
+            segmentation, bbox, area = encode_mask(mask)
+            segmentations.append(segmentation)
+            bboxes.append(bbox)
+            areas.append(area)
         records.append(
             {
                 "video_id": video_id,
