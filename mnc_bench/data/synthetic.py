@@ -284,9 +284,13 @@ def build_split(root: Path, split: str, num_images: int, config: ShapesConfig, w
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"}
-                       for i, name in enumerate(CATEGORIES)],
+        "categories": coco_categories(),
     }
+
+
+def coco_categories() -> list[dict[str, Any]]:
+    """The COCO ``categories`` records of the shapes: ids 1.. in :data:`CATEGORIES` order."""
+    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)]
 
 
 def summarize(coco: dict) -> str:

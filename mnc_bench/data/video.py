@@ -40,6 +40,7 @@ from mnc_bench.data.synthetic import (
     background,
     build_atomically,
     chunk_ranges,
+    coco_categories,
     encode_mask,
     paint,
     pick_colour,
@@ -280,9 +281,7 @@ def build_video_split(root: Path, split: str, num_videos: int, config: VideoConf
         "licenses": [],
         "videos": videos,
         "annotations": tracks,
-        "categories": [
-            {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)
-        ],
+        "categories": coco_categories(),
     }
 
 
