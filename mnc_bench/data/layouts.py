@@ -16,9 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnc_bench.data.sbd import VOC_CLASSES
-from mnc_bench.data.synthetic import CATEGORIES, DATASET_SPLITS, ShapesConfig, write_shapes_dataset
+from mnc_bench.data.synthetic import (
+    CATEGORIES,
+    DATASET_SPLITS,
+    ShapesConfig,
+    write_annotations,
+    write_shapes_dataset,
+)
 from mnc_bench.errors import UserError
-from mnc_bench.io import atomic_open, fsync_dir, make_staging_dir
+from mnc_bench.io import fsync_dir, make_staging_dir
 
 # COCO 2017's category ids of its 80 classes (in mmdet's CocoDataset class order).
 COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83})
@@ -85,8 +91,7 @@ def write_layout_dataset(out_dir: str | os.PathLike[str], layout: str, *, num_tr
                 os.replace(shapes / split / image["file_name"], image_dir / name)
                 image["file_name"] = name
             annotations = f"annotations/{spec.annotation_files[split]}"
-            with atomic_open(staging / annotations, "w", encoding="utf-8") as fh:
-                json.dump(coco, fh, separators=(",", ":"))
+            write_annotations(staging / annotations, coco)
             lines.append(f"{split}: {len(coco['images'])} images of {image_dir.name}/, "
                          f"{len(coco['annotations'])} annotations in {annotations}")
         shutil.rmtree(shapes)

@@ -300,6 +300,13 @@ def summarize(coco: dict) -> str:
     return f"{len(coco['images'])} images, {len(coco['annotations'])} annotations ({per_class})"
 
 
+def write_annotations(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    """Write a generated annotation file atomically, as compact JSON (no spaces: programs read it, not
+    people)."""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, separators=(",", ":"))
+
+
 def build_atomically(out_dir: str | os.PathLike[str], build: Callable[[Path], list[str]], *,
                      overwrite: bool = False) -> str:
     """Run ``build(staging)`` in a temporary sibling of ``out_dir``, then rename it into place, so an
@@ -347,9 +354,7 @@ def write_shapes_dataset(
         lines = []
         for split, count in (("train", num_train), ("val", num_val)):
             coco = build_split(staging, split, count, config, workers)
-            with atomic_open(staging / "annotations" / f"instances_{split}.json", "w",
-                             encoding="utf-8") as fh:
-                json.dump(coco, fh, separators=(",", ":"))
+            write_annotations(staging / "annotations" / f"instances_{split}.json", coco)
             lines.append(f"{split}: {summarize(coco)}")
         return lines
 

@@ -22,7 +22,6 @@ Layout written by :func:`write_video_dataset` (YouTube-VIS's, with PNG frames)::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -48,10 +47,10 @@ from mnc_bench.data.synthetic import (
     render_chunks,
     sample_shape,
     visible_masks,
+    write_annotations,
 )
 from mnc_bench.data.video_format import summarize_coco_video, youtube_vis_to_coco_video
 from mnc_bench.errors import UserError
-from mnc_bench.io import atomic_open
 
 if TYPE_CHECKING:
     from mnc_bench.preflight import DatasetWriter
@@ -285,11 +284,6 @@ def build_video_split(root: Path, split: str, num_videos: int, config: VideoConf
     }
 
 
-def _write_json(path: Path, data: dict) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, separators=(",", ":"))
-
-
 def write_video_dataset(
     out_dir: str | os.PathLike[str],
     *,
@@ -309,8 +303,8 @@ def write_video_dataset(
         for split, count in (("train", num_train), ("val", num_val)):
             official = build_video_split(staging, split, count, config, workers)
             coco_video = youtube_vis_to_coco_video(official)
-            _write_json(staging / "annotations" / f"ytvis_{split}.json", official)
-            _write_json(staging / "annotations" / f"instances_{split}.json", coco_video)
+            write_annotations(staging / "annotations" / f"ytvis_{split}.json", official)
+            write_annotations(staging / "annotations" / f"instances_{split}.json", coco_video)
             lines.append(f"{split}: {summarize_coco_video(coco_video)}")
         return lines
 
