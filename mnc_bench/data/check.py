@@ -7,8 +7,10 @@ the evaluators apply to ground truth; a dataset must also hold what training rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,22 +57,37 @@ def check_coco_dataset(
     source = str(annotations)
     data = read_json(annotations) if data is None else data
     report = CheckReport(path=source)
-    out = CollectProblems(limit=max_problems)
-    try:
+    with collecting(report, max_problems) as out:
         found = check_instances(data, source, out, dataset=True)
         if images_dir is not None:
             for image_id, file_name in found.file_names.items():
                 if not (Path(images_dir) / file_name).is_file():
                     out.add(out.name("image", image_id), f"file {Path(images_dir) / file_name} not found")
         ground_truth_masks(found.annotations, found.image_sizes, out)
-        counts = Counter(ann["category_id"] for ann in found.annotations)
         report.num_images = len(found.image_sizes)
         report.num_annotations = found.num_annotations
-        report.per_class = {name: counts.get(cat_id, 0) for cat_id, name in found.category_names.items()}
+        report.per_class = per_class_counts((ann["category_id"] for ann in found.annotations),
+                                            found.category_names)
+    return report
+
+
+@contextlib.contextmanager
+def collecting(report: CheckReport, max_problems: int) -> Iterator[CollectProblems]:
+    """Collect one check's problems into ``report``: the check stops quietly once ``max_problems`` lines are
+    collected (the listing is then marked truncated, and the counts it had not set yet stay at 0)."""
+    out = CollectProblems(limit=max_problems)
+    try:
+        yield out
     except TooManyProblems:
         pass
     report.problems, report.truncated = out.lines, out.truncated
-    return report
+
+
+def per_class_counts(category_ids: Iterable[int], category_names: dict[int, str]) -> dict[str, int]:
+    """Instances per class name (category ids: one per instance), every class of the file listed in file
+    order, 0 for a class without instances."""
+    counts = Counter(category_ids)
+    return {name: counts.get(cat_id, 0) for cat_id, name in category_names.items()}
 
 
 def require_valid_dataset(annotations: str | os.PathLike[str],

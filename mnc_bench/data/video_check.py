@@ -5,13 +5,12 @@ rules of :mod:`mnc_bench.data.coco_format`, which the per-frame image models rea
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnc_bench.data.check import CheckReport, check_coco_dataset
-from mnc_bench.data.coco_format import CollectProblems, TooManyProblems, ground_truth_masks, read_json
+from mnc_bench.data.check import CheckReport, check_coco_dataset, collecting, per_class_counts
+from mnc_bench.data.coco_format import CollectProblems, ground_truth_masks, read_json
 from mnc_bench.data.video_format import check_coco_video, check_youtube_vis, is_coco_video, is_youtube_vis
 
 
@@ -48,44 +47,35 @@ def check_dataset(
 
 def _check_youtube_vis(data: Any, source: str, images_dir, max_problems: int) -> VideoCheckReport:
     report = VideoCheckReport(path=source, layout="YouTube-VIS")
-    out = CollectProblems(limit=max_problems)
-    try:
+    with collecting(report, max_problems) as out:
         found = check_youtube_vis(data, out)
         if images_dir is not None:
             for video in data["videos"]:
                 if isinstance(video, dict) and video.get("id") in found.video_lengths:
                     _frames_exist(video["file_names"], images_dir, out, out.name("video", video["id"]))
-        counts = Counter(track["category_id"] for track in found.tracks)
         report.num_videos = len(found.video_lengths)
         report.num_images = sum(found.video_lengths.values())
         report.num_tracks = len(found.tracks)
         report.num_annotations = found.num_masks
-        report.per_class = {name: counts.get(cid, 0) for cid, name in found.category_names.items()}
-    except TooManyProblems:
-        pass
-    report.problems, report.truncated = out.lines, out.truncated
+        report.per_class = per_class_counts((track["category_id"] for track in found.tracks),
+                                            found.category_names)
     return report
 
 
 def _check_coco_video(data: Any, source: str, images_dir, max_problems: int) -> VideoCheckReport:
     report = VideoCheckReport(path=source, layout="COCO-video")
-    out = CollectProblems(limit=max_problems)
-    try:
+    with collecting(report, max_problems) as out:
         found = check_coco_video(data, source, out, dataset=True)
         instances = found.instances
         if images_dir is not None:
             for image_id, file_name in instances.file_names.items():
                 _frames_exist([file_name], images_dir, out, out.name("image", image_id))
         ground_truth_masks(instances.annotations, instances.image_sizes, out)
-        counts = Counter(found.track_categories.values())
         report.num_videos = len(found.video_sizes)
         report.num_images = len(instances.image_sizes)
         report.num_tracks = len(found.track_categories)
         report.num_annotations = instances.num_annotations
-        report.per_class = {name: counts.get(cid, 0) for cid, name in instances.category_names.items()}
-    except TooManyProblems:
-        pass
-    report.problems, report.truncated = out.lines, out.truncated
+        report.per_class = per_class_counts(found.track_categories.values(), instances.category_names)
     return report
 
 
