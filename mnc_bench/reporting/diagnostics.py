@@ -147,8 +147,13 @@ def _tide_keys(kind: str) -> list[str]:
     return [f"tide/{kind}/dAP_{e}" for e in ERROR_TYPES + SUMMARY_TYPES]
 
 
+def _tide_kinds(done: pd.DataFrame) -> list[str]:
+    """The kinds (segm, bbox) whose TIDE columns are measured: those the table and the figure show."""
+    return [k for k in KIND_LABELS if _measured(done, f"tide/{k}/dAP_loc")]
+
+
 def tide_section(done: pd.DataFrame, names: DisplayNames) -> list[Block]:
-    kinds = [k for k in KIND_LABELS if _measured(done, f"tide/{k}/dAP_loc")]
+    kinds = _tide_kinds(done)
     if not kinds:
         return []
     blocks: list[Block] = [Heading("Error breakdown (TIDE)")]
@@ -169,7 +174,7 @@ def tide_section(done: pd.DataFrame, names: DisplayNames) -> list[Block]:
 
 def tide_figure(done: pd.DataFrame, canvas: Canvas) -> FigureResult | Skipped:
     name = "tide_errors"
-    kinds = [k for k in KIND_LABELS if _measured(done, f"tide/{k}/dAP_loc")]
+    kinds = _tide_kinds(done)
     if not kinds:
         return Skipped(name, "no finished run with tide/* columns (score them: mnc-bench rescore SUITE "
                              "--metric tide)")
