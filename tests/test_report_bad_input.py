@@ -202,3 +202,48 @@ def test_the_reused_from_column_of_collect_is_text_not_a_metric(results, tmp_pat
     written = _report(copy, tmp_path / "out", "mnc_vs_successors")
     tables = [line for line in (written.out / "report.md").read_text().splitlines() if line.startswith("|")]
     assert tables and not any("reused_from" in line for line in tables)
+
+
+def _shared_default_cell(results, tmp_path):
+    """A copy of the results in which loss_weights' default cell (mask 1 / cls 1, seed 0) is cascade_depth's
+    default run, reused by its id as the runner does; returns the copy and that run id."""
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    depth = pd.read_csv(copy / "cascade_depth" / "collect.csv")
+    default = depth[(depth["axis.model.cascade.num_stages"] == 3) & depth["axis.model.cascade.box_grad"]
+                    & (depth["seed"] == 0)]
+    run_id = default["run_id"].item()
+    weights_path = copy / "loss_weights" / "collect.csv"
+    weights = pd.read_csv(weights_path)
+    cell = ((weights["axis.model.loss_weights.mask"] == 1.0) & (weights["axis.model.loss_weights.cls"] == 1.0)
+            & (weights["seed"] == 0))
+    assert cell.sum() == 1
+    weights.loc[cell, "run_id"] = run_id
+    weights["reused_from"] = [f"cascade_depth/{run_id}" if shared else "" for shared in cell]
+    weights.to_csv(weights_path, index=False)
+    (copy / "loss_weights" / "collect.parquet").unlink()
+    return copy, run_id
+
+
+def test_a_run_that_two_suites_share_counts_in_each(results, tmp_path):
+    """The ablations share their default cell (one run, reused by id): a report of both suites keeps it in
+    each suite's groups."""
+    copy, run_id = _shared_default_cell(results, tmp_path)
+    runs = load_inputs(["cascade_depth", "loss_weights"], results_dir=copy).runs
+    assert sorted(runs.loc[runs["run_id"] == run_id, "suite"]) == ["cascade_depth", "loss_weights"]
+    weights = runs[(runs["suite"] == "loss_weights") & (runs["axis.model.loss_weights.mask"] == 1.0)
+                   & (runs["axis.model.loss_weights.cls"] == 1.0)]
+    assert sorted(weights["seed"]) == [0, 1]
+    written = _report(copy, tmp_path / "out", "cascade_depth", "loss_weights")
+    assert (written.out / "report.md").is_file()
+
+
+def test_one_suites_table_given_twice_is_one_line(results, tmp_path, capsys):
+    other = tmp_path / "elsewhere"
+    shutil.copytree(results / "cascade_depth", other / "cascade_depth")
+    code, _, err = _cli(capsys, str(results / "cascade_depth" / "collect.csv"),
+                        str(other / "cascade_depth" / "collect.csv"), "--out", str(tmp_path / "out"))
+    assert code != 0
+    assert err.strip().splitlines() == [err.strip()]
+    assert "of suite cascade_depth is in two of the tables" in err
+    assert not (tmp_path / "out").exists()

@@ -146,9 +146,12 @@ def load_inputs(
     frames = [read_table(p) for p in paths]
     empty = pd.DataFrame(columns=list(REQUIRED_COLUMNS))
     runs = pd.concat(frames, ignore_index=True, sort=False) if frames else empty
-    twice = runs.loc[runs["run_id"].duplicated(), "run_id"]
-    if len(twice):
-        raise UserError(f"run id {twice.iloc[0]} is in two of the tables")
+    # A run that several suites share (the runner reuses a finished run by its id: an ablation's default cell)
+    # belongs to each suite's groups; the same suite's run twice would count it twice.
+    twice = runs.duplicated(["suite", "run_id"])
+    if twice.any():
+        row = runs.loc[twice.idxmax()]
+        raise UserError(f"run id {row['run_id']} of suite {row['suite']} is in two of the tables")
     runs = runs.sort_values(["suite", "model", "variant", "seed", "run_id"], kind="stable")
     runs = runs.reset_index(drop=True)
     inputs = Inputs(runs=runs, sources=paths)
