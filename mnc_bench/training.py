@@ -39,6 +39,7 @@ from mnc_bench.preflight import (
     prepare_datasets,
     require_sections,
 )
+from mnc_bench.random_state import add_random_state_hook
 from mnc_bench.suites.contract import LAUNCHERS
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def train(
     if amp:
         cfg.merge_from_dict(TRAIN_OPTIONS)
     add_loss_scale_hook(cfg)
+    add_random_state_hook(cfg)
     require_amp_device(cfg, "train")
     _configure_run(cfg, work_dir=work_dir, launcher=launcher)
     if seed is not None or deterministic:
