@@ -242,8 +242,9 @@ def test_shipped_suites_are_valid():
     assert {"demo", "mnc_vs_successors", "cascade_depth", "loss_weights", "proposal_quality",
             "reproduce_mnc_voc", "reproduce_mnc_coco"} <= set(names)
     sizes = {name: len(load_suite(name).runs) for name in names}
-    assert sizes["cascade_depth"] == sizes["cascade_depth_coco"] == 10
-    assert sizes["loss_weights"] == sizes["proposal_quality"] == 9 and sizes["mnc_vs_successors"] == 12
+    # The shapes ablations run 2 seeds per cell; their full-size versions 1.
+    assert sizes["cascade_depth"] == 2 * sizes["cascade_depth_coco"] == 20
+    assert sizes["loss_weights"] == sizes["proposal_quality"] == 18 and sizes["mnc_vs_successors"] == 12
 
 
 def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
