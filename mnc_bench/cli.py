@@ -537,11 +537,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         if args.profile:
             check_writable_output(args.profile, "--profile", directory=True)
-        checkpoints = choose_checkpoints(args.weights, args.configs, dict(args.checkpoint or []),
-                                         results_root=args.results)
+        weights = choose_checkpoints(args.weights, args.configs, dict(args.checkpoint or []),
+                                     results_root=args.results)
         settings = ModelsBenchSettings(
             configs=tuple(args.configs), sizes=tuple(args.size), batch=args.batch, repeats=args.repeats,
-            train_iters=args.train_iters, warmup=args.warmup, checkpoints=checkpoints,
+            train_iters=args.train_iters, warmup=args.warmup,
+            checkpoints={model: w.path for model, w in weights.items()},
+            weights_runs={model: w.run for model, w in weights.items() if w.run},
             device=args.device, threads=args.threads, profile_dir=args.profile)
         figures = bench_models(settings)
     elif args.bench_command == "data":
@@ -593,15 +595,16 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     models.add_argument("--warmup", type=_non_negative_int, default=DEFAULT_WARMUP,
                         help="untimed images and iterations per model before timing (default %(default)s)")
     models.add_argument("--checkpoint", nargs="+", type=_model_checkpoint, metavar="MODEL=CKPT",
-                        help="trained weights for a model, MODEL being its config stem (random weights "
-                        "otherwise)")
+                        help="trained weights for a model, MODEL being its config stem: a checkpoint file, "
+                        "or SUITE/RUN_ID, a finished run under --results (random weights otherwise)")
     models.add_argument("--weights", choices=("random", "trained", "ask"), default="random",
                         help="for models without --checkpoint: random weights (default); 'trained': the "
                         "checkpoint of a finished suite run of the unchanged config under --results, where "
                         "there is one; 'ask': offer those (a prompt at a terminal). Random weights mislead "
                         "about MNC's ratios")
     models.add_argument("--results", default=RESULTS_ROOT, metavar="DIR",
-                        help="where --weights trained/ask look for suite runs (default %(default)s)")
+                        help="where --weights trained/ask and --checkpoint SUITE/RUN_ID look for suite runs "
+                        "(default %(default)s)")
     models.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     models.add_argument("--threads", type=_positive_int, default=None,
                         help="torch intra-op threads (default: torch's, i.e. OMP_NUM_THREADS or the core "

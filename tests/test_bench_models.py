@@ -111,12 +111,15 @@ def test_one_repeat_run_on_the_smallest_config_writes_every_field(tmp_path, caps
 def test_mnc_beside_mask_rcnn_with_a_checkpoint(tmp_path, capsys):
     from mnc_bench.inference import load_model
 
-    checkpoint = tmp_path / "mnc.pth"
-    torch.save({"state_dict": load_model(MNC_3).model.state_dict()}, checkpoint)
+    run_dir = tmp_path / "results" / "mnc_vs_successors" / "a0"  # a finished suite run's weights
+    (run_dir / "work").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"config": MNC_3, "seed": 0}))
+    (run_dir / "status.json").write_text(json.dumps({"state": "done"}))
+    torch.save({"state_dict": load_model(MNC_3).model.state_dict()}, run_dir / "work" / "iter_1000.pth")
     out = tmp_path / "models.json"
     argv = ["bench", "models", "--configs", MASK_RCNN, MNC_3, "--size", "64", "--repeats", "1",
             "--train-iters", "1", "--warmup", "1", "--batch", "1",
-            "--checkpoint", f"mnc_3stage_shapes={checkpoint}",
+            "--checkpoint", "mnc_3stage_shapes=mnc_vs_successors/a0", "--results", str(tmp_path / "results"),
             "--profile", str(tmp_path / "profiles"), "--json", str(out)]
     assert main(argv) == 0
     mask_rcnn, mnc = _load_json(out)["models"]
@@ -128,6 +131,8 @@ def test_mnc_beside_mask_rcnn_with_a_checkpoint(tmp_path, capsys):
     # the per-op table, and the Python profile down to MNC's RoI kernels and post-processing
     assert "torch.profiler" in text and "window_kernels.py" in text and "postprocess.py" in text
     assert (mask_rcnn["weights"], mnc["weights"]) == ("random", "checkpoint")
+    assert (mask_rcnn["weights_run"], mnc["weights_run"]) == (None, "mnc_vs_successors/a0")
+    assert mnc["checkpoint"] == str(run_dir / "work" / "iter_1000.pth")
     assert mnc["post_processing_timed"] == ["postprocessor"] and mnc["infer_post_ms"] > 0
     assert mnc["ratio_infer_to_mask_rcnn"] == pytest.approx(mnc["infer_ms_median"]
                                                             / mask_rcnn["infer_ms_median"])

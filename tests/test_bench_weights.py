@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mnc_bench.bench.report import format_tables
-from mnc_bench.bench.weights import choose_checkpoints, find_trained_checkpoints
+from mnc_bench.bench.weights import Weights, choose_checkpoints, find_trained_checkpoints, resolve_weights
 from mnc_bench.cli import main
 from mnc_bench.errors import UserError
 
@@ -58,20 +58,21 @@ def test_choose_random_trained_and_ask(tmp_path):
     found = _run(tmp_path, "s", "a0", MNC_3)
     _run(tmp_path, "s", "b0", MASK_RCNN)
     explicit = {"mask_rcnn_shapes": "mine.pth"}
+    given = {"mask_rcnn_shapes": Weights("mine.pth")}
     lines: list[str] = []
     choose = dict(results_root=tmp_path, print_fn=lines.append)
-    assert choose_checkpoints("random", [MNC_3, MASK_RCNN], explicit, **choose) == explicit
+    assert choose_checkpoints("random", [MNC_3, MASK_RCNN], explicit, **choose) == given
     assert lines == []
-    trained = {"mnc_3stage_shapes": str(found), "mask_rcnn_shapes": "mine.pth"}  # --checkpoint wins
+    trained = {"mnc_3stage_shapes": Weights(str(found), "s/a0"), **given}  # --checkpoint wins
     assert choose_checkpoints("trained", [MNC_3, MASK_RCNN], explicit, **choose) == trained
     assert any("mnc_3stage_shapes" in line and "s/a0" in line for line in lines)
     assert choose_checkpoints("ask", [MNC_3, MASK_RCNN], explicit, ask=lambda _: "", **choose) == trained
-    assert choose_checkpoints("ask", [MNC_3, MASK_RCNN], explicit, ask=lambda _: "n", **choose) == explicit
+    assert choose_checkpoints("ask", [MNC_3, MASK_RCNN], explicit, ask=lambda _: "n", **choose) == given
 
     def closed_input(prompt: str) -> str:
         raise EOFError  # what input() raises at Ctrl-D
 
-    assert choose_checkpoints("ask", [MNC_3, MASK_RCNN], explicit, ask=closed_input, **choose) == explicit
+    assert choose_checkpoints("ask", [MNC_3, MASK_RCNN], explicit, ask=closed_input, **choose) == given
     with pytest.raises(UserError, match="--weights"):
         choose_checkpoints("best", [MNC_3], {}, **choose)
 
@@ -82,6 +83,30 @@ def test_ask_without_a_terminal_says_how_to_use_them(tmp_path, monkeypatch):
     lines: list[str] = []
     assert choose_checkpoints("ask", [MNC_3], {}, results_root=tmp_path, print_fn=lines.append) == {}
     assert "WEIGHTS=trained" in lines[-1]
+
+
+def test_a_checkpoint_is_named_by_its_run_or_its_path(tmp_path):
+    latest = _run(tmp_path, "mnc_vs_successors", "a0", MNC_3)
+    torch.save({"state_dict": {}}, latest.with_name("iter_500.pth"))  # an older one beside it
+    from_run = Weights(str(latest), "mnc_vs_successors/a0")
+    assert resolve_weights("m", "mnc_vs_successors/a0", tmp_path) == from_run
+    # a file path: the run it lies in is recorded too, and a file outside every run has none
+    assert resolve_weights("m", str(latest), tmp_path) == from_run
+    outside = tmp_path / "mine.pth"
+    outside.write_bytes(b"x")
+    assert resolve_weights("m", str(outside), tmp_path) == Weights(str(outside))
+    # neither a file nor a run: passed on for the settings' check to name
+    assert resolve_weights("m", "mnc_vs_successors/zz", tmp_path) == Weights("mnc_vs_successors/zz")
+
+
+@pytest.mark.parametrize("state, checkpoint, message", [
+    ("running", True, "run s/a0 under .* has not finished"),
+    ("done", False, "run s/a0 under .* has no whole checkpoint"),
+])
+def test_a_run_without_usable_weights_is_refused_by_name(tmp_path, state, checkpoint, message):
+    _run(tmp_path, "s", "a0", MNC_3, state=state, checkpoint=checkpoint)
+    with pytest.raises(UserError, match=f"^--checkpoint m=s/a0: {message}$"):
+        resolve_weights("m", "s/a0", tmp_path)
 
 
 def _results(weights: dict[str, str]) -> dict:

@@ -128,3 +128,9 @@ def test_bench_weights_and_command_name_the_trained_checkpoints():
     command = bench_command(bench, Path("results/bench/x.json"), display)
     assert command == ["mnc-bench", "bench", "models", "--configs", "configs/a.py", "configs/b.py",
                        "--checkpoint", "a=<outside>/a.pth", "--json", "results/bench/x.json"]
+    # A results file that names the runs the weights come from: the command names them, under --results.
+    bench = bench.assign(weights="checkpoint", checkpoint=["/w/a.pth", "/w/b.pth"],
+                         weights_run=["mnc_vs_successors/a0", None])
+    command = bench_command(bench, Path("results/bench/x.json"), display)
+    assert command[6:] == ["--checkpoint", "a=mnc_vs_successors/a0", "b=<outside>/b.pth",
+                           "--results", "results", "--json", "results/bench/x.json"]

@@ -70,7 +70,8 @@ _FLOP_IMAGES = 2  # inference FLOPs: mean over this many images (they follow the
 @dataclass(frozen=True)
 class ModelsBenchSettings:
     """What `bench_models` runs. `batch` is the training batch (default: each config's); `checkpoints` maps a
-    config stem to a checkpoint (random weights otherwise); `train_iters=0` skips training."""
+    config stem to a checkpoint (random weights otherwise), `weights_runs` to the suite run that trained it
+    (`<suite>/<run-id>`, recorded as `weights_run`); `train_iters=0` skips training."""
 
     configs: tuple[str, ...] = DEFAULT_CONFIGS
     sizes: tuple[int, ...] = DEFAULT_SIZES
@@ -79,6 +80,7 @@ class ModelsBenchSettings:
     train_iters: int = DEFAULT_TRAIN_ITERS
     warmup: int = DEFAULT_WARMUP
     checkpoints: Mapping[str, str] = field(default_factory=dict)
+    weights_runs: Mapping[str, str] = field(default_factory=dict)
     device: str = "cpu"
     seed: int = 0
     threads: int | None = None  # torch intra-op threads for the whole process (default: torch's choice)
@@ -397,6 +399,7 @@ def _record(model: _Model, size: int, settings: ModelsBenchSettings, peak: float
         "proposals": ((cfg.model.get("test_cfg") or {}).get("rpn") or {}).get("max_per_img"),
         "weights": "checkpoint" if own.stem in settings.checkpoints else "random",
         "checkpoint": settings.checkpoints.get(own.stem),
+        "weights_run": settings.weights_runs.get(own.stem),
         "score_thr": own.score_thr,
         "post_processing_timed": own.post_timer.timed,
         **_inference_fields(own, peak, ""),

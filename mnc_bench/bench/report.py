@@ -67,7 +67,9 @@ def format_tables(results: dict[str, Any]) -> list[str]:
     machine, settings = results["machine"], results["settings"]
     lines = []
     for size, records in results["by_size"].items():
-        weights = ", ".join(sorted({f"{r['model']}: {r['weights']}" for r in records}))
+        weights = ", ".join(sorted({f"{r['model']}: {r['weights']}"
+                                    + (f" of {r['weights_run']}" if r.get("weights_run") else "")
+                                    for r in records}))
         lines += ["", f"== inference, {size} px, batch 1, median of {settings['repeats']} images "
                       f"({weights}) =="]
         header = ["model", "score_thr", "det/img", "ms/img", "IQR", "pre", "net", "post", "vs MaskRCNN",

@@ -89,6 +89,14 @@ def _machine(bench_machine: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _weights_argument(row: pd.Series, display: PathDisplay) -> str:
+    """``MODEL=SUITE/RUN_ID`` where the results file names the run that trained the weights, else
+    ``MODEL=<checkpoint path>``."""
+    run = row.get("weights_run")
+    weights = run if isinstance(run, str) and run else display.recorded(str(row["checkpoint"]))
+    return f"{row['model']}={weights}"
+
+
 def bench_command(bench: pd.DataFrame, source: Path, display: PathDisplay) -> list[str]:
     """The ``bench models`` command as far as its results file records it: configs and trained weights."""
     command = ["mnc-bench", "bench", "models"]
@@ -97,8 +105,9 @@ def bench_command(bench: pd.DataFrame, source: Path, display: PathDisplay) -> li
     if {"weights", "checkpoint"} <= set(bench.columns):
         trained = bench[bench["weights"] == "checkpoint"]
         if len(trained):
-            command += ["--checkpoint", *(f"{m}={display.recorded(str(c))}"
-                                          for m, c in zip(trained["model"], trained["checkpoint"]))]
+            command += ["--checkpoint", *(_weights_argument(row, display) for _, row in trained.iterrows())]
+            if "weights_run" in trained and trained["weights_run"].notna().any():
+                command += ["--results", display.path(display.results[0])]
     return command + ["--json", display.path(source)]
 
 
