@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,9 +129,11 @@ def test_a_malformed_claims_file_is_one_line_naming_the_claim(tmp_path, text, me
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-def test_the_shipped_claims_select_runs_of_the_shipped_suites():
-    """Every selector of configs/claims/mnc.yaml names axes of its suite with values the suite runs."""
-    claims = load_claims("configs/claims/mnc.yaml")
+@pytest.mark.parametrize("claims_file", sorted(str(p) for p in Path("configs/claims").glob("*.yaml")))
+def test_the_shipped_claims_select_runs_of_the_shipped_suites(claims_file):
+    """Every selector of a shipped claims file names axes (or models) of its suite with values the suite
+    runs."""
+    claims = load_claims(claims_file)
     for suite_name in sorted({c.suite for c in claims}):
         suite = load_suite(suite_name, build_models=False)
         rows = [{"suite": suite_name, "model": r.model, "seed": r.seed, AP: 0.5 + 0.01 * r.seed,
