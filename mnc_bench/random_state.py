@@ -13,9 +13,11 @@ was when it saved:
 
 Validation runs on a copy of the states (they are put back after it), so that a validation between a saved
 checkpoint and the next training step draws nothing from the training's streams; the resumed run does not
-repeat that validation. Under distributed training the checkpoint holds rank 0's states and every rank takes
-them (mmengine seeds all ranks alike). A checkpoint without states (older ones, other tools') resumes as
-mmengine does.
+repeat that validation. Under distributed training only rank 0 saves checkpoints (mmengine's
+`save_checkpoint` runs on rank 0 alone), so a checkpoint holds rank 0's states: rank 0 restores them and the
+other ranks resume as mmengine does (reseeded), since rank 0's streams are not theirs. CUDA's state is the
+current device's, the one the process trains on. A checkpoint without states (older ones, other tools')
+resumes as mmengine does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from mmdet.registry import HOOKS
+from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.runner import IterBasedTrainLoop
 
@@ -42,20 +45,21 @@ def capture_random_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's
     return state
 
 
 def restore_random_state(state: dict[str, Any]) -> None:
-    """Set the generators to `state` (from :func:`capture_random_state`); CUDA's only where as many devices
-    are visible as were saved."""
+    """Set the generators to `state` (from :func:`capture_random_state`); CUDA's on the current device, where
+    CUDA is available."""
     random.setstate(state["python"])
     name, keys, position, has_gauss, cached_gaussian = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
-    torch.set_rng_state(state["torch"])
+    # The generators take CPU byte tensors; mmengine's resume maps a checkpoint onto the GPU it trains on.
+    torch.set_rng_state(state["torch"].cpu())
     cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
-        torch.cuda.set_rng_state_all(cuda)
+    if isinstance(cuda, torch.Tensor) and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda.cpu())
 
 
 def add_random_state_hook(cfg: Any) -> None:
@@ -99,7 +103,7 @@ class RandomStateHook(Hook):
         checkpoint[CHECKPOINT_KEY] = capture_random_state()
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-        self._resumed = checkpoint.get(CHECKPOINT_KEY)
+        self._resumed = checkpoint.get(CHECKPOINT_KEY) if get_rank() == 0 else None
 
     def before_train_epoch(self, runner: Any) -> None:
         state, self._resumed = self._resumed, None

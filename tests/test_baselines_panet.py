@@ -93,6 +93,19 @@ def test_adaptive_extractor_pools_every_level_and_heads_fuse_them():
     assert empty.shape == (0, 4, 64, 7, 7)
 
 
+def test_adaptive_extractor_gives_the_roi_layers_rois_of_the_features_type():
+    # Under mixed precision the features are fp16 and the training RoIs fp32; mmcv's CUDA RoIAlign reads both
+    # as the features' type (mmdet's SingleRoIExtractor converts them too).
+    extractor = _build(PANET_SHAPES).roi_head.bbox_roi_extractor
+    seen = []
+    for layer in extractor.roi_layers:
+        layer.forward = lambda feat, rois, layer=layer: seen.append(rois.dtype) or torch.zeros(
+            len(rois), feat.shape[1], *layer.output_size, dtype=feat.dtype)
+    feats = tuple(torch.randn(1, 64, 32, 32, dtype=torch.float64) for _ in range(extractor.num_inputs))
+    extractor(feats, torch.tensor([[0, 4.0, 4.0, 30.0, 40.0]]))
+    assert seen == [torch.float64] * extractor.num_inputs
+
+
 def test_box_head_fuses_by_elementwise_max_after_fc1():
     model = _build(PANET_SHAPES).eval()
     head = model.roi_head.bbox_head

@@ -102,3 +102,15 @@ def test_bench_models_on_the_gpu(tmp_path, capsys):
     for record in figures["models"]:  # every default model measured on the GPU, inference and training
         for key in ("infer_ms_median", "train_s_per_iter", "train_gflops_per_iter"):
             assert math.isfinite(record[key]) and record[key] > 0, (record["model"], key)
+
+
+def test_random_states_resume_from_a_checkpoint_loaded_onto_the_gpu(tmp_path):
+    # mmengine's resume maps the checkpoint onto the training device; the states still restore, CUDA's too.
+    from mnc_bench.random_state import capture_random_state, restore_random_state
+
+    torch.cuda.manual_seed(0)
+    torch.randn(4, device="cuda")  # CUDA initialised: its state is captured
+    torch.save(capture_random_state(), tmp_path / "state.pth")
+    expected = (torch.rand(3).tolist(), torch.rand(3, device="cuda").tolist())
+    restore_random_state(torch.load(tmp_path / "state.pth", map_location="cuda", weights_only=True))
+    assert (torch.rand(3).tolist(), torch.rand(3, device="cuda").tolist()) == expected

@@ -23,6 +23,16 @@ pytestmark = [
                        reason="needs a CUDA GPU: torch.cuda.is_available() is False"),
 ]
 CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def _full_float32_precision():
+    # cuDNN convolutions use TF32 by default on Ampere and later (about 1e-3 relative error): the comparisons
+    # with the CPU are at float32 rounding.
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 ALL_CANDIDATES = RoISampling(num_rois=4096, fg_fraction=1.0)  # every candidate sampled, on either device
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
@@ -132,3 +142,15 @@ def test_the_warp_under_autocast_samples_at_fp32_coordinates(dtype):
     with torch.autocast("cuda", dtype=dtype):
         mixed = warp([features.to(dtype)], [boxes])
     torch.testing.assert_close(mixed.float(), reference, rtol=2e-2, atol=2e-2)
+
+
+def test_mask_iou_linking_of_cuda_masks_matches_the_cpu():
+    from mnc_bench.models.linking import MaskIoULinker
+
+    torch.manual_seed(0)
+    frames = [torch.rand(n, 24, 24) > 0.5 for n in (3, 2, 4)]  # instances come and go
+    tracks = {}
+    for device in ("cpu", CUDA):
+        linker = MaskIoULinker()
+        tracks[str(device)] = [linker.step(masks.to(device)).cpu().tolist() for masks in frames]
+    assert tracks["cpu"] == tracks["cuda"]

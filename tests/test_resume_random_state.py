@@ -94,3 +94,22 @@ def test_validation_leaves_the_training_streams_where_it_found_them():
     expected = _draws()
     hook.after_val_epoch(None, {})
     assert _draws() == expected
+
+
+def test_states_that_a_resume_mapped_onto_a_gpu_restore():
+    # mmengine's resume loads the checkpoint onto the training device; the generators take CPU byte tensors.
+    state = capture_random_state()
+    expected = _draws()
+    on_device = SimpleNamespace(cpu=lambda: state["torch"])  # stands in for the state as a CUDA tensor
+    restore_random_state({**state, "torch": on_device})
+    assert _draws() == expected
+
+
+def test_only_rank_zero_takes_the_saved_states(monkeypatch):
+    # The checkpoint holds rank 0's streams (only rank 0 saves); another rank resumes as mmengine does.
+    monkeypatch.setattr("mnc_bench.random_state.get_rank", lambda: 1)
+    hook, loop = RandomStateHook(), _Loop(iteration=3)
+    before = loop.dataloader_iterator
+    hook.after_load_checkpoint(None, {CHECKPOINT_KEY: capture_random_state()})
+    hook.before_train_epoch(SimpleNamespace(train_loop=loop))
+    assert loop.dataloader_iterator is before

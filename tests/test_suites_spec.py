@@ -273,3 +273,29 @@ def test_cli_results_root_that_cannot_be_written_is_one_error_line(where, tmp_pa
     code = main(["run", str(path), "--results", str(tmp_path / where)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: --results {tmp_path / where}"), err
+
+
+def test_a_run_on_several_gpus_is_another_run(tmp_path):
+    # The configs' batch size is per GPU: 8 GPUs train a run with 8 times the batch of one device.
+    path = tmp_path / "gpus.yaml"
+    path.write_text(f"base: {MNC}\nslurm: {{gpus_per_run: 8}}\n")
+    one_device = load_suite(path, build_models=False).runs[0].run_id
+    assert one_device == load_suite(tmp_path / "gpus.yaml", build_models=False,
+                                    slurm_overrides={"gpus_per_run": 1}, distributed=True).runs[0].run_id
+    eight = load_suite(path, build_models=False, distributed=True).runs[0].run_id
+    four = load_suite(path, build_models=False, slurm_overrides={"gpus_per_run": 4},
+                      distributed=True).runs[0].run_id
+    assert len({one_device, eight, four}) == 3
+
+
+def test_the_local_executor_refuses_runs_on_several_gpus(tmp_path, capsys):
+    path = tmp_path / "gpus.yaml"
+    path.write_text(f"base: {MNC}\nslurm: {{gpus_per_run: 8}}\n")
+    results = tmp_path / "results"
+    assert main(["run", str(path), "--dry-run", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: suite gpus: its runs train on 8 GPUs each (slurm.gpus_per_run)")
+    assert err.count("\n") == 1 and "--executor slurm" in err and not results.exists()
+    # one device per run, said on the command line: the plan of one-device runs
+    assert main(["run", str(path), "--dry-run", "--gpus-per-run", "1", "--results", str(results)]) == 0
+    assert load_suite(path, build_models=False).runs[0].run_id in capsys.readouterr().out

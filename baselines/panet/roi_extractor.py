@@ -24,6 +24,9 @@ class AdaptiveRoIExtractor(BaseRoIExtractor):
         if roi_scale_factor is not None:
             rois = self.roi_rescale(rois, roi_scale_factor)
         feats = feats[: self.num_inputs]
+        # As mmdet's SingleRoIExtractor: under mixed precision the features are fp16 while the training RoIs
+        # (ground truth added) are fp32, and mmcv's CUDA RoIAlign reads both as the features' type.
+        rois = rois.type_as(feats[0])
         if rois.size(0) == 0:
             size = self.roi_layers[0].output_size
             empty = feats[0].new_zeros(0, len(feats), self.out_channels, *size)

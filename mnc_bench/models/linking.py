@@ -66,7 +66,7 @@ class MaskIoULinker:
                 if ious[row, col] >= self.min_iou:
                     ids[row] = self._tracks[col].track_id
                     self._tracks[col].mask, self._tracks[col].last_seen = masks[row], self._frame
-        for row in np.flatnonzero(ids.numpy() < 0):
+        for row in np.flatnonzero((ids < 0).cpu().numpy()):
             ids[row] = self._next_id
             self._tracks.append(_Track(self._next_id, masks[row], self._frame))
             self._next_id += 1

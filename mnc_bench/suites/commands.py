@@ -66,7 +66,10 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
     uri = _tracking_uri(track, results)
     local = local_executor(workers, uri, prestart=not dry_run) if executor == "local" else None
     try:
-        suite_spec = load_suite(suite, seeds=seeds, extra_options=cfg_options)
+        suite_spec = load_suite(suite, seeds=seeds, extra_options=cfg_options, slurm_overrides=slurm,
+                                distributed=executor == "slurm")
+        if local is not None:
+            _require_one_gpu_per_run(suite_spec)
         notes: dict[str, str] = {}
         if smoke is not None:
             from mnc_bench.suites.smoke import clear_smoke_results, smoke_root, smoke_suite
@@ -76,8 +79,7 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
             if not dry_run:
                 clear_smoke_results(suite_results_dir(suite_spec.name, results))
         suite_dir = suite_results_dir(suite_spec.name, results)
-        runner = local or _slurm_executor(suite_spec.slurm.overridden(slurm or {}), suite_dir,
-                                          len(suite_spec.runs), uri)
+        runner = local or _slurm_executor(suite_spec.slurm, suite_dir, len(suite_spec.runs), uri)
         before = _failed_ids(suite_dir)
         record = run_suite(suite_spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse,
                            dry_run=dry_run, started_at=started_at, echo=echo)
@@ -104,6 +106,16 @@ def _check_run_options(suite: str, *, executor: str, workers: int, results: str 
     _require_gpu_ready(executor, f"suite {suite_name(suite)}", amp=amp)
     if smoke and track:
         raise UserError("--smoke rehearses the runs; it does not track them (drop --track)")
+
+
+def _require_one_gpu_per_run(suite: Suite) -> None:
+    """The local executor gives each run one device: a suite whose runs train on several GPUs would silently
+    train with a fraction of their total batch (the configs' batch size is per GPU), so it stops here."""
+    gpus = suite.slurm.gpus_per_run
+    if gpus > 1:
+        raise UserError(f"suite {suite.name}: its runs train on {gpus} GPUs each (slurm.gpus_per_run) and "
+                        "--executor local gives a run one device, a fraction of the total batch: run it with "
+                        "--executor slurm, or with --gpus-per-run 1 to train each run on one device")
 
 
 def _tracking_uri(track: str | None, results: str | Path) -> str | None:

@@ -18,9 +18,11 @@ A suite is a YAML file (read with a safe loader: a suite file never runs code)::
 An axis key is any config key in ``--cfg-options`` form and must exist in the run's config; a dict value is
 merged into the dict at that key (the way to set keys a config leaves to the model's defaults).
 
-A run is (resolved config, seed). Its id is a hash of the resolved config (mmengine's, after the options;
-settings that cannot change results, such as logging and checkpoint intervals, left out) and the seed:
-editing an axis adds runs and keeps the finished ones.
+A run is (resolved config, seed, GPUs). Its id is a hash of the resolved config (mmengine's, after the
+options; settings that cannot change results, such as logging and checkpoint intervals, left out), the seed
+and, for a run trained on several GPUs (``slurm.gpus_per_run`` > 1 under ``--executor slurm``), their
+number: the configs' batch size is per GPU, so 8 GPUs train another run than 1. Editing an axis adds runs and
+keeps the finished ones.
 """
 
 from __future__ import annotations
@@ -181,15 +183,20 @@ class _Sections:
 
 
 def load_suite(name_or_path: str | os.PathLike[str], *, seeds: Sequence[int] | None = None,
-               extra_options: Mapping[str, Any] | None = None, build_models: bool = True) -> Suite:
+               extra_options: Mapping[str, Any] | None = None, build_models: bool = True,
+               slurm_overrides: Mapping[str, Any] | None = None, distributed: bool = False) -> Suite:
     """Read, expand and validate a suite; every run's config is resolved (and its model built when
     ``build_models``) before anything runs. ``seeds`` replaces the suite's; ``extra_options`` apply on top of
-    the suite's ``cfg_options`` (e.g. ``data_root``)."""
+    the suite's ``cfg_options`` (e.g. ``data_root``); ``slurm_overrides`` on top of its ``slurm:`` settings.
+    ``distributed``: the runs train on ``slurm.gpus_per_run`` GPUs each (``--executor slurm``), else on one
+    device; the number is part of the run ids."""
     path = find_suite(name_or_path)
     name = suite_name(path)
     where = f"suite {name}"
     sections = _check_sections(read_suite_file(path), where, seeds, extra_options)
-    runs = _expand_runs(name, sections, where, build_models)
+    sections.slurm = sections.slurm.overridden(slurm_overrides or {})
+    world_size = sections.slurm.gpus_per_run if distributed else 1
+    runs = _expand_runs(name, sections, where, build_models, world_size)
     return Suite(name=name, path=path, runs=runs, axes=sections.axis_keys, metrics=sections.metrics,
                  slurm=sections.slurm)
 
@@ -238,7 +245,8 @@ def _base(data: Mapping[str, Any], grid: Mapping[str, Any], zipped: Mapping[str,
     return base
 
 
-def _expand_runs(name: str, sections: _Sections, where: str, build_models: bool) -> list[RunSpec]:
+def _expand_runs(name: str, sections: _Sections, where: str, build_models: bool,
+                 world_size: int = 1) -> list[RunSpec]:
     """One RunSpec per axis combination and seed, in that order; two runs with one id are an error."""
     resolver = _Resolver(where)
     runs: list[RunSpec] = []
@@ -252,7 +260,8 @@ def _expand_runs(name: str, sections: _Sections, where: str, build_models: bool)
             resolver.build_model(f"{config}{' with ' + variant if variant else ''}", cfg)
         ann, images = _test_files(cfg)
         for seed in sections.seeds:
-            spec = RunSpec(suite=name, run_id=run_id(cfg, seed), config=config, cfg_options=run_options,
+            spec = RunSpec(suite=name, run_id=run_id(cfg, seed, world_size), config=config,
+                           cfg_options=run_options,
                            axes=dict(axes), seed=seed, variant=variant, test_ann_file=ann,
                            test_img_dir=images, metrics=sections.metrics, cfg=cfg)
             if spec.run_id in seen:
@@ -297,8 +306,9 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def run_id(cfg: Any, seed: int) -> str:
-    """12 hex digits of sha256 over the resolved config (neutral keys dropped, sorted JSON) and the seed."""
+def run_id(cfg: Any, seed: int, world_size: int = 1) -> str:
+    """12 hex digits of sha256 over the resolved config (neutral keys dropped, sorted JSON), the seed and,
+    above 1, the number of GPUs the run trains on (so that the ids of one-device runs stay what they were)."""
     data = cfg.to_dict() if hasattr(cfg, "to_dict") else copy.deepcopy(dict(cfg))
     for key in NEUTRAL_KEYS:
         *parents, last = key.split(".")
@@ -307,8 +317,10 @@ def run_id(cfg: Any, seed: int) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
-    text = json.dumps({"config": data, "seed": int(seed)}, sort_keys=True, default=repr,
-                      separators=(",", ":"))
+    key: dict[str, Any] = {"config": data, "seed": int(seed)}
+    if world_size > 1:
+        key["world_size"] = int(world_size)
+    text = json.dumps(key, sort_keys=True, default=repr, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_LENGTH]
 
 

@@ -245,7 +245,8 @@ class MNCPostProcessor:
         if num_detections == 0:  # nothing kept (an image without instances): the reductions below need some
             return mask_boxes.new_zeros(0, 4), mask_probs.new_zeros(0, resolution, resolution)
         detections = torch.arange(num_detections, device=mask_boxes.device)
-        grid = (torch.arange(resolution, dtype=mask_probs.dtype, device=mask_probs.device) + 0.5) / resolution
+        # Coordinates in the boxes' type: fp16 mask probabilities (test --amp) would round the grid.
+        grid = (torch.arange(resolution, dtype=mask_boxes.dtype, device=mask_boxes.device) + 0.5) / resolution
         box_areas = (mask_boxes[:, 2] - mask_boxes[:, 0]) * (mask_boxes[:, 3] - mask_boxes[:, 1])
         mask_areas = (mask_probs >= self.mask_thr).flatten(1).float().mean(dim=1) * box_areas
         possible = _iou_upper_bounds(mask_boxes, mask_areas, instance_ids) > _PRUNE_SLACK * self.voting_iou
