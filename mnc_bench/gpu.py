@@ -101,12 +101,19 @@ def task_device(local_rank: int, visible: int) -> int:
                     "every task all of the node's")
 
 
-def bind_task_device(launcher: str) -> None:
+def bind_task_device(launcher: str) -> str | None:
     """Point ``launcher``'s device variable at a GPU this process can see (see :func:`task_device`), before
-    mmengine's launcher reads it."""
+    mmengine's launcher reads it, and make it the current device; returns it (``cuda:N``), or None where the
+    launcher names no device.
+
+    Current from here on, so that what runs before mmengine's launcher (the check of mmcv's ops) opens no CUDA
+    context on the first GPU: every rank of a node would leave one there."""
     variable = DEVICE_VARIABLES.get(launcher)
     if variable is None or variable not in os.environ:
-        return
+        return None
     import torch
 
-    os.environ[variable] = str(task_device(int(os.environ[variable]), torch.cuda.device_count()))
+    index = task_device(int(os.environ[variable]), torch.cuda.device_count())
+    os.environ[variable] = str(index)
+    torch.cuda.set_device(index)
+    return f"cuda:{index}"

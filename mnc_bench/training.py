@@ -223,19 +223,17 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
 def _configure_run(cfg, *, work_dir, launcher: str) -> None:
     if launcher not in LAUNCHERS:
         raise UserError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    require_mmcv_ops_for(training_device(), "the model")
+    device = training_device()
+    if launcher != "none" and device == "cuda":
+        device = bind_task_device(launcher) or device
+    require_mmcv_ops_for(device, "the model")
     cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = str(work_dir)
     elif not cfg.get("work_dir"):
         cfg.work_dir = str(Path("work_dirs") / Path(cfg.filename).stem)
-    if launcher != "none":
-        import torch
-
-        if torch.cuda.is_available():
-            bind_task_device(launcher)
-        else:
-            _join_cpu_process_group(cfg, launcher)
+    if launcher != "none" and device == "cpu":
+        _join_cpu_process_group(cfg, launcher)
 
 
 def _join_cpu_process_group(cfg, launcher: str) -> None:

@@ -283,11 +283,16 @@ def test_a_process_bound_to_its_own_gpu_is_launched_on_it(launcher, variable, sh
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(training, "training_device", lambda: "cuda")
-    monkeypatch.setattr(training, "require_mmcv_ops_for", lambda device, what: None)  # this CPU-only mmcv
+    events = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: events.append(("current device", index)))
+    # mmcv's ops are probed on the process's own GPU, made current first: no CUDA context on the first GPU
+    monkeypatch.setattr(training, "require_mmcv_ops_for",
+                        lambda device, what: events.append(("probe", device)))
     monkeypatch.setattr(training, "_build_runner", build)
     train(MNC, work_dir=tmp_path / "work", launcher=launcher,
           cfg_options=parse_cfg_options(fast_options(shapes_dataset, iters=1, val=False)))
     assert seen == {"device": "0"}
+    assert events == [("current device", 0), ("probe", "cuda:0")]
 
 
 @pytest.mark.parametrize(("local_rank", "visible", "device"), [(1, 2, 1), (3, 8, 3), (1, 1, 0), (0, 1, 0)])

@@ -55,7 +55,7 @@ SUITE_KEYS = ("base", "grid", "zip", "seeds", "cfg_options", "metrics", "slurm")
 # Config entries that cannot change a run's results: left out of the run id.
 NEUTRAL_KEYS = ("work_dir", "launcher", "resume", "log_level", "log_processor", "visualizer", "vis_backends",
                 "dataset_layout", "default_hooks.logger", "default_hooks.checkpoint", "default_hooks.timer",
-                "default_hooks.visualization", "randomness.seed")
+                "default_hooks.visualization", "randomness.seed", "env_cfg.dist_cfg.timeout")
 
 
 def is_neutral_option(key: str) -> bool:
