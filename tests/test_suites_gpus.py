@@ -123,6 +123,14 @@ def test_visible_gpus_follow_cuda_visible_devices(two_gpus, monkeypatch):
     assert visible_gpus() == []
 
 
+def test_the_driver_is_found_on_linux_and_under_wsl2(tmp_path, monkeypatch):
+    linux, wsl2 = tmp_path / "version", tmp_path / "dxg"  # /proc/driver/nvidia/version; WSL2's /dev/dxg
+    monkeypatch.setattr(executors, "_NVIDIA_DRIVER_MARKERS", (str(linux), str(wsl2)))
+    assert not executors._nvidia_driver_loaded()
+    wsl2.touch()
+    assert executors._nvidia_driver_loaded()
+
+
 def test_without_gpus_workers_get_no_device_setting(tmp_path, monkeypatch):
     monkeypatch.setattr(executors, "_nvidia_driver_loaded", lambda: False)
     monkeypatch.setattr(executors.subprocess, "Popen", FakeWorker)

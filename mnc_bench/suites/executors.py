@@ -68,8 +68,12 @@ def threads_per_run(workers: int) -> int:
     return max(1, available_cores() // max(1, workers))
 
 
+# NVIDIA's kernel driver on Linux, and WSL2's GPU device (WSL2 has no /proc/driver/nvidia).
+_NVIDIA_DRIVER_MARKERS = ("/proc/driver/nvidia/version", "/dev/dxg")
+
+
 def _nvidia_driver_loaded() -> bool:
-    return Path("/proc/driver/nvidia/version").is_file()
+    return any(Path(marker).exists() for marker in _NVIDIA_DRIVER_MARKERS)
 
 
 def visible_gpus() -> list[str]:
