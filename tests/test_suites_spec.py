@@ -299,3 +299,10 @@ def test_the_local_executor_refuses_runs_on_several_gpus(tmp_path, capsys):
     # one device per run, said on the command line: the plan of one-device runs
     assert main(["run", str(path), "--dry-run", "--gpus-per-run", "1", "--results", str(results)]) == 0
     assert load_suite(path, build_models=False).runs[0].run_id in capsys.readouterr().out
+
+
+def test_a_rehearsal_of_runs_on_several_gpus_runs_locally(tmp_path, capsys):
+    path = tmp_path / "gpus.yaml"
+    path.write_text(f"base: {MNC}\nslurm: {{gpus_per_run: 8}}\n")
+    assert main(["run", str(path), "--smoke", "--dry-run", "--results", str(tmp_path / "results")]) == 0
+    assert "error" not in capsys.readouterr().err
