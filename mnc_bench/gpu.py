@@ -11,6 +11,9 @@ Such a build fails only at the first CUDA forward of mmdet's RoIAlign, NMS or de
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from mnc_bench.errors import UserError, one_line
 
@@ -49,11 +52,30 @@ def mmcv_ops_on_cuda_problem(device: str = "cuda") -> str | None:
     return None
 
 
-def require_mmcv_ops_for(device: str, what: str) -> None:
-    """A one-line UserError when ``what`` would run on a CUDA ``device`` that mmcv's ops cannot serve."""
+_PROBE = ("import sys; from mnc_bench.gpu import mmcv_ops_on_cuda_problem as problem; "
+          "sys.stdout.write(problem(sys.argv[1]) or '')")
+
+
+def mmcv_ops_problem_in_subprocess(device: str = "cuda") -> str | None:
+    """:func:`mmcv_ops_on_cuda_problem` asked of a child process: the probe opens a CUDA context (hundreds
+    of MB on the GPU) that a long-lived parent, such as a suite's runner, would hold until it exits, on the
+    GPU of one of its runs."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
+                                                                      os.environ.get("PYTHONPATH")]))}
+    probe = subprocess.run([sys.executable, "-c", _PROBE, device], capture_output=True, text=True, env=env)
+    if probe.returncode != 0:
+        lines = probe.stderr.strip().splitlines()
+        return f"the check of mmcv's ops failed ({lines[-1] if lines else f'exit {probe.returncode}'})"
+    return probe.stdout or None
+
+
+def require_mmcv_ops_for(device: str, what: str, *, in_subprocess: bool = False) -> None:
+    """A one-line UserError when ``what`` would run on a CUDA ``device`` that mmcv's ops cannot serve;
+    ``in_subprocess``: check from a child process (see :func:`mmcv_ops_problem_in_subprocess`)."""
     if not device.startswith("cuda"):
         return
-    problem = mmcv_ops_on_cuda_problem(device)
+    problem = (mmcv_ops_problem_in_subprocess if in_subprocess else mmcv_ops_on_cuda_problem)(device)
     if problem is not None:
         raise UserError(f"{what} would run on {device}, but {problem}: mmdet's models fail at their first "
                         f"CUDA forward; {FIX}")

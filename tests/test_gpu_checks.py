@@ -81,3 +81,11 @@ def test_bench_on_the_gpu_stops_before_building(fake_gpu):
 
     with pytest.raises(UserError, match=r"^bench models would run on cuda, but mmcv's ops were built"):
         ModelsBenchSettings(configs=(str(SHAPES_3),), device="cuda")
+
+
+def test_the_runner_asks_a_child_process_whether_mmcv_runs_on_the_gpu(monkeypatch):
+    # A suite's runner lives as long as the suite: a CUDA context the check opened would sit on a run's GPU.
+    assert gpu.mmcv_ops_problem_in_subprocess("cuda") == gpu.mmcv_ops_on_cuda_problem("cuda")
+    monkeypatch.setattr(gpu, "_PROBE", "import sys; sys.exit('the driver went away')")
+    failed = "the check of mmcv's ops failed (the driver went away)"
+    assert gpu.mmcv_ops_problem_in_subprocess("cuda") == failed

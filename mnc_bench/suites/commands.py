@@ -162,7 +162,7 @@ def _require_gpu_ready(executor: str, what: str, *, amp: bool) -> None:
     if amp and device == "cpu":
         raise UserError(f"{what}: --amp needs a CUDA GPU and none is visible here (or run with --executor "
                         "slurm)")
-    require_mmcv_ops_for(device, what)
+    require_mmcv_ops_for(device, what, in_subprocess=True)  # the runner itself never touches the GPUs
 
 
 def local_executor(workers: int, track: str | None, *, prestart: bool) -> LocalExecutor:
