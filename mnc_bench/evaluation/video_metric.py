@@ -85,7 +85,7 @@ def file_track_ids(results: list[dict[str, Any]]) -> dict[int, list[int]]:
 
     A track given two instances in one frame keeps the better scoring one; each other becomes a track of its
     own (mmdet 3.3's MaskTrack R-CNN tracker can do this: see the TODO in ``MaskTrackRCNNTracker.assign_ids``;
-    mmdet's YouTubeVISMetric keeps whichever instance comes last and drops the rest).
+    mmdet's YouTubeVISMetric keeps the last instance's mask and averages all their scores into the track's).
     """
     unique: dict[tuple[int, Any], int] = {}
     found = {}
