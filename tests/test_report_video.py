@@ -112,6 +112,24 @@ def test_video_tables_hold_the_mean_over_seeds(video_report):
     assert flicker
 
 
+def test_video_latex_tables_hold_the_same_means_and_fit(video_report, tmp_path):
+    from latex_fit import find_pdflatex, typeset
+
+    out, _, table = video_report
+    accuracy = (out / "tables" / "main_video.tex").read_text()
+    consistency = (out / "tables" / "video_consistency.tex").read_text()
+    for model in MODELS:
+        runs = table[table["model"] == model]
+        name = model.replace("_", r"\_\allowbreak{}")  # as LaTeX prints it
+        accuracy_row = next(line for line in accuracy.splitlines() if name in line)
+        assert f"{100 * runs['vis/AP'].mean():.1f}" in accuracy_row
+        consistency_row = next(line for line in consistency.splitlines() if name in line)
+        assert f"{runs['vis/mots/IDSW'].mean():.1f}" in consistency_row
+    if find_pdflatex() is not None:  # typeset at the column width they are written for by default
+        measured = typeset({"accuracy": accuracy, "consistency": consistency}, "two-column", tmp_path)
+        assert all(result.errors == [] and result.overfull == [] for result in measured.values()), measured
+
+
 def test_video_figures_are_drawn_from_the_predictions(video_report):
     out, written, _ = video_report
     names = {path.name for path in written.files}

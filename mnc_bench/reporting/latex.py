@@ -21,6 +21,8 @@ from mnc_bench.reporting.claims import ClaimResult
 from mnc_bench.reporting.compare import DEFAULT_VALUE, Ablation, GroupKey, best_groups, short_label
 from mnc_bench.reporting.metrics import (
     COCO_LAYOUT,
+    VIDEO_ACCURACY,
+    VIDEO_CONSISTENCY,
     VOC_LAYOUT,
     Column,
     column,
@@ -38,6 +40,10 @@ PM = r"$\pm$"
 MISSING = "--"
 _MINUS = re.compile(r"(?<![\w.])-(?=\d)")
 COCO_COLUMN_LAYOUT = COCO_LAYOUT[:3]  # AP, AP50, AP75: the Mask R-CNN paper's column-width tables
+# Video tables: every column at text width; at column width, three that fit beside the method: video AP,
+# AP50, AP75 (the MaskTrack R-CNN paper's first columns), and sMOTSA, identity switches and the IoU change.
+VIDEO_ACCURACY_COLUMN_LAYOUT = ("vis/AP", "vis/AP50", "vis/AP75")
+VIDEO_CONSISTENCY_COLUMN_LAYOUT = ("vis/mots/sMOTSA", "vis/mots/IDSW", "vis/stability/iou_change")
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,28 @@ def voc_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, protoco
                f"batch 1). {time_note}")
     return paper_table(summaries, VOC_LAYOUT[protocol], names, width, time_key="infer_ms_median",
                        caption=caption, label=f"tab:{suite}-voc-{protocol}")
+
+
+def video_accuracy_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, names: DisplayNames,
+                         width: Width) -> str:
+    keys = tuple(c.key for c in VIDEO_ACCURACY) if width == TEXT else VIDEO_ACCURACY_COLUMN_LAYOUT
+    left_out = "" if width == TEXT else " AR$^{vid}_{10}$ and per-frame mask AP: in the text-width table."
+    caption = (f"Video instance segmentation on {escape_tex(suite)}, points: video AP (YouTube-VIS, "
+               "spatio-temporal mask IoU of whole tracks) and per-frame mask AP (COCO); mean "
+               f"{PM} std over seeds; best in bold.{left_out}")
+    return paper_table(summaries, keys, names, width, label=f"tab:{suite}-video", caption=caption)
+
+
+def video_consistency_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, names: DisplayNames,
+                            width: Width) -> str:
+    keys = tuple(c.key for c in VIDEO_CONSISTENCY) if width == TEXT else VIDEO_CONSISTENCY_COLUMN_LAYOUT
+    left_out = "" if width == TEXT else " MOTSA, HOTA, AssA and IDF1: in the text-width table."
+    caption = (f"Temporal consistency on {escape_tex(suite)}, instances scoring at least 0.5: MOTS, HOTA "
+               "and IDF1 in points, identity switches (IDSW) a count over the test clips, "
+               r"$\Delta$IoU the mean frame-to-frame change of a ground-truth track's mask IoU with its "
+               f"predicted track in points (lower is steadier); mean {PM} std over seeds; best in "
+               f"bold.{left_out}")
+    return paper_table(summaries, keys, names, width, label=f"tab:{suite}-consistency", caption=caption)
 
 
 def ablation_table(ablation: Ablation, metric: str, names: DisplayNames, width: Width) -> str:

@@ -103,8 +103,8 @@ def _draw_figures(a: Analysis, out: Path, choice: ModelChoice) -> list[FigureRes
 
 
 def plan_tables(a: Analysis, claims: list[ClaimResult] | None = None) -> dict[str, Callable[[Width], str]]:
-    """File stem -> the table at a given width: per suite the COCO and VOC tables it has metrics for, one
-    table per ablation axis, and the claims table when ``claims`` holds verdicts."""
+    """File stem -> the table at a given width: per suite the COCO, VOC and video tables it has metrics for,
+    one table per ablation axis, and the claims table when ``claims`` holds verdicts."""
     tables: dict[str, Callable[[Width], str]] = {}
     suites = sorted({k[0] for k in a.summaries})
     time_note = "" if a.inputs.bench is not None else "No bench results: time not measured."
@@ -120,6 +120,13 @@ def plan_tables(a: Analysis, claims: list[ClaimResult] | None = None) -> dict[st
                 tables[f"main_voc_{protocol}{suffix}"] = (
                     lambda w, rows=rows, suite=suite, p=protocol:
                     latex.voc_table(rows, suite, p, time_note, a.names, w))
+        video_rows = video.video_summaries(a.done[a.done["suite"] == suite])
+        if video_rows:
+            tables[f"main_video{suffix}"] = (
+                lambda w, rows=video_rows, suite=suite: latex.video_accuracy_table(rows, suite, a.names, w))
+            tables[f"video_consistency{suffix}"] = (
+                lambda w, rows=video_rows, suite=suite:
+                latex.video_consistency_table(rows, suite, a.names, w))
     for ab in a.ablations:
         if ab.rows:
             tables[f"ablation_{ab.name.replace('.', '_')}"] = (

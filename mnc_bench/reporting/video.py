@@ -23,11 +23,12 @@ from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
 
 from mnc_bench.errors import UserError
-from mnc_bench.reporting.compare import group_summaries
+from mnc_bench.reporting.compare import GroupKey, group_summaries
 from mnc_bench.reporting.metrics import VIDEO_ACCURACY, VIDEO_CONSISTENCY, mean_std
 from mnc_bench.reporting.names import DisplayNames
 from mnc_bench.reporting.qualitative import representative_runs
 from mnc_bench.reporting.render import Block, Heading, Table, Text
+from mnc_bench.reporting.stats import Summary
 from mnc_bench.reporting.style import PALETTE, Canvas, FigureResult, Skipped, style
 from mnc_bench.reporting.table import run_folder
 
@@ -56,19 +57,30 @@ def _video_runs_of(done: pd.DataFrame) -> pd.DataFrame:
     return done[pd.to_numeric(done[key], errors="coerce").notna()] if key in done else done.iloc[0:0]
 
 
+def video_summaries(done: pd.DataFrame) -> dict[GroupKey, dict[str, Summary]]:
+    """Mean and spread over seeds of every video metric measured, per (suite, model, variant), from the runs
+    that carry video metrics ({} when none does)."""
+    video = _video_runs_of(done)
+    keys = [c.key for c in VIDEO_ACCURACY + VIDEO_CONSISTENCY
+            if c.key in video and video[c.key].notna().any()]
+    return group_summaries(video, keys) if not video.empty else {}
+
+
 def sections(done: pd.DataFrame, names: DisplayNames) -> list[Block]:
     """The video tables (nothing when no finished run has video metrics)."""
-    video = _video_runs_of(done)
-    if video.empty:
+    summaries = video_summaries(done)
+    if not summaries:
         return []
+    video = _video_runs_of(done)
     blocks: list[Block] = [Heading("Video instance segmentation")]
     for title, columns in (("Accuracy", VIDEO_ACCURACY), ("Temporal consistency", VIDEO_CONSISTENCY)):
-        present = [c for c in columns if c.key in video and video[c.key].notna().any()]
+        present = [c for c in columns if any(c.key in cells for cells in summaries.values())]
         if not present:
             continue
         rows = []
-        for (_, model, variant), cells in group_summaries(video, [c.key for c in present]).items():
-            runs = video[(video["model"] == model) & (video["variant"] == variant)]
+        for (suite, model, variant), cells in summaries.items():
+            group = (video["suite"] == suite) & (video["model"] == model) & (video["variant"] == variant)
+            runs = video[group]
             rows.append(
                 [names.label(model, variant), str(len(runs)), *(mean_std(cells[c.key], c) for c in present)]
             )
