@@ -212,13 +212,34 @@ def paper_table(
     return render(Tabular(header, rows, aligns), width, caption=caption, label=label)
 
 
+@dataclass(frozen=True)
+class WidthLayout:
+    """A paper table's columns at text width, the subset that fits one column, and what the caption says
+    the column-width table leaves out."""
+
+    text: tuple[str, ...]
+    column: tuple[str, ...]
+    left_out: str
+
+    def keys(self, width: Width) -> tuple[str, ...]:
+        return self.text if width == TEXT else self.column
+
+    def note(self, width: Width) -> str:
+        return "" if width == TEXT else f" {self.left_out}: in the text-width table."
+
+
+COCO_TABLE = WidthLayout(COCO_LAYOUT, COCO_COLUMN_LAYOUT, "AP$_S$, AP$_M$, AP$_L$")
+VIDEO_ACCURACY_TABLE = WidthLayout(tuple(c.key for c in VIDEO_ACCURACY), VIDEO_ACCURACY_COLUMN_LAYOUT,
+                                   "AR$^{vid}_{10}$ and per-frame mask AP")
+VIDEO_CONSISTENCY_TABLE = WidthLayout(tuple(c.key for c in VIDEO_CONSISTENCY),
+                                      VIDEO_CONSISTENCY_COLUMN_LAYOUT, "MOTSA, HOTA, AssA and IDF1")
+
+
 def coco_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, names: DisplayNames,
                width: Width) -> str:
-    keys = COCO_LAYOUT if width == TEXT else COCO_COLUMN_LAYOUT
-    left_out = "" if width == TEXT else " AP$_S$, AP$_M$, AP$_L$: in the text-width table."
-    return paper_table(summaries, keys, names, width, label=f"tab:{suite}-coco",
+    return paper_table(summaries, COCO_TABLE.keys(width), names, width, label=f"tab:{suite}-coco",
                        caption=f"Mask AP on {escape_tex(suite)} (COCO protocol, points): mean {PM} std over "
-                       f"seeds; best in bold.{left_out}")
+                       f"seeds; best in bold.{COCO_TABLE.note(width)}")
 
 
 def voc_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, protocol: str, time_note: str,
@@ -232,24 +253,22 @@ def voc_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, protoco
 
 def video_accuracy_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, names: DisplayNames,
                          width: Width) -> str:
-    keys = tuple(c.key for c in VIDEO_ACCURACY) if width == TEXT else VIDEO_ACCURACY_COLUMN_LAYOUT
-    left_out = "" if width == TEXT else " AR$^{vid}_{10}$ and per-frame mask AP: in the text-width table."
     caption = (f"Video instance segmentation on {escape_tex(suite)}, points: video AP (YouTube-VIS, "
                "spatio-temporal mask IoU of whole tracks) and per-frame mask AP (COCO); mean "
-               f"{PM} std over seeds; best in bold.{left_out}")
-    return paper_table(summaries, keys, names, width, label=f"tab:{suite}-video", caption=caption)
+               f"{PM} std over seeds; best in bold.{VIDEO_ACCURACY_TABLE.note(width)}")
+    return paper_table(summaries, VIDEO_ACCURACY_TABLE.keys(width), names, width, label=f"tab:{suite}-video",
+                       caption=caption)
 
 
 def video_consistency_table(summaries: dict[GroupKey, dict[str, Summary]], suite: str, names: DisplayNames,
                             width: Width) -> str:
-    keys = tuple(c.key for c in VIDEO_CONSISTENCY) if width == TEXT else VIDEO_CONSISTENCY_COLUMN_LAYOUT
-    left_out = "" if width == TEXT else " MOTSA, HOTA, AssA and IDF1: in the text-width table."
     caption = (f"Temporal consistency on {escape_tex(suite)}, instances scoring at least 0.5: MOTS, HOTA "
                "and IDF1 in points, identity switches (IDSW) a count over the test clips, "
                r"$\Delta$IoU the mean frame-to-frame change of a ground-truth track's mask IoU with its "
                f"predicted track in points (lower is steadier); mean {PM} std over seeds; best in "
-               f"bold.{left_out}")
-    return paper_table(summaries, keys, names, width, label=f"tab:{suite}-consistency", caption=caption)
+               f"bold.{VIDEO_CONSISTENCY_TABLE.note(width)}")
+    return paper_table(summaries, VIDEO_CONSISTENCY_TABLE.keys(width), names, width,
+                       label=f"tab:{suite}-consistency", caption=caption)
 
 
 def ablation_table(ablation: Ablation, metric: str, names: DisplayNames, width: Width) -> str:
