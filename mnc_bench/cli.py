@@ -653,7 +653,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         smoke = SmokeSettings(**({"iters": args.smoke_iters} if args.smoke_iters else {}), **sizes)
     return run_command(args.suite, results=args.results, workers=args.workers, executor=args.executor,
                        dry_run=args.dry_run, rerun_failed=args.rerun_failed, reuse=not args.no_reuse,
-                       seeds=args.seeds,
+                       seeds=args.seeds, only=args.only,
                        cfg_options=parse_cfg_options(args.cfg_options), slurm=slurm, track=args.track,
                        started_at=started_at, amp=args.amp, smoke=smoke)
 
@@ -670,7 +670,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     if args.out:
         check_writable_output(args.out, "--out")
-    paths, summary = collect_command(args.suite, results=args.results, out=args.out, include_all=args.all)
+    paths, summary = collect_command(args.suite, results=args.results, out=args.out, include_all=args.all,
+                                     update=args.update)
     print(summary)
     print("wrote " + ", ".join(str(path) for path in paths))
     return 0
@@ -697,6 +698,9 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
                    "config and seed) instead of copying them")
     p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=None, metavar="SEED",
                    help="replace the suite's seeds")
+    p.add_argument("--only", nargs="+", default=None, metavar="RUN_ID",
+                   help="execute just these runs of the plan (ids as --dry-run prints them); the suite's "
+                   "plan for status and collect stays whole")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", type=_cfg_option,
                    help="options for every run, on top of the suite's (e.g. data_root=/data/coco/); part of "
                    "the run ids")
@@ -746,6 +750,9 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
                    help="FILE.parquet or FILE.csv; the other format is written beside it")
     p.add_argument("--all", action="store_true",
                    help="also runs no longer in the suite file (default: the suite's latest plan)")
+    p.add_argument("--update", action="store_true",
+                   help="keep the finished runs of the table already at the output whose folders are gone "
+                   "(the table stays the record of every finished run); runs found are collected afresh")
     p.add_argument("--results", default=RESULTS_ROOT, help=results_help)
     p.set_defaults(handler=_cmd_collect)
 

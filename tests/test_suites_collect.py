@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("mmcv.ops")
 
 from mnc_bench.cli import main  # noqa: E402
-from mnc_bench.suites.collect import collect  # noqa: E402
+from mnc_bench.suites.collect import collect, write_table  # noqa: E402
 from mnc_bench.suites.contract import STANDARD_METRICS  # noqa: E402
 from mnc_bench.suites.record import write_plan  # noqa: E402
 from mnc_bench.suites.rundir import RunDir  # noqa: E402
@@ -70,6 +70,73 @@ def test_plan_follows_the_run_states(suite, tmp_path):
         rerun = [p.action for p in plan_suite(suite, suite_dir, rerun_failed=True)]
     assert actions[:5] == ["skip (done)", "skip (failed)", "resume", "skip (running elsewhere)", "start"]
     assert rerun[1] == "rerun"
+
+
+def test_only_executes_the_named_runs_and_leaves_the_others(suite, tmp_path):
+    suite_dir = tmp_path / "results" / "tiny"
+    dirs = _prepare(suite, suite_dir)
+    _finish(dirs[0], 0.3)
+    dirs[1].update_status(state="running")  # interrupted
+    chosen = {dirs[2].run_id}
+    actions = [p.action for p in plan_suite(suite, suite_dir, only=chosen)]
+    assert actions[:3] == ["skip (done)", "skip (not in --only)", "start"]
+    assert actions[3:] == ["skip (not in --only)"] * (len(dirs) - 3)
+
+
+def test_only_names_a_run_the_suite_does_not_plan(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    code = main(["run", "cascade_depth", "--dry-run", "--seeds", "0", "--only", "0123456789ab"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert err.splitlines() == [err] and "--only 0123456789ab: not a run of suite cascade_depth" in err
+
+
+def test_update_keeps_the_finished_runs_whose_folders_are_gone(suite, tmp_path, capsys):
+    import shutil
+
+    results = tmp_path / "results"
+    suite_dir = results / "tiny"
+    dirs = _prepare(suite, suite_dir)
+    _finish(dirs[0], 0.3)
+    _finish(dirs[1], 0.4)
+    dirs[2].update_status(state="failed", exit_reason="boom")
+    dirs[3].update_status(state="running")
+    _finish(dirs[5], 0.7)
+    assert main(["collect", "tiny", "--results", str(results)]) == 0
+    # the same run (same id) done under another suite, whose table names its own axes
+    other = pd.read_parquet(suite_dir / "collect.parquet")
+    other = other[other["run_id"] == dirs[5].run_id].drop(columns=["axis.train_cfg.max_iters"])
+    write_table(other.assign(suite="other", **{"coco/segm/AP": 0.75}), results / "other" / "collect.parquet")
+    planned = json.loads(dirs[5].file("run.json").read_text())
+    for run_dir in [*dirs[:4], dirs[5]]:  # the machine is given back: every folder but the table's goes
+        shutil.rmtree(run_dir.path)
+    _finish(dirs[4], 0.5)  # a run finished since
+
+    assert main(["collect", "tiny", "--results", str(results), "--update"]) == 0
+    table = pd.read_parquet(suite_dir / "collect.parquet")
+    by_id = table.set_index("run_id")
+    assert by_id.loc[dirs[0].run_id, "coco/segm/AP"] == pytest.approx(0.3)
+    assert by_id.loc[dirs[1].run_id, "coco/segm/AP"] == pytest.approx(0.4)
+    assert by_id.loc[dirs[2].run_id, "failure_reason"] == "boom"
+    assert dirs[3].run_id not in by_id.index  # it was running: nothing of it is left to keep
+    assert by_id.loc[dirs[4].run_id, "coco/segm/AP"] == pytest.approx(0.5)
+    assert by_id.loc[dirs[0].run_id, "axis.train_cfg.max_iters"] == 2 and str(table["seed"].dtype) == "Int64"
+    assert table["run_id"].is_unique
+    assert by_id.loc[dirs[5].run_id, "coco/segm/AP"] == pytest.approx(0.7)  # its own row before the other's
+    assert pd.read_csv(suite_dir / "collect.csv")["run_id"].tolist() == table["run_id"].tolist()
+
+    for name in ("collect.parquet", "collect.csv"):  # without its own record, the run comes from the other
+        (suite_dir / name).unlink()
+    assert main(["collect", "tiny", "--results", str(results), "--update"]) == 0
+    reused = pd.read_parquet(suite_dir / "collect.parquet").set_index("run_id").loc[dirs[5].run_id]
+    assert reused["coco/segm/AP"] == pytest.approx(0.75) and reused["suite"] == "tiny"
+    assert reused["reused_from"] == f"other/{dirs[5].run_id}"
+    assert reused["axis.train_cfg.max_iters"] == planned["axes"]["train_cfg.max_iters"]
+    assert reused["seed"] == planned["seed"] and reused["variant"] == planned["variant"]
+
+    assert main(["collect", "tiny", "--results", str(results)]) == 0  # without --update: the folders only
+    assert dirs[0].run_id not in set(pd.read_parquet(suite_dir / "collect.parquet")["run_id"])
+    capsys.readouterr()
 
 
 def test_collect_writes_one_row_per_run_in_the_shared_schema(suite, tmp_path, capsys):

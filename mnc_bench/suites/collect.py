@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,20 @@ from mnc_bench.evaluation.robustness import PREFIX as ROBUSTNESS_PREFIX
 from mnc_bench.evaluation.robustness import RECORD_FILE, read_summary
 from mnc_bench.io import atomic_open
 from mnc_bench.suites.contract import (
+    AXIS_PREFIX,
     COCO_IOU_TYPES,
+    FINISHED_STATES,
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
+    LEADING_COLUMNS,
     METRICS_JSON,
     RUN_STATS_COLUMNS,
     RUN_STATS_JSON,
     STANDARD_METRICS,
     TABLE_FORMATS,
     TEXT_COLUMNS,
+    TRAILING_COLUMNS,
+    RunRecord,
     RunState,
     axis_column,
     table_columns,
@@ -66,7 +72,54 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
     found = {key for row in rows for key in row if key.startswith(ROBUSTNESS_PREFIX)}
     robustness = sorted(found - set(metrics), key=robustness_order)
     metrics += robustness
-    table = pd.DataFrame(rows, columns=table_columns(axes, metrics))
+    return _typed(pd.DataFrame(rows, columns=table_columns(axes, metrics)), axes, metrics)
+
+
+def keep_gone_runs(table: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """``table`` plus the finished (done or failed) runs of an earlier collected table ``previous`` whose
+    folders are gone, as they were collected: the table stays the record of every finished run after its run
+    folders are deleted (a scratch file system purged, a machine given back). Runs found again are collected
+    afresh; runs the earlier table saw unfinished are dropped with their folders."""
+    gone = previous[~previous["run_id"].isin(table["run_id"]) & previous["status"].isin(FINISHED_STATES)]
+    return _appended(table, gone)
+
+
+def reuse_rows(table: pd.DataFrame, plan: Sequence[RunRecord],
+               others: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """``table`` plus the runs of the suite's ``plan`` that it lacks but that are done under another suite
+    (``others``: suite name -> collected table), with this suite's axes and ``reused_from`` naming the source:
+    the runner's reuse by run id (same resolved config and seed), for runs whose folders are gone."""
+    missing = {run.run_id: run for run in plan if run.run_id not in set(table["run_id"])}
+    rows = []
+    for name, other in others.items():
+        for _, row in other[other["status"] == RunState.DONE].iterrows():
+            run = missing.pop(row["run_id"], None)
+            if run is None:
+                continue
+            reused = {key: value for key, value in row.items() if not key.startswith((AXIS_PREFIX, "_"))}
+            reused.update(suite=run.suite, config=run.config, model=run.model, variant=run.variant,
+                          reused_from=row["reused_from"] or f"{name}/{run.run_id}")
+            reused.update({axis_column(key): value for key, value in run.axes.items()})
+            rows.append(reused)
+    return _appended(table, pd.DataFrame(rows))
+
+
+def _appended(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``rows`` below it, in the columns of both (axes, then metrics, in the contract's order)
+    and the contract's types."""
+    if rows.empty:
+        return table
+    known = [c for c in dict.fromkeys([*table.columns, *rows.columns]) if not c.startswith("_")]
+    axes = [c[len(AXIS_PREFIX):] for c in known if c.startswith(AXIS_PREFIX)]
+    fixed = {*LEADING_COLUMNS, *TRAILING_COLUMNS}
+    metrics = [c for c in known if c not in fixed and not c.startswith(AXIS_PREFIX)]
+    both = pd.concat([table.astype(object), rows.astype(object)], ignore_index=True)
+    return _typed(both.reindex(columns=table_columns(axes, metrics)), axes, metrics)
+
+
+def _typed(table: pd.DataFrame, axes: list[str], metrics: list[str]) -> pd.DataFrame:
+    """The table with the contract's column types: axis values as collected, metrics and the float run
+    statistics as float64, the integer ones as nullable Int64, text as str."""
     for key in axes:
         table[axis_column(key)] = _axis_column(table[axis_column(key)])
     for column in [*metrics, *FLOAT_COLUMNS]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +21,10 @@ from mnc_bench.suites.contract import (
 from mnc_bench.suites.smoke import SmokeSettings
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mnc_bench.suites.executors import Executor, LocalExecutor
-    from mnc_bench.suites.spec import SlurmSettings, Suite
+    from mnc_bench.suites.spec import RunSpec, SlurmSettings, Suite
 
 
 def results_dir_of(suite: str, results: str | Path = RESULTS_ROOT) -> Path:
@@ -46,19 +48,20 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
                 reuse: bool = True, seeds: Sequence[int] | None = None,
                 cfg_options: Mapping[str, Any] | None = None, slurm: Mapping[str, Any] | None = None,
                 track: str | None = None, started_at: float | None = None, amp: bool = False,
-                smoke: SmokeSettings | None = None, echo: Callable[[str], None] = print) -> int:
+                smoke: SmokeSettings | None = None, only: Sequence[str] | None = None,
+                echo: Callable[[str], None] = print) -> int:
     """Validate and run a suite; returns the exit code (1 if a run failed in this invocation). ``reuse``: copy
     runs finished under another suite of ``results`` instead of training them (see
     :mod:`mnc_bench.suites.reuse`). ``track``: ``mlflow`` or ``mlflow=URI`` (see
     :mod:`mnc_bench.suites.tracking`). ``amp``: every run in mixed precision (part of the run ids). ``smoke``:
     a rehearsal of every run (see :mod:`mnc_bench.suites.smoke`); returns 1 unless every run's verdict is
-    ok."""
+    ok. ``only``: execute just these run ids of the plan."""
     from mnc_bench.suites.runner import run_suite
     from mnc_bench.suites.spec import load_suite
 
     started_at = started_at or time.time()
     _check_run_options(suite, executor=executor, workers=workers, results=results, dry_run=dry_run, amp=amp,
-                       smoke=smoke is not None, track=track)
+                       smoke=smoke is not None, track=track, only=only)
     if amp:
         from mnc_bench.amp import amp_options
 
@@ -70,6 +73,8 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
                                 distributed=executor == "slurm")
         if local is not None and smoke is None:  # a rehearsal on one device checks everything but the batch
             _require_one_gpu_per_run(suite_spec)
+        if only is not None:
+            _require_run_ids(suite_spec, only)
         notes: dict[str, str] = {}
         if smoke is not None:
             from mnc_bench.suites.smoke import clear_smoke_results, smoke_root, smoke_suite
@@ -82,7 +87,8 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
         runner = local or _slurm_executor(suite_spec.slurm, suite_dir, len(suite_spec.runs), uri)
         before = _failed_ids(suite_dir)
         record = run_suite(suite_spec, suite_dir, executor=runner, rerun_failed=rerun_failed, reuse=reuse,
-                           dry_run=dry_run, started_at=started_at, echo=echo)
+                           only=None if only is None else frozenset(only), dry_run=dry_run,
+                           started_at=started_at, echo=echo)
     finally:
         if local is not None:
             local.close()
@@ -95,7 +101,7 @@ def run_command(suite: str, *, results: str | Path = RESULTS_ROOT, workers: int 
 
 
 def _check_run_options(suite: str, *, executor: str, workers: int, results: str | Path, dry_run: bool,
-                       amp: bool, smoke: bool, track: str | None) -> None:
+                       amp: bool, smoke: bool, track: str | None, only: Sequence[str] | None) -> None:
     """The options of ``run`` that can be judged before the suite is read, each a one-line UserError."""
     if executor not in EXECUTORS:
         raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
@@ -106,6 +112,17 @@ def _check_run_options(suite: str, *, executor: str, workers: int, results: str 
     _require_gpu_ready(executor, f"suite {suite_name(suite)}", amp=amp)
     if smoke and track:
         raise UserError("--smoke rehearses the runs; it does not track them (drop --track)")
+    if smoke and only is not None:
+        raise UserError("--smoke rehearses every run of the suite (drop --only)")
+
+
+def _require_run_ids(suite: Suite, only: Sequence[str]) -> None:
+    """Each id of ``--only`` names a run of the suite's plan (the ids depend on --seeds and --cfg-options)."""
+    planned = {spec.run_id for spec in suite.runs}
+    for run_id in only:
+        if run_id not in planned:
+            raise UserError(f"--only {run_id}: not a run of suite {suite.name} with these seeds and options "
+                            f"(its run ids: mnc-bench run {suite.name} --dry-run)")
 
 
 def _require_one_gpu_per_run(suite: Suite) -> None:
@@ -229,15 +246,52 @@ def status_command(suite: str, *, results: str | Path = RESULTS_ROOT) -> str:
     return format_status(existing_results_dir(suite, results))
 
 
+def _updated(table: pd.DataFrame, suite_dir: Path, out: Path) -> pd.DataFrame:
+    """``collect --update``: the earlier table's finished runs whose folders are gone, then the plan's runs
+    done under the other suites whose tables lie beside ``out``'s folder."""
+    from mnc_bench.reporting.table import find_table, read_table
+    from mnc_bench.suites.collect import keep_gone_runs, reuse_rows
+
+    if out.is_file():
+        table = keep_gone_runs(table, read_table(out))
+    root = out.parent.parent
+    others = {folder.name: read_table(find_table(folder.name, root)) for folder in sorted(root.iterdir())
+              if folder.name != suite_dir.name and any((folder / name).is_file() for name in COLLECT_TABLES)}
+    if not others:
+        return table
+    return reuse_rows(table, _planned_runs(suite_dir, others.values()), others)
+
+
+def _planned_runs(suite_dir: Path, tables: Iterable[pd.DataFrame]) -> list[RunSpec]:
+    """The runs of the suite's latest plan (suite.json) at the seeds the ``tables`` hold."""
+    from mnc_bench.suites.record import read_suite_record
+    from mnc_bench.suites.spec import load_suite
+
+    record = read_suite_record(suite_dir)
+    planned = set(record.get("run_ids") or [])
+    seeds = sorted({int(seed) for table in tables for seed in table["seed"]})
+    if not planned or not seeds:
+        return []
+    suite = load_suite(record.get("suite_file") or suite_dir.name, seeds=seeds, build_models=False)
+    return [spec for spec in suite.runs if spec.run_id in planned]
+
+
 def collect_command(suite: str, *, results: str | Path = RESULTS_ROOT, out: str | Path | None = None,
-                    include_all: bool = False) -> tuple[list[Path], str]:
-    """Write the tidy table (parquet + CSV); return the paths and a printable summary."""
+                    include_all: bool = False, update: bool = False) -> tuple[list[Path], str]:
+    """Write the tidy table (parquet + CSV); return the paths and a printable summary. ``update``: the table
+    stays the record of every finished run when run folders are gone: it keeps the finished runs of the table
+    already at ``out``, and takes the runs of the suite's plan done under another suite from the tables beside
+    it (see :func:`~mnc_bench.suites.collect.keep_gone_runs` and
+    :func:`~mnc_bench.suites.collect.reuse_rows`)."""
     from mnc_bench.suites.collect import collect, format_summary, write_table
     from mnc_bench.suites.record import read_suite_record
 
     suite_dir = results_dir_of(suite, results)
+    out = Path(out or suite_dir / COLLECT_TABLES[0])
     table = collect(suite_dir, include_all=include_all)
+    if update:
+        table = _updated(table, suite_dir, out)
     if table.empty:
         raise UserError(f"no runs in {suite_dir}")
-    paths = write_table(table, out or suite_dir / COLLECT_TABLES[0])
+    paths = write_table(table, out)
     return paths, format_summary(table, read_suite_record(suite_dir).get("metrics"))

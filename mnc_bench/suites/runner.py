@@ -9,6 +9,9 @@ What happens to each run of the plan:
 - ``running`` without one (the runner or the machine died): resumed from its last whole checkpoint;
 - ``pending`` or new: started.
 
+``only`` (``--only RUN_ID ...``) executes just the named runs of the plan; the others are left as they are
+(``skip (not in --only)``), and the plan recorded for ``status`` and ``collect`` stays the whole suite.
+
 A run that would execute (start, resume, rerun) but is ``done`` under another suite of the same results root
 (same id: same resolved config and seed) is copied from there instead (``reuse``; see
 :mod:`~mnc_bench.suites.reuse`), unless ``reuse=False`` (``--no-reuse``). A copy that lacks metrics this suite
@@ -25,7 +28,7 @@ import json
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -53,7 +56,8 @@ EXECUTING = ("start", "resume", "rerun")
 REUSING = ("reuse", "reuse, then score")
 # How long a finished worker's forked children may hold its run's lock (see _still_held).
 ORPHAN_WAIT_S = 15.0
-ACTIONS = (*EXECUTING, *REUSING, "skip (done)", "skip (failed)", "skip (running elsewhere)")
+NOT_CHOSEN = "skip (not in --only)"
+ACTIONS = (*EXECUTING, *REUSING, "skip (done)", "skip (failed)", "skip (running elsewhere)", NOT_CHOSEN)
 
 
 @dataclass
@@ -69,12 +73,14 @@ class PlannedRun:
 
 
 def plan_suite(suite: Suite, suite_dir: str | Path, *, rerun_failed: bool = False,
-               reuse: bool = True) -> list[PlannedRun]:
+               reuse: bool = True, only: Collection[str] | None = None) -> list[PlannedRun]:
     """What this invocation does with each run of the suite (see the module docstring)."""
     plan = []
     for spec in suite.runs:
         run_dir = RunDir(Path(suite_dir) / spec.run_id)
         action = _action(run_dir, rerun_failed)
+        if only is not None and spec.run_id not in only and action in EXECUTING:
+            action = NOT_CHOSEN
         source = None
         if reuse and action in EXECUTING:
             source = find_done_run(Path(suite_dir).parent, spec.run_id, exclude=suite_dir,
@@ -109,13 +115,14 @@ def format_plan(suite: Suite, plan: list[PlannedRun]) -> list[str]:
 
 
 def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Executor, rerun_failed: bool = False,
-              reuse: bool = True, dry_run: bool = False, started_at: float | None = None,
-              echo: Callable[[str], None] = print, progress_stream: IO[str] | None = None) -> dict[str, Any]:
+              reuse: bool = True, only: Collection[str] | None = None, dry_run: bool = False,
+              started_at: float | None = None, echo: Callable[[str], None] = print,
+              progress_stream: IO[str] | None = None) -> dict[str, Any]:
     """Plan, print the plan, and (unless ``dry_run``) copy the reusable runs and execute those that need it.
     Returns the invocation record, which is appended to suite.json unless ``dry_run``."""
     started_at = started_at or time.time()
     suite_dir = Path(suite_dir)
-    plan = plan_suite(suite, suite_dir, rerun_failed=rerun_failed, reuse=reuse)
+    plan = plan_suite(suite, suite_dir, rerun_failed=rerun_failed, reuse=reuse, only=only)
     for line in format_plan(suite, plan):
         echo(line)
     record: dict[str, Any] = dict(started_at=started_at, validated_at=time.time(), executor=executor.name,
