@@ -102,13 +102,18 @@ def test_update_keeps_the_finished_runs_whose_folders_are_gone(suite, tmp_path, 
     dirs[2].update_status(state="failed", exit_reason="boom")
     dirs[3].update_status(state="running")
     _finish(dirs[5], 0.7)
-    assert main(["collect", "tiny", "--results", str(results)]) == 0
+    stale = RunDir(suite_dir / "0123456789ab")  # a run of an axis value since removed from the suite
+    record = json.loads(dirs[0].file("run.json").read_text())
+    stale.write_json("run.json", {**record, "run_id": "0123456789ab"})
+    _finish(stale, 0.9)
+    assert main(["collect", "tiny", "--results", str(results), "--all"]) == 0
+    shutil.copy(suite_dir / "collect.parquet", suite_dir / "all.parquet")
     # the same run (same id) done under another suite, whose table names its own axes
     other = pd.read_parquet(suite_dir / "collect.parquet")
     other = other[other["run_id"] == dirs[5].run_id].drop(columns=["axis.train_cfg.max_iters"])
     write_table(other.assign(suite="other", **{"coco/segm/AP": 0.75}), results / "other" / "collect.parquet")
     planned = json.loads(dirs[5].file("run.json").read_text())
-    for run_dir in [*dirs[:4], dirs[5]]:  # the machine is given back: every folder but the table's goes
+    for run_dir in [*dirs[:4], dirs[5], stale]:  # the machine is given back: only the tables stay
         shutil.rmtree(run_dir.path)
     _finish(dirs[4], 0.5)  # a run finished since
 
@@ -119,12 +124,16 @@ def test_update_keeps_the_finished_runs_whose_folders_are_gone(suite, tmp_path, 
     assert by_id.loc[dirs[1].run_id, "coco/segm/AP"] == pytest.approx(0.4)
     assert by_id.loc[dirs[2].run_id, "failure_reason"] == "boom"
     assert dirs[3].run_id not in by_id.index  # it was running: nothing of it is left to keep
+    assert "0123456789ab" not in by_id.index  # no longer planned (kept with --all)
     assert by_id.loc[dirs[4].run_id, "coco/segm/AP"] == pytest.approx(0.5)
     assert by_id.loc[dirs[0].run_id, "axis.train_cfg.max_iters"] == 2 and str(table["seed"].dtype) == "Int64"
     assert table["run_id"].is_unique
     assert by_id.loc[dirs[5].run_id, "coco/segm/AP"] == pytest.approx(0.7)  # its own row before the other's
     assert pd.read_csv(suite_dir / "collect.csv")["run_id"].tolist() == table["run_id"].tolist()
 
+    assert main(["collect", "tiny", "--results", str(results), "--update", "--all",
+                 "--out", str(suite_dir / "all.parquet")]) == 0
+    assert "0123456789ab" in set(pd.read_parquet(suite_dir / "all.parquet")["run_id"])
     for name in ("collect.parquet", "collect.csv"):  # without its own record, the run comes from the other
         (suite_dir / name).unlink()
     assert main(["collect", "tiny", "--results", str(results), "--update"]) == 0

@@ -5,10 +5,10 @@
 # same clip, and the tracker that scores a match by embedding similarity, detection score, box IoU and label
 # agreement (mmdet's match weights, 20 frames of memory). Everything else follows mmdet's
 # configs/masktrack_rcnn/masktrack-rcnn_mask-rcnn_r50_fpn_8xb1-12e_youtubevis2019.py; the schedule is the
-# shapes one (1000 iterations of batch 8 key frames, each with its reference frame). One difference (our
-# choice, as every shapes model trains from scratch): mmdet's recipe initialises the whole detector from a
-# COCO-trained Mask R-CNN (`detector.init_cfg`), this one trains detector and tracking head together from
-# scratch; its seed-0 detector lags the same Mask R-CNN trained on the frames (docs/results.md, video).
+# shapes one (1000 iterations of batch 8 key frames, each with its reference frame). mmdet's recipe
+# initialises the whole detector from a COCO-trained Mask R-CNN (`detector.init_cfg`); the video_consistency
+# suite starts it from its per-frame Mask R-CNN run of the same seed (`start_from`, docs/suites.md). Trained
+# alone (`mnc-bench train` of this config), detector and tracking head start from scratch.
 _base_ = ['../mask_rcnn/mask_rcnn_shapes.py', '../_base_/datasets/shapes_video.py']
 
 detector = _base_.model

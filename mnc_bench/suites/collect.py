@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,16 @@ def collect(suite_dir: str | Path, *, include_all: bool = False) -> pd.DataFrame
     return _typed(pd.DataFrame(rows, columns=table_columns(axes, metrics)), axes, metrics)
 
 
-def keep_gone_runs(table: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+def keep_gone_runs(table: pd.DataFrame, previous: pd.DataFrame,
+                   planned: Collection[str] | None = None) -> pd.DataFrame:
     """``table`` plus the finished (done or failed) runs of an earlier collected table ``previous`` whose
     folders are gone, as they were collected: the table stays the record of every finished run after its run
     folders are deleted (a scratch file system purged, a machine given back). Runs found again are collected
-    afresh; runs the earlier table saw unfinished are dropped with their folders."""
+    afresh; runs the earlier table saw unfinished are dropped with their folders, and so are runs no longer
+    ``planned`` (when given: the suite's latest plan)."""
     gone = previous[~previous["run_id"].isin(table["run_id"]) & previous["status"].isin(FINISHED_STATES)]
+    if planned is not None:
+        gone = gone[gone["run_id"].isin(planned)]
     return _appended(table, gone)
 
 

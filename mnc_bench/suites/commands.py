@@ -246,14 +246,17 @@ def status_command(suite: str, *, results: str | Path = RESULTS_ROOT) -> str:
     return format_status(existing_results_dir(suite, results))
 
 
-def _updated(table: pd.DataFrame, suite_dir: Path, out: Path) -> pd.DataFrame:
-    """``collect --update``: the earlier table's finished runs whose folders are gone, then the plan's runs
-    done under the other suites whose tables lie beside ``out``'s folder."""
+def _updated(table: pd.DataFrame, suite_dir: Path, out: Path, include_all: bool) -> pd.DataFrame:
+    """``collect --update``: the earlier table's finished runs whose folders are gone (of the latest plan,
+    unless ``include_all``), then the plan's runs done under the other suites whose tables lie beside
+    ``out``'s folder."""
     from mnc_bench.reporting.table import find_table, read_table
     from mnc_bench.suites.collect import keep_gone_runs, reuse_rows
+    from mnc_bench.suites.record import read_suite_record
 
     if out.is_file():
-        table = keep_gone_runs(table, read_table(out))
+        planned = None if include_all else read_suite_record(suite_dir).get("run_ids") or None
+        table = keep_gone_runs(table, read_table(out), planned)
     root = out.parent.parent
     others = {folder.name: read_table(find_table(folder.name, root)) for folder in sorted(root.iterdir())
               if folder.name != suite_dir.name and any((folder / name).is_file() for name in COLLECT_TABLES)}
@@ -290,7 +293,7 @@ def collect_command(suite: str, *, results: str | Path = RESULTS_ROOT, out: str 
     out = Path(out or suite_dir / COLLECT_TABLES[0])
     table = collect(suite_dir, include_all=include_all)
     if update:
-        table = _updated(table, suite_dir, out)
+        table = _updated(table, suite_dir, out, include_all)
     if table.empty:
         raise UserError(f"no runs in {suite_dir}")
     paths = write_table(table, out)

@@ -50,6 +50,7 @@ from mnc_bench.suites.record import append_invocation, write_plan
 from mnc_bench.suites.reuse import Source, copy_run, find_done_run, source_name
 from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso
 from mnc_bench.suites.spec import RunSpec, Suite
+from mnc_bench.suites.start_from import check_starting_runs
 from mnc_bench.suites.worker import EXIT_BUSY, EXIT_INTERRUPTED
 
 EXECUTING = ("start", "resume", "rerun")
@@ -91,9 +92,15 @@ def plan_suite(suite: Suite, suite_dir: str | Path, *, rerun_failed: bool = Fals
     return plan
 
 
+def _state(path: Path) -> str | None:
+    """The state of the run folder at ``path``; None where there is no run."""
+    run_dir = RunDir(path)
+    return run_dir.state if run_dir.file(RUN_JSON).is_file() else None
+
+
 def _action(run_dir: RunDir, rerun_failed: bool) -> str:
     """What the run's own directory calls for."""
-    state = run_dir.state if run_dir.file(RUN_JSON).is_file() else "new"
+    state = _state(run_dir.path) or "new"
     if state == RunState.DONE:
         return "skip (done)"
     if state == RunState.FAILED:
@@ -131,6 +138,7 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Executor, rerun_
         return record
     record["reused"] = sum(_reuse(p, rerun_failed, echo) for p in plan if p.action in REUSING)
     todo = [p for p in plan if p.executes]
+    check_starting_runs([p.spec for p in todo], lambda run_id: _state(suite_dir / run_id))
     prepare_runs(todo, suite, suite_dir)
     events = RunEvents(_progress(suite, plan, todo, executor.workers, progress_stream))
     if todo:

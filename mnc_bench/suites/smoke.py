@@ -24,6 +24,7 @@ from mnc_bench.errors import UserError
 from mnc_bench.suites.contract import RunState
 from mnc_bench.suites.rundir import RunDir
 from mnc_bench.suites.spec import RunSpec, Suite, run_id
+from mnc_bench.suites.start_from import with_run_id
 
 SMOKE_DIR = "smoke"  # under the results root
 
@@ -49,12 +50,12 @@ def smoke_suite(suite: Suite, settings: SmokeSettings) -> tuple[Suite, dict[str,
     weights differ from the real run's."""
     from mnc_bench.config_loading import load_config
 
-    runs, notes = [], {}
-    for spec in suite.runs:
+    runs, notes, smoke_ids = [], {}, {}
+    for spec in suite.runs:  # a run that starts from another comes after it: it starts from its rehearsal
         options, note = smoke_options(spec.cfg, settings)
-        cfg_options = {**spec.cfg_options, **options}
+        cfg_options = {**with_run_id(spec.cfg_options, smoke_ids), **options}
         cfg = load_config(spec.config, cfg_options)
-        smoke_id = run_id(cfg, spec.seed)
+        smoke_id = smoke_ids[spec.run_id] = run_id(cfg, spec.seed)
         runs.append(dataclasses.replace(spec, run_id=smoke_id, cfg_options=cfg_options, cfg=cfg))
         if note:
             notes[smoke_id] = note

@@ -14,6 +14,8 @@ A suite is a YAML file (read with a safe loader: a suite file never runs code)::
     metrics: [coco/segm/AP, proposals/AR@100]  # optional: the metric columns `collect` keeps; proposal
                                              # recall, coco/boundary/* and tide/* are computed only if named
     slurm: {partition: gpu, gpus_per_run: 1, timeout_min: 720, array_parallelism: 8}
+    start_from:                              # optional: runs that start from another run's final checkpoint
+      - {config: ..., from: ..., module: model.detector, prefix: detector.}   # (see suites.start_from)
 
 An axis key is any config key in ``--cfg-options`` form and must exist in the run's config; a dict value is
 merged into the dict at that key (the way to set keys a config leaves to the model's defaults).
@@ -50,8 +52,9 @@ from mnc_bench.suites.contract import (
     suite_file_candidates,
     suite_name,
 )
+from mnc_bench.suites.start_from import StartFrom, init_option, parse_start_from
 
-SUITE_KEYS = ("base", "grid", "zip", "seeds", "cfg_options", "metrics", "slurm")
+SUITE_KEYS = ("base", "grid", "zip", "seeds", "cfg_options", "metrics", "slurm", "start_from")
 # Config entries that cannot change a run's results: left out of the run id.
 NEUTRAL_KEYS = ("work_dir", "launcher", "resume", "log_level", "log_processor", "visualizer", "vis_backends",
                 "dataset_layout", "default_hooks.logger", "default_hooks.checkpoint", "default_hooks.timer",
@@ -172,6 +175,7 @@ class _Sections:
     seeds: list[int]
     metrics: list[str] | None
     slurm: SlurmSettings
+    start_from: list[StartFrom] = field(default_factory=list)
 
     @property
     def axis_keys(self) -> list[str]:
@@ -214,10 +218,12 @@ def _check_sections(data: Mapping[str, Any], where: str, seeds: Sequence[int] | 
         raise UserError(f"{where}: cfg_options.config: the model config is `base` or a `config` axis")
     _check_axes_set_once([*grid, *zipped], options, extra, where)
     base = _base(data, grid, zipped, where)
+    configs = [str(c) for c in grid.get("config") or zipped.get("config") or [base]]
     return _Sections(grid=grid, zipped=zipped, options=options, extra=extra, base=base,
                      seeds=_seeds(data.get("seeds", [0]) if seeds is None else list(seeds), where),
                      metrics=_metrics(data.get("metrics"), where),
-                     slurm=SlurmSettings.from_mapping(_mapping(data.get("slurm"), f"{where}: slurm"), where))
+                     slurm=SlurmSettings.from_mapping(_mapping(data.get("slurm"), f"{where}: slurm"), where),
+                     start_from=parse_start_from(data.get("start_from"), configs, where))
 
 
 def _check_zip_lengths(zipped: Mapping[str, list[Any]], where: str) -> None:
@@ -269,7 +275,36 @@ def _expand_runs(name: str, sections: _Sections, where: str, build_models: bool,
                                 "the same config and seed")
             seen[spec.run_id] = spec
             runs.append(spec)
+    if sections.start_from:
+        return _started_from(runs, sections.start_from, resolver, world_size, where)
     return runs
+
+
+def _started_from(runs: list[RunSpec], entries: list[StartFrom], resolver: _Resolver, world_size: int,
+                  where: str) -> list[RunSpec]:
+    """The runs with those of each ``start_from`` entry's config linked to their starting run (the run of the
+    entry's ``from`` config with the same seed and other axis values) and placed after every other run, so
+    that the runs they start from are scheduled first."""
+    entry_of = {entry.config: entry for entry in entries}
+
+    def key(spec: RunSpec, config: str) -> tuple[str, int, str]:
+        others = {k: v for k, v in spec.axes.items() if k != "config"}
+        return config, spec.seed, json.dumps(others, sort_keys=True, default=repr)
+
+    by_key = {key(spec, spec.config): spec for spec in runs}
+    linked = []
+    for spec in runs:
+        entry = entry_of.get(spec.config)
+        if entry is None:
+            continue
+        source = by_key.get(key(spec, entry.source))
+        if source is None:
+            raise UserError(f"{where}: start_from: run [{spec.label}] has no run of {entry.source} with its "
+                            "seed and axis values to start from")
+        options = {**spec.cfg_options, **init_option(entry, source.run_id)}
+        cfg, options = resolver.resolve(spec.config, options)
+        linked.append(replace(spec, run_id=run_id(cfg, spec.seed, world_size), cfg_options=options, cfg=cfg))
+    return [spec for spec in runs if spec.config not in entry_of] + linked
 
 
 def read_suite_file(path: Path) -> dict[str, Any]:
@@ -343,15 +378,15 @@ class _Resolver:
 
     def resolve(self, config: str, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
         """(resolved config, the options as applied): a mapping given for a key whose config value is not a
-        mapping (e.g. ``proposal_control=None``) replaces it (mmengine's ``_delete_``) instead of failing."""
+        mapping (e.g. ``proposal_control=None``, or a module's ``init_cfg=None`` inside a mapping) replaces it
+        (mmengine's ``_delete_``) instead of failing."""
         from mnc_bench.config_loading import load_config
 
         raw = self.raw(config)
         applied = {}
         for key, value in options.items():
             current = _check_option(raw, key, value, f"{self.where}: {key}", config)
-            replace = isinstance(value, Mapping) and not isinstance(current, Mapping)
-            applied[key] = {**value, "_delete_": True} if replace else value
+            applied[key] = _replacing(value, current)
         try:
             return load_config(config, applied), applied
         except UserError as exc:
@@ -377,6 +412,19 @@ class _Resolver:
             raise UserError(f"{self.where}: {what}: the model does not build: {type(exc).__name__}: "
                             f"{one_line(exc)}") from exc
         self._built.add(key)
+
+
+_ABSENT = object()
+
+
+def _replacing(value: Any, current: Any) -> Any:
+    """``value`` marked (``_delete_``) to replace each config value it gives a mapping for that is not one;
+    keys the config lacks are added as given."""
+    if not isinstance(value, Mapping) or current is _ABSENT:
+        return value
+    if not isinstance(current, Mapping):
+        return {**value, "_delete_": True}
+    return {key: _replacing(item, current.get(key, _ABSENT)) for key, item in value.items()}
 
 
 def _check_option(cfg: Any, key: str, value: Any, where: str, config: str) -> Any:

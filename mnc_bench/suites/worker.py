@@ -145,9 +145,10 @@ def _train(run_dir: RunDir, run_record: RunRecord, launcher: str, *, main: bool,
     from mnc_bench.checkpoints import latest_good_checkpoint
     from mnc_bench.config_loading import load_config
     from mnc_bench.suites import hooks  # noqa: F401 - registers SuiteRunHook
+    from mnc_bench.suites.start_from import with_checkpoint
     from mnc_bench.training import train
 
-    options = dict(run_record.cfg_options)
+    options = with_checkpoint(run_record.cfg_options, run_dir.path.parent)
     cfg = load_config(run_record.config, options)
     train_options = {
         **options,
