@@ -15,8 +15,11 @@ from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.config_loading import load_config  # noqa: E402
 from mnc_bench.data.layouts import COCO_CATEGORY_IDS, write_layout_dataset  # noqa: E402
 from mnc_bench.errors import UserError  # noqa: E402
-from mnc_bench.suites.smoke import SmokeSettings, smoke_options, smoke_suite  # noqa: E402
+from mnc_bench.suites.contract import LOG_TXT  # noqa: E402
+from mnc_bench.suites.rundir import list_run_dirs  # noqa: E402
+from mnc_bench.suites.smoke import SmokeSettings, smoke_options, smoke_root, smoke_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
+from mnc_bench.suites.start_from import starting_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = sorted((REPO / "configs" / "ablations").glob("*.yaml"))
@@ -162,3 +165,10 @@ def test_every_shipped_suite_passes_its_smoke_rehearsal(suite, request, tmp_path
     assert f"smoke {suite.stem}: " in out, captured.err  # it stopped before rehearsing: the error says why
     verdicts = out[out.index(f"smoke {suite.stem}: "):]
     assert code == 0, verdicts
+    started = 0  # start_from is rehearsed too: each such run starts from its starting run's rehearsal
+    for run_dir in list_run_dirs(smoke_root(tmp_path / "results") / suite.stem):
+        source = starting_run(run_dir.read_run().cfg_options)
+        if source is not None:
+            assert f"=== starting from run {source}: " in run_dir.file(LOG_TXT).read_text()
+            started += 1
+    assert (started > 0) == ("start_from" in yaml.safe_load(suite.read_text()))
