@@ -164,11 +164,18 @@ def test_the_report_has_a_claims_section_and_table(results, tmp_path):
           higher: {model.cascade.num_stages: 5, model.cascade.share_weights: true, \
 model.cascade.box_grad: true}
           than: {model.cascade.num_stages: 3, model.cascade.box_grad: true}
+        - claim: Jitter hurts
+          suite: proposal_quality
+          metrics: [coco/segm/AP]
+          higher: {model.proposal_control: null}
+          than: {model.proposal_control: {jitter: 0.2}}
         """))
     written = write_report(["cascade_depth"], tmp_path / "out", results_dir=results, bench=None,
                            figures=False, claims=claims)
     text = (written.out / "report.md").read_text()
     section = text.split("## Claims", 1)[1].split("\n## ", 1)[0]
+    assert "Jitter hurts" not in section  # a claim about a suite not in the report is left to its report
+    assert "claims about `proposal_quality` are left to a report of those suites." in section
     table = pd.read_parquet(results / "cascade_depth" / "collect.parquet")
     grad = table["axis.model.cascade.box_grad"].astype(bool)
     five = table[(table["axis.model.cascade.num_stages"] == 5) & table["axis.model.cascade.share_weights"]

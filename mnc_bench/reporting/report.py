@@ -216,7 +216,9 @@ def write_report(
     claim_list = load_claims(claims) if claims else []
     inputs = load_inputs(list(suites), results_dir=results_dir, bench=bench)
     a = analyse(inputs, metric, baseline, display_name_overrides)
-    verdicts = evaluate_claims(claim_list, a.done)
+    reported = set(inputs.runs["suite"])
+    verdicts = evaluate_claims([c for c in claim_list if c.suite in reported], a.done)
+    elsewhere = sorted({c.suite for c in claim_list} - reported)
     widths = dict(table_widths or {})
     tables = plan_tables(a, verdicts)
     for key in unused_keys(widths, tables):
@@ -241,7 +243,7 @@ def write_report(
     blocks = [
         *sections.overview(a, suites, prov.dirty_runs),
         *sections.main_table(a),
-        *sections.claims_section(verdicts),
+        *sections.claims_section(verdicts, elsewhere),
         *sections.baseline_section(a),
         *sections.ablation_sections(a),
         *diagnostics.sections(a.done, a.names),

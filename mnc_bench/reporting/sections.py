@@ -203,9 +203,13 @@ def ablation_sections(a: Analysis) -> list[Block]:
     return blocks
 
 
-def claims_section(results: list[ClaimResult]) -> list[Block]:
+def claims_section(results: list[ClaimResult], elsewhere: Sequence[str] = ()) -> list[Block]:
+    """The verdicts, and a line naming the suites of the claims file's other claims (``elsewhere``), which
+    the report leaves to a report of those suites."""
+    left = ([Text(f"The claims file's claims about {', '.join(f'`{s}`' for s in elsewhere)} are left to a "
+                  "report of those suites.")] if elsewhere else [])
     if not results:
-        return []
+        return [Heading("Claims"), *left] if left else []
     header = ["claim", "source", "suite", "tested", "metric", "n", "measured", "verdict"]
     rows = [[r.claim.claim, r.claim.source or "—", r.claim.suite, tested_text(r.claim),
              column(r.metric).label, " / ".join(str(n) for n in r.n), measured_text(r),
@@ -219,7 +223,7 @@ def claims_section(results: list[ClaimResult]) -> list[Block]:
         "cells (seeds as replicates): *supported* when p < 0.05, else *inconclusive*, since no test shows "
         "that a factor does not matter. n: finished runs per side or per cell. Verdicts hold for this data "
         "and schedule only; with 2-3 seeds the intervals are coarse.")
-    return [Heading("Claims"), Table(header, rows), method] + ([Bullets(notes)] if notes else [])
+    return [Heading("Claims"), Table(header, rows), method, *left] + ([Bullets(notes)] if notes else [])
 
 
 def figure_section(figures: list[FigureResult | Skipped], out: Path, display: PathDisplay) -> list[Block]:
