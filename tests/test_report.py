@@ -114,7 +114,7 @@ def test_main_table_cells_equal_independent_aggregates(fixture_report, key, labe
         same = (table.suite == row.suite) & (table.model == row.model) & (table.variant == row.variant)
         group = table[same]
         n = int((group["status"] == "done").sum())
-        std = f"{row.std * 100:.1f}" if round(row.std * 100, 1) else f"{row.std * 100:.2g}"  # never '± 0.0'
+        std = f"{row.std * 100:.1f}" if round(row.std * 100, 1) or not row.std else "<0.1"  # never '± 0.0'
         text = f"{row.mean * 100:.1f}" + (f" ± {std}" if row.count > 1 else "")
         text += f" (n={row.count})" if row.count != n else ""
         assert cell == text, (row, cell)

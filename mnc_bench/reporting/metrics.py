@@ -105,12 +105,12 @@ def number(value: float, col: Column, *, decimals: int | None = None) -> str:
 
 
 def spread(std: float, col: Column) -> str:
-    """A standard deviation at the column's precision; one that rounds to zero gets two significant digits,
-    so a real but small spread is never shown as '0.0'."""
+    """A standard deviation at the column's precision; one that rounds to zero is shown as under the last
+    digit ('<0.1'), so a real but small spread is never shown as '0.0' and never widens its column."""
     scaled = std * col.scale
     text = f"{scaled:.{col.decimals}f}"
     if scaled > 0 and float(text) == 0.0:
-        text = f"{scaled:.2g}"
+        text = f"<{10.0 ** -col.decimals:.{col.decimals}f}"
     return text
 
 
