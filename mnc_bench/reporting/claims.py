@@ -22,7 +22,10 @@ key, or ``A - B`` for the per-run difference of two keys (e.g. how much lower bo
 Verdicts, at the report's 95 % level:
 
 - ``higher``/``than``: the difference of means with its stratified percentile-bootstrap interval (the report's
-  method); *supported* when the interval lies above 0, *contradicted* when below, else *inconclusive*.
+  method); *supported* when the interval lies above 0 and Welch's t-test agrees (p < 0.05), *contradicted* when
+  the interval lies below 0 and the test agrees, else *inconclusive*. The test guards the few-seed case: with 2
+  seeds a side the bootstrap sees 3 distinct means per side and its interval is too narrow, while the t
+  distribution's quantile (about 4.3 at 2 degrees of freedom) widens the judgement as it should.
 - ``varies``: a permutation test of one-way ANOVA's F over the cells of the listed axes (seeds as replicates,
   every other axis of the suite held at the value the claim gives or, when it gives none, pooled as separate
   cells); *supported* when p < 0.05, else *inconclusive* (no test can show that a factor does not matter).
@@ -41,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from scipy.stats import f_oneway, permutation_test
+from scipy.stats import f_oneway, permutation_test, ttest_ind
 
 from mnc_bench.errors import UserError
 from mnc_bench.reporting.compare import DEFAULT_VALUE, value_text
@@ -74,8 +77,9 @@ class Claim:
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """The verdict on one claim for one metric. ``difference`` (compare) is higher minus than; ``p_value`` and
-    ``cell_range`` (min and max of the cells' means) belong to a factor test."""
+    """The verdict on one claim for one metric. A comparison has ``difference`` (higher minus than) and
+    ``p_value``, Welch's t-test's; a factor test has ``p_value``, its permutation test's, and ``cell_range``
+    (min and max of the cells' means)."""
 
     claim: Claim
     metric: str
@@ -206,9 +210,23 @@ def _compare(claim: Claim, metric: str, runs: pd.DataFrame) -> ClaimResult:
         side = "higher" if higher.size == 0 else "than"
         return ClaimResult(claim, metric, "not measured", n, reason=f"no finished run matches `{side}`")
     difference = compare(higher, than).difference
+    if not difference.has_interval:
+        return ClaimResult(claim, metric, "inconclusive", n, difference=difference,
+                           reason="one seed on a side: no interval")
+    p_value = welch_p(higher, than)
     verdict = {"higher": "supported", "lower": "contradicted"}.get(difference.verdict(0.0), "inconclusive")
-    reason = "" if difference.has_interval else "one seed on a side: no interval"
-    return ClaimResult(claim, metric, verdict, n, difference=difference, reason=reason)
+    reason = ""
+    if verdict != "inconclusive" and p_value >= 1.0 - CONFIDENCE:
+        verdict, reason = "inconclusive", f"Welch's t-test p = {p_value:.2f}"
+    return ClaimResult(claim, metric, verdict, n, difference=difference, p_value=p_value, reason=reason)
+
+
+def welch_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided p of Welch's t-test of mean(x) = mean(y) (2+ values a side); 0 or 1 when neither side
+    varies (the t statistic is undefined: the means differ for certain, or not at all)."""
+    if np.ptp(x) == 0 and np.ptp(y) == 0:
+        return 0.0 if x[0] != y[0] else 1.0
+    return float(ttest_ind(x, y, equal_var=False).pvalue)
 
 
 def _factor(claim: Claim, metric: str, runs: pd.DataFrame) -> ClaimResult:
