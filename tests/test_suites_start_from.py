@@ -18,6 +18,8 @@ from mnc_bench.suites.rundir import RunDir  # noqa: E402
 from mnc_bench.suites.runner import plan_suite, prepare_run_dir  # noqa: E402
 from mnc_bench.suites.smoke import SmokeSettings, smoke_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
+from mnc_bench.suites import executors  # noqa: E402
+from mnc_bench.suites.executors import LocalExecutor, SubmititExecutor  # noqa: E402
 from mnc_bench.suites.start_from import starting_run, with_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +133,75 @@ def test_the_worker_waits_for_the_starting_run_and_takes_its_final_checkpoint(tm
     source.update_status(state="failed", exit_reason="non-finite loss: loss is nan at iteration 2")
     with pytest.raises(RuntimeError, match=r"starts from, .*, failed: non-finite loss"):
         with_checkpoint(run.cfg_options, suite_dir, sleep=lambda s: None)
+
+
+class _Job:
+    """A submitit job (or a worker process) that ends on its second poll, with exit code 0."""
+
+    def __init__(self, run_dir: str, ended: list[str]) -> None:
+        self.run_dir, self.ended, self.polls, self.job_id, self.returncode = run_dir, ended, 0, "1", 0
+
+    def done(self) -> bool:
+        self.polls += 1
+        if self.polls == 2:
+            self.ended.append(Path(self.run_dir).name)
+        return self.polls >= 2
+
+    def poll(self) -> int | None:
+        return 0 if self.done() else None
+
+    def results(self) -> list[int]:
+        return [0]
+
+
+class _Events:
+    def started(self, run_dir: RunDir) -> None:
+        pass
+
+    def finished(self, run_dir: RunDir, exit_code: int | None, duration_s: float, failure: str = "") -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+
+def _assert_started_after_their_starting_runs(suite, submissions: list[tuple[list[str], list[str]]]) -> None:
+    """``submissions``: (the runs handed over at once, the runs ended before) in order."""
+    sources = {run.run_id: starting_run(run.cfg_options) for run in suite.runs}
+    assert sorted(run for batch, _ in submissions for run in batch) == sorted(sources)
+    assert any(source is not None for source in sources.values())
+    for batch, ended in submissions:
+        assert all(sources[run] is None or sources[run] in ended for run in batch)
+
+
+@pytest.mark.timeout(60)  # an executor that never frees the held-back runs loops for ever
+def test_the_executors_hand_over_a_run_only_once_its_starting_run_has_ended(tmp_path, monkeypatch):
+    """A run that starts from another would wait for it inside its worker (holding a GPU, a Slurm job):
+    both executors hold it back until the starting run's worker has ended."""
+    monkeypatch.setattr(executors, "POLL_S", 0.0)
+    suite, suite_dir = _prepared(tmp_path)
+    run_dirs = [RunDir(suite_dir / run.run_id) for run in suite.runs]
+
+    ended: list[str] = []
+    submissions: list[tuple[list[str], list[str]]] = []
+
+    class ArrayExecutor:  # submitit's, as Slurm runs it: every run may go out at once
+        def map_array(self, fn, paths):
+            submissions.append(([Path(p).name for p in paths], list(ended)))
+            return [_Job(p, ended) for p in paths]
+
+    SubmititExecutor(ArrayExecutor(), max_parallel=len(run_dirs)).execute(run_dirs, _Events(), suite_dir)
+    _assert_started_after_their_starting_runs(suite, submissions)
+    assert submissions[0] == ([run.run_id for run in suite.runs if starting_run(run.cfg_options) is None], [])
+
+    ended.clear()
+    submissions.clear()
+    local = LocalExecutor(workers=len(run_dirs), threads=1, gpus=[])
+    monkeypatch.setattr(local, "prestart", lambda count=None: None)
+    monkeypatch.setattr(local, "_spawn", lambda run_dir, gpu: (
+        submissions.append(([run_dir.run_id], list(ended))) or _Job(str(run_dir.path), ended)))
+    local.execute(run_dirs, _Events(), suite_dir)
+    _assert_started_after_their_starting_runs(suite, submissions)
 
 
 @pytest.mark.timeout(120)  # unrefused, the run would wait for its starting run for ever

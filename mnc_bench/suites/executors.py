@@ -1,7 +1,7 @@
 """Where runs execute: a local pool of worker subprocesses, or submitit (a Slurm job array; submitit's local
 executor drives the same path in tests). Both are an :class:`Executor`: they start each run as
 ``mnc_bench.suites.worker`` and report to the runner through :class:`Events`; neither schedules anything
-beyond "at most N at a time".
+beyond "at most N at a time" and "a run that starts from another waits for it" (:class:`PendingRuns`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mnc_bench.errors import UserError
 from mnc_bench.suites.contract import LOG_TXT
 from mnc_bench.suites.rundir import RunDir
+from mnc_bench.suites.start_from import PendingRuns
 
 if TYPE_CHECKING:
     from mnc_bench.suites.spec import SlurmSettings
@@ -142,12 +143,11 @@ class LocalExecutor:
         return min(self.gpus, key=lambda gpu: load[gpu])
 
     def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
-        pending = collections.deque(run_dirs)
+        pending = PendingRuns(run_dirs)
         active: dict[subprocess.Popen, tuple[RunDir, float]] = {}
         try:
             while pending or active:
-                while pending and len(active) < self.workers:
-                    run_dir = pending.popleft()
+                for run_dir in pending.take(self.workers - len(active)):
                     active[self._spawn(run_dir, self._least_used_gpu(active))] = (run_dir, time.time())
                     events.started(run_dir)
                     self.prestart(min(self.workers, len(pending)))
@@ -155,6 +155,7 @@ class LocalExecutor:
                 for process in [p for p in active if p.poll() is not None]:
                     run_dir, start = active.pop(process)
                     self._gpu_of.pop(process, None)
+                    pending.finished(run_dir)
                     events.finished(run_dir, process.returncode, time.time() - start)
                 events.tick()
         except BaseException:
@@ -253,8 +254,9 @@ class ArrayExecutor(Protocol):
 
 class SubmititExecutor:
     """Runs through a submitit executor: on Slurm all runs go out as one job array (``map_array``; Slurm's
-    array parallelism caps them); submitit's local executor has no cap, so runs are handed over at most
-    ``max_parallel`` at a time."""
+    array parallelism caps them), except runs that start from another run, which go out once it has finished
+    (so their jobs never hold a GPU to wait); submitit's local executor has no cap, so runs are handed over at
+    most ``max_parallel`` at a time."""
 
     def __init__(self, executor: ArrayExecutor, *, max_parallel: int, threads: int | None = None,
                  launcher: str = "none", track: str | None = None) -> None:
@@ -270,13 +272,12 @@ class SubmititExecutor:
         return self.max_parallel
 
     def execute(self, run_dirs: Sequence[RunDir], events: Events, suite_dir: Path) -> None:
-        pending = collections.deque(run_dirs)
+        pending = PendingRuns(run_dirs)
         active: dict[SubmittedJob, tuple[RunDir, float]] = {}
         job = SuiteJob(self.threads, self.launcher, self.track)
         while pending or active:
-            free = self.max_parallel - len(active)
-            if pending and free > 0:
-                batch = [pending.popleft() for _ in range(min(free, len(pending)))]
+            batch = pending.take(self.max_parallel - len(active))
+            if batch:
                 jobs = self.executor.map_array(job, [str(run_dir.path) for run_dir in batch])
                 for run_dir, submitted in zip(batch, jobs):
                     active[submitted] = (run_dir, time.time())
@@ -285,6 +286,7 @@ class SubmititExecutor:
             for submitted in [j for j in active if j.done()]:
                 run_dir, start = active.pop(submitted)
                 exit_code, failure = job_outcome(submitted)
+                pending.finished(run_dir)
                 events.finished(run_dir, exit_code, time.time() - start, failure)
             events.tick()
 

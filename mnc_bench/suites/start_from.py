@@ -12,7 +12,8 @@ module's ``init_cfg``), before the first iteration, the way mmdet's video recipe
 from a trained detector. The run's options name the starting run by id (``run:<id>``), so that id is part of
 the run's own id: retraining the starting run trains the runs that start from it again. The worker waits for
 the starting run (a folder of the same suite's results) to finish and loads its final checkpoint; a starting
-run that failed fails the run with its reason.
+run that failed fails the run with its reason. Executors hold such a run back (:class:`PendingRuns`) while its
+starting run executes in the same invocation, so the wait never occupies a worker, a GPU or a Slurm job.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from mnc_bench.errors import UserError
 from mnc_bench.suites.contract import RunRecord, RunState
+from mnc_bench.suites.rundir import RunDir
 
 RUN_REFERENCE = "run:"  # a checkpoint named by the id of a run of the same suite
 WAIT_POLL_S = 30.0
@@ -120,7 +122,6 @@ def with_checkpoint(options: Mapping[str, Any], suite_dir: Path,
     """``options`` with the starting run's reference replaced by its final checkpoint, once that run is done
     (waiting for it); a RuntimeError when it failed or left no checkpoint."""
     from mnc_bench.checkpoints import latest_good_checkpoint
-    from mnc_bench.suites.rundir import RunDir
 
     source = starting_run(options)
     if source is None:
@@ -155,3 +156,40 @@ def check_starting_runs(todo: Sequence[RunRecord], state_of: Callable[[str], str
         if state_of(source) not in (RunState.DONE, RunState.RUNNING):
             raise UserError(f"run {run.run_id} ({run.label}) starts from run {source}, which is neither done "
                             "nor run by this invocation (add it to --only)")
+
+
+class PendingRuns:
+    """The runs an executor has yet to start, in plan order. A run whose starting run is among the runs of
+    this invocation and has not finished is held back: started now, it would only wait, holding a worker (a
+    GPU, a Slurm job) that another run could use. Starting runs start from nothing (one level only), so some
+    run is always ready while runs are pending."""
+
+    def __init__(self, run_dirs: Sequence[RunDir]) -> None:
+        self._pending = list(run_dirs)
+        self._unfinished = {run_dir.run_id for run_dir in run_dirs}
+        self._source = {run_dir.run_id: _source_of(run_dir) for run_dir in run_dirs}
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def take(self, count: int) -> list[RunDir]:
+        """Up to ``count`` runs that may start now, removed from the pending ones, in plan order."""
+        ready = [run_dir for run_dir in self._pending if self._ready(run_dir)][:max(0, count)]
+        self._pending = [run_dir for run_dir in self._pending if run_dir not in ready]
+        return ready
+
+    def finished(self, run_dir: RunDir) -> None:
+        """``run_dir``'s worker is gone (done or failed): the runs starting from it may start."""
+        self._unfinished.discard(run_dir.run_id)
+
+    def _ready(self, run_dir: RunDir) -> bool:
+        return self._source[run_dir.run_id] not in self._unfinished
+
+
+def _source_of(run_dir: RunDir) -> str | None:
+    """The id of the run that ``run_dir``'s run starts from (its run.json), or None."""
+    record = run_dir.record()
+    return starting_run(record.cfg_options) if record is not None else None
