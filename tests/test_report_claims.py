@@ -56,7 +56,8 @@ def test_a_comparison_follows_the_bootstrap_interval(high, low, verdict):
 def test_two_seeds_a_side_need_welchs_t_test_as_well_as_the_bootstrap_interval():
     # 2 vs 2 seeds 1 point apart, each side spread by 0.6: the bootstrap interval (3 distinct means a side)
     # excludes 0 and Welch's t-test (2 degrees of freedom) does not; 12 points apart, both exclude it.
-    runs = _runs({(7,): [0.34, 0.346], (5,): [0.35, 0.356], (3,): [0.47, 0.476]}, ("model.cascade.num_stages",))
+    runs = _runs({(7,): [0.34, 0.346], (5,): [0.35, 0.356], (3,): [0.47, 0.476]},
+                 ("model.cascade.num_stages",))
     close, far = evaluate_claims([
         _compare_claim({"model.cascade.num_stages": 7}, {"model.cascade.num_stages": 5}),
         _compare_claim({"model.cascade.num_stages": 3}, {"model.cascade.num_stages": 5})], runs)

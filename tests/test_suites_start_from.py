@@ -13,13 +13,13 @@ pytest.importorskip("mmcv.ops")
 
 from mnc_bench.cli import main  # noqa: E402
 from mnc_bench.errors import UserError  # noqa: E402
+from mnc_bench.suites import executors  # noqa: E402
+from mnc_bench.suites.executors import LocalExecutor, SubmititExecutor  # noqa: E402
 from mnc_bench.suites.record import write_plan  # noqa: E402
 from mnc_bench.suites.rundir import RunDir  # noqa: E402
 from mnc_bench.suites.runner import plan_suite, prepare_run_dir  # noqa: E402
 from mnc_bench.suites.smoke import SmokeSettings, smoke_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
-from mnc_bench.suites import executors  # noqa: E402
-from mnc_bench.suites.executors import LocalExecutor, SubmititExecutor  # noqa: E402
 from mnc_bench.suites.start_from import starting_run, with_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,10 +22,10 @@ key, or ``A - B`` for the per-run difference of two keys (e.g. how much lower bo
 Verdicts, at the report's 95 % level:
 
 - ``higher``/``than``: the difference of means with its stratified percentile-bootstrap interval (the report's
-  method); *supported* when the interval lies above 0 and Welch's t-test agrees (p < 0.05), *contradicted* when
-  the interval lies below 0 and the test agrees, else *inconclusive*. The test guards the few-seed case: with 2
-  seeds a side the bootstrap sees 3 distinct means per side and its interval is too narrow, while the t
-  distribution's quantile (about 4.3 at 2 degrees of freedom) widens the judgement as it should.
+  method); *supported* when the interval lies above 0 and Welch's t-test agrees (p < 0.05), *contradicted*
+  when the interval lies below 0 and the test agrees, else *inconclusive*. The test guards the few-seed case:
+  with 2 seeds a side the bootstrap sees 3 distinct means per side and its interval is too narrow, while the
+  t distribution's quantile (about 4.3 at 2 degrees of freedom) widens the judgement as it should.
 - ``varies``: a permutation test of one-way ANOVA's F over the cells of the listed axes (seeds as replicates,
   every other axis of the suite held at the value the claim gives or, when it gives none, pooled as separate
   cells); *supported* when p < 0.05, else *inconclusive* (no test can show that a factor does not matter).
