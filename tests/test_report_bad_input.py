@@ -138,7 +138,7 @@ def test_parquet_and_csv_tables_give_the_same_report(results, tmp_path):
                                results_dir=tmp_path / fmt / "results", bench=None, figures=False)
         reports[fmt] = (written.out / "report.md").read_text().split("## Provenance")[0]
     assert reports["parquet"] == reports["csv"]
-    assert "| MNC 3-stage [model.cascade.box_grad=True, model.cascade.num_stages=7, " in reports["csv"]
+    assert "| MNC 3-stage [box_grad=True, num_stages=7, " in reports["csv"]
 
 
 def test_box_only_or_broken_predictions_skip_the_qualitative_figure(results, tmp_path):

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from matplotlib.text import Text
 from report_fixtures import DISPLAY_NAMES, build_results
@@ -14,6 +15,7 @@ from report_fixtures import DISPLAY_NAMES, build_results
 from mnc_bench.cli import main
 from mnc_bench.errors import UserError
 from mnc_bench.reporting import write_report
+from mnc_bench.reporting.compare import resolve_baselines, short_label
 from mnc_bench.reporting.figures import speed_figure
 from mnc_bench.reporting.names import display_names, parse_overrides
 from mnc_bench.reporting.qualitative import choose_models, qualitative_figures
@@ -59,6 +61,23 @@ def test_configs_of_one_model_are_told_apart_by_their_stems():
     assert names("mask_rcnn_r101_fpn_coco") == "Mask R-CNN R-101"
     assert names("my_model") == "my_model" and names.family("my_model") == "my_model"  # unknown: its stem
     assert display_names(["solov2_shapes_50e"])("solov2_shapes_50e") == "SOLOv2"  # alone, no qualifier
+
+
+def test_a_variant_label_keeps_as_much_of_each_axis_key_as_tells_the_keys_apart():
+    assert short_label("MNC 3-stage", "model.cascade.box_grad=False, model.cascade.num_stages=7") == (
+        "MNC 3-stage [box_grad=False, num_stages=7]")
+    assert short_label("M", "model.rpn_head.loss_weight=1.0, model.roi_head.loss_weight=2.0, seed_x=3") == (
+        "M [rpn_head.loss_weight=1.0, roi_head.loss_weight=2.0, seed_x=3]")
+    assert short_label("M", "") == "M"
+
+
+def test_the_baseline_is_named_by_its_label_in_full_or_as_printed():
+    done = pd.DataFrame({"suite": ["s"] * 2, "model": ["mnc_3stage_shapes"] * 2,
+                         "variant": ["model.cascade.num_stages=3", "model.cascade.num_stages=5"]})
+    for name in ("mnc_3stage_shapes [model.cascade.num_stages=5]", "mnc_3stage_shapes [num_stages=5]"):
+        assert resolve_baselines(done, name)["s"].variant == "model.cascade.num_stages=5"
+    with pytest.raises(UserError, match=r"--baseline mnc_3stage_shapes \[stages=5\]: no such model"):
+        resolve_baselines(done, "mnc_3stage_shapes [stages=5]")
 
 
 def test_overrides_by_model_or_pattern_and_their_errors():

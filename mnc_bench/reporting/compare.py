@@ -42,17 +42,33 @@ def group_label(model: str, variant: str) -> str:
 
 
 def short_label(model: str, variant: str, *, with_model: bool = True) -> str:
-    """A legend-sized label: axis keys cut to their last component ('box_grad=False, num_stages=3'), mapping
-    values as 'k=v' ('proposal_control={jitter=0.2}')."""
+    """The label of a group in tables and figures: axis keys cut to their last component, or as many last
+    components as tell them apart ('box_grad=False, num_stages=3'; 'rpn_head.loss_weight=1,
+    roi_head.loss_weight=2'), mapping values as 'k=v' ('proposal_control={jitter=0.2}')."""
+    pairs = [part.partition("=") for part in filter(None, _VARIANT_PARTS.split(variant))]
+    keys = _distinct_suffixes([key for key, _, _ in pairs])
     parts = []
-    for part in filter(None, _VARIANT_PARTS.split(variant)):
-        key, sep, value = part.partition("=")
+    for short_key, (_, sep, value) in zip(keys, pairs):
         shown = value_text(value) if sep else value
-        parts.append(f"{key.rsplit('.', 1)[-1]}{sep}{'{' + shown + '}' if value.startswith('{') else shown}")
+        parts.append(f"{short_key}{sep}{'{' + shown + '}' if value.startswith('{') else shown}")
     short = ", ".join(parts)
     if not with_model:
         return short or model
     return f"{model} [{short}]" if short else model
+
+
+def _distinct_suffixes(keys: list[str]) -> list[str]:
+    """Each dotted key cut to its last component, or to as many last components as make it differ from the
+    other keys' cuts."""
+    split = [key.split(".") for key in keys]
+    depth = [1] * len(keys)
+    while True:
+        cuts = [".".join(parts[-d:]) for parts, d in zip(split, depth)]
+        clashing = [i for i, cut in enumerate(cuts) if cuts.count(cut) > 1 and depth[i] < len(split[i])]
+        if not clashing:
+            return cuts
+        for i in clashing:
+            depth[i] += 1
 
 
 def axis_name(column: str) -> str:
@@ -112,8 +128,9 @@ class Baseline:
 
 
 def resolve_baselines(done: pd.DataFrame, name: str | None) -> dict[str, Baseline | None]:
-    """The baseline group of each suite: ``name`` is a model or a 'model [variant]' label; without one, the
-    first Mask R-CNN model, else the first group. UserError when ``name`` matches no group of any suite."""
+    """The baseline group of each suite: ``name`` is a model or a 'model [variant]' label (axis keys in full
+    or cut as the report prints them); without one, the first Mask R-CNN model, else the first group.
+    UserError when ``name`` matches no group of any suite."""
     out: dict[str, Baseline | None] = {}
     labels: set[str] = set()
     for suite, rows in done.groupby("suite", sort=True):
@@ -126,7 +143,7 @@ def resolve_baselines(done: pd.DataFrame, name: str | None) -> dict[str, Baselin
             chosen = preferred[0]
             out[suite] = Baseline(suite, *chosen, note=f"{note}; no --baseline given")
             continue
-        exact = [g for g in groups if group_label(*g) == name]
+        exact = [g for g in groups if name in (group_label(*g), short_label(*g))]
         by_model = [g for g in groups if g[0] == name]
         if exact:
             out[suite] = Baseline(suite, *exact[0], note="--baseline")

@@ -54,7 +54,7 @@ def load_curves(done: pd.DataFrame, names: DisplayNames) -> tuple[pd.DataFrame, 
             if curve is None:
                 missing.append(run["run_id"])
                 continue
-            curve["label"] = (names.label(run["model"], run["variant"], short=True) if with_model
+            curve["label"] = (names.label(run["model"], run["variant"]) if with_model
                               else short_label(run["model"], run["variant"], with_model=False))
             curve["suite"], curve["model"], curve["variant"] = suite, run["model"], run["variant"]
             curve["run_id"] = run["run_id"]
@@ -140,7 +140,7 @@ def curve_figures(done: pd.DataFrame, canvas: Canvas) -> list[FigureResult | Ski
             plain = runs[runs["variant"] == ""]
             suite, variant = (plain if len(plain) else runs).iloc[0][["suite", "variant"]]
             runs = runs[(runs["suite"] == suite) & (runs["variant"] == variant)]
-            title = f"{suite}: {canvas.names.label(model, variant, short=True)}"
+            title = f"{suite}: {canvas.names.label(model, variant)}"
             results.append(_stage_losses(runs, title, f"training_stages_{model}", canvas))
     if len(models) > MAX_STAGE_FIGURES:
         results.append(Skipped("training_stages", f"per-stage curves drawn for the first {MAX_STAGE_FIGURES} "

@@ -73,7 +73,7 @@ def _long(done: pd.DataFrame, keys: dict[str, str], names: DisplayNames) -> pd.D
     data = pd.concat(frames, ignore_index=True)
     data = data[np.isfinite(data["value"])]
     keys = list(zip(data["suite"], data["model"], data["variant"]))
-    data["group"] = [(f"{s}: " if multi_suite else "") + names.label(m, v, short=True) for s, m, v in keys]
+    data["group"] = [(f"{s}: " if multi_suite else "") + names.label(m, v) for s, m, v in keys]
     data["key"] = keys
     return data
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from mnc_bench.errors import UserError
-from mnc_bench.reporting.compare import group_label, short_label
+from mnc_bench.reporting.compare import short_label
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,10 @@ class DisplayNames:
     def family(self, model: str) -> str:
         return self.families.get(model, model)
 
-    def label(self, model: str, variant: str, *, short: bool = False) -> str:
-        """The row or legend label of a group: its name, then its variant (axis keys cut to their last part
-        when ``short``)."""
-        return short_label(self(model), variant) if short else group_label(self(model), variant)
+    def label(self, model: str, variant: str) -> str:
+        """The row or legend label of a group: its name, then its variant (axis keys cut to their last
+        parts)."""
+        return short_label(self(model), variant)
 
 
 def display_names(models: Iterable[str], overrides: Mapping[str, str] | None = None) -> DisplayNames:

@@ -250,7 +250,7 @@ def qualitative_figures(done: pd.DataFrame, canvas: Canvas, choice: ModelChoice
     with style():
         for part in range(parts):
             chunk = slice(part * per_figure, (part + 1) * per_figure)
-            titles = [canvas.names.label(r["model"], r["variant"], short=True) for r in runs[chunk]]
+            titles = [canvas.names.label(r["model"], r["variant"]) for r in runs[chunk]]
             name = NAME if part == 0 else f"{NAME}_{part + 1}"
             part_note = f" Part {part + 1} of {parts}: {', '.join(titles)}." if parts > 1 else ""
             caption = grid.caption + part_note
