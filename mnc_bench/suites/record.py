@@ -1,10 +1,15 @@
 """``results/<suite>/suite.json``: the suite's latest plan (run ids in order, axes, metrics), which
 ``status`` and ``collect`` read, and one record per ``mnc-bench run`` invocation (wall time, the runs' own
-time, time to the first training iteration), which the runner appends."""
+time, time to the first training iteration), which the runner appends. Runners of one suite may run at once
+(``--only`` queues, several machines on one filesystem): each change reads, edits and writes the file under
+an exclusive ``flock`` of ``suite.json.lock``, so none is lost."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,17 +35,29 @@ def read_suite_record(suite_dir: str | Path) -> dict[str, Any]:
 
 def write_plan(suite: Suite, suite_dir: str | Path) -> None:
     """Record the suite's plan, keeping the earlier invocations."""
-    record = read_suite_record(suite_dir)
-    record.update(name=suite.name, suite_file=str(suite.path), axes=suite.axes, metrics=suite.metrics,
-                  run_ids=[spec.run_id for spec in suite.runs])
-    _save(suite_dir, record)
+    _update(suite_dir, lambda record: record.update(
+        name=suite.name, suite_file=str(suite.path), axes=suite.axes, metrics=suite.metrics,
+        run_ids=[spec.run_id for spec in suite.runs]))
 
 
 def append_invocation(suite_dir: str | Path, invocation: dict[str, Any]) -> None:
-    record = read_suite_record(suite_dir)
-    record.setdefault("invocations", []).append(invocation)
-    _save(suite_dir, record)
+    _update(suite_dir, lambda record: record.setdefault("invocations", []).append(invocation))
 
 
-def _save(suite_dir: str | Path, record: dict[str, Any]) -> None:
-    write_json(Path(suite_dir) / SUITE_RECORD, record, indent=1)
+def _update(suite_dir: str | Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``change`` to the suite's record and save it, with no other runner in between."""
+    with _locked(Path(suite_dir)):
+        record = read_suite_record(suite_dir)
+        change(record)
+        write_json(Path(suite_dir) / SUITE_RECORD, record, indent=1)
+
+
+@contextlib.contextmanager
+def _locked(suite_dir: Path) -> Iterator[None]:
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    with open(suite_dir / (SUITE_RECORD + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
