@@ -787,8 +787,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    "table")
     p.add_argument("--out", required=True, help="output folder, e.g. reports/NAME")
     p.add_argument("--baseline", metavar="MODEL",
-                   help="model (config stem) or 'model [variant]' to compare against (default: Mask R-CNN if "
-                   "present, else the first model)")
+                   help="model (config stem) or 'stem [variant]' to compare against, the variant's axis keys "
+                   "in full or cut as the tables print them, e.g. 'mnc_3stage_shapes [num_stages=5]' "
+                   "(default: Mask R-CNN if present, else the first model)")
     p.add_argument("--metric", default="coco/segm/AP",
                    help="metric of the comparisons and figures, a full key or a unique suffix such as "
                    "segm/AP (default coco/segm/AP)")

@@ -53,18 +53,23 @@ def test_a_comparison_follows_the_bootstrap_interval(high, low, verdict):
     assert result.n == (3, 3)
 
 
-def test_two_seeds_a_side_need_welchs_t_test_as_well_as_the_bootstrap_interval():
+def test_two_seeds_a_side_need_students_t_test_as_well_as_the_bootstrap_interval():
     # 2 vs 2 seeds 1 point apart, each side spread by 0.6: the bootstrap interval (3 distinct means a side)
-    # excludes 0 and Welch's t-test (2 degrees of freedom) does not; 12 points apart, both exclude it.
-    runs = _runs({(7,): [0.34, 0.346], (5,): [0.35, 0.356], (3,): [0.47, 0.476]},
+    # excludes 0 and Student's t-test (2 degrees of freedom) does not. 13 points apart, one side steady and
+    # one spread by 2.4 (as MNC's 5- and 3-stage cells): both exclude 0, where Welch's unpooled test, at
+    # about 1 degree of freedom, would not.
+    runs = _runs({(7,): [0.34, 0.346], (5,): [0.35, 0.356], (3,): [0.4985, 0.4995], (9,): [0.355, 0.389]},
                  ("model.cascade.num_stages",))
     close, far = evaluate_claims([
         _compare_claim({"model.cascade.num_stages": 7}, {"model.cascade.num_stages": 5}),
-        _compare_claim({"model.cascade.num_stages": 3}, {"model.cascade.num_stages": 5})], runs)
+        _compare_claim({"model.cascade.num_stages": 3}, {"model.cascade.num_stages": 9})], runs)
     assert close.difference.high < 0  # the bootstrap alone would say contradicted
-    assert close.verdict == "inconclusive" and close.reason == "Welch's t-test p = 0.14"
-    assert close.p_value == pytest.approx(ttest_ind([0.34, 0.346], [0.35, 0.356], equal_var=False).pvalue)
-    assert far.verdict == "supported" and far.p_value < 0.05 and far.reason == ""
+    assert close.verdict == "inconclusive" and close.reason == "Student's t-test p = 0.143"
+    assert close.p_value == pytest.approx(ttest_ind([0.34, 0.346], [0.35, 0.356]).pvalue)
+    assert far.verdict == "supported" and far.reason == ""
+    assert far.p_value == pytest.approx(ttest_ind([0.4985, 0.4995], [0.355, 0.389]).pvalue)
+    assert far.p_value < 0.05
+    assert ttest_ind([0.4985, 0.4995], [0.355, 0.389], equal_var=False).pvalue > 0.05
 
 
 def test_one_seed_on_a_side_gives_no_interval_and_no_verdict():

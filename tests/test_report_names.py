@@ -78,6 +78,10 @@ def test_the_baseline_is_named_by_its_label_in_full_or_as_printed():
         assert resolve_baselines(done, name)["s"].variant == "model.cascade.num_stages=5"
     with pytest.raises(UserError, match=r"--baseline mnc_3stage_shapes \[stages=5\]: no such model"):
         resolve_baselines(done, "mnc_3stage_shapes [stages=5]")
+    twins = pd.DataFrame({"suite": ["s"] * 2, "model": ["m"] * 2, "variant": ["a.w=1.0", "b.w=1.0"]})
+    with pytest.raises(UserError, match=r"--baseline m \[w=1.0\]: names 2 groups of suite s .*in full"):
+        resolve_baselines(twins, "m [w=1.0]")
+    assert resolve_baselines(twins, "m [b.w=1.0]")["s"].variant == "b.w=1.0"
 
 
 def test_overrides_by_model_or_pattern_and_their_errors():

@@ -20,7 +20,7 @@ from mnc_bench.suites.rundir import RunDir  # noqa: E402
 from mnc_bench.suites.runner import plan_suite, prepare_run_dir  # noqa: E402
 from mnc_bench.suites.smoke import SmokeSettings, smoke_suite  # noqa: E402
 from mnc_bench.suites.spec import load_suite  # noqa: E402
-from mnc_bench.suites.start_from import starting_run, with_checkpoint  # noqa: E402
+from mnc_bench.suites.start_from import PendingRuns, starting_run, with_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MASK_RCNN = "configs/mask_rcnn/mask_rcnn_shapes.py"
@@ -202,6 +202,27 @@ def test_the_executors_hand_over_a_run_only_once_its_starting_run_has_ended(tmp_
         submissions.append(([run_dir.run_id], list(ended))) or _Job(str(run_dir.path), ended)))
     local.execute(run_dirs, _Events(), suite_dir)
     _assert_started_after_their_starting_runs(suite, submissions)
+    independent = {run.run_id for run in suite.runs if starting_run(run.cfg_options) is None}
+    assert {batch[0] for batch, ended in submissions if not ended} == independent  # at once, not in turn
+
+
+def test_pending_runs_hold_back_only_runs_whose_starting_run_is_executing_here(tmp_path):
+    suite, suite_dir = _prepared(tmp_path)
+    by_id = {run.run_id: RunDir(suite_dir / run.run_id) for run in suite.runs}
+    dependent = next(run for run in suite.runs if starting_run(run.cfg_options) is not None)
+    source = by_id[starting_run(dependent.cfg_options)]
+    bare = RunDir(tmp_path / "no_run_json")  # no run.json: nothing to wait for
+
+    alone = PendingRuns([by_id[dependent.run_id], bare])  # its starting run is not in this invocation
+    assert alone.take(5, executing=0) == [by_id[dependent.run_id], bare] and not alone
+
+    pending = PendingRuns([source, by_id[dependent.run_id]])
+    assert pending.take(5, executing=0) == [source]
+    assert pending.take(5, executing=1) == []
+    with pytest.raises(RuntimeError, match=f"runs {dependent.run_id} wait for runs that no worker"):
+        pending.take(5, executing=0)  # an executor that lost its starting run
+    pending.finished(source)
+    assert pending.take(5, executing=0) == [by_id[dependent.run_id]]
 
 
 @pytest.mark.timeout(120)  # unrefused, the run would wait for its starting run for ever

@@ -145,6 +145,9 @@ def resolve_baselines(done: pd.DataFrame, name: str | None) -> dict[str, Baselin
             continue
         exact = [g for g in groups if name in (group_label(*g), short_label(*g))]
         by_model = [g for g in groups if g[0] == name]
+        if len(exact) > 1:
+            raise UserError(f"--baseline {name}: names {len(exact)} groups of suite {suite} "
+                            f"({'; '.join(group_label(*g) for g in exact)}): give one in full")
         if exact:
             out[suite] = Baseline(suite, *exact[0], note="--baseline")
         elif by_model:
@@ -211,12 +214,13 @@ class AblationRow:
     value: str  # as printed
     row: Row
 
-    def context(self, model_name: str = "", *, short: bool = False) -> str:
+    def context(self, model_name: str = "") -> str:
         """The setting as text, '' when none: suite, model (printed as ``model_name`` when given), then
-        ``axis=value`` (axis keys cut to their last part when ``short``)."""
+        ``axis=value`` (axis keys cut as in group labels)."""
         parts = [self.suite] if self.suite else []
         parts += [model_name or self.model] if self.model else []
-        parts += [f"{axis.rsplit('.', 1)[-1] if short else axis}={value}" for axis, value in self.others]
+        keys = _distinct_suffixes([axis for axis, _ in self.others])
+        parts += [f"{key}={value}" for key, (_, value) in zip(keys, self.others)]
         return ", ".join(parts)
 
 

@@ -281,7 +281,7 @@ def ablation_table(ablation: Ablation, metric: str, names: DisplayNames, width: 
     rows: list[list[str] | Heading] = []
     setting = None
     for r in ablation.rows:
-        context = r.context(names(r.model) if r.model else "", short=True)
+        context = r.context(names(r.model) if r.model else "")
         if context and context != setting:
             rows.append(Heading(context))
         setting = context
@@ -331,7 +331,7 @@ def claims_table(results: list[ClaimResult], width: Width) -> str:
         rows.append([column(result.metric).tex, _claim_measured(result), escape_tex(result.verdict)])
     caption = (r"Claims tested on these runs (points): $\Delta$ with a stratified percentile-bootstrap 95\% "
                "interval over seeds, or a permutation F-test over a factor's cells ($p$, with the range of "
-               "the cells' means); supported / contradicted when the interval excludes 0 and Welch's "
-               "$t$-test agrees ($p < 0.05$; a factor: $p < 0.05$), else inconclusive.")
+               "the cells' means); supported / contradicted when the interval excludes 0 and Student's "
+               "$t$-test agrees (a factor: when its test does), at $p < 0.05$; else inconclusive.")
     return render(Tabular(["metric", "measured", "verdict"], rows, "rl", tex_labels=True), width,
                   caption=caption, label="tab:claims")

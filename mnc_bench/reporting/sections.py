@@ -218,9 +218,10 @@ def claims_section(results: list[ClaimResult], elsewhere: Sequence[str] = ()) ->
     method = Text(
         "Each claim is tested on the finished runs of its suite, one row per metric, in points. A comparison "
         "gives Δ = mean(first setting) − mean(second) with a stratified percentile-bootstrap 95 % interval "
-        "over seeds: *supported* when the interval lies above 0 and Welch's t-test agrees (p < 0.05), "
-        "*contradicted* when it lies below 0 and the test agrees, else *inconclusive* (with 2 seeds a side "
-        "the bootstrap interval alone is too narrow; the t-test's quantile accounts for so few seeds). "
+        "over seeds: *supported* when the interval lies above 0 and Student's t-test (variances pooled) "
+        "agrees, p < 0.05; *contradicted* when it lies below 0 and the test agrees; else *inconclusive* "
+        "(with 2 seeds a side the bootstrap interval alone is too narrow; the t quantile accounts for so "
+        "few seeds). "
         "A factor ('across') is tested by a permutation test of one-way ANOVA's F over its "
         "cells (seeds as replicates): *supported* when p < 0.05, else *inconclusive*, since no test shows "
         "that a factor does not matter. n: finished runs per side or per cell. Verdicts hold for this data "

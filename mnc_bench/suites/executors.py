@@ -147,7 +147,7 @@ class LocalExecutor:
         active: dict[subprocess.Popen, tuple[RunDir, float]] = {}
         try:
             while pending or active:
-                for run_dir in pending.take(self.workers - len(active)):
+                for run_dir in pending.take(self.workers - len(active), executing=len(active)):
                     active[self._spawn(run_dir, self._least_used_gpu(active))] = (run_dir, time.time())
                     events.started(run_dir)
                     self.prestart(min(self.workers, len(pending)))
@@ -276,7 +276,7 @@ class SubmititExecutor:
         active: dict[SubmittedJob, tuple[RunDir, float]] = {}
         job = SuiteJob(self.threads, self.launcher, self.track)
         while pending or active:
-            batch = pending.take(self.max_parallel - len(active))
+            batch = pending.take(self.max_parallel - len(active), executing=len(active))
             if batch:
                 jobs = self.executor.map_array(job, [str(run_dir.path) for run_dir in batch])
                 for run_dir, submitted in zip(batch, jobs):

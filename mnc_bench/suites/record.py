@@ -54,6 +54,9 @@ def _update(suite_dir: str | Path, change: Callable[[dict[str, Any]], None]) -> 
 
 @contextlib.contextmanager
 def _locked(suite_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the suite's record while the block runs. Writes are atomic already; the lock
+    keeps two runners' read-edit-write from interleaving, where the later write would drop the earlier one's
+    edit."""
     suite_dir.mkdir(parents=True, exist_ok=True)
     with open(suite_dir / (SUITE_RECORD + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

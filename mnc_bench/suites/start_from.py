@@ -161,8 +161,9 @@ def check_starting_runs(todo: Sequence[RunRecord], state_of: Callable[[str], str
 class PendingRuns:
     """The runs an executor has yet to start, in plan order. A run whose starting run is among the runs of
     this invocation and has not finished is held back: started now, it would only wait, holding a worker (a
-    GPU, a Slurm job) that another run could use. Starting runs start from nothing (one level only), so some
-    run is always ready while runs are pending."""
+    GPU, a Slurm job) that another run could use. Starting runs start from nothing (one level only), so while
+    runs are pending, one is ready or a starting run is executing; :meth:`take` raises when neither holds
+    (an executor that lost track of a run), rather than wait for ever."""
 
     def __init__(self, run_dirs: Sequence[RunDir]) -> None:
         self._pending = list(run_dirs)
@@ -175,9 +176,14 @@ class PendingRuns:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def take(self, count: int) -> list[RunDir]:
-        """Up to ``count`` runs that may start now, removed from the pending ones, in plan order."""
-        ready = [run_dir for run_dir in self._pending if self._ready(run_dir)][:max(0, count)]
+    def take(self, count: int, executing: int) -> list[RunDir]:
+        """Up to ``count`` runs that may start now, removed from the pending ones, in plan order.
+        ``executing``: how many runs the executor has started and not yet seen end."""
+        ready = [run_dir for run_dir in self._pending if self._ready(run_dir)]
+        if self._pending and not ready and not executing:
+            raise RuntimeError(f"runs {', '.join(r.run_id for r in self._pending)} wait for runs that no "
+                               "worker executes")
+        ready = ready[:max(0, count)]
         self._pending = [run_dir for run_dir in self._pending if run_dir not in ready]
         return ready
 
