@@ -379,6 +379,22 @@ def test_total_loss_axis_is_logarithmic_for_positive_losses(fixture_report):
     assert loss_scale(pd.Series([0.5, -0.1])) == "linear"  # a signed loss term: log would drop points
 
 
+def test_s_per_iter_of_single_thread_runs_that_lacked_their_core_is_flagged():
+    from types import SimpleNamespace
+
+    from mnc_bench.reporting.names import display_names
+    from mnc_bench.reporting.sections import contended_notes
+
+    done = pd.DataFrame({"suite": ["a", "a", "a", "a", "b"], "model": ["m1", "m1", "m2", "m3", "m1"],
+                         "variant": [""] * 5, "threads": pd.array([1, 1, 1, 2, 1], dtype="Int64"),
+                         "s_per_iter": [1.0, 1.1, 0.6, 0.5, 0.7], "cpu_share": [0.97, 0.68, 0.81, 0.6, 0.95]})
+    names = display_names(["m1", "m2", "m3"])
+    (note,) = contended_notes(SimpleNamespace(done=done, names=names))  # suite b's run had its core
+    assert note.startswith("s/iter in suite a: 2 single-thread run(s) had 68% to 81% of their core")
+    assert note.endswith("not a model cost: m1, m2.")  # m3 ran 2 threads: its share does not tell load
+    assert contended_notes(SimpleNamespace(done=done.drop(columns="cpu_share"), names=names)) == []
+
+
 def test_s_per_iter_from_different_thread_counts_is_flagged_per_suite(fixture_report):
     from types import SimpleNamespace
 

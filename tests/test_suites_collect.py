@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("mmcv.ops")
 
 from mnc_bench.cli import main  # noqa: E402
-from mnc_bench.suites.collect import collect, write_table  # noqa: E402
+from mnc_bench.suites.collect import collect, cpu_share, write_table  # noqa: E402
 from mnc_bench.suites.contract import STANDARD_METRICS  # noqa: E402
 from mnc_bench.suites.record import write_plan  # noqa: E402
 from mnc_bench.suites.rundir import RunDir  # noqa: E402
@@ -39,6 +39,15 @@ def suite(tmp_path, monkeypatch):
     return load_suite(path, build_models=False)
 
 
+def test_cpu_share_is_left_empty_on_a_gpu_and_where_a_figure_is_missing():
+    stats = {"worker_time_s": 100.0, "cpu_time_s": 70.0, "threads": 1}
+    assert cpu_share(stats) == pytest.approx(0.7)
+    assert cpu_share({**stats, "device": "cpu"}) == pytest.approx(0.7)
+    assert cpu_share({**stats, "device": "cuda"}) is None
+    assert cpu_share({"worker_time_s": 100.0, "threads": 1}) is None
+    assert cpu_share({**stats, "worker_time_s": 0.0}) is None
+
+
 def _prepare(suite, suite_dir: Path) -> list[RunDir]:
     plan = plan_suite(suite, suite_dir)
     for planned in plan:
@@ -52,7 +61,8 @@ def _finish(run_dir: RunDir, ap: float) -> None:
                                         "voc_mnc/AP@0.5/circle": 0.25, "voc_sds/mAP@0.7": math.nan})
     run_dir.write_json("run_stats.json", {"batch_size": 8, "lr": 5e-4, "max_iters": 2, "train_time_s": 12.5,
                                           "s_per_iter": 1.25, "threads": 2, "peak_mem_mb": 900.0,
-                                          "params": 123, "git_commit": "abc"})
+                                          "params": 123, "git_commit": "abc", "worker_time_s": 20.0,
+                                          "cpu_time_s": 30.0})
     run_dir.update_status(state="done", started="2024-01-01T10:00:00+00:00",
                           ended="2024-01-01T10:01:30+00:00", exit_reason="finished")
 
@@ -166,15 +176,16 @@ def test_collect_writes_one_row_per_run_in_the_shared_schema(suite, tmp_path, ca
                       "axis.config", "axis.train_cfg.max_iters"]
     assert list(table.columns[:10]) == expected_start
     assert set(STANDARD_METRICS) <= set(table.columns) and "voc_mnc/AP@0.5/circle" in table.columns
-    assert list(table.columns[-13:]) == ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter",
-                                         "threads", "peak_mem_mb", "params", "git_commit", "run_dir",
-                                         "test_ann_file", "test_img_dir", "reused_from"]
+    assert list(table.columns[-14:]) == ["batch_size", "lr", "max_iters", "train_time_s", "s_per_iter",
+                                         "threads", "peak_mem_mb", "params", "git_commit", "cpu_share",
+                                         "run_dir", "test_ann_file", "test_img_dir", "reused_from"]
     first = table.iloc[0]
     assert first["suite"] == "tiny" and first["model"] == "mnc_3stage_shapes" and first["seed"] == 0
     assert first["variant"] == "train_cfg.max_iters=2" and first["axis.train_cfg.max_iters"] == 2
     assert first["axis.config"] == "configs/mnc/mnc_3stage_shapes.py"
     assert first["status"] == "done" and first["failure_reason"] == "" and first["batch_size"] == 8
     assert first["threads"] == 2 and str(table["threads"].dtype) == "Int64"
+    assert first["cpu_share"] == pytest.approx(30.0 / (20.0 * 2))  # CPU time / (wall x threads)
     assert math.isnan(first["voc_sds/mAP@0.7"]) and math.isnan(first["proposals/AR@100"])
     assert table.loc[6, "status"] == "failed" and table.loc[6, "failure_reason"].startswith("non-finite loss")
     assert math.isnan(table.loc[6, "coco/segm/AP"]) and table.loc[7, "status"] == "pending"

@@ -11,7 +11,7 @@ import pandas as pd
 
 from mnc_bench.reporting.analysis import PER_MODEL, Analysis
 from mnc_bench.reporting.claims import ClaimResult, measured_text, tested_text
-from mnc_bench.reporting.compare import best_groups
+from mnc_bench.reporting.compare import best_groups, numbers
 from mnc_bench.reporting.metrics import (
     column,
     difference_text,
@@ -28,9 +28,12 @@ from mnc_bench.reporting.stats import CONFIDENCE, N_BOOT, SEED
 from mnc_bench.reporting.style import FigureResult, Skipped
 from mnc_bench.reporting.table import bench_weights
 from mnc_bench.reporting.venue import COLUMN, TEXT, Width
-from mnc_bench.suites.contract import RUN_STATES, RunState
+from mnc_bench.suites.contract import CPU_SHARE, RUN_STATES, RunState
 
 MAIN_TABLE_ID = "main-table"
+# A single-thread run on a core of its own spends >= 95 % of its wall time on the CPU (start-up and file I/O
+# aside); under 90 % another process took its core for a while.
+FULL_CPU_SHARE = 0.9
 
 
 def dirty_warning(runs: pd.DataFrame, dirty_runs: list[str]) -> list[Block]:
@@ -115,6 +118,7 @@ def main_table(a: Analysis) -> list[Block]:
     if single:
         notes.append(f"One seed only (no spread, no interval): {', '.join(single)}.")
     notes.extend(mixed_thread_notes(a))
+    notes.extend(contended_notes(a))
     for key, run_ids in a.missing.items():
         notes.append(f"`{key}` is missing from {len(run_ids)} finished run(s): {', '.join(run_ids)}; their "
                      "cells use the runs that have it.")
@@ -143,6 +147,25 @@ def mixed_thread_notes(a: Analysis) -> list[str]:
         notes.append(f"s/iter in suite {suite} was measured with different torch thread counts "
                      f"({by_threads}): compare those rows' s/iter as wall times under different settings, "
                      "not as model costs.")
+    return notes
+
+
+def contended_notes(a: Analysis) -> list[str]:
+    """A note per suite with single-thread runs that had under :data:`FULL_CPU_SHARE` of their core
+    (``cpu_share``): their s/iter is a wall time under load, not the model's cost. A run of several threads
+    leaves cores idle in its serial parts on a quiet machine too, so its share does not tell load apart."""
+    done = a.done
+    if CPU_SHARE not in done or "s_per_iter" not in done or "threads" not in done:
+        return []
+    share, threads = numbers(done[CPU_SHARE]), numbers(done["threads"])
+    contended = done[done["s_per_iter"].notna() & (threads == 1) & (share < FULL_CPU_SHARE)]
+    notes = []
+    for suite, runs in contended.groupby("suite", sort=True):
+        shares = numbers(runs[CPU_SHARE])
+        labels = sorted({a.names.label(m, v) for m, v in zip(runs["model"], runs["variant"])})
+        notes.append(f"s/iter in suite {suite}: {len(runs)} single-thread run(s) had {shares.min():.0%} to "
+                     f"{shares.max():.0%} of their core (CPU time / wall time; other processes competed), so "
+                     f"their s/iter is a wall time under load, not a model cost: {', '.join(labels)}.")
     return notes
 
 

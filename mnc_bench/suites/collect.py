@@ -4,8 +4,8 @@ Columns (the schema ``mnc-bench report`` reads, defined in :mod:`~mnc_bench.suit
 run_id, status, failure_reason, config, model, seed, variant, ``axis.<key>`` per suite axis, every standard
 metric key (NaN when not measured) plus the suite's extra ``metrics`` and the ``robustness/...`` keys of the
 runs' ``robustness.json``, batch_size, lr, max_iters, train_time_s, s_per_iter, threads (torch threads of the
-run), peak_mem_mb, params, git_commit, run_dir, test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>``
-the run was copied from, or empty).
+run), peak_mem_mb, params, git_commit, cpu_share (the share of its cores a CPU run had), run_dir,
+test_ann_file, test_img_dir, reused_from (``<suite>/<run-id>`` the run was copied from, or empty).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from mnc_bench.io import atomic_open
 from mnc_bench.suites.contract import (
     AXIS_PREFIX,
     COCO_IOU_TYPES,
+    CPU_SHARE,
     FINISHED_STATES,
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
@@ -154,7 +155,21 @@ def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
     if done:
         row.update(read_summary(run_dir.file(RECORD_FILE)))
     row.update({key: stats.get(key) for key in RUN_STATS_COLUMNS})
+    row[CPU_SHARE] = cpu_share(stats)
     return row
+
+
+def cpu_share(stats: Mapping[str, Any]) -> float | None:
+    """CPU time / (wall time x threads) of a CPU run's worker (``run_stats.json``); None on a GPU, where CPU
+    time says nothing of contention, or when a figure is missing. Runs recorded before the device was are
+    CPU runs (the GPU path had not run)."""
+    try:
+        wall, cpu, threads = float(stats["worker_time_s"]), float(stats["cpu_time_s"]), int(stats["threads"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if stats.get("device", "cpu") != "cpu" or wall <= 0 or threads <= 0:
+        return None
+    return cpu / (wall * threads)
 
 
 def robustness_order(key: str) -> tuple:

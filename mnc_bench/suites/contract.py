@@ -192,9 +192,12 @@ LEADING_COLUMNS = ("suite", "run_id", "status", "failure_reason", "config", "mod
 # From each run's run_stats.json, in this order.
 RUN_STATS_COLUMNS = ("batch_size", "lr", "max_iters", "train_time_s", "s_per_iter", "threads", "peak_mem_mb",
                      "params", "git_commit")
-TRAILING_COLUMNS = (*RUN_STATS_COLUMNS, "run_dir", "test_ann_file", "test_img_dir", "reused_from")
+# The share of its cores a CPU run had: CPU time / (wall time x threads), from run_stats.json; below 1 when
+# other processes competed for the cores, which slows its s/iter. Empty for GPU runs.
+CPU_SHARE = "cpu_share"
+TRAILING_COLUMNS = (*RUN_STATS_COLUMNS, CPU_SHARE, "run_dir", "test_ann_file", "test_img_dir", "reused_from")
 INTEGER_COLUMNS = ("seed", "batch_size", "max_iters", "threads", "params")  # pandas Int64 (nullable)
-FLOAT_COLUMNS = ("lr", "train_time_s", "s_per_iter", "peak_mem_mb")  # besides the metric columns
+FLOAT_COLUMNS = ("lr", "train_time_s", "s_per_iter", "peak_mem_mb", CPU_SHARE)  # besides the metric columns
 TEXT_COLUMNS = ("suite", "run_id", "status", "failure_reason", "config", "model", "variant", "git_commit",
                 "run_dir", "test_ann_file", "test_img_dir", "reused_from")
 REQUIRED_COLUMNS = ("suite", "run_id", "status", "model", "seed", "variant")  # what a report needs

@@ -111,7 +111,8 @@ def _run_held(run_dir: RunDir, started: float, launcher: str, track: str | None)
     # itself.
     # The threads torch used (not only an explicit --threads): s/iter means little without them.
     stats.update(worker_time_s=time.time() - started, worker_started_at=started,
-                 threads=torch.get_num_threads(), cpu_time_s=usage.ru_utime + usage.ru_stime)
+                 threads=torch.get_num_threads(), cpu_time_s=usage.ru_utime + usage.ru_stime,
+                 device="cuda" if torch.cuda.is_available() and torch.cuda.is_initialized() else "cpu")
     run_dir.write_json(RUN_STATS_JSON, {**(run_dir.read_json(RUN_STATS_JSON) or {}), **stats})
     if track:
         _tracking_step(lambda: tracking.log_results(track, run_record, run_dir.path))
