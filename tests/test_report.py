@@ -16,6 +16,7 @@ from report_browser import find_chromium, inspect_page
 from report_fixtures import DISPLAY_NAMES
 
 from mnc_bench.reporting import provenance, write_report
+from mnc_bench.reporting.compare import short_label
 from mnc_bench.reporting.style import Canvas
 from mnc_bench.reporting.venue import COLUMN
 
@@ -109,7 +110,7 @@ def test_main_table_cells_equal_independent_aggregates(fixture_report, key, labe
     assert len(main) == len(expected)  # one row per (suite, model, variant) with a finished run
     for row in expected.itertuples():
         name = DISPLAY_NAMES[row.model]
-        label_text = name if not row.variant else f"{name} [{row.variant}]"
+        label_text = short_label(name, row.variant)  # axis keys cut to what tells them apart
         cell = main[(main["suite"] == row.suite) & (main["model"] == label_text)][label].item()
         same = (table.suite == row.suite) & (table.model == row.model) & (table.variant == row.variant)
         group = table[same]
@@ -143,7 +144,8 @@ def test_difference_to_baseline_matches_independent_means(fixture_report):
     # mnc_5stage is ~10 points above with ~1 point of seed noise: separated samples.
     assert rows.loc["MNC 5-stage", "P(model > baseline) [95 % CI]"] == "1.00 [1.00, 1.00]"
     assert rows.loc["MNC 5-stage", "Δ verdict"] == "better"
-    assert rows.loc["MNC 5-stage", "P verdict"] == "better"
+    # the exact rank test cannot reach p < 0.05 at 3 seeds a side (smallest p: 2 / C(6, 3) = 0.1)
+    assert rows.loc["MNC 5-stage", "P verdict"] == "inconclusive"
 
 
 def test_ablation_tables_and_one_seed_group(fixture_report):
@@ -152,7 +154,7 @@ def test_ablation_tables_and_one_seed_group(fixture_report):
     depth = md_table(text, "## Ablation: model.cascade.num_stages")
     assert set(depth["num_stages"]) == {"3", "5", "7"}
     single = depth[(depth["num_stages"] == "7")
-                   & (depth["setting"] == "model.cascade.box_grad=False, model.cascade.share_weights=True")]
+                   & (depth["setting"] == "box_grad=False, share_weights=True")]
     assert single["n"].item() == "1"
     assert "no interval" in single["Δ [95 % CI]"].item() and "±" not in single["mask AP"].item()
     assert "One seed only (no spread, no interval)" in text

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import ttest_ind
 
 from mnc_bench.reporting.metrics import column, difference_text, mean_std, probability_text, spread
 from mnc_bench.reporting.stats import (
@@ -49,8 +50,12 @@ def test_fully_separated_samples_give_p_one_and_a_difference_interval_excluding_
     c = compare(x, y)
     assert c.improvement.estimate == 1.0
     assert (c.improvement.low, c.improvement.high) == (1.0, 1.0)  # every resample stays separated
-    assert c.improvement.verdict(0.5) == "higher"
+    # ... but 3 vs 4 seeds cannot show it: the exact rank test's smallest p is 2 / C(7, 3) = 0.057. At 4 vs 4
+    # it is 2 / C(8, 4) = 0.029.
+    assert c.improvement.p_value == pytest.approx(2 / 35) and c.improvement.verdict(0.5) == "inconclusive"
+    assert compare(np.append(x, 0.54), y).improvement.verdict(0.5) == "higher"
     assert c.difference.estimate == pytest.approx(x.mean() - y.mean())
+    assert c.difference.p_value == pytest.approx(ttest_ind(x, y).pvalue)
     # Resampled means stay within the samples' ranges: the interval lies in [min x - max y, max x - min y].
     assert x.min() - y.max() <= c.difference.low < c.difference.high <= x.max() - y.min()
     assert c.difference.verdict(0.0) == "higher"
@@ -138,3 +143,19 @@ def test_interval_verdicts():
     assert Interval(-0.5, -0.9, -0.1).verdict(0.0) == "lower"
     assert Interval(0.1, -0.1, 0.3).verdict(0.0) == "inconclusive"
     assert Interval(0.6, 0.5, 0.9).verdict(0.5) == "inconclusive"  # touching the null is not excluding it
+    assert Interval(0.5, 0.1, 0.9, p_value=0.01).verdict(0.0) == "higher"
+    assert Interval(0.5, 0.1, 0.9, p_value=0.2).verdict(0.0) == "inconclusive"  # the test disagrees
+    assert Interval(0.1, -0.1, 0.3, p_value=0.01).verdict(0.0) == "inconclusive"  # the interval disagrees
+
+
+def test_two_seeds_a_side_need_the_t_test_where_the_bootstrap_alone_would_decide():
+    # 1 point apart, spread 0.6: the bootstrap interval (3 distinct means a side) excludes 0, the t-test not
+    close = compare([0.34, 0.346], [0.35, 0.356])
+    assert close.difference.high < 0 and close.difference.verdict(0.0) == "inconclusive"
+    assert close.difference.p_value == pytest.approx(ttest_ind([0.34, 0.346], [0.35, 0.356]).pvalue)
+    # one side steady, one spread by 2.4 points, 13 apart: pooled variances decide, Welch's would not
+    far = compare([0.4985, 0.4995], [0.355, 0.389])
+    assert far.difference.verdict(0.0) == "higher"
+    assert ttest_ind([0.4985, 0.4995], [0.355, 0.389], equal_var=False).pvalue > 0.05
+    # the rank test's smallest p at 2 vs 2 is 2 / C(4, 2) = 1/3: P's verdict needs more seeds
+    assert far.improvement.p_value == pytest.approx(1 / 3) and far.improvement.verdict(0.5) == "inconclusive"

@@ -21,15 +21,10 @@ key, or ``A - B`` for the per-run difference of two keys (e.g. how much lower bo
 
 Verdicts, at the report's 95 % level:
 
-- ``higher``/``than``: the difference of means with its stratified percentile-bootstrap interval (the report's
-  method); *supported* when the interval lies above 0 and Student's t-test agrees (p < 0.05), *contradicted*
-  when the interval lies below 0 and the test agrees, else *inconclusive*. The test guards the few-seed case:
-  with 2 seeds a side the bootstrap sees 3 distinct means per side and its interval is too narrow, while the
-  t quantile at n1 + n2 - 2 degrees of freedom (4.3 at 2 vs 2) widens the judgement as it should. The test
-  pools the two sides' variances: the cells of a suite differ in one setting, their seeds in the same
-  training noise, as the factor test's ANOVA also assumes. (Welch's unpooled test estimates each side's
-  variance from n - 1 = 1 degree of freedom at 2 seeds, falls to about 1 degree of freedom, t quantile 12.7,
-  and would judge nothing below 3 seeds a side.)
+- ``higher``/``than``: the difference of means with its stratified percentile-bootstrap interval and Student's
+  t-test (the report's method, :mod:`mnc_bench.reporting.stats`); *supported* when the interval lies above 0
+  and the test agrees (p < 0.05), *contradicted* when it lies below 0 and the test agrees, else
+  *inconclusive* (the row gives the test's p when only the interval excludes 0).
 - ``varies``: a permutation test of one-way ANOVA's F over the cells of the listed axes (seeds as replicates,
   every other axis of the suite held at the value the claim gives or, when it gives none, pooled as separate
   cells); *supported* when p < 0.05, else *inconclusive* (no test can show that a factor does not matter).
@@ -48,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from scipy.stats import f_oneway, permutation_test, ttest_ind
+from scipy.stats import f_oneway, permutation_test
 
 from mnc_bench.errors import UserError
 from mnc_bench.reporting.compare import DEFAULT_VALUE, value_text
@@ -217,20 +212,12 @@ def _compare(claim: Claim, metric: str, runs: pd.DataFrame) -> ClaimResult:
     if not difference.has_interval:
         return ClaimResult(claim, metric, "inconclusive", n, difference=difference,
                            reason="one seed on a side: no interval")
-    p_value = _student_p(higher, than)
     verdict = {"higher": "supported", "lower": "contradicted"}.get(difference.verdict(0.0), "inconclusive")
-    reason = ""
-    if verdict != "inconclusive" and p_value >= 1.0 - CONFIDENCE:
-        verdict, reason = "inconclusive", f"Student's t-test p = {p_value:.3f}"
-    return ClaimResult(claim, metric, verdict, n, difference=difference, p_value=p_value, reason=reason)
-
-
-def _student_p(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided p of Student's t-test of mean(x) = mean(y), variances pooled (2+ values a side); 0 or 1 when
-    neither side varies (the t statistic is undefined: the means differ for certain, or not at all)."""
-    if np.ptp(x) == 0 and np.ptp(y) == 0:
-        return 0.0 if x[0] != y[0] else 1.0
-    return float(ttest_ind(x, y, equal_var=True).pvalue)
+    excludes_zero = difference.low > 0 or difference.high < 0
+    reason = "" if difference.test_agrees or not excludes_zero else (
+        f"Student's t-test p = {difference.p_value:.3f}")
+    return ClaimResult(claim, metric, verdict, n, difference=difference, p_value=difference.p_value,
+                       reason=reason)
 
 
 def _factor(claim: Claim, metric: str, runs: pd.DataFrame) -> ClaimResult:

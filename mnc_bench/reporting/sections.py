@@ -174,9 +174,11 @@ def _method() -> Text:
                 "percentile-bootstrap interval stratified over seeds (each side's seeds resampled "
                 f"separately; {N_BOOT:,} resamples, seed {SEED}). P(improvement): probability that a seed "
                 "of the row beats a seed of the reference, Mann-Whitney U / (n_row · n_ref) (ties count "
-                "half), with the same bootstrap interval. 'inconclusive': the interval contains 0 (Δ) or "
-                "0.5 (P). Intervals need 2 seeds per side; with 3 or fewer they are coarse and tend to be "
-                "too narrow: read them as indicative.")
+                "half), with the same bootstrap interval. 'better' / 'worse' when the interval excludes 0 "
+                "(Δ) or 0.5 (P) and the matching test agrees at p < 0.05: Student's t-test with pooled "
+                "variances (Δ), the exact Mann-Whitney test (P); else 'inconclusive'. Intervals need 2 seeds "
+                "per side, and with so few they are too narrow: the tests account for the sample sizes (the "
+                "rank test cannot reach p < 0.05 below 4 seeds a side).")
 
 
 def _comparison_cells(row, col) -> list[str]:
