@@ -23,6 +23,7 @@ from mnc_bench.io import check_writable_output
 from mnc_bench.suites.contract import (
     EXECUTORS,
     LAUNCHERS,
+    MAX_SEED,
     RESULTS_ROOT,
     SLURM_CPUS_PER_GPU,
     SLURM_MEM_GB_PER_GPU,
@@ -131,7 +132,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                        help="file layout: the shapes' own, or that of COCO 2017 / SBD for VOC with every "
                        "class of the dataset listed (to rehearse the COCO and VOC suites: run --smoke; "
                        "default shapes)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     synth.set_defaults(handler=_cmd_data_synth)
 
     _add_data_synth_video(data_sub)
@@ -216,7 +217,7 @@ def _add_data_synth_video(data_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=_frame_range, default=(8, 12), metavar="T|MIN-MAX",
                    help="frames per clip, fixed or drawn per clip (default 8-12)")
     p.add_argument("--size", type=_positive_int, default=128, help="frame side in pixels (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--camera-shake", type=_non_negative_float, default=1.0, metavar="PX",
                    help="std of the camera's per-frame step in pixels, 0 for a still camera (default 1)")
     p.set_defaults(handler=_cmd_data_synth_video)
@@ -258,6 +259,13 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "a non-negative integer")
+
+
+def _seed(text: str) -> int:
+    seed = _int_at_least(text, 0, f"an integer from 0 to {MAX_SEED}")
+    if seed > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text}")
+    return seed
 
 
 def _cfg_option(text: str) -> str:
@@ -409,7 +417,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        "then print the last validation metrics and where the checkpoints are.")
     p.add_argument("config", help="model config, e.g. configs/mask_rcnn/mask_rcnn_shapes.py")
     _add_run_options(p)
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=_seed, default=None,
                    help="random seed (default: the config's randomness.seed)")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
     start = p.add_mutually_exclusive_group()
@@ -475,7 +483,7 @@ def _add_corruption_options(p: argparse.ArgumentParser) -> argparse._ArgumentGro
     group.add_argument("--subset", choices=("full", "quick"), default=None,
                        help="full: every severity and image (default); quick: severities 1 3 5, first 50 "
                        "images")
-    group.add_argument("--corruption-seed", type=int, default=0,
+    group.add_argument("--corruption-seed", type=_seed, default=0,
                        help="seed of the corrupted images, recorded in the result (default 0)")
     return group
 
@@ -696,7 +704,7 @@ def _add_suites(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reuse", action="store_true",
                    help="train runs already done under another suite of the results root (same resolved "
                    "config and seed) instead of copying them")
-    p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=None, metavar="SEED",
+    p.add_argument("--seeds", type=_seed, nargs="+", default=None, metavar="SEED",
                    help="replace the suite's seeds")
     p.add_argument("--only", nargs="+", default=None, metavar="RUN_ID",
                    help="execute just these runs of the plan (ids as --dry-run prints them); the suite's "

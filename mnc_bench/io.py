@@ -44,12 +44,34 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def cannot_write(path: str | os.PathLike[str], exc: OSError) -> UserError:
+    """The one-line error for an output ``path`` the operating system refused (no such place, not
+    writable, a file where a folder must be, ...)."""
+    return UserError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def ensure_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a folder, created with its parents where missing; a UserError naming it where it cannot
+    be one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"cannot write {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
+    return path
+
+
 def make_staging_dir(path: str | os.PathLike[str]) -> Path:
     """A new empty folder beside ``path`` (mode 0777 & ~umask) to build ``path`` in, then rename into
     place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    name, _ = _create_beside(path, ".tmp", lambda name: os.mkdir(name, 0o777))
+    ensure_dir(path.parent)
+    try:
+        name, _ = _create_beside(path, ".tmp", lambda name: os.mkdir(name, 0o777))
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
     return Path(name)
 
 
@@ -57,18 +79,25 @@ def make_staging_dir(path: str | os.PathLike[str]) -> Path:
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block finishes.
 
-    The file gets mode 0666 & ~umask, like ``open(path, "w")``.
+    The file gets mode 0666 & ~umask, like ``open(path, "w")``. Where the operating system refuses the
+    file (its folder cannot be made, the path is a folder, ...) a UserError names ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    tmp_name, fd = _create_beside(path, ".tmp", lambda name: os.open(name, flags, 0o666))
+    try:
+        tmp_name, fd = _create_beside(path, ".tmp", lambda name: os.open(name, flags, 0o666))
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        try:
+            os.replace(tmp_name, path)
+        except OSError as exc:
+            raise cannot_write(path, exc) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)

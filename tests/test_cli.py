@@ -45,6 +45,19 @@ def test_bad_arguments_exit_non_zero_without_traceback(tmp_path):
     assert result.returncode == 2 and "--train" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("argv", [
+    ["data", "synth", "--seed", "-1"],
+    ["data", "synth-video", "--seed", "4294967296"],  # numpy's seeds end at 2**32 - 1
+    ["run", "demo", "--dry-run", "--seeds", "0", "4294967296"],
+    ["train", "configs/mnc/mnc_3stage_shapes.py", "--seed", "x"],
+])
+def test_seeds_outside_numpys_range_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    assert "must be an integer from 0 to 4294967295" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_synth_refuses_non_empty_directory(tmp_path):
     (tmp_path / "f").write_text("x")
     result = subprocess.run([sys.executable, "-m", "mnc_bench.cli", "data", "synth", "--out", str(tmp_path),

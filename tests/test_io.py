@@ -131,3 +131,23 @@ def test_read_only_directory_is_refused(tmp_path):
             check_writable_output(locked / "x.json", "--out")
     finally:
         locked.chmod(0o755)
+
+
+def test_outputs_the_system_refuses_are_user_errors_naming_the_path(tmp_path):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder.json").mkdir()
+    refused = {
+        tmp_path / "file" / "x.json": "cannot write",  # a file where a folder must be
+        tmp_path / "folder.json": "cannot write",  # a folder where the file must go
+    }
+    for path, problem in refused.items():
+        with pytest.raises(UserError, match=problem) as info:
+            write_json(path, {"a": 1})
+        assert str(path) in str(info.value) or str(path.parent) in str(info.value)
+        assert "\n" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.json"]  # no temporary left
+    assert not list((tmp_path / "folder.json").iterdir())
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        make_staging_dir(tmp_path / "file" / "dataset")
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        mnc_io.ensure_dir(tmp_path / "file")

@@ -117,6 +117,31 @@ def test_missing_and_malformed_tables(tmp_path, capsys):
         assert "Traceback" not in e and e.count("\n") == 1
 
 
+@pytest.mark.parametrize(("values", "problem"), [
+    ({"coco/segm/AP": "high"}, "run r1: coco/segm/AP 'high' is not a finite number"),  # else dropped as text
+    ({"coco/segm/AP": float("inf")}, "run r1: coco/segm/AP inf is not a finite number"),  # else printed as —
+    ({"train_time_s": "long"}, "run r1: train_time_s 'long' is not a finite number"),
+    ({"model": ""}, "run r1: model is empty"),  # else a row without a name
+])
+def test_a_damaged_table_value_is_named(tmp_path, capsys, values, problem):
+    (tmp_path / "bad").mkdir()
+    row = {"suite": "bad", "run_id": "r1", "status": "done", "model": "m", "seed": 0, "variant": "",
+           "coco/segm/AP": 0.5, "train_time_s": 10.0}
+    pd.DataFrame([{**row, **values}]).to_csv(tmp_path / "bad" / "collect.csv", index=False)
+    code, _, err = _cli(capsys, "bad", "--out", str(tmp_path / "out"), "--results", str(tmp_path))
+    assert code == 2 and problem in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_the_system_refuses_is_one_line(results, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tables").write_text("")  # a file where the report's tables folder goes
+    code, _, err = _cli(capsys, "mnc_vs_successors", "--out", str(out), "--results", str(results),
+                        "--no-figures")
+    assert code == 2 and "tables: exists and is not a folder" in err and err.count("\n") == 1
+
+
 def test_cli_writes_a_report(results, tmp_path, capsys):
     code, out, err = _cli(capsys, "loss_weights", "--out", str(tmp_path / "r"), "--results", str(results),
                           "--bench", str(results / "bench" / "models.json"), "--metric", "segm/AP",

@@ -227,3 +227,41 @@ def test_collect_and_status_of_a_suite_never_run(tmp_path, capsys):
     assert main(["collect", "nothing", "--results", str(tmp_path)]) == 2
     assert "no results at" in capsys.readouterr().err
     assert main(["status", "nothing", "--results", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize(("file", "content", "problem"), [
+    ("metrics.json", "[1]", "metrics.json: not a JSON object"),
+    ("metrics.json", None, "metrics.json: missing"),
+    ("metrics.json", '{"coco/segm/AP": "high"}',
+     "metrics.json: coco/segm/AP: expected a number or null, got 'high'"),
+    ("run_stats.json", '{"train_time_s": "long"}', "run_stats.json: train_time_s: expected a number or null"),
+    ("run.json", "{", "run.json: missing or not a run record"),
+    ("status.json", '{"state": "exploded"}', "status.json: not a run status"),
+    ("suite.json", '{"run_ids": "abc"}', "suite.json: run_ids: expected a list of strings"),
+    ("suite.json", "[1, 2]", "suite.json: not a suite record"),
+])
+def test_a_damaged_record_is_named_instead_of_collected_as_missing(suite, tmp_path, capsys, file, content,
+                                                                    problem):
+    suite_dir = tmp_path / "results" / "tiny"
+    run_dirs = _prepare(suite, suite_dir)
+    _finish(run_dirs[0], 0.4)
+    path = suite_dir / file if file == "suite.json" else run_dirs[0].file(file)
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
+    assert main(["collect", "tiny", "--results", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and problem in err
+    assert not list(suite_dir.glob("collect.*"))
+
+
+def test_an_output_the_system_refuses_is_one_line_and_leaves_neither_table(suite, tmp_path, capsys):
+    suite_dir = tmp_path / "results" / "tiny"
+    _finish(_prepare(suite, suite_dir)[0], 0.4)
+    out = tmp_path / "tables"
+    (out / "collect.csv").mkdir(parents=True)  # the CSV's place is taken: the parquet must not be written
+    assert main(["collect", "tiny", "--results", str(tmp_path / "results"),
+                 "--out", str(out / "collect.parquet")]) == 2
+    assert "collect.csv: is a directory" in capsys.readouterr().err
+    assert not (out / "collect.parquet").exists()

@@ -168,6 +168,22 @@ def test_duplicate_axis_in_grid_and_cfg_options(tmp_path):
                   "cfg_options: {model.cascade.num_stages: 5}\n")
 
 
+@pytest.mark.parametrize(("sections", "problem"), [
+    # the zip's value would silently replace the grid's
+    ("grid: {model.cascade.num_stages: [3]}\nzip: {model.cascade.num_stages: [5]}",
+     "duplicate axis model.cascade.num_stages: also set in zip"),
+    # the run would be labelled num_stages=3 and train 5 stages
+    ("grid: {model.cascade.num_stages: [3], model.cascade: [{num_stages: 5}]}",
+     "grid.model.cascade.num_stages overlaps grid.model.cascade: one sets part of the other"),
+    ("grid: {model.cascade: [{num_stages: 5}]}\ncfg_options: {model.cascade.num_stages: 3}",
+     "grid.model.cascade overlaps model.cascade.num_stages in cfg_options: one sets part of the other"),
+    ("zip: {model.cascade.num_stages: [3]}\ngrid: {model.cascade: [{num_stages: 5}]}",
+     "grid.model.cascade overlaps model.cascade.num_stages in zip: one sets part of the other"),
+])
+def test_an_axis_sets_its_key_alone(tmp_path, sections, problem):
+    assert _error(tmp_path, f"base: {MNC}\n{sections}\n") == f"suite s: {problem}"
+
+
 @pytest.mark.parametrize(("section", "problem"), [
     ("cfg_options: {1: 2}", "cfg_options: key 1 is not a config key"),
     ("cfg_options: {model.: 2}", "cfg_options: key 'model.' is not a config key"),
@@ -183,16 +199,18 @@ def test_unknown_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("seeds,problem", [
-    ("[a]", "'a' is not a non-negative integer"),
-    ("[1.5]", "1.5 is not a non-negative integer"),
+    ("[a]", "'a' is not an integer from 0 to 4294967295"),
+    ("[1.5]", "1.5 is not an integer from 0 to 4294967295"),
     # YAML's true is no seed, though Python's bool is an int
-    ("[true]", "True is not a non-negative integer"),
-    ("[0, -1]", "-1 is not a non-negative integer"),
+    ("[true]", "True is not an integer from 0 to 4294967295"),
+    ("[0, -1]", "-1 is not an integer from 0 to 4294967295"),
+    # numpy, which mmengine seeds, refuses 2**32: the run would fail only once it started
+    ("[4294967296]", "4294967296 is not an integer from 0 to 4294967295"),
     ("[]", "expected a non-empty list of integers, got []"),
     ("3", "expected a non-empty list of integers, got 3"),
     ("[1, 2, 1]", "a seed is listed twice"),
 ])
-def test_seeds_must_be_distinct_non_negative_integers(tmp_path, seeds, problem):
+def test_seeds_must_be_distinct_integers_in_numpys_range(tmp_path, seeds, problem):
     assert _error(tmp_path, f"base: {MNC}\nseeds: {seeds}\n") == f"suite s: seeds: {problem}"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mnc_bench.bench import MODELS_JSON
 from mnc_bench.errors import UserError, one_line
-from mnc_bench.io import atomic_open, check_writable_output
+from mnc_bench.io import atomic_open, check_writable_output, ensure_dir
 from mnc_bench.reporting import curves, diagnostics, figures, latex, qualitative, sections, video
 from mnc_bench.reporting.analysis import Analysis, analyse
 from mnc_bench.reporting.claims import ClaimResult, evaluate_claims, load_claims
@@ -90,7 +90,7 @@ def _draw_figures(a: Analysis, out: Path, choice: ModelChoice) -> list[FigureRes
     fig_dir = out / "figures"
     if a.done.empty or a.metric not in a.done:
         return [Skipped("all figures", "no finished run with the compared metric")]
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(fig_dir)
     column, text = Canvas(fig_dir, COLUMN, a.names), Canvas(fig_dir, TEXT, a.names)
     drawn: list[FigureResult | Skipped] = []
     for drawer in figure_drawers(a, choice):
@@ -231,7 +231,7 @@ def write_report(
     choice = choose_models(a.done, a.metric, baselines, a.names, list(qualitative_models or []))
     display = PathDisplay.of(results_dir, inputs.runs)
     published = load_published()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     drawn = (_draw_figures(a, out_dir, choice) if figures
              else [Skipped("all figures", "not asked for (--no-figures)")])
     tex = _write_tables(tables, widths, out_dir)

@@ -7,6 +7,7 @@ A suite argument is a suite name (``<results>/<suite>/collect.parquet|csv``), a 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from mnc_bench.errors import UserError
 from mnc_bench.suites.contract import (
     AXIS_PREFIX,
     COLLECT_TABLES,
+    FLOAT_COLUMNS,
     REQUIRED_COLUMNS,
     RESULTS_ROOT,
     RUN_STATES,
@@ -25,6 +27,7 @@ from mnc_bench.suites.contract import (
     TEXT_COLUMNS,
     RunState,
     axis_column,
+    is_metric_key,
     is_suite_file,
     suite_name,
 )
@@ -118,6 +121,11 @@ def read_table(path: Path) -> pd.DataFrame:
         row = frame.loc[(seeds.isna() | (seeds % 1 != 0)).idxmax()]
         raise UserError(f"{path}: run {row['run_id']}: seed {row['seed']!r} is not an integer")
     frame["seed"] = seeds.astype(int)
+    empty = frame["model"] == ""
+    if empty.any():
+        raise UserError(f"{path}: run {frame.loc[empty.idxmax(), 'run_id']}: model is empty")
+    for col in [c for c in frame.columns if is_metric_key(c) or c in FLOAT_COLUMNS]:
+        frame[col] = _numbers(frame, col, path)
     for col in [c for c in frame.columns if c.startswith(AXIS_PREFIX)]:
         if frame[col].map(lambda v: pd.isna(v) or v == "").all():
             frame = frame.drop(columns=col)  # no run sets it: not an axis of this suite
@@ -128,6 +136,20 @@ def read_table(path: Path) -> pd.DataFrame:
     if duplicated.any():
         raise UserError(f"{path}: run id {frame.loc[duplicated.idxmax(), 'run_id']} appears twice")
     return frame
+
+
+def _numbers(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """A figure column as floats (empty as NaN); a UserError naming the run whose value is text or
+    infinite, which a table would otherwise show as missing."""
+    values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    text = values.isna() & frame[column].notna() & (frame[column].astype(str) != "")
+    bad = text | values.abs().eq(math.inf)
+    if bad.any():
+        row = frame.loc[bad.idxmax()]
+        value = row[column]
+        shown = repr(value) if isinstance(value, str) else value
+        raise UserError(f"{path}: run {row['run_id']}: {column} {shown} is not a finite number")
+    return values
 
 
 def load_inputs(

@@ -22,7 +22,7 @@ from mnc_bench.errors import UserError
 from mnc_bench.evaluation.errors import TIDE_METRIC_NAMES
 from mnc_bench.evaluation.robustness import PREFIX as ROBUSTNESS_PREFIX
 from mnc_bench.evaluation.robustness import RECORD_FILE, read_summary
-from mnc_bench.io import atomic_open
+from mnc_bench.io import atomic_open, check_writable_output
 from mnc_bench.suites.contract import (
     AXIS_PREFIX,
     COCO_IOU_TYPES,
@@ -50,6 +50,8 @@ from mnc_bench.suites.status import ordered_run_dirs
 # The metric columns of every table: the contract's, then TIDE's (named with its error types).
 COLLECTED_METRICS = [*STANDARD_METRICS,
                      *(f"tide/{kind}/{name}" for kind in COCO_IOU_TYPES for name in TIDE_METRIC_NAMES)]
+# run_stats.json's figures (its git commit is text).
+NUMERIC_RUN_STATS = [column for column in RUN_STATS_COLUMNS if column not in TEXT_COLUMNS]
 # What the printed summary shows when the suite names no metrics.
 SUMMARY_METRICS = ["coco/segm/AP", "coco/segm/AP50", "coco/bbox/AP", "voc_sds/mAP@0.5", "voc_mnc/mAP@0.5"]
 
@@ -137,26 +139,45 @@ def _typed(table: pd.DataFrame, axes: list[str], metrics: list[str]) -> pd.DataF
 
 
 def _row(run_dir: RunDir, metrics: list[str]) -> dict[str, Any]:
-    run = run_dir.record()
-    status = run_dir.status()
+    run = run_dir.read_run()
+    status = run_dir.read_status()
     done = status["state"] == RunState.DONE
-    values = (run_dir.read_json(METRICS_JSON) or {}) if done else {}
-    stats = run_dir.read_json(RUN_STATS_JSON) or {}
+    values = _numbers(run_dir, METRICS_JSON, required=True) if done else {}
+    stats = _numbers(run_dir, RUN_STATS_JSON, required=False, keys=NUMERIC_RUN_STATS)
     row: dict[str, Any] = dict(
-        suite=run.suite if run else run_dir.path.parent.name, run_id=run_dir.run_id, status=status["state"],
+        suite=run.suite, run_id=run_dir.run_id, status=status["state"],
         failure_reason=(status.get("exit_reason") or "") if status["state"] == RunState.FAILED else "",
-        run_dir=str(run_dir.path), reused_from=status.get("reused_from") or "", _axes=[],
+        run_dir=str(run_dir.path), reused_from=status.get("reused_from") or "",
+        config=run.config, model=run.model, seed=run.seed, variant=run.variant,
+        test_ann_file=run.test_ann_file, test_img_dir=run.test_img_dir, _axes=list(run.axes),
     )
-    if run is not None:  # else the run's own columns stay empty: its folder is named, its run.json unreadable
-        row.update(config=run.config, model=run.model, seed=run.seed, variant=run.variant,
-                   test_ann_file=run.test_ann_file, test_img_dir=run.test_img_dir, _axes=list(run.axes))
-        row.update({axis_column(key): value for key, value in run.axes.items()})
+    row.update({axis_column(key): value for key, value in run.axes.items()})
     row.update({key: math.nan if values.get(key) is None else values[key] for key in metrics})
     if done:
         row.update(read_summary(run_dir.file(RECORD_FILE)))
     row.update({key: stats.get(key) for key in RUN_STATS_COLUMNS})
     row[CPU_SHARE] = cpu_share(stats)
     return row
+
+
+def _numbers(run_dir: RunDir, name: str, *, required: bool, keys: Collection[str] | None = None
+             ) -> dict[str, Any]:
+    """A run's JSON object of figures (``keys``: the ones that must be numbers or null; default all); a
+    UserError naming the file and key where it is missing (``required``), unreadable or holds a
+    non-number, so that a table never shows a damaged record as NaN."""
+    path = run_dir.file(name)
+    data = run_dir.read_json(name)
+    if data is None and not (required or path.exists()):
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: {'missing' if not path.exists() else 'not a JSON object'} "
+                        f"(the run's {'figures' if required else 'statistics'}; run it again or delete its "
+                        "folder)")
+    for key in data if keys is None else [k for k in keys if k in data]:
+        value = data[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserError(f"{path}: {key}: expected a number or null, got {value!r}")
+    return data
 
 
 def cpu_share(stats: Mapping[str, Any]) -> float | None:
@@ -206,6 +227,8 @@ def write_table(table: pd.DataFrame, out: str | Path) -> list[Path]:
     if out.suffix not in TABLE_FORMATS:
         raise UserError(f"--out {out}: expected a .parquet or .csv file name")
     paths = [out.with_suffix(suffix) for suffix in TABLE_FORMATS]
+    for path in paths:  # both checked before either is written: never a new parquet beside an old CSV
+        check_writable_output(path, "--out")
     with atomic_open(paths[0], "wb") as handle:
         table.to_parquet(handle, index=False)
     with atomic_open(paths[1], "w", encoding="utf-8", newline="") as handle:

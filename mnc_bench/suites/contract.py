@@ -30,6 +30,8 @@ from typing import Any
 SUITE_SUFFIXES = (".yaml", ".yml")
 SUITES_DIR = Path("configs") / "ablations"  # relative to the working directory or the checkout
 RESULTS_ROOT = "results"  # the default results root
+# The largest random seed: numpy's range, which mmengine's set_random_seed hands it to.
+MAX_SEED = 2**32 - 1
 
 
 def model_name(config: str | os.PathLike[str]) -> str:

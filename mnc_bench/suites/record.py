@@ -30,7 +30,14 @@ def read_suite_record(suite_dir: str | Path) -> dict[str, Any]:
         return {}
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg})") from exc
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a suite record (a JSON object)")
+    for key in ("run_ids", "axes", "metrics"):
+        if key in data and not (isinstance(data[key], list) and all(isinstance(v, str) for v in data[key])):
+            raise UserError(f"{path}: {key}: expected a list of strings")
+    if not isinstance(data.get("invocations", []), list):
+        raise UserError(f"{path}: invocations: expected a list")
+    return data
 
 
 def write_plan(suite: Suite, suite_dir: str | Path) -> None:

@@ -81,7 +81,8 @@ class RunDir:
         None."""
         try:
             return json.loads(self.file(name).read_text(encoding="utf-8"))
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, json.JSONDecodeError,
+                UnicodeDecodeError):
             return None
 
     def write_json(self, name: str, data: Any, *, nan_as_null: bool = False) -> None:
@@ -102,9 +103,17 @@ class RunDir:
         return run
 
     def status(self) -> dict[str, Any]:
+        """status.json; a run without a readable one is pending (the runner starts it again)."""
         status = self.read_json(STATUS_JSON)
-        return (status if isinstance(status, dict) and status.get("state") in RUN_STATES
-                else {"state": RunState.PENDING})
+        return status if _is_status(status) else {"state": RunState.PENDING}
+
+    def read_status(self) -> dict[str, Any]:
+        """status.json, as :meth:`status` reads it; a UserError naming the file when it is there but is not a
+        run status (not written by mnc-bench: a reader that reports on the run must not guess)."""
+        if self.file(STATUS_JSON).exists() and not _is_status(self.read_json(STATUS_JSON)):
+            raise UserError(f"{self.file(STATUS_JSON)}: not a run status (a JSON object whose state is one "
+                            f"of {', '.join(RUN_STATES)})")
+        return self.status()
 
     @property
     def state(self) -> str:
@@ -162,6 +171,10 @@ class RunDir:
             yield
         finally:
             os.close(fd)
+
+
+def _is_status(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("state") in RUN_STATES
 
 
 def list_run_dirs(suite_dir: str | os.PathLike[str]) -> list[RunDir]:

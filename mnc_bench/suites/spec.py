@@ -44,6 +44,7 @@ import yaml
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.suites.contract import (
+    MAX_SEED,
     METRIC_PATTERN,
     SLURM_CPUS_PER_GPU,
     SLURM_MEM_GB_PER_GPU,
@@ -216,7 +217,7 @@ def _check_sections(data: Mapping[str, Any], where: str, seeds: Sequence[int] | 
     extra = dict(extra_options or {})
     if "config" in options:
         raise UserError(f"{where}: cfg_options.config: the model config is `base` or a `config` axis")
-    _check_axes_set_once([*grid, *zipped], options, extra, where)
+    _check_axes_set_once(grid, zipped, options, extra, where)
     base = _base(data, grid, zipped, where)
     configs = [str(c) for c in grid.get("config") or zipped.get("config") or [base]]
     return _Sections(grid=grid, zipped=zipped, options=options, extra=extra, base=base,
@@ -232,12 +233,30 @@ def _check_zip_lengths(zipped: Mapping[str, list[Any]], where: str) -> None:
                         f"({', '.join(f'{k}: {len(v)}' for k, v in zipped.items())})")
 
 
-def _check_axes_set_once(axis_keys: list[str], options: Mapping[str, Any], extra: Mapping[str, Any],
-                         where: str) -> None:
-    for key in axis_keys:
-        for other, what in ((options, "cfg_options"), (extra, "the command line options")):
-            if key in other:
-                raise UserError(f"{where}: duplicate axis {key}: also set in {what}")
+def _check_axes_set_once(grid: Mapping[str, Any], zipped: Mapping[str, Any],
+                         options: Mapping[str, Any], extra: Mapping[str, Any], where: str) -> None:
+    """Each axis sets its config key alone: not again in the other axis section or the options, and not
+    inside (or around) another axis' key, where one would silently override the other."""
+    sections = (("grid", grid), ("zip", zipped), ("cfg_options", options),
+                ("the command line options", extra))
+    for index, (section, axes) in enumerate(sections[:2]):
+        for key in axes:
+            for what, other in sections[index + 1:]:
+                if key in other:
+                    raise UserError(f"{where}: duplicate axis {key}: also set in {what}")
+                nested = next((k for k in other if _nests(key, k)), None)
+                if nested is not None:
+                    raise UserError(f"{where}: {section}.{key} overlaps {nested} in {what}: one sets part "
+                                    "of the other")
+            nested = next((k for k in axes if k != key and _nests(key, k)), None)
+            if nested is not None:
+                raise UserError(f"{where}: {section}.{key} overlaps {section}.{nested}: one sets part of the "
+                                "other")
+
+
+def _nests(key: str, other: str) -> bool:
+    """Whether one dotted key lies inside the other (``model.cascade`` and ``model.cascade.num_stages``)."""
+    return other.startswith(key + ".") or key.startswith(other + ".")
 
 
 def _base(data: Mapping[str, Any], grid: Mapping[str, Any], zipped: Mapping[str, Any],
@@ -501,8 +520,8 @@ def _seeds(value: Any, where: str) -> list[int]:
     if not isinstance(value, list) or not value:
         raise UserError(f"{where}: seeds: expected a non-empty list of integers, got {_label(value)}")
     for seed in value:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise UserError(f"{where}: seeds: {seed!r} is not a non-negative integer")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise UserError(f"{where}: seeds: {seed!r} is not an integer from 0 to {MAX_SEED}")
     if len(set(value)) < len(value):
         raise UserError(f"{where}: seeds: a seed is listed twice")
     return list(value)
