@@ -58,8 +58,12 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from mnc_bench.data.video_check import check_dataset
 
+    if args.images is not None and not Path(args.images).is_dir():
+        raise UserError(f"--images {args.images}: not a folder")
     report = check_dataset(args.annotations, images_dir=args.images, max_problems=args.max_problems)
     for problem in report.problems:
         print(problem, file=sys.stderr)

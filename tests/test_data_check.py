@@ -148,3 +148,11 @@ def test_cli_clean_dataset_exits_zero_with_summary(shapes_dataset):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK") and "circle" in result.stdout
 
+
+
+def test_cli_images_folder_that_is_not_one_is_one_line(shapes_dataset, tmp_path):
+    # else every image would be reported missing, one line each
+    result = _run_cli("data", "check", str(shapes_dataset / "annotations/instances_val.json"),
+                      "--images", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: --images {tmp_path / 'nope'}: not a folder"]

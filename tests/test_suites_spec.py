@@ -238,6 +238,20 @@ def test_unknown_section(tmp_path):
 def test_unknown_metric_and_slurm_setting(tmp_path):
     assert "metrics: 'segm_AP' is not a metric key" in _error(tmp_path, f"base: {MNC}\nmetrics: [segm_AP]\n")
     assert "slurm.gpu: unknown setting" in _error(tmp_path, f"base: {MNC}\nslurm: {{gpu: 1}}\n")
+    # the key pattern alone would take these: the first names no COCO metric, the second a COCO metric that
+    # Boundary AP lacks; a repeated key would be a repeated table column
+    assert "metrics: coco/segm/NOPE: COCO segm metrics are AP, AP50" in _error(
+        tmp_path, f"base: {MNC}\nmetrics: [coco/segm/NOPE]\n")
+    assert "metrics: coco/boundary/AR100: COCO boundary metrics are AP, AP50, AP75, APs, APm, APl" in _error(
+        tmp_path, f"base: {MNC}\nmetrics: [coco/boundary/AR100]\n")
+    assert "metrics: coco/segm/AP is listed twice" in _error(
+        tmp_path, f"base: {MNC}\nmetrics: [coco/segm/AP, coco/bbox/AP, coco/segm/AP]\n")
+
+
+def test_base_and_a_config_axis_do_not_mix(tmp_path):
+    # the config axis would silently win over base
+    assert "base: the `config` axis names every run's model config; drop one of them" in _error(
+        tmp_path, f"base: {MNC}\ngrid: {{config: [{MASK_RCNN}]}}\n")
 
 
 def test_runs_that_resolve_to_the_same_config(tmp_path):

@@ -44,6 +44,8 @@ import yaml
 
 from mnc_bench.errors import UserError, one_line
 from mnc_bench.suites.contract import (
+    BOUNDARY_METRIC_NAMES,
+    COCO_METRIC_NAMES,
     MAX_SEED,
     METRIC_PATTERN,
     SLURM_CPUS_PER_GPU,
@@ -267,6 +269,8 @@ def _base(data: Mapping[str, Any], grid: Mapping[str, Any], zipped: Mapping[str,
         raise UserError(f"{where}: base: must be a config path, got {base!r}")
     if "config" not in grid and "config" not in zipped and not base:
         raise UserError(f"{where}: no model config: give `base` or a `config` axis")
+    if base and ("config" in grid or "config" in zipped):
+        raise UserError(f"{where}: base: the `config` axis names every run's model config; drop one of them")
     return base
 
 
@@ -536,6 +540,13 @@ def _metrics(value: Any, where: str) -> list[str] | None:
         if not isinstance(key, str) or not METRIC_PATTERN.match(key):
             raise UserError(f"{where}: metrics: {key!r} is not a metric key (e.g. coco/segm/AP, "
                             "voc_mnc/mAP@0.5, proposals/AR@100, vis/AP)")
+        kind, _, name = key.partition("/")[2].partition("/")
+        if key.startswith("coco/") and name not in (BOUNDARY_METRIC_NAMES if kind == "boundary"
+                                                    else COCO_METRIC_NAMES):
+            known = BOUNDARY_METRIC_NAMES if kind == "boundary" else COCO_METRIC_NAMES
+            raise UserError(f"{where}: metrics: {key}: COCO {kind} metrics are {', '.join(known)}")
+    if len(set(value)) < len(value):
+        raise UserError(f"{where}: metrics: {next(k for k in value if value.count(k) > 1)} is listed twice")
     return list(value)
 
 
