@@ -101,6 +101,8 @@ def test_unwritable_output_folder(tmp_path, capsys):
 def test_missing_and_malformed_tables(tmp_path, capsys):
     code, _, err = _cli(capsys, "nothing", "--out", str(tmp_path / "out"), "--results", str(tmp_path))
     assert code == 2 and "no collected results" in err and "mnc-bench collect nothing" in err
+    code, _, err = _cli(capsys, str(tmp_path / "nothing.csv"), "--out", str(tmp_path / "out"))
+    assert code == 2 and err == f"error: {tmp_path / 'nothing.csv'}: no such table\n"
     bad = tmp_path / "bad"
     bad.mkdir()
     pd.DataFrame({"suite": ["bad"], "run_id": ["r1"]}).to_csv(bad / "collect.csv", index=False)

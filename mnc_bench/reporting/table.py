@@ -69,6 +69,8 @@ def find_table(suite: str, results_dir: str | os.PathLike[str]) -> Path:
     given = Path(suite)
     if given.is_file() and given.suffix in TABLE_FORMATS:
         return given
+    if given.suffix in TABLE_FORMATS and not given.exists():
+        raise UserError(f"{suite}: no such table")
     if given.is_dir():
         folder = given
     else:
