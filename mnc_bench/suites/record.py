@@ -32,8 +32,9 @@ def read_suite_record(suite_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({exc.msg})") from exc
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a suite record (a JSON object)")
-    for key in ("run_ids", "axes", "metrics"):
-        if key in data and not (isinstance(data[key], list) and all(isinstance(v, str) for v in data[key])):
+    for key in ("run_ids", "axes", "metrics"):  # metrics is null for a suite that names none
+        value = data.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise UserError(f"{path}: {key}: expected a list of strings")
     if not isinstance(data.get("invocations", []), list):
         raise UserError(f"{path}: invocations: expected a list")
