@@ -326,8 +326,22 @@ def _started_from(runs: list[RunSpec], entries: list[StartFrom], resolver: _Reso
                             "seed and axis values to start from")
         options = {**spec.cfg_options, **init_option(entry, source.run_id)}
         cfg, options = resolver.resolve(spec.config, options)
+        if not _is_module(cfg, entry.module):
+            raise UserError(f"{where}: start_from.module: {entry.module} is not a module of {spec.config} (a "
+                            "config mapping with a type)")
         linked.append(replace(spec, run_id=run_id(cfg, spec.seed, world_size), cfg_options=options, cfg=cfg))
     return [spec for spec in runs if spec.config not in entry_of] + linked
+
+
+def _is_module(cfg: Any, dotted: str) -> bool:
+    """Whether ``dotted`` names a module of the model in ``cfg`` (``model`` or below it, a mapping with a
+    ``type``): what mmengine's ``init_weights`` initialises from an ``init_cfg``."""
+    if dotted != "model" and not dotted.startswith("model."):
+        return False
+    value = cfg
+    for part in dotted.split("."):
+        value = value.get(part) if hasattr(value, "get") else None
+    return isinstance(value, Mapping) and "type" in value
 
 
 def read_suite_file(path: Path) -> dict[str, Any]:
