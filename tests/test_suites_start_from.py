@@ -80,7 +80,7 @@ def test_each_run_starts_from_the_run_with_its_seed_and_axis_values_which_runs_f
     (f"[{{config: {PANET}, from: {MASK_RCNN}}}]", "start_from[0].module: required, a string"),
     (f"[{{config: {PANET}, from: {MASK_RCNN}, module: model.backbone, after: 3}}]", "unknown key 'after'"),
     (f"[{{config: {PANET}, from: {MASK_RCNN}, module: model.neck_x}}]", "unknown config key"),
-    # a config entry that no init_cfg initialises: the run would train from scratch, unannounced
+    # config entries that no init_cfg initialises: the run would fail once started, or ignore the weights
     (f"[{{config: {PANET}, from: {MASK_RCNN}, module: train_cfg}}]",
      "start_from.module: train_cfg is not a module of configs/panet/panet_shapes.py"),
     (f"[{{config: {PANET}, from: {MASK_RCNN}, module: model.train_cfg}}]",
