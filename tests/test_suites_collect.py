@@ -265,3 +265,16 @@ def test_an_output_the_system_refuses_is_one_line_and_leaves_neither_table(suite
                  "--out", str(out / "collect.parquet")]) == 2
     assert "collect.csv: is a directory" in capsys.readouterr().err
     assert not (out / "collect.parquet").exists()
+
+
+def test_a_plan_that_leaves_out_finished_runs_warns_before_collect_would_drop_them(suite, tmp_path, capsys):
+    suite_dir = tmp_path / "results" / "tiny"
+    run_dirs = _prepare(suite, suite_dir)  # the recorded plan: seeds 0 and 1
+    _finish(run_dirs[0], 0.4)
+    results = ["--results", str(tmp_path / "results")]
+    assert main(["run", str(suite.path), "--dry-run", "--seeds", "2", *results]) == 0
+    out = capsys.readouterr().out
+    assert ("warning: this plan leaves out 1 finished run(s) of the recorded one "
+            f"(e.g. {run_dirs[0].run_id})") in out
+    assert main(["run", str(suite.path), "--dry-run", "--seeds", "0", "1", "2", *results]) == 0
+    assert "warning" not in capsys.readouterr().out

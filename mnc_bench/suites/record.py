@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from mnc_bench.errors import UserError
 from mnc_bench.io import write_json
-from mnc_bench.suites.contract import SUITE_RECORD
+from mnc_bench.suites.contract import FINISHED_STATES, SUITE_RECORD
+from mnc_bench.suites.rundir import RunDir
 
 if TYPE_CHECKING:
     from mnc_bench.suites.spec import Suite
@@ -39,6 +40,15 @@ def read_suite_record(suite_dir: str | Path) -> dict[str, Any]:
     if not isinstance(data.get("invocations", []), list):
         raise UserError(f"{path}: invocations: expected a list")
     return data
+
+
+def finished_runs_left_out(suite: Suite, suite_dir: str | Path) -> list[str]:
+    """The finished runs of the recorded plan that ``suite``'s plan leaves out (``--seeds 2`` alone, an axis
+    value removed): once this plan is recorded, ``collect --update`` drops them from the table."""
+    planned = {spec.run_id for spec in suite.runs}
+    recorded = read_suite_record(suite_dir).get("run_ids") or []
+    return [run_id for run_id in recorded
+            if run_id not in planned and RunDir(Path(suite_dir) / run_id).state in FINISHED_STATES]
 
 
 def write_plan(suite: Suite, suite_dir: str | Path) -> None:

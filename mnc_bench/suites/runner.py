@@ -46,7 +46,7 @@ from mnc_bench.suites.contract import (
 )
 from mnc_bench.suites.executors import Executor
 from mnc_bench.suites.progress import SuiteProgress
-from mnc_bench.suites.record import append_invocation, write_plan
+from mnc_bench.suites.record import append_invocation, finished_runs_left_out, write_plan
 from mnc_bench.suites.reuse import Source, copy_run, find_done_run, source_name
 from mnc_bench.suites.rundir import RunBusy, RunDir, now_iso
 from mnc_bench.suites.spec import RunSpec, Suite
@@ -132,6 +132,11 @@ def run_suite(suite: Suite, suite_dir: str | Path, *, executor: Executor, rerun_
     plan = plan_suite(suite, suite_dir, rerun_failed=rerun_failed, reuse=reuse, only=only)
     for line in format_plan(suite, plan):
         echo(line)
+    left_out = finished_runs_left_out(suite, suite_dir)
+    if left_out:
+        echo(f"warning: this plan leaves out {len(left_out)} finished run(s) of the recorded one (e.g. "
+             f"{left_out[0]}); `collect --update` will drop them from the table. To keep them, give the "
+             "recorded plan's seeds too (--seeds 0 1 2 --only RUN_ID)")
     record: dict[str, Any] = dict(started_at=started_at, validated_at=time.time(), executor=executor.name,
                                   workers=executor.workers)
     if dry_run:
