@@ -373,7 +373,7 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if key in keys:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (duplicate axis)", key_node.start_mark)
+                    None, None, f"duplicate key {key!r} (YAML would keep only the last)", key_node.start_mark)
             keys.add(key)
         return super().construct_mapping(node, deep=deep)
 
