@@ -3,6 +3,7 @@ mask-stability measure against numbers worked out by hand, and bad input."""
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -302,6 +303,17 @@ def test_bad_predictions_are_one_line_errors_naming_the_record(scene, change, me
     with pytest.raises(UserError, match="record [01]") as error:
         evaluate_video(gt, records)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_bad_frame_record_in_a_file_is_named_with_the_file(scene, tmp_path):
+    # the per-frame checks (score, mask) run after the track checks, on the same records
+    gt, frame_ids = scene
+    records = hand_made_predictions(frame_ids)
+    records[0]["score"] = None
+    path = tmp_path / "tracked.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: record 0 .*'score'"):
+        evaluate_video(gt, path)
 
 
 def test_a_track_in_two_videos_is_refused(scene):

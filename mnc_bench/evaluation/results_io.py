@@ -60,8 +60,10 @@ class Predictions:
 PredictionsSource = str | os.PathLike[str] | Sequence[dict[str, Any]]
 
 
-def load_predictions(source: PredictionsSource, gt: GroundTruth, *, proposals: bool = False) -> Predictions:
-    """Validate a results file (path) or an in-memory list of result records against ``gt``.
+def load_predictions(source: PredictionsSource, gt: GroundTruth, *, proposals: bool = False,
+                     name: str = "predictions") -> Predictions:
+    """Validate a results file (path) or an in-memory list of result records against ``gt``; ``name``: what
+    errors call an in-memory list (a file is named by its path).
 
     ``proposals=True`` reads proposal records (no ``category_id``; ``segmentation`` ignored).
     An empty list is valid and gives empty predictions.
@@ -72,7 +74,6 @@ def load_predictions(source: PredictionsSource, gt: GroundTruth, *, proposals: b
         if not isinstance(records, list):
             raise UserError(f"{name}: expected a JSON list of result records, got {type(records).__name__}")
     else:
-        name = "predictions"
         records = source
         if not isinstance(records, Sequence):
             raise UserError(f"{name}: expected a list of result records, got {type(records).__name__}")

@@ -151,7 +151,7 @@ def load_video_predictions(
             out.add(where, f"track_id {track_id} has two instances in this frame")
         seen.add((image_id, track_id))
         track_ids[i] = track_id
-    frames = load_predictions(records, gt.frames_gt)
+    frames = load_predictions(records, gt.frames_gt, name=name)
     if len(records) and frames.rles is None:
         raise UserError(f"{name}: the records have no 'segmentation' (video metrics score masks)")
     return VideoPredictions(frames=frames, track_ids=track_ids)
