@@ -110,10 +110,13 @@ class RunDir:
     def read_status(self) -> dict[str, Any]:
         """status.json, as :meth:`status` reads it; a UserError naming the file when it is there but is not a
         run status (not written by mnc-bench: a reader that reports on the run must not guess)."""
-        if self.file(STATUS_JSON).exists() and not _is_status(self.read_json(STATUS_JSON)):
+        status = self.read_json(STATUS_JSON)
+        if _is_status(status):
+            return status
+        if self.file(STATUS_JSON).exists():
             raise UserError(f"{self.file(STATUS_JSON)}: not a run status (a JSON object whose state is one "
                             f"of {', '.join(RUN_STATES)})")
-        return self.status()
+        return {"state": RunState.PENDING}
 
     @property
     def state(self) -> str:
