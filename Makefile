@@ -22,6 +22,9 @@ STAMP := $(VENV)/.mnc-bench-installed-$(INSTALL_HASH)
 # CI (CI=true) also runs the slow training tier; a developer's plain `make test` runs the fast tier. The GPU
 # tier runs only under `make test-gpu`.
 PYTEST_MARK ?= $(if $(filter true 1,$(CI)),not long and not gpu,not slow and not long and not gpu)
+# The fast tier runs on one pytest-xdist worker per core (at most 4: each worker holds its own torch and
+# mmdet); CI's run, which adds the training tier, stays in one process. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= $(if $(filter true 1,$(CI)),0,auto)
 DEMO_DIR ?= results/demo
 # The demo suite's 8 runs, 2 at a time (one thread each on the 2-core reference machine).
 DEMO_WORKERS ?= 2
@@ -49,7 +52,7 @@ demo: install
 	$(VENV)/bin/mnc-bench demo --out $(DEMO_DIR) --workers $(DEMO_WORKERS)
 
 test: install
-	$(PY) -m pytest -m "$(PYTEST_MARK)"
+	$(PY) -m pytest -m "$(PYTEST_MARK)" -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal
 
 # ruff with the rules in pyproject.toml; CI runs it before the tests.
 lint: install

@@ -27,6 +27,15 @@ MASK_RCNN_SHAPES = "configs/mask_rcnn/mask_rcnn_shapes.py"
 # MNC's fused RoI pooling kernels run eagerly in tests (the same functions; compiling them for each tiny test
 # model would take minutes): test_compiled_kernels_equal_the_eager_ones checks the compiled ones.
 os.environ.setdefault(COMPILE_ENV, "0")
+# `make test` runs one pytest-xdist worker per core. Each worker, and every process it starts, gets its share
+# of the cores: torch's OpenMP threads wait by spinning, so workers that each used every core would slow
+# each other down.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
